@@ -1,0 +1,145 @@
+"""The Python resource client: ``Kind.objects`` and ``obj.save()/delete()`` (Balsam's API)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from ._errors import ApiError, Conflict
+
+if TYPE_CHECKING:
+    from ._meta import Resource
+    from ._query import QuerySet
+    from ._registry import Registry
+
+R = TypeVar("R", bound="Resource")
+
+BULK_BATCH = 10_000  # objects per store transaction in bulk_create
+
+
+class DoesNotExist(ApiError):
+    reason = "NotFound"
+
+
+class MultipleObjectsReturned(ApiError):
+    reason = "Conflict"
+
+
+def _registry() -> Registry:
+    from ._config import default_registry
+
+    return default_registry()
+
+
+class Manager(Generic[R]):
+    """``Kind.objects``: entry point of queries and bulk writes."""
+
+    def __init__(self, model: type[R], registry: Registry | None = None) -> None:
+        self.model = model
+        self._registry = registry
+
+    @property
+    def registry(self) -> Registry:
+        return self._registry or _registry()
+
+    def using(self, registry: Registry) -> Manager[R]:
+        return Manager(self.model, registry)
+
+    def _qs(self) -> QuerySet[R]:
+        from ._query import QuerySet
+
+        return QuerySet(self.model, self._registry)
+
+    def all(self) -> QuerySet[R]:
+        return self._qs()
+
+    def filter(self, **kw: Any) -> QuerySet[R]:
+        return self._qs().filter(**kw)
+
+    def exclude(self, **kw: Any) -> QuerySet[R]:
+        return self._qs().exclude(**kw)
+
+    def order_by(self, *fields: str) -> QuerySet[R]:
+        return self._qs().order_by(*fields)
+
+    def get(self, **kw: Any) -> R:
+        return self._qs().get(**kw)
+
+    def count(self) -> int:
+        return self._qs().count()
+
+    def create(self, **kw: Any) -> R:
+        obj = self.model(**kw)
+        obj.save()  # type: ignore[attr-defined]
+        return obj
+
+    def bulk_create(self, objs: Iterable[R], batch_size: int = BULK_BATCH) -> list[R]:
+        """Create many objects: one store transaction per ``batch_size``; returns NEW
+        objects (the inputs are left untouched, as in Balsam)."""
+        items = list(objs)
+        out: list[R] = []
+        for i in range(0, len(items), batch_size):
+            out.extend(self.registry.create_many(items[i : i + batch_size]))
+        return out
+
+
+class _ManagerDescriptor:
+    def __get__(self, obj: Any, owner: type[Resource]) -> Manager[Any]:
+        return Manager(owner)
+
+
+class ClientMixin:
+    """``save()``, ``delete()``, ``refresh_from_db()`` and ``Kind.objects`` on a resource."""
+
+    objects: ClassVar[Any] = _ManagerDescriptor()
+    DoesNotExist = DoesNotExist
+    MultipleObjectsReturned = MultipleObjectsReturned
+
+    if TYPE_CHECKING:
+        metadata: Any
+        __pydantic_private__: Any
+
+        def model_copy(self, *, update: Any = None, deep: bool = False) -> Any: ...
+
+    def _pending_fields(self) -> dict[str, Any]:
+        priv = getattr(self, "__pydantic_private__", None) or {}
+        pending: dict[str, Any] = priv.get("_pending") or {}
+        return pending
+
+    def _adopt(self, other: Any) -> None:
+        """Take ``other``'s content in place (the caller keeps its reference)."""
+        for name in type(self).model_fields:  # type: ignore[attr-defined]
+            object.__setattr__(self, name, getattr(other, name))
+        self._pending_fields().clear()
+
+    def save(self) -> None:
+        """Create the object, or write the fields assigned since it was read
+        (re-applied on the latest copy after a conflict)."""
+        reg = _registry()
+        kind = type(self)
+        if not self.metadata.resource_version:
+            self._adopt(reg.create(self))  # type: ignore[arg-type]
+            return
+        pending = dict(self._pending_fields())
+        if pending:
+            from ._balsam import apply_fields
+
+            self._adopt(reg.mutate(kind, self.metadata.name, lambda j: apply_fields(j, pending),  # type: ignore[arg-type, return-value]
+                                   self.metadata.namespace))
+            return
+        cur = reg.get(kind, self.metadata.name, self.metadata.namespace)  # type: ignore[arg-type]
+        if cur.metadata.resource_version != self.metadata.resource_version:
+            raise Conflict(kind.resource_name(), self.metadata.name)  # type: ignore[attr-defined]
+        self._adopt(reg.update(cur, self))  # type: ignore[arg-type]
+
+    def delete(self) -> None:
+        reg = _registry()
+        reg.delete(type(self), self.metadata.name, self.metadata.namespace)  # type: ignore[arg-type]
+
+    def refresh_from_db(self) -> None:
+        reg = _registry()
+        self._adopt(reg.get(type(self), self.metadata.name, self.metadata.namespace))  # type: ignore[arg-type]
+
+
+def names_of(objs: Sequence[Any]) -> list[str]:
+    return [o.metadata.name for o in objs]

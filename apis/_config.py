@@ -1,0 +1,162 @@
+"""Where the site is and which store it uses.
+
+A site directory (made by ``balsamctl init``) holds ``settings.yml`` (site name, store URL,
+namespace), ``data/`` (job workdirs), ``logs/`` and ``apps/``. Every surface finds it the way
+Balsam does: ``--site DIR``, else ``BALSAM_SITE_PATH``, else the current directory and its
+parents. ``--store URL`` / ``BALSAM_STORE`` override the store.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+import store as st
+
+from ._errors import SiteNotFound, StoreUnavailable
+from ._registry import Registry
+
+SETTINGS_FILE = "settings.yml"
+
+
+@dataclass
+class SiteConfig:
+    path: Path
+    name: str
+    store_url: str
+    namespace: str = "default"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data_path(self) -> Path:
+        return self.path / "data"
+
+    @property
+    def logs_path(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def apps_path(self) -> Path:
+        return self.path / "apps"
+
+    def save(self) -> None:
+        doc = {"name": self.name, "store": self.store_url, "namespace": self.namespace, **self.extra}
+        y = YAML()
+        y.default_flow_style = False
+        with open(self.path / SETTINGS_FILE, "w") as f:
+            y.dump(doc, f)
+
+
+def find_site_path(site: str | os.PathLike[str] | None = None) -> Path | None:
+    if site:
+        return Path(site).resolve()
+    env = os.environ.get("BALSAM_SITE_PATH")
+    if env:
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for d in (here, *here.parents):
+        if (d / SETTINGS_FILE).is_file():
+            return d
+    return None
+
+
+def load_site_config(site: str | os.PathLike[str] | None = None) -> SiteConfig:
+    path = find_site_path(site)
+    if path is None:
+        raise SiteNotFound(
+            "no site found: pass --site DIR, set BALSAM_SITE_PATH, or run inside a directory made by "
+            "'balsamctl init'"
+        )
+    f = path / SETTINGS_FILE
+    if not f.is_file():
+        raise SiteNotFound(f"{path} is not a site directory (no {SETTINGS_FILE}); run 'balsamctl init {path}'")
+    doc = YAML(typ="safe").load(f.read_text()) or {}
+    name = str(doc.pop("name", path.name))
+    url = str(doc.pop("store", f"sqlite:///{path / 'store.db'}"))
+    ns = str(doc.pop("namespace", "default"))
+    return SiteConfig(path=path, name=name, store_url=url, namespace=ns, extra=doc)
+
+
+def resolve_store_url(store_url: str | None = None, site: str | os.PathLike[str] | None = None) -> str:
+    if store_url:
+        return store_url
+    env = os.environ.get("BALSAM_STORE")
+    if env:
+        return env
+    return load_site_config(site).store_url
+
+
+_lock = threading.Lock()
+_registries: dict[str, Registry] = {}
+_default_url: str | None = None
+
+
+def open_registry(url: str) -> Registry:
+    """A Registry on ``url``, shared per process (one store connection and poller per URL)."""
+    with _lock:
+        reg = _registries.get(url)
+        if reg is None:
+            try:
+                reg = Registry(st.open_store(url))
+            except st.Unavailable as e:
+                raise StoreUnavailable(str(e)) from None
+            _registries[url] = reg
+        return reg
+
+
+def use(store_url: str | None = None, site: str | os.PathLike[str] | None = None) -> Registry:
+    """Point the Python client (``Job.objects`` and friends) at a store."""
+    global _default_url
+    url = resolve_store_url(store_url, site)
+    reg = open_registry(url)
+    _default_url = url
+    return reg
+
+
+def default_registry() -> Registry:
+    if _default_url is not None:
+        return open_registry(_default_url)
+    return use()
+
+
+def reset() -> None:
+    """Close every open store (tests; forked children)."""
+    global _default_url
+    with _lock:
+        for reg in _registries.values():
+            try:
+                reg.store.close()
+            except Exception:  # noqa: BLE001 - closing best effort
+                pass
+        _registries.clear()
+        _default_url = None
+
+
+class _SiteConfigProxy:
+    """``from apis import site_config``: the current site's config, loaded on first use."""
+
+    _cfg: SiteConfig | None = None
+
+    def _load(self) -> SiteConfig:
+        if self._cfg is None or (
+            os.environ.get("BALSAM_SITE_PATH") and Path(os.environ["BALSAM_SITE_PATH"]).resolve() != self._cfg.path
+        ):
+            self._cfg = load_site_config()
+        return self._cfg
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._load(), name)
+
+    def __repr__(self) -> str:
+        try:
+            return f"<site_config {self._load().path}>"
+        except SiteNotFound:
+            return "<site_config (no site)>"
+
+
+site_config: Any = _SiteConfigProxy()

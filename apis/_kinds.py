@@ -1,0 +1,369 @@
+"""The resource kinds: Job, App, Site, BatchJob, Node, TransferTask (ARCHITECTURE.md §2).
+
+YAML and JSON use camelCase (``nodePackingCount``); Python uses snake_case. ``Job`` also
+accepts Balsam's constructor names (``app_id``, ``workdir``, ``tags``, ``num_nodes``, ...)
+and exposes them as attributes — see ``_balsam.py``.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+
+from ._balsam import BalsamJobMixin
+from ._client import ClientMixin
+from ._meta import Condition, Model, Resource
+from ._states import JobState
+
+HISTORY_CAP = 100
+
+
+# --- Job -------------------------------------------------------------------------
+
+
+class JobResources(Model):
+    num_nodes: int = Field(1, ge=1)
+    ranks_per_node: int = Field(1, ge=1)
+    threads_per_rank: int = Field(1, ge=1)
+    threads_per_core: int = Field(1, ge=1)
+    gpus_per_rank: float = Field(0, ge=0)
+    node_packing_count: int = Field(1, ge=1)
+    launch_params: dict[str, str] = Field(default_factory=dict)
+    wall_time_min: float = Field(0, ge=0)
+
+    @property
+    def cpus_per_node(self) -> int:
+        """Seed: ``ranks_per_node * threads_per_rank // threads_per_core`` (at least one)."""
+        return max(1, self.ranks_per_node * self.threads_per_rank // self.threads_per_core)
+
+    @property
+    def gpus_per_node(self) -> int:
+        """Seed: ``ranks_per_node * gpus_per_rank`` whole devices (fractions round up)."""
+        g = self.ranks_per_node * self.gpus_per_rank
+        return int(g) if g == int(g) else int(g) + 1
+
+
+class RetryPolicy(Model):
+    limit: int = Field(3, ge=0)
+    on_exit_codes: list[int] | None = None  # None: any non-zero exit code is retried
+    backoff_seconds: float = Field(0, ge=0)
+
+
+def validate_workdir(v: str) -> str:
+    if not v:
+        raise ValueError("spec.workdir: Required value")
+    if v.startswith("/"):
+        raise ValueError(f'spec.workdir: Invalid value: "{v}": must be relative to the site\'s data/ directory')
+    norm = posixpath.normpath(v)
+    if norm == ".." or norm.startswith("../") or "\x00" in v:
+        raise ValueError(f'spec.workdir: Invalid value: "{v}": must stay inside the site\'s data/ directory')
+    return norm
+
+
+class JobSpec(Model):
+    app: str
+    site: str | None = None
+    workdir: str
+    parameters: dict[str, str] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)
+    resources: JobResources = Field(default_factory=JobResources)
+    parents: list[str] = Field(default_factory=list)
+    transfers: dict[str, str] = Field(default_factory=dict)
+    priority: int = 0
+    retry: RetryPolicy | None = None
+    on_parent_failure: Literal["Wait", "Fail"] = "Wait"
+    suspend: bool = False
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, v: str) -> str:
+        return validate_workdir(v)
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _params(cls, v: Any) -> Any:
+        # Template values are strings on the command line; accept numbers as Balsam does.
+        if isinstance(v, dict):
+            return {str(k): ("" if x is None else x if isinstance(x, str) else str(x)) for k, x in v.items()}
+        return v
+
+    @field_validator("transfers")
+    @classmethod
+    def _transfers(cls, v: dict[str, str]) -> dict[str, str]:
+        for slot, loc in v.items():
+            alias, sep, path = loc.partition(":")
+            if not sep or not alias or not path.startswith("/"):
+                raise ValueError(
+                    f'spec.transfers.{slot}: Invalid value: "{loc}": expected "alias:/absolute/path"'
+                )
+        return v
+
+
+class HistoryEvent(Model):
+    from_state: JobState | None = Field(None, alias="from")
+    to_state: JobState = Field(alias="to")
+    time: datetime
+    message: str = ""
+
+
+class Placement(Model):
+    batch_job: str | None = None
+    nodes: list[str] = Field(default_factory=list)
+    cpus: list[int] = Field(default_factory=list)  # CPU ids on each node (same ids on every node)
+    gpus: list[int] = Field(default_factory=list)  # GPU ids on each node
+    occupancy: float = 0.0  # 1/nodePackingCount, kept so release is exact
+
+
+class JobStatus(Model):
+    state: JobState = JobState.CREATED
+    return_code: int | None = None
+    message: str = ""
+    placement: Placement | None = None
+    attempts: int = 0
+    output_tail: str | None = None
+    result: Any = None
+    exception: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    history: list[HistoryEvent] = Field(default_factory=list)
+    observed_generation: int | None = None
+    last_update: datetime | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+
+class Job(BalsamJobMixin, ClientMixin, Resource):
+    KIND: ClassVar[str] = "Job"
+    PLURAL: ClassVar[str] = "jobs"
+    SINGULAR: ClassVar[str] = "job"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("j",)
+
+    spec: JobSpec
+    status: JobStatus = Field(default_factory=JobStatus)
+    _pending: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _balsam_kwargs(cls, data: Any) -> Any:
+        return cls._from_balsam_kwargs(data)
+
+
+# --- App -------------------------------------------------------------------------
+
+
+class AppParameter(Model):
+    required: bool = True
+    default: str | None = None
+    help: str = ""
+
+
+class TransferSlot(Model):
+    direction: Literal["in", "out"]
+    local_path: str
+    required: bool = True
+    recursive: bool = False
+    description: str = ""
+
+    @field_validator("local_path")
+    @classmethod
+    def _local(cls, v: str) -> str:
+        if v.startswith("/") or posixpath.normpath(v).startswith(".."):
+            raise ValueError(f'localPath "{v}" must stay inside the job\'s workdir')
+        return v
+
+
+class PythonAppRef(Model):
+    module: str | None = None
+    class_name: str = Field(alias="class")
+    payload: str | None = None  # base64 cloudpickle of a class defined in __main__ or a notebook
+
+
+class AppSpec(Model):
+    site: str | None = None
+    command: str | None = None
+    parameters: dict[str, AppParameter] = Field(default_factory=dict)
+    transfers: dict[str, TransferSlot] = Field(default_factory=dict)
+    environment: dict[str, str] = Field(default_factory=dict)
+    cleanup_files: list[str] = Field(default_factory=list)
+    preamble: str | None = None
+    python: PythonAppRef | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _command_or_python(self) -> AppSpec:
+        if not self.command and self.python is None:
+            raise ValueError("spec: Required value: one of command or python is required")
+        return self
+
+
+class App(ClientMixin, Resource):
+    KIND: ClassVar[str] = "App"
+    PLURAL: ClassVar[str] = "apps"
+    SINGULAR: ClassVar[str] = "app"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ()
+
+    spec: AppSpec
+    status: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- Site ------------------------------------------------------------------------
+
+
+class ElasticQueue(Model):
+    enabled: bool = True
+    min_nodes: int = Field(1, ge=0)
+    max_nodes: int = Field(1, ge=1)
+    min_wall_time_min: float = 10
+    max_wall_time_min: float = 60
+    wall_time_pad_min: float = 5
+    max_queue_wait_min: float = 120
+    max_queued_jobs: int = Field(1, ge=1)
+    queue: str | None = None
+    project: str | None = None
+    job_mode: Literal["mpi", "serial"] = "mpi"
+    selector: dict[str, str] = Field(default_factory=dict)
+
+
+class NodeDefaults(Model):
+    cpus: int = Field(1, ge=1)
+    gpus: int = Field(0, ge=0)
+
+
+class SiteSpec(Model):
+    path: str
+    scheduler: Literal["local", "slurm", "pbs"] = "local"
+    launcher: Literal["mpirun", "mpiexec", "srun", "none"] = "mpirun"
+    transfer_locations: dict[str, str] = Field(default_factory=dict)
+    elastic_queue: ElasticQueue | None = None
+    node_defaults: NodeDefaults = Field(default_factory=NodeDefaults)
+
+
+class Site(ClientMixin, Resource):
+    KIND: ClassVar[str] = "Site"
+    PLURAL: ClassVar[str] = "sites"
+    SINGULAR: ClassVar[str] = "site"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ()
+
+    spec: SiteSpec
+    status: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- BatchJob --------------------------------------------------------------------
+
+BatchJobState = Literal["pending_submission", "queued", "running", "finished", "submit_failed", "pending_deletion"]
+
+
+class BatchJobSpec(Model):
+    site: str | None = None
+    num_nodes: int = Field(1, ge=1)
+    wall_time_min: float = Field(10, gt=0)
+    queue: str | None = None
+    project: str | None = None
+    job_mode: Literal["mpi", "serial"] = "mpi"
+    selector: dict[str, str] = Field(default_factory=dict)
+    partitions: list[dict[str, Any]] = Field(default_factory=list)
+    optional_params: dict[str, str] = Field(default_factory=dict)
+
+
+class BatchJobStatus(Model):
+    state: BatchJobState = "pending_submission"
+    scheduler_id: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    message: str = ""
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class BatchJob(ClientMixin, Resource):
+    KIND: ClassVar[str] = "BatchJob"
+    PLURAL: ClassVar[str] = "batchjobs"
+    SINGULAR: ClassVar[str] = "batchjob"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("bj",)
+
+    spec: BatchJobSpec = Field(default_factory=BatchJobSpec)
+    status: BatchJobStatus = Field(default_factory=BatchJobStatus)
+
+
+# --- Node ------------------------------------------------------------------------
+
+
+class NodeSpec(Model):
+    batch_job: str | None = None
+    hostname: str
+    cpus: int = Field(ge=1)
+    gpus: int = Field(0, ge=0)
+
+
+class NodeStatus(Model):
+    busy_cpus: list[int] = Field(default_factory=list)
+    busy_gpus: list[int] = Field(default_factory=list)
+    occupancy: float = 0.0
+    running_jobs: list[str] = Field(default_factory=list)
+    heartbeat: datetime | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class Node(ClientMixin, Resource):
+    KIND: ClassVar[str] = "Node"
+    PLURAL: ClassVar[str] = "nodes"
+    SINGULAR: ClassVar[str] = "node"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("no",)
+
+    spec: NodeSpec
+    status: NodeStatus = Field(default_factory=NodeStatus)
+
+
+# --- TransferTask ----------------------------------------------------------------
+
+
+class TransferItem(Model):
+    job: str
+    slot: str
+    source: str
+    destination: str
+    recursive: bool = False
+
+
+class TransferTaskSpec(Model):
+    provider: str
+    direction: Literal["in", "out"]
+    location: str  # the alias's URL: globus://uuid, file://, https://host
+    items: list[TransferItem] = Field(default_factory=list)
+
+
+class TransferTaskStatus(Model):
+    state: Literal["Pending", "Active", "Succeeded", "Failed"] = "Pending"
+    provider_task_id: str | None = None
+    bytes_transferred: int = 0
+    files_transferred: int = 0
+    attempts: int = 0
+    message: str = ""
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class TransferTask(ClientMixin, Resource):
+    KIND: ClassVar[str] = "TransferTask"
+    PLURAL: ClassVar[str] = "transfertasks"
+    SINGULAR: ClassVar[str] = "transfertask"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("tt",)
+
+    spec: TransferTaskSpec
+    status: TransferTaskStatus = Field(default_factory=TransferTaskStatus)
+
+
+KINDS: tuple[type[Resource], ...] = (Job, App, Site, BatchJob, Node, TransferTask)
+
+
+def kind_for(name: str) -> type[Resource]:
+    """A kind from kubectl's names: ``job``, ``jobs``, ``Job``, ``jobs.balsam.io``, ``bj``."""
+    n = name.lower()
+    if n.endswith(".balsam.io"):
+        n = n[: -len(".balsam.io")]
+    for k in KINDS:
+        if n in (k.KIND.lower(), k.PLURAL, k.SINGULAR, *k.SHORT_NAMES):
+            return k
+    from ._errors import BadRequest
+
+    raise BadRequest(f'the server doesn\'t have a resource type "{name}"')

@@ -1,0 +1,52 @@
+"""Moving a Job along the state table, with its history, in memory (callers write)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from ._meta import utcnow
+from ._states import JobState, check_transition
+
+if TYPE_CHECKING:
+    from ._kinds import Job
+
+
+def transition(
+    job: Job,
+    to: JobState | str,
+    message: str = "",
+    *,
+    by_user: bool = False,
+    now: datetime | None = None,
+) -> Job:
+    """Move ``job`` to ``to`` (IllegalTransition if the table forbids it) and append
+    ``{from, to, time, message}`` to its history (capped: oldest dropped)."""
+    from ._kinds import HISTORY_CAP, HistoryEvent
+
+    cur = job.status.state
+    nxt = JobState(to)
+    check_transition(cur, nxt, by_user=by_user)
+    now = now or utcnow()
+    job.status.state = nxt
+    job.status.message = message
+    job.status.history.append(HistoryEvent(from_state=cur, to_state=nxt, time=now, message=message))
+    if len(job.status.history) > HISTORY_CAP:
+        del job.status.history[: len(job.status.history) - HISTORY_CAP]
+    if nxt is JobState.RUNNING:
+        job.status.start_time = now
+    if not by_user and nxt in (JobState.RUN_DONE, JobState.RUN_ERROR, JobState.RUN_TIMEOUT):
+        job.status.end_time = now
+    if nxt is JobState.RESTART_READY:
+        # Runs again wherever placement finds room; the old binding is only history now.
+        job.status.placement = None
+    return job
+
+
+def advance(job: Job, path: Sequence[JobState | str], message: str = "", now: datetime | None = None) -> Job:
+    """Several steps in one write (no-op steps collapse): every state still lands in history."""
+    now = now or utcnow()
+    for s in path:
+        transition(job, s, message, now=now)
+    return job

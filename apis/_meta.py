@@ -1,0 +1,224 @@
+"""What every resource has: apiVersion, kind, metadata, spec, status (Kubernetes' object shape)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "balsam.io"
+API_VERSION = f"{API_GROUP}/v1"
+
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Model(BaseModel):
+    """Base of every API struct: camelCase in YAML/JSON, snake_case in Python,
+    unknown fields refused (a typo in a manifest is an error, not a silent no-op)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_assignment=False,
+    )
+
+
+def validate_name(name: str, what: str = "metadata.name") -> str:
+    if not name or len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
+        raise ValueError(
+            f'{what}: Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of lower case '
+            "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+        )
+    return name
+
+
+def validate_label_key(key: str) -> str:
+    prefix, _, name = key.rpartition("/")
+    if prefix:
+        validate_name(prefix, f"label key {key!r} prefix")
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        raise ValueError(
+            f"label key {key!r} is invalid: a name of at most 63 characters of alphanumerics, '-', '_' "
+            "or '.', starting and ending with an alphanumeric"
+        )
+    return key
+
+
+def validate_label_value(key: str, value: str) -> str:
+    if len(value) > 63 or not _LABEL_VALUE.match(value):
+        raise ValueError(
+            f"label {key}={value!r}: a value must be at most 63 characters of alphanumerics, '-', '_' "
+            "or '.', starting and ending with an alphanumeric (or empty)"
+        )
+    return value
+
+
+def random_suffix(n: int = 10) -> str:
+    """A lowercase base36 suffix for generateName (10 chars: 3.6e15 values, no retry loop needed)."""
+    return "".join(secrets.choice(_BASE36) for _ in range(n))
+
+
+class OwnerReference(Model):
+    api_version: str = API_VERSION
+    kind: str
+    name: str
+    uid: str
+    controller: bool | None = None
+
+
+class ObjectMeta(Model):
+    name: str | None = None
+    generate_name: str | None = None
+    namespace: str = "default"
+    uid: str | None = None
+    resource_version: str | None = None
+    generation: int = 0
+    creation_timestamp: datetime | None = None
+    deletion_timestamp: datetime | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    owner_references: list[OwnerReference] = Field(default_factory=list)
+    finalizers: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return None if v is None else validate_name(v)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str) -> str:
+        return validate_name(v, "metadata.namespace")
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            out = {}
+            for k, val in v.items():
+                k = validate_label_key(str(k))
+                sval = "" if val is None else str(val)  # Balsam: "even numerical tags are strings"
+                out[k] = validate_label_value(k, sval)
+            return out
+        return v
+
+    @field_validator("annotations", mode="before")
+    @classmethod
+    def _annotations(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            total = sum(len(str(k)) + len(str(x)) for k, x in v.items())
+            if total > 256 * 1024:
+                raise ValueError(f"metadata.annotations: Too long: must have at most 262144 bytes (got {total})")
+            return {str(k): str(x) for k, x in v.items()}
+        return v
+
+
+class Condition(Model):
+    type: str
+    status: Literal["True", "False", "Unknown"] = "True"
+    reason: str = ""
+    message: str = ""
+    last_transition_time: datetime | None = None
+    observed_generation: int | None = None
+
+
+def set_condition(
+    conditions: list[Condition],
+    type_: str,
+    status: Literal["True", "False", "Unknown"],
+    reason: str = "",
+    message: str = "",
+    now: datetime | None = None,
+) -> bool:
+    """Set or replace the condition ``type_``; returns True when anything changed.
+    ``lastTransitionTime`` moves only when ``status`` flips (Kubernetes' rule)."""
+    now = now or utcnow()
+    for i, c in enumerate(conditions):
+        if c.type == type_:
+            if (c.status, c.reason, c.message) == (status, reason, message):
+                return False
+            ltt = c.last_transition_time if c.status == status else now
+            conditions[i] = Condition(type=type_, status=status, reason=reason, message=message,
+                                      last_transition_time=ltt)
+            return True
+    conditions.append(Condition(type=type_, status=status, reason=reason, message=message,
+                                last_transition_time=now))
+    return True
+
+
+def remove_condition(conditions: list[Condition], type_: str) -> bool:
+    before = len(conditions)
+    conditions[:] = [c for c in conditions if c.type != type_]
+    return len(conditions) != before
+
+
+def get_condition(conditions: list[Condition], type_: str) -> Condition | None:
+    return next((c for c in conditions if c.type == type_), None)
+
+
+class Resource(Model):
+    """A stored object. Subclasses set ``KIND``/``PLURAL`` and the spec/status types."""
+
+    KIND: ClassVar[str] = ""
+    PLURAL: ClassVar[str] = ""
+    SINGULAR: ClassVar[str] = ""
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ()
+
+    api_version: str = API_VERSION
+    kind: str = ""
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+
+    def model_post_init(self, __context: Any) -> None:
+        if not self.kind:
+            self.kind = self.KIND
+
+    @field_validator("api_version")
+    @classmethod
+    def _api_version(cls, v: str) -> str:
+        if v != API_VERSION:
+            raise ValueError(f'apiVersion "{v}" is not supported (expected "{API_VERSION}")')
+        return v
+
+    @classmethod
+    def resource_name(cls) -> str:
+        """kubectl's ``plural.group`` form used in messages: ``jobs.balsam.io``."""
+        return f"{cls.PLURAL}.{API_GROUP}"
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name or ""
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    def ensure_identity(self, now: datetime | None = None) -> Self:
+        """Fill what the server assigns on create: name from generateName, uid, timestamps."""
+        md = self.metadata
+        if not md.name:
+            if not md.generate_name:
+                raise ValueError("metadata.name: Required value: name or generateName is required")
+            md.name = validate_name(md.generate_name + random_suffix())
+        md.uid = md.uid or str(uuid.uuid4())
+        md.creation_timestamp = md.creation_timestamp or (now or utcnow())
+        md.generation = md.generation or 1
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True, exclude_none=True, exclude_defaults=True).encode()

@@ -1,0 +1,397 @@
+"""Lazy, chainable queries (Balsam's Django-like API) answered from the store's indexes.
+
+Filters that an index answers (``id``, ``state``, ``tags``, ``app_id``, ``parent_id``, a label
+selector's equalities) narrow the candidate names with key-only index reads; ``count()`` of a
+query made only of such filters never reads an object.  Every other filter is checked on the
+fetched objects, so the result is the same either way.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._errors import BadRequest
+from ._selectors import Selector, parse_selector
+from ._states import JobState, parse_state
+
+if TYPE_CHECKING:
+    from ._meta import Resource
+    from ._registry import Registry
+
+R = TypeVar("R", bound="Resource")
+
+Pred = Callable[[Any], bool]
+
+
+def _as_list(v: Any) -> list[Any]:
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return list(v)
+    return [v]
+
+
+def _name_of(v: Any) -> str:
+    return v.id if hasattr(v, "id") and not isinstance(v, str) else str(v)
+
+
+def _tags_arg(v: Any) -> dict[str, str]:
+    if isinstance(v, dict):
+        return {str(k): str(x) for k, x in v.items()}
+    out = {}
+    for item in _as_list(v):  # Balsam's CLI form "K:V" / "K=V"
+        k, sep, x = str(item).replace(":", "=", 1).partition("=")
+        if not sep:
+            raise BadRequest(f"tag filter {item!r} must be KEY=VALUE")
+        out[k] = x
+    return out
+
+
+def _states(v: Any) -> list[str]:
+    try:
+        return [parse_state(str(s)).value for s in _as_list(v)]
+    except ValueError as e:
+        raise BadRequest(str(e)) from None
+
+
+def _dt(v: Any) -> datetime:
+    if isinstance(v, datetime):
+        return v
+    try:
+        return datetime.fromisoformat(str(v))
+    except ValueError:
+        raise BadRequest(f"invalid time {v!r}") from None
+
+
+def field_value(obj: Any, field: str) -> Any:
+    """A value to order or print by: a Balsam attribute (``last_update``), or a dotted
+    path in the object (``spec.resources.numNodes`` / ``metadata.name``)."""
+    if "." not in field:
+        if field in ("id", "name"):
+            return obj.metadata.name
+        if field in ("creation_timestamp", "created"):
+            return obj.metadata.creation_timestamp
+        if hasattr(type(obj), field) or field in getattr(type(obj), "model_fields", {}):
+            v = getattr(obj, field)
+            return str(v) if hasattr(v, "__fspath__") else v
+    cur: Any = obj.to_dict() if hasattr(obj, "to_dict") else obj
+    for part in field.lstrip(".").split("."):
+        if isinstance(cur, dict):
+            cur = cur.get(part)
+        else:
+            cur = getattr(cur, part, None)
+        if cur is None:
+            return None
+    return cur
+
+
+def _sort_key(v: Any) -> tuple[int, Any]:
+    if v is None:
+        return (0, 0)
+    if isinstance(v, (int, float)):
+        return (1, v)
+    if isinstance(v, datetime):
+        return (2, v.timestamp())
+    return (3, str(v))
+
+
+class _Inexact:
+    def __init__(self, entries: list[tuple[str, list[str]]]) -> None:
+        self.entries = entries
+
+
+class QuerySet(Generic[R]):
+    """``Kind.objects.filter(...)``: nothing is read until iterated, counted or sliced."""
+
+    def __init__(self, model: type[R], registry: Registry | None = None, namespace: str = "default") -> None:
+        self.model = model
+        self._registry = registry
+        self.namespace = namespace
+        self._preds: list[Pred] = []
+        self._index: list[tuple[str, list[str]]] = []  # (index, values): name must be in the union
+        self._only_index = True
+        self._order: tuple[str, ...] = ()
+        self._slice: slice | None = None
+        self._cache: list[R] | None = None
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is not None:
+            return self._registry
+        from ._config import default_registry
+
+        return default_registry()
+
+    def _clone(self) -> QuerySet[R]:
+        c = copy.copy(self)
+        c._preds = list(self._preds)
+        c._index = list(self._index)
+        c._cache = None
+        return c
+
+    # --- building ----------------------------------------------------------------
+
+    def all(self) -> QuerySet[R]:
+        return self._clone()
+
+    def filter(self, **kw: Any) -> QuerySet[R]:
+        c = self._clone()
+        for k, v in kw.items():
+            c._add(k, v, negate=False)
+        return c
+
+    def exclude(self, **kw: Any) -> QuerySet[R]:
+        c = self._clone()
+        for k, v in kw.items():
+            c._add(k, v, negate=True)
+        return c
+
+    def in_namespace(self, namespace: str) -> QuerySet[R]:
+        c = self._clone()
+        c.namespace = namespace
+        return c
+
+    def _add(self, key: str, value: Any, negate: bool) -> None:
+        if self._slice is not None:
+            raise BadRequest("cannot filter a query once a slice has been taken")
+        pred, entries, exact = self._compile(key, value)
+        if negate:
+            self._preds.append(lambda o, p=pred: not p(o))
+            self._only_index = False
+            return
+        self._preds.append(pred)
+        self._index.extend(entries)
+        if not exact:
+            self._only_index = False
+
+    def _compile(self, key: str, value: Any) -> tuple[Pred, list[tuple[str, list[str]]], bool]:
+        """(predicate, index entries that narrow candidates, whether the entries alone decide)."""
+        pred, index = self._compile_one(key, value)
+        if isinstance(index, _Inexact):
+            return pred, index.entries, False
+        if isinstance(index, list):
+            return pred, index, True
+        if index is None:
+            return pred, [], key in ("namespace",) or (key in ("tags", "labels") and not _tags_arg(value))
+        return pred, [index], True
+
+    def _compile_one(self, key: str, value: Any) -> tuple[Pred, Any]:
+        is_job = self.model.KIND == "Job"
+        if key in ("id", "name", "id__in", "name__in"):
+            names = [_name_of(v) for v in _as_list(value)]
+            s = set(names)
+            return (lambda o: o.metadata.name in s), ("name", names)
+        if key in ("tags", "labels"):
+            want = _tags_arg(value)
+            if not want:
+                return (lambda o: True), None
+            entries = [("label", [f"{k}={v}"]) for k, v in want.items()]
+            return (lambda o: all(o.metadata.labels.get(k) == x for k, x in want.items())), entries
+        if key == "selector":
+            sel: Selector = value if isinstance(value, Selector) else parse_selector(str(value))
+            eq = sel.equalities()
+            entries = [("label", [f"{k}={v}"]) for k, v in eq.items()]
+            if len(eq) != len(sel.requirements):
+                # Other requirements are checked on the objects; the equalities still narrow.
+                return (lambda o: sel.matches(o.metadata.labels)), _Inexact(entries)
+            return (lambda o: sel.matches(o.metadata.labels)), entries
+        if key == "namespace":
+            self.namespace = str(value)
+            return (lambda o: True), None
+        if not is_job:
+            raise BadRequest(f"unknown filter {key!r} for {self.model.PLURAL}")
+        if key in ("state", "state__in"):
+            states = _states(value)
+            ss = set(states)
+            return (lambda o: o.status.state.value in ss), ("state", states)
+        if key == "state__ne":
+            ne = set(_states(value))
+            return (lambda o: o.status.state.value not in ne), None
+        if key in ("app_id", "app", "app_name"):
+            apps = [str(a) for a in _as_list(value)]
+            sa = set(apps)
+            return (lambda o: o.spec.app in sa), ("app", apps)
+        if key in ("parent_id", "parents", "parent"):
+            parents = [_name_of(v) for v in _as_list(value)]
+            sp = set(parents)
+            return (lambda o: bool(sp.intersection(o.spec.parents))), ("parent", parents)
+        if key == "site_name":
+            return (lambda o: o.spec.site == value), None
+        if key == "workdir__contains":
+            frag = str(value)
+            return (lambda o: frag in o.spec.workdir), None
+        if key == "workdir":
+            wd = str(value)
+            return (lambda o: o.spec.workdir == wd), None
+        if key == "parameters":
+            want_p = _tags_arg(value)
+            return (lambda o: all(o.spec.parameters.get(k) == x for k, x in want_p.items())), None
+        if key in ("last_update__gt", "last_update__lt"):
+            t = _dt(value)
+            if key.endswith("gt"):
+                return (lambda o: o.status.last_update is not None and o.status.last_update > t), None
+            return (lambda o: o.status.last_update is not None and o.status.last_update < t), None
+        if key == "return_code":
+            return (lambda o: o.status.return_code == value), None
+        if key == "node":
+            n = str(value)
+            return (lambda o: o.status.placement is not None and n in o.status.placement.nodes), ("node", [n])
+        raise BadRequest(f"unknown filter {key!r} for jobs")
+
+    def order_by(self, *fields: str) -> QuerySet[R]:
+        c = self._clone()
+        c._order = fields
+        return c
+
+    def __getitem__(self, item: int | slice) -> Any:
+        if isinstance(item, int):
+            items = self._fetch()
+            return items[item]
+        if item.step not in (None, 1):
+            raise BadRequest("slices with a step are not supported")
+        c = self._clone()
+        if c._slice is not None:
+            base = range(*c._slice.indices(10**12))[item]
+            c._slice = slice(base.start, base.stop)
+        else:
+            c._slice = item
+        return c
+
+    # --- evaluation --------------------------------------------------------------
+
+    def _candidate_names(self) -> list[str] | None:
+        """Names that every index filter allows (None: no index filter)."""
+        if not self._index:
+            return None
+        reg = self.registry
+        sets: list[list[str]] = []
+        for index, values in self._index:
+            if index == "name":
+                sets.append(values)
+                continue
+            names: list[str] = []
+            for v in values:
+                names.extend(reg.index_names(self.model, index, v, self.namespace))
+            sets.append(names)
+        sets.sort(key=len)
+        result = list(dict.fromkeys(sets[0]))
+        for other in sets[1:]:
+            keep = set(other)
+            result = [n for n in result if n in keep]
+        return result
+
+    def _fetch(self) -> list[R]:
+        if self._cache is not None:
+            return self._cache
+        reg = self.registry
+        names = self._candidate_names()
+        if names is None:
+            objs, _ = reg.list(self.model, self.namespace)
+        else:
+            objs = [o for o in reg.get_many(self.model, names, self.namespace) if o is not None]
+        objs = [o for o in objs if all(p(o) for p in self._preds)]
+        if self._order:
+            for f in reversed(self._order):
+                desc = f.startswith("-")
+                name = f.lstrip("-")
+                objs.sort(key=lambda o, n=name: _sort_key(field_value(o, n)), reverse=desc)  # type: ignore[misc]
+        elif self.model.KIND == "Job":
+            objs.sort(key=lambda o: (_sort_key(o.metadata.creation_timestamp), o.metadata.name))
+        if self._slice is not None:
+            objs = objs[self._slice]
+        self._cache = objs
+        return objs
+
+    def __iter__(self) -> Iterator[R]:
+        return iter(self._fetch())
+
+    def __len__(self) -> int:
+        return len(self._fetch())
+
+    def __bool__(self) -> bool:
+        return bool(self._fetch())
+
+    def __repr__(self) -> str:
+        items = self._fetch()
+        shown = ", ".join(o.metadata.name or "?" for o in items[:10])
+        more = ", ..." if len(items) > 10 else ""
+        return f"<{self.model.KIND}Query [{shown}{more}]>"
+
+    def count(self) -> int:
+        if self._cache is None and self._slice is None and self._only_index:
+            if not self._index:
+                return self.registry.count(self.model, self.namespace)
+            if len(self._index) == 1 and self._index[0][0] != "name":
+                index, values = self._index[0]
+                reg = self.registry
+                return sum(reg.index_count(self.model, index, v, self.namespace) for v in set(values))
+            names = self._candidate_names()
+            if names is not None and all(i != "name" for i, _ in self._index):
+                return len(names)
+        return len(self._fetch())
+
+    def exists(self) -> bool:
+        return self.count() > 0
+
+    def first(self) -> R | None:
+        items = self._fetch()
+        return items[0] if items else None
+
+    def get(self, **kw: Any) -> R:
+        qs = self.filter(**kw) if kw else self
+        items = qs._fetch()
+        if not items:
+            raise self.model.DoesNotExist(  # type: ignore[attr-defined]
+                f"{self.model.KIND} matching query does not exist ({kw or 'all'})"
+            )
+        if len(items) > 1:
+            raise self.model.MultipleObjectsReturned(  # type: ignore[attr-defined]
+                f"get() returned {len(items)} {self.model.PLURAL} for {kw or 'all'}; expected exactly one"
+            )
+        return items[0]
+
+    def update(self, **fields: Any) -> int:
+        """Apply Balsam field assignments to every matching object; one transaction per
+        chunk with CAS, re-read and retried on conflict. Returns the number updated."""
+        from ._balsam import apply_fields
+        from ._errors import Conflict
+
+        reg = self.registry
+        targets = [o.metadata.name for o in self._fetch()]
+        done = 0
+        for i in range(0, len(targets), 5000):
+            chunk = targets[i : i + 5000]
+            for _attempt in range(20):
+                cur = [o for o in reg.get_many(self.model, chunk, self.namespace) if o is not None]
+                pairs = []
+                for o in cur:
+                    n = o.model_copy(deep=True)
+                    if self.model.KIND == "Job":
+                        apply_fields(n, fields)  # type: ignore[arg-type]
+                    else:
+                        raise BadRequest(f"update() is only supported for jobs, not {self.model.PLURAL}")
+                    if n != o:
+                        pairs.append((o, n))
+                try:
+                    reg.update_many(pairs)
+                    done += len(pairs)
+                    break
+                except Conflict:
+                    continue
+            else:
+                raise Conflict(self.model.resource_name(), chunk[0], "update kept conflicting")
+        self._cache = None
+        return done
+
+    def delete(self) -> int:
+        reg = self.registry
+        objs = self._fetch()
+        n = 0
+        for i in range(0, len(objs), 5000):
+            n += reg.delete_many(objs[i : i + 5000], expect_current=False)
+        self._cache = None
+        return n
+
+
+__all__ = ["QuerySet", "JobState", "field_value"]

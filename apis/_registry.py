@@ -1,0 +1,467 @@
+"""Objects in the store: keys, secondary indexes, admission, CAS updates, watches.
+
+Layout (ARCHITECTURE.md §2):
+
+* ``/registry/<plural>/<namespace>/<name>`` → the object as JSON; its mod revision is
+  the ``resourceVersion``.
+* ``/index/<plural>/<index>/<namespace>/<value>/<name>`` → ``b""``, written in the same
+  transaction as the object, so a query by state, label, app or parent reads only the
+  index range (``Store.count`` / ``Store.range(keys_only=True)``), never every object.
+
+Index values are percent-quoted so ``/`` and ``=`` in label keys cannot split a key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import quote, unquote
+
+from pydantic import ValidationError
+
+import store as st
+
+from ._errors import AlreadyExists, Conflict, Invalid, NotFound, StoreUnavailable
+from ._meta import Resource, utcnow
+
+R = TypeVar("R", bound=Resource)
+T = TypeVar("T", bound=Resource)
+F = TypeVar("F")
+
+REGISTRY = "/registry/"
+INDEX = "/index/"
+
+
+def q(value: str) -> str:
+    return quote(value, safe="")
+
+
+def object_key(kind: type[Resource], namespace: str, name: str) -> str:
+    return f"{REGISTRY}{kind.PLURAL}/{namespace}/{name}"
+
+
+def kind_prefix(kind: type[Resource], namespace: str | None = None) -> str:
+    base = f"{REGISTRY}{kind.PLURAL}/"
+    return base if namespace is None else f"{base}{namespace}/"
+
+
+def index_prefix(kind: type[Resource], index: str, namespace: str, value: str | None = None) -> str:
+    base = f"{INDEX}{kind.PLURAL}/{index}/{namespace}/"
+    return base if value is None else f"{base}{q(value)}/"
+
+
+def label_value(key: str, value: str) -> str:
+    return f"{key}={value}"
+
+
+def index_entries(obj: Resource) -> set[tuple[str, str]]:
+    """(index, value) pairs under which ``obj`` is findable."""
+    out = {("label", label_value(k, v)) for k, v in obj.metadata.labels.items()}
+    out |= {("labelkey", k) for k in obj.metadata.labels}
+    if obj.KIND == "Job":
+        spec, status = obj.spec, obj.status  # type: ignore[attr-defined]
+        out.add(("state", str(status.state)))
+        out.add(("app", spec.app))
+        out |= {("parent", p) for p in spec.parents}
+        if status.placement is not None:
+            out |= {("node", n) for n in status.placement.nodes}
+    elif obj.KIND == "Node" and obj.spec.batch_job:  # type: ignore[attr-defined]
+        out.add(("batchjob", obj.spec.batch_job))  # type: ignore[attr-defined]
+    return out
+
+
+def index_keys(obj: Resource) -> set[str]:
+    ns, name = obj.metadata.namespace, obj.metadata.name or ""
+    return {f"{index_prefix(type(obj), i, ns, v)}{name}" for i, v in index_entries(obj)}
+
+
+def name_from_index_key(key: str) -> str:
+    return key.rsplit("/", 1)[1]
+
+
+def value_from_index_key(key: str) -> str:
+    return unquote(key.rsplit("/", 2)[1])
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent(Generic[T]):
+    type: Literal["ADDED", "MODIFIED", "DELETED"]
+    object: T
+    revision: int
+
+
+def _wrap_store_errors(fn: Callable[..., F]) -> Callable[..., F]:
+    def inner(*a: Any, **kw: Any) -> F:
+        try:
+            return fn(*a, **kw)
+        except st.Unavailable as e:
+            raise StoreUnavailable(str(e)) from None
+
+    inner.__name__ = fn.__name__
+    inner.__doc__ = fn.__doc__
+    return inner
+
+
+class Registry:
+    """The typed layer over a :class:`store.Store` that every surface (CLI, Python
+    client, controllers, node agents) writes through."""
+
+    def __init__(self, store: st.Store) -> None:
+        self.store = store
+
+    # --- decoding ------------------------------------------------------------------
+
+    @staticmethod
+    def decode(kind: type[R], kv: st.KeyValue) -> R:
+        obj = kind.model_validate_json(kv.value)
+        obj.metadata.resource_version = str(kv.mod_revision)
+        return obj
+
+    # --- reads ---------------------------------------------------------------------
+
+    @_wrap_store_errors
+    def get(self, kind: type[R], name: str, namespace: str = "default") -> R:
+        kv = self.store.get(object_key(kind, namespace, name))
+        if kv is None:
+            raise NotFound(kind.resource_name(), name)
+        return self.decode(kind, kv)
+
+    @_wrap_store_errors
+    def try_get(self, kind: type[R], name: str, namespace: str = "default") -> R | None:
+        kv = self.store.get(object_key(kind, namespace, name))
+        return None if kv is None else self.decode(kind, kv)
+
+    @_wrap_store_errors
+    def get_many(self, kind: type[R], names: Sequence[str], namespace: str = "default") -> list[R | None]:
+        kvs = self.store.get_many([object_key(kind, namespace, n) for n in names])
+        return [None if kv is None else self.decode(kind, kv) for kv in kvs]
+
+    @_wrap_store_errors
+    def list(self, kind: type[R], namespace: str | None = "default") -> tuple[list[R], int]:
+        """Every object of a kind (paged reads), and the revision to watch from."""
+        prefix = kind_prefix(kind, namespace)
+        out: list[R] = []
+        after: str | None = None
+        revision = 0
+        while True:
+            res = self.store.range(prefix, limit=5000, start_after=after)
+            revision = revision or res.revision
+            out.extend(self.decode(kind, kv) for kv in res.kvs)
+            if not res.more:
+                return out, revision
+            after = res.continue_key
+
+    @_wrap_store_errors
+    def index_names(self, kind: type[Resource], index: str, value: str, namespace: str = "default") -> list[str]:
+        prefix = index_prefix(kind, index, namespace, value)
+        names: list[str] = []
+        after: str | None = None
+        while True:
+            res = self.store.range(prefix, limit=20000, start_after=after, keys_only=True)
+            names.extend(name_from_index_key(kv.key) for kv in res.kvs)
+            if not res.more:
+                return names
+            after = res.continue_key
+
+    @_wrap_store_errors
+    def index_count(self, kind: type[Resource], index: str, value: str, namespace: str = "default") -> int:
+        return self.store.count(index_prefix(kind, index, namespace, value))
+
+    @_wrap_store_errors
+    def count(self, kind: type[Resource], namespace: str = "default") -> int:
+        return self.store.count(kind_prefix(kind, namespace))
+
+    @_wrap_store_errors
+    def names(self, kind: type[Resource], namespace: str = "default") -> list[str]:
+        prefix = kind_prefix(kind, namespace)
+        out: list[str] = []
+        after: str | None = None
+        while True:
+            res = self.store.range(prefix, limit=20000, start_after=after, keys_only=True)
+            out.extend(kv.key[len(prefix):] for kv in res.kvs)
+            if not res.more:
+                return out
+            after = res.continue_key
+
+    # --- writes --------------------------------------------------------------------
+
+    @staticmethod
+    def _stamp(obj: Resource, now: datetime) -> None:
+        status = getattr(obj, "status", None)
+        if status is not None and hasattr(status, "last_update"):
+            status.last_update = now
+
+    def _admission(self, objs: Sequence[Resource]) -> list[st.Compare]:
+        """References that must exist when the write lands (checked inside the txn)."""
+        batch = {(type(o).PLURAL, o.metadata.namespace, o.metadata.name) for o in objs}
+        compares: list[st.Compare] = []
+        from ._kinds import App, Job
+
+        for o in objs:
+            if isinstance(o, Job):
+                ns = o.metadata.namespace
+                for p in o.spec.parents:
+                    if ("jobs", ns, p) not in batch:
+                        compares.append(st.Compare(object_key(Job, ns, p), "create", ">", 0))
+                if ("apps", ns, o.spec.app) not in batch:
+                    compares.append(st.Compare(object_key(App, ns, o.spec.app), "create", ">", 0))
+        return compares
+
+    def _explain_failed_create(self, objs: Sequence[Resource]) -> Exception:
+        from ._kinds import App, Job
+
+        keys = [object_key(type(o), o.metadata.namespace, o.name) for o in objs]
+        for o, kv in zip(objs, self.store.get_many(keys), strict=True):
+            if kv is not None:
+                return AlreadyExists(type(o).resource_name(), o.name)
+        batch = {(type(o).PLURAL, o.metadata.namespace, o.metadata.name) for o in objs}
+        for o in objs:
+            if isinstance(o, Job):
+                ns = o.metadata.namespace
+                for p in o.spec.parents:
+                    if ("jobs", ns, p) not in batch and self.store.get(object_key(Job, ns, p)) is None:
+                        return Invalid(
+                            f'{Job.resource_name()} "{o.name}" is invalid: spec.parents: Not found: "{p}"'
+                        )
+                if ("apps", ns, o.spec.app) not in batch and self.store.get(object_key(App, ns, o.spec.app)) is None:
+                    return Invalid(f'{Job.resource_name()} "{o.name}" is invalid: spec.app: Not found: "{o.spec.app}"')
+        return Conflict("objects", ",".join(o.name for o in objs[:3]), "concurrent write")
+
+    @_wrap_store_errors
+    def create_many(self, objs: Sequence[R], *, dry_run: bool = False) -> list[R]:
+        """Create every object in ONE store transaction: all or nothing. Returns new
+        objects (identity filled in, resourceVersion set); the inputs are not touched."""
+        if not objs:
+            return []
+        now = utcnow()
+        out: list[R] = []
+        seen: set[tuple[str, str, str]] = set()
+        for o in objs:
+            n = o.model_copy(deep=True)
+            n.ensure_identity(now)
+            n.metadata.resource_version = None
+            n.metadata.generation = 1
+            self._stamp(n, now)
+            ident = (n.PLURAL, n.metadata.namespace, n.name)
+            if ident in seen:
+                raise Invalid(f'{n.resource_name()} "{n.name}" appears twice in one request')
+            seen.add(ident)
+            out.append(n)
+        compares = [st.Compare.absent(object_key(type(o), o.metadata.namespace, o.name)) for o in out]
+        compares += self._admission(out)
+        ops: list[st.Op] = []
+        for o in out:
+            ops.append(st.Put(object_key(type(o), o.metadata.namespace, o.name), o.to_json()))
+            ops.extend(st.Put(k, b"") for k in index_keys(o))
+        if dry_run:
+            bad = self._check_compares_dry(compares)
+            if bad:
+                raise self._explain_failed_create(out)
+            return out
+        res = self.store.txn(compares, ops)
+        if not res.succeeded:
+            raise self._explain_failed_create(out)
+        for o in out:
+            o.metadata.resource_version = str(res.revision)
+        return out
+
+    def _check_compares_dry(self, compares: Sequence[st.Compare]) -> bool:
+        """True when some compare would fail now (dry-run admission)."""
+        res = self.store.txn(compares, [], [])
+        return not res.succeeded
+
+    def create(self, obj: R, *, dry_run: bool = False) -> R:
+        return self.create_many([obj], dry_run=dry_run)[0]
+
+    @_wrap_store_errors
+    def update_many(self, pairs: Sequence[tuple[R, R]], *, stamp: bool = True) -> list[R]:
+        """Write ``new`` over ``old`` for each pair, in ONE transaction, each with a CAS
+        on ``old``'s resourceVersion. Bumps ``generation`` when the spec changed.
+        Raises Conflict (nothing written) if any object moved meanwhile."""
+        if not pairs:
+            return []
+        now = utcnow()
+        compares: list[st.Compare] = []
+        ops: list[st.Op] = []
+        outs: list[R] = []
+        for old, new in pairs:
+            n = new.model_copy()  # shallow: callers hand us objects they own
+            rv = int(old.metadata.resource_version or 0)
+            if rv <= 0:
+                raise Conflict(old.resource_name(), old.name, "no resourceVersion")
+            md = n.metadata.model_copy()
+            md.uid, md.creation_timestamp, md.name = old.metadata.uid, old.metadata.creation_timestamp, old.name
+            md.generation = old.metadata.generation
+            if getattr(new, "spec", None) != getattr(old, "spec", None):
+                md.generation += 1
+            md.resource_version = None
+            n.metadata = md
+            if stamp:
+                self._stamp(n, now)
+            key = object_key(type(n), md.namespace, n.name)
+            compares.append(st.Compare.mod(key, "==", rv))
+            ops.append(st.Put(key, n.to_json()))
+            old_idx, new_idx = index_keys(old), index_keys(n)
+            ops.extend(st.Delete(k) for k in old_idx - new_idx)
+            ops.extend(st.Put(k, b"") for k in new_idx - old_idx)
+            outs.append(n)
+        res = self.store.txn(compares, ops)
+        if not res.succeeded:
+            old, _ = pairs[0]
+            return self._raise_conflict(pairs)
+        for n in outs:
+            n.metadata.resource_version = str(res.revision)
+        return outs
+
+    def _raise_conflict(self, pairs: Sequence[tuple[Resource, Resource]]) -> Any:
+        keys = [object_key(type(o), o.metadata.namespace, o.name) for o, _ in pairs]
+        for (old, _), kv in zip(pairs, self.store.get_many(keys), strict=True):
+            if kv is None:
+                raise NotFound(old.resource_name(), old.name)
+            if str(kv.mod_revision) != old.metadata.resource_version:
+                raise Conflict(old.resource_name(), old.name)
+        raise Conflict(pairs[0][0].resource_name(), pairs[0][0].name)
+
+    def update(self, old: R, new: R) -> R:
+        return self.update_many([(old, new)])[0]
+
+    def mutate(self, kind: type[R], name: str, fn: Callable[[R], R | None], namespace: str = "default",
+               retries: int = 50) -> R:
+        """Read-modify-write with CAS, retried on conflict. ``fn`` edits a copy (or returns
+        a new object); returning the object unchanged writes nothing."""
+        for _ in range(retries):
+            cur = self.get(kind, name, namespace)
+            work = cur.model_copy(deep=True)
+            res = fn(work)
+            new = work if res is None else res
+            if new == cur:
+                return cur
+            try:
+                return self.update(cur, new)
+            except Conflict:
+                continue
+        raise Conflict(kind.resource_name(), name, f"gave up after {retries} retries")
+
+    @_wrap_store_errors
+    def delete_many(self, objs: Sequence[Resource], *, expect_current: bool = True) -> int:
+        """Delete objects and their index keys in one txn; CAS on their resourceVersion."""
+        if not objs:
+            return 0
+        compares: list[st.Compare] = []
+        ops: list[st.Op] = []
+        for o in objs:
+            key = object_key(type(o), o.metadata.namespace, o.name)
+            if expect_current and o.metadata.resource_version:
+                compares.append(st.Compare.mod(key, "==", int(o.metadata.resource_version)))
+            ops.append(st.Delete(key))
+            ops.extend(st.Delete(k) for k in index_keys(o))
+        res = self.store.txn(compares, ops)
+        if not res.succeeded:
+            self._raise_conflict([(o, o) for o in objs])
+        return len(objs)
+
+    def delete(self, kind: type[Resource], name: str, namespace: str = "default") -> Resource:
+        """Delete by name (retried on conflict). Raises NotFound."""
+        for _ in range(50):
+            cur = self.get(kind, name, namespace)
+            try:
+                self.delete_many([cur])
+                return cur
+            except Conflict:
+                continue
+        raise Conflict(kind.resource_name(), name, "gave up")
+
+    # --- watch ---------------------------------------------------------------------
+
+    @_wrap_store_errors
+    def watch(self, kind: type[R], namespace: str | None = "default",
+              start_revision: int | None = None) -> TypedWatch[R]:
+        return TypedWatch(kind, self.store.watch(kind_prefix(kind, namespace), start_revision))
+
+
+class TypedWatch(Generic[T]):
+    """A store watch decoded into ADDED/MODIFIED/DELETED events of one kind."""
+
+    def __init__(self, kind: type[T], watch: st.Watch) -> None:
+        self.kind = kind
+        self.raw = watch
+
+    def decode(self, ev: st.Event) -> WatchEvent[T]:
+        if ev.type == "DELETE":
+            prev = ev.prev
+            if prev is not None and prev.value:
+                obj = self.kind.model_validate_json(prev.value)
+            else:
+                ns_name = ev.kv.key.rsplit("/", 2)
+                obj = self.kind.model_construct(metadata=_meta_only(ns_name[-2], ns_name[-1]))
+            obj.metadata.resource_version = str(ev.revision)
+            return WatchEvent("DELETED", obj, ev.revision)
+        obj = self.kind.model_validate_json(ev.kv.value)
+        obj.metadata.resource_version = str(ev.kv.mod_revision)
+        typ: Literal["ADDED", "MODIFIED"] = "ADDED" if ev.kv.version == 1 else "MODIFIED"
+        return WatchEvent(typ, obj, ev.revision)
+
+    def poll(self, timeout: float | None = None) -> list[WatchEvent[T]]:
+        return [self.decode(e) for e in self.raw.poll(timeout)]
+
+    def __iter__(self) -> Iterator[WatchEvent[T]]:
+        for e in self.raw:
+            yield self.decode(e)
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __enter__(self) -> TypedWatch[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _meta_only(namespace: str, name: str) -> Any:
+    from ._meta import ObjectMeta
+
+    return ObjectMeta(name=name, namespace=namespace)
+
+
+def parse_object(doc: dict[str, Any], kinds: Iterable[type[Resource]]) -> Resource:
+    """A manifest document → a resource of its kind; Invalid with pydantic's first error in words."""
+    kind_name = doc.get("kind")
+    if not isinstance(kind_name, str) or not kind_name:
+        raise Invalid("Object 'Kind' is missing")
+    api_version = doc.get("apiVersion")
+    from ._meta import API_VERSION
+
+    if api_version != API_VERSION:
+        raise Invalid(f'no matches for kind "{kind_name}" in version "{api_version}"')
+    for k in kinds:
+        if k.KIND == kind_name:
+            try:
+                return k.model_validate(doc)
+            except ValidationError as e:
+                name = (doc.get("metadata") or {}).get("name") or "?"
+                raise Invalid(f'{k.resource_name()} "{name}" is invalid: {describe_validation_error(e)}') from None
+    raise Invalid(f'no matches for kind "{kind_name}" in version "{api_version}"')
+
+
+def describe_validation_error(e: ValidationError) -> str:
+    """pydantic's first error as one kubectl-like phrase: ``spec.workdir: Required value``."""
+    parts = []
+    for err in e.errors()[:3]:
+        loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
+        msg = err["msg"]
+        if err["type"] == "missing":
+            msg = "Required value"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        parts.append(f"{loc}: {msg}" if loc and not msg.startswith(loc) else msg)
+    return "; ".join(parts)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
