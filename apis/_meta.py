@@ -68,7 +68,12 @@ def validate_label_value(key: str, value: str) -> str:
 
 def random_suffix(n: int = 10) -> str:
     """A lowercase base36 suffix for generateName (10 chars: 3.6e15 values, no retry loop needed)."""
-    return "".join(secrets.choice(_BASE36) for _ in range(n))
+    v = int.from_bytes(secrets.token_bytes(8))
+    out = []
+    for _ in range(n):
+        v, r = divmod(v, 36)
+        out.append(_BASE36[r])
+    return "".join(out)
 
 
 class OwnerReference(Model):

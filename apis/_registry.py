@@ -13,6 +13,7 @@ Index values are percent-quoted so ``/`` and ``=`` in label keys cannot split a 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ REGISTRY = "/registry/"
 INDEX = "/index/"
 
 
+@functools.lru_cache(maxsize=65536)
 def q(value: str) -> str:
     return quote(value, safe="")
 
@@ -48,6 +50,7 @@ def kind_prefix(kind: type[Resource], namespace: str | None = None) -> str:
     return base if namespace is None else f"{base}{namespace}/"
 
 
+@functools.lru_cache(maxsize=65536)
 def index_prefix(kind: type[Resource], index: str, namespace: str, value: str | None = None) -> str:
     base = f"{INDEX}{kind.PLURAL}/{index}/{namespace}/"
     return base if value is None else f"{base}{q(value)}/"
@@ -60,7 +63,6 @@ def label_value(key: str, value: str) -> str:
 def index_entries(obj: Resource) -> set[tuple[str, str]]:
     """(index, value) pairs under which ``obj`` is findable."""
     out = {("label", label_value(k, v)) for k, v in obj.metadata.labels.items()}
-    out |= {("labelkey", k) for k in obj.metadata.labels}
     if obj.KIND == "Job":
         spec, status = obj.spec, obj.status  # type: ignore[attr-defined]
         out.add(("state", str(status.state)))
@@ -230,17 +232,11 @@ class Registry:
                     return Invalid(f'{Job.resource_name()} "{o.name}" is invalid: spec.app: Not found: "{o.spec.app}"')
         return Conflict("objects", ",".join(o.name for o in objs[:3]), "concurrent write")
 
-    @_wrap_store_errors
-    def create_many(self, objs: Sequence[R], *, dry_run: bool = False) -> list[R]:
-        """Create every object in ONE store transaction: all or nothing. Returns new
-        objects (identity filled in, resourceVersion set); the inputs are not touched."""
-        if not objs:
-            return []
-        now = utcnow()
+    def _prepare_creates(self, objs: Sequence[R], now: datetime) -> list[R]:
         out: list[R] = []
         seen: set[tuple[str, str, str]] = set()
         for o in objs:
-            n = o.model_copy(deep=True)
+            n = self._copy_for_write(o)
             n.ensure_identity(now)
             n.metadata.resource_version = None
             n.metadata.generation = 1
@@ -250,71 +246,111 @@ class Registry:
                 raise Invalid(f'{n.resource_name()} "{n.name}" appears twice in one request')
             seen.add(ident)
             out.append(n)
-        compares = [st.Compare.absent(object_key(type(o), o.metadata.namespace, o.name)) for o in out]
-        compares += self._admission(out)
-        ops: list[st.Op] = []
-        for o in out:
-            ops.append(st.Put(object_key(type(o), o.metadata.namespace, o.name), o.to_json()))
-            ops.extend(st.Put(k, b"") for k in index_keys(o))
-        if dry_run:
-            bad = self._check_compares_dry(compares)
-            if bad:
-                raise self._explain_failed_create(out)
-            return out
-        res = self.store.txn(compares, ops)
-        if not res.succeeded:
-            raise self._explain_failed_create(out)
-        for o in out:
-            o.metadata.resource_version = str(res.revision)
         return out
 
-    def _check_compares_dry(self, compares: Sequence[st.Compare]) -> bool:
-        """True when some compare would fail now (dry-run admission)."""
-        res = self.store.txn(compares, [], [])
-        return not res.succeeded
+    @staticmethod
+    def _copy_for_write(o: R) -> R:
+        """A copy whose metadata and status we may stamp without touching the caller's
+        object (a deep copy costs more than the whole store write)."""
+        n = o.model_copy()
+        n.metadata = o.metadata.model_copy()
+        status = getattr(o, "status", None)
+        if status is not None and hasattr(status, "model_copy"):
+            n.status = status.model_copy()  # type: ignore[attr-defined]
+        return n
 
-    def create(self, obj: R, *, dry_run: bool = False) -> R:
-        return self.create_many([obj], dry_run=dry_run)[0]
+    def _prepare_update(self, old: R, new: R, now: datetime, stamp: bool) -> R:
+        if int(old.metadata.resource_version or 0) <= 0:
+            raise Conflict(old.resource_name(), old.name, "no resourceVersion")
+        n = self._copy_for_write(new)
+        md = n.metadata
+        md.uid, md.creation_timestamp, md.name = old.metadata.uid, old.metadata.creation_timestamp, old.name
+        md.generation = old.metadata.generation
+        if getattr(new, "spec", None) != getattr(old, "spec", None):
+            md.generation += 1
+        md.resource_version = None
+        n.metadata = md
+        if stamp:
+            self._stamp(n, now)
+        return n
 
     @_wrap_store_errors
-    def update_many(self, pairs: Sequence[tuple[R, R]], *, stamp: bool = True) -> list[R]:
-        """Write ``new`` over ``old`` for each pair, in ONE transaction, each with a CAS
-        on ``old``'s resourceVersion. Bumps ``generation`` when the spec changed.
-        Raises Conflict (nothing written) if any object moved meanwhile."""
-        if not pairs:
-            return []
+    def write(
+        self,
+        creates: Sequence[Resource] = (),
+        updates: Sequence[tuple[Resource, Resource]] = (),
+        deletes: Sequence[Resource] = (),
+        *,
+        stamp: bool = True,
+        dry_run: bool = False,
+        check_deletes: bool = True,
+    ) -> tuple[list[Resource], list[Resource]]:
+        """Creates, CAS updates and CAS deletes in ONE store transaction: all or nothing.
+
+        Returns (created, updated) as new objects with their resourceVersion; the inputs
+        are not touched. Creates fail with AlreadyExists or Invalid (a missing parent or
+        app), updates and deletes with Conflict/NotFound when the object moved meanwhile.
+        ``generation`` is bumped on every spec change."""
         now = utcnow()
+        created = self._prepare_creates(creates, now)
+        updated = [self._prepare_update(o, n, now, stamp) for o, n in updates]
         compares: list[st.Compare] = []
         ops: list[st.Op] = []
-        outs: list[R] = []
-        for old, new in pairs:
-            n = new.model_copy()  # shallow: callers hand us objects they own
-            rv = int(old.metadata.resource_version or 0)
-            if rv <= 0:
-                raise Conflict(old.resource_name(), old.name, "no resourceVersion")
-            md = n.metadata.model_copy()
-            md.uid, md.creation_timestamp, md.name = old.metadata.uid, old.metadata.creation_timestamp, old.name
-            md.generation = old.metadata.generation
-            if getattr(new, "spec", None) != getattr(old, "spec", None):
-                md.generation += 1
-            md.resource_version = None
-            n.metadata = md
-            if stamp:
-                self._stamp(n, now)
-            key = object_key(type(n), md.namespace, n.name)
-            compares.append(st.Compare.mod(key, "==", rv))
+        for o in created:
+            key = object_key(type(o), o.metadata.namespace, o.name)
+            compares.append(st.Compare.absent(key))
+            ops.append(st.Put(key, o.to_json()))
+            ops.extend(st.Put(k, b"") for k in index_keys(o))
+        compares += self._admission(created)
+        for (old, _), n in zip(updates, updated, strict=True):
+            key = object_key(type(n), n.metadata.namespace, n.name)
+            compares.append(st.Compare.mod(key, "==", int(old.metadata.resource_version or 0)))
             ops.append(st.Put(key, n.to_json()))
             old_idx, new_idx = index_keys(old), index_keys(n)
             ops.extend(st.Delete(k) for k in old_idx - new_idx)
             ops.extend(st.Put(k, b"") for k in new_idx - old_idx)
-            outs.append(n)
-        res = self.store.txn(compares, ops)
-        if not res.succeeded:
-            old, _ = pairs[0]
-            return self._raise_conflict(pairs)
-        for n in outs:
-            n.metadata.resource_version = str(res.revision)
-        return outs
+        for o in deletes:
+            key = object_key(type(o), o.metadata.namespace, o.name)
+            if check_deletes and o.metadata.resource_version:
+                compares.append(st.Compare.mod(key, "==", int(o.metadata.resource_version)))
+            ops.append(st.Delete(key))
+            ops.extend(st.Delete(k) for k in index_keys(o))
+        if not ops:
+            return [], []
+        if dry_run:
+            ok = self.store.txn(compares, [], []).succeeded
+            revision = 0
+        else:
+            res = self.store.txn(compares, ops)
+            ok, revision = res.succeeded, res.revision
+        if not ok:
+            self._explain_failure(created, [*updates, *((o, o) for o in deletes if check_deletes)])
+        if not dry_run:
+            for o in (*created, *updated):
+                o.metadata.resource_version = str(revision)
+        return created, updated
+
+    def _explain_failure(self, created: Sequence[Resource], pairs: Sequence[tuple[Resource, Resource]]) -> None:
+        if created:
+            err = self._explain_failed_create(created)
+            if not isinstance(err, Conflict) or not pairs:
+                raise err
+        self._raise_conflict(pairs)
+
+    def create_many(self, objs: Sequence[R], *, dry_run: bool = False) -> list[R]:
+        """Create every object in ONE store transaction: all or nothing. Returns new
+        objects (identity filled in, resourceVersion set); the inputs are not touched."""
+        created, _ = self.write(creates=objs, dry_run=dry_run)
+        return created  # type: ignore[return-value]
+
+    def create(self, obj: R, *, dry_run: bool = False) -> R:
+        return self.create_many([obj], dry_run=dry_run)[0]
+
+    def update_many(self, pairs: Sequence[tuple[R, R]], *, stamp: bool = True) -> list[R]:
+        """Write ``new`` over ``old`` for each pair, in ONE transaction, each with a CAS
+        on ``old``'s resourceVersion. Raises Conflict (nothing written) if any moved."""
+        _, updated = self.write(updates=pairs, stamp=stamp)
+        return updated  # type: ignore[return-value]
 
     def _raise_conflict(self, pairs: Sequence[tuple[Resource, Resource]]) -> Any:
         keys = [object_key(type(o), o.metadata.namespace, o.name) for o, _ in pairs]
@@ -323,7 +359,9 @@ class Registry:
                 raise NotFound(old.resource_name(), old.name)
             if str(kv.mod_revision) != old.metadata.resource_version:
                 raise Conflict(old.resource_name(), old.name)
-        raise Conflict(pairs[0][0].resource_name(), pairs[0][0].name)
+        if pairs:
+            raise Conflict(pairs[0][0].resource_name(), pairs[0][0].name)
+        raise Conflict("objects", "?", "concurrent write")
 
     def update(self, old: R, new: R) -> R:
         return self.update_many([(old, new)])[0]
@@ -345,22 +383,9 @@ class Registry:
                 continue
         raise Conflict(kind.resource_name(), name, f"gave up after {retries} retries")
 
-    @_wrap_store_errors
     def delete_many(self, objs: Sequence[Resource], *, expect_current: bool = True) -> int:
         """Delete objects and their index keys in one txn; CAS on their resourceVersion."""
-        if not objs:
-            return 0
-        compares: list[st.Compare] = []
-        ops: list[st.Op] = []
-        for o in objs:
-            key = object_key(type(o), o.metadata.namespace, o.name)
-            if expect_current and o.metadata.resource_version:
-                compares.append(st.Compare.mod(key, "==", int(o.metadata.resource_version)))
-            ops.append(st.Delete(key))
-            ops.extend(st.Delete(k) for k in index_keys(o))
-        res = self.store.txn(compares, ops)
-        if not res.succeeded:
-            self._raise_conflict([(o, o) for o in objs])
+        self.write(deletes=objs, check_deletes=expect_current)
         return len(objs)
 
     def delete(self, kind: type[Resource], name: str, namespace: str = "default") -> Resource:

@@ -1,0 +1,135 @@
+"""The controller manager: shared informers, one controller per reconciler, leader election.
+
+``ControllerManager.run(stop)`` waits for leadership, starts the informers (jobs, apps,
+nodes, batch jobs, sites), syncs them, registers each reconciler's handlers and runs the
+controllers until ``stop`` is set or the leader lease is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from apis import App, BatchJob, Job, Node, Registry, Site
+
+from ._controller import Controller, Request
+from ._informer import Informer
+from ._leader import LeaderElector
+from .hooks import HookRunner, NoHooks
+
+log = logging.getLogger(__name__)
+
+
+def job_indexers() -> dict[str, Any]:
+    return {
+        "state": lambda j: (j.status.state.value,),
+        "children": lambda j: tuple(j.spec.parents),
+        "node": lambda j: tuple(j.status.placement.nodes) if j.status.placement else (),
+    }
+
+
+def default_reconcilers(hooks: HookRunner) -> list[Any]:
+    from .dependency import DependencyReconciler
+    from .hook import HookReconciler
+    from .placement.reconciler import PlacementReconciler
+
+    return [DependencyReconciler(hooks), HookReconciler(hooks), PlacementReconciler()]
+
+
+class ControllerManager:
+    def __init__(
+        self,
+        registry: Registry,
+        namespace: str = "default",
+        identity: str | None = None,
+        lease_ttl: float = 15.0,
+        hooks: HookRunner | None = None,
+        reconcilers: list[Any] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.namespace = namespace
+        self.identity = identity or f"{socket.gethostname()}-{os.getpid()}"
+        self.hooks = hooks or NoHooks()
+        self.elector = LeaderElector(registry.store, namespace, self.identity, lease_ttl)
+        self._reconcilers = reconcilers
+        self.informers: dict[str, Informer[Any]] = {}
+        self.controllers: list[Controller] = []
+        self.leading = threading.Event()
+        self._lost = threading.Event()
+
+    def _build(self) -> None:
+        reg, ns = self.registry, self.namespace
+        self.informers = {
+            "Job": Informer(reg, Job, ns, job_indexers()),
+            "App": Informer(reg, App, ns),
+            "Node": Informer(reg, Node, ns),
+            "BatchJob": Informer(reg, BatchJob, ns),
+            "Site": Informer(reg, Site, ns),
+        }
+        reconcilers = self._reconcilers if self._reconcilers is not None else default_reconcilers(self.hooks)
+        self.controllers = [Controller(r, reg, self.informers) for r in reconcilers]
+
+    def start(self) -> None:
+        """Start informers and controllers (assumes leadership is held or not needed)."""
+        self._build()
+        for inf in self.informers.values():
+            inf.start()
+        for ctl in self.controllers:
+            register = getattr(ctl.reconciler, "register", None)
+            if register is not None:
+                register(self.informers, ctl.enqueue)
+            ctl.start()
+
+    def stop(self) -> None:
+        for ctl in self.controllers:
+            ctl.stop()
+        for inf in self.informers.values():
+            inf.stop()
+
+    def run(self, stop: threading.Event) -> int:
+        """Lead and reconcile until ``stop`` (exit 0) or the lease is lost (exit 1)."""
+        if not self.elector.wait_for_leadership(stop):
+            return 0
+        self.leading.set()
+        keeper = threading.Thread(
+            target=self.elector.keep_leading, args=(stop, self._on_lost), name="leader-lease", daemon=True
+        )
+        keeper.start()
+        self.start()
+        try:
+            while not stop.is_set() and not self._lost.is_set():
+                stop.wait(0.5)
+        finally:
+            self.stop()
+            self.leading.clear()
+            if not self._lost.is_set():
+                self.elector.step_down()
+        return 1 if self._lost.is_set() else 0
+
+    def _on_lost(self) -> None:
+        self._lost.set()
+
+    def idle(self) -> bool:
+        return all(c.queue.idle() for c in self.controllers)
+
+    def wait_idle(self, timeout: float = 10.0, settle: float = 0.05) -> bool:
+        """Test helper: wait until every queue is idle for ``settle`` seconds."""
+        deadline = time.monotonic() + timeout
+        quiet_since: float | None = None
+        while time.monotonic() < deadline:
+            if self.idle():
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since >= settle:
+                    return True
+            else:
+                quiet_since = None
+            time.sleep(0.005)
+        return False
+
+    def enqueue_all(self, name: str) -> None:
+        for c in self.controllers:
+            c.enqueue(Request(name, self.namespace))

@@ -1,0 +1,88 @@
+"""DependencyReconciler: CREATED → AWAITING_PARENTS | READY; AWAITING_PARENTS → READY the
+moment the last parent is JOB_FINISHED (found through the children-by-parent index, not a
+scan). A FAILED parent keeps the child waiting with a ``ParentFailed`` condition naming it
+(``onParentFailure: Wait``, Balsam's behaviour) or fails it, and its children in turn
+(``Fail``). Then no-op steps collapse into the same write (READY → STAGED_IN → PREPROCESSED)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from apis import App, Job, JobState, advance, remove_condition, set_condition, transition, utcnow
+
+from ._controller import Context, Request, Result
+from ._informer import Informer
+from ._steps import collapse_from_ready
+from .hooks import HookRunner
+
+WAITING = (JobState.CREATED, JobState.AWAITING_PARENTS)
+
+
+class DependencyReconciler:
+    name = "dependency"
+
+    def __init__(self, hooks: HookRunner) -> None:
+        self.hooks = hooks
+
+    def register(self, informers: dict[str, Informer], enqueue: Callable[[Request], None]) -> None:
+        jobs: Informer[Job] = informers["Job"]
+
+        def on_job(typ: str, old: Job | None, new: Job | None) -> None:
+            if new is not None and new.status.state in WAITING:
+                enqueue(Request(new.name, new.namespace))
+            # A parent reached an end (or vanished): look at its children.
+            cur = new or old
+            if cur is None:
+                return
+            ended = new is None or new.status.state in (JobState.JOB_FINISHED, JobState.FAILED)
+            changed = old is None or new is None or old.status.state != new.status.state
+            if ended and changed:
+                for child in jobs.by_index("children", cur.name):
+                    if child.status.state in WAITING:
+                        enqueue(Request(child.name, child.namespace))
+
+        jobs.add_handler(on_job)  # type: ignore[arg-type]
+
+    def reconcile(self, req: Request, ctx: Context) -> Result | None:
+        jobs: Informer[Job] = ctx.caches["Job"]
+        job = jobs.get(req.name)
+        if job is None or job.status.state not in WAITING:
+            return None
+        new = job.model_copy(deep=True)
+        now = utcnow()
+        parents = {p: jobs.get(p) for p in job.spec.parents}
+        missing = sorted(p for p, j in parents.items() if j is None)
+        failed = sorted(p for p, j in parents.items() if j is not None and j.status.state is JobState.FAILED)
+        pending = [p for p, j in parents.items() if j is not None and j.status.state is not JobState.JOB_FINISHED]
+
+        if failed and job.spec.on_parent_failure == "Fail":
+            transition(new, JobState.FAILED, f"parent job {failed[0]} failed (onParentFailure: Fail)", now=now)
+        elif not pending and not missing:
+            if new.status.state is JobState.CREATED and not job.spec.parents:
+                advance(new, [JobState.READY], "no parents", now)
+            else:
+                if new.status.state is JobState.CREATED:
+                    advance(new, [JobState.AWAITING_PARENTS], "waiting for parents", now)
+                advance(new, [JobState.READY], "all parents finished", now)
+            remove_condition(new.status.conditions, "ParentFailed")
+            remove_condition(new.status.conditions, "ParentMissing")
+            apps: Informer[App] = ctx.caches["App"]
+            collapse_from_ready(new, apps.get(job.spec.app), self.hooks, now)
+        else:
+            if new.status.state is JobState.CREATED:
+                transition(new, JobState.AWAITING_PARENTS, f"waiting for {len(pending) + len(missing)} parent(s)",
+                           now=now)
+            if failed:
+                set_condition(new.status.conditions, "ParentFailed", "True", "ParentFailed",
+                              f"parent job {failed[0]} failed; this job waits (onParentFailure: Wait)"
+                              + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""), now)
+            else:
+                remove_condition(new.status.conditions, "ParentFailed")
+            if missing:
+                set_condition(new.status.conditions, "ParentMissing", "True", "ParentNotFound",
+                              f"parent job {missing[0]} does not exist", now)
+            else:
+                remove_condition(new.status.conditions, "ParentMissing")
+        if new != job:
+            ctx.update(job, new)
+        return None

@@ -1,0 +1,127 @@
+"""HookReconciler: the lifecycle steps around a run.
+
+STAGED_IN → PREPROCESSED (``preprocess``); RUN_DONE → POSTPROCESSED (``postprocess``), then
+STAGED_OUT → JOB_FINISHED in the same write when nothing is staged out; RUN_ERROR →
+RESTART_READY or FAILED (``handle_error``, else ``spec.retry``); RUN_TIMEOUT → RESTART_READY
+or FAILED (``handle_timeout``, else the retry limit, default 3: Balsam retried timeouts
+forever).
+
+``retry.limit`` counts retries after the first run: ``limit: 2`` runs a job at most 3 times.
+``retry.backoffSeconds`` delays the RESTART_READY step (the queue wakes us; we never sleep).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from apis import App, Job, JobState, RetryPolicy, transition, utcnow
+
+from ._controller import Context, Request, Result
+from ._informer import Informer
+from ._steps import collapse_from_postprocessed
+from .hooks import HookName, HookOutcome, HookRunner
+
+DEFAULT_TIMEOUT_RETRIES = 3
+
+HANDLED = {
+    JobState.STAGED_IN: "preprocess",
+    JobState.RUN_DONE: "postprocess",
+    JobState.RUN_ERROR: "handle_error",
+    JobState.RUN_TIMEOUT: "handle_timeout",
+}
+
+
+class HookReconciler:
+    name = "hook"
+
+    def __init__(self, hooks: HookRunner) -> None:
+        self.hooks = hooks
+
+    def register(self, informers: dict[str, Informer], enqueue: Callable[[Request], None]) -> None:
+        def on_job(typ: str, old: Job | None, new: Job | None) -> None:
+            if new is not None and new.status.state in HANDLED:
+                enqueue(Request(new.name, new.namespace))
+
+        informers["Job"].add_handler(on_job)
+        self.hooks.set_waker(lambda name: enqueue(Request(name)))
+
+    def reconcile(self, req: Request, ctx: Context) -> Result | None:
+        jobs: Informer[Job] = ctx.caches["Job"]
+        job = jobs.get(req.name)
+        if job is None or job.status.state not in HANDLED:
+            return None
+        apps: Informer[App] = ctx.caches["App"]
+        app = apps.get(job.spec.app)
+        hook: HookName = HANDLED[job.status.state]  # type: ignore[assignment]
+        new = job.model_copy(deep=True)
+        now = utcnow()
+        if self.hooks.has_hook(app, hook):
+            assert app is not None
+            outcome = self.hooks.outcome(job, app, hook)
+            if outcome is None:
+                return Result(requeue_after=5.0)  # the runner wakes us sooner when it ends
+            self._apply_outcome(new, outcome, hook, app, ctx)
+        else:
+            result = self._default(new, hook, app)
+            if result is not None:
+                return result
+        if new != job:
+            ctx.update(job, new)
+        return None
+
+    def _default(self, job: Job, hook: HookName, app: App | None) -> Result | None:
+        now = utcnow()
+        if hook == "preprocess":
+            transition(job, JobState.PREPROCESSED, "no preprocess hook", now=now)
+        elif hook == "postprocess":
+            transition(job, JobState.POSTPROCESSED, "no postprocess hook", now=now)
+            collapse_from_postprocessed(job, app, now)
+        elif hook == "handle_error":
+            return self._retry_or_fail(job, job.spec.retry, self._error_retryable(job), "exited with code "
+                                       f"{job.status.return_code}")
+        else:
+            policy = job.spec.retry or RetryPolicy(limit=DEFAULT_TIMEOUT_RETRIES)
+            return self._retry_or_fail(job, policy, True, "timed out")
+        return None
+
+    @staticmethod
+    def _error_retryable(job: Job) -> bool:
+        policy = job.spec.retry
+        if policy is None:
+            return False
+        return policy.on_exit_codes is None or job.status.return_code in policy.on_exit_codes
+
+    def _retry_or_fail(self, job: Job, policy: RetryPolicy | None, retryable: bool, what: str) -> Result | None:
+        now = utcnow()
+        attempts = job.status.attempts
+        if policy is not None and retryable and attempts <= policy.limit:
+            if policy.backoff_seconds and job.status.end_time is not None:
+                wait = policy.backoff_seconds - (now - job.status.end_time).total_seconds()
+                if wait > 0:
+                    return Result(requeue_after=wait)
+            transition(job, JobState.RESTART_READY, f"{what}; retry {attempts} of {policy.limit}", now=now)
+            return None
+        if policy is None or not retryable:
+            transition(job, JobState.FAILED, f"{what}; no retry policy allows another attempt", now=now)
+        else:
+            transition(job, JobState.FAILED, f"{what}; gave up after {attempts} attempt(s) "
+                       f"(retry.limit {policy.limit})", now=now)
+        return None
+
+    def _apply_outcome(self, job: Job, outcome: HookOutcome, hook: HookName, app: App, ctx: Context) -> None:
+        now = utcnow()
+        if outcome.data is not None:
+            job.spec.data = outcome.data
+        for child in outcome.new_jobs:
+            ctx.create(child)
+        if outcome.error is not None:
+            transition(job, JobState.FAILED, f"{hook} hook failed: {outcome.error}", now=now)
+            return
+        if outcome.state is not None and outcome.state != job.status.state.value:
+            transition(job, outcome.state, outcome.message or f"set by {hook} hook", now=now)
+        elif outcome.state is None:
+            default = {"preprocess": JobState.PREPROCESSED, "postprocess": JobState.POSTPROCESSED,
+                       "handle_error": JobState.FAILED, "handle_timeout": JobState.RESTART_READY}[hook]
+            transition(job, default, outcome.message or f"{hook} hook done", now=now)
+        if job.status.state is JobState.POSTPROCESSED:
+            collapse_from_postprocessed(job, app, now)
