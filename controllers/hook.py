@@ -54,7 +54,6 @@ class HookReconciler:
         app = apps.get(job.spec.app)
         hook: HookName = HANDLED[job.status.state]  # type: ignore[assignment]
         new = job.model_copy(deep=True)
-        now = utcnow()
         if self.hooks.has_hook(app, hook):
             assert app is not None
             outcome = self.hooks.outcome(job, app, hook)

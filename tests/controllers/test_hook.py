@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import time
+
+from apis import JobState
+
+from .conftest import force, make_job
+from .test_dependency import wait_for
+
+
+def test_successful_run_collapses_to_job_finished_with_every_state_in_history(registry, app, lifecycle):
+    registry.create(make_job("ok"))
+    wait_for(registry, "ok", JobState.PREPROCESSED)
+    force(registry, "ok", JobState.RUN_DONE, return_code=0)
+    job = wait_for(registry, "ok", JobState.JOB_FINISHED)
+    assert [h.to_state.value for h in job.status.history][-3:] == ["POSTPROCESSED", "STAGED_OUT", "JOB_FINISHED"]
+
+
+def test_run_error_without_retry_policy_fails_with_the_exit_code(registry, app, lifecycle):
+    registry.create(make_job("bad"))
+    wait_for(registry, "bad", JobState.PREPROCESSED)
+    force(registry, "bad", JobState.RUN_ERROR, return_code=3, attempts=1)
+    job = wait_for(registry, "bad", JobState.FAILED)
+    assert "3" in job.status.message
+
+
+def test_run_error_retries_while_attempts_within_the_limit_then_fails(registry, app, lifecycle):
+    registry.create(make_job("flaky", retry={"limit": 2}))
+    wait_for(registry, "flaky", JobState.PREPROCESSED)
+    for attempt in (1, 2):
+        force(registry, "flaky", JobState.RUN_ERROR, return_code=1, attempts=attempt)
+        wait_for(registry, "flaky", JobState.RESTART_READY)
+    force(registry, "flaky", JobState.RUN_ERROR, return_code=1, attempts=3)
+    job = wait_for(registry, "flaky", JobState.FAILED)
+    assert "3 attempt" in job.status.message
+
+
+def test_retry_only_on_listed_exit_codes(registry, app, lifecycle):
+    registry.create(make_job("picky", retry={"limit": 5, "onExitCodes": [75]}))
+    wait_for(registry, "picky", JobState.PREPROCESSED)
+    force(registry, "picky", JobState.RUN_ERROR, return_code=75, attempts=1)
+    wait_for(registry, "picky", JobState.RESTART_READY)
+    force(registry, "picky", JobState.RUN_ERROR, return_code=2, attempts=2)
+    wait_for(registry, "picky", JobState.FAILED)
+
+
+def test_timeouts_retry_by_default_but_not_forever(registry, app, lifecycle):
+    registry.create(make_job("slow"))
+    wait_for(registry, "slow", JobState.PREPROCESSED)
+    force(registry, "slow", JobState.RUN_TIMEOUT, attempts=1)
+    wait_for(registry, "slow", JobState.RESTART_READY)
+    force(registry, "slow", JobState.RUN_TIMEOUT, attempts=4)
+    job = wait_for(registry, "slow", JobState.FAILED)
+    assert "timed out" in job.status.message
+
+
+def test_retry_backoff_delays_the_restart(registry, app, lifecycle):
+    from apis import utcnow
+
+    registry.create(make_job("patient", retry={"limit": 1, "backoffSeconds": 0.5}))
+    wait_for(registry, "patient", JobState.PREPROCESSED)
+    t0 = time.monotonic()
+    force(registry, "patient", JobState.RUN_ERROR, return_code=1, attempts=1, end_time=utcnow())
+    wait_for(registry, "patient", JobState.RESTART_READY)
+    assert time.monotonic() - t0 >= 0.4

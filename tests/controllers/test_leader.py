@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import threading
+import time
+
+from controllers import ControllerManager, LeaderElector
+
+
+def test_standby_takes_over_when_the_leaders_lease_expires(registry):
+    dead = LeaderElector(registry.store, "default", "crashed", ttl=1)
+    assert dead.try_acquire()  # and then never keeps it alive, like a kill -9'd process
+    standby = LeaderElector(registry.store, "default", "standby", ttl=1)
+    assert not standby.try_acquire()
+    stop = threading.Event()
+    t0 = time.monotonic()
+    assert standby.wait_for_leadership(stop)
+    assert time.monotonic() - t0 < 8
+    assert standby.holder() == "standby"
+
+
+def test_second_manager_stands_by_until_the_first_stops(registry):
+    m1 = ControllerManager(registry, identity="m1", lease_ttl=2, reconcilers=[])
+    m2 = ControllerManager(registry, identity="m2", lease_ttl=2, reconcilers=[])
+    s1, s2 = threading.Event(), threading.Event()
+    t1 = threading.Thread(target=m1.run, args=(s1,), daemon=True)
+    t1.start()
+    assert m1.leading.wait(5)
+    t2 = threading.Thread(target=m2.run, args=(s2,), daemon=True)
+    t2.start()
+    time.sleep(0.5)
+    assert not m2.leading.is_set()
+    s1.set()
+    t1.join(5)
+    assert m2.leading.wait(5)
+    s2.set()
+    t2.join(5)
+
+
+def test_leader_that_loses_its_lease_stops_reconciling(registry):
+    m = ControllerManager(registry, identity="m", lease_ttl=1, reconcilers=[])
+    stop = threading.Event()
+    rc: list[int] = []
+    t = threading.Thread(target=lambda: rc.append(m.run(stop)), daemon=True)
+    t.start()
+    assert m.leading.wait(5)
+    registry.store.lease_revoke(m.elector.lease_id)  # e.g. the store expired it during a pause
+    t.join(5)
+    assert rc == [1]
