@@ -60,6 +60,10 @@ def label_value(key: str, value: str) -> str:
     return f"{key}={value}"
 
 
+#: Job states in which a placed job holds its node(s): bound and waiting to start, or running.
+_HOLDS_NODE = frozenset({"PREPROCESSED", "RESTART_READY", "RUNNING"})
+
+
 def index_entries(obj: Resource) -> set[tuple[str, str]]:
     """(index, value) pairs under which ``obj`` is findable."""
     out = {("label", label_value(k, v)) for k, v in obj.metadata.labels.items()}
@@ -70,6 +74,10 @@ def index_entries(obj: Resource) -> set[tuple[str, str]]:
         out |= {("parent", p) for p in spec.parents}
         if status.placement is not None:
             out |= {("node", n) for n in status.placement.nodes}
+            if status.state in _HOLDS_NODE:
+                # What a node agent watches: its key appears when a job is bound to the node
+                # and vanishes when the job stops holding it (finished, failed, unbound, deleted).
+                out |= {("boundnode", n) for n in status.placement.nodes}
     elif obj.KIND == "Node" and obj.spec.batch_job:  # type: ignore[attr-defined]
         out.add(("batchjob", obj.spec.batch_job))  # type: ignore[attr-defined]
     return out
