@@ -292,13 +292,18 @@ class Registry:
         stamp: bool = True,
         dry_run: bool = False,
         check_deletes: bool = True,
+        lease: int = 0,
     ) -> tuple[list[Resource], list[Resource]]:
         """Creates, CAS updates and CAS deletes in ONE store transaction: all or nothing.
 
         Returns (created, updated) as new objects with their resourceVersion; the inputs
         are not touched. Creates fail with AlreadyExists or Invalid (a missing parent or
         app), updates and deletes with Conflict/NotFound when the object moved meanwhile.
-        ``generation`` is bumped on every spec change."""
+        ``generation`` is bumped on every spec change.
+
+        ``lease``: the created and updated objects (and their index keys) are attached to this
+        store lease and vanish when it expires. As in etcd, a put without the lease detaches a
+        key from it, so every write of a leased object (a Node) must pass its lease."""
         now = utcnow()
         created = self._prepare_creates(creates, now)
         updated = [self._prepare_update(o, n, now, stamp) for o, n in updates]
@@ -307,16 +312,17 @@ class Registry:
         for o in created:
             key = object_key(type(o), o.metadata.namespace, o.name)
             compares.append(st.Compare.absent(key))
-            ops.append(st.Put(key, o.to_json()))
-            ops.extend(st.Put(k, b"") for k in index_keys(o))
+            ops.append(st.Put(key, o.to_json(), lease))
+            ops.extend(st.Put(k, b"", lease) for k in index_keys(o))
         compares += self._admission(created)
         for (old, _), n in zip(updates, updated, strict=True):
             key = object_key(type(n), n.metadata.namespace, n.name)
             compares.append(st.Compare.mod(key, "==", int(old.metadata.resource_version or 0)))
-            ops.append(st.Put(key, n.to_json()))
+            ops.append(st.Put(key, n.to_json(), lease))
             old_idx, new_idx = index_keys(old), index_keys(n)
             ops.extend(st.Delete(k) for k in old_idx - new_idx)
-            ops.extend(st.Put(k, b"") for k in new_idx - old_idx)
+            # Under a lease every index key is re-put, so all of them hang on that lease.
+            ops.extend(st.Put(k, b"", lease) for k in (new_idx if lease else new_idx - old_idx))
         for o in deletes:
             key = object_key(type(o), o.metadata.namespace, o.name)
             if check_deletes and o.metadata.resource_version:
@@ -345,19 +351,19 @@ class Registry:
                 raise err
         self._raise_conflict(pairs)
 
-    def create_many(self, objs: Sequence[R], *, dry_run: bool = False) -> list[R]:
+    def create_many(self, objs: Sequence[R], *, dry_run: bool = False, lease: int = 0) -> list[R]:
         """Create every object in ONE store transaction: all or nothing. Returns new
         objects (identity filled in, resourceVersion set); the inputs are not touched."""
-        created, _ = self.write(creates=objs, dry_run=dry_run)
+        created, _ = self.write(creates=objs, dry_run=dry_run, lease=lease)
         return created  # type: ignore[return-value]
 
-    def create(self, obj: R, *, dry_run: bool = False) -> R:
-        return self.create_many([obj], dry_run=dry_run)[0]
+    def create(self, obj: R, *, dry_run: bool = False, lease: int = 0) -> R:
+        return self.create_many([obj], dry_run=dry_run, lease=lease)[0]
 
-    def update_many(self, pairs: Sequence[tuple[R, R]], *, stamp: bool = True) -> list[R]:
+    def update_many(self, pairs: Sequence[tuple[R, R]], *, stamp: bool = True, lease: int = 0) -> list[R]:
         """Write ``new`` over ``old`` for each pair, in ONE transaction, each with a CAS
         on ``old``'s resourceVersion. Raises Conflict (nothing written) if any moved."""
-        _, updated = self.write(updates=pairs, stamp=stamp)
+        _, updated = self.write(updates=pairs, stamp=stamp, lease=lease)
         return updated  # type: ignore[return-value]
 
     def _raise_conflict(self, pairs: Sequence[tuple[Resource, Resource]]) -> Any:
