@@ -190,10 +190,19 @@ class QuerySet(Generic[R]):
             return (lambda o: all(o.metadata.labels.get(k) == x for k, x in want.items())), entries
         if key == "selector":
             sel: Selector = value if isinstance(value, Selector) else parse_selector(str(value))
-            eq = sel.equalities()
-            entries = [("label", [f"{k}={v}"]) for k, v in eq.items()]
-            if len(eq) != len(sel.requirements):
-                # Other requirements are checked on the objects; the equalities still narrow.
+            # ``k=v`` and ``k in (a,b)`` read the label index, ``k`` the label-key index;
+            # ``!=``, ``notin`` and ``!k`` (which no index answers) are checked on the
+            # objects the others leave.
+            entries: list[tuple[str, list[str]]] = []
+            exact = True
+            for r in sel.requirements:
+                if r.op in ("=", "in"):
+                    entries.append(("label", [f"{r.key}={v}" for v in r.values]))
+                elif r.op == "exists":
+                    entries.append(("labelkey", [r.key]))
+                else:
+                    exact = False
+            if not exact:
                 return (lambda o: sel.matches(o.metadata.labels)), _Inexact(entries)
             return (lambda o: sel.matches(o.metadata.labels)), entries
         if key == "namespace":
@@ -260,6 +269,16 @@ class QuerySet(Generic[R]):
 
     # --- evaluation --------------------------------------------------------------
 
+    def _index_names(self, index: str, value: str) -> list[str]:
+        if index == "labelkey":  # label key present, any value: a prefix of the label index
+            return self.registry.index_names(self.model, "label", f"{value}=", self.namespace, value_prefix=True)
+        return self.registry.index_names(self.model, index, value, self.namespace)
+
+    def _index_count(self, index: str, value: str) -> int:
+        if index == "labelkey":
+            return self.registry.index_count(self.model, "label", f"{value}=", self.namespace, value_prefix=True)
+        return self.registry.index_count(self.model, index, value, self.namespace)
+
     def _candidate_names(self) -> list[str] | None:
         """Names that every index filter allows (None: no index filter)."""
         if not self._index:
@@ -272,7 +291,7 @@ class QuerySet(Generic[R]):
                 continue
             names: list[str] = []
             for v in values:
-                names.extend(reg.index_names(self.model, index, v, self.namespace))
+                names.extend(self._index_names(index, v))
             sets.append(names)
         sets.sort(key=len)
         result = list(dict.fromkeys(sets[0]))
@@ -324,8 +343,7 @@ class QuerySet(Generic[R]):
                 return self.registry.count(self.model, self.namespace)
             if len(self._index) == 1 and self._index[0][0] != "name":
                 index, values = self._index[0]
-                reg = self.registry
-                return sum(reg.index_count(self.model, index, v, self.namespace) for v in set(values))
+                return sum(self._index_count(index, v) for v in set(values))
             names = self._candidate_names()
             if names is not None and all(i != "name" for i, _ in self._index):
                 return len(names)

@@ -165,8 +165,12 @@ class Registry:
             after = res.continue_key
 
     @_wrap_store_errors
-    def index_names(self, kind: type[Resource], index: str, value: str, namespace: str = "default") -> list[str]:
-        prefix = index_prefix(kind, index, namespace, value)
+    def index_names(self, kind: type[Resource], index: str, value: str, namespace: str = "default",
+                    *, value_prefix: bool = False) -> list[str]:
+        """Names under ``value`` in an index; with ``value_prefix``, under every value that
+        starts with ``value`` (``("label", "k=")``: every object that has label ``k``)."""
+        prefix = index_prefix(kind, index, namespace) + q(value) if value_prefix else \
+            index_prefix(kind, index, namespace, value)
         names: list[str] = []
         after: str | None = None
         while True:
@@ -177,7 +181,10 @@ class Registry:
             after = res.continue_key
 
     @_wrap_store_errors
-    def index_count(self, kind: type[Resource], index: str, value: str, namespace: str = "default") -> int:
+    def index_count(self, kind: type[Resource], index: str, value: str, namespace: str = "default",
+                    *, value_prefix: bool = False) -> int:
+        if value_prefix:
+            return self.store.count(index_prefix(kind, index, namespace) + q(value))
         return self.store.count(index_prefix(kind, index, namespace, value))
 
     @_wrap_store_errors
@@ -481,7 +488,8 @@ def parse_object(doc: dict[str, Any], kinds: Iterable[type[Resource]]) -> Resour
             try:
                 return k.model_validate(doc)
             except ValidationError as e:
-                name = (doc.get("metadata") or {}).get("name") or "?"
+                meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+                name = meta.get("name") or (f"{meta['generateName']}*" if meta.get("generateName") else "?")
                 raise Invalid(f'{k.resource_name()} "{name}" is invalid: {describe_validation_error(e)}') from None
     raise Invalid(f'no matches for kind "{kind_name}" in version "{api_version}"')
 
