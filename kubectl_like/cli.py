@@ -1,0 +1,103 @@
+"""``balsamctl``: kubectl's habits over the Balsam resource model.
+
+Each command lives in ``kubectl_like/commands/<name>.py`` as a short function that parses
+its flags, calls ``apis`` and hands objects to a printer (``printers.py``). This module
+only builds the group and guarantees the error contract: whatever goes wrong, the user
+sees ONE line on stderr (``error: ...`` or ``Error from server (Reason): ...``) and a
+non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from ._context import Ctx, common_options
+from ._errors import render_error
+
+
+class BalsamGroup(click.Group):
+    """A click group whose ``main`` turns every failure into one kubectl-style line."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        code = 0
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
+        except click.exceptions.Exit as e:  # pragma: no cover - click returns it when not standalone
+            code = e.exit_code
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            code = 1
+        except KeyboardInterrupt:
+            code = 130
+        except BrokenPipeError:
+            # `balsamctl get jobs | head`: stop quietly, like kubectl.
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            except OSError:
+                pass
+            code = 1
+        except click.UsageError as e:
+            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            click.echo(render_error(e) + hint, err=True)
+            code = 1
+        except Exception as e:  # noqa: BLE001 - the last line of defence against tracebacks
+            click.echo(render_error(e), err=True)
+            code = getattr(e, "exit_code", 1) if isinstance(e, click.ClickException) else 1
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def invoke(self, ctx: click.Context) -> Any:
+        obj = ctx.ensure_object(Ctx)
+        try:
+            rv = super().invoke(ctx)
+        finally:
+            obj.close()
+        return obj.exit_code if obj.exit_code else rv
+
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+
+@click.group(cls=BalsamGroup, context_settings=CONTEXT_SETTINGS)
+@common_options
+@click.version_option(package_name="balsamctl", prog_name="balsamctl")
+def cli() -> None:
+    """balsamctl: the Balsam HPC job system as a Kubernetes-style control plane.
+
+    \b
+    Start:   balsamctl init mysite && cd mysite
+    Submit:  balsamctl apply -f jobs.yaml   |   balsamctl create job --app hello -w demo/1
+    Look:    balsamctl get jobs [-l SELECTOR] [--state S] [-o wide|yaml|json|name|jsonpath=...]
+             balsamctl describe job NAME
+    Remove:  balsamctl delete job NAME | -l SELECTOR | -f FILE
+    """
+
+
+def _register() -> None:
+    from .commands import apply, create, delete, describe, get, init
+
+    for mod in (init, apply, create, get, describe, delete):
+        cli.add_command(mod.command)
+
+
+_register()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point (``balsamctl``)."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="balsamctl")

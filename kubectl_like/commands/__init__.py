@@ -1,0 +1,1 @@
+"""One module per ``balsamctl`` command; each exposes ``command`` (a click command)."""

@@ -1,0 +1,86 @@
+"""``balsamctl get KIND [NAME...]``: list or show objects, kubectl-style."""
+
+from __future__ import annotations
+
+import click
+
+from apis import Resource, kind_for
+
+from .._context import Ctx, common_options, get_ctx
+from .._errors import CLIError
+from ..printers import PrintOptions, printer_for
+from ..query import Filters, get_named, namespaces_of, query
+from .create import parse_pairs
+
+
+def resolve_targets(args: tuple[str, ...]) -> tuple[type[Resource], list[str]]:
+    """``KIND [NAME...]`` or ``KIND/NAME ...`` → (kind, names)."""
+    if not args:
+        raise click.UsageError("you must specify the type of resource to get, e.g. 'balsamctl get jobs'")
+    if "/" in args[0]:
+        kinds: set[type[Resource]] = set()
+        names: list[str] = []
+        for a in args:
+            k, sep, name = a.partition("/")
+            if not sep or not name:
+                raise CLIError(f"there is no need to specify a resource type as a separate argument when passing "
+                               f"arguments in resource/name form (got {a!r})")
+            kinds.add(kind_for(k))
+            names.append(name)
+        if len(kinds) > 1:
+            raise CLIError("all resource/name arguments must be of one kind")
+        return kinds.pop(), names
+    if "," in args[0]:
+        raise CLIError("several kinds at once are not supported; run one get per kind")
+    return kind_for(args[0]), list(args[1:])
+
+
+def no_resources_message(ctx: Ctx, all_namespaces: bool) -> str:
+    return "No resources found" if all_namespaces else f"No resources found in {ctx.namespace} namespace."
+
+
+@click.command("get")
+@click.argument("args", nargs=-1, metavar="KIND [NAME...]")
+@click.option("-l", "--selector", default=None, metavar="SELECTOR",
+              help="Label selector: k=v, k==v, k!=v, 'k in (a,b)', 'k notin (a,b)', k, !k; comma = AND.")
+@click.option("--state", "states", multiple=True, metavar="STATE", help="Only jobs in this state (repeatable).")
+@click.option("-t", "--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Only objects with this tag.")
+@click.option("-o", "--output", default=None,
+              help="wide, yaml, json, name, jsonpath=TEMPLATE, custom-columns=HDR:PATH,...")
+@click.option("--sort-by", default=None, metavar="FIELD", help="Sort by a field path, e.g. .spec.priority.")
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="Show at most N objects.")
+@click.option("-A", "--all-namespaces", is_flag=True, help="List across all namespaces.")
+@click.option("--no-headers", is_flag=True, help="Table output without the header line.")
+@common_options
+def command(args: tuple[str, ...], selector: str | None, states: tuple[str, ...], tags: tuple[str, ...],
+            output: str | None, sort_by: str | None, limit: int | None, all_namespaces: bool,
+            no_headers: bool) -> None:
+    """Show objects: a table by default, or -o yaml|json|name|wide|jsonpath=...
+
+    \b
+    balsamctl get jobs --state FAILED -l experiment=foo
+    balsamctl get jobs -o jsonpath='{range .items[*]}{.metadata.name}{"\\n"}{end}'
+    balsamctl get job NAME -o yaml
+    """
+    ctx = get_ctx()
+    kind, names = resolve_targets(args)
+    # Parse every flag before touching the store: bad input writes and reads nothing.
+    printer = printer_for(output, kind, PrintOptions(with_namespace=all_namespaces, no_headers=no_headers))
+    filters = Filters.parse(selector, states, parse_pairs(tags, "--tag"), sort_by, limit)
+    reg = ctx.registry
+    if names:
+        if filters:
+            raise CLIError("a selector, --state or --tag cannot be combined with names")
+        objs, missing = get_named(reg, kind, names, ctx.namespace)
+        if objs:
+            click.echo(printer.render(objs, single=len(names) == 1), nl=False)
+        for err in missing:
+            ctx.report(err)
+        return
+    namespaces = namespaces_of(reg, kind) if all_namespaces else [ctx.namespace]
+    objs = query(reg, kind, namespaces, filters)
+    text = printer.render(objs) if (objs or output in ("json", "yaml")) else ""
+    if text:
+        click.echo(text, nl=False)
+    else:
+        click.echo(no_resources_message(ctx, all_namespaces), err=True)
