@@ -1,0 +1,848 @@
+"""The embedded backend: the store contract on one SQLite file (kine-style log, WAL mode).
+
+Layout of the file:
+
+* ``log`` — one row per write, never updated. ``id`` packs the revision and the
+  row's position in its txn: ``id = revision << 24 | seq``, so every row of one
+  txn shares one revision, rows are in revision order, and ``id >> 24`` is the
+  revision. A delete is a tombstone row (``deleted = 1``). ``prev_id`` points at
+  the row this one superseded (for DELETE events' ``prev`` and for compaction).
+  Values live here and only here.
+* ``kv`` — the latest live version of each key (``WITHOUT ROWID``, keyed by
+  name): ``log_id`` points at its log row, so ``mod_revision = log_id >> 24``.
+  Rows are small (no value), so ``count`` and ``keys_only`` ranges walk a
+  compact b-tree, and get/range never do latest-per-name scans of the log.
+* ``lease`` — ``(id, ttl, expiry)`` with ``expiry`` in wall-clock seconds.
+* ``meta`` — one row: ``current_revision``, ``compact_revision``.
+
+Writers take SQLite's write lock with ``BEGIN IMMEDIATE`` (and, within one
+process, a mutex first, so threads queue instead of sleeping in SQLite's busy
+handler); compares are evaluated inside that transaction, so several processes
+on one file lose no update. A txn that writes N keys advances the revision by
+exactly one; a txn that writes nothing leaves it alone (as etcd does).
+
+One background thread per store instance serves every watch of the instance: it
+checks ``PRAGMA data_version`` every ``poll_interval`` seconds (1 ms) while a
+watch is open, is woken at once by writes of its own process, reads the new log
+rows once and hands them to each watch whose prefix matches. A watch that
+starts in the past first replays the log itself, on its caller's thread. The
+same thread reaps expired leases (every 100 ms, and once at open), deleting
+their keys through ordinary tombstones so watches see DELETE events.
+
+The file must be on a local filesystem: WAL needs shared memory between the
+processes that open it (one host).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import Concatenate, ParamSpec, TypeVar
+
+from ._api import (
+    Compacted,
+    Compare,
+    Conflict,
+    Delete,
+    Event,
+    Get,
+    KeyValue,
+    LeaseNotFound,
+    Op,
+    Put,
+    RangeResult,
+    Store,
+    StoreError,
+    TxnResult,
+    Unavailable,
+    Watch,
+    WatchClosed,
+)
+
+log = logging.getLogger(__name__)
+
+_SEQ_BITS = 24  # log.id = revision << 24 | position in the txn
+_MAX_TXN_OPS = 1 << _SEQ_BITS
+_IN_CHUNK = 500  # keys per "name IN (...)" statement
+_EVENT_CHUNK = 5000  # log rows read per statement by watches
+_LEASE_INTERVAL = 0.1  # seconds between checks for expired leases
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    current_revision INTEGER NOT NULL,
+    compact_revision INTEGER NOT NULL,
+    schema_version INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO meta VALUES (0, 1, 0, 1);
+CREATE TABLE IF NOT EXISTS log (
+    id INTEGER PRIMARY KEY,            -- revision << 24 | seq
+    name TEXT NOT NULL,
+    deleted INTEGER NOT NULL,          -- 1 for a tombstone
+    create_revision INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    lease INTEGER NOT NULL,
+    prev_id INTEGER,                   -- the row this one superseded
+    value BLOB
+);
+CREATE TABLE IF NOT EXISTS kv (
+    name TEXT PRIMARY KEY,
+    log_id INTEGER NOT NULL,
+    create_revision INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    lease INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kv_by_lease ON kv (lease) WHERE lease != 0;
+CREATE TABLE IF NOT EXISTS lease (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ttl REAL NOT NULL,
+    expiry REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lease_by_expiry ON lease (expiry);
+"""
+
+# kv columns for a KeyValue without its value, and with it (joined to its log row).
+_KV_META = "name, log_id, create_revision, version, lease"
+_KV_ROW_VALUES = "k.name, l.value, k.create_revision, k.log_id >> 24, k.version, k.lease"
+_KV_ROW_KEYS = "k.name, X'', k.create_revision, k.log_id >> 24, k.version, k.lease"
+_EVENT_COLS = (
+    "l.id, l.name, l.deleted, l.create_revision, l.version, l.lease, l.value,"
+    " p.id, p.create_revision, p.version, p.lease, p.value"
+    " FROM log l LEFT JOIN log p ON l.deleted = 1 AND p.id = l.prev_id"
+)
+
+# (log_id, create_revision, version, lease) of a live key
+_State = tuple[int, int, int, int]
+
+
+def _prefix_end(prefix: str) -> str | None:
+    """The smallest string above every string that starts with ``prefix`` (None: no bound)."""
+    p = prefix
+    while p:
+        c = ord(p[-1]) + 1
+        if c <= 0x10FFFF:
+            if 0xD800 <= c <= 0xDFFF:  # surrogates cannot be encoded; skip them
+                c = 0xE000
+            return p[:-1] + chr(c)
+        p = p[:-1]
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _in_sql(template: str, n: int) -> str:
+    return template.format(",".join("?" * n))
+
+
+def _chunks(seq: Sequence[str], n: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+def _compare_holds(c: Compare, st: _State | None, value: bytes | None) -> bool:
+    a: int | bytes
+    if c.target == "value":
+        if st is None or value is None:
+            return False  # as etcd: a value compare on a missing key always fails
+        a = value
+    elif st is None:
+        a = 0
+    elif c.target == "mod":
+        a = st[0] >> _SEQ_BITS
+    elif c.target == "create":
+        a = st[1]
+    elif c.target == "version":
+        a = st[2]
+    else:
+        raise ValueError(f"unknown compare target {c.target!r}")
+    b = c.value
+    if type(a) is not type(b):
+        raise TypeError(f"compare {c.target} of {c.key!r} with {type(b).__name__} {b!r}")
+    if c.op == "==":
+        return a == b
+    if c.op == "!=":
+        return a != b
+    if c.op == "<":
+        return a < b  # type: ignore[operator]
+    if c.op == ">":
+        return a > b  # type: ignore[operator]
+    raise ValueError(f"unknown compare op {c.op!r}")
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _translated(fn: Callable[Concatenate[SQLiteStore, _P], _T]) -> Callable[Concatenate[SQLiteStore, _P], _T]:
+    """SQLite's operational errors (locked past busy_timeout, I/O, not a database) → Unavailable."""
+
+    @functools.wraps(fn)
+    def wrapper(self: SQLiteStore, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.ProgrammingError as e:
+            if self._closed:
+                raise StoreError(f"store {self.url} is closed") from e
+            raise
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.DatabaseError as e:
+            raise Unavailable(f"SQLite store {self.path}: {e}") from e
+
+    return wrapper
+
+
+class InvalidRequest(StoreError, ValueError):
+    """A request the store refuses before running it (as etcd does): nothing was written."""
+
+
+def _check_branch(ops: Sequence[Op]) -> None:
+    if len(ops) >= _MAX_TXN_OPS:
+        raise InvalidRequest(f"a txn branch holds at most {_MAX_TXN_OPS - 1} ops, got {len(ops)}")
+    seen: set[str] = set()
+    for op in ops:
+        if type(op) is not Get:
+            if op.key in seen:
+                raise InvalidRequest(f"a txn may write a key only once, {op.key!r} is written twice")
+            seen.add(op.key)
+
+
+def _event(row: tuple) -> Event:  # type: ignore[type-arg]
+    lid, name, deleted, cr, ver, lease, value, pid, pcr, pver, plse, pval = row
+    rev = lid >> _SEQ_BITS
+    if not deleted:
+        return Event("PUT", KeyValue(name, value, cr, rev, ver, lease))
+    prev = None if pid is None else KeyValue(name, pval, pcr, pid >> _SEQ_BITS, pver, plse)
+    return Event("DELETE", KeyValue(name, b"", 0, rev, 0, 0), prev)
+
+
+class SQLiteStore(Store):
+    """The store contract on a SQLite file: ``SQLiteStore("sqlite:///abs/path/store.db")``."""
+
+    def __init__(self, url: str, *, poll_interval: float = 0.001) -> None:
+        if not url.startswith("sqlite://") or len(url) <= len("sqlite://"):
+            raise Unavailable(f"not a SQLite store URL: {url!r} (expected sqlite:///PATH)")
+        self.url = url
+        self.path = os.path.abspath(url[len("sqlite://") :])
+        parent = os.path.dirname(self.path)
+        if not os.path.isdir(parent):
+            raise Unavailable(f"cannot open SQLite store {self.path}: directory {parent} does not exist")
+        self._poll_interval = poll_interval
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._write_mutex = threading.Lock()  # threads of this process queue here, not in SQLite
+        self._closed = False
+        # watch state: see watch() and _catch_up()
+        self._watches: set[_SQLiteWatch] = set()
+        self._wlock = threading.Lock()
+        self._catchup_lock = threading.Lock()
+        self._dispatched_id = 0  # every log row with id <= this was handed to the registered watches
+        # A binary flag the poller sleeps on: held = nothing new; released = "look now".
+        # (A raw lock wakes cheaper than a Condition; the poller wakes ~1000 times a second.)
+        self._wake = threading.Lock()
+        self._wake.acquire()
+        self._stop = False
+
+        conn = self._conn()
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            with self._writing() as c:
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        c.execute(stmt)
+            self._reap_expired()  # a CLI that only lists must not see keys of expired leases
+        except (sqlite3.Error, StoreError) as e:
+            self.close()
+            if isinstance(e, Unavailable):
+                raise
+            raise Unavailable(f"cannot open SQLite store {self.path}: {e}") from e
+        self._poller = threading.Thread(
+            target=self._run, name=f"sqlite-store-poller:{self.path}", daemon=True
+        )
+        self._poller.start()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.url!r})"
+
+    # --- connections and transactions ---------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError(f"store {self.url} is closed")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False, cached_statements=256
+            )
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA cache_size=-65536")
+            conn.execute("PRAGMA temp_store=MEMORY")
+        except sqlite3.Error as e:
+            raise Unavailable(f"cannot open SQLite store {self.path}: {e}") from e
+        with self._conns_lock:
+            if self._closed:
+                conn.close()
+                raise StoreError(f"store {self.url} is closed")
+            self._conns.append(conn)
+        self._local.conn = conn
+        return conn
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE); commits on success, rolls back on error."""
+        conn = self._conn()
+        with self._write_mutex:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                raise Unavailable(f"SQLite store {self.path}: {e}") from e
+            try:
+                yield conn
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise Unavailable(f"SQLite store {self.path}: commit failed: {e}") from e
+        if self._watches:
+            self._poke()
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every statement inside sees one snapshot."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN")
+        except sqlite3.OperationalError as e:
+            raise Unavailable(f"SQLite store {self.path}: {e}") from e
+        try:
+            yield conn
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("COMMIT")
+
+    @staticmethod
+    def _revisions(conn: sqlite3.Connection) -> tuple[int, int]:
+        row = conn.execute("SELECT current_revision, compact_revision FROM meta").fetchall()
+        return row[0][0], row[0][1]
+
+    @staticmethod
+    def _states(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, _State]:
+        out: dict[str, _State] = {}
+        for chunk in _chunks(keys):
+            sql = _in_sql(f"SELECT {_KV_META} FROM kv WHERE name IN ({{}})", len(chunk))
+            for name, lid, cr, ver, lease in conn.execute(sql, chunk).fetchall():
+                out[name] = (lid, cr, ver, lease)
+        return out
+
+    @staticmethod
+    def _values(conn: sqlite3.Connection, log_ids: Sequence[int]) -> dict[int, bytes]:
+        out: dict[int, bytes] = {}
+        ids = list(log_ids)
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[i : i + _IN_CHUNK]
+            sql = _in_sql("SELECT id, value FROM log WHERE id IN ({})", len(chunk))
+            out.update(conn.execute(sql, chunk).fetchall())
+        return out
+
+    # --- reads ----------------------------------------------------------------------
+
+    @_translated
+    def get(self, key: str) -> KeyValue | None:
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT {_KV_ROW_VALUES} FROM kv k CROSS JOIN log l ON l.id = k.log_id WHERE k.name = ?",
+                (key,),
+            )
+            .fetchall()
+        )
+        return KeyValue(*rows[0]) if rows else None
+
+    @_translated
+    def get_many(self, keys: Sequence[str]) -> list[KeyValue | None]:
+        found: dict[str, KeyValue] = {}
+        distinct = list(dict.fromkeys(keys))
+        with self._reading() as conn:
+            for chunk in _chunks(distinct):
+                sql = _in_sql(
+                    f"SELECT {_KV_ROW_VALUES} FROM kv k CROSS JOIN log l ON l.id = k.log_id"
+                    " WHERE k.name IN ({})",
+                    len(chunk),
+                )
+                for row in conn.execute(sql, chunk).fetchall():
+                    found[row[0]] = KeyValue(*row)
+        return [found.get(k) for k in keys]
+
+    @_translated
+    def range(
+        self,
+        prefix: str,
+        limit: int = 0,
+        start_after: str | None = None,
+        keys_only: bool = False,
+    ) -> RangeResult:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        where, params = self._key_range(prefix, start_after)
+        cols = _KV_ROW_KEYS if keys_only else _KV_ROW_VALUES
+        join = "" if keys_only else " CROSS JOIN log l ON l.id = k.log_id"
+        sql = f"SELECT {cols} FROM kv k{join} WHERE {where} ORDER BY k.name LIMIT ?"
+        with self._reading() as conn:
+            rev, _ = self._revisions(conn)
+            rows = conn.execute(sql, (*params, limit + 1 if limit else -1)).fetchall()
+        more = bool(limit) and len(rows) > limit
+        if more:
+            del rows[limit:]
+        kvs = [KeyValue(*r) for r in rows]
+        # Counting the rest of a cut-short range costs a scan per page; -1 says "not computed".
+        return RangeResult(kvs=kvs, revision=rev, more=more, count=-1 if more else len(kvs))
+
+    @staticmethod
+    def _key_range(prefix: str, start_after: str | None, col: str = "k.name") -> tuple[str, list[str]]:
+        """SQL condition on ``col`` for the keys under ``prefix`` (after ``start_after``)."""
+        conds: list[str] = []
+        params: list[str] = []
+        if start_after is not None and start_after >= prefix:
+            conds.append(f"{col} > ?")
+            params.append(start_after)
+        else:
+            conds.append(f"{col} >= ?")
+            params.append(prefix)
+        end = _prefix_end(prefix)
+        if end is not None:
+            conds.append(f"{col} < ?")
+            params.append(end)
+        return " AND ".join(conds), params
+
+    @_translated
+    def count(self, prefix: str) -> int:
+        where, params = self._key_range(prefix, None)
+        rows = self._conn().execute(f"SELECT COUNT(*) FROM kv k WHERE {where}", params).fetchall()
+        return int(rows[0][0])
+
+    @_translated
+    def current_revision(self) -> int:
+        return self._revisions(self._conn())[0]
+
+    # --- writes ---------------------------------------------------------------------
+
+    @_translated
+    def put(self, key: str, value: bytes, expect_revision: int | None = None, lease: int = 0) -> int:
+        compares = [] if expect_revision is None else [Compare.mod(key, "==", expect_revision)]
+        with self._writing() as conn:
+            res = self._txn_in(conn, compares, [Put(key, value, lease)], [Get(key)])
+        if not res.succeeded:
+            current = res.responses[0]
+            assert current is None or isinstance(current, KeyValue)
+            raise Conflict(key, expect_revision or 0, current)
+        return res.revision
+
+    @_translated
+    def delete(self, key: str, expect_revision: int | None = None) -> int | None:
+        compares = [] if expect_revision is None else [Compare.mod(key, "==", expect_revision)]
+        with self._writing() as conn:
+            res = self._txn_in(conn, compares, [Delete(key)], [Get(key)])
+        if not res.succeeded:
+            current = res.responses[0]
+            assert current is None or isinstance(current, KeyValue)
+            raise Conflict(key, expect_revision or 0, current)
+        return res.revision if res.responses[0] else None
+
+    @_translated
+    def txn(
+        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
+    ) -> TxnResult:
+        _check_branch(success)
+        _check_branch(failure)
+        with self._writing() as conn:
+            return self._txn_in(conn, compares, success, failure)
+
+    def _txn_in(
+        self,
+        conn: sqlite3.Connection,
+        compares: Sequence[Compare],
+        success: Sequence[Op],
+        failure: Sequence[Op],
+    ) -> TxnResult:
+        cur, _ = self._revisions(conn)
+        # Compares: the state of every compared key (absent ones are known absent too).
+        ckeys = [c.key for c in compares]
+        state = self._states(conn, ckeys) if ckeys else {}
+        known = set(ckeys)
+        cvalues: dict[int, bytes] = {}
+        if any(c.target == "value" for c in compares):
+            cvalues = self._values(conn, [state[c.key][0] for c in compares if c.key in state])
+        ok = all(
+            _compare_holds(c, st := state.get(c.key), cvalues.get(st[0]) if st else None) for c in compares
+        )
+        ops = success if ok else failure
+        unknown = [op.key for op in ops if op.key not in known]
+        if unknown:
+            state.update(self._states(conn, list(dict.fromkeys(unknown))))
+
+        rev = cur + 1
+        base = rev << _SEQ_BITS
+        seq = 0
+        log_rows: list[tuple[int, str, int, int, int, int, int | None, bytes | None]] = []
+        deleted = False
+        leases: set[int] = set()
+        responses: list[KeyValue | bool | None] = []
+        written: dict[str, int] = {}  # key -> its row in log_rows, for a later Get of this txn
+        pending_gets: list[tuple[int, str, _State]] = []
+        for op in ops:
+            t = type(op)
+            key = op.key
+            if t is Put:
+                assert isinstance(op, Put)
+                st = state.get(key)
+                written[key] = len(log_rows)
+                if st is None:
+                    log_rows.append((base | seq, key, 0, rev, 1, op.lease, None, op.value))
+                else:
+                    log_rows.append((base | seq, key, 0, st[1], st[2] + 1, op.lease, st[0], op.value))
+                seq += 1
+                if op.lease:
+                    leases.add(op.lease)
+                responses.append(None)
+            elif t is Delete:
+                st = state.get(key)
+                if st is None:
+                    responses.append(False)
+                else:
+                    written[key] = len(log_rows)
+                    log_rows.append((base | seq, key, 1, 0, 0, 0, st[0], None))
+                    seq += 1
+                    deleted = True
+                    responses.append(True)
+            elif t is Get:
+                if key in written:
+                    _, _, gone, cr, ver, lease, _, value = log_rows[written[key]]
+                    assert value is not None or gone
+                    responses.append(None if gone else KeyValue(key, value or b"", cr, rev, ver, lease))
+                elif (st := state.get(key)) is None:
+                    responses.append(None)
+                else:
+                    pending_gets.append((len(responses), key, st))
+                    responses.append(None)
+            else:
+                raise TypeError(f"not a txn op: {op!r}")
+        if pending_gets:
+            vals = self._values(conn, [st[0] for _, _, st in pending_gets])
+            for i, key, (lid, cr, ver, lease) in pending_gets:
+                responses[i] = KeyValue(key, vals[lid], cr, lid >> _SEQ_BITS, ver, lease)
+        if not log_rows:
+            return TxnResult(ok, cur, responses)
+        if leases:
+            have = {
+                r[0]
+                for r in conn.execute(
+                    _in_sql("SELECT id FROM lease WHERE id IN ({})", len(leases)), list(leases)
+                ).fetchall()
+            }
+            if missing := leases - have:
+                raise LeaseNotFound(f"lease {min(missing)} not found")
+        conn.executemany("INSERT INTO log VALUES (?,?,?,?,?,?,?,?)", log_rows)
+        # kv follows from the rows just written (cheaper than binding every row twice).
+        span = (base, base | seq)
+        conn.execute(
+            "INSERT OR REPLACE INTO kv SELECT name, id, create_revision, version, lease FROM log"
+            " WHERE id >= ? AND id < ? AND deleted = 0",
+            span,
+        )
+        if deleted:
+            conn.execute(
+                "DELETE FROM kv WHERE name IN (SELECT name FROM log WHERE id >= ? AND id < ? AND deleted = 1)",
+                span,
+            )
+        conn.execute("UPDATE meta SET current_revision = ?", (rev,))
+        return TxnResult(ok, rev, responses)
+
+    # --- leases ---------------------------------------------------------------------
+
+    @_translated
+    def lease_grant(self, ttl: float) -> int:
+        if ttl <= 0:
+            raise ValueError(f"lease TTL must be > 0, got {ttl}")
+        with self._writing() as conn:
+            cur = conn.execute(
+                "INSERT INTO lease (ttl, expiry) VALUES (?, ?)", (float(ttl), time.time() + ttl)
+            )
+            lease_id = cur.lastrowid
+        assert lease_id is not None
+        return lease_id
+
+    @_translated
+    def lease_keepalive(self, lease_id: int) -> float:
+        with self._writing() as conn:
+            rows = conn.execute("SELECT ttl, expiry FROM lease WHERE id = ?", (lease_id,)).fetchall()
+            now = time.time()
+            if rows and rows[0][1] >= now:
+                ttl = float(rows[0][0])
+                conn.execute("UPDATE lease SET expiry = ? WHERE id = ?", (now + ttl, lease_id))
+                return ttl
+            if rows:  # expired, not reaped yet: reap it now
+                self._revoke_in(conn, lease_id)
+        raise LeaseNotFound(f"lease {lease_id} not found (expired or revoked)")
+
+    @_translated
+    def lease_revoke(self, lease_id: int) -> None:
+        with self._writing() as conn:
+            if not self._revoke_in(conn, lease_id):
+                raise LeaseNotFound(f"lease {lease_id} not found")
+
+    def _revoke_in(self, conn: sqlite3.Connection, lease_id: int) -> bool:
+        """Delete a lease and its keys (one revision, if it had keys). False if no such lease."""
+        if not conn.execute("DELETE FROM lease WHERE id = ?", (lease_id,)).rowcount:
+            return False
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM kv WHERE lease = ? AND lease != 0 ORDER BY name", (lease_id,)
+            ).fetchall()
+        ]
+        if names:
+            self._txn_in(conn, (), [Delete(n) for n in names], ())
+        return True
+
+    def _reap_expired(self) -> None:
+        now = time.time()
+        conn = self._conn()
+        if not conn.execute("SELECT 1 FROM lease WHERE expiry < ? LIMIT 1", (now,)).fetchall():
+            return
+        with self._writing() as conn:
+            for (lease_id,) in conn.execute("SELECT id FROM lease WHERE expiry < ?", (now,)).fetchall():
+                self._revoke_in(conn, lease_id)
+
+    # --- maintenance ----------------------------------------------------------------
+
+    @_translated
+    def compact(self, revision: int) -> None:
+        if self._watches:  # let this process's watches take what they need first
+            self._catch_up(self._conn())
+        with self._writing() as conn:
+            cur, done = self._revisions(conn)
+            if revision > cur:
+                raise InvalidRequest(f"cannot compact to revision {revision}: the store is at {cur}")
+            if revision <= done:
+                return
+            lo, hi = (done + 1) << _SEQ_BITS, (revision + 1) << _SEQ_BITS
+            # A row goes when a later write at or below ``revision`` superseded it, and so
+            # does a tombstone at or below it; what remains at or below is the state at
+            # ``revision``, which kv and later events' ``prev`` still need.
+            conn.execute(
+                "DELETE FROM log WHERE id IN"
+                " (SELECT prev_id FROM log WHERE id >= ? AND id < ? AND prev_id IS NOT NULL)",
+                (lo, hi),
+            )
+            conn.execute("DELETE FROM log WHERE id >= ? AND id < ? AND deleted = 1", (lo, hi))
+            conn.execute("UPDATE meta SET compact_revision = ?", (revision,))
+
+    def close(self) -> None:
+        self._stop = True
+        self._poke()
+        poller = getattr(self, "_poller", None)
+        if poller is not None and poller is not threading.current_thread():
+            poller.join(timeout=5)
+        with self._wlock:
+            watches = list(self._watches)
+        for w in watches:
+            w.close()
+        with self._conns_lock:
+            self._closed = True
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    # --- watch ----------------------------------------------------------------------
+
+    @_translated
+    def watch(self, prefix: str, start_revision: int | None = None) -> Watch:
+        conn = self._conn()
+        cur, compacted = self._revisions(conn)
+        start = cur + 1 if start_revision is None or start_revision <= 0 else start_revision
+        if start <= compacted:
+            raise Compacted(start, compacted)
+        w = _SQLiteWatch(self, prefix, start)
+        with self._wlock:
+            if not self._watches:
+                # Nothing was dispatched while no watch was open: start from now.
+                cur, _ = self._revisions(conn)
+                self._dispatched_id = max(self._dispatched_id, ((cur + 1) << _SEQ_BITS) - 1)
+            # Rows up to _dispatched_id the watch replays itself; later ones come from the poller.
+            w.live_from_id = max(self._dispatched_id, (start << _SEQ_BITS) - 1)
+            self._watches.add(w)
+        self._poke()
+        return w
+
+    def _unregister(self, w: _SQLiteWatch) -> None:
+        with self._wlock:
+            self._watches.discard(w)
+
+    def _poke(self) -> None:
+        with contextlib.suppress(RuntimeError):  # already released: a poke is pending
+            self._wake.release()
+
+    def _run(self) -> None:
+        last_version = -1
+        now = time.monotonic()
+        next_reap = now + _LEASE_INTERVAL
+        last_change = now
+        while True:
+            if not self._watches:
+                interval = _LEASE_INTERVAL
+            elif now - last_change < 1.0:
+                interval = self._poll_interval
+            else:  # quiet for a second: poll half as often (half the idle CPU)
+                interval = 2 * self._poll_interval
+            woken = self._wake.acquire(timeout=interval)
+            if self._stop:
+                break
+            now = time.monotonic()
+            try:
+                conn = self._conn()
+                if self._watches:
+                    version = conn.execute("PRAGMA data_version").fetchall()[0][0]
+                    if woken or version != last_version:
+                        last_version = version
+                        last_change = now
+                        self._catch_up(conn)
+                if time.monotonic() >= next_reap:
+                    next_reap = time.monotonic() + _LEASE_INTERVAL
+                    self._reap_expired()
+            except Exception:
+                if self._stop or self._closed:
+                    break
+                log.exception("SQLite store poller: %s", self.path)
+                time.sleep(0.1)
+        with contextlib.suppress(Exception):
+            self._local.conn = None
+
+    def _catch_up(self, conn: sqlite3.Connection) -> None:
+        """Hand every log row after _dispatched_id to the watches (one snapshot)."""
+        with self._catchup_lock, self._reading():
+            cur, compacted = self._revisions(conn)
+            lo = self._dispatched_id + 1
+            hi = (cur + 1) << _SEQ_BITS
+            if lo >= hi:
+                return
+            if compacted >= lo >> _SEQ_BITS:
+                # Rows at or below ``compacted`` may be gone: watches that still
+                # needed them cannot go on.
+                lost_to = ((compacted + 1) << _SEQ_BITS) - 1
+                with self._wlock:
+                    lost = [w for w in self._watches if w.live_from_id < lost_to]
+                for w in lost:
+                    w._fail(Compacted(max(w.live_from_id + 1, lo) >> _SEQ_BITS, compacted))
+                self._dispatch([], lost_to)
+                lo = lost_to + 1
+            while lo < hi:
+                rows = conn.execute(
+                    f"SELECT {_EVENT_COLS} WHERE l.id >= ? AND l.id < ? ORDER BY l.id LIMIT ?",
+                    (lo, hi, _EVENT_CHUNK),
+                ).fetchall()
+                last = rows[-1][0] if len(rows) == _EVENT_CHUNK else hi - 1
+                self._dispatch([(r[0], r[1], _event(r)) for r in rows], last)
+                lo = last + 1
+
+    def _dispatch(self, events: list[tuple[int, str, Event]], upto: int) -> None:
+        with self._wlock:
+            for w in self._watches:
+                mine = [ev for lid, name, ev in events if lid > w.live_from_id and name.startswith(w.prefix)]
+                if mine:
+                    w._push(mine)
+            self._dispatched_id = max(self._dispatched_id, upto)
+
+    @_translated
+    def _replay(self, w: _SQLiteWatch, upto: int) -> list[Event]:
+        """The next rows of a watch's replay (ids from w.next_id to ``upto``)."""
+        where, params = self._key_range(w.prefix, None, "l.name")
+        with self._reading() as conn:
+            _, compacted = self._revisions(conn)
+            if compacted >= w.next_id >> _SEQ_BITS:
+                raise Compacted(w.next_id >> _SEQ_BITS, compacted)
+            rows = conn.execute(
+                f"SELECT {_EVENT_COLS} WHERE l.id >= ? AND l.id <= ? AND {where} ORDER BY l.id LIMIT ?",
+                (w.next_id, upto, *params, _EVENT_CHUNK),
+            ).fetchall()
+        w.next_id = rows[-1][0] + 1 if len(rows) == _EVENT_CHUNK else upto + 1
+        return [_event(r) for r in rows]
+
+
+class _SQLiteWatch(Watch):
+    """Replays the log from its start revision up to ``live_from_id`` on the caller's
+    thread, then takes the events the store's poller pushes."""
+
+    def __init__(self, store: SQLiteStore, prefix: str, start: int) -> None:
+        self._store = store
+        self.prefix = prefix
+        self.next_id = start << _SEQ_BITS  # next row to replay
+        self.live_from_id = 0  # rows above this arrive through _push
+        self._queue: deque[Event] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._error: StoreError | None = None
+
+    def _push(self, events: list[Event]) -> None:
+        with self._cond:
+            self._queue.extend(events)
+            self._cond.notify_all()
+
+    def _fail(self, error: StoreError) -> None:
+        with self._cond:
+            if self._error is None:
+                self._error = error
+            self._cond.notify_all()
+        self._store._unregister(self)
+
+    def poll(self, timeout: float | None = None) -> list[Event]:
+        if self._closed:
+            raise WatchClosed("watch closed")
+        if self._error is not None:
+            raise self._error
+        if self.next_id <= self.live_from_id:
+            try:
+                events = self._store._replay(self, self.live_from_id)
+            except Compacted as e:
+                self._fail(e)
+                raise
+            if events:
+                return events
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._queue and not self._closed and self._error is None:
+                if deadline is None:
+                    self._cond.wait()
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            if self._closed:
+                raise WatchClosed("watch closed")
+            if self._error is not None:
+                raise self._error
+            events = list(self._queue)
+            self._queue.clear()
+        return events
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._store._unregister(self)

@@ -1,0 +1,149 @@
+"""What only the SQLite backend has: a file, several processes on it, its log and compaction."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from store import Compacted, LeaseNotFound, Put, Unavailable, open_store
+from store._sqlite import SQLiteStore
+
+from ._util import collect
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite://{tmp_path}/store.db"
+
+
+@pytest.fixture
+def s(url: str) -> Iterator[SQLiteStore]:
+    st = open_store(url)
+    assert isinstance(st, SQLiteStore)
+    yield st
+    st.close()
+
+
+def test_open_store_picks_sqlite_from_the_url(s: SQLiteStore, url: str) -> None:
+    assert s.url == url
+    assert s.current_revision() == 1  # as etcd: an empty store is at revision 1
+
+
+def test_missing_directory_is_unavailable_with_one_line(tmp_path: Path) -> None:
+    with pytest.raises(Unavailable) as err:
+        open_store(f"sqlite://{tmp_path}/no/such/dir/store.db")
+    assert "does not exist" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unopenable_file_is_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "dir.db").mkdir()
+    with pytest.raises(Unavailable):
+        open_store(f"sqlite://{tmp_path}/dir.db")
+
+
+def test_data_and_revision_survive_reopening(url: str) -> None:
+    with open_store(url) as a:
+        rev = a.put("/k", b"v")
+    with open_store(url) as b:
+        assert b.current_revision() == rev
+        assert b.get("/k").value == b"v"  # type: ignore[union-attr]
+        assert b.put("/k", b"w") == rev + 1
+
+
+def test_two_stores_on_one_file_see_each_other(url: str) -> None:
+    with open_store(url) as a, open_store(url) as b, b.watch("/") as w:
+        rev = a.put("/x", b"1")
+        assert b.get("/x").mod_revision == rev  # type: ignore[union-attr]
+        assert [e.revision for e in collect(w, 1)] == [rev]
+
+
+def test_one_txn_is_one_revision_in_the_log(s: SQLiteStore, url: str) -> None:
+    before = s.current_revision()
+    rev = s.txn([], [Put(f"/k{i}", b"v") for i in range(2000)]).revision
+    assert rev == before + 1
+    db = sqlite3.connect(url[len("sqlite://") :])
+    revs = db.execute("SELECT DISTINCT id >> 24 FROM log").fetchall()
+    db.close()
+    assert revs == [(rev,)]
+
+
+def test_expired_lease_is_reaped_when_the_store_is_opened(url: str) -> None:
+    a = open_store(url)
+    lease = a.lease_grant(0.3)
+    a.put("/eph", b"x", lease=lease)
+    rev = a.current_revision()
+    a.close()  # like a process that stops before its lease expires: nobody reaps it
+    time.sleep(0.5)
+    with open_store(url) as b:
+        assert b.get("/eph") is None
+        with b.watch("/", start_revision=rev + 1) as w:
+            (e,) = collect(w, 1)
+        assert e.type == "DELETE" and e.prev is not None and e.prev.value == b"x"
+        with pytest.raises(LeaseNotFound):
+            b.lease_keepalive(lease)
+
+
+def test_put_with_an_unknown_lease_raises_and_writes_nothing(s: SQLiteStore) -> None:
+    rev = s.current_revision()
+    with pytest.raises(LeaseNotFound):
+        s.put("/k", b"v", lease=12345)
+    assert s.get("/k") is None and s.current_revision() == rev
+
+
+def test_compaction_keeps_what_later_events_need(s: SQLiteStore) -> None:
+    r1 = s.put("/a", b"1")
+    s.put("/b", b"1")
+    r3 = s.put("/b", b"2")  # superseded before the compaction: goes
+    s.compact(r3)
+    rd = s.delete("/a")  # after the compaction, its prev (r1) is still there
+    with s.watch("/", start_revision=r3 + 1) as w:
+        (e,) = collect(w, 1)
+    assert e.type == "DELETE" and e.revision == rd
+    assert e.prev is not None and (e.prev.value, e.prev.mod_revision) == (b"1", r1)
+    with pytest.raises(Compacted):
+        s.watch("/", start_revision=r3)
+
+
+def test_replay_fails_if_compaction_comes_before_it(s: SQLiteStore) -> None:
+    r1 = s.put("/a", b"1")
+    s.put("/a", b"2")
+    rev = s.put("/a", b"3")
+    with s.watch("/", start_revision=r1) as w:  # replays lazily, on the first poll
+        s.compact(rev)
+        with pytest.raises(Compacted) as err:
+            w.poll(1)
+    assert err.value.compact_revision == rev
+
+
+def test_live_watch_fails_if_compaction_overtakes_it(url: str) -> None:
+    """Another process compacts away events this store's poller had not read yet."""
+    slow = SQLiteStore(url, poll_interval=3600)  # its poller wakes only for its own writes
+    try:
+        with slow.watch("/") as w:
+            time.sleep(0.05)  # let the poller take the watch in, then sleep
+            with open_store(url) as other:
+                other.put("/a", b"1")
+                rev = other.put("/a", b"2")
+                other.compact(rev)
+            slow.put("/b", b"1")  # wakes the poller
+            with pytest.raises(Compacted) as err:
+                collect(w, 1, timeout=5)
+            assert err.value.compact_revision == rev
+    finally:
+        slow.close()
+
+
+def test_bulk_sanity_many_keys_in_one_txn(s: SQLiteStore) -> None:
+    """A large txn (no timing): every key lands, once, at one revision, and a watch replays it."""
+    n = 20_000
+    res = s.txn([], [Put(f"/jobs/j{i:05d}", b"{}") for i in range(n)])
+    assert s.count("/jobs/") == n
+    assert len(s.get_many([f"/jobs/j{i:05d}" for i in range(0, n, 7)])) == len(range(0, n, 7))
+    with s.watch("/jobs/", start_revision=res.revision) as w:
+        events = collect(w, n)
+    assert len(events) == n and {e.revision for e in events} == {res.revision}
+    assert [e.kv.key for e in events] == [f"/jobs/j{i:05d}" for i in range(n)]
