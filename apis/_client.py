@@ -118,13 +118,13 @@ class ClientMixin:
         reg = _registry()
         kind = type(self)
         if not self.metadata.resource_version:
-            self._adopt(reg.create(self))  # type: ignore[arg-type]
+            self._adopt(reg.create(self))  # type: ignore[arg-type, type-var]
             return
         pending = dict(self._pending_fields())
         if pending:
             from ._balsam import apply_fields
 
-            self._adopt(reg.mutate(kind, self.metadata.name, lambda j: apply_fields(j, pending),  # type: ignore[arg-type, return-value]
+            self._adopt(reg.mutate(kind, self.metadata.name, lambda j: apply_fields(j, pending),  # type: ignore[arg-type, return-value, type-var]
                                    self.metadata.namespace))
             return
         cur = reg.get(kind, self.metadata.name, self.metadata.namespace)  # type: ignore[arg-type]

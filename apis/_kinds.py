@@ -69,7 +69,7 @@ class JobSpec(Model):
     workdir: str
     parameters: dict[str, str] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict)
-    resources: JobResources = Field(default_factory=JobResources)
+    resources: JobResources = Field(default_factory=JobResources)  # type: ignore[arg-type]  # no pydantic mypy plugin
     parents: list[str] = Field(default_factory=list)
     transfers: dict[str, str] = Field(default_factory=dict)
     priority: int = 0
@@ -237,7 +237,7 @@ class SiteSpec(Model):
     launcher: Literal["mpirun", "mpiexec", "srun", "none"] = "mpirun"
     transfer_locations: dict[str, str] = Field(default_factory=dict)
     elastic_queue: ElasticQueue | None = None
-    node_defaults: NodeDefaults = Field(default_factory=NodeDefaults)
+    node_defaults: NodeDefaults = Field(default_factory=NodeDefaults)  # type: ignore[arg-type]  # no pydantic mypy plugin
 
 
 class Site(ClientMixin, Resource):
@@ -282,7 +282,7 @@ class BatchJob(ClientMixin, Resource):
     SINGULAR: ClassVar[str] = "batchjob"
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ("bj",)
 
-    spec: BatchJobSpec = Field(default_factory=BatchJobSpec)
+    spec: BatchJobSpec = Field(default_factory=BatchJobSpec)  # type: ignore[arg-type]  # no pydantic mypy plugin
     status: BatchJobStatus = Field(default_factory=BatchJobStatus)
 
 

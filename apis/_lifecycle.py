@@ -31,7 +31,7 @@ def transition(
     now = now or utcnow()
     job.status.state = nxt
     job.status.message = message
-    job.status.history.append(HistoryEvent(from_state=cur, to_state=nxt, time=now, message=message))
+    job.status.history.append(HistoryEvent(from_state=cur, to_state=nxt, time=now, message=message))  # type: ignore[call-arg]  # alias 'from'/'to'
     if len(job.status.history) > HISTORY_CAP:
         del job.status.history[: len(job.status.history) - HISTORY_CAP]
     if nxt is JobState.RUNNING:

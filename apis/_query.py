@@ -157,7 +157,7 @@ class QuerySet(Generic[R]):
             raise BadRequest("cannot filter a query once a slice has been taken")
         pred, entries, exact = self._compile(key, value)
         if negate:
-            self._preds.append(lambda o, p=pred: not p(o))
+            self._preds.append(lambda o, p=pred: not p(o))  # type: ignore[misc]
             self._only_index = False
             return
         self._preds.append(pred)
@@ -193,18 +193,18 @@ class QuerySet(Generic[R]):
             # ``k=v`` and ``k in (a,b)`` read the label index, ``k`` the label-key index;
             # ``!=``, ``notin`` and ``!k`` (which no index answers) are checked on the
             # objects the others leave.
-            entries: list[tuple[str, list[str]]] = []
+            sel_entries: list[tuple[str, list[str]]] = []
             exact = True
             for r in sel.requirements:
                 if r.op in ("=", "in"):
-                    entries.append(("label", [f"{r.key}={v}" for v in r.values]))
+                    sel_entries.append(("label", [f"{r.key}={v}" for v in r.values]))
                 elif r.op == "exists":
-                    entries.append(("labelkey", [r.key]))
+                    sel_entries.append(("labelkey", [r.key]))
                 else:
                     exact = False
             if not exact:
-                return (lambda o: sel.matches(o.metadata.labels)), _Inexact(entries)
-            return (lambda o: sel.matches(o.metadata.labels)), entries
+                return (lambda o: sel.matches(o.metadata.labels)), _Inexact(sel_entries)
+            return (lambda o: sel.matches(o.metadata.labels)), sel_entries
         if key == "namespace":
             self.namespace = str(value)
             return (lambda o: True), None
@@ -283,7 +283,6 @@ class QuerySet(Generic[R]):
         """Names that every index filter allows (None: no index filter)."""
         if not self._index:
             return None
-        reg = self.registry
         sets: list[list[str]] = []
         for index, values in self._index:
             if index == "name":
@@ -398,7 +397,7 @@ class QuerySet(Generic[R]):
                 except Conflict:
                     continue
             else:
-                raise Conflict(self.model.resource_name(), chunk[0], "update kept conflicting")
+                raise Conflict(self.model.resource_name(), chunk[0] or "?", "update kept conflicting")
         self._cache = None
         return done
 

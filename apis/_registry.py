@@ -13,6 +13,7 @@ Index values are percent-quoted so ``/`` and ``=`` in label keys cannot split a 
 
 from __future__ import annotations
 
+import builtins
 import functools
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -150,7 +151,7 @@ class Registry:
         return [None if kv is None else self.decode(kind, kv) for kv in kvs]
 
     @_wrap_store_errors
-    def list(self, kind: type[R], namespace: str | None = "default") -> tuple[list[R], int]:
+    def list(self, kind: type[R], namespace: str | None = "default") -> tuple[builtins.list[R], int]:
         """Every object of a kind (paged reads), and the revision to watch from."""
         prefix = kind_prefix(kind, namespace)
         out: list[R] = []
@@ -166,7 +167,7 @@ class Registry:
 
     @_wrap_store_errors
     def index_names(self, kind: type[Resource], index: str, value: str, namespace: str = "default",
-                    *, value_prefix: bool = False) -> list[str]:
+                    *, value_prefix: bool = False) -> builtins.list[str]:
         """Names under ``value`` in an index; with ``value_prefix``, under every value that
         starts with ``value`` (``("label", "k=")``: every object that has label ``k``)."""
         prefix = index_prefix(kind, index, namespace) + q(value) if value_prefix else \
@@ -192,7 +193,7 @@ class Registry:
         return self.store.count(kind_prefix(kind, namespace))
 
     @_wrap_store_errors
-    def names(self, kind: type[Resource], namespace: str = "default") -> list[str]:
+    def names(self, kind: type[Resource], namespace: str = "default") -> builtins.list[str]:
         prefix = kind_prefix(kind, namespace)
         out: list[str] = []
         after: str | None = None
@@ -211,7 +212,7 @@ class Registry:
         if status is not None and hasattr(status, "last_update"):
             status.last_update = now
 
-    def _admission(self, objs: Sequence[Resource]) -> list[st.Compare]:
+    def _admission(self, objs: Sequence[Resource]) -> builtins.list[st.Compare]:
         """References that must exist when the write lands (checked inside the txn)."""
         batch = {(type(o).PLURAL, o.metadata.namespace, o.metadata.name) for o in objs}
         compares: list[st.Compare] = []
@@ -247,7 +248,7 @@ class Registry:
                     return Invalid(f'{Job.resource_name()} "{o.name}" is invalid: spec.app: Not found: "{o.spec.app}"')
         return Conflict("objects", ",".join(o.name for o in objs[:3]), "concurrent write")
 
-    def _prepare_creates(self, objs: Sequence[R], now: datetime) -> list[R]:
+    def _prepare_creates(self, objs: Sequence[R], now: datetime) -> builtins.list[R]:
         out: list[R] = []
         seen: set[tuple[str, str, str]] = set()
         for o in objs:
@@ -300,7 +301,7 @@ class Registry:
         dry_run: bool = False,
         check_deletes: bool = True,
         lease: int = 0,
-    ) -> tuple[list[Resource], list[Resource]]:
+    ) -> tuple[builtins.list[Resource], builtins.list[Resource]]:
         """Creates, CAS updates and CAS deletes in ONE store transaction: all or nothing.
 
         Returns (created, updated) as new objects with their resourceVersion; the inputs
@@ -358,7 +359,7 @@ class Registry:
                 raise err
         self._raise_conflict(pairs)
 
-    def create_many(self, objs: Sequence[R], *, dry_run: bool = False, lease: int = 0) -> list[R]:
+    def create_many(self, objs: Sequence[R], *, dry_run: bool = False, lease: int = 0) -> builtins.list[R]:
         """Create every object in ONE store transaction: all or nothing. Returns new
         objects (identity filled in, resourceVersion set); the inputs are not touched."""
         created, _ = self.write(creates=objs, dry_run=dry_run, lease=lease)
@@ -367,7 +368,7 @@ class Registry:
     def create(self, obj: R, *, dry_run: bool = False, lease: int = 0) -> R:
         return self.create_many([obj], dry_run=dry_run, lease=lease)[0]
 
-    def update_many(self, pairs: Sequence[tuple[R, R]], *, stamp: bool = True, lease: int = 0) -> list[R]:
+    def update_many(self, pairs: Sequence[tuple[R, R]], *, stamp: bool = True, lease: int = 0) -> builtins.list[R]:
         """Write ``new`` over ``old`` for each pair, in ONE transaction, each with a CAS
         on ``old``'s resourceVersion. Raises Conflict (nothing written) if any moved."""
         _, updated = self.write(updates=pairs, stamp=stamp, lease=lease)
@@ -488,7 +489,8 @@ def parse_object(doc: dict[str, Any], kinds: Iterable[type[Resource]]) -> Resour
             try:
                 return k.model_validate(doc)
             except ValidationError as e:
-                meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+                raw_meta = doc.get("metadata")
+                meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
                 name = meta.get("name") or (f"{meta['generateName']}*" if meta.get("generateName") else "?")
                 raise Invalid(f'{k.resource_name()} "{name}" is invalid: {describe_validation_error(e)}') from None
     raise Invalid(f'no matches for kind "{kind_name}" in version "{api_version}"')
