@@ -238,7 +238,8 @@ def test_fractional_gpus_per_rank_round_up_to_whole_devices():
     half = JobShape.of(ranks_per_node=1, gpus_per_rank=0.5, node_packing_count=16)
     assert half.gpus_per_node == 1  # half a GPU is a whole GPU: devices are not shared
     assert JobShape.of(ranks_per_node=3, gpus_per_rank=0.5).gpus_per_node == 2
-    assert JobShape.of(ranks_per_node=10, gpus_per_rank=0.7).gpus_per_node == 7  # not 8 from float noise
+    # 100 * 0.07 is 7.000000000000001 in floating point: still 7 devices, not 8
+    assert JobShape.of(ranks_per_node=100, gpus_per_rank=0.07).gpus_per_node == 7
     assert whole_gpus(3, 1 / 3) == 1 and whole_gpus(4, 0) == 0
     p = nodes(1, cpus=64, gpus=8)
     assert len(bound(p.place(reqs(16, half)))) == 8
