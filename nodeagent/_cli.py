@@ -1,0 +1,76 @@
+"""``nodeagent [--site DIR] [--store URL] [--name NAME] [--cpus N] [--gpus G] [--batch-job NAME]
+[--lease-ttl S]``: run one node agent in the foreground until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from apis import ApiError, load_site_config, open_registry, resolve_store_url
+
+from ._agent import NodeAgent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="nodeagent",
+        description="Run the jobs that the placement reconciler binds to this node.",
+    )
+    p.add_argument("--site", metavar="DIR", help="site directory (default: $BALSAM_SITE_PATH or the current one)")
+    p.add_argument("--store", metavar="URL", help="store URL (default: $BALSAM_STORE or the site's settings)")
+    p.add_argument("--name", help="Node name (default: this host's name)")
+    p.add_argument("--hostname", help="host name MPI launchers use for this node (default: this host's)")
+    p.add_argument("--cpus", type=int, help="CPUs to offer (default: this machine's); more simulates a bigger node")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs to offer (default: 0)")
+    p.add_argument("--batch-job", metavar="NAME", help="the BatchJob whose allocation this node belongs to")
+    p.add_argument("--lease-ttl", type=float, default=10.0, metavar="S",
+                   help="seconds after which the Node vanishes if this agent stops renewing (default: 10)")
+    p.add_argument("--kill-grace", type=float, default=5.0, metavar="S",
+                   help="seconds between SIGTERM and SIGKILL when a job is killed (default: 5)")
+    p.add_argument("-v", "--verbose", action="store_true", help="also log to stderr")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a node agent; returns the exit status (0 after a clean SIGTERM/SIGINT shutdown)."""
+    args = build_parser().parse_args(argv)
+    if args.cpus is not None and args.cpus < 1:
+        print("error: --cpus must be at least 1", file=sys.stderr)
+        return 2
+    if args.gpus < 0:
+        print("error: --gpus must not be negative", file=sys.stderr)
+        return 2
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        site = load_site_config(args.site)
+        if args.site:
+            os.environ["BALSAM_SITE_PATH"] = str(site.path)
+        registry = open_registry(resolve_store_url(args.store, args.site))
+        agent = NodeAgent(
+            registry, name=args.name, cpus=args.cpus, gpus=args.gpus, hostname=args.hostname,
+            batch_job=args.batch_job, site_config=site, lease_ttl=args.lease_ttl, kill_grace=args.kill_grace,
+        )  # fmt: skip
+    except (ApiError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        agent.stop(f"stopped by {signal.Signals(signum).name}", wait=False)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        agent.run()
+    except ApiError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - one line, not a trace; the log has it
+        print(f"error: node agent failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0

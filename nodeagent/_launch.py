@@ -1,0 +1,161 @@
+"""Turning a bound Job into a running process: command line, environment, workdir, spawn.
+
+The command is the App's template rendered by :func:`apis._templates.render_command`
+(every value shell-quoted), prefixed by the Site's MPI launcher when the job spans several
+nodes or ranks, preceded by the App's ``preamble`` lines, and run by ``/bin/sh -c`` in
+``data/<workdir>`` (created) with stdout and stderr in ``job.out`` (truncated per attempt),
+stdin ``/dev/null``, in a new session (its own process group, which the agent kills).
+
+Fast path: a command that is a plain word list (no expansions, redirections, operators,
+globs or shell builtins; quoted values included) is exec'ed directly with the same
+argument vector ``sh`` would build, which halves the cost of a spawn. If that exec fails
+(not found, not executable, a script without ``#!``), the job is started through
+``/bin/sh -c`` after all, so the shell's own message and exit code (127, 126) land in
+``job.out`` exactly as they would have.
+
+Environment, lowest to highest precedence: the agent's environment; ``OMP_NUM_THREADS`` =
+``threadsPerRank``; the App's ``environment``; then what the placement decides and the
+App cannot override: ``CUDA_VISIBLE_DEVICES`` (the placement's GPU ids, comma-joined; empty
+when none), ``BALSAM_JOB_ID`` (the job's name), ``BALSAM_SITE_PATH``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from apis import App, Job
+from apis._templates import render_command
+
+from .launchers import LaunchSpec, launch_command, needs_launcher
+
+OUTPUT_FILE = "job.out"
+TAIL_LINES = 20
+TAIL_BYTES = 4096
+
+# A word: unquoted safe characters, single-quoted strings, and the "'" that shlex.quote
+# uses for an embedded single quote. Anything else (``$ ` \ " ; & | < > ( ) * ? [ ~ # { }``,
+# newlines) sends the command through the shell.
+_WORD = r"(?:[A-Za-z0-9_@%+=:,./-]|'[^']*'|\"'\")+"
+_SIMPLE = re.compile(rf"[ \t]*{_WORD}(?:[ \t]+{_WORD})*[ \t]*")
+# dash's builtins and keywords: run by the shell, not exec'ed (``echo`` differs from
+# /bin/echo, ``cd`` has no binary). ``true``/``false`` behave the same either way.
+_SHELL_WORDS = frozenset(
+    ". : [ alias bg break cd chdir command continue echo eval exec exit export fc fg getopts hash "
+    "jobs kill local printf pwd read readonly return set shift test times trap type ulimit umask "
+    "unalias unset wait ! case do done elif else esac fi for if in then until while { }".split()
+)
+
+
+def simple_argv(command: str) -> list[str] | None:
+    """The argv ``/bin/sh -c command`` would exec, when the shell would do nothing else."""
+    if not _SIMPLE.fullmatch(command):
+        return None
+    argv = shlex.split(command)
+    if not argv:
+        return None
+    first = argv[0]
+    if "/" not in first and (first in _SHELL_WORDS or "=" in first):
+        return None  # a builtin, or a variable assignment
+    return argv
+
+
+class PrepareError(Exception):
+    """The job cannot be started as specified (the command does not render, the App is gone)."""
+
+
+@dataclass
+class Prepared:
+    command: str  # what /bin/sh -c runs
+    argv: list[str] | None  # the fast path, when the command is a plain word list
+    cwd: Path
+    env: dict[str, str]
+
+
+def job_command(job: Job, app: App, launcher: str, hosts: list[str]) -> str:
+    """The full shell command of a job: preamble, launcher prefix, rendered App command."""
+    if app.spec.command is None:
+        raise PrepareError(f'app "{app.name}" has no command (Python apps are not runnable yet)')
+    try:
+        command = render_command(app.spec.command, app.spec.parameters, job.spec.parameters)
+    except ValueError as e:
+        raise PrepareError(str(e)) from None
+    res = job.spec.resources
+    if needs_launcher(len(hosts), res.ranks_per_node):
+        env_names = ["CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", *app.spec.environment,
+                     "BALSAM_JOB_ID", "BALSAM_SITE_PATH"]
+        spec = LaunchSpec(
+            hosts=hosts,
+            ranks_per_node=res.ranks_per_node,
+            threads_per_rank=res.threads_per_rank,
+            threads_per_core=res.threads_per_core,
+            gpus_per_rank=res.gpus_per_rank,
+            launch_params=res.launch_params,
+            env_names=list(dict.fromkeys(env_names)),
+        )
+        try:
+            command = launch_command(launcher, command, spec)
+        except ValueError as e:
+            raise PrepareError(str(e)) from None
+    if app.spec.preamble:
+        command = f"{app.spec.preamble.rstrip()}\n{command}"
+    return command
+
+
+def prepare(
+    job: Job,
+    app: App,
+    *,
+    data_path: Path,
+    site_path: Path,
+    base_env: Mapping[str, str],
+    launcher: str,
+    hosts: list[str],
+    gpus: list[int],
+) -> Prepared:
+    command = job_command(job, app, launcher, hosts)
+    env = dict(base_env)
+    env["OMP_NUM_THREADS"] = str(job.spec.resources.threads_per_rank)
+    env.update(app.spec.environment)
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+    env["BALSAM_JOB_ID"] = job.name
+    env["BALSAM_SITE_PATH"] = str(site_path)
+    return Prepared(command=command, argv=simple_argv(command), cwd=data_path / job.spec.workdir, env=env)
+
+
+def spawn(p: Prepared, stdin: int) -> subprocess.Popen[bytes]:
+    """Start the job in its own session (process group = its pid). OSError if it cannot start."""
+    p.cwd.mkdir(parents=True, exist_ok=True)
+    with open(p.cwd / OUTPUT_FILE, "wb") as out:
+        if p.argv is not None:
+            try:
+                return subprocess.Popen(
+                    p.argv, cwd=p.cwd, env=p.env, stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError:
+                pass  # let the shell run it and report why it cannot (127/126 in job.out)
+        return subprocess.Popen(
+            p.command, shell=True, cwd=p.cwd, env=p.env, stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def output_tail(workdir: Path, lines: int = TAIL_LINES, max_bytes: int = TAIL_BYTES) -> str | None:
+    """The last ``lines`` lines of ``job.out`` (at most ``max_bytes``), or None if unreadable."""
+    try:
+        with open(workdir / OUTPUT_FILE, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return None
+    if len(data) == max_bytes and size > max_bytes:
+        data = data.split(b"\n", 1)[-1]  # drop the cut-off first line
+    text = data.decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])

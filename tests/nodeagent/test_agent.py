@@ -1,0 +1,444 @@
+"""The node agent with real processes and a real store: what a user sees of a bound job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from apis import AlreadyExists, App, Job, JobState, Node, Registry, transition
+from apis._config import SiteConfig
+from apis._registry import object_key
+
+from .conftest import (
+    AgentFactory,
+    bind,
+    make_app,
+    make_job,
+    make_jobs,
+    node_of,
+    process_alive,
+    read_pid,
+    set_site_launcher,
+    spawn_agent_process,
+    wait_state,
+    wait_until,
+)
+
+S = JobState
+FINAL = (S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT, S.FAILED)
+
+
+def workdir(site: SiteConfig, name: str) -> Path:
+    return site.data_path / "work" / name
+
+
+# --- running a job ------------------------------------------------------------------------
+
+
+def test_bound_job_runs_in_its_workdir_and_reaches_run_done(any_registry: Registry, any_site: SiteConfig,
+                                                            any_agent: AgentFactory) -> None:
+    reg, site, ns = any_registry, any_site, any_site.namespace
+    make_app(reg, "hello", "echo hello {{ who }}; pwd", namespace=ns, parameters={"who": {}})
+    job = make_job(reg, "hello", "j1", namespace=ns, parameters={"who": "world"})
+    any_agent("n1")
+    bind(reg, [job], ["n1"])
+    done = wait_state(reg, "j1", FINAL, namespace=ns)
+    assert done.status.state is S.RUN_DONE, done.status.message
+    assert done.status.return_code == 0
+    assert done.status.attempts == 1
+    out = (workdir(site, "j1") / "job.out").read_text().splitlines()
+    assert out == ["hello world", str(workdir(site, "j1"))]
+    moves = [(h.from_state, h.to_state) for h in done.status.history][-2:]
+    assert moves == [(S.PREPROCESSED, S.RUNNING), (S.RUNNING, S.RUN_DONE)]
+    assert done.status.start_time is not None and done.status.end_time is not None
+
+
+def test_nonzero_exit_is_run_error_with_return_code_and_output_tail(any_registry: Registry,
+                                                                   any_site: SiteConfig,
+                                                                   any_agent: AgentFactory) -> None:
+    reg, ns = any_registry, any_site.namespace
+    make_app(reg, "fails", "for i in $(seq 1 30); do echo line $i; done; echo oops >&2; exit 3", namespace=ns)
+    job = make_job(reg, "fails", "j1", namespace=ns)
+    any_agent("n1")
+    bind(reg, [job], ["n1"])
+    done = wait_state(reg, "j1", FINAL, namespace=ns)
+    assert done.status.state is S.RUN_ERROR
+    assert done.status.return_code == 3
+    assert "exited with code 3" in done.status.message
+    tail = (done.status.output_tail or "").splitlines()
+    assert len(tail) == 20
+    assert tail[0] == "line 12" and tail[-2] == "line 30" and tail[-1] == "oops"
+
+
+def test_killed_by_a_signal_reports_the_signal(registry: Registry, site: SiteConfig, agent: AgentFactory) -> None:
+    make_app(registry, "segv", "kill -SEGV $$")
+    job = make_job(registry, "segv", "j1")
+    agent("n1")
+    bind(registry, [job], ["n1"])
+    done = wait_state(registry, "j1", FINAL)
+    assert done.status.state is S.RUN_ERROR
+    assert done.status.return_code == -signal.SIGSEGV
+    assert "SIGSEGV" in done.status.message
+
+
+def test_wall_time_kills_the_whole_process_group(registry: Registry, site: SiteConfig,
+                                                 agent: AgentFactory) -> None:
+    # The shell starts a background child and waits: both must die at the wall time.
+    make_app(registry, "slow", "sleep 30 & echo $! > child.pid; echo $$ > shell.pid; wait")
+    job = make_job(registry, "slow", "j1", resources={"wallTimeMin": 0.02})
+    agent("n1")
+    bind(registry, [job], ["n1"])
+    child = read_pid(workdir(site, "j1") / "child.pid")
+    shell = read_pid(workdir(site, "j1") / "shell.pid")
+    assert process_alive(child)
+    done = wait_state(registry, "j1", FINAL)
+    assert done.status.state is S.RUN_TIMEOUT
+    assert "wall time" in done.status.message
+    wait_until(lambda: not process_alive(child) and not process_alive(shell), 15, "the job's processes to die")
+
+
+def test_background_processes_end_with_the_job(registry: Registry, site: SiteConfig, agent: AgentFactory) -> None:
+    make_app(registry, "leaky", "sleep 60 & echo $! > child.pid")
+    job = make_job(registry, "leaky", "j1")
+    agent("n1")
+    bind(registry, [job], ["n1"])
+    assert wait_state(registry, "j1", FINAL).status.state is S.RUN_DONE
+    child = read_pid(workdir(site, "j1") / "child.pid")
+    wait_until(lambda: not process_alive(child), 10, "the leftover child to be killed")
+
+
+def test_environment_has_placed_gpus_threads_and_app_environment(registry: Registry, site: SiteConfig,
+                                                                 agent: AgentFactory) -> None:
+    make_app(registry, "env",
+             'echo "cuda=${CUDA_VISIBLE_DEVICES-unset} omp=$OMP_NUM_THREADS job=$BALSAM_JOB_ID '
+             'site=$BALSAM_SITE_PATH foo=$FOO"',
+             environment={"FOO": "bar baz", "CUDA_VISIBLE_DEVICES": "9"})
+    gpu_job = make_job(registry, "env", "gpu", resources={"threadsPerRank": 4, "gpusPerRank": 2})
+    cpu_job = make_job(registry, "env", "cpu")
+    agent("n1", cpus=8, gpus=4)
+    bind(registry, [gpu_job], ["n1"], cpus=[0, 1, 2, 3], gpus=[1, 3])
+    bind(registry, [cpu_job], ["n1"], cpus=[4])
+    for name in ("gpu", "cpu"):
+        assert wait_state(registry, name, FINAL).status.state is S.RUN_DONE
+    assert (workdir(site, "gpu") / "job.out").read_text().strip() == (
+        f"cuda=1,3 omp=4 job=gpu site={site.path} foo=bar baz")
+    # No GPUs placed: CUDA_VISIBLE_DEVICES is set, and empty (the job sees no GPU).
+    assert (workdir(site, "cpu") / "job.out").read_text().strip() == (
+        f"cuda= omp=1 job=cpu site={site.path} foo=bar baz")
+
+
+@pytest.mark.parametrize("value", ["; touch pwned", "$(touch pwned)", "`touch pwned`", "a' ; touch pwned; '"])
+def test_parameter_values_are_passed_literally(registry: Registry, site: SiteConfig, agent: AgentFactory,
+                                               value: str) -> None:
+    make_app(registry, "echo", "printf '%s\\n' {{ msg }} && ls", parameters={"msg": {}})
+    job = make_job(registry, "echo", "j1", parameters={"msg": value})
+    agent("n1")
+    bind(registry, [job], ["n1"])
+    assert wait_state(registry, "j1", FINAL).status.state is S.RUN_DONE
+    out = (workdir(site, "j1") / "job.out").read_text().splitlines()
+    assert out[0] == value
+    assert "pwned" not in out[1:]  # ls of the workdir
+    assert not list(site.path.rglob("pwned")) and not Path("pwned").exists()
+
+
+def test_undeclared_template_variable_fails_the_job_with_a_message(registry: Registry, site: SiteConfig,
+                                                                  agent: AgentFactory) -> None:
+    make_app(registry, "typo", "echo {{ nmae }}", parameters={"name": {"required": False, "default": "x"}})
+    job = make_job(registry, "typo", "j1")
+    agent("n1")
+    bind(registry, [job], ["n1"])
+    done = wait_state(registry, "j1", FINAL)
+    assert done.status.state is S.FAILED
+    assert '"nmae"' in done.status.message and "not a declared parameter" in done.status.message
+    assert done.status.attempts == 0 and done.status.return_code is None
+    assert done.status.history[-1].from_state is S.PREPROCESSED  # it never ran
+    assert not (workdir(site, "j1") / "job.out").exists()
+
+
+def test_missing_required_parameter_fails_the_job_with_a_message(registry: Registry, site: SiteConfig,
+                                                                agent: AgentFactory) -> None:
+    make_app(registry, "needs", "echo {{ x }} {{ y }}", parameters={"x": {}, "y": {"required": False}})
+    job = make_job(registry, "needs", "j1", parameters={"y": "1"})
+    agent("n1")
+    bind(registry, [job], ["n1"])
+    done = wait_state(registry, "j1", FINAL)
+    assert done.status.state is S.FAILED
+    assert 'missing required parameter "x"' in done.status.message
+
+
+def test_missing_app_fails_the_job(registry: Registry, site: SiteConfig, agent: AgentFactory) -> None:
+    make_app(registry, "gone", "true")
+    job = make_job(registry, "gone", "j1")
+    registry.delete(App, "gone")
+    agent("n1")
+    bind(registry, [job], ["n1"])
+    done = wait_state(registry, "j1", FINAL)
+    assert done.status.state is S.FAILED and 'app "gone" not found' in done.status.message
+
+
+def test_command_that_is_not_found_is_run_error_127(registry: Registry, site: SiteConfig,
+                                                   agent: AgentFactory) -> None:
+    make_app(registry, "nope", "/no/such/program --flag")
+    job = make_job(registry, "nope", "j1")
+    agent("n1")
+    bind(registry, [job], ["n1"])
+    done = wait_state(registry, "j1", FINAL)
+    assert done.status.state is S.RUN_ERROR and done.status.return_code == 127
+    assert "not found" in (done.status.output_tail or "")
+
+
+def test_two_bound_jobs_run_concurrently(registry: Registry, site: SiteConfig, agent: AgentFactory,
+                                         tmp_path: Path) -> None:
+    # Each job announces itself, then waits for the other one: both succeed only if they
+    # were running at the same time.
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    make_app(registry, "pair",
+             "touch {{ dir }}/{{ me }}; for i in $(seq 1 300); do [ -e {{ dir }}/{{ other }} ] && exit 0; "
+             "sleep 0.05; done; exit 1",
+             parameters={"dir": {}, "me": {}, "other": {}})
+    a = make_job(registry, "pair", "a", parameters={"dir": str(meet), "me": "a", "other": "b"})
+    b = make_job(registry, "pair", "b", parameters={"dir": str(meet), "me": "b", "other": "a"})
+    agent("n1", cpus=2)
+    bind(registry, [a], ["n1"], cpus=[0], occupancy=0.5)
+    bind(registry, [b], ["n1"], cpus=[1], occupancy=0.5)
+    assert wait_state(registry, "a", FINAL).status.state is S.RUN_DONE
+    assert wait_state(registry, "b", FINAL).status.state is S.RUN_DONE
+
+
+def test_short_job_start_and_end_can_share_one_write(registry: Registry, site: SiteConfig,
+                                                     agent: AgentFactory) -> None:
+    make_app(registry, "t", "true")
+    job = make_job(registry, "t", "j1")
+    a = agent("n1")
+    bind(registry, [job], ["n1"])
+    done = wait_state(registry, "j1", FINAL)
+    assert done.status.state is S.RUN_DONE
+    assert [h.to_state for h in done.status.history][-2:] == [S.RUNNING, S.RUN_DONE]
+    assert a.stats["job_writes"] >= 1
+
+
+# --- users and other writers --------------------------------------------------------------
+
+
+def _user_sets(registry: Registry, name: str, to: JobState, namespace: str = "default") -> Job:
+    def edit(j: Job) -> None:
+        transition(j, to, "set by the user", by_user=True)
+
+    return registry.mutate(Job, name, edit, namespace)
+
+
+@pytest.mark.parametrize("to", [S.FAILED, S.RESTART_READY])
+def test_user_moving_a_running_job_kills_it_and_keeps_the_users_state(
+        any_registry: Registry, any_site: SiteConfig, any_agent: AgentFactory, to: JobState) -> None:
+    reg, site, ns = any_registry, any_site, any_site.namespace
+    make_app(reg, "sleeper", "echo $$ > pid; sleep 30", namespace=ns)
+    job = make_job(reg, "sleeper", "j1", namespace=ns)
+    a = any_agent("n1")
+    bind(reg, [job], ["n1"])
+    wait_state(reg, "j1", [S.RUNNING], namespace=ns)
+    pid = read_pid(workdir(site, "j1") / "pid")
+    _user_sets(reg, "j1", to, ns)
+    wait_until(lambda: not process_alive(pid), 15, "the job's process to be killed")
+    time.sleep(0.3)  # give a wrong write (RUN_ERROR over the user's state) a chance to land
+    j = reg.get(Job, "j1", ns)
+    assert j.status.state is to and j.status.message == "set by the user"
+    wait_until(lambda: not a.usage()[3], 10, "the agent to release the job's resources")
+
+
+def test_concurrent_metadata_edit_does_not_lose_the_result(registry: Registry, site: SiteConfig,
+                                                            agent: AgentFactory) -> None:
+    # A label edit while the job runs makes the agent's CAS fail once: it re-reads, sees
+    # the job is still its own, and writes the result over the new version.
+    make_app(registry, "short", "echo $$ > pid; sleep 1")
+    job = make_job(registry, "short", "j1")
+    a = agent("n1")
+    bind(registry, [job], ["n1"])
+    wait_state(registry, "j1", [S.RUNNING])
+
+    def label(j: Job) -> None:
+        j.metadata.labels["touched"] = "yes"
+
+    registry.mutate(Job, "j1", label)
+    done = wait_state(registry, "j1", FINAL)
+    assert done.status.state is S.RUN_DONE
+    assert done.metadata.labels == {"touched": "yes"}
+    assert a.stats["conflicts"] >= 1
+
+
+def test_job_running_here_under_a_previous_agent_is_timed_out(registry: Registry, site: SiteConfig,
+                                                              agent: AgentFactory) -> None:
+    make_app(registry, "t", "true")
+    job = bind(registry, [make_job(registry, "t", "j1")], ["n1"])[0]
+    running = job.model_copy(deep=True)
+    transition(running, S.RUNNING, "started on n1")
+    running.status.attempts = 1
+    registry.update(job, running)
+    agent("n1")
+    done = wait_state(registry, "j1", FINAL)
+    assert done.status.state is S.RUN_TIMEOUT
+    assert "restarted" in done.status.message
+
+
+def test_job_bound_to_another_node_does_not_run_here(registry: Registry, site: SiteConfig,
+                                                     agent: AgentFactory) -> None:
+    make_app(registry, "t", "true")
+    bind(registry, [make_job(registry, "t", "j1")], ["n2"])
+    agent("n1")
+    time.sleep(0.3)
+    assert registry.get(Job, "j1").status.state is S.PREPROCESSED
+    assert not (workdir(site, "j1") / "job.out").exists()
+
+
+# --- the Node -------------------------------------------------------------------------------
+
+
+def test_node_lives_under_the_agents_lease_and_reports_occupancy(registry: Registry, site: SiteConfig,
+                                                                 agent: AgentFactory) -> None:
+    make_app(registry, "sleeper", "sleep 30")
+    job = make_job(registry, "sleeper", "j1")
+    a = agent("n1", cpus=16, gpus=2, report_interval=0.1)
+    node = node_of(registry, "n1")
+    assert node is not None and node.spec.cpus == 16 and node.spec.gpus == 2
+    kv = registry.store.get(object_key(Node, "default", "n1"))
+    assert kv is not None and kv.lease == a.lease != 0
+    bind(registry, [job], ["n1"], cpus=[2, 3], gpus=[1], occupancy=0.25)
+    wait_state(registry, "j1", [S.RUNNING])
+
+    def busy() -> bool:
+        n = node_of(registry, "n1")
+        return n is not None and n.status.busy_cpus == [2, 3] and n.status.busy_gpus == [1] \
+            and n.status.occupancy == 0.25 and n.status.running_jobs == ["j1"]
+
+    wait_until(busy, 10, "the Node to report the running job")
+    _user_sets(registry, "j1", S.FAILED)
+
+    def idle() -> bool:
+        n = node_of(registry, "n1")
+        return n is not None and not n.status.busy_cpus and n.status.occupancy == 0 and not n.status.running_jobs
+
+    wait_until(idle, 10, "the Node to report idle")
+    kv = registry.store.get(object_key(Node, "default", "n1"))
+    assert kv is not None and kv.lease == a.lease  # still under the lease after status writes
+
+
+def test_multi_node_job_runs_once_on_the_first_node_and_holds_both(registry: Registry, site: SiteConfig,
+                                                                   agent: AgentFactory) -> None:
+    set_site_launcher(registry, site, "none")
+    make_app(registry, "mpi", "echo ran on $BALSAM_JOB_ID >> {{ log }}; sleep 1", parameters={"log": {}})
+    log = site.path / "runs.log"
+    job = make_job(registry, "mpi", "j1", parameters={"log": str(log)}, resources={"numNodes": 2})
+    a1 = agent("n1", cpus=4, report_interval=0.1)
+    a2 = agent("n2", cpus=4, report_interval=0.1)
+    bind(registry, [job], ["n1", "n2"], cpus=[0, 1, 2, 3])
+    wait_state(registry, "j1", [S.RUNNING])
+    wait_until(lambda: a2.usage()[3] == ["j1"], 10, "the second node to account the job")
+    assert a1.usage()[3] == ["j1"]
+    done = wait_state(registry, "j1", FINAL)
+    assert done.status.state is S.RUN_DONE
+    wait_until(lambda: not a2.usage()[3], 10, "the second node to release the job")
+    assert log.read_text().splitlines() == ["ran on j1"]
+
+
+def test_second_agent_with_the_same_name_is_refused(registry: Registry, site: SiteConfig,
+                                                    agent: AgentFactory) -> None:
+    agent("n1")
+    with pytest.raises(AlreadyExists):
+        agent("n1", register_timeout=0.5)
+
+
+def test_stop_marks_running_jobs_run_timeout_and_deletes_the_node(registry: Registry, site: SiteConfig,
+                                                                  agent: AgentFactory) -> None:
+    make_app(registry, "sleeper", "echo $$ > pid; sleep 30")
+    job = make_job(registry, "sleeper", "j1")
+    a = agent("n1")
+    bind(registry, [job], ["n1"])
+    wait_state(registry, "j1", [S.RUNNING])
+    pid = read_pid(workdir(site, "j1") / "pid")
+    a.stop("stopped by the test")
+    assert a.wait(30)
+    done = registry.get(Job, "j1")
+    assert done.status.state is S.RUN_TIMEOUT and "stopped by the test" in done.status.message
+    assert node_of(registry, "n1") is None
+    assert not process_alive(pid)
+
+
+# --- the agent as a process -----------------------------------------------------------------
+
+
+def test_sigterm_marks_running_jobs_run_timeout_and_removes_the_node(registry: Registry,
+                                                                     site: SiteConfig) -> None:
+    make_app(registry, "sleeper", "echo $$ > pid; sleep 30")
+    job = make_job(registry, "sleeper", "j1")
+    proc = spawn_agent_process(site, "--name", "n1", "--cpus", "4", "--kill-grace", "1")
+    try:
+        wait_until(lambda: node_of(registry, "n1"), 30, "the agent to register")
+        bind(registry, [job], ["n1"])
+        wait_state(registry, "j1", [S.RUNNING])
+        pid = read_pid(workdir(site, "j1") / "pid")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out.decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    done = registry.get(Job, "j1")
+    assert done.status.state is S.RUN_TIMEOUT
+    assert "SIGTERM" in done.status.message
+    assert node_of(registry, "n1") is None
+    assert not process_alive(pid)
+    log = (site.logs_path / "nodeagent-n1.log").read_text()
+    assert "registered node n1" in log and "stopping" in log
+
+
+def test_kill_9_leaves_the_node_to_vanish_when_its_lease_expires(registry: Registry, site: SiteConfig) -> None:
+    proc = spawn_agent_process(site, "--name", "n1", "--lease-ttl", "1")
+    try:
+        wait_until(lambda: node_of(registry, "n1"), 30, "the agent to register")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # The Node outlives the agent until the lease's TTL passes, then vanishes on its own.
+    wait_until(lambda: node_of(registry, "n1") is None, 15, "the Node to vanish with its lease")
+
+
+def test_a_new_agent_takes_over_a_name_once_the_old_lease_expired(registry: Registry, site: SiteConfig,
+                                                                   agent: AgentFactory) -> None:
+    proc = spawn_agent_process(site, "--name", "n1", "--lease-ttl", "1")
+    try:
+        wait_until(lambda: node_of(registry, "n1"), 30, "the agent to register")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    a = agent("n1", register_timeout=15)  # waits for the dead agent's Node to vanish
+    kv = registry.store.get(object_key(Node, "default", "n1"))
+    assert kv is not None and kv.lease == a.lease
+
+
+# --- throughput shape --------------------------------------------------------------------------
+
+
+def test_200_jobs_bound_at_once_all_finish_with_batched_writes(registry: Registry, site: SiteConfig,
+                                                               agent: AgentFactory) -> None:
+    make_app(registry, "t", "/bin/true")
+    jobs = make_jobs(registry, "t", [f"j{i:03d}" for i in range(200)])
+    a = agent("n1", cpus=200)
+    time.sleep(0.2)  # let the agent's first Node status write land before we count
+    before = registry.store.current_revision()
+    bind(registry, jobs, ["n1"], occupancy=1 / 200)
+    wait_until(lambda: registry.index_count(Job, "state", "RUN_DONE") == 200, 60, "all 200 jobs to finish")
+    used = registry.store.current_revision() - before - 1  # minus the bind itself
+    # 200 jobs x 2 transitions each, one write per transition, would take 400 revisions.
+    assert used <= 100, f"{used} revisions for 200 jobs ({a.stats})"
+    assert a.stats["launched"] == 200 and a.stats["finished"] == 200
