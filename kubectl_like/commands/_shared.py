@@ -12,7 +12,7 @@ from apis import ApiError
 from .. import applier
 from .._context import Ctx
 from ..manifests import ManifestError, load_documents
-from ..printers import object_ref
+from ..printers import object_ref, printer_for
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -62,13 +62,9 @@ def write_manifests(ctx: Ctx, manifests: list[applier.Manifest], *, create_only:
         raise
     except ApiError as e:
         raise applier.LocatedError(e, "", f" (no objects were {verb})") from None
-    if output:
-        from ..printers import PrintOptions, printer_for
-
+    if output:  # name, yaml or json (click checked it before anything was written)
         objs = [obj for _, obj in results]
-        kinds = {type(o) for o in objs}
-        p = printer_for(output, next(iter(kinds)) if len(kinds) == 1 else type(objs[0]), PrintOptions())
-        click.echo(p.render(objs, single=len(objs) == 1), nl=False)
+        click.echo(printer_for(output, type(objs[0])).render(objs, single=len(objs) == 1), nl=False)
         return
     suffix = dry_run_suffix(dry_run)
     for change, obj in results:

@@ -11,7 +11,7 @@ from ._shared import DRY_RUN, filename_options, load_manifests, write_manifests
 @click.command("apply")
 @filename_options
 @DRY_RUN
-@click.option("-o", "--output", default=None, help="Print the applied objects: name, yaml or json.")
+@click.option("-o", "--output", type=click.Choice(["name", "yaml", "json"]), default=None, help="Print the applied objects.")
 @common_options
 def command(filenames: tuple[str, ...], recursive: bool, dry_run: str, output: str | None) -> None:
     """Apply manifests: create what is new, update what changed, leave the rest.

@@ -31,7 +31,7 @@ def parse_pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
 @click.group("create", invoke_without_command=True)
 @filename_options
 @DRY_RUN
-@click.option("-o", "--output", default=None, help="Print the created objects: name, yaml or json.")
+@click.option("-o", "--output", type=click.Choice(["name", "yaml", "json"]), default=None, help="Print the created objects.")
 @common_options
 @click.pass_context
 def command(cctx: click.Context, filenames: tuple[str, ...], recursive: bool, dry_run: str,
@@ -72,7 +72,7 @@ def command(cctx: click.Context, filenames: tuple[str, ...], recursive: bool, dr
 @click.option("--priority", type=int, default=None, help="Higher runs first (default 0).")
 @click.option("--name", default=None, help="Job name (default: generated from the app's name).")
 @DRY_RUN
-@click.option("-o", "--output", default=None, help="Print the created job: name, yaml or json.")
+@click.option("-o", "--output", type=click.Choice(["name", "yaml", "json"]), default=None, help="Print the created job.")
 @common_options
 @click.pass_context
 def create_job(cctx: click.Context, app: str, workdir: str, params: tuple[str, ...], tags: tuple[str, ...],

@@ -131,6 +131,8 @@ def test_bad_selector(hello_site: Site, selector: str) -> None:
     (["describe", "job"], "you must specify the name"),
     (["delete", "jobs"], "no name, label selector, or --all flag specified"),
     (["frobnicate"], "No such command 'frobnicate'"),
+    (["apply", "-f", "-", "-o", "wide"], "Invalid value for '-o' / '--output'"),
+    (["create", "job", "-a", "hello", "-w", "w", "-o", "jsonpath={.x}"], "Invalid value for '-o' / '--output'"),
 ])
 def test_bad_flags(hello_site: Site, args: list[str], expect: str) -> None:
     rev = hello_site.revision()
