@@ -7,6 +7,7 @@ and exposes them as attributes — see ``_balsam.py``.
 
 from __future__ import annotations
 
+import math
 import posixpath
 from datetime import datetime
 from typing import Any, ClassVar, Literal
@@ -41,9 +42,10 @@ class JobResources(Model):
 
     @property
     def gpus_per_node(self) -> int:
-        """Seed: ``ranks_per_node * gpus_per_rank`` whole devices (fractions round up)."""
+        """Seed: ``ranks_per_node * gpus_per_rank`` whole devices (fractions round up; a
+        tolerance keeps float noise such as ``100 * 0.07`` from adding a device)."""
         g = self.ranks_per_node * self.gpus_per_rank
-        return int(g) if g == int(g) else int(g) + 1
+        return max(0, math.ceil(g - 1e-9)) if g > 0 else 0
 
 
 class RetryPolicy(Model):
@@ -148,6 +150,14 @@ class Job(BalsamJobMixin, ClientMixin, Resource):
     @classmethod
     def _balsam_kwargs(cls, data: Any) -> Any:
         return cls._from_balsam_kwargs(data)
+
+    def status_copy(self) -> Job:
+        """A copy whose status (history and conditions included) may be edited freely while
+        spec and metadata stay shared — what reconcilers and agents change, at a fraction of
+        a deep copy's cost."""
+        st = self.status
+        status = st.model_copy(update={"history": list(st.history), "conditions": list(st.conditions)})
+        return self.model_copy(update={"status": status})
 
 
 # --- App -------------------------------------------------------------------------

@@ -188,6 +188,7 @@ class Controller:
             return
         except (Conflict, NotFound, ApiError) as e:
             if len(per_key) == 1:
+                self._write_failed(per_key[0][1])
                 self.queue.add_rate_limited(per_key[0][0])
                 log.debug("controller %s: %s: %s", self.name, per_key[0][0].name, e)
                 return
@@ -199,7 +200,15 @@ class Controller:
                 self.queue.forget(req)
             except (Conflict, NotFound, ApiError) as e:
                 log.debug("controller %s: %s: %s", self.name, req.name, e)
+                self._write_failed(w)
                 self.queue.add_rate_limited(req)
+
+    def _write_failed(self, writes: Writes) -> None:
+        """Tell a reconciler that keeps its own bookkeeping (placement) which steps did not land."""
+        hook = getattr(self.reconciler, "on_write_failed", None)
+        if hook is not None:
+            names = [o.name for o in writes.creates] + [o.name for o, _ in writes.updates]
+            hook(names + [o.name for o in writes.deletes])
 
     def _written(self, written: list[Resource], deleted: list[Resource]) -> None:
         for obj in written:

@@ -48,7 +48,7 @@ class DependencyReconciler:
         job = jobs.get(req.name)
         if job is None or job.status.state not in WAITING:
             return None
-        new = job.model_copy(deep=True)
+        new = job.status_copy()
         now = utcnow()
         parents = {p: jobs.get(p) for p in job.spec.parents}
         missing = sorted(p for p, j in parents.items() if j is None)

@@ -53,7 +53,7 @@ class HookReconciler:
         apps: Informer[App] = ctx.caches["App"]
         app = apps.get(job.spec.app)
         hook: HookName = HANDLED[job.status.state]  # type: ignore[assignment]
-        new = job.model_copy(deep=True)
+        new = job.status_copy()
         if self.hooks.has_hook(app, hook):
             assert app is not None
             outcome = self.hooks.outcome(job, app, hook)
@@ -110,7 +110,7 @@ class HookReconciler:
     def _apply_outcome(self, job: Job, outcome: HookOutcome, hook: HookName, app: App, ctx: Context) -> None:
         now = utcnow()
         if outcome.data is not None:
-            job.spec.data = outcome.data
+            job.spec = job.spec.model_copy(update={"data": outcome.data})  # spec is shared with the cache
         for child in outcome.new_jobs:
             ctx.create(child)
         if outcome.error is not None:

@@ -1,0 +1,53 @@
+"""``python -m controllers`` / ``balsamctl controller-manager``: run the reconcilers of one
+site until SIGTERM/SIGINT, standing by while another manager leads."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from apis import ApiError, load_site_config, open_registry, resolve_store_url
+
+from ._manager import ControllerManager
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="balsamctl controller-manager")
+    p.add_argument("--site", default=None)
+    p.add_argument("--store", default=None)
+    p.add_argument("-n", "--namespace", default=None)
+    p.add_argument("--identity", default=None)
+    p.add_argument("--lease-ttl", type=float, default=15.0)
+    p.add_argument("--log-level", default="INFO")
+    args = p.parse_args(argv)
+    try:
+        url = resolve_store_url(args.store, args.site)
+        namespace = args.namespace or "default"
+        log_file = None
+        try:
+            cfg = load_site_config(args.site)
+            namespace = args.namespace or cfg.namespace
+            cfg.logs_path.mkdir(parents=True, exist_ok=True)
+            log_file = cfg.logs_path / "controller-manager.log"
+        except ApiError:
+            pass  # a bare --store works without a site directory
+        logging.basicConfig(
+            filename=log_file, level=args.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        )
+        registry = open_registry(url)
+        mgr = ControllerManager(registry, namespace, args.identity, args.lease_ttl)
+    except ApiError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return mgr.run(stop)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
