@@ -1,9 +1,10 @@
-"""``nodeagent [--site DIR] [--store URL] [--name NAME] [--cpus N] [--gpus G] [--batch-job NAME]
-[--lease-ttl S]``: run one node agent in the foreground until SIGTERM/SIGINT."""
+"""``nodeagent [--site DIR] [--store URL] [-n NAMESPACE] [--name NAME] [--cpus N] [--gpus G]
+[--batch-job NAME] [--lease-ttl S]``: run one node agent in the foreground until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--site", metavar="DIR", help="site directory (default: $BALSAM_SITE_PATH or the current one)")
     p.add_argument("--store", metavar="URL", help="store URL (default: $BALSAM_STORE or the site's settings)")
+    p.add_argument("-n", "--namespace", help="namespace of the jobs to run (default: the site's)")
     p.add_argument("--name", help="Node name (default: this host's name)")
     p.add_argument("--hostname", help="host name MPI launchers use for this node (default: this host's)")
     p.add_argument("--cpus", type=int, help="CPUs to offer (default: this machine's); more simulates a bigger node")
@@ -49,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         site = load_site_config(args.site)
+        if args.namespace:
+            site = dataclasses.replace(site, namespace=args.namespace)
         if args.site:
             os.environ["BALSAM_SITE_PATH"] = str(site.path)
         registry = open_registry(resolve_store_url(args.store, args.site))

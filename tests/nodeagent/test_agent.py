@@ -442,3 +442,27 @@ def test_200_jobs_bound_at_once_all_finish_with_batched_writes(registry: Registr
     # 200 jobs x 2 transitions each, one write per transition, would take 400 revisions.
     assert used <= 100, f"{used} revisions for 200 jobs ({a.stats})"
     assert a.stats["launched"] == 200 and a.stats["finished"] == 200
+
+
+def test_cli_errors_are_one_line_and_non_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nodeagent import main
+
+    assert main(["--site", str(tmp_path / "nowhere")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "settings.yml" in err
+    assert main(["--site", str(tmp_path), "--cpus", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --cpus must be at least 1"
+
+
+def test_cli_agent_runs_jobs_of_the_namespace_it_is_given(registry: Registry, site: SiteConfig) -> None:
+    make_app(registry, "t", "echo ok", namespace="team-a")
+    job = make_job(registry, "t", "j1", namespace="team-a")
+    proc = spawn_agent_process(site, "--name", "n1", "-n", "team-a")
+    try:
+        wait_until(lambda: node_of(registry, "n1", "team-a"), 30, "the agent to register in team-a")
+        bind(registry, [job], ["n1"])
+        assert wait_state(registry, "j1", FINAL, namespace="team-a").status.state is S.RUN_DONE
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
