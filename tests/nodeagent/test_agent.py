@@ -442,6 +442,7 @@ def test_200_jobs_bound_at_once_all_finish_with_batched_writes(registry: Registr
     # 200 jobs x 2 transitions each, one write per transition, would take 400 revisions.
     assert used <= 100, f"{used} revisions for 200 jobs ({a.stats})"
     assert a.stats["launched"] == 200 and a.stats["finished"] == 200
+    assert a.stats["node_writes"] <= 20  # Node status is coalesced, not written per job
 
 
 def test_cli_errors_are_one_line_and_non_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -466,3 +467,23 @@ def test_cli_agent_runs_jobs_of_the_namespace_it_is_given(registry: Registry, si
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+def test_agent_registers_again_when_its_lease_is_lost(registry: Registry, site: SiteConfig,
+                                                      agent: AgentFactory) -> None:
+    # As if the store had expired the lease (the agent was frozen past its TTL): the Node
+    # vanishes; the agent notices at its next keepalive and comes back under a new lease.
+    make_app(registry, "t", "echo ok")
+    a = agent("n1", lease_ttl=1)
+    old = a.lease
+    registry.store.lease_revoke(old)
+    assert node_of(registry, "n1") is None
+
+    def back() -> bool:
+        kv = registry.store.get(object_key(Node, "default", "n1"))
+        return kv is not None and kv.lease == a.lease != old
+
+    wait_until(back, 10, "the Node to come back under a new lease")
+    job = make_job(registry, "t", "j1")
+    bind(registry, [job], ["n1"])
+    assert wait_state(registry, "j1", FINAL).status.state is S.RUN_DONE
