@@ -63,7 +63,7 @@ def namespaces_of(reg: Registry, kind: type[Resource]) -> list[str]:
     while True:
         res = reg.store.range(prefix, limit=1, start_after=after, keys_only=True)
         if not res.kvs:
-            return out
+            return sorted(out)  # key order puts "a-b/" before "a/": sort by name for people
         ns = res.kvs[0].key[len(prefix):].split("/", 1)[0]
         out.append(ns)
         # Names are DNS-1123 (all below "\x7f"): this sorts after every key of ``ns``.

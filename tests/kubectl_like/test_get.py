@@ -319,3 +319,20 @@ def test_state_and_label_queries_read_only_matching_jobs(site: Site, tmp_path: P
         assert len(r.stdout.splitlines()) == expected, (args, r.stderr)
         reads = sum(s.object_reads for s in opened)
         assert reads == expected, f"{args}: read {reads} job objects for {expected} matches"
+
+
+def test_namespaces_skip_scan_handles_prefix_names(any_site: Site) -> None:
+    """-A finds every namespace with one key read each, even when names prefix each other."""
+    from apis import App
+    from kubectl_like.query import namespaces_of
+
+    reg = any_site.registry()
+    tag = any_site.namespace  # unique per test on the shared etcd
+    mine = [f"{tag}-a", f"{tag}-a-b", f"{tag}-a.b", f"{tag}-ab", f"{tag}-b"]
+    for ns in mine:
+        for n in range(3):
+            reg.create(App.model_validate({"metadata": {"name": f"app-{n}", "namespace": ns},
+                                           "spec": {"command": "true"}}))
+    found = namespaces_of(reg, App)
+    assert len(found) == len(set(found))
+    assert [ns for ns in found if ns.startswith(tag + "-")] == sorted(mine)
