@@ -97,6 +97,12 @@ def value_from_index_key(key: str) -> str:
     return unquote(key.rsplit("/", 2)[1])
 
 
+#: Checks every write passes before its transaction: ``check(registry, creates, [(old, new)])``
+#: raises Invalid to refuse the whole write (nothing is written). ``apis._transfers`` adds one.
+AdmissionCheck = Callable[["Registry", Sequence[Resource], Sequence[tuple[Resource, Resource]]], None]
+ADMISSION_CHECKS: list[AdmissionCheck] = []
+
+
 @dataclass(frozen=True, slots=True)
 class WatchEvent(Generic[T]):
     type: Literal["ADDED", "MODIFIED", "DELETED"]
@@ -315,6 +321,8 @@ class Registry:
         now = utcnow()
         created = self._prepare_creates(creates, now)
         updated = [self._prepare_update(o, n, now, stamp) for o, n in updates]
+        for check in ADMISSION_CHECKS:
+            check(self, created, [(o, n) for (o, _), n in zip(updates, updated, strict=True)])
         compares: list[st.Compare] = []
         ops: list[st.Op] = []
         for o in created:
