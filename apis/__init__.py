@@ -50,6 +50,7 @@ from ._kinds import (
     Site,
     SiteSpec,
     TransferItem,
+    TransferItemFailure,
     TransferSlot,
     TransferTask,
     TransferTaskSpec,
@@ -80,6 +81,7 @@ from ._states import (
     check_transition,
     parse_state,
 )
+from ._transfers import PlannedItem, check_job_transfers, plan_items, provider_of, site_name_for
 
 __all__ = [
     "API_VERSION",
@@ -130,6 +132,7 @@ __all__ = [
     "TERMINAL",
     "TRANSITIONS",
     "TransferItem",
+    "TransferItemFailure",
     "TransferSlot",
     "TransferTask",
     "TransferTaskSpec",
@@ -149,6 +152,11 @@ __all__ = [
     "parse_object",
     "parse_selector",
     "parse_state",
+    "PlannedItem",
+    "check_job_transfers",
+    "plan_items",
+    "provider_of",
+    "site_name_for",
     "remove_condition",
     "resolve_store_url",
     "selector_from_labels",

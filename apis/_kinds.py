@@ -246,8 +246,18 @@ class SiteSpec(Model):
     scheduler: Literal["local", "slurm", "pbs"] = "local"
     launcher: Literal["mpirun", "mpiexec", "srun", "none"] = "mpirun"
     transfer_locations: dict[str, str] = Field(default_factory=dict)
+    globus_endpoint_id: str | None = None  # this site's own Globus collection (Balsam's globus_endpoint_id)
     elastic_queue: ElasticQueue | None = None
     node_defaults: NodeDefaults = Field(default_factory=NodeDefaults)  # type: ignore[arg-type]  # no pydantic mypy plugin
+
+    @field_validator("transfer_locations")
+    @classmethod
+    def _locations(cls, v: dict[str, str]) -> dict[str, str]:
+        from ._transfers import check_location
+
+        for alias, url in v.items():
+            check_location(alias, url)
+        return v
 
 
 class Site(ClientMixin, Resource):
@@ -334,22 +344,37 @@ class TransferItem(Model):
     source: str
     destination: str
     recursive: bool = False
+    job_uid: str | None = None  # a job deleted and made again under the same name is not this one
 
 
 class TransferTaskSpec(Model):
     provider: str
     direction: Literal["in", "out"]
     location: str  # the alias's URL: globus://uuid, file://, https://host
+    local_endpoint: str | None = None  # the site's own Globus collection (globus:// tasks)
     items: list[TransferItem] = Field(default_factory=list)
 
 
+class TransferItemFailure(Model):
+    index: int  # into spec.items
+    message: str
+    permanent: bool = False  # retrying cannot help (an HTTP 4xx)
+
+
 class TransferTaskStatus(Model):
+    """``Pending`` (to submit; again after a failed attempt), ``Active`` (submitted), then
+    ``Succeeded`` or ``Failed`` (attempts used up: ``failedItems`` says which items failed;
+    the others arrived)."""
+
     state: Literal["Pending", "Active", "Succeeded", "Failed"] = "Pending"
     provider_task_id: str | None = None
     bytes_transferred: int = 0
     files_transferred: int = 0
     attempts: int = 0
     message: str = ""
+    failed_items: list[TransferItemFailure] = Field(default_factory=list)
+    submit_time: datetime | None = None
+    last_progress_time: datetime | None = None  # last change of bytes/files or state
     conditions: list[Condition] = Field(default_factory=list)
 
 
