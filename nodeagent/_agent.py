@@ -1044,9 +1044,10 @@ class NodeAgent:
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(timeout=2)
-        self.log.info("node %s stopped (%d launched, %d finished, %d job writes in %d transactions)", self.name,
-                      self.stats["launched"], self.stats["finished"], self.stats["job_writes"],
-                      self.stats["job_txns"])
+        self.log.info("node %s stopped (%d launched, %d finished, %d job writes in %d transactions, "
+                      "%d conflicts, %d node writes)", self.name, self.stats["launched"], self.stats["finished"],
+                      self.stats["job_writes"], self.stats["job_txns"], self.stats["conflicts"],
+                      self.stats["node_writes"])
         if self._log_handler is not None:
             self.log.removeHandler(self._log_handler)
             self._log_handler.close()
