@@ -207,6 +207,7 @@ class Informer(Generic[R]):
                 continue
             for ev in events:
                 name = ev.kv.key[prefix_len:]
+                self.revision = max(self.revision, ev.revision)
                 try:
                     if ev.type == "DELETE":
                         with self._lock:
@@ -214,6 +215,8 @@ class Informer(Generic[R]):
                         if res is not None:
                             self._emit("DELETED", res[1], None)
                     else:
+                        if self._rv.get(name, 0) >= ev.kv.mod_revision:
+                            continue  # our own write, already in the cache (apply_local): skip decoding
                         obj = self.registry.decode(self.kind, ev.kv)
                         with self._lock:
                             res = self._store_locked(name, obj, ev.kv.mod_revision)
@@ -221,7 +224,6 @@ class Informer(Generic[R]):
                             self._emit(res[0], res[1], obj)
                 except Exception:
                     log.exception("cannot apply %s event for %s", ev.type, ev.kv.key)
-                self.revision = max(self.revision, ev.revision)
 
     def _rewatch(self) -> None:
         try:

@@ -273,17 +273,22 @@ class SQLiteStore(Store):
 
     # --- connections and transactions ---------------------------------------------
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self, writer: bool = False) -> sqlite3.Connection:
+        """This thread's connection. Writers get their own with busy_timeout 0: SQLite's
+        busy handler sleeps 1, 2, 5, 10... ms when another process holds the write lock,
+        which costs milliseconds per write between a controller and its node agents;
+        ``_writing`` retries with sub-millisecond waits instead."""
         if self._closed:
             raise StoreError(f"store {self.url} is closed")
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        attr = "wconn" if writer else "conn"
+        conn: sqlite3.Connection | None = getattr(self._local, attr, None)
         if conn is not None:
             return conn
         try:
             conn = sqlite3.connect(
                 self.path, timeout=30.0, isolation_level=None, check_same_thread=False, cached_statements=256
             )
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA busy_timeout={0 if writer else 30000}")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA cache_size=-65536")
             conn.execute("PRAGMA temp_store=MEMORY")
@@ -294,18 +299,15 @@ class SQLiteStore(Store):
                 conn.close()
                 raise StoreError(f"store {self.url} is closed")
             self._conns.append(conn)
-        self._local.conn = conn
+        setattr(self._local, attr, conn)
         return conn
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
         """A write transaction (BEGIN IMMEDIATE); commits on success, rolls back on error."""
-        conn = self._conn()
+        conn = self._conn(writer=True)
         with self._write_mutex:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as e:
-                raise Unavailable(f"SQLite store {self.path}: {e}") from e
+            self._retry_busy(conn, "BEGIN IMMEDIATE")
             try:
                 yield conn
             except BaseException:
@@ -313,13 +315,27 @@ class SQLiteStore(Store):
                     conn.execute("ROLLBACK")
                 raise
             try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as e:
+                self._retry_busy(conn, "COMMIT")
+            except (sqlite3.Error, Unavailable) as e:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
                 raise Unavailable(f"SQLite store {self.path}: commit failed: {e}") from e
         if self._watches:
             self._poke()
+
+    def _retry_busy(self, conn: sqlite3.Connection, sql: str, patience: float = 30.0) -> None:
+        """Run ``sql``, retrying while another process holds the lock: 50 µs doubling to 1 ms."""
+        delay, deadline = 0.00005, time.monotonic() + patience
+        while True:
+            try:
+                conn.execute(sql)
+                return
+            except sqlite3.OperationalError as e:
+                msg = str(e)
+                if ("locked" not in msg and "busy" not in msg) or time.monotonic() > deadline:
+                    raise Unavailable(f"SQLite store {self.path}: {e}") from e
+            time.sleep(delay)
+            delay = min(delay * 2, 0.001)
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
