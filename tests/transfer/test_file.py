@@ -1,0 +1,83 @@
+"""file:// transfers end to end: real copies, through the real reconcilers and store."""
+
+from __future__ import annotations
+
+import os
+
+from apis import JobState, get_condition
+
+from .conftest import make_app, make_jobs, make_site, tasks, wait_states
+
+DONE_IN = {JobState.PREPROCESSED}
+
+
+def test_fifty_jobs_from_one_location_make_one_task_and_reach_preprocessed(registry, site, remote, manager):
+    make_site(registry, site)
+    make_app(registry)
+    for i in range(50):
+        (remote / f"in{i}.dat").write_text(f"input {i}\n")
+    manager()
+    jobs = make_jobs(registry, 50, lambda i: {"inp": f"local:{remote}/in{i}.dat"})
+    done = wait_states(registry, [j.name for j in jobs], DONE_IN)
+    for j in done:
+        assert [h.to_state.value for h in j.status.history][-3:] == ["READY", "STAGED_IN", "PREPROCESSED"]
+        i = int(j.name[1:])
+        assert (site.data_path / "w" / j.name / "in.dat").read_text() == f"input {i}\n"
+    ts = tasks(registry)
+    assert len(ts) == 1
+    t = ts[0]
+    assert (t.spec.provider, t.spec.direction, t.status.state) == ("file", "in", "Succeeded")
+    assert len(t.spec.items) == 50 and t.status.files_transferred == 50 and t.status.attempts == 1
+
+
+def test_batch_size_caps_a_task(registry, site, remote, manager):
+    make_site(registry, site)
+    make_app(registry)
+    for i in range(25):
+        (remote / f"in{i}.dat").write_text("x")
+    manager(batch_size=10)
+    jobs = make_jobs(registry, 25, lambda i: {"inp": f"local:{remote}/in{i}.dat"})
+    wait_states(registry, [j.name for j in jobs], DONE_IN)
+    assert sorted(len(t.spec.items) for t in tasks(registry)) == [5, 10, 10]
+
+
+def test_recursive_slot_copies_a_directory_tree(registry, site, remote, manager):
+    make_site(registry, site)
+    make_app(registry, inputs={"direction": "in", "localPath": "inputs", "recursive": True})
+    tree = remote / "dataset"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a.txt").write_text("a")
+    (tree / "sub" / "b.txt").write_text("b")
+    manager()
+    make_jobs(registry, 1, lambda i: {"inputs": f"local:{tree}"})
+    wait_states(registry, ["j0"], DONE_IN)
+    dst = site.data_path / "w" / "j0" / "inputs"
+    assert (dst / "a.txt").read_text() == "a" and (dst / "sub" / "b.txt").read_text() == "b"
+    assert tasks(registry)[0].status.files_transferred == 2
+
+
+def test_hardlink_when_the_location_asks_and_the_filesystem_is_the_same(registry, site, remote, manager):
+    make_site(registry, site, linked="file://?hardlink=true")
+    make_app(registry)
+    (remote / "big.dat").write_text("shared")
+    manager()
+    make_jobs(registry, 1, lambda i: {"inp": f"linked:{remote}/big.dat"})
+    wait_states(registry, ["j0"], DONE_IN)
+    dst = site.data_path / "w" / "j0" / "in.dat"
+    assert os.stat(dst).st_ino == os.stat(remote / "big.dat").st_ino
+
+
+def test_missing_source_is_retried_then_fails_only_its_job_with_the_reason(registry, site, remote, manager):
+    make_site(registry, site)
+    make_app(registry)
+    (remote / "in0.dat").write_text("here")
+    manager(max_attempts=2)
+    make_jobs(registry, 2, lambda i: {"inp": f"local:{remote}/in{i}.dat"})
+    ok, bad = wait_states(registry, ["j0", "j1"], {JobState.PREPROCESSED, JobState.FAILED})
+    assert ok.status.state is JobState.PREPROCESSED
+    assert bad.status.state is JobState.FAILED
+    assert "No such file or directory" in bad.status.message and "after 2 attempt(s)" in bad.status.message
+    t = tasks(registry)[0]
+    assert t.status.state == "Failed" and t.status.attempts == 2
+    assert [f.index for f in t.status.failed_items] == [next(i for i, it in enumerate(t.spec.items) if it.job == "j1")]
+    assert get_condition(bad.status.conditions, "TransferStalled") is None
