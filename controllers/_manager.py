@@ -14,12 +14,13 @@ import threading
 import time
 from typing import Any
 
-from apis import App, BatchJob, Job, Node, Registry, Site
+from apis import App, BatchJob, Job, Node, Registry, Site, TransferTask
 
 from ._controller import Controller, Request
 from ._informer import Informer
 from ._leader import LeaderElector
 from .hooks import HookRunner, NoHooks
+from .transfer import task_indexers
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,9 @@ def default_reconcilers(hooks: HookRunner) -> list[Any]:
     from .dependency import DependencyReconciler
     from .hook import HookReconciler
     from .placement.reconciler import PlacementReconciler
+    from .transfer import transfer_reconcilers
 
-    return [DependencyReconciler(hooks), HookReconciler(hooks), PlacementReconciler()]
+    return [DependencyReconciler(hooks), HookReconciler(hooks), PlacementReconciler(), *transfer_reconcilers(hooks)]
 
 
 class ControllerManager:
@@ -69,6 +71,7 @@ class ControllerManager:
             "Node": Informer(reg, Node, ns),
             "BatchJob": Informer(reg, BatchJob, ns),
             "Site": Informer(reg, Site, ns),
+            "TransferTask": Informer(reg, TransferTask, ns, task_indexers()),
         }
         reconcilers = self._reconcilers if self._reconcilers is not None else default_reconcilers(self.hooks)
         self.controllers = [Controller(r, reg, self.informers) for r in reconcilers]
@@ -87,6 +90,9 @@ class ControllerManager:
     def stop(self) -> None:
         for ctl in self.controllers:
             ctl.stop()
+            close = getattr(ctl.reconciler, "close", None)
+            if close is not None:
+                close()
         for inf in self.informers.values():
             inf.stop()
 
