@@ -351,6 +351,7 @@ class TransferTaskSpec(Model):
     provider: str
     direction: Literal["in", "out"]
     location: str  # the alias's URL: globus://uuid, file://, https://host
+    site: str | None = None  # the Site whose jobs these are (its directory holds the Globus sign-in)
     local_endpoint: str | None = None  # the site's own Globus collection (globus:// tasks)
     items: list[TransferItem] = Field(default_factory=list)
 
