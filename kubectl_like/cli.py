@@ -93,6 +93,9 @@ def _register() -> None:
 
     for mod in (init, apply, create, get, describe, delete):
         cli.add_command(mod.command)
+    from ._login import command as login
+
+    cli.add_command(login)
 
 
 _register()
