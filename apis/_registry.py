@@ -288,6 +288,7 @@ class Registry:
         md = n.metadata
         md.uid, md.creation_timestamp, md.name = old.metadata.uid, old.metadata.creation_timestamp, old.name
         md.generation = old.metadata.generation
+        md.deletion_timestamp = old.metadata.deletion_timestamp or md.deletion_timestamp  # never undone
         if getattr(new, "spec", None) != getattr(old, "spec", None):
             md.generation += 1
         md.resource_version = None
@@ -331,9 +332,16 @@ class Registry:
             ops.append(st.Put(key, o.to_json(), lease))
             ops.extend(st.Put(k, b"", lease) for k in index_keys(o))
         compares += self._admission(created)
+        finalized: set[int] = set()
         for (old, _), n in zip(updates, updated, strict=True):
             key = object_key(type(n), n.metadata.namespace, n.name)
             compares.append(st.Compare.mod(key, "==", int(old.metadata.resource_version or 0)))
+            if n.metadata.deletion_timestamp is not None and not n.metadata.finalizers:
+                # Kubernetes' finalizers: a deleted object goes once its last finalizer is removed.
+                finalized.add(id(n))
+                ops.append(st.Delete(key))
+                ops.extend(st.Delete(k) for k in index_keys(old))
+                continue
             ops.append(st.Put(key, n.to_json(), lease))
             old_idx, new_idx = index_keys(old), index_keys(n)
             ops.extend(st.Delete(k) for k in old_idx - new_idx)
@@ -343,6 +351,14 @@ class Registry:
             key = object_key(type(o), o.metadata.namespace, o.name)
             if check_deletes and o.metadata.resource_version:
                 compares.append(st.Compare.mod(key, "==", int(o.metadata.resource_version)))
+            if o.metadata.finalizers:
+                # Only marked (deletionTimestamp); whoever owns each finalizer cleans up and removes it.
+                if o.metadata.deletion_timestamp is None:
+                    marked = self._copy_for_write(o)
+                    marked.metadata.deletion_timestamp = now
+                    marked.metadata.resource_version = None
+                    ops.append(st.Put(key, marked.to_json()))
+                continue
             ops.append(st.Delete(key))
             ops.extend(st.Delete(k) for k in index_keys(o))
         if not ops:
@@ -358,7 +374,7 @@ class Registry:
         if not dry_run:
             for o in (*created, *updated):
                 o.metadata.resource_version = str(revision)
-        return created, updated
+        return created, [u for u in updated if id(u) not in finalized]
 
     def _explain_failure(self, created: Sequence[Resource], pairs: Sequence[tuple[Resource, Resource]]) -> None:
         if created:
