@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from . import _live_edits  # noqa: F401  - registers the admission check for edits of live Jobs
 from ._client import DoesNotExist, Manager, MultipleObjectsReturned
 from ._config import (
     SiteConfig,
