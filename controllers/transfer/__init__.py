@@ -23,7 +23,7 @@ from .tasks import AUTH, STALLED, TransferTaskReconciler
 def task_indexers() -> dict[str, Any]:
     """The TransferTask informer's indexes: ``item`` (direction/job/slot) and ``job``."""
     return {
-        "item": lambda t: tuple({item_key(t.spec.direction, i.job, i.slot) for i in t.spec.items}),
+        "item": lambda t: tuple({item_key(t.spec.direction, i.job, i.slot, i.job_uid) for i in t.spec.items}),
         "job": lambda t: tuple({i.job for i in t.spec.items}),
     }
 

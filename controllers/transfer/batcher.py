@@ -39,16 +39,14 @@ KEY = "transfer-batch"
 DIRECTION = {JobState.READY: "in", JobState.POSTPROCESSED: "out"}
 
 
-def item_key(direction: str, job: str, slot: str) -> str:
-    """The TransferTask informer's ``item`` index value."""
-    return f"{direction}/{job}/{slot}"
+def item_key(direction: str, job: str, slot: str, job_uid: str | None) -> str:
+    """The TransferTask informer's ``item`` index value: one job's slot, one direction."""
+    return f"{direction}/{job}/{slot}/{job_uid or ''}"
 
 
 def covering_task(tasks: Informer[TransferTask], direction: str, job: Job, slot: str) -> TransferTask | None:
     """The newest TransferTask that holds this job's slot (None: not batched yet)."""
-    found = [t for t in tasks.by_index("item", item_key(direction, job.name, slot))
-             if any(i.job == job.name and i.slot == slot and i.job_uid in (None, job.metadata.uid)
-                    for i in t.spec.items)]
+    found = tasks.by_index("item", item_key(direction, job.name, slot, job.metadata.uid))
     if not found:
         return None
     return max(found, key=lambda t: (t.metadata.creation_timestamp or utcnow(), t.name))

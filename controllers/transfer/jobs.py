@@ -33,11 +33,19 @@ from .tasks import AUTH, STALLED
 MIRRORED = (STALLED, AUTH)
 
 
+_INDEX_CACHE: dict[tuple[str, str | None], dict[tuple[str, str], int]] = {}
+
+
 def item_index(task: TransferTask, job: Job, slot: str) -> int:
-    for i, item in enumerate(task.spec.items):
-        if item.job == job.name and item.slot == slot and item.job_uid in (None, job.metadata.uid):
-            return i
-    return -1
+    """Where this job's slot is in ``task.spec.items`` (items never change once a task is made,
+    so the lookup table is built once per task)."""
+    key = (task.name, task.metadata.uid)
+    table = _INDEX_CACHE.get(key)
+    if table is None:
+        if len(_INDEX_CACHE) > 4096:
+            _INDEX_CACHE.clear()
+        table = _INDEX_CACHE[key] = {(i.job, i.slot): n for n, i in enumerate(task.spec.items)}
+    return table.get((job.name, slot), -1)
 
 
 class TransferJobReconciler:
@@ -54,14 +62,14 @@ class TransferJobReconciler:
                 enqueue(Request(new.name, ns))
 
         def on_task(typ: str, old: TransferTask | None, new: TransferTask | None) -> None:
-            cur = new or old
-            if cur is None:
+            # Jobs care when a task ends or its conditions change; not when it is made,
+            # submitted, retried, makes progress or is deleted.
+            if new is None:
                 return
-            if old is not None and new is not None and old.status.state == new.status.state \
-                    and old.status.conditions == new.status.conditions:
-                return  # progress counters only
-            for name in {i.job for i in cur.spec.items}:
-                enqueue(Request(name, ns))
+            ended = new.status.state in ("Succeeded", "Failed") and (old is None or old.status.state != new.status.state)
+            if ended or (old is not None and old.status.conditions != new.status.conditions):
+                for name in {i.job for i in new.spec.items}:
+                    enqueue(Request(name, ns))
 
         informers["Job"].add_handler(on_job)  # type: ignore[arg-type]
         informers["TransferTask"].add_handler(on_task)  # type: ignore[arg-type]
@@ -74,14 +82,14 @@ class TransferJobReconciler:
         direction = DIRECTION[job.status.state]
         app: App | None = ctx.caches["App"].get(job.spec.app)
         tasks: Informer[TransferTask] = ctx.caches["TransferTask"]
-        new = job.status_copy()
-        now = utcnow()
         refs: list[tuple[str, TransferTask, int]] = []
         for slot in transfer_slots(job, app, direction):
             task = covering_task(tasks, direction, job, slot)
             if task is None:
-                return None  # not batched yet: the new task's event brings us back
+                return None  # not batched yet: the task's end brings us back
             refs.append((slot, task, item_index(task, job, slot)))
+        new = job.status_copy()
+        now = utcnow()
         failed = [(slot, t, f) for slot, t, idx in refs if t.status.state == "Failed"
                   for f in t.status.failed_items if f.index == idx]
         if failed:

@@ -48,6 +48,13 @@ def submitted_indices(task: TransferTask) -> list[int]:
     return [i for i in range(len(task.spec.items)) if i not in permanent]
 
 
+def status_copy(task: TransferTask) -> TransferTask:
+    """A copy whose status may be edited; spec (hundreds of items) and metadata stay shared."""
+    st = task.status
+    status = st.model_copy(update={"conditions": list(st.conditions), "failed_items": list(st.failed_items)})
+    return task.model_copy(update={"status": status})
+
+
 def _age(since: datetime | None, now: datetime) -> float:
     return 0.0 if since is None else (now - since).total_seconds()
 
@@ -108,7 +115,7 @@ class TransferTaskReconciler:
         try:
             provider = self.providers.get(task.spec.provider, self._site_path(task, ctx.caches["Site"]))
         except TransferProviderError as e:
-            new = task.model_copy(deep=True)
+            new = status_copy(task)
             self._fail(new, [TransferItemFailure(index=i, message=str(e), permanent=True)
                              for i in range(len(task.spec.items))], str(e), utcnow())
             ctx.update(task, new)
@@ -128,7 +135,7 @@ class TransferTaskReconciler:
         out = self.calls.call(task.name, st.attempts, lambda: provider.submit(task, indices))
         if out is None:
             return Result(requeue_after=60.0)  # the pool wakes us when the call ends
-        new = task.model_copy(deep=True)
+        new = status_copy(task)
         ns = new.status
         if out.error is None:
             ns.state, ns.provider_task_id, ns.attempts = "Active", str(out.value), st.attempts + 1
@@ -160,7 +167,7 @@ class TransferTaskReconciler:
     def _poll(self, task: TransferTask, provider: TransferProvider, ctx: Context) -> Result | None:
         st, now = task.status, utcnow()
         answer = self.calls.poll(provider, st.provider_task_id or "", task.name, provider.poll_interval)
-        new = task.model_copy(deep=True)
+        new = status_copy(task)
         ns = new.status
         again = Result(requeue_after=max(provider.poll_interval, 0.01))
         if answer is None or isinstance(answer, Exception) and not isinstance(answer, AuthRequired):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -30,31 +31,35 @@ class FileProvider(LocalProvider):
     def transfer_item(self, task: TransferTask, item: TransferItem, progress: Callable[[int], None]) -> int:
         src, dst = Path(item.source), Path(item.destination)
         link = wants_hardlink(task.spec.location)
-        if not src.exists():
-            raise ItemFailed(f"No such file or directory: {src}")
-        if src.is_dir():
+        try:
+            st = os.stat(src)
+        except FileNotFoundError:
+            raise ItemFailed(f"No such file or directory: {src}") from None
+        if stat.S_ISDIR(st.st_mode):
             if not item.recursive:
                 raise ItemFailed(f"{src} is a directory, but slot {item.slot!r} is not recursive", permanent=True)
             return self._copy_tree(src, dst, link, progress)
-        if item.recursive and not src.is_dir():
+        if item.recursive:
             raise ItemFailed(f"{src} is not a directory (slot {item.slot!r} is recursive)", permanent=True)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        self._copy_file(src, dst, link, progress)
+        os.makedirs(dst.parent, exist_ok=True)
+        self._copy_file(src, dst, link and st.st_dev == os.stat(dst.parent).st_dev)
+        progress(st.st_size)
         return 1
 
     @staticmethod
-    def _copy_file(src: Path, dst: Path, link: bool, progress: Callable[[int], None]) -> None:
+    def _copy_file(src: Path, dst: Path, link: bool) -> None:
+        """``src`` to ``dst`` under a temporary name, renamed into place: a hard link when
+        ``link``, else a copy of the data and permission bits (``shutil.copy``)."""
         tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.part")
         try:
-            if link and os.stat(src).st_dev == os.stat(dst.parent).st_dev:
+            if link:
                 os.link(src, tmp)
             else:
-                shutil.copy2(src, tmp)
+                shutil.copy(src, tmp)
             os.replace(tmp, dst)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        progress(dst.stat().st_size)
 
     def _copy_tree(self, src: Path, dst: Path, link: bool, progress: Callable[[int], None]) -> int:
         files = 0
@@ -71,6 +76,8 @@ class FileProvider(LocalProvider):
                     t.unlink(missing_ok=True)
                     os.symlink(os.readlink(s), t)
                 else:
-                    self._copy_file(s, target / n, link, progress)
+                    size = s.stat().st_size
+                    self._copy_file(s, target / n, link and os.stat(s).st_dev == os.stat(target).st_dev)
+                    progress(size)
                 files += 1
         return files
