@@ -11,8 +11,14 @@
    creates guarded by "absent", updates by CAS on resourceVersion); on a race it plans
    again from fresh reads, a few times.
 
-The merge used for ``configured`` is :func:`merge`: replace spec, labels and annotations
-with the manifest's, keep status (a three-way merge replaces it in issue 9).
+The merge used for ``configured`` is :func:`merge`: kubectl's client-side three-way merge
+(``merge.py``) of the last-applied configuration (annotation ``balsam.io/last-applied-
+configuration``, normalized: camelCase, validated values, only the fields the manifest set),
+the manifest and the live object. Status and server metadata are never part of it.
+
+``--prune`` (:func:`prune_targets`) deletes, in the same transaction, the objects of the
+applied kinds and namespaces that carry the last-applied annotation and match the selector but
+are no longer in the files.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from apis import (
     KINDS,
     AlreadyExists,
@@ -31,12 +39,17 @@ from apis import (
     Conflict,
     Invalid,
     Job,
+    NotFound,
+    QuerySet,
     Registry,
     Resource,
+    Selector,
+    describe_validation_error,
     parse_object,
 )
 
 from .manifests import Document, ManifestError
+from .merge import apply_patch, three_way_patch
 
 LAST_APPLIED = "balsam.io/last-applied-configuration"
 LAST_APPLIED_CAP = 262_144
@@ -50,7 +63,9 @@ Action = Literal["created", "configured", "unchanged"]
 class Manifest:
     doc: Document
     obj: Resource  # validated, namespace filled in, without status
-    raw: dict[str, Any]  # what the user wrote (for the last-applied annotation)
+    raw: dict[str, Any]  # what the user wrote
+    config: dict[str, Any] | None = None  # applied_config(), cached
+    config_text: str | None = None  # last_applied(), cached
 
     @property
     def where(self) -> str:
@@ -147,53 +162,105 @@ def parse_manifests(
     return out
 
 
+def applied_config(m: Manifest) -> dict[str, Any]:
+    """What the manifest asks for, normalized: the fields it set (camelCase, values as
+    validated: numbers in ``parameters`` as strings, workdirs normalized), without status,
+    server metadata or the last-applied annotation. Computed once per manifest."""
+    if m.config is None:
+        d = m.obj.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        d.pop("status", None)
+        meta = d.get("metadata")
+        if isinstance(meta, dict):
+            for k in SERVER_META:
+                meta.pop(k, None)
+            ann = meta.get("annotations")
+            if isinstance(ann, dict) and LAST_APPLIED in ann:
+                ann = {k: v for k, v in ann.items() if k != LAST_APPLIED}
+                if ann:
+                    meta["annotations"] = ann
+                else:
+                    del meta["annotations"]
+        m.config = d
+    return m.config
+
+
 def last_applied(m: Manifest) -> str:
-    """The manifest as the user wrote it (minus this annotation), compact sorted JSON."""
-    raw = dict(m.raw)
-    meta = raw.get("metadata")
-    if isinstance(meta, dict) and isinstance(meta.get("annotations"), dict) and LAST_APPLIED in meta["annotations"]:
-        ann = {k: v for k, v in meta["annotations"].items() if k != LAST_APPLIED}
-        raw["metadata"] = {k: v for k, v in meta.items() if k != "annotations"}
-        if ann:
-            raw["metadata"]["annotations"] = ann
-    text = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
-    if len(text) > LAST_APPLIED_CAP:
-        raise NothingApplied(
-            m.where,
-            f'{m.obj.resource_name()} "{m.obj.name}" is invalid: metadata.annotations: Too long: '
-            f"{LAST_APPLIED} would be {len(text)} bytes, over the {LAST_APPLIED_CAP}-byte cap",
-        )
-    return text
+    """The last-applied annotation's value: :func:`applied_config` as compact sorted JSON,
+    refused above LAST_APPLIED_CAP bytes (kubectl's cap on all annotations together)."""
+    if m.config_text is None:
+        text = json.dumps(applied_config(m), sort_keys=True, separators=(",", ":"), default=str)
+        size = len(text.encode())
+        if size > LAST_APPLIED_CAP:
+            raise NothingApplied(
+                m.where,
+                f'{m.obj.resource_name()} "{m.obj.name}" is invalid: metadata.annotations: Too long: '
+                f"{LAST_APPLIED} would be {size} bytes, over the {LAST_APPLIED_CAP}-byte cap "
+                "(move bulky values out of the manifest, e.g. spec.data into files)",
+            )
+        m.config_text = text
+    return m.config_text
 
 
 def with_last_applied(m: Manifest) -> Resource:
     """The manifest's object carrying the last-applied annotation (copies only what changes:
     deep copies of 10k objects cost more than the store write)."""
     obj = m.obj.model_copy()
-    obj.metadata = m.obj.metadata.model_copy(
-        update={"annotations": {**m.obj.metadata.annotations, LAST_APPLIED: last_applied(m)}})
+    ann = {k: v for k, v in m.obj.metadata.annotations.items() if k != LAST_APPLIED}
+    obj.metadata = m.obj.metadata.model_copy(update={"annotations": {**ann, LAST_APPLIED: last_applied(m)}})
     return obj
 
 
+def previous_config(live: Resource) -> dict[str, Any] | None:
+    """The configuration the last apply wrote (None: never applied, or unreadable), without
+    anything apply must never delete (status, server metadata)."""
+    text = live.metadata.annotations.get(LAST_APPLIED)
+    if not text:
+        return None
+    try:
+        prev = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(prev, dict):
+        return None
+    prev.pop("status", None)
+    meta = prev.get("metadata")
+    if isinstance(meta, dict):
+        prev["metadata"] = {k: v for k, v in meta.items() if k not in SERVER_META}
+    return prev
+
+
+def live_config(live: Resource) -> dict[str, Any]:
+    """The live object as the merge sees it: JSON without status."""
+    return live.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"status"})
+
+
+def merge_patch(live: Resource, m: Manifest) -> dict[str, Any]:
+    """The three-way merge patch apply would send for ``m`` over ``live`` (empty: unchanged)."""
+    modified = applied_config(m)
+    meta = dict(modified.get("metadata") or {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), LAST_APPLIED: last_applied(m)}
+    modified = {**modified, "metadata": meta}
+    return three_way_patch(previous_config(live), modified, live_config(live))
+
+
 def merge(live: Resource, m: Manifest) -> Resource:
-    """The object ``apply`` writes over ``live``: spec, labels and annotations from the
-    manifest, everything else (status, identity) from ``live``. Shares unchanged parts with
-    ``live`` and the manifest; the registry copies before it stamps anything."""
-    want = with_last_applied(m)
-    out = live.model_copy()
-    if "spec" in type(live).model_fields:
-        out.spec = want.spec  # type: ignore[attr-defined]
-    out.metadata = live.metadata.model_copy(
-        update={"labels": dict(want.metadata.labels), "annotations": dict(want.metadata.annotations)})
+    """The object ``apply`` writes over ``live``: kubectl's three-way merge of the last
+    applied configuration, the manifest and the live object (``merge.py``). Fields the
+    manifest dropped are removed (back to their defaults), fields others set are kept,
+    status is ``live``'s. Returns ``live`` itself when nothing changes."""
+    patch = merge_patch(live, m)
+    if not patch:
+        return live
+    merged = apply_patch(live_config(live), patch)
+    try:
+        out = type(live).model_validate(merged)
+    except ValidationError as e:
+        raise NothingApplied(
+            m.where, f'{live.resource_name()} "{live.name}" is invalid: {describe_validation_error(e)}'
+        ) from None
+    if "status" in type(live).model_fields:
+        out.status = live.status  # type: ignore[attr-defined]  # the registry copies before stamping
     return out
-
-
-def same_content(a: Resource, b: Resource) -> bool:
-    return (
-        getattr(a, "spec", None) == getattr(b, "spec", None)
-        and a.metadata.labels == b.metadata.labels
-        and a.metadata.annotations == b.metadata.annotations
-    )
 
 
 def fetch_live(reg: Registry, manifests: Sequence[Manifest]) -> dict[tuple[str, str, str], Resource]:
@@ -243,6 +310,38 @@ def check_references(reg: Registry, manifests: Sequence[Manifest],
         )
 
 
+def prune_targets(reg: Registry, manifests: Sequence[Manifest], selector: Selector) -> list[Resource]:
+    """``apply --prune``: the live objects of the applied kinds, in the applied namespaces,
+    that carry the last-applied annotation (so were created by apply, never by hand), match
+    ``selector`` (empty: ``--all``) and are not in ``manifests``. Refused (NothingApplied)
+    when an applied Job still uses one of them (its App or a parent)."""
+    applied = {m.ident for m in manifests}
+    groups: dict[type[Resource], set[str]] = defaultdict(set)
+    for m in manifests:
+        groups[type(m.obj)].add(m.obj.namespace)
+    out: list[Resource] = []
+    for kind, namespaces in groups.items():
+        for ns in sorted(namespaces):
+            qs: QuerySet[Resource] = QuerySet(kind, reg, namespace=ns)
+            if selector:
+                qs = qs.filter(selector=selector)
+            for obj in qs:
+                if LAST_APPLIED in obj.metadata.annotations and (kind.KIND, ns, obj.name) not in applied:
+                    out.append(obj)
+    gone = {(o.KIND, o.namespace, o.name) for o in out}
+    for m in manifests:
+        if isinstance(m.obj, Job):
+            ns = m.obj.namespace
+            refs = [(("App", ns, m.obj.spec.app), "spec.app")]
+            refs += [(("Job", ns, p), "spec.parents") for p in m.obj.spec.parents]
+            for ident, field in refs:
+                if ident in gone:
+                    raise NothingApplied(
+                        m.where, f'{m.obj.resource_name()} "{m.obj.name}" is invalid: {field}: "{ident[2]}" is '
+                        "not in the files and --prune would delete it")
+    return out
+
+
 def plan(reg: Registry, manifests: Sequence[Manifest], *, create_only: bool = False) -> list[Change]:
     live = fetch_live(reg, manifests)
     check_references(reg, manifests, live)
@@ -257,24 +356,39 @@ def plan(reg: Registry, manifests: Sequence[Manifest], *, create_only: bool = Fa
                                f'error when creating "{m.doc.source}" (document {m.doc.index}): ',
                                " (no objects were created)")
         desired = merge(cur, m)
-        action: Action = "unchanged" if same_content(cur, desired) else "configured"
+        action: Action = "unchanged" if desired is cur else "configured"
         changes.append(Change(m, action, cur, desired))
     return changes
+
+
+@dataclass
+class Outcome:
+    results: list[tuple[Change, Resource]]  # in manifest order
+    pruned: list[Resource]
 
 
 def execute(reg: Registry, manifests: Sequence[Manifest], *, create_only: bool = False,
             dry_run: str = "none", attempts: int = 5) -> list[tuple[Change, Resource]]:
     """Plan and write in one transaction, re-planned on a race. Returns (change, result)
     in manifest order; for ``dry_run="client"`` nothing is read from admission or written."""
+    return apply_manifests(reg, manifests, create_only=create_only, dry_run=dry_run, attempts=attempts).results
+
+
+def apply_manifests(reg: Registry, manifests: Sequence[Manifest], *, create_only: bool = False,
+                    dry_run: str = "none", prune: Selector | None = None, attempts: int = 5) -> Outcome:
+    """:func:`execute`, and with ``prune`` (a selector; empty = ``--all``) the deletes of
+    :func:`prune_targets` in the same transaction: all or nothing."""
     for attempt in range(attempts):
         changes = plan(reg, manifests, create_only=create_only)
+        pruned = prune_targets(reg, manifests, prune) if prune is not None else []
         if dry_run == "client":
-            return [(c, c.desired) for c in changes]
+            return Outcome([(c, c.desired) for c in changes], pruned)
         creates = [c.desired for c in changes if c.action == "created"]
         updates = [(c.live, c.desired) for c in changes if c.action == "configured" and c.live is not None]
         try:
-            created, updated = reg.write(creates=creates, updates=updates, dry_run=dry_run == "server")
-        except (Conflict, AlreadyExists):
+            created, updated = reg.write(creates=creates, updates=updates, deletes=pruned,
+                                         dry_run=dry_run == "server")
+        except (Conflict, AlreadyExists, NotFound):
             if create_only or attempt == attempts - 1:
                 raise
             continue
@@ -288,5 +402,5 @@ def execute(reg: Registry, manifests: Sequence[Manifest], *, create_only: bool =
                 out.append((c, next(it_u)))
             else:
                 out.append((c, c.live or c.desired))
-        return out
+        return Outcome(out, pruned)
     raise Invalid("apply kept conflicting with concurrent writers")  # pragma: no cover - loop returns or raises
