@@ -89,9 +89,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from .commands import apply, create, delete, describe, get, init
+    from .commands import apply, create, delete, describe, diff, edit, get, init
 
-    for mod in (init, apply, create, get, describe, delete):
+    for mod in (init, apply, create, get, describe, delete, diff, edit):
         cli.add_command(mod.command)
     from ._login import command as login
 
