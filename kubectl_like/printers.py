@@ -20,7 +20,18 @@ from typing import Any, ClassVar
 
 from ruamel.yaml import YAML
 
-from apis import API_VERSION, BatchJob, Job, Node, Resource, Site, TransferTask, get_condition, utcnow
+from apis import (
+    API_VERSION,
+    TERMINAL,
+    BatchJob,
+    Job,
+    Node,
+    Resource,
+    Site,
+    TransferTask,
+    get_condition,
+    utcnow,
+)
 from apis import App as AppKind
 
 from ._errors import CLIError
@@ -113,6 +124,13 @@ def _age(o: Resource) -> str:
     return age(o.metadata.creation_timestamp)
 
 
+def _job_state(o: Job) -> str:
+    """The state, and ``,Suspended`` while ``spec.suspend`` holds the job (kubectl's
+    ``Ready,SchedulingDisabled`` for a cordoned node); a finished job shows its state only."""
+    state = o.status.state.value
+    return f"{state},Suspended" if o.spec.suspend and o.status.state not in TERMINAL else state
+
+
 def _job_nodes(o: Job) -> str:
     p = o.status.placement
     return ",".join(p.nodes) if p is not None and p.nodes else NONE
@@ -156,7 +174,7 @@ COLUMNS: dict[str, list[Column]] = {
     "Job": [
         Column("NAME", _name),
         Column("APP", lambda o: o.spec.app),
-        Column("STATE", lambda o: o.status.state.value),
+        Column("STATE", _job_state),
         Column("WORKDIR", lambda o: o.spec.workdir),
         Column("AGE", _age),
         Column("NODES", _job_nodes, wide=True),
