@@ -286,6 +286,11 @@ class Printer:
         """One object of a stream (``get -w``): by default as a single object."""
         return self.render([obj], single=True)
 
+    def render_watch_start(self, objs: Sequence[Resource]) -> str:
+        """The list a stream starts with (``get -w``): by default one event per object, as
+        kubectl prints ``-o json|yaml|name`` in watch mode (objects, not a List)."""
+        return "".join(self.render_event(o, first=i == 0) for i, o in enumerate(objs))
+
 
 PRINTERS: dict[str, type[Printer]] = {}
 
@@ -326,6 +331,9 @@ class TablePrinter(Printer):
         header = None if self.options.no_headers else self.header()
         text, self._widths = format_table(header, [self.row(o) for o in objs])
         return text
+
+    def render_watch_start(self, objs: Sequence[Resource]) -> str:
+        return self.render(objs)  # one aligned table; the streamed rows reuse its widths
 
     def render_event(self, obj: Resource, first: bool) -> str:
         header = None if (self.options.no_headers or not first) else self.header()
@@ -407,6 +415,9 @@ class CustomColumnsPrinter(Printer):
         header = None if self.options.no_headers else [h for h, _ in self.spec]
         text, self._widths = format_table(header, [self._row(o) for o in objs])
         return text
+
+    def render_watch_start(self, objs: Sequence[Resource]) -> str:
+        return self.render(objs)
 
     def render_event(self, obj: Resource, first: bool) -> str:
         if first or self._widths is None:

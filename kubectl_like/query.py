@@ -32,6 +32,18 @@ class Filters:
     def __bool__(self) -> bool:
         return bool(self.selector) or bool(self.states) or bool(self.tags)
 
+    def matches(self, obj: Resource) -> bool:
+        """Whether one object passes the selector, --tag and --state (for streamed events)."""
+        labels = obj.metadata.labels
+        if self.selector and not self.selector.matches(labels):
+            return False
+        if any(labels.get(k) != v for k, v in self.tags.items()):
+            return False
+        if self.states:
+            state = (_state_of(obj) or "").lower()
+            return state in {s.lower() for s in self.states}
+        return True
+
     @classmethod
     def parse(cls, selector: str | None, states: Sequence[str], tags: dict[str, str], sort_by: str | None,
               limit: int | None) -> Filters:

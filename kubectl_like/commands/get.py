@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import click
 
-from apis import Resource, kind_for
+from apis import NotFound, Resource, kind_for
+from store import WatchClosed
 
 from .._context import Ctx, common_options, get_ctx
 from .._errors import CLIError
-from ..printers import PrintOptions, printer_for
+from ..printers import Printer, PrintOptions, printer_for
 from ..query import Filters, get_named, namespaces_of, query
+from ..watching import ListWatch
 from .create import parse_pairs
 
 
@@ -51,26 +53,36 @@ def no_resources_message(ctx: Ctx, all_namespaces: bool) -> str:
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="Show at most N objects.")
 @click.option("-A", "--all-namespaces", is_flag=True, help="List across all namespaces.")
 @click.option("--no-headers", is_flag=True, help="Table output without the header line.")
+@click.option("-w", "--watch", is_flag=True, help="After listing, print one row per change (Ctrl-C ends).")
+@click.option("--watch-only", is_flag=True, help="Print changes only, without listing first.")
 @common_options
 def command(args: tuple[str, ...], selector: str | None, states: tuple[str, ...], tags: tuple[str, ...],
             output: str | None, sort_by: str | None, limit: int | None, all_namespaces: bool,
-            no_headers: bool) -> None:
+            no_headers: bool, watch: bool, watch_only: bool) -> None:
     """Show objects: a table by default, or -o yaml|json|name|wide|jsonpath=...
 
     \b
     balsamctl get jobs --state FAILED -l experiment=foo
     balsamctl get jobs -o jsonpath='{range .items[*]}{.metadata.name}{"\\n"}{end}'
     balsamctl get job NAME -o yaml
+    balsamctl get jobs -w            # the table, then a row per change (-o json|yaml|name|wide too)
     """
     ctx = get_ctx()
     kind, names = resolve_targets(args)
     # Parse every flag before touching the store: bad input writes and reads nothing.
     printer = printer_for(output, kind, PrintOptions(with_namespace=all_namespaces, no_headers=no_headers))
     filters = Filters.parse(selector, states, parse_pairs(tags, "--tag"), sort_by, limit)
+    if names and filters:
+        raise CLIError("a selector, --state or --tag cannot be combined with names")
+    if watch or watch_only:
+        if len(names) > 1:
+            raise CLIError(f"watch is only supported on individual resources and resource collections, but "
+                           f"{len(names)} resources were named")
+        name = names[0] if names else None
+        stream_changes(ctx, kind, name, filters, printer, all_namespaces, list_first=not watch_only)
+        return
     reg = ctx.registry
     if names:
-        if filters:
-            raise CLIError("a selector, --state or --tag cannot be combined with names")
         objs, missing = get_named(reg, kind, names, ctx.namespace)
         if objs:
             click.echo(printer.render(objs, single=len(names) == 1), nl=False)
@@ -84,3 +96,42 @@ def command(args: tuple[str, ...], selector: str | None, states: tuple[str, ...]
         click.echo(text, nl=False)
     else:
         click.echo(no_resources_message(ctx, all_namespaces), err=True)
+
+
+def stream_changes(ctx: Ctx, kind: type[Resource], name: str | None, filters: Filters, printer: Printer,
+                   all_namespaces: bool, list_first: bool) -> None:
+    """``get -w``: the current objects, then one entry per change of an object that passes
+    the filters (and the change that makes one stop passing, kubectl's DELETED), from a
+    watch started where the list was read. Ends on Ctrl-C or when the stream closes."""
+    reg = ctx.registry
+    namespace = None if all_namespaces else ctx.namespace
+
+    def read() -> list[Resource]:
+        if name is not None:
+            obj = reg.try_get(kind, name, ctx.namespace)
+            if obj is None:
+                raise NotFound(kind.resource_name(), name)
+            return [obj]
+        return query(reg, kind, namespaces_of(reg, kind) if all_namespaces else [ctx.namespace], filters)
+
+    with ListWatch(reg, kind, namespace, read, name=name) as lw:
+        objs = lw.start()
+        matching = {(o.namespace, o.name) for o in objs}
+        first = True
+        if list_first and objs:
+            click.echo(printer.render_watch_start(objs), nl=False)
+            first = False
+        try:
+            while True:
+                for ev in lw.next(timeout=1.0):
+                    key = (ev.object.namespace, ev.object.name)
+                    if ev.type != "DELETED" and filters.matches(ev.object):
+                        matching.add(key)
+                    elif key in matching:
+                        matching.discard(key)  # gone, or no longer passes the filters: its last row
+                    else:
+                        continue
+                    click.echo(printer.render_event(ev.object, first), nl=False)
+                    first = False
+        except (KeyboardInterrupt, WatchClosed):
+            return  # Ctrl-C ends a watch normally (exit 0), as in kubectl
