@@ -1,0 +1,78 @@
+"""Batch allocations: the BatchJob reconciler, the elastic queue and the scheduler plugins.
+
+* ``scheduler.py`` — the plugin interface (submit / status of many ids / cancel /
+  partitions) and SchedulerError; ``slurm.py`` and ``local.py`` — the two plugins.
+* ``script.py`` — batch script templates (one per scheduler, overridable per site).
+* ``reconciler.py`` — BatchJob: pending_submission → queued → running → finished
+  (or submit_failed); delete → pending_deletion → finished (cancelled in the scheduler).
+* ``sizing.py`` + ``elastic.py`` — the elastic queue: BatchJobs sized to the runnable backlog.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from apis import Site
+
+from .local import LocalScheduler
+from .scheduler import JobInfo, PartitionInfo, SchedulerError, SchedulerPlugin, SubmitRequest
+from .slurm import SlurmScheduler
+
+
+class UnsupportedScheduler:
+    """A scheduler named by a Site that has no plugin yet (``pbs``): every call says so."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _no(self) -> SchedulerError:
+        return SchedulerError("unsupported", f"scheduler {self.name!r} is not supported yet (use slurm or local)")
+
+    def submit(self, req: SubmitRequest) -> str:
+        raise self._no()
+
+    def status(self, ids: Sequence[str]) -> dict[str, JobInfo]:
+        raise self._no()
+
+    def cancel(self, scheduler_id: str) -> None:
+        raise self._no()
+
+    def partitions(self) -> list[PartitionInfo]:
+        raise self._no()
+
+
+_lock = threading.Lock()
+_plugins: dict[tuple[str, str], SchedulerPlugin] = {}
+
+
+def plugin_for(site: Site) -> SchedulerPlugin:
+    """The plugin of a site's scheduler (one instance per scheduler and site path)."""
+    key = (site.spec.scheduler, site.spec.path)
+    with _lock:
+        found = _plugins.get(key)
+        if found is not None:
+            return found
+        plugin: SchedulerPlugin
+        if site.spec.scheduler == "slurm":
+            plugin = SlurmScheduler()
+        elif site.spec.scheduler == "local":
+            plugin = LocalScheduler(Path(site.spec.path) / "logs" / "batch" / "local")
+        else:
+            plugin = UnsupportedScheduler(site.spec.scheduler)
+        _plugins[key] = plugin
+        return plugin
+
+
+__all__ = [
+    "JobInfo",
+    "LocalScheduler",
+    "PartitionInfo",
+    "SchedulerError",
+    "SchedulerPlugin",
+    "SlurmScheduler",
+    "SubmitRequest",
+    "UnsupportedScheduler",
+    "plugin_for",
+]

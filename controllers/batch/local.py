@@ -1,0 +1,129 @@
+"""The ``local`` scheduler plugin: an allocation is the batch script run as a process group
+on this machine (its node agents are processes here) — a laptop's or a login node's queue.
+
+Each submit starts ``controllers.batch._local_runner`` detached (its own session): it runs
+the script, enforces the wall time (SIGTERM to the group, SIGKILL after a grace) and writes
+a JSON record of how the allocation ended. The scheduler id is ``local-<pid>``; the state
+directory keeps ``<id>.json`` (pid, process start time, job name) and ``<id>.record``, so
+``status`` and ``cancel`` work for allocations started by an earlier controller manager.
+Nothing queues: a submitted allocation runs at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .scheduler import JobInfo, PartitionInfo, SchedulerError, SubmitRequest, parse_time
+
+KILL_WAIT = 10.0
+
+
+def _start_ticks(pid: int) -> str | None:
+    """The process's start time in clock ticks (field 22 of /proc/PID/stat), or None if it
+    is gone or a zombie — with the pid, it names one process even after pid reuse."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] == "Z":
+        return None
+    return fields[19]
+
+
+class LocalScheduler:
+    name = "local"
+
+    def __init__(self, state_dir: Path, kill_wait: float = KILL_WAIT) -> None:
+        self.state_dir = Path(state_dir)
+        self.kill_wait = kill_wait
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _meta(self, sid: str) -> dict[str, str] | None:
+        try:
+            data = json.loads((self.state_dir / f"{sid}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _alive(self, sid: str) -> bool:
+        child = self._children.get(sid)
+        if child is not None and child.poll() is not None:  # reap our own child
+            del self._children[sid]
+        meta = self._meta(sid)
+        if meta is None:
+            return False
+        return _start_ticks(int(meta["pid"])) == meta.get("ticks")
+
+    def find(self, job_name: str) -> str | None:
+        for meta_file in self.state_dir.glob("local-*.json"):
+            sid = meta_file.stem
+            meta = self._meta(sid)
+            if meta is not None and meta.get("jobName") == job_name:
+                return sid
+        return None
+
+    def submit(self, req: SubmitRequest) -> str:
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            existing = self.find(req.job_name)
+            if existing is not None:
+                return existing
+            req.output.parent.mkdir(parents=True, exist_ok=True)
+            with open(req.output, "ab") as out:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "controllers.batch._local_runner",
+                     "--wall-seconds", str(req.wall_time_min * 60), "--kill-wait", str(self.kill_wait),
+                     "--record-dir", str(self.state_dir), "--", str(req.script)],
+                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                    env={**os.environ, **req.env},
+                )  # fmt: skip
+        except OSError as e:
+            raise SchedulerError("failed", f"cannot start the local allocation: {e}") from None
+        sid = f"local-{proc.pid}"
+        meta = {"pid": str(proc.pid), "ticks": _start_ticks(proc.pid) or "", "jobName": req.job_name}
+        (self.state_dir / f"{sid}.json").write_text(json.dumps(meta))
+        self._children[sid] = proc
+        return sid
+
+    def status(self, ids: Sequence[str]) -> dict[str, JobInfo]:
+        out: dict[str, JobInfo] = {}
+        for sid in ids:
+            rec = self._record(sid)
+            if rec is not None:
+                out[sid] = JobInfo(sid, "finished", str(rec.get("state", "COMPLETED")), "",
+                                   parse_time(str(rec.get("startTime", ""))), parse_time(str(rec.get("endTime", ""))),
+                                   str(rec.get("exitCode")))
+            elif self._alive(sid):
+                out[sid] = JobInfo(sid, "running", "RUNNING")
+            # else: gone without a record (killed outright): vanished
+        return out
+
+    def _record(self, sid: str) -> dict[str, object] | None:
+        try:
+            data = json.loads((self.state_dir / f"{sid}.record").read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def cancel(self, scheduler_id: str) -> None:
+        if not self._alive(scheduler_id):
+            return
+        meta = self._meta(scheduler_id)
+        assert meta is not None
+        try:
+            os.kill(int(meta["pid"]), signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        except PermissionError as e:
+            raise SchedulerError("failed", f"cannot cancel {scheduler_id}: {e}") from None
+
+    def partitions(self) -> list[PartitionInfo]:
+        cpus = os.cpu_count() or 1
+        return [PartitionInfo("local", 1, 1, cpus, "infinite", True, True)]

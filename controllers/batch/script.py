@@ -1,0 +1,145 @@
+"""Batch scripts: one Jinja2 template per scheduler, overridable per site.
+
+A site uses ``<site>/batch-template.sh.j2`` when that file exists, else the built-in
+template of its scheduler below. The script must start one node agent per node of the
+allocation with ``{{ agent_command }}`` (already shell-quoted) and ``--name`` unique per node;
+the agents' Nodes then belong to the BatchJob (``--batch-job``).
+
+Variables: ``batch_job``, ``namespace``, ``job_name`` (the scheduler's job name),
+``num_nodes``, ``wall_time_min`` (whole minutes, at least 1), ``queue``, ``project``,
+``job_mode``, ``selector``, ``optional_params``, ``site_name``, ``site_path``, ``store_url``,
+``python``, ``cpus``/``gpus`` (the Site's ``nodeDefaults`` when set, else None: the agent
+counts the node's own), ``agent_command``. Filter ``q`` shell-quotes a value.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from apis import BatchJob, Site
+
+SITE_TEMPLATE = "batch-template.sh.j2"
+
+SLURM = """\
+#!/bin/bash
+#SBATCH --job-name={{ job_name }}
+#SBATCH --nodes={{ num_nodes }}
+#SBATCH --time={{ wall_time_min }}
+{%- if queue %}
+#SBATCH --partition={{ queue }}
+{%- endif %}
+{%- if project %}
+#SBATCH --account={{ project }}
+{%- endif %}
+{%- for key, value in optional_params.items() %}
+#SBATCH --{{ key }}{% if value %}={{ value }}{% endif %}
+{%- endfor %}
+# balsamctl BatchJob {{ namespace }}/{{ batch_job }} ({{ job_mode }} mode, site {{ site_name }}).
+# One node agent per node of the allocation; each registers a Node that belongs to this
+# BatchJob. At the end of the allocation (wall time, scancel) Slurm sends them SIGTERM: they
+# mark the jobs still running RUN_TIMEOUT, which then run again in a later allocation.
+export BALSAM_SITE_PATH={{ site_path | q }}
+srun --nodes="$SLURM_NNODES" --ntasks-per-node=1 --overlap --kill-on-bad-exit=0 \\
+  /bin/bash -c 'exec "$@" --name "{{ batch_job }}-$(echo "$SLURMD_NODENAME" | tr "A-Z_" "a-z-")"' nodeagent \\
+  {{ agent_command }}
+"""
+
+LOCAL = """\
+#!/bin/bash
+# balsamctl BatchJob {{ namespace }}/{{ batch_job }} ({{ job_mode }} mode, site {{ site_name }}):
+# {{ num_nodes }} node agent(s) started here as processes. At the wall time, or on cancel, the
+# whole process group gets SIGTERM: the agents mark the jobs still running RUN_TIMEOUT and exit.
+export BALSAM_SITE_PATH={{ site_path | q }}
+{%- for i in range(num_nodes) %}
+{{ agent_command }} --name {{ batch_job }}-{{ i }} &
+{%- endfor %}
+wait
+"""
+
+DEFAULTS = {"slurm": SLURM, "local": LOCAL}
+
+_env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+_env.filters["q"] = lambda v: shlex.quote(str(v))
+
+
+class TemplateError(Exception):
+    """The site's batch template cannot be rendered."""
+
+
+def scheduler_job_name(bj: BatchJob) -> str:
+    """Unique per BatchJob object (a re-created BatchJob of the same name gets a new one)."""
+    return f"balsam-{bj.name}-{(bj.metadata.uid or '')[:8]}".rstrip("-")
+
+
+def template_source(site: Site) -> str:
+    custom = Path(site.spec.path) / SITE_TEMPLATE
+    if custom.is_file():
+        return custom.read_text()
+    try:
+        return DEFAULTS[site.spec.scheduler]
+    except KeyError:
+        raise TemplateError(f"scheduler {site.spec.scheduler!r} is not supported yet: it has no batch script "
+                            f"template") from None
+
+
+def agent_command(bj: BatchJob, site: Site, store_url: str | None, python: str) -> str:
+    argv = [python, "-m", "nodeagent", "--site", site.spec.path]
+    if store_url:
+        argv += ["--store", store_url]
+    argv += ["-n", bj.namespace, "--batch-job", bj.name]
+    if "node_defaults" in site.spec.model_fields_set:
+        argv += ["--cpus", str(site.spec.node_defaults.cpus), "--gpus", str(site.spec.node_defaults.gpus)]
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def render(bj: BatchJob, site: Site, store_url: str | None = None, python: str | None = None) -> str:
+    python = python or sys.executable
+    nd = site.spec.node_defaults if "node_defaults" in site.spec.model_fields_set else None
+    values: dict[str, Any] = {
+        "batch_job": bj.name,
+        "namespace": bj.namespace,
+        "job_name": scheduler_job_name(bj),
+        "num_nodes": bj.spec.num_nodes,
+        "wall_time_min": max(1, math.ceil(bj.spec.wall_time_min)),
+        "queue": bj.spec.queue,
+        "project": bj.spec.project,
+        "job_mode": bj.spec.job_mode,
+        "selector": dict(bj.spec.selector),
+        "optional_params": dict(bj.spec.optional_params),
+        "site_name": site.name,
+        "site_path": site.spec.path,
+        "store_url": store_url,
+        "python": python,
+        "cpus": nd.cpus if nd else None,
+        "gpus": nd.gpus if nd else None,
+        "agent_command": agent_command(bj, site, store_url, python),
+    }
+    try:
+        return _env.from_string(template_source(site)).render(**values)
+    except jinja2.TemplateError as e:
+        raise TemplateError(f"batch template of site {site.name}: {e}") from None
+
+
+def script_paths(bj: BatchJob, site: Site) -> tuple[Path, Path]:
+    """(script, output) under the site: ``batch/<name>.sh`` and ``logs/batch/<name>.out``."""
+    base = Path(site.spec.path)
+    return base / "batch" / f"{bj.name}.sh", base / "logs" / "batch" / f"{bj.name}.out"
+
+
+def write_script(bj: BatchJob, site: Site, store_url: str | None = None, python: str | None = None) -> Path:
+    """Render and write the script (idempotent: the same BatchJob renders the same text)."""
+    script, output = script_paths(bj, site)
+    text = render(bj, site, store_url, python)
+    script.parent.mkdir(parents=True, exist_ok=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = script.with_suffix(".sh.tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o755)
+    tmp.replace(script)
+    return script

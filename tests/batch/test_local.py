@@ -1,0 +1,121 @@
+"""BatchJobs on the ``local`` scheduler: the allocation is node agents started as processes
+here, by the same reconciler and the same kind of batch script as on Slurm."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from apis import BatchJob, Job, JobState, Node, Registry
+from apis._config import SiteConfig
+
+from .conftest import (
+    Manager,
+    kill_agents,
+    make_app,
+    make_batchjob,
+    make_jobs,
+    make_site,
+    wait_batchjob,
+    wait_jobs,
+    wait_until,
+)
+
+S = JobState
+
+
+def _pid_of(sid: str) -> int:
+    return int(sid.split("-", 1)[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_local_batchjob_runs_jobs_on_its_own_nodes_then_delete_cancels_it(
+        registry: Registry, site: SiteConfig, manager: Manager) -> None:
+    make_site(registry, site, "local", nodeDefaults={"cpus": 2})
+    make_app(registry, "hello", "echo hello from $BALSAM_JOB_ID")
+    names = [f"j{i}" for i in range(6)]
+    make_jobs(registry, "hello", names)
+    make_batchjob(registry, "alloc", nodes=2, wall_time_min=5)
+    bj = wait_batchjob(registry, "alloc", ["running"], timeout=30)
+    assert bj.status.scheduler_id and bj.status.scheduler_id.startswith("local-")
+    assert "balsam.io/scheduler" in bj.metadata.finalizers
+    nodes = wait_until(lambda: [n for n in registry.list(Node)[0] if n.spec.batch_job == "alloc"], 30,
+                       "the allocation's nodes")
+    assert {n.spec.cpus for n in nodes} == {2}
+    done = wait_jobs(registry, names, timeout=60)
+    assert {j.status.state for j in done} == {S.JOB_FINISHED}
+    assert {j.status.placement.batch_job for j in done if j.status.placement} == {"alloc"}
+    script = (site.path / "batch" / "alloc.sh").read_text()
+    assert "--batch-job alloc" in script
+
+    pid = _pid_of(bj.status.scheduler_id)
+    registry.delete(BatchJob, "alloc")  # finalizer: only marked, the reconciler cancels
+    marked = registry.try_get(BatchJob, "alloc")
+    assert marked is not None and marked.metadata.deletion_timestamp is not None
+    wait_until(lambda: registry.try_get(BatchJob, "alloc") is None, 30, "the BatchJob to go")
+    wait_until(lambda: not _alive(pid), 20, "the allocation's processes to end")
+    wait_until(lambda: not registry.list(Node)[0], 20, "its Nodes to vanish")
+
+
+def test_wall_time_ends_the_allocation_and_running_jobs_finish_in_the_next_one(
+        registry: Registry, site: SiteConfig, manager: Manager) -> None:
+    make_site(registry, site, "local", nodeDefaults={"cpus": 2})
+    # First attempt leaves a mark and outlives the allocation; the second finishes at once.
+    make_app(registry, "twice", "if [ -e mark ]; then echo second; else touch mark; exec sleep 120; fi")
+    names = ["a", "b"]
+    make_jobs(registry, "twice", names, resources={"nodePackingCount": 2})
+    make_batchjob(registry, "short", nodes=1, wall_time_min=0.1)  # 6 s (local honors seconds)
+    wait_until(lambda: all(j.status.state is S.RUNNING for j in registry.get_many(Job, names) if j), 30,
+               "both jobs running")
+    ended = wait_batchjob(registry, "short", ["finished"], timeout=60)
+    assert "TIMEOUT" in ended.status.message
+    # Nothing stuck in RUNNING: the agent timed them out, the hook reconciler made them RESTART_READY.
+    wait_until(lambda: all(j.status.state is S.RESTART_READY for j in registry.get_many(Job, names) if j), 30,
+               "jobs requeued")
+    make_batchjob(registry, "second", nodes=1, wall_time_min=5)
+    done = wait_jobs(registry, names, timeout=60)
+    for j in done:
+        assert j.status.state is S.JOB_FINISHED, (j.name, j.status.message)
+        moves = [h.to_state for h in j.status.history]
+        assert S.RUN_TIMEOUT in moves and moves.count(S.RUNNING) == 2
+        assert j.status.placement is not None and j.status.placement.batch_job == "second"
+        assert (site.data_path / "work" / j.name / "job.out").read_text().strip() == "second"
+
+
+def test_allocation_killed_outright_is_reconciled_to_finished_and_its_jobs_requeued(
+        registry: Registry, site: SiteConfig, manager: Manager) -> None:
+    make_site(registry, site, "local", nodeDefaults={"cpus": 1})
+    make_app(registry, "long", "exec sleep 120")
+    make_jobs(registry, "long", ["x"])
+    make_batchjob(registry, "doomed", nodes=1, wall_time_min=5)
+    bj = wait_batchjob(registry, "doomed", ["running"], timeout=30)
+    wait_until(lambda: (j := registry.try_get(Job, "x")) and j.status.state is S.RUNNING, 30, "x running")
+    runner = _pid_of(bj.status.scheduler_id or "")
+    os.killpg(runner, signal.SIGKILL)  # the runner, and nothing else: its agents live on in their own group
+    # The scheduler no longer knows the allocation: finished, with a message saying so ...
+    gone = wait_batchjob(registry, "doomed", ["finished"], timeout=30)
+    assert "vanished" in gone.status.message
+    # ... and once the grace is over its Nodes are removed, so the job is requeued, not stuck.
+    x = wait_until(lambda: (j := registry.try_get(Job, "x")) and j.status.state is not S.RUNNING and j, 60,
+                   "x to leave RUNNING")
+    assert x.status.state in (S.RUN_TIMEOUT, S.RESTART_READY), x.status.state
+    assert x.status.placement is None or x.status.state is S.RUN_TIMEOUT
+    kill_agents(site.path)  # they outlived their allocation on purpose
+
+
+def test_submit_failed_for_an_unsupported_scheduler(registry: Registry, site: SiteConfig, manager: Manager) -> None:
+    make_site(registry, site, "pbs")
+    make_batchjob(registry, "p", nodes=1)
+    bj = wait_batchjob(registry, "p", ["submit_failed"], timeout=20)
+    assert "not supported" in bj.status.message
