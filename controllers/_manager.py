@@ -34,12 +34,15 @@ def job_indexers() -> dict[str, Any]:
 
 
 def default_reconcilers(hooks: HookRunner) -> list[Any]:
+    from .batch.elastic import ElasticQueueReconciler
+    from .batch.reconciler import BatchJobReconciler
     from .dependency import DependencyReconciler
     from .hook import HookReconciler
     from .placement.reconciler import PlacementReconciler
     from .transfer import transfer_reconcilers
 
-    return [DependencyReconciler(hooks), HookReconciler(hooks), PlacementReconciler(), *transfer_reconcilers(hooks)]
+    return [DependencyReconciler(hooks), HookReconciler(hooks), PlacementReconciler(), *transfer_reconcilers(hooks),
+            BatchJobReconciler(), ElasticQueueReconciler()]
 
 
 class ControllerManager:
