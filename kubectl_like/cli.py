@@ -89,9 +89,21 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from .commands import apply, create, delete, describe, diff, edit, get, init
+    from .commands import (
+        apply,
+        create,
+        delete,
+        describe,
+        diff,
+        edit,
+        get,
+        init,
+        wait,
+    )
 
     for mod in (init, apply, create, get, describe, delete, diff, edit):
+        cli.add_command(mod.command)
+    for mod in (wait,):
         cli.add_command(mod.command)
     from ._login import command as login
 
