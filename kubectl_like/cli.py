@@ -92,6 +92,7 @@ def _register() -> None:
     from .commands import (
         apply,
         create,
+        crds,
         delete,
         describe,
         diff,
@@ -101,7 +102,7 @@ def _register() -> None:
         wait,
     )
 
-    for mod in (init, apply, create, get, describe, delete, diff, edit):
+    for mod in (init, apply, create, get, describe, delete, diff, edit, crds):
         cli.add_command(mod.command)
     for mod in (wait,):
         cli.add_command(mod.command)
