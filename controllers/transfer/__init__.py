@@ -29,12 +29,13 @@ def task_indexers() -> dict[str, Any]:
 
 
 def transfer_reconcilers(hooks: HookRunner, providers: Providers | dict[str, Factory] | None = None,
-                         batch_size: int = 500, window: float = 0.5, **task_options: Any) -> list[Any]:
+                         batch_size: int = 500, window: float = 0.5, max_wait: float = 2.0,
+                         **task_options: Any) -> list[Any]:
     """The batcher, the task reconciler and the job reconciler, sharing one call pool."""
     if not isinstance(providers, Providers):
         providers = Providers(providers)
     return [
-        TransferBatcher(batch_size=batch_size, window=window),
+        TransferBatcher(batch_size=batch_size, window=window, max_wait=max_wait),
         TransferTaskReconciler(providers, ProviderCalls(), **task_options),
         TransferJobReconciler(hooks),
     ]

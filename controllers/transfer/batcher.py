@@ -2,9 +2,10 @@
 
 A job READY with filled stage-in slots (or POSTPROCESSED with stage-out slots) has one item
 per slot. Items that no TransferTask holds yet are grouped by (direction, location, site);
-a group becomes a TransferTask as soon as it has ``batch_size`` items, or when its oldest
-item has waited ``window`` seconds — so 1,000 jobs reading from one endpoint make two
-tasks, not 1,000. The wait is a ``requeue_after``, never a sleep.
+a group becomes a TransferTask as soon as it has ``batch_size`` items, or once no item has
+joined it for ``window`` seconds, or when its oldest item has waited ``max_wait`` seconds —
+so 1,000 jobs reading from one endpoint make two tasks, not 1,000, even while they trickle
+in, and a lone job waits only ``window``. The wait is a ``requeue_after``, never a sleep.
 
 One request per namespace: every job that starts waiting enqueues the same key, and a pass
 looks only at the jobs that changed since the last one (plus all waiting jobs on the first).
@@ -65,9 +66,10 @@ def resolve_site(job: Job, app: App | None, sites: Informer[Site]) -> Site | Non
 class TransferBatcher:
     name = "transfer-batch"
 
-    def __init__(self, batch_size: int = 500, window: float = 0.5) -> None:
+    def __init__(self, batch_size: int = 500, window: float = 0.5, max_wait: float = 2.0) -> None:
         self.batch_size = batch_size
         self.window = window
+        self.max_wait = max(max_wait, window)
         self._candidates: set[str] = set()
         self._full = True
         self._lock = threading.Lock()
@@ -124,7 +126,6 @@ class TransferBatcher:
             for item in plan_items(job, app, site, direction):  # type: ignore[arg-type]
                 if covering_task(tasks, direction, job, item.slot) is None:
                     groups[(direction, item.location, site.name)].append((since, item))
-                    keep.add(name)
         wait: float | None = None
         for (direction, location, site_name), items in groups.items():
             items.sort(key=lambda p: (p[0], p[1].job, p[1].slot))
@@ -134,13 +135,17 @@ class TransferBatcher:
                 items = items[self.batch_size:]
             if not items:
                 continue
-            age = (now - items[0][0]).total_seconds()
-            if age >= self.window:
+            oldest = (now - items[0][0]).total_seconds()
+            newest = (now - items[-1][0]).total_seconds()
+            if newest >= self.window or oldest >= self.max_wait:
                 self._make_task(ctx, req.namespace, direction, location, sites.get(site_name), [i for _, i in items])
             else:
-                wait = min(wait if wait is not None else self.window, self.window - age)
+                left = min(self.window - newest, self.max_wait - oldest)
+                wait = left if wait is None else min(wait, left)
+                keep.update(i.job for _, i in items)  # still gathering: look again next pass
+        # Jobs put into a task now are done here (if the write fails, on_write_failed rescans).
         with self._lock:
-            self._candidates |= keep  # the next pass sees them covered (or still waiting)
+            self._candidates |= keep
         return Result(requeue_after=max(wait, 0.001)) if wait is not None else None
 
     def _make_task(self, ctx: Context, namespace: str, direction: str, location: str, site: Site | None,

@@ -81,3 +81,22 @@ def test_missing_source_is_retried_then_fails_only_its_job_with_the_reason(regis
     assert t.status.state == "Failed" and t.status.attempts == 2
     assert [f.index for f in t.status.failed_items] == [next(i for i, it in enumerate(t.spec.items) if it.job == "j1")]
     assert get_condition(bad.status.conditions, "TransferStalled") is None
+
+
+def test_jobs_that_trickle_in_share_a_task_and_a_lone_job_waits_only_the_window(registry, site, remote, manager):
+    import time
+
+    make_site(registry, site)
+    make_app(registry)
+    for i in range(40):
+        (remote / f"in{i}.dat").write_text("x")
+    manager(window=0.4, max_wait=5.0)
+    for b in range(4):  # 4 bursts of 10 jobs, 0.1 s apart: closer than the window
+        make_jobs(registry, 10, lambda i, b=b: {"inp": f"local:{remote}/in{b * 10 + i}.dat"}, prefix=f"b{b}-")
+        time.sleep(0.1)
+    wait_states(registry, [f"b{b}-{i}" for b in range(4) for i in range(10)], DONE_IN)
+    assert [len(t.spec.items) for t in tasks(registry)] == [40]
+    t0 = time.monotonic()
+    make_jobs(registry, 1, lambda i: {"inp": f"local:{remote}/in0.dat"}, prefix="lone")
+    wait_states(registry, ["lone0"], DONE_IN)
+    assert 0.4 <= time.monotonic() - t0 < 3.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import cast
 
 import globus_sdk
 import pytest
@@ -41,8 +42,8 @@ def task_doc(task_id: str, status: str, **extra) -> RegisteredResponse:
 
 
 def submits() -> list[dict]:
-    return [json.loads(c.request.body) for c in responses.calls
-            if c.request.method == "POST" and c.request.url.endswith("/v0.10/transfer")]
+    return [json.loads(cast(bytes, c.request.body)) for c in responses.calls
+            if c.request.method == "POST" and str(c.request.url).endswith("/v0.10/transfer")]
 
 
 def setup(registry, site, n: int) -> list[Job]:
