@@ -8,7 +8,8 @@ Per backend, on a fresh store and a fresh site directory:
    dependency, hook and transfer reconcilers (default batch size and gathering window); the
    clock runs from the first create to the moment every job has passed STAGED_IN (it is then
    PREPROCESSED: the App has no preprocess hook);
-3. how many TransferTasks were made (batching: a handful, not N), and jobs/s end to end.
+3. how many TransferTasks were made (batching: a handful, not N), and jobs/s end to end;
+4. for context, the same jobs without a stage-in slot (the control plane's own cost).
 """
 
 from __future__ import annotations
@@ -64,7 +65,10 @@ def copy_loop(sources: list[Path], dest: Path) -> float:
     return time.perf_counter() - t0
 
 
-def run_system(ctx: Context, target: StoreTarget, root: Path, sources: list[Path]) -> dict[str, Any]:
+def run_system(ctx: Context, target: StoreTarget, root: Path, sources: list[Path],
+               transfers: bool = True) -> dict[str, Any]:
+    """Create one job per source and time until all are PREPROCESSED. ``transfers=False``: the
+    same jobs without a stage-in slot (CREATED → PREPROCESSED in one write), for comparison."""
     from controllers import ControllerManager
     from controllers.dependency import DependencyReconciler
     from controllers.hook import HookReconciler
@@ -72,15 +76,16 @@ def run_system(ctx: Context, target: StoreTarget, root: Path, sources: list[Path
     from controllers.transfer import TransferBatcher, transfer_reconcilers
 
     n = len(sources)
-    ns = f"bench-{uuid.uuid4().hex[:8]}" if target.shared else "default"
-    site_path = root / "site"
+    ns = f"{'transfers' if transfers else 'plain'}-{uuid.uuid4().hex[:8]}"  # each run its own namespace
+    site_path = root / ("site" if transfers else "site-plain")
     (site_path / "data").mkdir(parents=True)
     store = st.open_store(target.url)
     registry = Registry(store)
     registry.create(Site(metadata={"name": "bench", "namespace": ns},  # type: ignore[arg-type]
                          spec={"path": str(site_path), "transferLocations": {"remote": "file://"}}))
     registry.create(App(metadata={"name": "reader", "namespace": ns}, spec={  # type: ignore[arg-type]
-        "command": "cat in.dat", "transfers": {"inp": {"direction": "in", "localPath": "in.dat"}}}))
+        "command": "cat in.dat",
+        "transfers": {"inp": {"direction": "in", "localPath": "in.dat"}} if transfers else {}}))
     hooks = NoHooks()
     reconcilers = [DependencyReconciler(hooks), HookReconciler(hooks), *transfer_reconcilers(hooks)]
     batcher = next(r for r in reconcilers if isinstance(r, TransferBatcher))
@@ -91,7 +96,7 @@ def run_system(ctx: Context, target: StoreTarget, root: Path, sources: list[Path
     if not mgr.leading.wait(30):
         raise RuntimeError("the controller manager did not start leading")
     jobs = [Job(metadata={"name": f"t{i}", "namespace": ns},  # type: ignore[arg-type]
-                spec={"app": "reader", "workdir": f"w/{i}", "transfers": {"inp": f"remote:{src}"}})
+                spec={"app": "reader", "workdir": f"w/{i}", "transfers": {"inp": f"remote:{src}"} if transfers else {}})
             for i, src in enumerate(sources)]
     progress: list[tuple[float, int]] = []
     try:
@@ -118,15 +123,14 @@ def run_system(ctx: Context, target: StoreTarget, root: Path, sources: list[Path
         stop.set()
         thread.join(30)
     tasks = registry.list(TransferTask, ns)[0]
-    sample = [0, n // 2, n - 1]
-    for i in sample:
+    for i in [0, n // 2, n - 1] if transfers else []:
         got = (site_path / "data" / "w" / str(i) / "in.dat").read_bytes()
         if got != sources[i].read_bytes():
             raise RuntimeError(f"job t{i}'s copy differs from its source")
     store.close()
     return {"t_create": t_create, "t_all": t_all, "tasks": len(tasks), "made": batcher.tasks_created,
             "items_per_task": sorted(len(t.spec.items) for t in tasks), "progress": progress,
-            "batch_size": batcher.batch_size, "window": batcher.window}
+            "batch_size": batcher.batch_size, "window": batcher.window, "max_wait": batcher.max_wait}
 
 
 @scenario("transfers", help="N jobs with one file:// stage-in: TransferTasks made, apply → all STAGED_IN, "
@@ -153,17 +157,21 @@ def run_transfers(ctx: Context) -> Result:
                 sources.append(p)
             t_base = copy_loop(sources, root / "baseline")
             ctx.log(f"{b}: shutil.copy loop of {n} files: {t_base:.2f}s")
+            plain = run_system(ctx, target, root, sources, transfers=False)
+            ctx.log(f"{b}: the same {n} jobs without a stage-in reach PREPROCESSED in {plain['t_all']:.2f}s")
             out = run_system(ctx, target, root, sources)
             ctx.log(f"{b}: {n} jobs staged in {out['t_all']:.2f}s with {out['tasks']} TransferTasks")
             res.add("copy_loop_s", t_base, "s", f"shutil.copy loop, {n} files", backend=b, baseline=True)
             res.add("apply_to_staged_in_s", out["t_all"], "s", "create → every job past STAGED_IN", backend=b,
                     ratio_to="copy_loop_s", ratio_unit="× the copy loop")
+            res.add("no_transfer_s", plain["t_all"], "s", "the same jobs without a stage-in → PREPROCESSED",
+                    backend=b)
             res.add("create_s", out["t_create"], "s", "bulk_create of the jobs (inside the above)", backend=b)
             res.add("transfer_tasks", out["tasks"], "tasks", f"TransferTasks for {n} jobs", backend=b,
                     target=f"<= {max(1, -(-n // out['batch_size'])) + 2}", items_per_task=out["items_per_task"])
             res.add("jobs_per_s", n / out["t_all"], "jobs/s", "staged-in jobs per second, end to end", backend=b)
             res.series[f"{b}.progress"] = out["progress"]
-            res.inputs["batch_size"], res.inputs["window_s"] = out["batch_size"], out["window"]
+            res.inputs.update(batch_size=out["batch_size"], window_s=out["window"], max_wait_s=out["max_wait"])
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
