@@ -99,12 +99,13 @@ def _register() -> None:
         edit,
         get,
         init,
+        logs,
         wait,
     )
 
     for mod in (init, apply, create, get, describe, delete, diff, edit, crds):
         cli.add_command(mod.command)
-    for mod in (wait,):
+    for mod in (wait, logs):
         cli.add_command(mod.command)
     from ._login import command as login
 
