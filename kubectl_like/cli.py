@@ -110,6 +110,9 @@ def _register() -> None:
     from ._login import command as login
 
     cli.add_command(login)
+    from ._queue import command as queue
+
+    cli.add_command(queue)
 
 
 _register()
