@@ -126,8 +126,9 @@ class JobStatus(Model):
     placement: Placement | None = None
     attempts: int = 0
     output_tail: str | None = None
-    result: Any = None
-    exception: str | None = None
+    result: Any = None  # run()'s return value (apis/_pycodec.py: inline, pickled or a file)
+    exception: str | None = None  # "Type: message" of the exception run() raised
+    exception_data: str | None = None  # that exception, pickled (base64), for result() to re-raise
     conditions: list[Condition] = Field(default_factory=list)
     history: list[HistoryEvent] = Field(default_factory=list)
     observed_generation: int | None = None
@@ -188,6 +189,10 @@ class PythonAppRef(Model):
     module: str | None = None
     class_name: str = Field(alias="class")
     payload: str | None = None  # base64 cloudpickle of a class defined in __main__ or a notebook
+    # Hooks the class defines (the others take their default step without running any code);
+    # None (a manifest that does not say): every hook runs the class's code.
+    hooks: list[Literal["preprocess", "postprocess", "handle_error", "handle_timeout"]] | None = None
+    hook_timeout_seconds: float | None = Field(None, gt=0)  # None: the controller manager's default
 
 
 class AppSpec(Model):
