@@ -1,0 +1,360 @@
+"""``ApplicationDefinition``: Balsam's way of declaring an App as a Python class.
+
+    class Hello(ApplicationDefinition):
+        site = "laptop"
+        command_template = "echo Hello, {{ say_hello_to }}!"
+
+        def postprocess(self):
+            self.job.data = {**self.job.data, "greeted": True}
+
+    class Adder(ApplicationDefinition):
+        def run(self, x, y):
+            return x + y
+
+    Hello.sync()                                    # the App resource "hello"
+    job = Adder.submit("test/123", x=3, y=7)        # a Job (saved)
+    assert job.result() == 10
+
+The App resource takes the class's name in lowercase (``Adder`` → ``adder``; ``_`` becomes
+``-``; ``app_name`` overrides). ``sync()`` writes it: command template, parameters (inferred
+from the template's variables, or from ``run()``'s signature, unless ``parameters`` says
+more), transfer slots, environment, cleanup files, shell preamble, and ``python:`` — the
+class by module path, or by value (cloudpickle) when it cannot be imported by path (defined
+in ``__main__``, a notebook, or a function). ``python.hooks`` lists the hooks the class
+defines: the controllers run those, out of process, and take the default step for the others.
+
+Hooks see the job as ``self.job`` and may set ``self.job.state``, change ``self.job.data``
+(assigning a new dict, or in place) and other fields, and create Jobs (``Job.objects.create``,
+``bulk_create``, ``App.submit``): those are created in the same write as the hook's step.
+A hook that leaves the state alone takes the default: ``preprocess`` → PREPROCESSED,
+``postprocess`` → POSTPROCESSED, ``handle_error`` → FAILED (or RESTART_READY when the job's
+retry policy allows), ``handle_timeout`` → RESTART_READY while the retry limit allows (3 by
+default), then FAILED. The base class's hooks do nothing, so ``super().handle_timeout()``
+keeps that bound.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ._errors import AlreadyExists, Invalid, NotFound
+from ._pycodec import b64pickle, encode_params
+
+if TYPE_CHECKING:
+    from ._kinds import App, Job
+    from ._registry import Registry
+
+HOOKS = ("preprocess", "postprocess", "handle_error", "handle_timeout")
+
+#: Job keywords ``submit`` recognises; every other keyword is a parameter of the App.
+JOB_KEYWORDS = frozenset({
+    "name", "namespace", "tags", "labels", "annotations", "generate_name", "data", "parameters",
+    "parent_ids", "parents", "transfers", "priority", "retry", "on_parent_failure", "suspend",
+    "site_name", "num_nodes", "ranks_per_node", "threads_per_rank", "threads_per_core", "gpus_per_rank",
+    "node_packing_count", "launch_params", "wall_time_min",
+})
+
+_NOT_DNS = re.compile(r"[^a-z0-9.-]+")
+
+
+def app_resource_name(class_name: str) -> str:
+    """``Adder`` → ``adder``; ``My_App`` → ``my-app`` (a DNS-1123 name, as resources need)."""
+    name = _NOT_DNS.sub("-", class_name.lower()).strip("-.")
+    return name or "app"
+
+
+def _defines(cls: type, attr: str) -> bool:
+    """Whether ``cls`` (or a base below ApplicationDefinition) defines ``attr`` itself."""
+    for k in cls.__mro__:
+        if k is ApplicationDefinition:
+            return False
+        if attr in vars(k):
+            return True
+    return False
+
+
+def _importable_by_path(cls: type) -> bool:
+    mod = sys.modules.get(cls.__module__)
+    if cls.__module__ in ("__main__", "__mp_main__") or mod is None or not getattr(mod, "__file__", None):
+        return False
+    if "<" in cls.__qualname__:  # defined in a function
+        return False
+    obj: Any = mod
+    for part in cls.__qualname__.split("."):
+        obj = getattr(obj, part, None)
+    return obj is cls
+
+
+def _by_value_payload(cls: type) -> str:
+    import cloudpickle
+
+    mod = sys.modules.get(cls.__module__)
+    register = mod is not None and cls.__module__ not in ("__main__", "__mp_main__") and "<" not in cls.__qualname__
+    if register:
+        cloudpickle.register_pickle_by_value(mod)
+    try:
+        return b64pickle(cls)
+    finally:
+        if register:
+            cloudpickle.unregister_pickle_by_value(mod)
+
+
+class ApplicationDefinition:
+    """Base class of Python-declared Apps (see the module docstring)."""
+
+    #: Site whose agents run this App (Balsam's ``site``); None: any.
+    site: ClassVar[str | None] = None
+    #: Jinja2 command template; every value substituted is shell-quoted.
+    command_template: ClassVar[str] = ""
+    #: ``{name: {"required": bool, "default": str, "help": str}}``, merged over the inferred ones.
+    parameters: ClassVar[dict[str, Any]] = {}
+    environment_variables: ClassVar[dict[str, str]] = {}
+    cleanup_files: ClassVar[list[str]] = []
+    #: ``{slot: {"direction": "in"|"out", "local_path": ..., "required": ..., "recursive": ..., "description": ...}}``
+    transfers: ClassVar[dict[str, Any]] = {}
+    #: Resource name of the App (default: from the class name).
+    app_name: ClassVar[str | None] = None
+    #: Seconds a hook of this App may run before it is killed and the job FAILED (None: the site's default).
+    hook_timeout: ClassVar[float | None] = None
+    description: ClassVar[str] = ""
+
+    _synced: ClassVar[dict[tuple[int, str, str], str]] = {}
+    _sync_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, job: Job | bytes | str | None = None) -> None:
+        self._job_src = job
+
+    @property
+    def job(self) -> Job:
+        """The Job this hook (or ``run()``) works on."""
+        src = self._job_src
+        if isinstance(src, (bytes, str)):
+            from ._kinds import Job
+
+            src = Job.model_validate_json(src)
+            self._job_src = src
+        if src is None:
+            raise AttributeError("this ApplicationDefinition instance is not bound to a job")
+        return src
+
+    @job.setter
+    def job(self, value: Job) -> None:
+        self._job_src = value
+
+    # --- hooks: the base ones do nothing, so the default step follows --------------------
+
+    def shell_preamble(self) -> str | list[str]:
+        """Shell lines run before the command (``module load ...``)."""
+        return ""
+
+    def preprocess(self) -> None:
+        """Called in STAGED_IN; the job goes PREPROCESSED unless the hook sets another state."""
+
+    def postprocess(self) -> None:
+        """Called in RUN_DONE; the job goes POSTPROCESSED unless the hook sets another state."""
+
+    def handle_error(self) -> None:
+        """Called in RUN_ERROR; the job goes FAILED (or per its retry policy) unless the hook sets a state."""
+
+    def handle_timeout(self) -> None:
+        """Called in RUN_TIMEOUT; the job goes RESTART_READY (bounded retries) unless the hook sets a state."""
+
+    # --- the App resource ------------------------------------------------------------------
+
+    @classmethod
+    def resource_name(cls) -> str:
+        return cls.app_name or app_resource_name(cls.__name__)
+
+    @classmethod
+    def is_python_app(cls) -> bool:
+        return callable(getattr(cls, "run", None))
+
+    @classmethod
+    def defined_hooks(cls) -> list[str]:
+        return [h for h in HOOKS if _defines(cls, h)]
+
+    @classmethod
+    def _parameters(cls) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        if cls.is_python_app():
+            sig = inspect.signature(cls.run)  # type: ignore[attr-defined]
+            for i, (name, p) in enumerate(sig.parameters.items()):
+                if i == 0 or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
+                    continue  # self, *args, **kwargs
+                required = p.default is inspect.Parameter.empty
+                out[name] = {"required": required, "default": None if required else repr(p.default)[:200]}
+        elif cls.command_template:
+            from ._templates import template_variables
+
+            for name in sorted(template_variables(cls.command_template)):
+                out[name] = {"required": True}
+        for name, p in (cls.parameters or {}).items():
+            user = dict(p) if isinstance(p, dict) else {"default": None if p is None else str(p)}
+            merged = dict(out.get(name, {"required": True}))
+            merged.update(user)
+            if merged.get("default") is not None:
+                merged["default"] = str(merged["default"])
+                if "required" not in user:
+                    merged["required"] = False
+            out[name] = merged
+        return out
+
+    @classmethod
+    def _preamble(cls) -> str | None:
+        pre: Any = vars(cls).get("shell_preamble") if isinstance(vars(cls).get("shell_preamble"), str) else None
+        if pre is None:
+            try:
+                pre = cls.shell_preamble(cls.__new__(cls))
+            except Exception as e:  # noqa: BLE001
+                raise Invalid(f"{cls.__name__}.shell_preamble() raised {type(e).__name__}: {e}") from None
+        if isinstance(pre, (list, tuple)):
+            pre = "\n".join(str(x) for x in pre)
+        return str(pre).strip() or None
+
+    @classmethod
+    def to_app(cls, namespace: str = "default", *, by_value: bool | None = None) -> App:
+        """The App resource this class declares (not saved)."""
+        from ._kinds import App
+
+        value = by_value if by_value is not None else not _importable_by_path(cls)
+        python: dict[str, Any] = {
+            "module": None if value else cls.__module__,
+            "class": cls.__qualname__,
+            "payload": _by_value_payload(cls) if value else None,
+            "hooks": cls.defined_hooks(),
+            "hookTimeoutSeconds": cls.hook_timeout,
+        }
+        spec: dict[str, Any] = {
+            "site": cls.site,
+            "parameters": cls._parameters(),
+            "transfers": {k: dict(v) for k, v in (cls.transfers or {}).items()},
+            "environment": {str(k): str(v) for k, v in (cls.environment_variables or {}).items()},
+            "cleanupFiles": list(cls.cleanup_files or []),
+            "preamble": cls._preamble(),
+            "python": {k: v for k, v in python.items() if v is not None},
+            "description": (cls.description or inspect.cleandoc(vars(cls).get("__doc__") or "").split("\n")[0])[:500],
+        }
+        if not cls.is_python_app():
+            if not cls.command_template:
+                raise Invalid(f"{cls.__name__}: define command_template or a run() method")
+            spec["command"] = textwrap.dedent(cls.command_template).strip()
+        return App(metadata={"name": cls.resource_name(), "namespace": namespace}, spec=spec)  # type: ignore[arg-type]
+
+    @classmethod
+    def _registry(cls) -> Registry:
+        from ._config import default_registry
+
+        return default_registry()
+
+    @classmethod
+    def sync(cls, *, namespace: str = "default", by_value: bool | None = None) -> App:
+        """Create or update the App resource (``balsamctl get apps`` lists it)."""
+        reg = cls._registry()
+        want = cls.to_app(namespace, by_value=by_value)
+        from ._kinds import App
+
+        for _ in range(20):
+            cur = reg.try_get(App, want.name, namespace)
+            try:
+                if cur is None:
+                    app = reg.create(want)
+                elif cur.spec == want.spec:
+                    app = cur
+                else:
+                    new = cur.model_copy(deep=True)
+                    new.spec = want.spec
+                    app = reg.update(cur, new)
+            except (AlreadyExists, NotFound):
+                continue
+            except Exception as e:
+                from ._errors import Conflict
+
+                if isinstance(e, Conflict):
+                    continue
+                raise
+            with cls._sync_lock:
+                cls._synced[(id(reg), namespace, cls.__qualname__)] = app.name
+            return app
+        raise Invalid(f"could not sync app {want.name}: it kept changing")
+
+    @classmethod
+    def _ensure_app(cls, namespace: str) -> str:
+        """The App's name; syncs it once per process when it does not exist yet (an existing
+        App is used as it is: ``sync()`` is how it is updated)."""
+        reg = cls._registry()
+        key = (id(reg), namespace, cls.__qualname__)
+        name = cls._synced.get(key)
+        if name is not None:
+            return name
+        from ._kinds import App
+
+        name = cls.resource_name()
+        if reg.try_get(App, name, namespace) is None:
+            return cls.sync(namespace=namespace).name
+        with cls._sync_lock:
+            cls._synced[key] = name
+        return name
+
+    @classmethod
+    def submit(cls, workdir: str | Path, save: bool = True, **kwargs: Any) -> Job:
+        """A Job of this App in ``workdir`` (relative to the site's ``data/``). Job keywords
+        (``tags``, ``data``, ``parent_ids``, ``num_nodes``, ...) go to the Job, every other
+        keyword is a parameter. ``save=False`` returns it unsaved (for ``bulk_create``)."""
+        from ._kinds import Job
+
+        job_kw = {k: v for k, v in kwargs.items() if k in JOB_KEYWORDS}
+        params = dict(job_kw.pop("parameters", None) or {})
+        params.update({k: v for k, v in kwargs.items() if k not in JOB_KEYWORDS})
+        cls._check_parameters(params)
+        namespace = str(job_kw.get("namespace") or "default")
+        app = cls._ensure_app(namespace)
+        encoded = encode_params(params) if cls.is_python_app() else params
+        job = Job.model_validate({"app_id": app, "workdir": str(workdir), "parameters": encoded, **job_kw})
+        if save:
+            job.save()
+        return job
+
+    @classmethod
+    def _check_parameters(cls, params: dict[str, Any]) -> None:
+        if cls.is_python_app():
+            try:
+                inspect.signature(cls.run).bind(None, **params)  # type: ignore[attr-defined]
+            except TypeError as e:
+                raise TypeError(f"{cls.__name__}.run(): {e}") from None
+            return
+        declared = cls._parameters()
+        unknown = sorted(set(params) - set(declared))
+        if unknown:
+            raise Invalid(f"{cls.__name__}: unknown parameter(s) {', '.join(unknown)} "
+                          f"(declared: {', '.join(sorted(declared)) or 'none'})")
+        missing = sorted(n for n, p in declared.items()
+                         if p.get("required", True) and p.get("default") is None and n not in params)
+        if missing:
+            raise Invalid(f"{cls.__name__}: missing required parameter(s) {', '.join(missing)}")
+
+
+def load_app_class(ref: dict[str, Any]) -> type[ApplicationDefinition]:
+    """The class an App's ``python:`` names: imported by module path, else unpickled."""
+    import importlib
+
+    module, qualname, payload = ref.get("module"), ref.get("class") or ref.get("className"), ref.get("payload")
+    err: Exception | None = None
+    if module:
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in str(qualname).split("."):
+                obj = getattr(obj, part)
+            return obj  # type: ignore[no-any-return]
+        except (ImportError, AttributeError) as e:
+            err = e
+    if payload:
+        from ._pycodec import b64unpickle
+
+        return b64unpickle(payload)  # type: ignore[no-any-return]
+    raise ImportError(f"cannot load app class {module}.{qualname}: {err}")

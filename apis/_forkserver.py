@@ -1,0 +1,313 @@
+"""A fork server: one warm Python process that forks a fresh child for every task.
+
+Starting a Python interpreter and importing ``apis`` costs ~0.35 s of CPU; forking a process
+that has already done so costs about a millisecond. Python apps (``run()``) and lifecycle hooks
+therefore run in children forked from a server started once (by a node agent for its Python
+apps, by the controller manager for hooks). Each task still gets a process of its own: its
+own session and process group, working directory, environment, ``stdout``/``stderr`` file,
+and nothing it does can reach the server or the next task.
+
+Protocol over the server's stdin/stdout: 4-byte big-endian length, then a pickle.
+
+* client → server: ``("spawn", token, spec)``; ``spec`` has ``task`` (``"run"`` or
+  ``"hook"``: a function of :mod:`apis._pyexec`), ``cwd`` (created), ``env`` (the whole
+  environment), ``stdout`` (file for stdout and stderr), ``append`` (else truncated), and what
+  the task needs.
+* server → client: ``("spawned", token, pid)``, ``("failed", token, message)``, and
+  ``("exit", pid, code)`` when a child ends (``code`` as ``os.waitstatus_to_exitcode``:
+  negative for a signal). A child's ``exit`` always comes after its ``spawned``.
+
+When a child exits, the rest of its process group gets SIGKILL before the child is reaped (as
+the node agent's reaper does), so a task's leftovers die with it. When its stdin closes (the
+client stopped or died), the server kills every child's process group and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import pickle
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+_HEADER = 4
+
+
+def _write_msg(fd: int, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    buf = memoryview(len(data).to_bytes(_HEADER, "big") + data)
+    while buf:
+        n = os.write(fd, buf)
+        buf = buf[n:]
+
+
+# --- the server (runs in its own process) -----------------------------------------------
+
+
+class _Server:
+    def __init__(self, in_fd: int, out_fd: int) -> None:
+        self.in_fd = in_fd
+        self.out_fd = out_fd
+        self.children: set[int] = set()
+        self.devnull = os.open(os.devnull, os.O_RDWR)
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self.sel = selectors.DefaultSelector()
+        self.buf = bytearray()
+
+    def send(self, msg: Any) -> None:
+        _write_msg(self.out_fd, msg)
+
+    def serve(self) -> int:
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.sel.register(self.in_fd, selectors.EVENT_READ)
+        self.sel.register(self.wake_r, selectors.EVENT_READ)
+        while True:
+            for key, _ in self.sel.select():
+                if key.fd == self.wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(self.wake_r, 4096):
+                            pass
+                elif not self._read_requests():
+                    self._shutdown()
+                    return 0
+            self._reap()
+
+    def _read_requests(self) -> bool:
+        data = os.read(self.in_fd, 1 << 16)
+        if not data:
+            return False
+        self.buf += data
+        while len(self.buf) >= _HEADER:
+            n = int.from_bytes(self.buf[:_HEADER], "big")
+            if len(self.buf) < _HEADER + n:
+                break
+            msg = pickle.loads(self.buf[_HEADER:_HEADER + n])
+            del self.buf[:_HEADER + n]
+            if msg[0] == "spawn":
+                self._spawn(msg[1], msg[2])
+        return True
+
+    def _spawn(self, token: Any, spec: dict[str, Any]) -> None:
+        for f in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                f.flush()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            self.send(("failed", token, f"fork failed: {e}"))
+            return
+        if pid == 0:  # the child: never returns
+            _child(spec, self.devnull, (self.in_fd, self.out_fd, self.wake_r, self.wake_w, self.sel))
+        self.children.add(pid)
+        self.send(("spawned", token, pid))
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None:
+                return
+            pid = info.si_pid
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)  # its group, while the zombie pins the id
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                continue
+            self.children.discard(pid)
+            self.send(("exit", pid, os.waitstatus_to_exitcode(status)))
+
+    def _shutdown(self) -> None:
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        for pid in list(self.children):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
+def _child(spec: dict[str, Any], devnull: int, inherited: tuple[Any, ...]) -> None:
+    code = 1
+    try:
+        os.setsid()
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        *fds, sel = inherited
+        with contextlib.suppress(Exception):
+            sel.close()
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        cwd = spec["cwd"]
+        os.makedirs(cwd, exist_ok=True)
+        os.chdir(cwd)
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if spec.get("append") else os.O_TRUNC)
+        out = os.open(spec["stdout"], flags, 0o644)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(out)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        os.environ.clear()
+        os.environ.update(spec["env"])
+        sys.argv = [str(spec.get("argv0", "balsam-task"))]
+        from . import _pyexec
+
+        code = _pyexec.TASKS[spec["task"]](spec)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # noqa: BLE001 - reported in the task's output file
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+        code = 1
+    finally:
+        for f in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                f.flush()
+        os._exit(code if 0 <= code <= 255 else 1)
+
+
+def main() -> int:
+    """``python -m apis._forkserver``: serve on stdin/stdout until stdin closes."""
+    in_fd, out_fd = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)  # stray prints of the server (or a child before its redirect) go to stderr
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the client decides when we stop: EOF
+    # Warm up: everything a task needs, imported once, then frozen out of the GC's reach
+    # so that children do not copy-on-write the heap by walking it.
+    import apis  # noqa: F401
+    from apis import _pyexec  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
+    return _Server(in_fd, out_fd).serve()
+
+
+# --- the client -------------------------------------------------------------------------
+
+#: ``on_message(generation, message)``; ``("died", reason)`` when the server goes away.
+OnMessage = Callable[[int, tuple[Any, ...]], None]
+
+
+class ForkServerError(Exception):
+    """The fork server could not be started or reached."""
+
+
+class ForkServer:
+    """A handle on a fork server process, started on first use (and again after it died).
+
+    ``spawn(token, spec)`` returns the server's generation; the answers arrive through
+    ``on_message(generation, msg)`` on a reader thread, in the order the server sent them.
+    After ``("died", ...)`` of a generation, none of its children will be reported again."""
+
+    def __init__(self, on_message: OnMessage, *, name: str = "forkserver", env: dict[str, str] | None = None,
+                 stderr: str | os.PathLike[str] | None = None) -> None:
+        self._on_message = on_message
+        self._name = name
+        self._env = env
+        self._stderr_path = stderr
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stdin: IO[bytes] | None = None
+        self._generation = 0
+        self._closed = False
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _start(self) -> None:
+        stderr: Any = None
+        if self._stderr_path is not None:
+            stderr = open(self._stderr_path, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "apis._forkserver"], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=stderr, env=self._env, close_fds=True)
+        except OSError as e:
+            raise ForkServerError(f"cannot start the {self._name}: {e}") from None
+        finally:
+            if stderr is not None:
+                stderr.close()
+        self._generation += 1
+        self._proc, self._stdin = proc, proc.stdin
+        t = threading.Thread(target=self._read_loop, args=(proc, self._generation), name=f"{self._name}-reader",
+                             daemon=True)
+        t.start()
+
+    def spawn(self, token: Any, spec: dict[str, Any]) -> int:
+        """Ask for a child; returns the generation its answers will carry."""
+        data = pickle.dumps(("spawn", token, spec), protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            if self._closed:
+                raise ForkServerError(f"the {self._name} is closed")
+            if self._proc is None or self._proc.poll() is not None:
+                self._start()
+            assert self._stdin is not None
+            try:
+                self._stdin.write(len(data).to_bytes(_HEADER, "big") + data)
+                self._stdin.flush()
+            except (BrokenPipeError, OSError) as e:
+                self._proc = None
+                raise ForkServerError(f"the {self._name} went away: {e}") from None
+            return self._generation
+
+    def _read_loop(self, proc: subprocess.Popen[bytes], generation: int) -> None:
+        f = proc.stdout
+        assert f is not None
+        reason = "its output closed"
+        try:
+            while True:
+                head = f.read(_HEADER)
+                if len(head) < _HEADER:
+                    break
+                body = f.read(int.from_bytes(head, "big"))
+                self._on_message(generation, pickle.loads(body))
+        except Exception as e:  # noqa: BLE001 - the server is gone either way
+            reason = f"{type(e).__name__}: {e}"
+        code = proc.wait()
+        with self._lock:
+            if self._proc is proc:
+                self._proc = None
+        if not self._closed:
+            log.warning("%s exited (code %s; %s)", self._name, code, reason)
+        self._on_message(generation, ("died", f"the {self._name} exited with code {code}"))
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the server (it kills the children it still has)."""
+        with self._lock:
+            self._closed = True
+            proc, stdin = self._proc, self._stdin
+            self._proc = None
+        if proc is None:
+            return
+        with contextlib.suppress(Exception):
+            assert stdin is not None
+            stdin.close()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""How Python values travel through the store: a Python app's arguments, results and exceptions.
+
+Job parameters are strings (``spec.parameters``: ``{name: str}``), so a Python app's arguments
+are encoded one by one:
+
+* a value that JSON carries exactly (``None``, ``bool``, ``int``, ``float``, ``str`` and lists
+  and string-keyed dicts of those) is stored as its JSON text: ``x=3`` → ``"3"``, ``s="hi"`` →
+  ``'"hi"'`` — readable in ``balsamctl get job -o yaml``;
+* anything else (a tuple, a numpy array, an object) is ``"cloudpickle:" + base64(cloudpickle)``.
+
+Decoding inverts that; a value that is neither (a parameter written by hand in YAML, such as
+``name: world``) is passed through as the string itself.
+
+``run()``'s return value goes to ``status.result``: the JSON value itself when JSON carries it
+exactly (``result: 10``), else ``{"$cloudpickle": base64}``. A result whose encoding is larger
+than :data:`INLINE_CAP` bytes is written to ``job.result.pkl`` in the job's workdir and
+``status.result`` is ``{"$file": "/abs/path/job.result.pkl", "bytes": N}`` (the reader needs the
+workdir's filesystem, as with every other output of the job); a result larger than
+:data:`FILE_CAP` bytes is refused (:class:`ResultTooLarge`, raised in the app's process, so the
+job ends in RUN_ERROR). An exception raised by ``run()`` is kept as text in
+``status.exception`` (``"ValueError: bad x"``) and pickled in ``status.exceptionData`` (when it
+pickles within :data:`INLINE_CAP`), so that ``job.result()`` re-raises the same exception.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from typing import Any
+
+import cloudpickle
+
+#: Largest encoded result or exception kept inside the job (bytes of base64/JSON text).
+INLINE_CAP = 16 * 1024
+#: Largest pickled result written to the workdir (bytes); larger ones fail the run.
+FILE_CAP = 1024**3
+#: File a large result is written to, in the job's workdir.
+RESULT_FILE = "job.result.pkl"
+
+PICKLE_PREFIX = "cloudpickle:"
+_TAGS = ("$cloudpickle", "$file")
+
+
+class ResultTooLarge(Exception):
+    """``run()`` returned a value whose pickle exceeds :data:`FILE_CAP`."""
+
+
+def _json_exact(v: Any, depth: int = 0) -> bool:
+    """True when ``json.loads(json.dumps(v)) == v`` with the same types all the way down."""
+    if depth > 50:
+        return False
+    t = type(v)
+    if v is None or t is bool or t is int or t is str:
+        return True
+    if t is float:
+        return math.isfinite(v)
+    if t is list:
+        return all(_json_exact(x, depth + 1) for x in v)
+    if t is dict:
+        return all(type(k) is str and _json_exact(x, depth + 1) for k, x in v.items())
+    return False
+
+
+def b64pickle(v: Any) -> str:
+    return base64.b64encode(cloudpickle.dumps(v)).decode("ascii")
+
+
+def b64unpickle(s: str) -> Any:
+    return cloudpickle.loads(base64.b64decode(s))
+
+
+# --- parameters --------------------------------------------------------------------------
+
+
+def encode_param(v: Any) -> str:
+    if _json_exact(v):
+        return json.dumps(v, separators=(",", ":"))
+    return PICKLE_PREFIX + b64pickle(v)
+
+
+def decode_param(s: str) -> Any:
+    if s.startswith(PICKLE_PREFIX):
+        return b64unpickle(s[len(PICKLE_PREFIX):])
+    try:
+        return json.loads(s)
+    except ValueError:
+        return s  # written by hand (YAML, the CLI): the string itself
+
+
+def encode_params(params: dict[str, Any]) -> dict[str, str]:
+    return {str(k): encode_param(v) for k, v in params.items()}
+
+
+def decode_params(params: dict[str, str]) -> dict[str, Any]:
+    return {k: decode_param(v) for k, v in params.items()}
+
+
+# --- results -----------------------------------------------------------------------------
+
+
+def _is_tagged(v: Any) -> bool:
+    return type(v) is dict and len(v) >= 1 and next(iter(v)) in _TAGS
+
+
+def encode_result(v: Any, file_path: str) -> tuple[Any, bytes | None]:
+    """(what goes to ``status.result``, bytes to write to ``file_path`` or None)."""
+    if _json_exact(v) and not _is_tagged(v):
+        text = json.dumps(v, separators=(",", ":"))
+        if len(text) <= INLINE_CAP:
+            return v, None
+    data = cloudpickle.dumps(v)
+    if len(data) * 4 // 3 + 4 <= INLINE_CAP:
+        return {"$cloudpickle": base64.b64encode(data).decode("ascii")}, None
+    if len(data) > FILE_CAP:
+        raise ResultTooLarge(f"run() returned {len(data):,} bytes pickled; the limit is {FILE_CAP:,} "
+                             f"(write large outputs to files in the workdir instead)")
+    return {"$file": file_path, "bytes": len(data)}, data
+
+
+def decode_result(v: Any) -> Any:
+    """The Python value of ``status.result`` (reads the result file for ``$file``)."""
+    if type(v) is dict and "$cloudpickle" in v:
+        return b64unpickle(v["$cloudpickle"])
+    if type(v) is dict and "$file" in v:
+        with open(v["$file"], "rb") as f:
+            return cloudpickle.load(f)
+    return v
+
+
+def encode_exception(e: BaseException) -> tuple[str, str | None]:
+    """(``"Type: message"``, base64 pickle of the exception or None if it does not pickle
+    or is larger than :data:`INLINE_CAP`)."""
+    text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    try:
+        data = b64pickle(e)
+    except Exception:  # noqa: BLE001 - an exception holding a socket, a lock...
+        return text, None
+    return text, (data if len(data) <= INLINE_CAP else None)

@@ -1,0 +1,148 @@
+"""What a fork-server child does: run a Python app's ``run()``, or one lifecycle hook.
+
+Both run in a fresh process (:mod:`apis._forkserver`) whose cwd is the job's workdir and whose
+environment carries ``BALSAM_SITE_PATH`` (so ``site_config.data_path`` works) and
+``BALSAM_STORE`` (so ``Job.objects`` reaches the site's store). Each writes a small JSON
+handoff file (``spec["result_path"]``) that its parent reads when the process exits:
+
+* ``run``: ``{"result": ...}`` or ``{"exception": "Type: msg", "exceptionData": b64, "traceback": tail}``
+  (see :mod:`apis._pycodec`); exit code 0, or 1 when ``run()`` raised (the traceback is
+  printed to ``job.out`` too).
+* ``hook``: ``{"state", "data", "fields", "newJobs"}`` or ``{"error": "Type: msg\\n<traceback tail>"}``.
+  Jobs the hook creates are captured (not written) and created by the hook reconciler in
+  the same write as the hook's step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+TRACEBACK_LINES = 15
+TRACEBACK_CHARS = 2000
+
+
+def _write_json(path: str, doc: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, separators=(",", ":"), default=str)
+    os.replace(tmp, path)
+
+
+def traceback_tail(text: str) -> str:
+    lines = text.rstrip().splitlines()[-TRACEBACK_LINES:]
+    return "\n".join(lines)[-TRACEBACK_CHARS:]
+
+
+def _extend_sys_path(spec: dict[str, Any]) -> None:
+    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    apps_dir = spec.get("apps_dir")
+    if apps_dir and os.path.isdir(apps_dir):
+        extra.append(apps_dir)
+    for p in reversed(extra):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+
+
+def run_app(spec: dict[str, Any]) -> int:
+    """``run()`` with the job's parameters; the value or exception goes to the handoff file."""
+    from ._appdef import load_app_class
+    from ._pycodec import RESULT_FILE, decode_params, encode_exception, encode_result
+
+    result_path = spec["result_path"]
+    large = os.path.join(os.getcwd(), RESULT_FILE)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(large)  # an earlier attempt's
+    _extend_sys_path(spec)
+    try:
+        cls = load_app_class(spec["app"])
+        params = decode_params(spec["parameters"])
+        app = cls(spec["job"])
+        value = app.run(**params)  # type: ignore[attr-defined]
+        encoded, data = encode_result(value, large)
+        if data is not None:
+            tmp = large + ".tmp"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, large)
+    except Exception as e:  # noqa: BLE001 - the app's error is the job's result
+        tb = traceback.format_exc()
+        sys.stderr.write(tb)
+        text, pickled = encode_exception(e)
+        doc: dict[str, Any] = {"exception": text, "traceback": traceback_tail(tb)}
+        if pickled is not None:
+            doc["exceptionData"] = pickled
+        _write_json(result_path, doc)
+        return 1
+    _write_json(result_path, {"result": encoded})
+    return 0
+
+
+class _Capture:
+    """Jobs a hook creates: named now (generateName resolved), created later by the reconciler."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, Any] = {}
+
+    def __call__(self, objs: list[Any]) -> list[Any] | None:
+        from ._kinds import Job
+
+        if not objs or not all(isinstance(o, Job) for o in objs):
+            return None  # not jobs: written as usual
+        out = []
+        for o in objs:
+            n = o.model_copy(deep=True)
+            n.ensure_identity()
+            self.jobs[n.name] = n
+            out.append(n)
+        return out
+
+
+def run_hook(spec: dict[str, Any]) -> int:
+    """One hook on ``self.job``; its outcome goes to the handoff file."""
+    from . import _client
+    from ._appdef import load_app_class
+    from ._kinds import Job
+
+    _extend_sys_path(spec)
+    hook = spec["hook"]
+    outcome: dict[str, Any]
+    try:
+        job = Job.model_validate_json(spec["job"])
+        job.metadata.resource_version = spec.get("resource_version")
+        before_state = job.status.state
+        before_data = copy.deepcopy(job.spec.data)
+        capture = _Capture()
+        _client.set_create_interceptor(capture)
+        cls = load_app_class(spec["app"])
+        app = cls(job)
+        getattr(app, hook)()
+        pending = dict(job._pending)
+        state = job.status.state.value if job.status.state != before_state else None
+        data = job.spec.data if job.spec.data != before_data else None
+        fields = {k: _plain(getattr(job, k)) for k in pending if k not in ("state", "data")}
+        outcome = {"state": state, "data": data, "fields": fields,
+                   "newJobs": [j.to_dict() for j in capture.jobs.values()]}
+        json.dumps(outcome, default=str)  # fails here, not in the parent, if it cannot be sent
+    except BaseException as e:  # noqa: BLE001 - a hook that raises fails its job, nothing else
+        tb = traceback.format_exc()
+        sys.stderr.write(tb)
+        head = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        outcome = {"error": f"{head}\n{traceback_tail(tb)}"}
+    _write_json(spec["result_path"], outcome)
+    return 0
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    return v
+
+
+TASKS: dict[str, Callable[[dict[str, Any]], int]] = {"run": run_app, "hook": run_hook}
