@@ -1,12 +1,14 @@
 """balsamctl's resource model and Python client: the user's whole vocabulary.
 
-    from apis import Job, App, Site, BatchJob
+    from apis import Job, App, Site, BatchJob, ApplicationDefinition
     jobs = Job.objects.filter(state="FAILED", tags={"experiment": "foo"})
+    job = Adder.submit("test/1", x=3, y=7); job.result()   # Python apps as futures
 """
 
 from __future__ import annotations
 
 from . import _live_edits  # noqa: F401  - registers the admission check for edits of live Jobs
+from ._appdef import ApplicationDefinition
 from ._client import DoesNotExist, Manager, MultipleObjectsReturned
 from ._config import (
     SiteConfig,
@@ -28,6 +30,7 @@ from ._errors import (
     SiteNotFound,
     StoreUnavailable,
 )
+from ._futures import JobDeleted, JobFailed, NoResult, WaitResult
 from ._kinds import (
     KINDS,
     App,
@@ -90,6 +93,7 @@ __all__ = [
     "ApiError",
     "App",
     "AppParameter",
+    "ApplicationDefinition",
     "AppSpec",
     "BadRequest",
     "BatchJob",
@@ -104,6 +108,8 @@ __all__ = [
     "IllegalTransition",
     "Invalid",
     "Job",
+    "JobDeleted",
+    "JobFailed",
     "JobResources",
     "JobSpec",
     "JobState",
@@ -113,6 +119,7 @@ __all__ = [
     "MultipleObjectsReturned",
     "Node",
     "NodeSpec",
+    "NoResult",
     "NodeStatus",
     "NotFound",
     "ObjectMeta",
@@ -140,6 +147,7 @@ __all__ = [
     "TransferTaskStatus",
     "TypedWatch",
     "USER_TARGETS",
+    "WaitResult",
     "WatchEvent",
     "advance",
     "check_transition",

@@ -214,6 +214,35 @@ class BalsamJobMixin:
         p = self.status.placement
         return p.batch_job if p is not None else None
 
+    # futures (seed: "Python App Futures"); waiting shares one store watch per process
+    from ._futures import JobFailed as Failed
+    from ._futures import NoResult
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Block until the job is JOB_FINISHED or FAILED; return ``run()``'s value or re-raise
+        its exception (``Job.Failed`` for a job that failed otherwise: return code, output
+        tail). ``concurrent.futures.TimeoutError`` past ``timeout`` seconds."""
+        from ._futures import outcome, wait_one
+
+        wait_one(self, timeout)  # type: ignore[arg-type]
+        return outcome(self)  # type: ignore[arg-type]
+
+    def result_nowait(self) -> Any:
+        """The result if the job has finished (read once), else raise ``Job.NoResult``."""
+        from ._futures import outcome
+
+        if not self.done():
+            raise self.NoResult(f"job {self.id} is {self.state}")
+        return outcome(self)  # type: ignore[arg-type]
+
+    def done(self) -> bool:
+        """True once the job is JOB_FINISHED or FAILED (one read of the job when not known yet)."""
+        from ._states import TERMINAL
+
+        if self.status.state not in TERMINAL:
+            self.refresh_from_db()  # type: ignore[attr-defined]
+        return self.status.state in TERMINAL  # type: ignore[no-any-return]
+
     # helpers of the seed
     def resolve_workdir(self, data_path: str | Path) -> Path:
         """``data_path / workdir`` (the workdir is validated never to leave ``data/``)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ._errors import ApiError, Conflict
@@ -23,6 +23,17 @@ class DoesNotExist(ApiError):
 
 class MultipleObjectsReturned(ApiError):
     reason = "Conflict"
+
+
+#: Set in a hook's process (apis._pyexec): Jobs created there are handed to it instead of
+#: being written, so that the hook reconciler creates them in the same write as the hook's step.
+#: It returns the objects as created (named), or None to write them as usual.
+_create_interceptor: Callable[[list[Any]], list[Any] | None] | None = None
+
+
+def set_create_interceptor(fn: Callable[[list[Any]], list[Any] | None] | None) -> None:
+    global _create_interceptor
+    _create_interceptor = fn
 
 
 def _registry() -> Registry:
@@ -77,10 +88,33 @@ class Manager(Generic[R]):
         """Create many objects: one store transaction per ``batch_size``; returns NEW
         objects (the inputs are left untouched, as in Balsam)."""
         items = list(objs)
+        if _create_interceptor is not None:
+            captured = _create_interceptor(items)
+            if captured is not None:
+                return captured
         out: list[R] = []
         for i in range(0, len(items), batch_size):
             out.extend(self.registry.create_many(items[i : i + batch_size]))
         return out
+
+
+    # --- futures (Python App Futures in the seed): they wait on ONE store watch per process
+
+    def wait(self, jobs: Iterable[Any], return_when: str = "ALL_COMPLETED", timeout: float | None = None,
+             poll_interval: float | None = None) -> Any:
+        """Like ``concurrent.futures.wait``: ``.done`` and ``.not_done`` lists of the jobs.
+        ``return_when``: ``FIRST_COMPLETED``, ``FIRST_EXCEPTION`` or ``ALL_COMPLETED``.
+        ``poll_interval`` is accepted for Balsam's signature; nothing polls."""
+        from ._futures import wait
+
+        return wait(list(jobs), return_when=return_when, timeout=timeout)
+
+    def as_completed(self, jobs: Iterable[Any], timeout: float | None = None) -> Iterator[Any]:
+        """Yield each job once, as it reaches JOB_FINISHED or FAILED (in that order);
+        ``concurrent.futures.TimeoutError`` past ``timeout`` seconds."""
+        from ._futures import as_completed
+
+        return as_completed(list(jobs), timeout=timeout)
 
 
 class _ManagerDescriptor:
@@ -118,6 +152,10 @@ class ClientMixin:
         reg = _registry()
         kind = type(self)
         if not self.metadata.resource_version:
+            captured = _create_interceptor([self]) if _create_interceptor is not None else None
+            if captured is not None:
+                self._adopt(captured[0])
+                return
             self._adopt(reg.create(self))  # type: ignore[arg-type, type-var]
             return
         pending = dict(self._pending_fields())

@@ -1,0 +1,384 @@
+"""Jobs as futures: ``job.result()``, ``done()``, ``Job.objects.wait()`` / ``as_completed()``.
+
+Everything that waits, waits on ONE store watch per (store, namespace) in the process — the
+:class:`JobWatcher` — on the jobs' key prefix. A thousand outstanding futures cost one watch
+and one dictionary lookup per job event; only events of waited-for jobs whose value says
+``"state":"JOB_FINISHED"`` or ``"state":"FAILED"`` are decoded. Nothing polls the store: a
+waiter subscribes its names (the watch is opened first if needed), then reads their current
+state once (``get_many``), then takes what the watch delivers. The watch is closed again after
+``IDLE_CLOSE`` seconds without waiters.
+
+Completion order: jobs already finished when a wait starts come first, in the order of their
+last write (resourceVersion); then each job as its terminal write arrives.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import store as st
+
+from ._registry import Registry, kind_prefix
+from ._states import TERMINAL, JobState
+
+if TYPE_CHECKING:
+    from ._kinds import Job
+
+log = logging.getLogger(__name__)
+
+IDLE_CLOSE = 5.0
+_MARKERS = (b'"state":"JOB_FINISHED"', b'"state":"FAILED"')
+_GET_CHUNK = 5000
+_DELETED: Any = None
+
+
+class NoResult(Exception):
+    """``result_nowait()``: the job has not finished yet."""
+
+
+class JobFailed(Exception):
+    """The job FAILED without a Python exception to re-raise (a shell command that exited
+    non-zero, a hook that failed, a parent that failed...): carries its return code, message
+    and the tail of its output."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.name = job.name
+        self.return_code = job.status.return_code
+        self.message = job.status.message
+        self.output_tail = job.status.output_tail
+        text = f"job {job.name} failed: {job.status.message or 'FAILED'}"
+        if self.return_code is not None:
+            text += f" (return code {self.return_code})"
+        if self.output_tail:
+            text += "\n--- output tail ---\n" + self.output_tail
+        super().__init__(text)
+
+
+class JobDeleted(JobFailed):
+    """The job was deleted while it was waited for."""
+
+    def __init__(self, name: str) -> None:
+        self.job = None  # type: ignore[assignment]
+        self.name = name
+        self.return_code = None
+        self.message = "deleted"
+        self.output_tail = None
+        Exception.__init__(self, f"job {name} was deleted before it finished")
+
+
+# --- the shared watch -----------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Sink:
+    q: queue.SimpleQueue[tuple[str, Any]] = field(default_factory=queue.SimpleQueue)
+
+
+class JobWatcher:
+    """One store watch on ``/registry/jobs/<namespace>/`` shared by every waiter of the process."""
+
+    def __init__(self, registry: Registry, namespace: str) -> None:
+        from ._kinds import Job
+
+        self.registry = registry
+        self.namespace = namespace
+        self.prefix = kind_prefix(Job, namespace)
+        self._lock = threading.RLock()
+        self._sinks: dict[str, set[_Sink]] = {}
+        self._watch: st.Watch | None = None
+        self._thread: threading.Thread | None = None
+        self.watches_opened = 0  # for tests: how many store watches this watcher opened
+
+    # waiters' side
+
+    def subscribe(self, names: Sequence[str], sink: _Sink) -> None:
+        """Deliver ``(name, job)`` to ``sink`` when each job is terminal (``job`` None: deleted).
+        Jobs terminal already are delivered now, in the order of their last write."""
+        with self._lock:
+            for n in names:
+                self._sinks.setdefault(n, set()).add(sink)
+            self._ensure_running()
+            # Under the lock, so the watch thread cannot deliver a later completion first.
+            self._check(names, {sink})
+
+    def unsubscribe(self, names: Sequence[str], sink: _Sink) -> None:
+        with self._lock:
+            for n in names:
+                s = self._sinks.get(n)
+                if s is not None:
+                    s.discard(sink)
+                    if not s:
+                        del self._sinks[n]
+
+    # the watch
+
+    def _ensure_running(self) -> None:
+        if self._thread is not None:
+            return
+        self._watch = self.registry.store.watch(self.prefix)
+        self.watches_opened += 1
+        self._thread = threading.Thread(target=self._run, name=f"job-futures-{self.namespace}", daemon=True)
+        self._thread.start()
+
+    def _check(self, names: Sequence[str], sinks: set[_Sink] | None) -> None:
+        from ._kinds import Job
+
+        found: list[tuple[int, str, Any]] = []
+        for i in range(0, len(names), _GET_CHUNK):
+            chunk = list(names[i : i + _GET_CHUNK])
+            for n, job in zip(chunk, self.registry.get_many(Job, chunk, self.namespace), strict=True):
+                if job is None:
+                    found.append((0, n, _DELETED))
+                elif job.status.state in TERMINAL:
+                    found.append((int(job.metadata.resource_version or 0), n, job))
+        found.sort(key=lambda t: t[0])
+        for _, n, job in found:
+            self._deliver(n, job, sinks)
+
+    def _deliver(self, name: str, job: Any, only: set[_Sink] | None = None) -> None:
+        for s in list(self._sinks.get(name, ())):
+            if only is None or s in only:
+                s.q.put((name, job))
+
+    def _run(self) -> None:
+        idle_since: float | None = None
+        while True:
+            w = self._watch
+            try:
+                assert w is not None
+                events = w.poll(1.0)
+            except Exception as e:  # noqa: BLE001 - Compacted, a closed or failed watch: reopen
+                if not self._reopen(e):
+                    return
+                continue
+            if events:
+                self._handle(events)
+            with self._lock:
+                if self._sinks:
+                    idle_since = None
+                    continue
+                now = time.monotonic()
+                idle_since = idle_since or now
+                if now - idle_since >= IDLE_CLOSE:
+                    self._thread = None
+                    self._watch = None
+                    with contextlib.suppress(Exception):
+                        w.close()
+                    return
+
+    def _handle(self, events: list[st.Event]) -> None:
+        from ._kinds import Job
+
+        plen = len(self.prefix)
+        with self._lock:
+            for e in events:
+                name = e.kv.key[plen:]
+                if name not in self._sinks:
+                    continue
+                if e.type == "DELETE":
+                    self._deliver(name, _DELETED)
+                    continue
+                value = e.kv.value
+                if not any(m in value for m in _MARKERS):
+                    continue
+                job = Registry.decode(Job, e.kv)
+                if job.status.state in TERMINAL:
+                    self._deliver(name, job)
+
+    def _reopen(self, err: Exception) -> bool:
+        with self._lock:
+            if not self._sinks:
+                self._thread = None
+                self._watch = None
+                return False
+            log.info("job futures: watch failed (%s); reopening and re-reading %d job(s)", err, len(self._sinks))
+            try:
+                self._watch = self.registry.store.watch(self.prefix)
+                self.watches_opened += 1
+                self._check(list(self._sinks), None)
+            except Exception as e2:  # noqa: BLE001 - the store is down: try again shortly
+                log.warning("job futures: cannot watch: %s", e2)
+                time.sleep(0.5)
+        return True
+
+
+_watchers: dict[tuple[int, str], JobWatcher] = {}
+_watchers_lock = threading.Lock()
+
+
+def watcher_for(registry: Registry, namespace: str) -> JobWatcher:
+    key = (id(registry.store), namespace)
+    with _watchers_lock:
+        w = _watchers.get(key)
+        if w is None or w.registry.store is not registry.store:
+            w = _watchers[key] = JobWatcher(registry, namespace)
+        return w
+
+
+# --- waiting ---------------------------------------------------------------------------------
+
+
+def _registry_of(jobs: Sequence[Job]) -> Registry:
+    from ._config import default_registry
+
+    return default_registry()
+
+
+class _Waiting:
+    """Jobs being waited for, across namespaces: subscribe, take completions, unsubscribe."""
+
+    def __init__(self, jobs: Sequence[Job]) -> None:
+        self.registry = _registry_of(jobs)
+        self.by_key: dict[tuple[str, str], list[Job]] = {}
+        for j in jobs:
+            if not j.metadata.resource_version and not j.name:
+                raise ValueError("cannot wait for a job that was never saved")
+            self.by_key.setdefault((j.namespace, j.name), []).append(j)
+        self.sinks: dict[str, _Sink] = {}
+        self.done: dict[tuple[str, str], Any] = {}
+
+    def __enter__(self) -> _Waiting:
+        by_ns: dict[str, list[str]] = {}
+        for ns, name in self.by_key:
+            by_ns.setdefault(ns, []).append(name)
+        for ns, names in by_ns.items():
+            sink = self.sinks[ns] = _Sink()
+            watcher_for(self.registry, ns).subscribe(names, sink)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        by_ns: dict[str, list[str]] = {}
+        for ns, name in self.by_key:
+            by_ns.setdefault(ns, []).append(name)
+        for ns, names in by_ns.items():
+            watcher_for(self.registry, ns).unsubscribe(names, self.sinks[ns])
+
+    def take(self, timeout: float | None) -> list[tuple[str, str]]:
+        """Newly completed (namespace, name) keys; [] on timeout. Blocks on the sinks."""
+        out: list[tuple[str, str]] = []
+        sinks = list(self.sinks.items())
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            for ns, sink in sinks:
+                while True:
+                    try:
+                        name, job = sink.q.get_nowait()
+                    except queue.Empty:
+                        break
+                    self._record((ns, name), job, out)
+            if out:
+                return out
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return out
+            if len(sinks) == 1:
+                ns, sink = sinks[0]
+                try:
+                    name, job = sink.q.get(timeout=left)
+                except queue.Empty:
+                    return out
+                self._record((ns, name), job, out)
+            else:  # several namespaces (rare): wait on each in short turns
+                ns, sink = sinks[0]
+                try:
+                    name, job = sink.q.get(timeout=min(0.05, left) if left is not None else 0.05)
+                    self._record((ns, name), job, out)
+                except queue.Empty:
+                    sinks = sinks[1:] + sinks[:1]
+
+    def _record(self, key: tuple[str, str], job: Any, out: list[tuple[str, str]]) -> None:
+        if key in self.done or key not in self.by_key:
+            return
+        self.done[key] = job
+        for obj in self.by_key[key]:
+            if job is not None:
+                obj._adopt(job)
+            else:
+                obj.__pydantic_private__["_deleted"] = True  # type: ignore[index]
+        out.append(key)
+
+
+def _failed(job: Any) -> bool:
+    return job is None or job.status.state is JobState.FAILED
+
+
+@dataclass
+class WaitResult:
+    done: list[Any]
+    not_done: list[Any]
+
+
+def wait(jobs: list[Job], return_when: str = "ALL_COMPLETED", timeout: float | None = None) -> WaitResult:
+    if return_when not in ("FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED"):
+        raise ValueError(f"return_when must be FIRST_COMPLETED, FIRST_EXCEPTION or ALL_COMPLETED, not {return_when!r}")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with _Waiting(jobs) as w:
+        total = len(w.by_key)
+        while len(w.done) < total:
+            if return_when == "FIRST_COMPLETED" and w.done:
+                break
+            if return_when == "FIRST_EXCEPTION" and any(_failed(j) for j in w.done.values()):
+                break
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            w.take(left)
+        done_keys = set(w.done)
+    return WaitResult(done=[j for j in jobs if (j.namespace, j.name) in done_keys],
+                      not_done=[j for j in jobs if (j.namespace, j.name) not in done_keys])
+
+
+def as_completed(jobs: list[Job], timeout: float | None = None) -> Iterator[Job]:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    waiting = _Waiting(jobs)
+    total = len(waiting.by_key)
+    yielded = 0
+    with waiting as w:
+        while yielded < total:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise concurrent.futures.TimeoutError(f"{total - yielded} (of {total}) jobs did not finish in time")
+            for key in w.take(left):
+                for obj in w.by_key[key][:1]:
+                    yielded += 1
+                    yield obj
+
+
+def wait_one(job: Job, timeout: float | None) -> None:
+    """Block until ``job`` is terminal (updating it in place); TimeoutError past ``timeout``."""
+    if job.status.state in TERMINAL:
+        return
+    res = wait([job], timeout=timeout)
+    if res.not_done:
+        raise concurrent.futures.TimeoutError(f"job {job.name} did not finish within {timeout}s "
+                                              f"(it is {job.status.state.value})")
+
+
+def outcome(job: Job) -> Any:
+    """The value of a terminal job: ``run()``'s return value, or raise its exception."""
+    from ._pycodec import b64unpickle, decode_result
+
+    if (job.__pydantic_private__ or {}).get("_deleted"):
+        raise JobDeleted(job.name)
+    st_ = job.status
+    if st_.state is JobState.JOB_FINISHED:
+        return decode_result(st_.result)
+    if st_.state is JobState.FAILED:
+        if st_.exception_data:
+            try:
+                exc = b64unpickle(st_.exception_data)
+            except Exception:  # noqa: BLE001 - its class cannot be loaded here
+                exc = None
+            if isinstance(exc, BaseException):
+                raise exc
+        raise JobFailed(job)
+    raise NoResult(f"job {job.name} is {st_.state.value}")
