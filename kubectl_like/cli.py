@@ -91,6 +91,7 @@ def cli() -> None:
 def _register() -> None:
     from .commands import (
         apply,
+        controller_manager,
         create,
         crds,
         delete,
@@ -100,12 +101,13 @@ def _register() -> None:
         get,
         init,
         logs,
+        node_agent,
         wait,
     )
 
     for mod in (init, apply, create, get, describe, delete, diff, edit, crds):
         cli.add_command(mod.command)
-    for mod in (wait, logs):
+    for mod in (wait, logs, controller_manager, node_agent):
         cli.add_command(mod.command)
     from ._login import command as login
 
