@@ -186,8 +186,9 @@ def admit_jobs(registry: Registry, creates: Sequence[Resource],
             jobs.append(new)
     if not jobs:
         return
-    batch_apps = {(o.metadata.namespace, o.name): o for o in creates if isinstance(o, App)}
-    batch_sites = {(o.metadata.namespace, o.name): o for o in creates if isinstance(o, Site)}
+    written = [*creates, *(n for _, n in updates)]  # this write's own Apps and Sites win
+    batch_apps = {(o.metadata.namespace, o.name): o for o in written if isinstance(o, App)}
+    batch_sites = {(o.metadata.namespace, o.name): o for o in written if isinstance(o, Site)}
     apps: dict[tuple[str, str], App | None] = {}
     sites: dict[tuple[str, str], Site | None] = {}
     site_names: dict[str, list[str]] = {}

@@ -110,3 +110,11 @@ def test_balsamctl_apply_prints_one_error_line_and_writes_nothing(world, site, t
     assert lines[0].startswith("Error from server (Invalid): ") and 'no transfer location "mars"' in lines[0]
     assert s.current_revision() == before
     s.close()
+
+
+def test_a_site_updated_in_the_same_write_is_the_one_checked(world, site):
+    old = world.get(Site, site.name)
+    new = old.model_copy(deep=True)
+    new.spec.transfer_locations["mars"] = "file://"
+    world.write(creates=[job({"inp": "mars:/x"})], updates=[(old, new)])
+    assert world.get(Job, "j").spec.transfers == {"inp": "mars:/x"}
