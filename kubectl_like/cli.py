@@ -85,6 +85,8 @@ def cli() -> None:
     Look:    balsamctl get jobs [-l SELECTOR] [--state S] [-o wide|yaml|json|name|jsonpath=...]
              balsamctl describe job NAME
     Remove:  balsamctl delete job NAME | -l SELECTOR | -f FILE
+    Run:     balsamctl up [--until-done] [--nodes N --cpus C --gpus G]
+    Follow:  balsamctl get jobs -w | wait job/NAME --for=state=JOB_FINISHED | logs -f NAME
     """
 
 
@@ -102,12 +104,13 @@ def _register() -> None:
         init,
         logs,
         node_agent,
+        up,
         wait,
     )
 
     for mod in (init, apply, create, get, describe, delete, diff, edit, crds):
         cli.add_command(mod.command)
-    for mod in (wait, logs, controller_manager, node_agent):
+    for mod in (wait, logs, up, controller_manager, node_agent):
         cli.add_command(mod.command)
     from ._login import command as login
 
