@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from apis import App, Job, JobState, RetryPolicy, transition, utcnow
+from apis import TERMINAL, App, Job, JobState, RetryPolicy, transition, utcnow
+from apis._balsam import apply_fields
+from apis._states import is_allowed
 
 from ._controller import Context, Request, Result
 from ._informer import Informer
@@ -22,6 +24,7 @@ from ._steps import collapse_from_postprocessed
 from .hooks import HookName, HookOutcome, HookRunner
 
 DEFAULT_TIMEOUT_RETRIES = 3
+DEFAULT_TIMEOUT_POLICY = RetryPolicy.model_validate({"limit": DEFAULT_TIMEOUT_RETRIES})
 
 HANDLED = {
     JobState.STAGED_IN: "preprocess",
@@ -42,7 +45,7 @@ class HookReconciler:
             if new is not None and new.status.state in HANDLED:
                 enqueue(Request(new.name, new.namespace))
 
-        informers["Job"].add_handler(on_job)
+        informers["Job"].add_handler(on_job)  # type: ignore[arg-type]
         self.hooks.set_waker(lambda name: enqueue(Request(name)))
 
     def reconcile(self, req: Request, ctx: Context) -> Result | None:
@@ -59,7 +62,9 @@ class HookReconciler:
             outcome = self.hooks.outcome(job, app, hook)
             if outcome is None:
                 return Result(requeue_after=5.0)  # the runner wakes us sooner when it ends
-            self._apply_outcome(new, outcome, hook, app, ctx)
+            result = self._apply_outcome(new, outcome, hook, app, ctx)
+            if result is not None:
+                return result
         else:
             result = self._default(new, hook, app)
             if result is not None:
@@ -79,7 +84,7 @@ class HookReconciler:
             return self._retry_or_fail(job, job.spec.retry, self._error_retryable(job), "exited with code "
                                        f"{job.status.return_code}")
         else:
-            policy = job.spec.retry or RetryPolicy(limit=DEFAULT_TIMEOUT_RETRIES)
+            policy = job.spec.retry or DEFAULT_TIMEOUT_POLICY
             return self._retry_or_fail(job, policy, True, "timed out")
         return None
 
@@ -107,20 +112,51 @@ class HookReconciler:
                        f"(retry.limit {policy.limit})", now=now)
         return None
 
-    def _apply_outcome(self, job: Job, outcome: HookOutcome, hook: HookName, app: App, ctx: Context) -> None:
+    def _apply_outcome(self, job: Job, outcome: HookOutcome, hook: HookName, app: App,
+                       ctx: Context) -> Result | None:
+        """Record what the hook decided. A hook that left the state alone takes the default
+        step, bounded by the retry policy like a job without hooks (``handle_timeout`` would
+        otherwise restart a job that always times out forever). A state the table does not
+        allow from here FAILS the job with the reason. Returns ``requeue_after`` when a retry
+        backoff is still running (nothing is recorded then: the outcome is asked again)."""
         now = utcnow()
-        if outcome.data is not None:
-            job.spec = job.spec.model_copy(update={"data": outcome.data})  # spec is shared with the cache
-        for child in outcome.new_jobs:
-            ctx.create(child)
         if outcome.error is not None:
             transition(job, JobState.FAILED, f"{hook} hook failed: {outcome.error}", now=now)
-            return
-        if outcome.state is not None and outcome.state != job.status.state.value:
-            transition(job, outcome.state, outcome.message or f"set by {hook} hook", now=now)
-        elif outcome.state is None:
-            default = {"preprocess": JobState.PREPROCESSED, "postprocess": JobState.POSTPROCESSED,
-                       "handle_error": JobState.FAILED, "handle_timeout": JobState.RESTART_READY}[hook]
-            transition(job, default, outcome.message or f"{hook} hook done", now=now)
+            return None
+        if outcome.state is None or outcome.state == job.status.state.value:
+            if hook == "handle_error":
+                result = self._retry_or_fail(job, job.spec.retry, self._error_retryable(job),
+                                             f"exited with code {job.status.return_code}")
+            elif hook == "handle_timeout":
+                policy = job.spec.retry or DEFAULT_TIMEOUT_POLICY
+                result = self._retry_or_fail(job, policy, True, "timed out")
+            else:
+                default = JobState.PREPROCESSED if hook == "preprocess" else JobState.POSTPROCESSED
+                transition(job, default, outcome.message or f"{hook} hook done", now=now)
+                result = None
+            if result is not None:
+                return result
+        else:
+            target = outcome.state
+            if not is_allowed(job.status.state, target, by_user=True):
+                transition(job, JobState.FAILED, f"{hook} hook set state {target}, which is not allowed from "
+                           f"{job.status.state.value}", now=now)
+                return None
+            transition(job, target, outcome.message or f"set by {hook} hook", now=now,
+                       by_user=not is_allowed(job.status.state, target))
+        if outcome.data is not None or outcome.fields:
+            job.spec = job.spec.model_copy(deep=True)  # spec and metadata are shared with the cache
+            job.metadata = job.metadata.model_copy(deep=True)
+            if outcome.data is not None:
+                job.spec.data = outcome.data
+            if outcome.fields:
+                try:
+                    apply_fields(job, outcome.fields)
+                except Exception as e:  # noqa: BLE001 - a bad assignment fails the job, not us
+                    if job.status.state not in TERMINAL:
+                        transition(job, JobState.FAILED, f"{hook} hook set an invalid field: {e}", now=now)
+        for child in outcome.new_jobs:
+            ctx.create(child)
         if job.status.state is JobState.POSTPROCESSED:
             collapse_from_postprocessed(job, app, now)
+        return None

@@ -2,9 +2,9 @@
 ``handle_error``, ``handle_timeout``).
 
 The hook reconciler asks a :class:`HookRunner` whether an App has a hook and, if so, for
-its outcome. Hooks run outside the reconciler (a worker pool with a time limit, in the
-ApplicationDefinition issue), so ``outcome`` may answer "not yet" (None): the reconciler
-then returns ``requeue_after`` and the runner enqueues the job again when the hook ends.
+its outcome. Hooks run outside the reconciler (``controllers/hookpool.py``: a pool of processes with a
+time limit), so ``outcome`` may answer "not yet" (None): the reconciler then returns
+``requeue_after`` and the runner enqueues the job again when the hook ends.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class HookOutcome:
     state: str | None = None
     message: str = ""
     data: dict[str, Any] | None = None
+    fields: dict[str, Any] | None = None  # other Balsam fields the hook assigned (num_nodes, tags, ...)
     new_jobs: list[Job] = field(default_factory=list)
     error: str | None = None  # the hook raised or timed out: the job goes FAILED with this
 
