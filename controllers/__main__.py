@@ -12,6 +12,7 @@ import threading
 from apis import ApiError, load_site_config, open_registry, resolve_store_url
 
 from ._manager import ControllerManager
+from .hookpool import ProcessHookRunner
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,13 +23,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--identity", default=None)
     p.add_argument("--lease-ttl", type=float, default=15.0)
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--hook-workers", type=int, default=None, metavar="N",
+                   help="lifecycle hooks that may run at once (default: one per CPU)")
+    p.add_argument("--hook-timeout", type=float, default=300.0, metavar="S",
+                   help="seconds a hook may run before it is killed and its job FAILED, unless its App "
+                        "says otherwise (default: 300)")
     args = p.parse_args(argv)
     try:
         url = resolve_store_url(args.store, args.site)
         namespace = args.namespace or "default"
         log_file = None
+        site_path = None
         try:
             cfg = load_site_config(args.site)
+            site_path = cfg.path
             namespace = args.namespace or cfg.namespace
             cfg.logs_path.mkdir(parents=True, exist_ok=True)
             log_file = cfg.logs_path / "controller-manager.log"
@@ -39,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s %(message)s",
         )
         registry = open_registry(url)
-        mgr = ControllerManager(registry, namespace, args.identity, args.lease_ttl)
+        hooks = ProcessHookRunner(store_url=url, site_path=site_path, workers=args.hook_workers,
+                                  timeout=args.hook_timeout,
+                                  log_dir=site_path / "logs" if site_path is not None else None)
+        mgr = ControllerManager(registry, namespace, args.identity, args.lease_ttl, hooks=hooks)
     except ApiError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -98,6 +98,9 @@ class ControllerManager:
                 close()
         for inf in self.informers.values():
             inf.stop()
+        close_hooks = getattr(self.hooks, "close", None)
+        if close_hooks is not None:
+            close_hooks()  # running hook processes are killed
 
     def run(self, stop: threading.Event) -> int:
         """Lead and reconcile until ``stop`` (exit 0) or the lease is lost (exit 1)."""
