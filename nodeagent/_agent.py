@@ -88,7 +88,8 @@ from apis import (
 )
 from apis._registry import index_prefix, kind_prefix
 
-from ._launch import PrepareError, output_tail, prepare, spawn
+from ._launch import PrepareError, is_python_app, output_tail, prepare, prepare_python, spawn
+from ._pyapps import PythonApps, read_result
 from ._reaper import Reaper
 
 S = JobState
@@ -119,6 +120,7 @@ class _Step:
     message: str
     return_code: int | None = None
     output_tail: str | None = None
+    result: dict[str, Any] | None = None  # a Python app's handoff: result or exception
 
 
 @dataclass(eq=False)
@@ -139,6 +141,7 @@ class _Run:
     cancelled: str = ""  # why we killed it for good (result will not be written)
     signalled: str = ""  # why we signalled it (timeout / stop): its end is RUN_TIMEOUT
     kill_sent: int = 0  # 0 none, 1 SIGTERM, 2 SIGKILL
+    result_path: str | None = None  # a Python app's handoff file
 
     @property
     def live(self) -> bool:
@@ -235,6 +238,8 @@ class NodeAgent:
         self._thread: threading.Thread | None = None
         self._devnull = -1
         self._base_env = dict(os.environ)
+        self._pyapps_lock = threading.Lock()
+        self._pyapps: PythonApps | None = None  # the fork server of Python apps, made on first use
         self._reaper: Reaper | None = None
         self._bound_prefix = index_prefix(Job, "boundnode", self.namespace, self.name)
         self._app_prefix = kind_prefix(App, self.namespace)
@@ -727,6 +732,9 @@ class NodeAgent:
             if run.cancelled or self._stopping:
                 self._q.put(("spawn_skipped", run))
                 continue
+            if is_python_app(app):
+                self._spawn_python(run, job, app)
+                continue
             try:
                 prepared = prepare(
                     job, app,
@@ -749,6 +757,36 @@ class NodeAgent:
             self._q.put(("spawned", run, proc))
             assert self._reaper is not None
             self._reaper.add(proc.pid)
+
+    def _python_apps(self) -> PythonApps:
+        with self._pyapps_lock:
+            if self._pyapps is None:
+                logs = self.site.logs_path
+                self._pyapps = PythonApps(self._q.put, log_dir=logs if logs.is_dir() else None)
+            return self._pyapps
+
+    def _spawn_python(self, run: _Run, job: Job, app: App) -> None:
+        """A Python app's job: forked from the fork server, which reports its ``spawned`` and
+        ``exit`` (in that order) through the loop's queue, as the reaper does for commands."""
+        pyapps = self._python_apps()
+        result_path = pyapps.result_path(job.name, job.status.attempts + 1)
+        try:
+            spec = prepare_python(
+                job, app, data_path=self.site.data_path, site_path=self.site.path, base_env=self._base_env,
+                gpus=run.placement.gpus, result_path=result_path, store_url=self.store.url,
+            )  # fmt: skip
+        except PrepareError as e:
+            self._q.put(("spawn_failed", run, S.FAILED, f"cannot start: {e}"))
+            return
+        except Exception as e:  # noqa: BLE001 - a bug here must not kill the thread
+            self._q.put(("spawn_failed", run, S.FAILED, f"cannot start: {type(e).__name__}: {e}"))
+            return
+        run.workdir = Path(spec["cwd"])
+        run.result_path = result_path
+        try:
+            pyapps.spawn(run, spec)
+        except Exception as e:  # noqa: BLE001 - the fork server cannot be started or reached
+            self._q.put(("spawn_failed", run, S.RUN_ERROR, f"could not start the process: {e}"))
 
     def _on_spawned(self, run: _Run, proc: Any) -> None:
         self._spawning -= 1
@@ -853,6 +891,7 @@ class NodeAgent:
             return
         run.finished = True
         self.stats["finished"] += 1
+        handoff = read_result(run.result_path) if run.result_path else None
         if run.signalled:
             tail = output_tail(run.workdir) if run.workdir else None
             run.steps.append(_Step(S.RUN_TIMEOUT, run.signalled, code, tail))
@@ -869,6 +908,8 @@ class NodeAgent:
             else:
                 msg = f"exited with code {code}"
             run.steps.append(_Step(S.RUN_ERROR, msg, code, tail))
+        if handoff is not None:
+            run.steps[-1].result = handoff
         self._mark_dirty(run, urgent=True)
 
     # --- writing -------------------------------------------------------------------------
@@ -882,9 +923,14 @@ class NodeAgent:
                 new.status.attempts += 1
                 new.status.return_code = None
                 new.status.output_tail = None
+                new.status.result = new.status.exception = new.status.exception_data = None
             elif step.to in (S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT):
                 new.status.return_code = step.return_code
                 new.status.output_tail = step.output_tail
+                if step.result is not None:
+                    new.status.result = step.result.get("result")
+                    new.status.exception = step.result.get("exception")
+                    new.status.exception_data = step.result.get("exceptionData")
         return new
 
     def _flush(self) -> None:
@@ -1037,6 +1083,8 @@ class NodeAgent:
             self._spawn_q.put(None)
         if self._reaper is not None:
             self._reaper.close()
+        if self._pyapps is not None:
+            self._pyapps.close()
         if self._devnull >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._devnull)

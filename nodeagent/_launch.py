@@ -13,6 +13,10 @@ argument vector ``sh`` would build, which halves the cost of a spawn. If that ex
 ``/bin/sh -c`` after all, so the shell's own message and exit code (127, 126) land in
 ``job.out`` exactly as they would have.
 
+Python apps (an App with ``python:`` and no command) are not exec'ed: :func:`prepare_python`
+describes the job for the agent's fork server (``_pyapps.py``), which forks a fresh process
+that calls the class's ``run(**parameters)`` in the same workdir, environment and ``job.out``.
+
 Environment, lowest to highest precedence: the agent's environment; ``OMP_NUM_THREADS`` =
 ``threadsPerRank``; the App's ``environment``; then what the placement decides and the
 App cannot override: ``CUDA_VISIBLE_DEVICES`` (the placement's GPU ids, comma-joined; empty
@@ -28,6 +32,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from apis import App, Job
 from apis._templates import render_command
@@ -80,7 +85,7 @@ class Prepared:
 def job_command(job: Job, app: App, launcher: str, hosts: list[str]) -> str:
     """The full shell command of a job: preamble, launcher prefix, rendered App command."""
     if app.spec.command is None:
-        raise PrepareError(f'app "{app.name}" has no command (Python apps are not runnable yet)')
+        raise PrepareError(f'app "{app.name}" has no command')
     try:
         command = render_command(app.spec.command, app.spec.parameters, job.spec.parameters)
     except ValueError as e:
@@ -107,6 +112,16 @@ def job_command(job: Job, app: App, launcher: str, hosts: list[str]) -> str:
     return command
 
 
+def job_env(job: Job, app: App, base_env: Mapping[str, str], site_path: Path, gpus: list[int]) -> dict[str, str]:
+    env = dict(base_env)
+    env["OMP_NUM_THREADS"] = str(job.spec.resources.threads_per_rank)
+    env.update(app.spec.environment)
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+    env["BALSAM_JOB_ID"] = job.name
+    env["BALSAM_SITE_PATH"] = str(site_path)
+    return env
+
+
 def prepare(
     job: Job,
     app: App,
@@ -119,13 +134,50 @@ def prepare(
     gpus: list[int],
 ) -> Prepared:
     command = job_command(job, app, launcher, hosts)
-    env = dict(base_env)
-    env["OMP_NUM_THREADS"] = str(job.spec.resources.threads_per_rank)
-    env.update(app.spec.environment)
-    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
-    env["BALSAM_JOB_ID"] = job.name
-    env["BALSAM_SITE_PATH"] = str(site_path)
+    env = job_env(job, app, base_env, site_path, gpus)
     return Prepared(command=command, argv=simple_argv(command), cwd=data_path / job.spec.workdir, env=env)
+
+
+def is_python_app(app: App) -> bool:
+    """An App whose class defines ``run()``: no command, a ``python:`` reference."""
+    return not app.spec.command and app.spec.python is not None
+
+
+def prepare_python(
+    job: Job,
+    app: App,
+    *,
+    data_path: Path,
+    site_path: Path,
+    base_env: Mapping[str, str],
+    gpus: list[int],
+    result_path: str,
+    store_url: str | None = None,
+) -> dict[str, Any]:
+    """What the fork server needs to run a Python app's job (``apis._pyexec.run_app``): the
+    same workdir, ``job.out`` and environment as a command, plus ``BALSAM_STORE``."""
+    res = job.spec.resources
+    if res.num_nodes > 1 or res.ranks_per_node > 1:
+        raise PrepareError("a Python app (run()) runs as one process: numNodes and ranksPerNode must be 1 "
+                           "(declare a command_template with an MPI launcher for more)")
+    assert app.spec.python is not None
+    env = job_env(job, app, base_env, site_path, gpus)
+    if store_url:
+        env.setdefault("BALSAM_STORE", store_url)
+    cwd = data_path / job.spec.workdir
+    return {
+        "task": "run",
+        "cwd": str(cwd),
+        "stdout": str(cwd / OUTPUT_FILE),
+        "append": False,
+        "env": env,
+        "app": app.spec.python.model_dump(by_alias=True, exclude_none=True),
+        "job": job.to_json(),
+        "parameters": dict(job.spec.parameters),
+        "result_path": result_path,
+        "apps_dir": str(site_path / "apps"),
+        "argv0": f"balsam-app {app.name} {job.name}",
+    }
 
 
 def spawn(p: Prepared, stdin: int) -> subprocess.Popen[bytes]:

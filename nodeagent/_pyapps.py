@@ -1,0 +1,130 @@
+"""Python apps (``run()``) on a node: each job in a fresh process forked from a warm server.
+
+A Python app's job is launched like any other (bound, ``→ RUNNING``, wall time, kills by
+process group, ``job.out`` in its workdir), except that its process is forked from the
+agent's fork server (:mod:`apis._forkserver`, started on the first Python job) instead of
+exec'ed: the child is a new session in the job's workdir, with the job's environment, whose
+``run(**parameters)`` result or exception is handed back in a small JSON file of the agent's
+runtime directory and recorded with the job (:mod:`apis._pycodec` for the encoding and caps).
+
+The fork server reaps its children and reports ``(pid, exit code)``; this module turns its
+messages into the agent loop's own ``spawned`` / ``spawn_failed`` / ``exit`` items, in the
+order the server sent them (a child's ``exit`` never precedes its ``spawned``). If the server
+dies, its running jobs are reported as killed (SIGKILL) and a new server starts on the next
+Python job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from apis._forkserver import ForkServer, ForkServerError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ForkedProcess:
+    """What the agent keeps of a job's process (the subset of ``Popen`` it uses)."""
+
+    pid: int
+    returncode: int | None = None
+
+
+class PythonApps:
+    """The agent's fork server for Python apps; ``put`` is the agent loop's queue ``put``."""
+
+    def __init__(self, put: Callable[[tuple[Any, ...]], None], *, log_dir: Path | None = None) -> None:
+        self._put = put
+        self._lock = threading.Lock()
+        self._tokens = itertools.count(1)
+        self._pending: dict[int, tuple[int, Any]] = {}  # token → (generation, run)
+        self._live: dict[tuple[int, int], Any] = {}  # (generation, pid) → run
+        self._dead: set[int] = set()  # generations whose server died
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="balsam-pyapps-"))
+        stderr = (log_dir / "pyapps-forkserver.log") if log_dir is not None else None
+        self._server = ForkServer(self._on_message, name="python app fork server", stderr=stderr)
+
+    def result_path(self, job_name: str, attempt: int) -> str:
+        return str(self.runtime_dir / f"{job_name}.{attempt}.json")
+
+    def spawn(self, run: Any, spec: dict[str, Any]) -> None:
+        """Fork the job's process; ``spawned``/``spawn_failed`` and later ``exit`` reach the
+        loop through ``put``. Raises ForkServerError when the server cannot be reached."""
+        token = next(self._tokens)
+        with self._lock:
+            self._pending[token] = (0, run)
+        try:
+            gen = self._server.spawn(token, spec)  # not under the lock: the reader needs it
+        except ForkServerError:
+            with self._lock:
+                self._pending.pop(token, None)
+            raise
+        with self._lock:
+            if token in self._pending:
+                if gen in self._dead:  # the server died before answering
+                    del self._pending[token]
+                    raise ForkServerError("the python app fork server died")
+                self._pending[token] = (gen, run)
+
+    def _on_message(self, gen: int, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        with self._lock:
+            if kind == "spawned":
+                _, run = self._pending.pop(msg[1], (0, None))
+                if run is not None:
+                    self._live[(gen, msg[2])] = run
+                    self._put(("spawned", run, ForkedProcess(msg[2])))
+            elif kind == "failed":
+                _, run = self._pending.pop(msg[1], (0, None))
+                if run is not None:
+                    from apis import JobState
+
+                    self._put(("spawn_failed", run, JobState.RUN_ERROR, f"could not start the process: {msg[2]}"))
+            elif kind == "exit":
+                if self._live.pop((gen, msg[1]), None) is not None:
+                    self._put(("exit", msg[1], msg[2]))
+            elif kind == "died":
+                from apis import JobState
+
+                self._dead.add(gen)
+                for token, (g, run) in list(self._pending.items()):
+                    if g == gen:
+                        del self._pending[token]
+                        self._put(("spawn_failed", run, JobState.RUN_ERROR, f"could not start the process: {msg[1]}"))
+                for (g, pid), _run in list(self._live.items()):
+                    if g == gen:
+                        del self._live[(g, pid)]
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(pid, signal.SIGKILL)
+                        log.warning("python app process %d lost: %s", pid, msg[1])
+                        self._put(("exit", pid, -int(signal.SIGKILL)))
+
+    def close(self) -> None:
+        self._server.close()
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+
+def read_result(path: str) -> dict[str, Any]:
+    """The handoff file a Python app's process wrote (``{}`` when it wrote none), removed."""
+    try:
+        with open(path) as f:
+            doc: dict[str, Any] = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    return doc
