@@ -42,11 +42,13 @@ SLURM = """\
 {%- endfor %}
 # balsamctl BatchJob {{ namespace }}/{{ batch_job }} ({{ job_mode }} mode, site {{ site_name }}).
 # One node agent per node of the allocation; each registers a Node that belongs to this
-# BatchJob. At the end of the allocation (wall time, scancel) Slurm sends them SIGTERM: they
-# mark the jobs still running RUN_TIMEOUT, which then run again in a later allocation.
+# BatchJob, named after its Slurm node (which MPI launchers then use as the host name). At the
+# end of the allocation (wall time, scancel) Slurm sends them SIGTERM: they mark the jobs still
+# running RUN_TIMEOUT, which then run again in a later allocation.
 export BALSAM_SITE_PATH={{ site_path | q }}
 srun --nodes="$SLURM_NNODES" --ntasks-per-node=1 --overlap --kill-on-bad-exit=0 \\
-  /bin/bash -c 'exec "$@" --name "{{ batch_job }}-$(echo "$SLURMD_NODENAME" | tr "A-Z_" "a-z-")"' nodeagent \\
+  /bin/bash -c 'exec "$@" --name "{{ batch_job }}-$(echo "$SLURMD_NODENAME" | tr "A-Z_" "a-z-")" \\
+    --hostname "$SLURMD_NODENAME"' nodeagent \\
   {{ agent_command }}
 """
 

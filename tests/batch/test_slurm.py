@@ -1,0 +1,186 @@
+"""BatchJobs on a real Slurm 22.05 (4 nodes on 127.0.0.1, started by scripts/slurm-up): the
+allocation's node agents run the jobs; deleting, scancel, the time limit and a broken
+``squeue`` all end in a state the user can see, with no job lost or stuck in RUNNING."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from apis import BatchJob, ElasticQueue, Job, JobState, Node, Registry, Site, get_condition
+from apis._config import SiteConfig
+from controllers.batch.elastic import LABEL
+
+from .conftest import (
+    Manager,
+    Slurm,
+    make_app,
+    make_batchjob,
+    make_jobs,
+    make_site,
+    wait_batchjob,
+    wait_jobs,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+S = JobState
+
+
+def _nodes_of(registry: Registry, bj: str) -> list[Node]:
+    return [n for n in registry.list(Node)[0] if n.spec.batch_job == bj]
+
+
+def test_batchjob_runs_jobs_in_a_slurm_allocation_and_ends_with_it(
+        registry: Registry, site: SiteConfig, manager: Manager, slurm: Slurm) -> None:
+    make_site(registry, site, "slurm", nodeDefaults={"cpus": 2})
+    make_app(registry, "hello", "echo hello from $BALSAM_JOB_ID on $SLURMD_NODENAME")
+    names = [f"j{i}" for i in range(8)]
+    make_jobs(registry, "hello", names, resources={"nodePackingCount": 2})
+    make_batchjob(registry, "alloc", nodes=2, wall_time_min=5)
+    queued = wait_batchjob(registry, "alloc", ["queued", "running"], timeout=30)
+    sid = queued.status.scheduler_id
+    assert sid and sid.isdigit()
+    wait_batchjob(registry, "alloc", ["running"], timeout=30)
+    assert slurm.state(sid) == "RUNNING"
+    nodes = wait_until(lambda: len(_nodes_of(registry, "alloc")) == 2 and _nodes_of(registry, "alloc"), 30,
+                       "two Nodes of the allocation")
+    assert sorted(n.name for n in nodes) == ["alloc-n1", "alloc-n2"]
+    assert sorted(n.spec.hostname for n in nodes) == ["n1", "n2"]
+    done = wait_jobs(registry, names, timeout=60)
+    assert {j.status.state for j in done} == {S.JOB_FINISHED}
+    assert {j.status.placement.batch_job for j in done if j.status.placement} == {"alloc"}
+    assert {j.status.placement.nodes[0] for j in done if j.status.placement} <= {"alloc-n1", "alloc-n2"}
+    out = (site.data_path / "work" / "j0" / "job.out").read_text()
+    assert out.startswith("hello from j0 on n")
+
+    # scancel from outside: Slurm ends the allocation, the agents stop, the BatchJob is finished.
+    subprocess.run(["scancel", sid], check=True, timeout=30)
+    ended = wait_batchjob(registry, "alloc", ["finished"], timeout=30)
+    assert "CANCELLED" in ended.status.message and ended.status.end_time is not None
+    wait_until(lambda: not _nodes_of(registry, "alloc"), 30, "the Nodes to go with the allocation")
+    bj = wait_until(lambda: (b := registry.try_get(BatchJob, "alloc")) and not b.metadata.finalizers and b, 10,
+                    "the finalizer to be dropped")
+    assert bj.status.state == "finished"
+
+
+def test_selector_keeps_unmatched_jobs_out_and_delete_cancels_in_slurm(
+        registry: Registry, site: SiteConfig, manager: Manager, slurm: Slurm) -> None:
+    make_site(registry, site, "slurm", nodeDefaults={"cpus": 2})
+    make_app(registry, "hello", "echo hi")
+    make_app(registry, "long", "exec sleep 300")
+    make_jobs(registry, "hello", ["a1", "a2"], labels={"group": "a"}, resources={"nodePackingCount": 2})
+    make_jobs(registry, "hello", ["b1"], labels={"group": "b"})
+    make_jobs(registry, "long", ["a-long"], labels={"group": "a"}, resources={"nodePackingCount": 2})
+    make_batchjob(registry, "only-a", nodes=1, wall_time_min=5, selector={"group": "a"})
+    wait_jobs(registry, ["a1", "a2"], timeout=60)
+    wait_until(lambda: (j := registry.try_get(Job, "a-long")) and j.status.state is S.RUNNING, 30, "a-long running")
+    time.sleep(1.0)  # b1 had every chance to be placed
+    b1 = registry.get(Job, "b1")
+    assert b1.status.state is S.PREPROCESSED and b1.status.placement is None
+
+    sid = registry.get(BatchJob, "only-a").status.scheduler_id or ""
+    from kubectl_like.cli import cli
+
+    rc = cli.main(["delete", "batchjob", "only-a", "--site", str(site.path)], standalone_mode=False)
+    assert rc == 0
+    wait_until(lambda: registry.try_get(BatchJob, "only-a") is None, 30, "the BatchJob to be deleted")
+    wait_until(lambda: slurm.state(sid) == "CANCELLED", 30, f"Slurm job {sid} CANCELLED")
+    # The job that was running is not lost: timed out by its agent, ready for the next allocation.
+    long = wait_until(lambda: (j := registry.try_get(Job, "a-long")) and j.status.state is S.RESTART_READY and j,
+                      30, "a-long requeued")
+    assert S.RUN_TIMEOUT in [h.to_state for h in long.status.history]
+
+
+def test_time_limit_ends_the_allocation_and_its_running_jobs_finish_in_the_next_one(
+        registry: Registry, site: SiteConfig, manager: Manager, slurm: Slurm) -> None:
+    """A real --time=1 allocation (Slurm checks limits about every 30 s: 60-90 s)."""
+    make_site(registry, site, "slurm", nodeDefaults={"cpus": 2})
+    make_app(registry, "twice", "if [ -e mark ]; then echo second; else touch mark; exec sleep 600; fi")
+    names = ["t1", "t2"]
+    make_jobs(registry, "twice", names, resources={"nodePackingCount": 2})
+    make_batchjob(registry, "minute", nodes=1, wall_time_min=1)
+    wait_until(lambda: all(j and j.status.state is S.RUNNING for j in registry.get_many(Job, names)), 60,
+               "both jobs running")
+    ended = wait_batchjob(registry, "minute", ["finished"], timeout=180)
+    assert "TIMEOUT" in ended.status.message, ended.status.message
+    wait_until(lambda: all(j and j.status.state is S.RESTART_READY for j in registry.get_many(Job, names)), 30,
+               "jobs requeued, none stuck in RUNNING")
+    make_batchjob(registry, "next", nodes=1, wall_time_min=5)
+    for j in wait_jobs(registry, names, timeout=60):
+        assert j.status.state is S.JOB_FINISHED, j.status.message
+        assert [h.to_state for h in j.status.history].count(S.RUNNING) == 2
+        assert j.status.placement is not None and j.status.placement.batch_job == "next"
+
+
+def test_elastic_queue_requests_what_the_backlog_needs_and_no_more(
+        registry: Registry, site: SiteConfig, manager: Manager, slurm: Slurm) -> None:
+    make_site(registry, site, "slurm", nodeDefaults={"cpus": 4})  # agents offer 4 CPUs per node
+    make_app(registry, "work", "sleep 2")
+    names = [f"e{i}" for i in range(10)]
+    make_jobs(registry, "work", names, resources={"nodePackingCount": 4})  # 4 per node: 3 nodes
+    wait_until(lambda: all(j and j.status.state is S.PREPROCESSED for j in registry.get_many(Job, names)), 30,
+               "the backlog to be runnable")
+    eq = ElasticQueue(min_nodes=1, max_nodes=4, min_wall_time_min=5, max_wall_time_min=10, wall_time_pad_min=1,
+                      max_queued_jobs=1, max_queue_wait_min=10)
+    registry.mutate(Site, site.name, lambda s: setattr(s.spec, "elastic_queue", eq))
+    done = wait_jobs(registry, names, timeout=90)
+    assert {j.status.state for j in done} == {S.JOB_FINISHED}
+    mine = [b for b in registry.list(BatchJob)[0] if b.metadata.labels.get(LABEL) == site.name]
+    assert [b.spec.num_nodes for b in mine] == [3], [(b.name, b.spec.num_nodes) for b in mine]
+    assert mine[0].spec.wall_time_min == 5 and mine[0].spec.site == site.name
+    time.sleep(2.0)  # an empty backlog asks for nothing more
+    assert len([b for b in registry.list(BatchJob)[0] if b.metadata.labels.get(LABEL) == site.name]) == 1
+    assert "no runnable job" in manager.elastic.last_decision[site.name]
+
+
+BROKEN_SQUEUE = """#!/bin/bash
+mode=$(cat "{mode}")
+case "$mode" in
+  fail) echo "squeue: error: slurm_load_jobs error: Unable to contact slurm controller" >&2; exit 1 ;;
+  hang) exec sleep 60 ;;
+  garbage) echo "<html><body>502 Bad Gateway</body></html>"; exit 0 ;;
+  *) exec /usr/bin/squeue "$@" ;;
+esac
+"""
+
+
+def test_broken_squeue_sets_a_condition_and_the_controller_keeps_going(
+        registry: Registry, site: SiteConfig, manager: Manager, slurm: Slurm, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    bindir, mode = tmp_path / "bin", tmp_path / "squeue-mode"
+    bindir.mkdir()
+    mode.write_text("ok")
+    (bindir / "squeue").write_text(BROKEN_SQUEUE.format(mode=mode))
+    (bindir / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    monkeypatch.setenv("BALSAM_SCHEDULER_TIMEOUT", "2")
+    make_site(registry, site, "slurm", nodeDefaults={"cpus": 2})
+    make_app(registry, "hello", "echo hi")
+    make_batchjob(registry, "steady", nodes=1, wall_time_min=5)
+    wait_batchjob(registry, "steady", ["running"], timeout=30)
+
+    def condition() -> tuple[str, str] | None:
+        b = registry.try_get(BatchJob, "steady")
+        c = get_condition(b.status.conditions, "SchedulerError") if b else None
+        return (c.reason, c.message) if c is not None else None
+
+    for broken, reason in (("fail", "SchedulerCommandFailed"), ("hang", "SchedulerTimeout"),
+                           ("garbage", "SchedulerGarbage")):
+        mode.write_text(broken)
+        got = wait_until(lambda r=reason: (c := condition()) and c[0] == r and c, 30, f"condition {reason}")
+        assert "retrying with backoff" in got[1]
+        bj = registry.get(BatchJob, "steady")
+        assert bj.status.state == "running", "a scheduler fault must not end the BatchJob"
+        assert manager.thread.is_alive()
+        # The rest of the control plane still works: a new job runs in the allocation.
+        make_jobs(registry, "hello", [f"during-{broken}"], resources={"nodePackingCount": 2})
+        wait_jobs(registry, [f"during-{broken}"], timeout=30)
+
+    mode.write_text("ok")
+    wait_until(lambda: condition() is None, 30, "the condition to clear")
+    assert registry.get(BatchJob, "steady").status.state == "running"
