@@ -219,9 +219,12 @@ class Registry:
             status.last_update = now
 
     def _admission(self, objs: Sequence[Resource]) -> builtins.list[st.Compare]:
-        """References that must exist when the write lands (checked inside the txn)."""
+        """References that must exist when the write lands (checked inside the txn).
+
+        One compare per distinct referenced key: a bulk create of 10k jobs of one app needs
+        one "app exists" compare, not 10k identical ones for the store to evaluate."""
         batch = {(type(o).PLURAL, o.metadata.namespace, o.metadata.name) for o in objs}
-        compares: list[st.Compare] = []
+        refs: dict[str, None] = {}  # ordered set of keys that must exist
         from ._kinds import App, Job
 
         for o in objs:
@@ -229,10 +232,10 @@ class Registry:
                 ns = o.metadata.namespace
                 for p in o.spec.parents:
                     if ("jobs", ns, p) not in batch:
-                        compares.append(st.Compare(object_key(Job, ns, p), "create", ">", 0))
+                        refs[object_key(Job, ns, p)] = None
                 if ("apps", ns, o.spec.app) not in batch:
-                    compares.append(st.Compare(object_key(App, ns, o.spec.app), "create", ">", 0))
-        return compares
+                    refs[object_key(App, ns, o.spec.app)] = None
+        return [st.Compare(k, "create", ">", 0) for k in refs]
 
     def _explain_failed_create(self, objs: Sequence[Resource]) -> Exception:
         from ._kinds import App, Job
