@@ -121,23 +121,29 @@ def all_done(registry: Registry, namespace: str) -> tuple[dict[JobState, int], b
 def stuck_reason(registry: Registry, namespace: str, counts: dict[JobState, int]) -> str | None:
     """Why none of the remaining jobs can move, or None when some still can.
 
-    Stuck jobs are: runnable jobs no node can ever hold (``Unschedulable``), and waiting
-    jobs with a parent that failed, is missing, or is itself stuck (a child waits for all
-    of its parents). Only jobs in resting states are read, and only when everything else is
+    Stuck jobs are: runnable jobs no node can ever hold (``Unschedulable``) or that the user
+    suspended (``spec.suspend``: placement leaves them alone until resumed), and waiting jobs
+    with a parent that failed, is missing, or is itself stuck (a child waits for all of its
+    parents). Only jobs in resting states are read, and only when everything else is
     terminal."""
     active = {s for s, n in counts.items() if n and s not in TERMINAL}
     if not active or not active <= set(RESTING):
         return None
     unschedulable: dict[str, str] = {}
+    suspended: dict[str, str] = {}
     for state in (JobState.PREPROCESSED, JobState.RESTART_READY):
         if not counts[state]:
             continue
         for job in Job.objects.using(registry).filter(state=state.value, namespace=namespace):
+            if job.status.placement is not None and job.status.placement.nodes:
+                return None  # bound: its agent is about to start it
             c = get_condition(job.status.conditions, "Unschedulable")
-            bound = job.status.placement is not None and bool(job.status.placement.nodes)
-            if bound or c is None or c.status != "True":
+            if c is not None and c.status == "True":
+                unschedulable[job.name] = c.message or c.reason or "Unschedulable"
+            elif job.spec.suspend:
+                suspended[job.name] = "spec.suspend is true"
+            else:
                 return None
-            unschedulable[job.name] = c.message or c.reason or "Unschedulable"
     waiting = list(Job.objects.using(registry).filter(state=JobState.AWAITING_PARENTS.value, namespace=namespace)) \
         if counts[JobState.AWAITING_PARENTS] else []
     blocked: dict[str, str] = {}
@@ -153,14 +159,16 @@ def stuck_reason(registry: Registry, namespace: str, counts: dict[JobState, int]
         for job in waiting:
             if job.name in blocked:
                 continue
-            stuck_parent = next((p for p in job.spec.parents if p in blocked or p in unschedulable), None)
+            stuck_parent = next((p for p in job.spec.parents if p in blocked or p in unschedulable or p in suspended),
+                                None)
             if stuck_parent is not None:
                 blocked[job.name] = f"parent job {stuck_parent} cannot run"
                 changed = True
     if len(blocked) < len(waiting):
         return None
     parts = []
-    for what, jobs in (("Unschedulable", unschedulable), ("wait on parents that cannot finish", blocked)):
+    for what, jobs in (("Unschedulable", unschedulable), ("suspended", suspended),
+                       ("wait on parents that cannot finish", blocked)):
         if jobs:
             name, why = next(iter(jobs.items()))
             parts.append(f"{len(jobs)} job(s) {what}, e.g. {name}: {why}")

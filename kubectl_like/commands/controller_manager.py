@@ -24,8 +24,14 @@ def site_flags(ctx: Ctx) -> list[str]:
 @click.option("--identity", default=None, metavar="ID", help="Leader-election identity (default: HOST-PID).")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               default="INFO", show_default=True, help="Level of logs/controller-manager.log.")
+@click.option("--hook-workers", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Lifecycle hooks that may run at once (default: one per CPU).")
+@click.option("--hook-timeout", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
+              metavar="S", help="Seconds a hook may run before it is killed and its job FAILED (unless its App "
+              "says otherwise).")
 @common_options
-def command(lease_ttl: float, identity: str | None, log_level: str) -> int:
+def command(lease_ttl: float, identity: str | None, log_level: str, hook_workers: int | None,
+            hook_timeout: float) -> int:
     """Run the dependency, hook and placement reconcilers of this site until stopped.
 
     \b
@@ -34,7 +40,10 @@ def command(lease_ttl: float, identity: str | None, log_level: str) -> int:
     """
     from controllers.__main__ import main
 
-    argv = [*site_flags(get_ctx()), "--lease-ttl", str(lease_ttl), "--log-level", log_level]
+    argv = [*site_flags(get_ctx()), "--lease-ttl", str(lease_ttl), "--log-level", log_level,
+            "--hook-timeout", str(hook_timeout)]
     if identity:
         argv += ["--identity", identity]
+    if hook_workers is not None:
+        argv += ["--hook-workers", str(hook_workers)]
     return main(argv)

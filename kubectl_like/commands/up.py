@@ -29,9 +29,9 @@ def command(nodes: int, cpus: int | None, gpus: int, until_done: bool, lease_ttl
 
     Progress (jobs per state, jobs/s) is shown until Ctrl-C, which stops the children
     (their logs are in <site>/logs). With --until-done the exit status is 0 when every job
-    finished, 1 when one FAILED, when the remaining jobs cannot progress (Unschedulable, or
-    waiting on parents that failed; the reason is printed) or when a child process died,
-    and 130 when interrupted.
+    finished, 1 when one FAILED, when the remaining jobs cannot progress (Unschedulable,
+    suspended, or waiting on parents that failed; the reason is printed) or when a child
+    process died, and 130 when interrupted.
     """
     ctx = get_ctx()
     cfg = ctx.site_config(required=True)  # agents run jobs in the site's data/ directory

@@ -83,12 +83,13 @@ def test_up_until_done_exits_1_when_a_job_fails(site: Site) -> None:
     assert site.sh("logs", "bad").stdout == "about to fail\n"
 
 
-def test_up_until_done_exits_promptly_on_an_unschedulable_job(site: Site) -> None:
+def test_up_until_done_exits_promptly_when_the_rest_cannot_progress(site: Site) -> None:
     write_yaml(site.path / "u.yaml", [
         manifest("App", "hello", {"command": "echo hi"}),
         job_doc("gpu-hog", resources={"gpusPerRank": 99}),
         job_doc("fine", workdir="w/fine"),
         job_doc("after-hog", workdir="w/after", parents=["gpu-hog"]),
+        job_doc("held", workdir="w/held", suspend=True),
     ])
     assert site.sh("apply", "-f", "u.yaml").exit_code == 0
     code, out, err, took = up(site, "--until-done")
@@ -99,7 +100,8 @@ def test_up_until_done_exits_promptly_on_an_unschedulable_job(site: Site) -> Non
     assert "no job can progress" in errors[0]
     assert "gpu-hog: needs 99 GPUs per node; largest node has 0" in errors[0]
     assert "1 job(s) wait on parents that cannot finish" in errors[0]
-    assert out == "3 job(s): 1 JOB_FINISHED, 0 FAILED, 2 stuck\n"
+    assert "1 job(s) suspended, e.g. held: spec.suspend is true" in errors[0]
+    assert out == "4 job(s): 1 JOB_FINISHED, 0 FAILED, 3 stuck\n"
     assert state_of(site, "fine") is JobState.JOB_FINISHED  # the hog blocked nothing behind it
 
 
