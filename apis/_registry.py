@@ -14,7 +14,9 @@ Index values are percent-quoted so ``/`` and ``=`` in label keys cannot split a 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
+import gc
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -97,6 +99,29 @@ def value_from_index_key(key: str) -> str:
     return unquote(key.rsplit("/", 2)[1])
 
 
+GC_PAUSE_MIN_OBJECTS = 1000
+_KEYS_PAGE = 20000  # keys per keys-only range page
+
+
+@contextlib.contextmanager
+def _gc_paused(n_objects: int) -> Iterator[None]:
+    """Hold CPython's cyclic GC off while one big write copies, serializes and sends
+    ``n_objects`` objects, or one big read decodes them. Each object allocates dozens of
+    containers, so a 10k-object batch triggers thousands of collections that walk every live
+    object (the caller's list of inputs too) and find no garbage: 17% of a 100k-job
+    bulk_create's wall time on SQLite, and 0.6 s of a 1.3 s selector get that decodes 10k
+    jobs (bench store). The collector is re-enabled at once afterwards (only if it was on and
+    this call turned it off); small batches are left alone."""
+    if n_objects < GC_PAUSE_MIN_OBJECTS or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 #: Checks every write passes before its transaction: ``check(registry, creates, [(old, new)])``
 #: raises Invalid to refuse the whole write (nothing is written). ``apis._transfers`` adds one.
 AdmissionCheck = Callable[["Registry", Sequence[Resource], Sequence[tuple[Resource, Resource]]], None]
@@ -153,8 +178,9 @@ class Registry:
 
     @_wrap_store_errors
     def get_many(self, kind: type[R], names: Sequence[str], namespace: str = "default") -> list[R | None]:
-        kvs = self.store.get_many([object_key(kind, namespace, n) for n in names])
-        return [None if kv is None else self.decode(kind, kv) for kv in kvs]
+        with _gc_paused(len(names)):
+            kvs = self.store.get_many([object_key(kind, namespace, n) for n in names])
+            return [None if kv is None else self.decode(kind, kv) for kv in kvs]
 
     @_wrap_store_errors
     def list(self, kind: type[R], namespace: str | None = "default") -> tuple[builtins.list[R], int]:
@@ -164,9 +190,10 @@ class Registry:
         after: str | None = None
         revision = 0
         while True:
-            res = self.store.range(prefix, limit=5000, start_after=after)
-            revision = revision or res.revision
-            out.extend(self.decode(kind, kv) for kv in res.kvs)
+            with _gc_paused(5000):
+                res = self.store.range(prefix, limit=5000, start_after=after)
+                revision = revision or res.revision
+                out.extend(self.decode(kind, kv) for kv in res.kvs)
             if not res.more:
                 return out, revision
             after = res.continue_key
@@ -181,8 +208,9 @@ class Registry:
         names: list[str] = []
         after: str | None = None
         while True:
-            res = self.store.range(prefix, limit=20000, start_after=after, keys_only=True)
-            names.extend(name_from_index_key(kv.key) for kv in res.kvs)
+            with _gc_paused(_KEYS_PAGE):  # a page allocates up to 20k KeyValues
+                res = self.store.range(prefix, limit=_KEYS_PAGE, start_after=after, keys_only=True)
+                names.extend(name_from_index_key(kv.key) for kv in res.kvs)
             if not res.more:
                 return names
             after = res.continue_key
@@ -204,8 +232,9 @@ class Registry:
         out: list[str] = []
         after: str | None = None
         while True:
-            res = self.store.range(prefix, limit=20000, start_after=after, keys_only=True)
-            out.extend(kv.key[len(prefix):] for kv in res.kvs)
+            with _gc_paused(_KEYS_PAGE):
+                res = self.store.range(prefix, limit=_KEYS_PAGE, start_after=after, keys_only=True)
+                out.extend(kv.key[len(prefix):] for kv in res.kvs)
             if not res.more:
                 return out
             after = res.continue_key
@@ -322,6 +351,21 @@ class Registry:
         ``lease``: the created and updated objects (and their index keys) are attached to this
         store lease and vanish when it expires. As in etcd, a put without the lease detaches a
         key from it, so every write of a leased object (a Node) must pass its lease."""
+        with _gc_paused(len(creates) + len(updates) + len(deletes)):
+            return self._write(creates, updates, deletes, stamp=stamp, dry_run=dry_run,
+                               check_deletes=check_deletes, lease=lease)
+
+    def _write(
+        self,
+        creates: Sequence[Resource],
+        updates: Sequence[tuple[Resource, Resource]],
+        deletes: Sequence[Resource],
+        *,
+        stamp: bool,
+        dry_run: bool,
+        check_deletes: bool,
+        lease: int,
+    ) -> tuple[builtins.list[Resource], builtins.list[Resource]]:
         now = utcnow()
         created = self._prepare_creates(creates, now)
         updated = [self._prepare_update(o, n, now, stamp) for o, n in updates]
