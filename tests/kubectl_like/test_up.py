@@ -113,14 +113,16 @@ def test_up_with_no_jobs_and_bad_flags(site: Site, nowhere_cwd: Path) -> None:
     assert r.one_error().startswith("error: no site found")
 
 
-def test_ctrl_c_stops_up_and_its_children(site: Site, procs: list[Proc]) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_up_and_its_children(site: Site, procs: list[Proc], sig: signal.Signals) -> None:
     p = Proc(site.path, "up", "--nodes", "2", "--cpus", "2", "--lease-ttl", "3")
     procs.append(p)
     reg = site.registry()
     wait_until(lambda: len(reg.list(Node, site.namespace)[0]) == 2, timeout=30)
     kids = children_of(p.p.pid)
     assert len(kids) == 3  # a controller manager and two node agents
-    assert p.interrupt(timeout=30) == 0
+    p.p.send_signal(sig)
+    assert p.wait(30) == 0  # without --until-done, a signal is how up is meant to end
     assert not [k for k in kids if alive(k)]
     assert "Traceback" not in p.stderr
     assert reg.list(Node, site.namespace)[0] == []  # the agents deregistered on their way out
