@@ -104,11 +104,12 @@ def _register() -> None:
         init,
         logs,
         node_agent,
+        operator,
         up,
         wait,
     )
 
-    for mod in (init, apply, create, get, describe, delete, diff, edit, crds):
+    for mod in (init, apply, create, get, describe, delete, diff, edit, crds, operator):
         cli.add_command(mod.command)
     for mod in (wait, logs, up, controller_manager, node_agent):
         cli.add_command(mod.command)
