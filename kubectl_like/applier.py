@@ -210,6 +210,15 @@ def with_last_applied(m: Manifest) -> Resource:
     return obj
 
 
+def without_last_applied(m: Manifest) -> Resource:
+    if LAST_APPLIED not in m.obj.metadata.annotations:
+        return m.obj
+    obj = m.obj.model_copy()
+    obj.metadata = m.obj.metadata.model_copy(
+        update={"annotations": {k: v for k, v in m.obj.metadata.annotations.items() if k != LAST_APPLIED}})
+    return obj
+
+
 def previous_config(live: Resource) -> dict[str, Any] | None:
     """The configuration the last apply wrote (None: never applied, or unreadable), without
     anything apply must never delete (status, server metadata)."""
@@ -349,7 +358,10 @@ def plan(reg: Registry, manifests: Sequence[Manifest], *, create_only: bool = Fa
     for m in manifests:
         cur = live.get(m.ident) if m.obj.name else None
         if cur is None:
-            changes.append(Change(m, "created", None, with_last_applied(m)))
+            # ``create -f`` saves no configuration (kubectl's default): what it made is not
+            # apply's, so ``apply --prune`` never deletes it.
+            desired = without_last_applied(m) if create_only else with_last_applied(m)
+            changes.append(Change(m, "created", None, desired))
             continue
         if create_only:
             raise LocatedError(AlreadyExists(cur.resource_name(), cur.name),

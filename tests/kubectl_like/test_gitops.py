@@ -144,6 +144,9 @@ def test_prune_deletes_only_applied_objects_matching_selector(any_site: Site, tm
     r = site.run("create", "job", "--app", "hello", "-w", "by/hand", "--name", "manual", "-t", "part-of=survey",
                  "--param", "name=m")
     assert r.exit_code == 0, r.stderr
+    # Made with `create -f` (kubectl's create saves no configuration): not apply's either.
+    f = write_yaml(tmp_path / "created.yaml", [labeled("created-f")])
+    assert site.run("create", "-f", str(f)).exit_code == 0
     write_yaml(d / "jobs" / "jobs.yaml", [labeled("a")])  # b, c and other removed from git
     rev = site.revision()
     r = site.run("apply", "-R", "-f", str(d), "--prune", "-l", "part-of=survey")
@@ -152,13 +155,13 @@ def test_prune_deletes_only_applied_objects_matching_selector(any_site: Site, tm
     assert r.stdout.splitlines() == ["job.balsam.io/a unchanged", "job.balsam.io/b pruned", "job.balsam.io/c pruned"]
     assert site.revision() == rev + 1  # one transaction
     names = sorted(reg.names(Job, ns))
-    assert names == ["a", "manual", "other"]  # "other" does not match the selector
+    assert names == ["a", "created-f", "manual", "other"]  # "other" does not match the selector
     assert reg.get(App, "hello", ns)
     # --all considers every object of the applied kinds: "other" goes, "manual" stays.
     r = site.run("apply", "-R", "-f", str(d), "--prune", "--all")
     assert r.exit_code == 0, r.stderr
     assert "job.balsam.io/other pruned" in r.stdout
-    assert sorted(reg.names(Job, ns)) == ["a", "manual"]
+    assert sorted(reg.names(Job, ns)) == ["a", "created-f", "manual"]
 
 
 def test_prune_needs_selector_or_all(site: Site, tmp_path: Path) -> None:
