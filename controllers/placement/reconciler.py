@@ -61,7 +61,14 @@ class PlacementReconciler:
         self._dirty: set[str] = set()
         self._lock = threading.Lock()
         self._full_sync = True
+        self._requests_stale = False
         self._shapes: dict[tuple[Any, ...], JobShape] = {}
+        # The runnable backlog, kept up to date from the dirty set (never rebuilt per pass):
+        # name -> (sort key, request); its priority order is re-sorted only after additions.
+        self._backlog: dict[str, tuple[tuple[Any, ...], PlacementRequest]] = {}
+        self._order: list[tuple[tuple[Any, ...], str]] = []
+        self._order_stale = False
+        self._unschedulable: dict[str, str] = {}  # jobs carrying the condition -> its message
 
     def register(self, informers: dict[str, Informer[Any]], enqueue: Callable[[Request], None]) -> None:
         jobs: Informer[Job] = informers["Job"]
@@ -92,9 +99,15 @@ class PlacementReconciler:
             if typ != "MODIFIED" or old is None or new is None or old.spec != new.spec:
                 enqueue(Request(KEY, ns))
 
+        def on_batchjob(typ: str, old: Any, new: Any) -> None:
+            if (old.spec.selector if old else None) != (new.spec.selector if new else None):
+                with self._lock:
+                    self._requests_stale = True  # which batch jobs a job may use has changed
+            on_other(typ, old, new)
+
         jobs.add_handler(on_job)  # type: ignore[arg-type]
         informers["Node"].add_handler(on_other)
-        informers["BatchJob"].add_handler(on_other)
+        informers["BatchJob"].add_handler(on_batchjob)
         enqueue(Request(KEY, ns))
 
     # --- sync ----------------------------------------------------------------------------
@@ -171,43 +184,91 @@ class PlacementReconciler:
                 ctx.update(job, new)
 
         # The backlog, in priority order.
-        pending = [j for s in RUNNABLE for j in jobs.by_index("state", s.value) if wants_placement(j)]
-        if not pending:
+        with self._lock:
+            stale, self._requests_stale = self._requests_stale, False
+        allowed = self._allowed_fn(batchjobs)
+        if full or stale:
+            self._backlog.clear()
+            self._unschedulable.clear()
+            for state in RUNNABLE:
+                for job in jobs.by_index("state", state.value):
+                    self._track(job, job.name, allowed)
+        else:
+            for name in dirty:
+                self._track(jobs.get(name), name, allowed)
+        if not self._backlog:
             return None
-        pending.sort(key=lambda j: (-j.spec.priority, j.metadata.creation_timestamp or now, j.name))
-        selectors = [(b.name, b.spec.selector) for b in batchjobs.items() if b.spec.selector]
-        allowed_cache: dict[tuple[tuple[str, str], ...], frozenset[str | None] | None] = {}
-
-        def allowed(job: Job) -> frozenset[str | None] | None:
-            if not selectors:
-                return None
-            key = tuple(sorted(job.metadata.labels.items()))
-            if key not in allowed_cache:
-                unrestricted = {b.name for b in batchjobs.items() if not b.spec.selector}
-                ok = {name for name, sel in selectors if all(job.metadata.labels.get(k) == v for k, v in sel.items())}
-                allowed_cache[key] = frozenset({None, *unrestricted, *ok})
-            return allowed_cache[key]
-
-        requests = [PlacementRequest(j.name, self._shape(j), allowed(j)) for j in pending]
-        by_name = {j.name: j for j in pending}
+        if self._order_stale:
+            self._order = sorted((key, name) for name, (key, _) in self._backlog.items())
+            self._order_stale = False
+        backlog = self._backlog
+        requests = (backlog[name][1] for _, name in self._order if name in backlog)
         for d in self.packer.place(requests):
-            job = by_name[d.job]
-            cond = get_condition(job.status.conditions, "Unschedulable")
             if d.bound:
+                job = jobs.get(d.job)
+                if job is None:
+                    self.packer.release(d.job)
+                    continue
                 new = job.status_copy()
                 new.status.placement = Placement(**d.placement_fields())
                 remove_condition(new.status.conditions, "Unschedulable")
                 ctx.update(job, new)
+                del backlog[d.job]
             elif d.never_fits:
-                if cond is None or cond.message != d.reason:
-                    new = job.status_copy()
-                    set_condition(new.status.conditions, "Unschedulable", "True", "NeverFits", d.reason, now)
-                    ctx.update(job, new)
-            elif cond is not None:
-                new = job.status_copy()
-                remove_condition(new.status.conditions, "Unschedulable")
-                ctx.update(job, new)
+                if self._unschedulable.get(d.job) != d.reason:
+                    self._set_unschedulable(ctx, jobs.get(d.job), d.reason, now)
+            elif d.job in self._unschedulable:
+                self._set_unschedulable(ctx, jobs.get(d.job), None, now)
+        self._order = [(k, n) for k, n in self._order if n in backlog] if len(self._order) > 2 * len(backlog) + 64 \
+            else self._order
         return None
+
+    def _allowed_fn(self, batchjobs: Informer[BatchJob]) -> Callable[[Job], frozenset[str | None] | None]:
+        """Which batch jobs' nodes a job may use (None: any), from the BatchJobs' selectors."""
+        selectors = [(b.name, b.spec.selector) for b in batchjobs.items() if b.spec.selector]
+        if not selectors:
+            return lambda job: None
+        unrestricted = {b.name for b in batchjobs.items() if not b.spec.selector}
+        cache: dict[tuple[tuple[str, str], ...], frozenset[str | None]] = {}
+
+        def allowed(job: Job) -> frozenset[str | None] | None:
+            key = tuple(sorted(job.metadata.labels.items()))
+            if key not in cache:
+                ok = {name for name, sel in selectors if all(job.metadata.labels.get(k) == v for k, v in sel.items())}
+                cache[key] = frozenset({None, *unrestricted, *ok})
+            return cache[key]
+
+        return allowed
+
+    def _track(self, job: Job | None, name: str, allowed: Callable[[Job], frozenset[str | None] | None]) -> None:
+        """Keep ``name``'s backlog entry and Unschedulable bookkeeping in step with the cache."""
+        if job is None or not wants_placement(job):
+            self._backlog.pop(name, None)
+            self._unschedulable.pop(name, None)
+            return
+        key = (-job.spec.priority, job.metadata.creation_timestamp.timestamp() if job.metadata.creation_timestamp
+               else 0.0, name)
+        prev = self._backlog.get(name)
+        if prev is None or prev[0] != key:
+            self._order_stale = True
+        self._backlog[name] = (key, PlacementRequest(name, self._shape(job), allowed(job)))
+        cond = get_condition(job.status.conditions, "Unschedulable")
+        if cond is not None:
+            self._unschedulable[name] = cond.message
+        else:
+            self._unschedulable.pop(name, None)
+
+    def _set_unschedulable(self, ctx: Context, job: Job | None, reason: str | None, now: Any) -> None:
+        if job is None:
+            return
+        new = job.status_copy()
+        if reason is None:
+            remove_condition(new.status.conditions, "Unschedulable")
+            self._unschedulable.pop(job.name, None)
+        else:
+            set_condition(new.status.conditions, "Unschedulable", "True", "NeverFits", reason, now)
+            self._unschedulable[job.name] = reason
+        ctx.update(job, new)
 
     def on_write_failed(self, names: list[str]) -> None:
         """The controller could not write some steps: resync those jobs next pass."""

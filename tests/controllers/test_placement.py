@@ -36,9 +36,17 @@ def add_node(registry: Registry, name: str, cpus: int = 64, gpus: int = 8, lease
     return created[0]
 
 
-def settle(mgr: ControllerManager, registry: Registry, names: list[str]) -> list[Job]:
-    assert mgr.wait_idle(10)
-    return [registry.get(Job, n) for n in names]
+def settle(mgr: ControllerManager, registry: Registry, names: list[str], min_bound: int = 0) -> list[Job]:
+    """The jobs once they all left CREATED, ``min_bound`` of them are bound, and the queues
+    are idle (idle alone can be seen before the informer delivered the creates)."""
+    deadline = time.monotonic() + 20
+    while True:
+        jobs = [registry.get(Job, n) for n in names]
+        ready = all(j.status.state is not JobState.CREATED for j in jobs) and len(bound(jobs)) >= min_bound
+        if ready and mgr.wait_idle(10):
+            return [registry.get(Job, n) for n in names]
+        assert time.monotonic() < deadline, [j.status.state for j in jobs]
+        time.sleep(0.02)
 
 
 def bound(jobs: list[Job]) -> list[Job]:
@@ -56,7 +64,7 @@ def test_seed_examples_bind_the_documented_number_of_jobs(registry, app, placing
     names = [f"j{i}" for i in range(16)]
     registry.create_many([make_job(n, resources={"nodePackingCount": npc, "gpusPerRank": gpus_per_rank})
                           for n in names])
-    jobs = settle(placing, registry, names)
+    jobs = settle(placing, registry, names, min_bound=expected)
     placed = bound(jobs)
     assert len(placed) == expected
     for node in ("n0", "n1"):
