@@ -45,7 +45,7 @@ def backlog(jobs: Informer[Job], site: Site, eq: ElasticQueue) -> list[Need]:
     return [Need(count, nodes, k, wall) for (nodes, k, wall), count in groups.items()]
 
 
-def allocations(bjs: list[BatchJob], nodes: Informer[Node], site: Site) -> list[Allocation]:
+def allocations(bjs: list[BatchJob], nodes: Informer[Node], site: Site, eq: ElasticQueue) -> list[Allocation]:
     registered: Counter[str] = Counter()
     idle: Counter[str] = Counter()
     for n in nodes.items():
@@ -55,7 +55,8 @@ def allocations(bjs: list[BatchJob], nodes: Informer[Node], site: Site) -> list[
                 idle[n.spec.batch_job] += 1
     return [
         Allocation(b.spec.num_nodes, b.status.state, b.metadata.labels.get(LABEL) == site.name,
-                   b.spec.num_nodes - registered[b.name] + idle[b.name])
+                   b.spec.num_nodes - registered[b.name] + idle[b.name],
+                   all(eq.selector.get(k) == v for k, v in b.spec.selector.items()))
         for b in bjs if b.status.state in HOLDING
     ]
 
@@ -113,7 +114,7 @@ class ElasticQueueReconciler:
                 ctx.delete(b)
                 return Result(requeue_after=self.min_interval)
             next_check = min(next_check, limit - waited)
-        d = size_request(backlog(ctx.caches["Job"], site, eq), allocations(bjs, ctx.caches["Node"], site), eq)
+        d = size_request(backlog(ctx.caches["Job"], site, eq), allocations(bjs, ctx.caches["Node"], site, eq), eq)
         self.last_decision[site.name] = d.why
         if d.nodes:
             ctx.create(BatchJob(

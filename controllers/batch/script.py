@@ -1,7 +1,8 @@
 """Batch scripts: one Jinja2 template per scheduler, overridable per site.
 
 A site uses ``<site>/batch-template.sh.j2`` when that file exists, else the built-in
-template of its scheduler below. The script must start one node agent per node of the
+template of its scheduler below. The Slurm template asks for whole nodes (``--exclusive``):
+the agents pack jobs onto every CPU and GPU of a node, so nothing else may share it. The script must start one node agent per node of the
 allocation with ``{{ agent_command }}`` (already shell-quoted) and ``--name`` unique per node;
 the agents' Nodes then belong to the BatchJob (``--batch-job``).
 
@@ -31,6 +32,7 @@ SLURM = """\
 #SBATCH --job-name={{ job_name }}
 #SBATCH --nodes={{ num_nodes }}
 #SBATCH --time={{ wall_time_min }}
+#SBATCH --exclusive
 {%- if queue %}
 #SBATCH --partition={{ queue }}
 {%- endif %}

@@ -16,7 +16,9 @@ multi-node jobs' whole nodes.
 
 **Nodes already coming.** ``supply`` = all nodes of the site's BatchJobs that are
 pending_submission or queued, plus, of running ones, the nodes whose agent has not
-registered yet or that have nothing bound (the placement reconciler is about to fill them).
+registered yet or that have nothing bound (the placement reconciler is about to fill them) —
+counting only BatchJobs whose selector admits the backlog (each of its terms is also a term of
+``elasticQueue.selector``): the nodes of an allocation reserved for other jobs supply nothing.
 
 **Request.** ``want = need − supply``. Nothing when ``want ≤ 0`` (an empty backlog never
 requests), when the elastic queue already has ``maxQueuedJobs`` BatchJobs waiting
@@ -61,6 +63,7 @@ class Allocation:
     state: str
     elastic: bool = False  # created by this elastic queue (counts toward maxNodes/maxQueuedJobs)
     free_nodes: int | None = None  # running: nodes not registered or idle; None = all of them
+    serves: bool = True  # its selector admits the backlog (every term of it is in the queue's selector)
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ def nodes_needed(needs: Sequence[Need]) -> int:
 
 
 def supply_of(a: Allocation) -> int:
+    if not a.serves:
+        return 0
     if a.state in WAITING:
         return a.nodes
     if a.state == "running":

@@ -30,6 +30,8 @@ CASES = [
     ("maxNodes reached", [Need(10)], [Allocation(4, "running", True, free_nodes=0)], EQ, 0, 0),
     ("maxQueuedJobs reached", [Need(10)], [Allocation(1, "queued", True), Allocation(1, "pending_submission", True)],
      EQ, 0, 0),
+    ("an allocation reserved for other jobs supplies nothing", [Need(2)],
+     [Allocation(4, "running", False, free_nodes=4, serves=False)], EQ, 2, 10),
     ("pending_deletion holds nodes but supplies none", [Need(10)], [Allocation(3, "pending_deletion", True)], EQ, 1,
      10),
     ("finished BatchJobs do not count", [Need(2)], [Allocation(4, "finished", True)], EQ, 2, 10),

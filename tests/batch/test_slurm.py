@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ import pytest
 from apis import BatchJob, ElasticQueue, Job, JobState, Node, Registry, Site, get_condition
 from apis._config import SiteConfig
 from controllers.batch.elastic import LABEL
+from controllers.batch.scheduler import SchedulerError, SubmitRequest
+from controllers.batch.slurm import SlurmScheduler
 
 from .conftest import (
     Manager,
@@ -184,3 +187,54 @@ def test_broken_squeue_sets_a_condition_and_the_controller_keeps_going(
     mode.write_text("ok")
     wait_until(lambda: condition() is None, 30, "the condition to clear")
     assert registry.get(BatchJob, "steady").status.state == "running"
+
+
+def test_slurm_plugin_submit_is_idempotent_status_is_one_call_and_rejects_are_permanent(
+        slurm: Slurm, tmp_path: Path) -> None:
+    plugin = SlurmScheduler(timeout=30)
+    script = tmp_path / "s.sh"
+    script.write_text("#!/bin/bash\nexec sleep 60\n")
+    req = SubmitRequest(job_name=f"balsam-plugin-{uuid.uuid4().hex[:8]}", script=script, output=tmp_path / "o.out",
+                        num_nodes=1, wall_time_min=1)
+    first = plugin.submit(req)
+    assert plugin.submit(req) == first  # the same name is the same allocation, never a second one
+    seen = plugin.status([first, "999999"])
+    assert set(seen) == {first} and seen[first].phase in ("queued", "running")
+    plugin.cancel(first)
+    plugin.cancel("999999")  # unknown or finished: not an error
+    done = wait_until(lambda: (i := plugin.status([first]).get(first)) and i.phase == "finished" and i, 30,
+                      "the cancel to land")
+    assert done.state == "CANCELLED"
+    [debug] = plugin.partitions()
+    assert (debug.name, debug.nodes, debug.cpus_per_node, debug.default) == ("debug", slurm.nodes, slurm.cpus, True)
+    with pytest.raises(SchedulerError) as e:
+        plugin.submit(SubmitRequest(job_name=f"{req.job_name}-big", script=script, output=tmp_path / "o.out",
+                                    num_nodes=slurm.nodes + 1, wall_time_min=1))
+    assert e.value.kind == "rejected" and e.value.permanent
+
+
+def test_elastic_batchjob_that_waits_too_long_is_deleted_and_cancelled(
+        registry: Registry, site: SiteConfig, manager: Manager, slurm: Slurm) -> None:
+    make_site(registry, site, "slurm", nodeDefaults={"cpus": 2})
+    make_app(registry, "hello", "echo hi")
+    make_batchjob(registry, "hog", nodes=slurm.nodes, wall_time_min=5, selector={"pool": "hog"})
+    wait_batchjob(registry, "hog", ["running"], timeout=30)
+    make_jobs(registry, "hello", ["q1", "q2"], labels={"pool": "eq"}, resources={"nodePackingCount": 2})
+    eq = ElasticQueue(min_nodes=1, max_nodes=2, min_wall_time_min=5, max_wall_time_min=10, wall_time_pad_min=1,
+                      max_queued_jobs=1, max_queue_wait_min=0.05, selector={"pool": "eq"})  # 3 s
+    registry.mutate(Site, site.name, lambda s: setattr(s.spec, "elastic_queue", eq))
+
+    def elastic() -> list[BatchJob]:
+        return [b for b in registry.list(BatchJob)[0] if b.metadata.labels.get(LABEL) == site.name]
+
+    first = wait_until(lambda: [b for b in elastic() if b.status.state == "queued"], 30, "a queued elastic BatchJob")[0]
+    assert "PENDING" in first.status.message and first.spec.num_nodes == 1 and first.spec.selector == {"pool": "eq"}
+    sid = first.status.scheduler_id or ""
+    wait_until(lambda: registry.try_get(BatchJob, first.name) is None, 30, "the BatchJob that waited to be deleted")
+    assert slurm.state(sid) == "CANCELLED"
+    # The backlog is still there: the queue asks again, and once the nodes are free the jobs run.
+    wait_until(lambda: [b for b in elastic() if b.name != first.name], 30, "a new request")
+    registry.delete(BatchJob, "hog")
+    done = wait_jobs(registry, ["q1", "q2"], timeout=60)
+    assert {j.status.state for j in done} == {S.JOB_FINISHED}
+    assert {j.status.placement.batch_job for j in done if j.status.placement} != {"hog"}
