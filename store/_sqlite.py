@@ -695,7 +695,8 @@ class SQLiteStore(Store):
         if start <= compacted:
             raise Compacted(start, compacted)
         w = _SQLiteWatch(self, prefix, start)
-        with self._wlock:
+        # Not during a catch-up: it reads only the prefixes watched when it began.
+        with self._catchup_lock, self._wlock:
             if not self._watches:
                 # Nothing was dispatched while no watch was open: start from now.
                 cur, _ = self._revisions(conn)
@@ -767,14 +768,33 @@ class SQLiteStore(Store):
                     w._fail(Compacted(max(w.live_from_id + 1, lo) >> _SEQ_BITS, compacted))
                 self._dispatch([], lost_to)
                 lo = lost_to + 1
+            where, params = self._watched_ranges()
             while lo < hi:
                 rows = conn.execute(
-                    f"SELECT {_EVENT_COLS} WHERE l.id >= ? AND l.id < ? ORDER BY l.id LIMIT ?",
-                    (lo, hi, _EVENT_CHUNK),
+                    f"SELECT {_EVENT_COLS} WHERE l.id >= ? AND l.id < ? AND ({where}) ORDER BY l.id LIMIT ?",
+                    (lo, hi, *params, _EVENT_CHUNK),
                 ).fetchall()
                 last = rows[-1][0] if len(rows) == _EVENT_CHUNK else hi - 1
                 self._dispatch([(r[0], r[1], _event(r)) for r in rows], last)
                 lo = last + 1
+
+    def _watched_ranges(self) -> tuple[str, list[str]]:
+        """SQL condition matching only keys some open watch covers: the rows of other keys
+        (index keys, other kinds) are never read or turned into objects."""
+        with self._wlock:
+            prefixes = sorted({w.prefix for w in self._watches})
+        kept: list[str] = []
+        for pfx in prefixes:  # sorted: a prefix that covers the next one comes first
+            if not kept or not pfx.startswith(kept[-1]):
+                kept.append(pfx)
+        if not kept or kept == [""]:
+            return "1", []
+        parts, params = [], []
+        for pfx in kept:
+            where, ps = self._key_range(pfx, None, "l.name")
+            parts.append(f"({where})")
+            params.extend(ps)
+        return " OR ".join(parts), params
 
     def _dispatch(self, events: list[tuple[int, str, Event]], upto: int) -> None:
         with self._wlock:
