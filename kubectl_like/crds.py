@@ -60,13 +60,13 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         non_null = [o for o in options if o != {"type": "null"}]
         nullable = len(non_null) < len(options)
         if len(non_null) == 1:
-            extra = {k: v for k, v in node.items() if k in ("description",)}
-            out = {**structural(non_null[0], defs), **extra}
+            desc = {k: v for k, v in node.items() if k in ("description",)}
+            one: dict[str, Any] = {**structural(non_null[0], defs), **desc}
         else:
-            out = {"x-kubernetes-preserve-unknown-fields": True}
+            one = {"x-kubernetes-preserve-unknown-fields": True}
         if nullable:
-            out["nullable"] = True
-        return out
+            one["nullable"] = True
+        return one
     if "allOf" in node and len(node["allOf"]) == 1:
         return structural({**{k: v for k, v in node.items() if k != "allOf"}, **node["allOf"][0]}, defs)
     if "type" not in node and "enum" not in node and "const" not in node:
@@ -91,7 +91,7 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             out["nullable"] = True
     if out.get("type") == "object":
         props = node.get("properties")
-        extra = node.get("additionalProperties")
+        extra: Any = node.get("additionalProperties")
         if props:
             out["properties"] = {k: structural(v, defs) for k, v in props.items()}
             if node.get("required"):
