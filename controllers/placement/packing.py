@@ -517,6 +517,11 @@ class Packer:
         """Live nodes in first-fit order."""
         return (n for n in self._slots if n is not None)
 
+    def has_room(self) -> bool:
+        """Whether some node could still take some job: a free CPU and occupancy below 1.
+        (Conservative: True does not promise that a given job fits.)"""
+        return any(n is not None and n.free_cpus and n.occupancy < 1.0 - EPSILON for n in self._slots)
+
     def __len__(self) -> int:
         return len(self._by_name)
 
