@@ -40,6 +40,7 @@ import re
 import sys
 import textwrap
 import threading
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -322,13 +323,17 @@ class ApplicationDefinition:
 
     @classmethod
     def _check_parameters(cls, params: dict[str, Any]) -> None:
-        if cls.is_python_app():
+        sig, declared = _signatures.get(cls, (None, None))
+        if declared is None:  # computed once per class: submit() is called per job
+            sig = inspect.signature(cls.run) if cls.is_python_app() else None  # type: ignore[attr-defined]
+            declared = cls._parameters()
+            _signatures[cls] = (sig, declared)
+        if sig is not None:
             try:
-                inspect.signature(cls.run).bind(None, **params)  # type: ignore[attr-defined]
+                sig.bind(None, **params)
             except TypeError as e:
                 raise TypeError(f"{cls.__name__}.run(): {e}") from None
             return
-        declared = cls._parameters()
         unknown = sorted(set(params) - set(declared))
         if unknown:
             raise Invalid(f"{cls.__name__}: unknown parameter(s) {', '.join(unknown)} "
@@ -337,6 +342,10 @@ class ApplicationDefinition:
                          if p.get("required", True) and p.get("default") is None and n not in params)
         if missing:
             raise Invalid(f"{cls.__name__}: missing required parameter(s) {', '.join(missing)}")
+
+
+_signatures: weakref.WeakKeyDictionary[type, tuple[inspect.Signature | None, dict[str, dict[str, Any]]]] = \
+    weakref.WeakKeyDictionary()
 
 
 def load_app_class(ref: dict[str, Any]) -> type[ApplicationDefinition]:

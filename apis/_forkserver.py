@@ -165,8 +165,12 @@ def _child(spec: dict[str, Any], devnull: int, inherited: tuple[Any, ...]) -> No
         os.close(out)
         os.dup2(devnull, 0)
         os.close(devnull)
-        os.environ.clear()
-        os.environ.update(spec["env"])
+        env, want = os.environ, spec["env"]
+        for k in [k for k in env if k not in want]:  # only the differences: putenv is not free
+            del env[k]
+        for k, v in want.items():
+            if env.get(k) != v:
+                env[k] = v
         sys.argv = [str(spec.get("argv0", "balsam-task"))]
         from . import _pyexec
 
@@ -203,6 +207,17 @@ def main() -> int:
 
 
 # --- the client -------------------------------------------------------------------------
+
+
+def runtime_dir(prefix: str) -> str:
+    """A private directory for handoff files: in /dev/shm (node-local memory) when there is
+    one, else the system's temporary directory."""
+    import tempfile
+
+    shm = "/dev/shm"
+    base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+    return tempfile.mkdtemp(prefix=prefix, dir=base)
+
 
 #: ``on_message(generation, message)``; ``("died", reason)`` when the server goes away.
 OnMessage = Callable[[int, tuple[Any, ...]], None]
