@@ -29,7 +29,6 @@ import logging
 import os
 import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections import deque
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from apis import App, Job
-from apis._forkserver import ForkServer, ForkServerError
+from apis._forkserver import ForkServer, ForkServerError, runtime_dir
 
 from .hooks import HookName, HookOutcome
 
@@ -80,7 +79,7 @@ class ProcessHookRunner:
         self.site_path = site_path
         self.workers = max(1, workers or (os.cpu_count() or 2))
         self.timeout = timeout
-        self._runtime = Path(tempfile.mkdtemp(prefix="balsam-hooks-"))
+        self._runtime = Path(runtime_dir("balsam-hooks-"))
         env = dict(os.environ)
         env["BALSAM_STORE"] = store_url
         if site_path is not None:

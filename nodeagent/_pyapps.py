@@ -23,14 +23,13 @@ import logging
 import os
 import shutil
 import signal
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apis._forkserver import ForkServer, ForkServerError
+from apis._forkserver import ForkServer, ForkServerError, runtime_dir
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ class PythonApps:
         self._pending: dict[int, tuple[int, Any]] = {}  # token → (generation, run)
         self._live: dict[tuple[int, int], Any] = {}  # (generation, pid) → run
         self._dead: set[int] = set()  # generations whose server died
-        self.runtime_dir = Path(tempfile.mkdtemp(prefix="balsam-pyapps-"))
+        self.runtime_dir = Path(runtime_dir("balsam-pyapps-"))
         stderr = (log_dir / "pyapps-forkserver.log") if log_dir is not None else None
         self._server = ForkServer(self._on_message, name="python app fork server", stderr=stderr)
 
