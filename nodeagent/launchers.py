@@ -7,7 +7,12 @@ The first node's agent runs ``<launcher prefix> <rendered command>`` through the
 pipeline or a shell script should be a script file). The prefix's own tokens are
 shell-quoted; the rendered command is already quoted by the template renderer.
 
-* ``mpirun`` (Open MPI): ``mpirun -n N --host h1:rpn,h2:rpn -x VAR ... <params>``;
+* ``mpirun`` (Open MPI): ``mpirun -n N --host h1:rpn,h2:rpn --map-by ppr:rpn:node -x VAR
+  ... <params>``; ``--map-by ppr:rpn:node`` puts exactly ranksPerNode ranks on each host
+  (under Slurm, Open MPI reads the slots from the allocation, not from ``--host``, and would
+  otherwise fill the first node's slots first); a ``map-by`` in ``launchParams`` replaces it,
+  and it is left out when hosts repeat (simulated nodes of one machine under ``up``: Open
+  MPI merges them into one host, where a per-node ppr could not fit the ranks).
   ``-x`` exports the job's variables (``CUDA_VISIBLE_DEVICES``, ``OMP_NUM_THREADS``, the
   App's environment) to the remote ranks.
 * ``mpiexec`` (MPICH/Hydra): ``mpiexec -n N -ppn rpn -hosts h1,h2 <params>``; Hydra
@@ -67,6 +72,11 @@ def _params(params: Mapping[str, str], *, equals: bool) -> list[str]:
     return out
 
 
+def _sets(params: Mapping[str, str], name: str) -> bool:
+    """Whether launchParams give the option ``name`` (as ``name``, ``-name`` or ``--name``)."""
+    return any(key.lstrip("-") == name for key in params)
+
+
 def launcher_argv(launcher: str, spec: LaunchSpec) -> list[str]:
     """The launcher's own tokens (without the App command). ValueError for an unknown launcher."""
     if not spec.hosts:
@@ -74,6 +84,8 @@ def launcher_argv(launcher: str, spec: LaunchSpec) -> list[str]:
     rpn = max(1, spec.ranks_per_node)
     if launcher == "mpirun":
         argv = ["mpirun", "-n", str(spec.num_ranks), "--host", ",".join(f"{h}:{rpn}" for h in spec.hosts)]
+        if not _sets(spec.launch_params, "map-by") and len(set(spec.hosts)) == len(spec.hosts):
+            argv += ["--map-by", f"ppr:{rpn}:node"]
         for name in spec.env_names:
             argv += ["-x", name]
         return argv + _params(spec.launch_params, equals=False)

@@ -34,8 +34,8 @@ def test_two_node_two_rank_job_starts_four_ranks_through_mpirun(
     make_app(registry, "ranks", "{{ script }}", parameters={"script": {}},
              environment={"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"})
     make_jobs(registry, "ranks", ["mpi"], parameters={"script": str(script)},
-              resources={"numNodes": 2, "ranksPerNode": 2,
-                         "launchParams": {"oversubscribe": "", "map-by": "ppr:2:node"}})
+              # No map-by: the launcher's default (--map-by ppr:<ranksPerNode>:node) places them.
+              resources={"numNodes": 2, "ranksPerNode": 2, "launchParams": {"oversubscribe": ""}})
     make_batchjob(registry, "mpi-alloc", nodes=2, wall_time_min=5)
     wait_batchjob(registry, "mpi-alloc", ["running"], timeout=30)
     [job] = wait_jobs(registry, ["mpi"], timeout=90)

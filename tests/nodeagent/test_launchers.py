@@ -17,8 +17,17 @@ def spec(**kw: object) -> LaunchSpec:
 
 def test_openmpi_mpirun_gets_ranks_hosts_with_slots_and_exported_variables() -> None:
     argv = launcher_argv("mpirun", spec(env_names=["CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS"]))
-    assert argv == ["mpirun", "-n", "4", "--host", "h1:2,h2:2",
+    assert argv == ["mpirun", "-n", "4", "--host", "h1:2,h2:2", "--map-by", "ppr:2:node",
                     "-x", "CUDA_VISIBLE_DEVICES", "-x", "OMP_NUM_THREADS"]
+
+
+def test_openmpi_default_map_by_gives_way_to_launch_params_and_to_repeated_hosts() -> None:
+    for key in ("map-by", "--map-by", "-map-by"):
+        argv = launcher_argv("mpirun", spec(launch_params={key: "slot"}))
+        assert argv.count("ppr:2:node") == 0 and argv[-1] == "slot" and argv[-2].lstrip("-") == "map-by", argv
+    # Nodes simulated on one machine share a host name: Open MPI merges them, so no per-node ppr.
+    assert "--map-by" not in launcher_argv("mpirun", spec(hosts=["me", "me"]))
+    assert launcher_argv("mpirun", spec(hosts=["me"], ranks_per_node=4))[5:] == ["--map-by", "ppr:4:node"]
 
 
 def test_mpich_mpiexec_gets_ranks_per_node_and_hosts() -> None:
@@ -43,7 +52,7 @@ def test_none_launcher_adds_nothing() -> None:
 
 def test_launch_params_pass_through_in_each_launchers_style() -> None:
     params = {"bind-to": "core", "d": "4", "--cpu-bind": "depth", "verbose": ""}
-    assert launcher_argv("mpirun", spec(launch_params=params))[5:] == [
+    assert launcher_argv("mpirun", spec(launch_params=params))[7:] == [
         "--bind-to", "core", "-d", "4", "--cpu-bind", "depth", "--verbose"]
     assert launcher_argv("srun", spec(launch_params={"cpu-bind": "cores", "exclusive": ""}))[-2:] == [
         "--cpu-bind=cores", "--exclusive"]
@@ -51,7 +60,8 @@ def test_launch_params_pass_through_in_each_launchers_style() -> None:
 
 def test_launch_command_quotes_launcher_tokens_and_keeps_the_rendered_command() -> None:
     cmd = launch_command("mpirun", "./sim --name 'a b'", spec(hosts=["node one", "n2"], ranks_per_node=1))
-    assert shlex.split(cmd) == ["mpirun", "-n", "2", "--host", "node one:1,n2:1", "./sim", "--name", "a b"]
+    assert shlex.split(cmd) == ["mpirun", "-n", "2", "--host", "node one:1,n2:1", "--map-by", "ppr:1:node",
+                                "./sim", "--name", "a b"]
 
 
 def test_unknown_launcher_is_an_error_naming_the_valid_ones() -> None:
