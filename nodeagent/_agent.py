@@ -43,6 +43,12 @@ Shutdown (``stop()``, SIGTERM/SIGINT in the CLI): running process groups get SIG
 then SIGKILL after ``kill_grace`` seconds; their jobs become RUN_TIMEOUT ("node agent
 stopped"); the lease is revoked, which deletes the Node. If the agent is killed outright,
 its lease expires and the placement reconciler requeues its jobs.
+
+An agent of an allocation (``batch_job``) also watches its BatchJob's key and shuts down
+the same way when the BatchJob is finished (or submit_failed) or gone: its allocation is
+over even if the scheduler did not kill it (a Slurm job that vanished, a ``local`` runner
+killed outright), and an agent living on would register again each time the batch
+reconciler deleted its Node.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ from apis import (
     RUNNABLE,
     AlreadyExists,
     App,
+    BatchJob,
     Conflict,
     Job,
     JobState,
@@ -102,6 +109,8 @@ BATCH_WINDOW = 0.002
 START_DELAY = 0.01
 #: Node heartbeat is refreshed at least this often (seconds) even when nothing changes.
 HEARTBEAT_INTERVAL = 30.0
+#: BatchJob states in which its allocation is over: its agents stop.
+ALLOCATION_OVER = ("finished", "submit_failed")
 
 
 def default_node_name(hostname: str) -> str:
@@ -243,6 +252,7 @@ class NodeAgent:
         self._reaper: Reaper | None = None
         self._bound_prefix = index_prefix(Job, "boundnode", self.namespace, self.name)
         self._app_prefix = kind_prefix(App, self.namespace)
+        self._batch_job_key = f"{kind_prefix(BatchJob, self.namespace)}{batch_job}" if batch_job else ""
         self.error: BaseException | None = None
         # counters, for tests and logs
         self.stats = {"launched": 0, "finished": 0, "job_writes": 0, "job_txns": 0, "node_writes": 0,
@@ -350,6 +360,8 @@ class NodeAgent:
         self._open_watches()
         self._spawn_thread(self._keepalive_loop, "keepalive")
         self._q.put(("resync",))
+        if self.batch_job:
+            self._q.put(("batchjob",))
 
     def _reregister(self) -> None:
         """Our lease expired under us (the store was unreachable, the process was stopped):
@@ -394,7 +406,10 @@ class NodeAgent:
     def _open_watches(self) -> None:
         # Opened here, before the loop's first list ("resync"), so no event between the
         # list and the watch can be missed.
-        for prefix, what in ((self._bound_prefix, "jobs"), (self._app_prefix, "apps")):
+        watched = [(self._bound_prefix, "jobs"), (self._app_prefix, "apps")]
+        if self._batch_job_key:
+            watched.append((self._batch_job_key, "batchjob"))
+        for prefix, what in watched:
             w = self.store.watch(prefix)
             self._watches.append(w)
             self._spawn_thread(self._watch_loop, f"watch-{what}", prefix, what, w)
@@ -417,7 +432,7 @@ class NodeAgent:
                     continue
                 self._watches.append(w)
                 if start is None:  # events may have been missed: list again
-                    self._q.put(("resync",) if what == "jobs" else ("apps_reset",))
+                    self._q.put({"jobs": ("resync",), "apps": ("apps_reset",)}.get(what, ("batchjob",)))
             try:
                 while not self._closed.is_set():
                     events = w.poll(None)
@@ -426,6 +441,9 @@ class NodeAgent:
                     start = events[-1].revision + 1
                     if what == "jobs":
                         self._q.put(("jobs", [(e.type, e.kv.key[len(prefix):]) for e in events]))
+                    elif what == "batchjob":  # the prefix is the key: skip longer names under it
+                        if any(e.kv.key == prefix for e in events):
+                            self._q.put(("batchjob",))
                     else:
                         self._q.put(("apps", [e.kv.key[len(prefix):] for e in events]))
             except st.WatchClosed:
@@ -556,6 +574,8 @@ class NodeAgent:
             self._apps.clear()
         elif kind == "resync":
             self._retrying(item, self._resync)
+        elif kind == "batchjob":
+            self._retrying(item, self._check_allocation)
         elif kind == "lease_lost":
             if item[1] == self._lease and not self._stopping:
                 self._retrying(item, self._reregister)
@@ -579,6 +599,16 @@ class NodeAgent:
         self._recheck.update(self._runs)
         self._recheck.update(self._secondary)
         self._recheck.update(self._queued)
+
+    def _check_allocation(self) -> None:
+        """Stop when our BatchJob is over or gone (read on each event of its key)."""
+        if not self.batch_job or self._stopping:
+            return
+        bj = self.registry.try_get(BatchJob, self.batch_job, self.namespace)
+        if bj is None:
+            self._begin_stop(f"stopped: its BatchJob {self.batch_job} is gone")
+        elif bj.status.state in ALLOCATION_OVER:
+            self._begin_stop(f"stopped: its BatchJob {self.batch_job} is {bj.status.state}")
 
     def _read_jobs(self, names: list[str]) -> list[tuple[str, Job | None]]:
         out: list[tuple[str, Job | None]] = []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from apis import AlreadyExists, App, Job, JobState, Node, Registry, transition
+from apis import AlreadyExists, App, BatchJob, Job, JobState, Node, Registry, transition
 from apis._config import SiteConfig
 from apis._registry import object_key
 
@@ -394,6 +394,62 @@ def test_sigterm_marks_running_jobs_run_timeout_and_removes_the_node(registry: R
     assert not process_alive(pid)
     log = (site.logs_path / "nodeagent-n1.log").read_text()
     assert "registered node n1" in log and "stopping" in log
+
+
+def _batchjob(registry: Registry, name: str, state: str = "running") -> BatchJob:
+    bj = registry.create(BatchJob(metadata={"name": name}, spec={"numNodes": 1}))  # type: ignore[arg-type]
+    return set_batchjob_state(registry, bj, state)
+
+
+def set_batchjob_state(registry: Registry, bj: BatchJob, state: str) -> BatchJob:
+    new = bj.model_copy(deep=True)
+    new.status.state = state  # type: ignore[assignment]
+    return registry.update_many([(bj, new)])[0]
+
+
+def test_agent_of_an_allocation_stops_when_its_batchjob_is_finished(registry: Registry, site: SiteConfig) -> None:
+    """A Slurm job that vanished leaves its agents alive: they end themselves when their
+    BatchJob is finished, instead of re-registering each time the batch reconciler removes
+    their Node."""
+    make_app(registry, "sleeper", "echo $$ > pid; sleep 30")
+    job = make_job(registry, "sleeper", "j1")
+    bj = _batchjob(registry, "alloc")
+    other = _batchjob(registry, "alloc-b")  # a name under ours in the store's key order
+    proc = spawn_agent_process(site, "--name", "n1", "--cpus", "4", "--kill-grace", "1", "--batch-job", "alloc")
+    try:
+        wait_until(lambda: node_of(registry, "n1"), 30, "the agent to register")
+        bind(registry, [job], ["n1"])
+        wait_state(registry, "j1", [S.RUNNING])
+        pid = read_pid(workdir(site, "j1") / "pid")
+        set_batchjob_state(registry, other, "finished")  # not ours: nothing happens
+        time.sleep(0.5)
+        assert proc.poll() is None and registry.get(Job, "j1").status.state is S.RUNNING
+        set_batchjob_state(registry, bj, "finished")
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out.decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    done = registry.get(Job, "j1")
+    assert done.status.state is S.RUN_TIMEOUT
+    assert "BatchJob alloc is finished" in done.status.message
+    assert node_of(registry, "n1") is None
+    assert not process_alive(pid)
+
+
+def test_agent_of_an_allocation_stops_when_its_batchjob_is_deleted_or_missing(registry: Registry,
+                                                                            agent: AgentFactory) -> None:
+    _batchjob(registry, "alloc", "queued")  # agents may start before the reconciler sees it running
+    a = agent("n1", batch_job="alloc")
+    time.sleep(0.3)
+    assert not a.wait(0) and node_of(registry, "n1") is not None
+    registry.delete(BatchJob, "alloc")
+    assert a.wait(30)
+    assert node_of(registry, "n1") is None
+    late = agent("n2", batch_job="never-was")  # an allocation whose BatchJob is already gone
+    assert late.wait(30)
+    assert node_of(registry, "n2") is None
 
 
 def test_kill_9_leaves_the_node_to_vanish_when_its_lease_expires(registry: Registry, site: SiteConfig) -> None:
