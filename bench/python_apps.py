@@ -1,0 +1,248 @@
+"""Scenario ``python-apps`` (issue 6): N ``Adder`` jobs as futures, end to end.
+
+Per backend, on a fresh store and a fresh site directory with a controller manager and one
+node agent (``--cpus C``) running as processes, as ``balsamctl up`` runs them:
+
+1. baselines, measured in the same run: the spawn limit (``Popen(["/bin/true"])`` + wait,
+   sequential and 2 in flight, ``bench.spawn``), and — when ``parsl`` is installed (the
+   ``.[bench]`` extra) — Parsl python apps on a local HighThroughputExecutor with C workers:
+   the same N additions submitted one by one and gathered with ``as_completed``;
+2. cold start: the site's first Python job, submit → result (includes starting the agent's
+   fork server);
+3. the run: N ``Adder.submit(..., save=False)`` → ``Job.objects.bulk_create`` → every job
+   gathered with ``Job.objects.as_completed`` (each result checked). Figures: tasks/s from the
+   first submit to the last result, and the time from the first submit to the first result.
+
+The class is sent by value (``sync(by_value=True)``): each job's process unpickles it instead
+of importing this module (which imports the harness). Every job runs in a fresh process forked
+from the agent's fork server; Parsl runs its tasks in long-lived workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import apis
+from apis import ApplicationDefinition, Job, Node
+from apis import _config as config
+from apis._config import SiteConfig
+
+from ._harness import Context, Result, StoreTarget, scenario
+from .spawn import measure_spawn_rate
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Adder(ApplicationDefinition):
+    """The seed's Adder."""
+
+    def run(self, x: int, y: int) -> int:
+        return x + y
+
+
+PARSL_SCRIPT = textwrap.dedent("""
+    import concurrent.futures, json, sys, tempfile, time
+    import parsl
+    from parsl.config import Config
+    from parsl.executors import HighThroughputExecutor
+    from parsl.providers import LocalProvider
+
+    n, workers = int(sys.argv[1]), int(sys.argv[2])
+    run_dir = tempfile.mkdtemp(prefix="parsl-bench-")
+
+    @parsl.python_app
+    def add(x, y):
+        return x + y
+
+    t0 = time.perf_counter()
+    parsl.load(Config(
+        executors=[HighThroughputExecutor(label="htex", max_workers_per_node=workers, address="127.0.0.1",
+                                          provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1))],
+        run_dir=run_dir, usage_tracking=0))
+    assert add(0, 0).result() == 0
+    cold = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    futs = [add(i, 1) for i in range(n)]
+    submitted = time.perf_counter() - t1
+    first = None
+    total = 0
+    for f in concurrent.futures.as_completed(futs):
+        total += f.result()
+        if first is None:
+            first = time.perf_counter() - t1
+    elapsed = time.perf_counter() - t1
+    assert total == n * (n - 1) // 2 + n, total
+    print(json.dumps({"cold_s": cold, "submit_s": submitted, "first_s": first, "elapsed_s": elapsed}))
+    parsl.dfk().cleanup()
+""")
+
+
+def parsl_available() -> bool:
+    try:
+        import parsl  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_parsl(n: int, workers: int, timeout: float) -> dict[str, float]:
+    # Parsl starts its interchange and workers as commands from the environment's bin/.
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    out = subprocess.run([sys.executable, "-c", PARSL_SCRIPT, str(n), str(workers)], capture_output=True,
+                         text=True, timeout=timeout, cwd=tempfile.gettempdir(), env=dict(os.environ, PATH=path))
+    if out.returncode != 0:
+        raise RuntimeError(f"parsl run failed: {out.stderr.strip().splitlines()[-1:]}")
+    doc: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return doc
+
+
+class Site:
+    """A site directory with a controller manager and one node agent as processes."""
+
+    def __init__(self, url: str, cpus: int) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="balsam-bench-site-"))
+        path = self.dir / "site"
+        (path / "data").mkdir(parents=True)
+        (path / "logs").mkdir()
+        self.cfg = SiteConfig(path=path, name="bench", store_url=url)
+        self.cfg.save()
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        self.procs = []
+        for args, log in (
+            (["-m", "controllers", "--site", str(path), "--store", url], "controllers.out"),
+            (["-m", "nodeagent", "--site", str(path), "--store", url, "--cpus", str(cpus)], "nodeagent.out"),
+        ):
+            with open(path / "logs" / log, "ab") as f:
+                self.procs.append(subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=f,
+                                                   stderr=subprocess.STDOUT))
+        self.registry = apis.use(url)
+        deadline = time.monotonic() + 60
+        while self.registry.count(Node) == 0:
+            if any(p.poll() is not None for p in self.procs) or time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError(f"the site did not start; see {path / 'logs'}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        config.reset()
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_adders(n: int, pack: int, timeout: float) -> dict[str, Any]:
+    """Submit N Adder jobs (bulk_create) and gather them with as_completed."""
+    t0 = time.perf_counter()
+    jobs = [Adder.submit(f"adders/{i}", x=i, y=1, save=False, node_packing_count=pack) for i in range(n)]
+    jobs = Job.objects.bulk_create(jobs)
+    t_created = time.perf_counter()
+    first: float | None = None
+    total = 0
+    progress: list[tuple[float, int]] = []
+    for k, job in enumerate(Job.objects.as_completed(jobs, timeout=timeout), 1):
+        now = time.perf_counter()
+        total += job.result()
+        if first is None:
+            first = now - t0
+        if k % max(1, n // 100) == 0 or k == n:
+            progress.append((round(now - t0, 3), k))
+    elapsed = time.perf_counter() - t0
+    if total != n * (n - 1) // 2 + n:
+        raise AssertionError(f"wrong sum of results: {total}")
+    return {"submit_s": t_created - t0, "first_s": first, "elapsed_s": elapsed, "progress": progress}
+
+
+def _plot(result: Result, fig: Any) -> None:
+    ax1, ax2 = fig.subplots(1, 2)
+    for b in result.backends or [None]:
+        series = result.series.get(f"{b}.progress", [])
+        if series:
+            ax1.plot([p[0] for p in series], [p[1] for p in series], label=f"balsamctl ({b})")
+    ax1.set_xlabel("seconds since the first submit")
+    ax1.set_ylabel("results gathered")
+    ax1.set_title("as_completed")
+    ax1.legend(fontsize=8)
+    labels, vals, colors = [], [], []
+    for f in result.figures:
+        if f.unit == "tasks/s" and f.value is not None and f.name != "vs_parsl":
+            labels.append(f.label or f.key)
+            vals.append(f.value)
+            colors.append("#999999" if f.baseline or "parsl" in f.name else "#3b75af")
+    ax2.barh(range(len(vals)), vals, color=colors)
+    ax2.set_yticks(range(len(vals)), labels, fontsize=8)
+    ax2.invert_yaxis()
+    ax2.set_xlabel("tasks / s")
+    ax2.set_title("throughput vs the spawn limit and Parsl")
+
+
+@scenario("python-apps", help="N Adder jobs bulk-created and gathered with as_completed, vs Parsl and the spawn limit",
+          backends=("sqlite", "etcd"), plot=_plot)
+def run_python_apps(ctx: Context) -> Result:
+    n = ctx.pick(tiny=50, small=1000, default=10_000, large=50_000)
+    cpus = ctx.pick(tiny=4, default=8)
+    timeout = ctx.pick(tiny=120, small=600, default=1800, large=7200)
+    res = Result("python-apps", inputs={
+        "jobs": n, "node_cpus": cpus, "node_packing_count": cpus,
+        "method": "Adder.submit(save=False) x N → Job.objects.bulk_create → Job.objects.as_completed; a controller "
+                  "manager and one node agent as processes; each job forked from the agent's fork server",
+    })
+    seq = measure_spawn_rate(ctx.pick(tiny=0.2, default=1.0), 1)
+    par = measure_spawn_rate(ctx.pick(tiny=0.2, default=1.0), 2)
+    res.add("spawn_limit", seq, "tasks/s", "spawn limit: Popen(/bin/true)+wait, sequential", baseline=True)
+    res.add("spawn_limit_2", par, "tasks/s", "spawn limit: 2 in flight")
+    if parsl_available():
+        ctx.log(f"parsl: {n:,} python apps on HTEX with {cpus} workers")
+        try:
+            p = run_parsl(n, cpus, timeout)
+        except Exception as e:  # noqa: BLE001 - a baseline that fails is noted, the run goes on
+            res.note(f"parsl baseline failed: {e}")
+        else:
+            res.add("parsl", n / p["elapsed_s"], "tasks/s", "Parsl HTEX python apps", baseline=True,
+                    ratio_to="spawn_limit", ratio_unit="× spawn limit", reference=1200.0)
+            res.add("parsl_first_result_ms", p["first_s"] * 1000, "ms", "Parsl: submit → first result")
+            res.add("parsl_cold_start_s", p["cold_s"], "s", "Parsl: load → first result (startup)")
+    else:
+        res.note("parsl is not installed (pip install -e '.[bench]'): no Parsl baseline")
+
+    def one(target: StoreTarget) -> None:
+        b = target.backend
+        ctx.log(f"{b}: starting a site (controller manager + node agent with {cpus} cpus)")
+        site = Site(target.url, cpus)
+        try:
+            Adder.sync(by_value=True)
+            t0 = time.perf_counter()
+            assert Adder.submit("cold/0", x=1, y=1).result(timeout=120) == 2
+            res.add("cold_first_result_ms", (time.perf_counter() - t0) * 1000, "ms",
+                    "first Python job of the site: submit → result (starts the fork server)", backend=b)
+            ctx.log(f"{b}: {n:,} Adder jobs")
+            r = run_adders(n, cpus, timeout)
+        finally:
+            site.close()
+        res.series[f"{b}.progress"] = r["progress"]
+        res.add("tasks_per_s", n / r["elapsed_s"], "tasks/s", f"balsamctl ({b}): submit → last result", backend=b,
+                ratio_to="spawn_limit", ratio_unit="× spawn limit", jobs=n, elapsed_s=round(r["elapsed_s"], 3))
+        if res.find("parsl") is not None:
+            res.add("vs_parsl", n / r["elapsed_s"], "tasks/s", f"balsamctl ({b}) vs Parsl", backend=b,
+                    ratio_to="parsl", ratio_unit="× Parsl")
+        res.add("first_result_ms", r["first_s"] * 1000, "ms", "submit → first result (bulk_create of all N first)",
+                backend=b)
+        res.add("bulk_create_s", r["submit_s"], "s", f"build + bulk_create {n:,} jobs", backend=b)
+
+    ctx.per_backend(res, one)
+    return res
