@@ -27,6 +27,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -107,25 +108,27 @@ def run_parsl(n: int, workers: int, timeout: float) -> dict[str, float]:
 class Site:
     """A site directory with a controller manager and one node agent as processes."""
 
-    def __init__(self, url: str, cpus: int) -> None:
+    def __init__(self, url: str, cpus: int, namespace: str = "default") -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="balsam-bench-site-"))
         path = self.dir / "site"
         (path / "data").mkdir(parents=True)
         (path / "logs").mkdir()
-        self.cfg = SiteConfig(path=path, name="bench", store_url=url)
+        self.namespace = namespace
+        self.cfg = SiteConfig(path=path, name="bench", store_url=url, namespace=namespace)
         self.cfg.save()
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self.procs = []
         for args, log in (
-            (["-m", "controllers", "--site", str(path), "--store", url], "controllers.out"),
-            (["-m", "nodeagent", "--site", str(path), "--store", url, "--cpus", str(cpus)], "nodeagent.out"),
+            (["-m", "controllers", "--site", str(path), "--store", url, "-n", namespace], "controllers.out"),
+            (["-m", "nodeagent", "--site", str(path), "--store", url, "-n", namespace, "--cpus", str(cpus)],
+             "nodeagent.out"),
         ):
             with open(path / "logs" / log, "ab") as f:
                 self.procs.append(subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=f,
                                                    stderr=subprocess.STDOUT))
         self.registry = apis.use(url)
         deadline = time.monotonic() + 60
-        while self.registry.count(Node) == 0:
+        while self.registry.count(Node, namespace) == 0:
             if any(p.poll() is not None for p in self.procs) or time.monotonic() > deadline:
                 self.close()
                 raise RuntimeError(f"the site did not start; see {path / 'logs'}")
@@ -146,10 +149,11 @@ class Site:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def run_adders(n: int, pack: int, timeout: float) -> dict[str, Any]:
+def run_adders(n: int, pack: int, timeout: float, namespace: str = "default") -> dict[str, Any]:
     """Submit N Adder jobs (bulk_create) and gather them with as_completed."""
     t0 = time.perf_counter()
-    jobs = [Adder.submit(f"adders/{i}", x=i, y=1, save=False, node_packing_count=pack) for i in range(n)]
+    jobs = [Adder.submit(f"adders/{i}", x=i, y=1, save=False, node_packing_count=pack, namespace=namespace)
+            for i in range(n)]
     jobs = Job.objects.bulk_create(jobs)
     t_created = time.perf_counter()
     first: float | None = None
@@ -223,15 +227,16 @@ def run_python_apps(ctx: Context) -> Result:
     def one(target: StoreTarget) -> None:
         b = target.backend
         ctx.log(f"{b}: starting a site (controller manager + node agent with {cpus} cpus)")
-        site = Site(target.url, cpus)
+        ns = f"bench-{uuid.uuid4().hex[:8]}" if target.shared else "default"  # a shared etcd: keys of our own
+        site = Site(target.url, cpus, ns)
         try:
-            Adder.sync(by_value=True)
+            Adder.sync(by_value=True, namespace=ns)
             t0 = time.perf_counter()
-            assert Adder.submit("cold/0", x=1, y=1).result(timeout=120) == 2
+            assert Adder.submit("cold/0", x=1, y=1, namespace=ns).result(timeout=120) == 2
             res.add("cold_first_result_ms", (time.perf_counter() - t0) * 1000, "ms",
                     "first Python job of the site: submit → result (starts the fork server)", backend=b)
             ctx.log(f"{b}: {n:,} Adder jobs")
-            r = run_adders(n, cpus, timeout)
+            r = run_adders(n, cpus, timeout, ns)
         finally:
             site.close()
         res.series[f"{b}.progress"] = r["progress"]
