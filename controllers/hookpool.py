@@ -79,7 +79,7 @@ class ProcessHookRunner:
         self.site_path = site_path
         self.workers = max(1, workers or (os.cpu_count() or 2))
         self.timeout = timeout
-        self._runtime = Path(runtime_dir("balsam-hooks-"))
+        self._runtime_path: Path | None = None  # made on the first hook
         env = dict(os.environ)
         env["BALSAM_STORE"] = store_url
         if site_path is not None:
@@ -130,6 +130,12 @@ class ProcessHookRunner:
             started = self._pump()
         self._after_pump(started)
         return None
+
+    @property
+    def _runtime(self) -> Path:
+        if self._runtime_path is None:
+            self._runtime_path = Path(runtime_dir("balsam-hooks-"))
+        return self._runtime_path
 
     # --- calls -----------------------------------------------------------------------------
 
@@ -311,4 +317,5 @@ class ProcessHookRunner:
             self._timer_cv.notify_all()
         self._server.close()
         self._timer_thread.join(timeout=2)
-        shutil.rmtree(self._runtime, ignore_errors=True)
+        if self._runtime_path is not None:
+            shutil.rmtree(self._runtime_path, ignore_errors=True)
