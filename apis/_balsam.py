@@ -47,6 +47,18 @@ SPEC_FIELDS = {
 }
 META_FIELDS = {"name", "namespace", "tags", "labels", "annotations", "generate_name"}
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
+_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def app_name_of(app: Any) -> str:
+    """An App reference as Balsam users write it: an ApplicationDefinition class, or its class
+    name (``"Hello"`` → ``"hello"``), or the App's name itself."""
+    from ._appdef import app_resource_name
+
+    if isinstance(app, type) and hasattr(app, "resource_name"):
+        return str(app.resource_name())
+    name = str(app)
+    return name if _DNS_NAME.match(name) else app_resource_name(name)
 
 
 def _parent_name(p: Any) -> str:
@@ -83,6 +95,8 @@ def from_balsam_kwargs(data: Any) -> Any:
             resources[k] = d.pop(k)
     if "parents" in spec:
         spec["parents"] = [_parent_name(p) for p in spec["parents"] or []]
+    if spec.get("app") is not None:
+        spec["app"] = app_name_of(spec["app"])
     if resources:
         spec["resources"] = resources
     if not meta.get("name") and not meta.get("generateName"):
@@ -107,6 +121,8 @@ def _set_spec(field: str) -> Callable[[Job, Any], None]:
     def apply(job: Job, value: Any) -> None:
         if field == "parents":
             value = [_parent_name(p) for p in value]
+        if field == "app":
+            value = app_name_of(value)
         if field == "parameters" and isinstance(value, dict):
             value = {str(k): str(v) for k, v in value.items()}
         setattr(job.spec, field, value)

@@ -109,3 +109,12 @@ def test_submit_unsaved_separates_job_keywords_from_parameters(monkeypatch):
     assert job.app_id == "hello" and str(job.workdir) == "demo/1"
     assert job.parameters == {"say_hello_to": "world"}
     assert job.tags == {"exp": "a"} and job.num_nodes == 2 and job.data == {"k": 1}
+
+
+def test_app_id_takes_the_class_or_its_balsam_name():
+    assert Job(app_id="Hello", workdir="a").app_id == "hello"
+    assert Job(app_id=Hello, workdir="a").app_id == "hello"
+    assert Job(app_id="hello", workdir="a").app_id == "hello"
+    job = Job(app_id="x", workdir="a")
+    job.app_id = "My_App"
+    assert job.app_id == "my-app"
