@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from apis import Job
+from apis import ApplicationDefinition, Job
 
 from .apps import Adder, BrokenHook, Gather, HangingHook, Retrier, Spawner, Timeouter, Writer
 
@@ -97,3 +97,17 @@ def test_an_app_declared_in_yaml_with_python_module_and_class_runs_its_hooks(sit
     parent = Job.objects.create(app_id="spawner-from-git", workdir="hooks/yaml", data={"n": 1}, **PACK)
     assert parent.result(timeout=60) is None
     assert Job.objects.get(id=parent.data["child"]).result(timeout=60) == 2
+
+
+def test_hooks_of_a_class_sent_by_value_run(site):
+    class Annotated(ApplicationDefinition):  # defined in a function: cannot be imported by path
+        command_template = "true"
+
+        def postprocess(self):
+            self.job.data = {**self.job.data, "annotated": True}
+
+    app = Annotated.sync()
+    assert app.spec.python.payload and app.spec.python.module is None
+    job = Annotated.submit("hooks/by-value", **PACK)
+    assert job.result(timeout=60) is None
+    assert job.data == {"annotated": True}
