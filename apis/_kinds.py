@@ -280,6 +280,15 @@ class Site(ClientMixin, Resource):
 BatchJobState = Literal["pending_submission", "queued", "running", "finished", "submit_failed", "pending_deletion"]
 
 
+class NodeSize(Model):
+    """What each node agent of an allocation offers (``--cpus``/``--gpus``); a field left
+    unset falls back to the Site's ``nodeDefaults`` when set, else the agent counts its own
+    node (CPUs) or offers none (GPUs). Larger than the machine simulates bigger nodes."""
+
+    cpus: int | None = Field(None, ge=1)
+    gpus: int | None = Field(None, ge=0)
+
+
 class BatchJobSpec(Model):
     site: str | None = None
     num_nodes: int = Field(1, ge=1)
@@ -290,11 +299,18 @@ class BatchJobSpec(Model):
     selector: dict[str, str] = Field(default_factory=dict)
     partitions: list[dict[str, Any]] = Field(default_factory=list)
     optional_params: dict[str, str] = Field(default_factory=dict)
+    # The scheduler this allocation goes to, when not the Site's ``spec.scheduler``: ``up``
+    # runs its allocation here (``local``) on a Slurm site too.
+    scheduler: Literal["local", "slurm", "pbs"] | None = None
+    node_size: NodeSize | None = None
 
 
 class BatchJobStatus(Model):
     state: BatchJobState = "pending_submission"
     scheduler_id: str | None = None
+    # The scheduler's own word for the job when last looked at: PENDING, RUNNING, and at the
+    # end COMPLETED, TIMEOUT (its wall time), CANCELLED, FAILED, ...; None if never seen/vanished.
+    scheduler_state: str | None = None
     start_time: datetime | None = None
     end_time: datetime | None = None
     message: str = ""

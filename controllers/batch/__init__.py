@@ -14,9 +14,9 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from apis import Site
+from apis import BatchJob, Site
 
-from .local import LocalScheduler
+from .local import LocalScheduler, state_dir
 from .scheduler import JobInfo, PartitionInfo, SchedulerError, SchedulerPlugin, SubmitRequest
 from .slurm import SlurmScheduler
 
@@ -47,6 +47,14 @@ _lock = threading.Lock()
 _plugins: dict[tuple[str, str], SchedulerPlugin] = {}
 
 
+def scheduler_site(bj: BatchJob, site: Site) -> Site:
+    """The Site as ``bj``'s scheduler sees it: the BatchJob's ``spec.scheduler``, when set,
+    replaces the Site's (``up`` runs its allocation with ``local`` on any site)."""
+    if bj.spec.scheduler is None or bj.spec.scheduler == site.spec.scheduler:
+        return site
+    return site.model_copy(update={"spec": site.spec.model_copy(update={"scheduler": bj.spec.scheduler})})
+
+
 def plugin_for(site: Site) -> SchedulerPlugin:
     """The plugin of a site's scheduler (one instance per scheduler and site path)."""
     key = (site.spec.scheduler, site.spec.path)
@@ -58,7 +66,7 @@ def plugin_for(site: Site) -> SchedulerPlugin:
         if site.spec.scheduler == "slurm":
             plugin = SlurmScheduler()
         elif site.spec.scheduler == "local":
-            plugin = LocalScheduler(Path(site.spec.path) / "logs" / "batch" / "local")
+            plugin = LocalScheduler(state_dir(Path(site.spec.path)))
         else:
             plugin = UnsupportedScheduler(site.spec.scheduler)
         _plugins[key] = plugin
@@ -75,4 +83,5 @@ __all__ = [
     "SubmitRequest",
     "UnsupportedScheduler",
     "plugin_for",
+    "scheduler_site",
 ]

@@ -9,6 +9,8 @@
   ``delete`` only marks it (``deletionTimestamp``): the reconciler moves it to
   pending_deletion, cancels the scheduler job, records finished, then drops the finalizer
   and the store removes it. Setting ``status.state: pending_deletion`` by hand cancels too.
+* The scheduler is the Site's ``spec.scheduler`` unless the BatchJob names its own
+  (``spec.scheduler``: ``balsamctl up`` submits ``local`` allocations on a Slurm site).
 * Submit renders the site's batch script (``script.py``) and calls ``plugin.submit``; the
   plugin is idempotent per scheduler job name, and the id is remembered until it is
   written, so a lost write or a timed-out ``sbatch`` never queues a second allocation.
@@ -33,7 +35,7 @@ from apis import BatchJob, Node, Site, get_condition, set_condition, utcnow
 
 from .._controller import Context, Request, Result
 from .._informer import Informer
-from . import plugin_for
+from . import plugin_for, scheduler_site
 from .scheduler import SchedulerError, SchedulerPlugin, SubmitRequest
 from .script import TemplateError, scheduler_job_name, script_paths, write_script
 from .snapshot import StatusSnapshots
@@ -129,7 +131,7 @@ class BatchJobReconciler:
             new.metadata.finalizers.append(FINALIZER)
             ctx.update(bj, new)
             return None
-        plugin = self.plugins(site)
+        plugin = self.plugins(scheduler_site(bj, site))
         if state == "pending_submission":
             return self._submit(bj, site, plugin, ctx)
         if state == "pending_deletion":
@@ -165,7 +167,7 @@ class BatchJobReconciler:
         bjs: Informer[BatchJob] = ctx.caches["BatchJob"]
         sites: Informer[Site] = ctx.caches["Site"]
         active = [b.status.scheduler_id for b in bjs.items() if b.status.state in ACTIVE and b.status.scheduler_id
-                  and (s := site_of(b, sites)) is not None and self.plugins(s) is plugin]
+                  and (s := site_of(b, sites)) is not None and self.plugins(scheduler_site(b, s)) is plugin]
         try:
             info = self.snapshots.lookup(plugin, sid, [a for a in active if a])
         except SchedulerError as e:
@@ -174,11 +176,13 @@ class BatchJobReconciler:
             return self._finish(bj, ctx, f"{plugin.name} job {sid} vanished: the scheduler no longer knows it")
         if info.phase == "finished":
             return self._finish(bj, ctx, f"{plugin.name} job {sid} ended: {info.describe()}",
-                                start=bj.status.start_time or info.start_time, end=info.end_time)
+                                start=bj.status.start_time or info.start_time, end=info.end_time,
+                                scheduler_state=info.state)
         if info.phase == "running":
             return self._step(bj, ctx, state="running", start_time=bj.status.start_time or info.start_time or utcnow(),
-                              message=f"running in {plugin.name} as job {sid}")
-        return self._step(bj, ctx, state="queued", message=f"queued in {plugin.name}: {info.describe()}")
+                              message=f"running in {plugin.name} as job {sid}", scheduler_state=info.state)
+        return self._step(bj, ctx, state="queued", message=f"queued in {plugin.name}: {info.describe()}",
+                          scheduler_state=info.state)
 
     def _cancel(self, bj: BatchJob, plugin: SchedulerPlugin, ctx: Context) -> Result | None:
         sid = bj.status.scheduler_id
@@ -218,9 +222,10 @@ class BatchJobReconciler:
 
     # --- one write ---------------------------------------------------------------------------
 
-    def _finish(self, bj: BatchJob, ctx: Context, message: str, start: Any = None, end: Any = None) -> Result | None:
+    def _finish(self, bj: BatchJob, ctx: Context, message: str, start: Any = None, end: Any = None,
+                scheduler_state: str | None = None) -> Result | None:
         return self._step(bj, ctx, state="finished", message=message, start_time=start or bj.status.start_time,
-                          end_time=end or utcnow())
+                          end_time=end or utcnow(), scheduler_state=scheduler_state)
 
     def _step(self, bj: BatchJob, ctx: Context, **status: Any) -> Result | None:
         """Record the status fields given (and clear SchedulerError): the one step."""

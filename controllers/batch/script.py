@@ -1,7 +1,9 @@
 """Batch scripts: one Jinja2 template per scheduler, overridable per site.
 
-A site uses ``<site>/batch-template.sh.j2`` when that file exists, else the built-in
-template of its scheduler below. The Slurm template asks for whole nodes (``--exclusive``):
+The scheduler is the BatchJob's ``spec.scheduler``, else the Site's. A site uses
+``<site>/batch-template.sh.j2`` when that file exists and the BatchJob goes to the Site's own
+scheduler, else the built-in template of the scheduler below (a ``local`` BatchJob of ``up``
+on a Slurm site does not get the site's ``#SBATCH`` template). The Slurm template asks for whole nodes (``--exclusive``):
 the agents pack jobs onto every CPU and GPU of a node, so nothing else may share it. The script must start one node agent per node of the
 allocation with ``{{ agent_command }}`` (already shell-quoted) and ``--name`` unique per node;
 the agents' Nodes then belong to the BatchJob (``--batch-job``).
@@ -9,8 +11,9 @@ the agents' Nodes then belong to the BatchJob (``--batch-job``).
 Variables: ``batch_job``, ``namespace``, ``job_name`` (the scheduler's job name),
 ``num_nodes``, ``wall_time_min`` (whole minutes, at least 1), ``queue``, ``project``,
 ``job_mode``, ``selector``, ``optional_params``, ``site_name``, ``site_path``, ``store_url``,
-``python``, ``cpus``/``gpus`` (the Site's ``nodeDefaults`` when set, else None: the agent
-counts the node's own), ``agent_command``. Filter ``q`` shell-quotes a value.
+``python``, ``cpus``/``gpus`` (the BatchJob's ``nodeSize``, else the Site's ``nodeDefaults``
+when set, else None: the agent counts the node's own CPUs and offers no GPUs), ``scheduler``,
+``agent_command`` (with ``--cpus``/``--gpus`` when those are set). Filter ``q`` shell-quotes a value.
 """
 
 from __future__ import annotations
@@ -81,15 +84,31 @@ def scheduler_job_name(bj: BatchJob) -> str:
     return f"balsam-{bj.name}-{(bj.metadata.uid or '')[:8]}".rstrip("-")
 
 
-def template_source(site: Site) -> str:
+def scheduler_of(bj: BatchJob, site: Site) -> str:
+    """The scheduler ``bj`` goes to: its own ``spec.scheduler``, else the Site's."""
+    return bj.spec.scheduler or site.spec.scheduler
+
+
+def template_source(site: Site, scheduler: str | None = None) -> str:
+    scheduler = scheduler or site.spec.scheduler
     custom = Path(site.spec.path) / SITE_TEMPLATE
-    if custom.is_file():
+    if scheduler == site.spec.scheduler and custom.is_file():
         return custom.read_text()
     try:
-        return DEFAULTS[site.spec.scheduler]
+        return DEFAULTS[scheduler]
     except KeyError:
-        raise TemplateError(f"scheduler {site.spec.scheduler!r} is not supported yet: it has no batch script "
+        raise TemplateError(f"scheduler {scheduler!r} is not supported yet: it has no batch script "
                             f"template") from None
+
+
+def node_size(bj: BatchJob, site: Site) -> tuple[int | None, int | None]:
+    """(cpus, gpus) each agent offers: the BatchJob's ``nodeSize``, field by field, else the
+    Site's ``nodeDefaults`` when set; None leaves it to the agent."""
+    nd = site.spec.node_defaults if "node_defaults" in site.spec.model_fields_set else None
+    size = bj.spec.node_size
+    cpus = size.cpus if size is not None and size.cpus is not None else (nd.cpus if nd else None)
+    gpus = size.gpus if size is not None and size.gpus is not None else (nd.gpus if nd else None)
+    return cpus, gpus
 
 
 def agent_command(bj: BatchJob, site: Site, store_url: str | None, python: str) -> str:
@@ -97,14 +116,18 @@ def agent_command(bj: BatchJob, site: Site, store_url: str | None, python: str) 
     if store_url:
         argv += ["--store", store_url]
     argv += ["-n", bj.namespace, "--batch-job", bj.name]
-    if "node_defaults" in site.spec.model_fields_set:
-        argv += ["--cpus", str(site.spec.node_defaults.cpus), "--gpus", str(site.spec.node_defaults.gpus)]
+    cpus, gpus = node_size(bj, site)
+    if cpus is not None:
+        argv += ["--cpus", str(cpus)]
+    if gpus is not None:
+        argv += ["--gpus", str(gpus)]
     return " ".join(shlex.quote(a) for a in argv)
 
 
 def render(bj: BatchJob, site: Site, store_url: str | None = None, python: str | None = None) -> str:
     python = python or sys.executable
-    nd = site.spec.node_defaults if "node_defaults" in site.spec.model_fields_set else None
+    cpus, gpus = node_size(bj, site)
+    scheduler = scheduler_of(bj, site)
     values: dict[str, Any] = {
         "batch_job": bj.name,
         "namespace": bj.namespace,
@@ -120,12 +143,13 @@ def render(bj: BatchJob, site: Site, store_url: str | None = None, python: str |
         "site_path": site.spec.path,
         "store_url": store_url,
         "python": python,
-        "cpus": nd.cpus if nd else None,
-        "gpus": nd.gpus if nd else None,
+        "cpus": cpus,
+        "gpus": gpus,
+        "scheduler": scheduler,
         "agent_command": agent_command(bj, site, store_url, python),
     }
     try:
-        return _env.from_string(template_source(site)).render(**values)
+        return _env.from_string(template_source(site, scheduler)).render(**values)
     except jinja2.TemplateError as e:
         raise TemplateError(f"batch template of site {site.name}: {e}") from None
 

@@ -12,7 +12,7 @@ from apis._config import SiteConfig
 
 from .conftest import (
     Manager,
-    kill_agents,
+    agent_pids,
     make_app,
     make_batchjob,
     make_jobs,
@@ -79,7 +79,7 @@ def test_wall_time_ends_the_allocation_and_running_jobs_finish_in_the_next_one(
     wait_until(lambda: all(j.status.state is S.RUNNING for j in registry.get_many(Job, names) if j), 30,
                "both jobs running")
     ended = wait_batchjob(registry, "short", ["finished"], timeout=60)
-    assert "TIMEOUT" in ended.status.message
+    assert "TIMEOUT" in ended.status.message and ended.status.scheduler_state == "TIMEOUT"
     # Nothing stuck in RUNNING: the agent timed them out, the hook reconciler made them RESTART_READY.
     wait_until(lambda: all(j.status.state is S.RESTART_READY for j in registry.get_many(Job, names) if j), 30,
                "jobs requeued")
@@ -105,13 +105,15 @@ def test_allocation_killed_outright_is_reconciled_to_finished_and_its_jobs_reque
     os.killpg(runner, signal.SIGKILL)  # the runner, and nothing else: its agents live on in their own group
     # The scheduler no longer knows the allocation: finished, with a message saying so ...
     gone = wait_batchjob(registry, "doomed", ["finished"], timeout=30)
-    assert "vanished" in gone.status.message
-    # ... and once the grace is over its Nodes are removed, so the job is requeued, not stuck.
+    assert "vanished" in gone.status.message and gone.status.scheduler_state is None
+    # ... its agents, still alive, see that and stop (their job → RUN_TIMEOUT, requeued, not
+    # stuck) instead of registering again each time the batch reconciler removes their Nodes.
     x = wait_until(lambda: (j := registry.try_get(Job, "x")) and j.status.state is not S.RUNNING and j, 60,
                    "x to leave RUNNING")
     assert x.status.state in (S.RUN_TIMEOUT, S.RESTART_READY), x.status.state
     assert x.status.placement is None or x.status.state is S.RUN_TIMEOUT
-    kill_agents(site.path)  # they outlived their allocation on purpose
+    wait_until(lambda: not agent_pids(site.path), 30, "the agents to end by themselves")
+    assert not registry.list(Node)[0]
 
 
 def test_submit_failed_for_an_unsupported_scheduler(registry: Registry, site: SiteConfig, manager: Manager) -> None:
