@@ -6,6 +6,9 @@ on SIGTERM/SIGINT (a cancel), sends the group SIGTERM — the agents mark their 
 RUN_TIMEOUT and exit — then SIGKILL after ``--kill-wait`` seconds, like Slurm's KillWait.
 Writes ``DIR/local-<its pid>.record`` (JSON: ``state`` COMPLETED|FAILED|TIMEOUT|CANCELLED, ``exitCode``, ``startTime``,
 ``endTime``) before it exits, so the state survives a restart of the controller manager.
+
+``--owner PID:TICKS`` (``balsamctl up``'s allocation) ends the allocation as a cancel when
+that process ends, even if it was killed outright: no agent outlives the ``up`` it serves.
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ import time
 from datetime import UTC, datetime
 from types import FrameType
 
+from controllers.batch._procinfo import start_ticks
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="controllers.batch._local_runner")
     p.add_argument("--wall-seconds", type=float, required=True)
     p.add_argument("--kill-wait", type=float, default=10.0)
     p.add_argument("--record-dir", required=True)
+    p.add_argument("--owner", default=None, metavar="PID:TICKS", help="end when this process ends")
     p.add_argument("script", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     script = [a for a in args.script if a != "--"]
@@ -38,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    owner = args.owner.split(":", 1) if args.owner else None
     proc = subprocess.Popen(["/bin/bash", *script], start_new_session=True, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + args.wall_seconds
     timed_out = False
@@ -47,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
             rc = proc.wait(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
         except subprocess.TimeoutExpired:
             pass
+        if owner is not None and start_ticks(int(owner[0])) != owner[1]:
+            cancelled = True  # the process this allocation serves is gone
         if rc is None and (cancelled or time.monotonic() >= deadline):
             timed_out = not cancelled
             break

@@ -7,6 +7,11 @@ a JSON record of how the allocation ended. The scheduler id is ``local-<pid>``; 
 directory keeps ``<id>.json`` (pid, process start time, job name) and ``<id>.record``, so
 ``status`` and ``cancel`` work for allocations started by an earlier controller manager.
 Nothing queues: a submitted allocation runs at once.
+
+The allocation inherits the controller manager's environment. When that environment has
+``BALSAM_LOCAL_OWNER=PID`` (``balsamctl up`` sets it for the controller manager it starts),
+each allocation ends, as if cancelled, when process PID ends: ``up`` killed outright leaves
+no node agent behind.
 """
 
 from __future__ import annotations
@@ -19,22 +24,26 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._procinfo import start_ticks as _start_ticks
 from .scheduler import JobInfo, PartitionInfo, SchedulerError, SubmitRequest, parse_time
 
 KILL_WAIT = 10.0
+OWNER_ENV = "BALSAM_LOCAL_OWNER"
 
 
-def _start_ticks(pid: int) -> str | None:
-    """The process's start time in clock ticks (field 22 of /proc/PID/stat), or None if it
-    is gone or a zombie — with the pid, it names one process even after pid reuse."""
+def state_dir(site_path: Path) -> Path:
+    """Where the local plugin of a site keeps its allocations' ``.json`` and ``.record`` files."""
+    return Path(site_path) / "logs" / "batch" / "local"
+
+
+def _owner_arg() -> list[str]:
+    """``--owner PID:TICKS`` for the runner when ``BALSAM_LOCAL_OWNER`` names a process (one
+    already gone gets ticks that match nothing: the allocation ends at once)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    if fields[0] == "Z":
-        return None
-    return fields[19]
+        pid = int(os.environ.get(OWNER_ENV, ""))
+    except ValueError:
+        return []
+    return ["--owner", f"{pid}:{_start_ticks(pid) or 'gone'}"]
 
 
 class LocalScheduler:
@@ -51,6 +60,10 @@ class LocalScheduler:
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None
+
+    def alive(self, sid: str) -> bool:
+        """Whether allocation ``sid`` is still running here (its runner has not ended)."""
+        return self._alive(sid)
 
     def _alive(self, sid: str) -> bool:
         child = self._children.get(sid)
@@ -80,7 +93,7 @@ class LocalScheduler:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "controllers.batch._local_runner",
                      "--wall-seconds", str(req.wall_time_min * 60), "--kill-wait", str(self.kill_wait),
-                     "--record-dir", str(self.state_dir), "--", str(req.script)],
+                     "--record-dir", str(self.state_dir), *_owner_arg(), "--", str(req.script)],
                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                     env={**os.environ, **req.env},
                 )  # fmt: skip
