@@ -16,6 +16,9 @@ from apis import ApiError, load_site_config, open_registry, resolve_store_url
 
 from ._agent import NodeAgent
 
+#: Default of ``--lease-ttl`` when set (``balsamctl up`` passes its own to its allocation's agents).
+LEASE_TTL_ENV = "BALSAM_NODE_LEASE_TTL"
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -30,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus", type=int, help="CPUs to offer (default: this machine's); more simulates a bigger node")
     p.add_argument("--gpus", type=int, default=0, help="GPUs to offer (default: 0)")
     p.add_argument("--batch-job", metavar="NAME", help="the BatchJob whose allocation this node belongs to")
-    p.add_argument("--lease-ttl", type=float, default=10.0, metavar="S",
-                   help="seconds after which the Node vanishes if this agent stops renewing (default: 10)")
+    p.add_argument("--lease-ttl", type=float, default=None, metavar="S",
+                   help="seconds after which the Node vanishes if this agent stops renewing "
+                        f"(default: ${LEASE_TTL_ENV}, else 10)")
     p.add_argument("--kill-grace", type=float, default=5.0, metavar="S",
                    help="seconds between SIGTERM and SIGKILL when a job is killed (default: 5)")
     p.add_argument("-v", "--verbose", action="store_true", help="also log to stderr")
@@ -47,6 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.gpus < 0:
         print("error: --gpus must not be negative", file=sys.stderr)
         return 2
+    if args.lease_ttl is None:
+        try:
+            args.lease_ttl = float(os.environ.get(LEASE_TTL_ENV) or 10.0)
+        except ValueError:
+            print(f"error: {LEASE_TTL_ENV} must be a number of seconds", file=sys.stderr)
+            return 2
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
