@@ -227,8 +227,11 @@ def test_elastic_batchjob_that_waits_too_long_is_deleted_and_cancelled(
     def elastic() -> list[BatchJob]:
         return [b for b in registry.list(BatchJob)[0] if b.metadata.labels.get(LABEL) == site.name]
 
-    first = wait_until(lambda: [b for b in elastic() if b.status.state == "queued"], 30, "a queued elastic BatchJob")[0]
-    assert "PENDING" in first.status.message and first.spec.num_nodes == 1 and first.spec.selector == {"pool": "eq"}
+    # Queued once submitted; PENDING once the reconciler has looked at it in Slurm (a moment later).
+    first = wait_until(lambda: [b for b in elastic() if b.status.state == "queued" and "PENDING" in b.status.message],
+                       30, "a queued elastic BatchJob seen pending in Slurm")[0]
+    assert first.status.scheduler_state == "PENDING"
+    assert first.spec.num_nodes == 1 and first.spec.selector == {"pool": "eq"}
     sid = first.status.scheduler_id or ""
     wait_until(lambda: registry.try_get(BatchJob, first.name) is None, 30, "the BatchJob that waited to be deleted")
     assert slurm.state(sid) == "CANCELLED"
