@@ -1,6 +1,19 @@
-"""``balsamctl up``: a controller manager and N node agents as processes on this machine
-(a laptop's allocation), with live progress; ``--until-done`` exits when every job is
-JOB_FINISHED or FAILED, or as soon as none of the rest can move.
+"""``balsamctl up``: a controller manager, and an allocation of N node agents on this machine
+through the ``local`` scheduler plugin, with live progress; ``--until-done`` exits when every
+job is JOB_FINISHED or FAILED, or as soon as none of the rest can move.
+
+The allocation is a BatchJob like any other: ``<host>-up``, ``spec.scheduler: local`` (also on
+a Slurm site: ``up`` runs here), ``spec.nodeSize`` from ``--cpus/--gpus``, ``wallTimeMin`` from
+``--wall-time-min``. ``up`` creates it, the batch reconciler submits it, and the local
+plugin's batch script starts the N agents. One left by an ``up`` that was killed outright
+(its allocation ended with it, but no controller manager recorded that) is deleted first;
+one whose allocation still runs belongs to another ``up`` of this site, and ``up`` refuses to
+start beside it. ``up`` keeps it going: at its wall time (``status.schedulerState`` TIMEOUT)
+it is submitted again. Any other end (agents that could not start or all exited, a delete by
+hand, a refused submit), or an agent of the running allocation missing longer than its lease
+allows, ends ``up`` with status 1 and the reason. On the way out ``up`` deletes it (the reconciler cancels it: the
+agents mark their running jobs RUN_TIMEOUT and deregister) and waits for its processes to
+end before it stops the controller manager.
 
 Progress is read from the state index (``Store.count`` of ``/index/jobs/state/...``, no job is
 decoded) at the display's refresh rate: ``up`` only shows the work, it does none of it, so it
@@ -8,9 +21,11 @@ keeps no watch that would make it read every write of the site. The end is detec
 same counts: ``count(jobs)`` before and after the per-state counts, and the terminal states
 are absorbing, so "all terminal" is never concluded from counts that straddle a transition.
 
-Children run in sessions of their own (a terminal's Ctrl-C reaches ``up`` alone, which then
-stops them in order: SIGTERM, a grace, SIGKILL) and get SIGTERM from the kernel if ``up``
-itself dies (``PR_SET_PDEATHSIG``), so no agent outlives it.
+The controller manager runs in a session of its own (a terminal's Ctrl-C reaches ``up``
+alone, which then stops everything in order) and gets SIGTERM from the kernel if ``up`` itself
+dies (``PR_SET_PDEATHSIG``). The allocation is not a child of ``up``, so ``up`` tells the
+local plugin its pid (``BALSAM_LOCAL_OWNER`` in the controller manager's environment): the
+allocation ends, as if cancelled, when ``up`` ends, even killed outright — no agent outlives it.
 """
 
 from __future__ import annotations
@@ -23,7 +38,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +46,24 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from apis import Job, JobState, Node, Registry, get_condition
+from apis import (
+    AlreadyExists,
+    ApiError,
+    BatchJob,
+    BatchJobSpec,
+    Job,
+    JobState,
+    Node,
+    NodeSize,
+    NotFound,
+    ObjectMeta,
+    Registry,
+    Site,
+    SiteSpec,
+    get_condition,
+)
+from controllers.batch.local import OWNER_ENV, LocalScheduler, state_dir
+from controllers.batch.scheduler import SchedulerError
 
 TERMINAL = (JobState.JOB_FINISHED, JobState.FAILED)
 #: States a job can rest in with nothing working on it: waiting for parents or for room.
@@ -40,6 +72,13 @@ TICK = 0.25  # seconds between progress refreshes (and end checks)
 QUIET = 2.0  # seconds without any change before asking whether the rest can still move
 GRACE = 15.0  # seconds children get to stop (agents kill their jobs first) before SIGKILL
 PR_SET_PDEATHSIG = 1
+#: Default wall time of up's allocation (minutes): a day; it is submitted again when it ends.
+DEFAULT_WALL_TIME_MIN = 1440.0
+#: Label on up's BatchJob: the site it serves.
+UP_LABEL = "balsam.io/up"
+#: The nodeagent CLI's --lease-ttl default, from the environment the allocation inherits.
+NODE_LEASE_TTL_ENV = "BALSAM_NODE_LEASE_TTL"
+LIVE = ("pending_submission", "queued", "running")
 
 
 def _pdeathsig() -> Callable[[], None] | None:
@@ -78,11 +117,12 @@ class Child:
 class Children:
     children: list[Child] = field(default_factory=list)
 
-    def start(self, name: str, argv: Sequence[str], log: Path) -> None:
+    def start(self, name: str, argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
             proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, preexec_fn=_pdeathsig())
+                                    start_new_session=True, preexec_fn=_pdeathsig(),
+                                    env={**os.environ, **env} if env else None)
         self.children.append(Child(name, proc, log))
 
     def exited(self) -> list[Child]:
@@ -191,9 +231,184 @@ def progress_line(counts: dict[JobState, int], rate: float, elapsed: float) -> s
     return f"[{elapsed:5.1f}s] {states} ({rate:.1f} jobs/s)"
 
 
-def node_name(i: int) -> str:
+def allocation_name() -> str:
+    """The name of up's BatchJob on this host: ``<host>-up``."""
     host = re.sub(r"[^a-z0-9-]+", "-", os.uname().nodename.split(".")[0].lower()).strip("-") or "node"
-    return f"{host}-up-{i}"
+    return f"{host}-up"
+
+
+def node_name(i: int) -> str:
+    """The Node of up's i-th agent (the local batch script names them ``<batch job>-<i>``)."""
+    return f"{allocation_name()}-{i}"
+
+
+def _last_line(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
+
+
+class Allocation:
+    """up's BatchJob: made (after removing a stale one), watched once per tick, submitted
+    again at its wall time, and deleted — with its processes waited for — on the way out."""
+
+    def __init__(self, registry: Registry, opts: UpOptions) -> None:
+        self.registry = registry
+        self.opts = opts
+        self.ns = opts.namespace
+        self.name = allocation_name()
+        self.nodes = [node_name(i) for i in range(opts.nodes)]
+        self.uid: str | None = None  # the BatchJob we made; None while (re)making it
+        self.scheduler_ids: set[str] = set()  # local allocations of ours, to wait for at the end
+        self.site = self._ensure_site()
+        self.local = LocalScheduler(state_dir(Path(self.site.spec.path)))
+        self.output = Path(self.site.spec.path) / "logs" / "batch" / f"{self.name}.out"
+        self._missing: dict[str, float] = {}
+        self._nodes_checked = 0.0
+
+    def _ensure_site(self) -> Site:
+        """The Site resource of this site directory; made (like ``init`` does) when missing,
+        since a BatchJob needs one."""
+        site = self.registry.try_get(Site, self.opts.site_name, self.ns)
+        if site is None:
+            try:
+                site = self.registry.create(Site(metadata=ObjectMeta(name=self.opts.site_name, namespace=self.ns),
+                                                 spec=SiteSpec(path=str(self.opts.site))))
+            except AlreadyExists:
+                site = self.registry.get(Site, self.opts.site_name, self.ns)
+        return site
+
+    def desired(self) -> BatchJob:
+        o = self.opts
+        return BatchJob(
+            metadata=ObjectMeta(name=self.name, namespace=self.ns, labels={UP_LABEL: o.site_name}),
+            spec=BatchJobSpec(site=o.site_name, num_nodes=o.nodes, wall_time_min=o.wall_time_min,
+                              scheduler="local", node_size=NodeSize(cpus=o.cpus, gpus=o.gpus)),
+        )  # fmt: skip
+
+    def _in_use(self, bj: BatchJob) -> bool:
+        """Whether ``bj`` is another up's: live, and its local allocation still running
+        (allocations end with the up they serve, so a running one has a live owner)."""
+        sid = bj.status.scheduler_id
+        return (bj.metadata.deletion_timestamp is None and bj.status.state in LIVE and sid is not None
+                and sid.startswith("local-") and self.local.alive(sid))
+
+    @property
+    def live(self) -> bool:
+        return self.uid is not None
+
+    def tick(self) -> Outcome | None:
+        """One look at the BatchJob (one read): make it (again), or say why up must end."""
+        bj = self.registry.try_get(BatchJob, self.name, self.ns)
+        if self.uid is None:
+            if bj is None:
+                try:
+                    self.uid = self.registry.create(self.desired()).metadata.uid
+                except AlreadyExists:
+                    return None  # made meanwhile: look again next tick
+                self._missing.clear()
+            elif self._in_use(bj):
+                return Outcome(1, err=f"another balsamctl up runs this site's allocation here (BatchJob {self.name}, "
+                                      f"{bj.status.scheduler_id}): stop it first")
+            elif bj.metadata.deletion_timestamp is None:
+                self._delete()  # a stale one, or our ended one: the reconciler removes it, then we make ours
+            return None
+        if bj is None or bj.metadata.uid != self.uid or bj.metadata.deletion_timestamp is not None:
+            return Outcome(1, err=f"BatchJob {self.name} was deleted while up was running")
+        self._note(bj)
+        state = bj.status.state
+        if state == "submit_failed":
+            return Outcome(1, err=f"BatchJob {self.name} could not be submitted: {bj.status.message}")
+        if state == "finished":
+            if bj.status.scheduler_state == "TIMEOUT":
+                print(f"allocation {self.name} reached its wall time ({bj.spec.wall_time_min:g} min); "
+                      "submitting it again", file=sys.stderr, flush=True)
+                self.uid = None
+                self._delete()
+                return None
+            why = _last_line(self.output)
+            return Outcome(1, err=f"allocation {self.name} ended: {bj.status.message}"
+                           + (f"; its output ends with: {why}" if why else f" (see {self.output})"))
+        if state == "running":
+            return self._check_nodes()
+        return None
+
+    def _check_nodes(self) -> Outcome | None:
+        """An agent of the running allocation that is not registered (never was, or went away)
+        for longer than a lease lets a dead agent's Node linger: it is not coming back."""
+        now = time.monotonic()
+        if now - self._nodes_checked < 1.0:
+            return None
+        self._nodes_checked = now
+        limit = 2 * self.opts.lease_ttl + 10
+        for name, node in zip(self.nodes, self.registry.get_many(Node, self.nodes, self.ns), strict=True):
+            if node is not None and node.spec.batch_job == self.name:
+                self._missing.pop(name, None)
+            elif now - self._missing.setdefault(name, now) > limit:
+                why = _last_line(self.output)
+                return Outcome(1, err=f"node agent {name} of allocation {self.name} is not running"
+                               + (f": {why}" if why else f" (see {self.output})"))
+        return None
+
+    def nodes_registered(self) -> bool:
+        return self.live and all(n is not None and n.spec.batch_job == self.name
+                                 for n in self.registry.get_many(Node, self.nodes, self.ns))
+
+    def _note(self, bj: BatchJob) -> None:
+        """Remember our allocation's local id: its processes are waited for at the end."""
+        sid = bj.status.scheduler_id
+        if sid and sid.startswith("local-"):
+            self.scheduler_ids.add(sid)
+
+    def _ours(self) -> BatchJob | None:
+        bj = self.registry.try_get(BatchJob, self.name, self.ns)
+        return bj if bj is not None and self.uid is not None and bj.metadata.uid == self.uid else None
+
+    def _delete(self) -> None:
+        try:
+            self.registry.delete(BatchJob, self.name, self.ns)
+        except NotFound:
+            pass
+
+    def release(self, manager_alive: Callable[[], bool], grace: float = GRACE) -> None:
+        """Delete the BatchJob and wait until it is gone and its processes have ended: the
+        controller manager cancels it (the agents mark their jobs RUN_TIMEOUT and deregister).
+        If that does not happen within ``grace`` seconds (or the manager is gone), cancel the
+        local allocation here (its runner SIGTERMs the agents, SIGKILLs them 10 s later)."""
+        try:
+            bj = self._ours()  # never another up's
+            if bj is not None:
+                self._note(bj)
+                if bj.metadata.deletion_timestamp is None:
+                    self._delete()
+        except ApiError:
+            pass  # the store is away: the runners are still ours to stop
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and manager_alive():
+            try:
+                bj = self.registry.try_get(BatchJob, self.name, self.ns)
+            except ApiError:
+                break
+            if bj is not None and bj.metadata.uid == self.uid:
+                self._note(bj)  # submitted while we were deleting it
+            # Gone: ours, and a stale one we deleted (not another up's live one).
+            gone = bj is None or (bj.metadata.uid != self.uid and bj.metadata.deletion_timestamp is None)
+            if gone and not any(self.local.alive(sid) for sid in self.scheduler_ids):
+                return
+            time.sleep(0.1)
+        left = [sid for sid in self.scheduler_ids if self.local.alive(sid)]
+        for sid in left:
+            try:
+                self.local.cancel(sid)
+            except SchedulerError:
+                pass
+        deadline = time.monotonic() + self.local.kill_wait + 5
+        while any(self.local.alive(sid) for sid in left) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 class Stop:
@@ -228,6 +443,8 @@ class UpOptions:
     gpus: int
     until_done: bool
     lease_ttl: float
+    site_name: str
+    wall_time_min: float = DEFAULT_WALL_TIME_MIN
 
 
 @dataclass
@@ -238,40 +455,40 @@ class Outcome:
 
 
 def run_up(opts: UpOptions, open_registry: Callable[[], Registry], console: Console | None = None) -> int:
-    """Start the processes, show progress, return the exit status: 0 when every job finished
-    (or, without ``--until-done``, when stopped by a signal); 1 when a job FAILED, when no job
-    can progress, or when a child died; 128+signal when ``--until-done`` is interrupted."""
+    """Start the controller manager and the allocation, show progress, return the exit
+    status: 0 when every job finished (or, without ``--until-done``, when stopped by a
+    signal); 1 when a job FAILED, when no job can progress, or when the controller manager or
+    the allocation failed; 128+signal when ``--until-done`` is interrupted."""
     console = console or Console(stderr=True)
     logs = opts.site / "logs"
     common = ["--site", str(opts.site), "--store", opts.store_url, "-n", opts.namespace,
               "--lease-ttl", f"{opts.lease_ttl:g}"]
     children = Children()
-    names = [node_name(i) for i in range(opts.nodes)]
+    alloc: Allocation | None = None
     with Stop() as stop:
         try:
-            # Children first: nothing of ours (store threads) is running yet when they fork.
+            # The child first: nothing of ours (store threads) is running yet when it forks.
             children.start("controller-manager", [sys.executable, "-m", "controllers", *common],
-                           logs / "controller-manager.out")
-            for i, name in enumerate(names):
-                children.start(f"node agent {name}",
-                               [sys.executable, "-m", "nodeagent", *common, "--name", name,
-                                "--cpus", str(opts.cpus), "--gpus", str(opts.gpus)],
-                               logs / f"nodeagent-{i}.out")
-            outcome = _watch(opts, open_registry(), names, children, stop, console)
+                           logs / "controller-manager.out",
+                           env={OWNER_ENV: str(os.getpid()), NODE_LEASE_TTL_ENV: f"{opts.lease_ttl:g}"})
+            alloc = Allocation(open_registry(), opts)
+            outcome = _watch(opts, alloc, children, stop, console)
             if outcome.out:
                 print(outcome.out, flush=True)
             if outcome.err:
                 print(f"error: {outcome.err}", file=sys.stderr, flush=True)
             return outcome.code
         finally:
-            if any(c.proc.poll() is None for c in children.children):
-                print(f"stopping {len(children.children)} process(es)...", file=sys.stderr, flush=True)
+            manager = children.children[0] if children.children else None
+            if alloc is not None:
+                print(f"stopping allocation {alloc.name} and the controller manager...", file=sys.stderr, flush=True)
+                alloc.release(lambda: manager is not None and manager.proc.poll() is None)
             children.stop()
 
 
-def _watch(opts: UpOptions, registry: Registry, names: list[str], children: Children, stop: Stop,
-           console: Console) -> Outcome:
+def _watch(opts: UpOptions, alloc: Allocation, children: Children, stop: Stop, console: Console) -> Outcome:
     ns = opts.namespace
+    registry = alloc.registry
     t0 = time.monotonic()
     counts, done = all_done(registry, ns)
     finished0 = counts[JobState.JOB_FINISHED] + counts[JobState.FAILED]
@@ -307,13 +524,17 @@ def _watch(opts: UpOptions, registry: Registry, names: list[str], children: Chil
                 why = c.last_line()
                 return Outcome(1, err=f"{c.name} exited with code {c.proc.returncode}"
                                + (f": {why}" if why else f" (see {c.log})"))
+            ended = alloc.tick()
+            if ended is not None:
+                show(final=True)
+                return ended
             if opts.until_done:
                 if done:
                     show(final=True)
                     return _summary(counts)
                 if time.monotonic() - last_change >= QUIET:
                     reason = None
-                    if all(n is not None for n in registry.get_many(Node, names, ns)):
+                    if alloc.nodes_registered():
                         reason = stuck_reason(registry, ns, counts)
                     if reason is not None:
                         show(final=True)

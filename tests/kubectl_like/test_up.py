@@ -1,4 +1,8 @@
-"""``balsamctl up``, ``controller-manager`` and ``nodeagent`` as real processes on a real site."""
+"""``balsamctl up``, ``controller-manager`` and ``nodeagent`` as real processes on a real site.
+
+``up`` runs a controller manager and, through the ``local`` scheduler plugin, a BatchJob
+(``<host>-up``) whose batch script starts the node agents: they are up's grandchildren and
+further (controller manager → local runner → bash → agents)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from apis import Job, JobState, Node
+from apis import BatchJob, Job, JobState, Node
+from apis import Site as SiteResource
+from kubectl_like._up import allocation_name
 
 from ._streams import Proc, wait_until
 from .conftest import Site, job_doc, manifest, write_yaml
@@ -34,6 +40,29 @@ def children_of(pid: int) -> set[int]:
         except OSError:
             pass
     return out
+
+
+def descendants(pid: int) -> set[int]:
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        for kid in children_of(todo.pop()):
+            if kid not in out:
+                out.add(kid)
+                todo.append(kid)
+    return out
+
+
+def agents_among(pids: set[int]) -> set[int]:
+    found = set()
+    for pid in pids:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"nodeagent" in argv and b"--batch-job" in argv:
+            found.add(pid)
+    return found
 
 
 def alive(pid: int) -> bool:
@@ -119,26 +148,98 @@ def test_ctrl_c_stops_up_and_its_children(site: Site, procs: list[Proc], sig: si
     procs.append(p)
     reg = site.registry()
     wait_until(lambda: len(reg.list(Node, site.namespace)[0]) == 2, timeout=30)
-    kids = children_of(p.p.pid)
-    assert len(kids) == 3  # a controller manager and two node agents
+    assert len(children_of(p.p.pid)) == 1  # the controller manager; the agents are the allocation's
+    kids = descendants(p.p.pid)
+    assert len(agents_among(kids)) == 2
     p.p.send_signal(sig)
     assert p.wait(30) == 0  # without --until-done, a signal is how up is meant to end
     assert not [k for k in kids if alive(k)]
     assert "Traceback" not in p.stderr
     assert reg.list(Node, site.namespace)[0] == []  # the agents deregistered on their way out
+    assert reg.list(BatchJob, site.namespace)[0] == []  # the allocation was deleted (cancelled)
 
 
 def test_children_die_with_up(site: Site, procs: list[Proc]) -> None:
-    """Even a SIGKILLed ``up`` leaves no agent behind (the kernel sends them SIGTERM)."""
+    """Even a SIGKILLed ``up`` leaves no agent behind: the kernel sends the controller manager
+    SIGTERM, and the local allocation, told up's pid, ends as if cancelled."""
     p = Proc(site.path, "up", "--cpus", "2", "--lease-ttl", "3")
     procs.append(p)
     reg = site.registry()
     wait_until(lambda: len(reg.list(Node, site.namespace)[0]) == 1, timeout=30)
-    kids = children_of(p.p.pid)
-    assert kids
+    kids = descendants(p.p.pid)
+    assert len(agents_among(kids)) == 1
     p.p.send_signal(signal.SIGKILL)
     p.wait()
     wait_until(lambda: not any(alive(k) for k in kids), timeout=20)
+    assert reg.list(Node, site.namespace)[0] == []  # stopped cleanly, not killed
+    # Its BatchJob is left behind (no controller manager saw the end); the next up replaces it.
+    assert [b.name for b in reg.list(BatchJob, site.namespace)[0]] == [allocation_name()]
+    code, out, err, _ = up(site, "--until-done")
+    assert (code, out) == (0, "0 job(s): 0 JOB_FINISHED, 0 FAILED\n"), err
+    assert reg.list(BatchJob, site.namespace)[0] == []
+
+
+def test_up_runs_its_allocation_here_on_a_slurm_site_with_the_node_size_it_was_given(site: Site) -> None:
+    reg = site.registry()
+    s = reg.get(SiteResource, "site", site.namespace)
+    slurm = s.model_copy(deep=True)
+    slurm.spec.scheduler = "slurm"  # no Slurm here: up must not go to it
+    reg.update(s, slurm)
+    (site.path / "batch-template.sh.j2").write_text("#!/bin/bash\n#SBATCH --bogus\nexit 1\n")
+    write_yaml(site.path / "g.yaml", [
+        manifest("App", "gpus", {"command": "echo $CUDA_VISIBLE_DEVICES"}),
+        job_doc("two-gpus", app="gpus", resources={"gpusPerRank": 2}),
+    ])
+    assert site.sh("apply", "-f", "g.yaml").exit_code == 0
+    code, out, err, _ = up(site, "--until-done", "--cpus", "3", "--gpus", "2")
+    assert code == 0, err
+    assert site.sh("logs", "two-gpus").stdout == "0,1\n"  # the node offered 2 GPUs
+    script = (site.path / "batch" / f"{allocation_name()}.sh").read_text()
+    assert "#SBATCH" not in script and "--cpus 3 --gpus 2" in script and "--batch-job" in script
+
+
+def test_up_submits_its_allocation_again_at_its_wall_time(site: Site) -> None:
+    # The first attempt outlives the 6 s allocation; the second, in the next one, finishes at once.
+    write_yaml(site.path / "w.yaml", [
+        manifest("App", "twice", {"command": "if [ -e mark ]; then echo second; else touch mark; exec sleep 60; fi"}),
+        job_doc("long", app="twice"),
+    ])
+    assert site.sh("apply", "-f", "w.yaml").exit_code == 0
+    code, out, err, _ = up(site, "--until-done", "--wall-time-min", "0.1", timeout=120)
+    assert code == 0, err
+    assert out == "1 job(s): 1 JOB_FINISHED, 0 FAILED\n"
+    assert f"allocation {allocation_name()} reached its wall time (0.1 min); submitting it again" in err
+    job = site.registry().get(Job, "long", site.namespace)
+    assert [h.to_state for h in job.status.history].count(JobState.RUN_TIMEOUT) == 1
+    assert site.sh("logs", "long").stdout == "second\n"
+
+
+def test_up_ends_with_one_error_when_its_allocation_is_deleted_by_hand(site: Site, procs: list[Proc]) -> None:
+    p = Proc(site.path, "up", "--cpus", "2", "--lease-ttl", "3")
+    procs.append(p)
+    reg = site.registry()
+    wait_until(lambda: len(reg.list(Node, site.namespace)[0]) == 1, timeout=30)
+    assert site.sh("delete", "batchjob", allocation_name()).exit_code == 0
+    assert p.wait(30) == 1
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error: ")]
+    assert errors == [f"error: BatchJob {allocation_name()} was deleted while up was running"]
+    assert reg.list(Node, site.namespace)[0] == []
+
+
+def test_a_second_up_beside_a_running_one_refuses_and_leaves_it_alone(site: Site, procs: list[Proc]) -> None:
+    first = Proc(site.path, "up", "--cpus", "2", "--lease-ttl", "3")
+    procs.append(first)
+    reg = site.registry()
+    wait_until(lambda: len(reg.list(Node, site.namespace)[0]) == 1, timeout=30)
+    [bj] = reg.list(BatchJob, site.namespace)[0]
+    code, _, err, _ = up(site, "--until-done")
+    assert code == 1
+    assert [ln for ln in err.splitlines() if ln.startswith("error: ")] == [
+        f"error: another balsamctl up runs this site's allocation here (BatchJob {allocation_name()}, "
+        f"{bj.status.scheduler_id}): stop it first"]
+    assert reg.get(BatchJob, bj.name, site.namespace).metadata.uid == bj.metadata.uid
+    assert len(reg.list(Node, site.namespace)[0]) == 1 and first.p.poll() is None
+    assert first.interrupt() == 0
 
 
 def test_nodeagent_and_controller_manager_commands(site: Site, procs: list[Proc]) -> None:
