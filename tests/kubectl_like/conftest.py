@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from click.testing import CliRunner
@@ -18,6 +19,9 @@ from click.testing import CliRunner
 import store as st
 from apis import Registry
 from kubectl_like.cli import cli
+
+if TYPE_CHECKING:  # _streams imports this module
+    from ._streams import Proc
 
 
 @dataclass
@@ -114,6 +118,15 @@ def site(tmp_path: Path, request: pytest.FixtureRequest) -> Site:
 def any_site(tmp_path: Path, request: pytest.FixtureRequest) -> Site:
     """A fresh site on each store backend (the core CLI tests run on both)."""
     return make_site(tmp_path, request.param, request)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    """The balsamctl processes a test started (append them); killed after the test."""
+    started: list[Proc] = []
+    yield started
+    for p in started:
+        p.kill()
 
 
 def manifest(kind: str, name: str, spec: dict[str, object] | None = None, labels: dict[str, str] | None = None,

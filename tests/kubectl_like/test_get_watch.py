@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
@@ -12,14 +11,6 @@ from kubectl_like.watching import parse_duration
 
 from ._streams import TO_RUNNING, Proc, move
 from .conftest import Site, hello_app, job_doc
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for p in started:
-        p.kill()
 
 
 def add_app(site: Site) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,6 @@ from kubectl_like.commands.logs import tail_offset
 from ._streams import TO_FINISHED, TO_RUNNING, Proc, move
 from .conftest import Site
 from .test_get_watch import add_app, add_job
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for p in started:
-        p.kill()
 
 
 def output_of(site: Site, name: str) -> Path:

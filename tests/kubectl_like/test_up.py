@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,6 @@ from ._streams import Proc, wait_until
 from .conftest import Site, job_doc, manifest, write_yaml
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for p in started:
-        p.kill()
 
 
 def children_of(pid: int) -> set[int]:

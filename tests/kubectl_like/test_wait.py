@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -12,14 +11,6 @@ from apis import Job, JobState, set_condition, utcnow
 from ._streams import TO_FINISHED, TO_RUNNING, Proc, move
 from .conftest import Site
 from .test_get_watch import add_app, add_job
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for p in started:
-        p.kill()
 
 
 def test_wait_until_the_job_finishes(any_site: Site, procs: list[Proc]) -> None:
