@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests._etcd_helpers import ETCD_BIN, EtcdCluster, etcd_available
+from store.testing import ETCD_BIN, EtcdCluster, etcd_available
 from tests._support import skip_or_fail
 
 

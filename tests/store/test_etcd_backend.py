@@ -1,6 +1,6 @@
 """Behaviour of the etcd backend that the shared conformance suite cannot see: unreachable
 servers, server limits, failover between members, and where etcd's own semantics differ from
-the contract.  Every test runs against real etcd processes started here (tests/_etcd_helpers.py).
+the contract.  Every test runs against real etcd processes started here (store/testing.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from store import Compacted, Delete, Put, StoreError, Unavailable, WatchClosed, open_store
 from store._etcd import EtcdStore
-from tests._etcd_helpers import EtcdCluster, free_ports
+from store.testing import EtcdCluster, free_ports
 
 
 @pytest.fixture(scope="module")
