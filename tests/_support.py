@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import NoReturn
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
+
+import store as st
+from apis import Registry
+from apis._config import SiteConfig
 
 
 def skip_or_fail(reason: str) -> NoReturn:
@@ -13,3 +20,25 @@ def skip_or_fail(reason: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI is set, so real services are required)", pytrace=False)
     pytest.skip(reason)
+
+
+def make_site_config(tmp_path: Path, save: bool = True, **kw: Any) -> SiteConfig:
+    """Site ``testsite`` in ``tmp_path/site`` (with ``data/``), on a SQLite store in it unless
+    ``store_url`` is given; ``settings.yml`` written when ``save``."""
+    path = tmp_path / "site"
+    (path / "data").mkdir(parents=True)
+    kw.setdefault("store_url", f"sqlite://{path}/store.db")
+    cfg = SiteConfig(path=path, name="testsite", **kw)
+    if save:
+        cfg.save()
+    return cfg
+
+
+@contextmanager
+def registry_on(store_url: str) -> Iterator[Registry]:
+    """A Registry on a store opened for the block, closed after it."""
+    s = st.open_store(store_url)
+    try:
+        yield Registry(s)
+    finally:
+        s.close()

@@ -1,13 +1,17 @@
-"""Fixtures shared by every suite: real services, started once per session."""
+"""Fixtures shared by every suite: real services, started once per session, and a site
+directory on a SQLite store (suites with sites of their own override ``site``/``registry``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from apis import Registry
+from apis._config import SiteConfig
 from store.testing import ETCD_BIN, EtcdCluster, etcd_available
-from tests._support import skip_or_fail
+from tests._support import make_site_config, registry_on, skip_or_fail
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +27,15 @@ def etcd_url() -> Iterator[str]:
         pytest.fail(f"etcd did not start: {e}", pytrace=False)
     with cluster:
         yield cluster.url
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> SiteConfig:
+    """A site directory (settings.yml, data/) with a SQLite store in it."""
+    return make_site_config(tmp_path)
+
+
+@pytest.fixture
+def registry(site: SiteConfig) -> Iterator[Registry]:
+    with registry_on(site.store_url) as reg:
+        yield reg

@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 
-import store as st
 from apis import App, BatchJob, Job, JobState, Node, Registry, Site
 from apis._config import SiteConfig
 from controllers import ControllerManager
@@ -33,24 +32,6 @@ from tests._support import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 FINAL = (JobState.JOB_FINISHED, JobState.FAILED)
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> SiteConfig:
-    path = tmp_path / "site"
-    (path / "data").mkdir(parents=True)
-    cfg = SiteConfig(path=path, name="testsite", store_url=f"sqlite://{path}/store.db")
-    cfg.save()
-    return cfg
-
-
-@pytest.fixture
-def registry(site: SiteConfig) -> Iterator[Registry]:
-    s = st.open_store(site.store_url)
-    try:
-        yield Registry(s)
-    finally:
-        s.close()
 
 
 def make_site(registry: Registry, cfg: SiteConfig, scheduler: str = "local", **spec: Any) -> Site:

@@ -17,11 +17,10 @@ from typing import Any
 
 import pytest
 
-import store as st
 from apis import App, Job, JobState, Node, Placement, Registry, Site, advance
 from apis._config import SiteConfig
 from nodeagent import NodeAgent
-from tests._support import skip_or_fail
+from tests._support import make_site_config, registry_on, skip_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,47 +30,23 @@ BACKENDS = [
 ]
 
 
-@pytest.fixture
-def site(tmp_path: Path) -> SiteConfig:
-    """A site directory (settings.yml, data/) with a SQLite store in it."""
-    path = tmp_path / "site"
-    (path / "data").mkdir(parents=True)
-    cfg = SiteConfig(path=path, name="testsite", store_url=f"sqlite://{path}/store.db")
-    cfg.save()
-    return cfg
-
-
-@pytest.fixture
-def registry(site: SiteConfig) -> Iterator[Registry]:
-    s = st.open_store(site.store_url)
-    try:
-        yield Registry(s)
-    finally:
-        s.close()
-
-
 @pytest.fixture(params=BACKENDS)
 def any_site(request: pytest.FixtureRequest, tmp_path: Path) -> SiteConfig:
     """A site on SQLite, or on the session's etcd (in a namespace of its own)."""
-    path = tmp_path / "site"
-    (path / "data").mkdir(parents=True)
     if request.param == "sqlite":
-        return SiteConfig(path=path, name="testsite", store_url=f"sqlite://{path}/store.db")
+        return make_site_config(tmp_path, save=False)
     url = str(request.getfixturevalue("etcd_url"))
     try:
         import store._etcd  # noqa: F401
     except ModuleNotFoundError as e:  # pragma: no cover - backend not there yet
         skip_or_fail(f"the etcd backend is not importable: {e}")
-    return SiteConfig(path=path, name="testsite", store_url=url, namespace=f"t{uuid.uuid4().hex[:10]}")
+    return make_site_config(tmp_path, save=False, store_url=url, namespace=f"t{uuid.uuid4().hex[:10]}")
 
 
 @pytest.fixture
 def any_registry(any_site: SiteConfig) -> Iterator[Registry]:
-    s = st.open_store(any_site.store_url)
-    try:
-        yield Registry(s)
-    finally:
-        s.close()
+    with registry_on(any_site.store_url) as reg:
+        yield reg
 
 
 AgentFactory = Callable[..., NodeAgent]

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-import store as st
 from apis import App, Job, JobState, Registry, Site, TransferTask
 from apis._config import SiteConfig
 from controllers import ControllerManager
@@ -23,24 +22,6 @@ from controllers.transfer import transfer_reconcilers
 
 GLOBUS_EP = "aaaaaaaa-0000-4000-8000-000000000001"
 SITE_EP = "bbbbbbbb-0000-4000-8000-000000000002"
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> SiteConfig:
-    path = tmp_path / "site"
-    (path / "data").mkdir(parents=True)
-    cfg = SiteConfig(path=path, name="testsite", store_url=f"sqlite://{path}/store.db")
-    cfg.save()
-    return cfg
-
-
-@pytest.fixture
-def registry(site: SiteConfig) -> Iterator[Registry]:
-    s = st.open_store(site.store_url)
-    try:
-        yield Registry(s)
-    finally:
-        s.close()
 
 
 @pytest.fixture
