@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -13,6 +14,7 @@ import pytest
 import store as st
 from apis import Registry
 from apis._config import SiteConfig
+from controllers import ControllerManager
 
 
 def skip_or_fail(reason: str) -> NoReturn:
@@ -42,3 +44,21 @@ def registry_on(store_url: str) -> Iterator[Registry]:
         yield Registry(s)
     finally:
         s.close()
+
+
+@contextmanager
+def running_manager(registry: Registry, reconcilers: Sequence[Any], lease_ttl: float = 2, lead_timeout: float = 10,
+                    join_timeout: float = 10, name: str | None = None,
+                    ) -> Iterator[tuple[ControllerManager, threading.Thread]]:
+    """A controller manager running ``reconcilers`` in a daemon thread of this process,
+    leading (asserted within ``lead_timeout``) when the block starts; stopped after it."""
+    mgr = ControllerManager(registry, lease_ttl=lease_ttl, reconcilers=list(reconcilers))
+    stop = threading.Event()
+    t = threading.Thread(target=mgr.run, args=(stop,), daemon=True, name=name)
+    t.start()
+    try:
+        assert mgr.leading.wait(lead_timeout)
+        yield mgr, t
+    finally:
+        stop.set()
+        t.join(join_timeout)

@@ -28,7 +28,7 @@ from controllers.dependency import DependencyReconciler
 from controllers.hook import HookReconciler
 from controllers.hooks import NoHooks
 from controllers.placement.reconciler import PlacementReconciler
-from tests._support import skip_or_fail
+from tests._support import running_manager, skip_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 FINAL = (JobState.JOB_FINISHED, JobState.FAILED)
@@ -71,28 +71,24 @@ def manager(registry: Registry, site: SiteConfig) -> Iterator[Manager]:
     hooks = NoHooks()
     batch = BatchJobReconciler(poll_queued=0.5, poll_running=1.0, node_grace=5.0, max_backoff=4.0)
     elastic = ElasticQueueReconciler(min_interval=0.3)
-    mgr = ControllerManager(registry, lease_ttl=5, reconcilers=[
-        DependencyReconciler(hooks), HookReconciler(hooks), PlacementReconciler(), batch, elastic])
-    stop = threading.Event()
-    t = threading.Thread(target=mgr.run, args=(stop,), daemon=True, name="test-controller-manager")
-    t.start()
-    assert mgr.leading.wait(15)
-    yield Manager(mgr, t, batch, elastic)
-    # Cancel what is still allocated, so no agent outlives the test.
-    for bj, _ in [(b, None) for b in registry.list(BatchJob)[0]]:
-        if bj.status.state in ("queued", "running") and bj.metadata.deletion_timestamp is None:
-            try:
-                registry.delete(BatchJob, bj.name)
-            except Exception:  # noqa: BLE001 - best effort cleanup
-                pass
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        live = [b for b in registry.list(BatchJob)[0] if b.status.state in ("queued", "running", "pending_deletion")]
-        if not live and not registry.list(Node)[0]:
-            break
-        time.sleep(0.2)
-    stop.set()
-    t.join(15)
+    recs = [DependencyReconciler(hooks), HookReconciler(hooks), PlacementReconciler(), batch, elastic]
+    with running_manager(registry, recs, lease_ttl=5, lead_timeout=15, join_timeout=15,
+                         name="test-controller-manager") as (mgr, t):
+        yield Manager(mgr, t, batch, elastic)
+        # Cancel what is still allocated, so no agent outlives the test.
+        for bj, _ in [(b, None) for b in registry.list(BatchJob)[0]]:
+            if bj.status.state in ("queued", "running") and bj.metadata.deletion_timestamp is None:
+                try:
+                    registry.delete(BatchJob, bj.name)
+                except Exception:  # noqa: BLE001 - best effort cleanup
+                    pass
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            live = [b for b in registry.list(BatchJob)[0]
+                    if b.status.state in ("queued", "running", "pending_deletion")]
+            if not live and not registry.list(Node)[0]:
+                break
+            time.sleep(0.2)
     kill_agents(site.path)  # a test that broke an allocation on purpose may leave some
 
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +10,7 @@ from controllers import ControllerManager
 from controllers.dependency import DependencyReconciler
 from controllers.hook import HookReconciler
 from controllers.hooks import NoHooks
+from tests._support import running_manager
 
 
 @pytest.fixture
@@ -29,15 +29,8 @@ def app(registry: Registry) -> App:
 def lifecycle(registry: Registry) -> Iterator[ControllerManager]:
     """Dependency and hook reconcilers running (no placement, no node agents)."""
     hooks = NoHooks()
-    mgr = ControllerManager(registry, lease_ttl=2,
-                            reconcilers=[DependencyReconciler(hooks), HookReconciler(hooks)])
-    stop = threading.Event()
-    t = threading.Thread(target=mgr.run, args=(stop,), daemon=True)
-    t.start()
-    assert mgr.leading.wait(10)
-    yield mgr
-    stop.set()
-    t.join(10)
+    with running_manager(registry, [DependencyReconciler(hooks), HookReconciler(hooks)]) as (mgr, _):
+        yield mgr
 
 
 def make_job(name: str, parents: tuple[str, ...] = (), **spec) -> Job:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
@@ -13,21 +12,15 @@ from controllers import ControllerManager
 from controllers.dependency import DependencyReconciler
 from controllers.hooks import NoHooks
 from controllers.placement.reconciler import PlacementReconciler
+from tests._support import running_manager
 
 from .conftest import force, make_job
 
 
 @pytest.fixture
 def placing(registry: Registry) -> Iterator[ControllerManager]:
-    mgr = ControllerManager(registry, lease_ttl=2,
-                            reconcilers=[DependencyReconciler(NoHooks()), PlacementReconciler()])
-    stop = threading.Event()
-    t = threading.Thread(target=mgr.run, args=(stop,), daemon=True)
-    t.start()
-    assert mgr.leading.wait(10)
-    yield mgr
-    stop.set()
-    t.join(10)
+    with running_manager(registry, [DependencyReconciler(NoHooks()), PlacementReconciler()]) as (mgr, _):
+        yield mgr
 
 
 def add_node(registry: Registry, name: str, cpus: int = 64, gpus: int = 8, lease: int = 0) -> Node:

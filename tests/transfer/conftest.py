@@ -4,9 +4,9 @@ locations, and a controller manager running the dependency, hook and transfer re
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from controllers.dependency import DependencyReconciler
 from controllers.hook import HookReconciler
 from controllers.hooks import NoHooks
 from controllers.transfer import transfer_reconcilers
+from tests._support import running_manager
 
 GLOBUS_EP = "aaaaaaaa-0000-4000-8000-000000000001"
 SITE_EP = "bbbbbbbb-0000-4000-8000-000000000002"
@@ -59,26 +60,18 @@ Manager = Callable[..., ControllerManager]
 def manager(registry: Registry) -> Iterator[Manager]:
     """``manager(providers=..., window=..., batch_size=..., **task_options)`` starts a leader
     running dependency, hook and transfer reconcilers; stopped after the test."""
-    started: list[tuple[ControllerManager, threading.Event, threading.Thread]] = []
+    with ExitStack() as started:
 
-    def start(reconcilers: list[Any] | None = None, **kw: Any) -> ControllerManager:
-        hooks = NoHooks()
-        kw.setdefault("window", 0.05)
-        kw.setdefault("backoff", 0.05)
-        recs = reconcilers if reconcilers is not None else \
-            [DependencyReconciler(hooks), HookReconciler(hooks), *transfer_reconcilers(hooks, **kw)]
-        mgr = ControllerManager(registry, lease_ttl=2, reconcilers=recs)
-        stop = threading.Event()
-        t = threading.Thread(target=mgr.run, args=(stop,), daemon=True)
-        t.start()
-        assert mgr.leading.wait(10)
-        started.append((mgr, stop, t))
-        return mgr
+        def start(reconcilers: list[Any] | None = None, **kw: Any) -> ControllerManager:
+            hooks = NoHooks()
+            kw.setdefault("window", 0.05)
+            kw.setdefault("backoff", 0.05)
+            recs = reconcilers if reconcilers is not None else \
+                [DependencyReconciler(hooks), HookReconciler(hooks), *transfer_reconcilers(hooks, **kw)]
+            mgr, _ = started.enter_context(running_manager(registry, recs, join_timeout=15))
+            return mgr
 
-    yield start
-    for _, stop, t in started:
-        stop.set()
-        t.join(15)
+        yield start
 
 
 def wait_states(registry: Registry, names: list[str], states: set[JobState], timeout: float = 20) -> list[Job]:
