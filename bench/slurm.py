@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,24 +30,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ._harness import REPO_ROOT, Context, Result, Skip, StoreTarget, scenario
+from controllers.batch.testing import SlurmCluster, free_port_block
+
+from ._harness import Context, Result, Skip, StoreTarget, scenario
 
 NODES, SLURM_CPUS, AGENT_CPUS, PACK = 4, 2, 8, 8
-
-
-def _free_base_port(n: int) -> int:
-    for base in range(26817, 40000, 89):
-        ok = True
-        for p in (base, *range(base + 11, base + 11 + n)):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port block for Slurm")
 
 
 def _wait(pred: Any, timeout: float, what: str, interval: float = 0.005) -> Any:
@@ -86,22 +72,18 @@ class _Run:
         self.ctx = ctx
         self.root = Path(tempfile.mkdtemp(prefix="balsam-bench-slurm-"))
         self.slurm_dir = Path(f"/tmp/balsam-bench-slurm-{uuid.uuid4().hex[:8]}")
-        self.env = {**os.environ, "SLURM_TEST_DIR": str(self.slurm_dir), "SLURM_TEST_NODES": str(NODES),
-                    "SLURM_TEST_CPUS": str(SLURM_CPUS), "SLURM_TEST_PORT": str(_free_base_port(NODES)),
-                    "SLURM_CONF": str(self.slurm_dir / "slurm.conf")}
+        self.slurm: SlurmCluster | None = None
         self.target = target
         self.manager: subprocess.Popen[bytes] | None = None
-        self.old_conf = os.environ.get("SLURM_CONF")
 
     def start(self) -> None:
         from apis import App, Registry, Site, SiteConfig
         from store import open_store
 
-        up = subprocess.run([str(REPO_ROOT / "scripts" / "slurm-up")], env=self.env, capture_output=True, text=True,
-                            timeout=120)
-        if up.returncode != 0:
-            raise RuntimeError(f"scripts/slurm-up failed: {(up.stderr or up.stdout).strip()[-300:]}")
-        os.environ["SLURM_CONF"] = self.env["SLURM_CONF"]
+        # a port range of its own, apart from the test fixture's
+        self.slurm = SlurmCluster.start(self.slurm_dir, NODES, SLURM_CPUS,
+                                        port=free_port_block(NODES, first=26817, step=89, last=40000))
+        self.env = {**self.slurm.env, "SLURM_CONF": self.slurm.conf}
         self.site = SiteConfig(path=self.root / "site", name="bench", store_url=self.target.url)
         (self.site.path / "data").mkdir(parents=True)
         self.site.save()
@@ -133,11 +115,8 @@ class _Run:
                 self.manager.wait(30)
             except subprocess.TimeoutExpired:
                 self.manager.kill()
-        subprocess.run([str(REPO_ROOT / "scripts" / "slurm-down")], env=self.env, capture_output=True, timeout=120)
-        if self.old_conf is None:
-            os.environ.pop("SLURM_CONF", None)
-        else:
-            os.environ["SLURM_CONF"] = self.old_conf
+        if self.slurm is not None:
+            self.slurm.stop()
         try:
             self.store.close()
         except Exception:  # noqa: BLE001

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -24,6 +23,7 @@ from apis._config import SiteConfig
 from controllers import ControllerManager
 from controllers.batch.elastic import ElasticQueueReconciler
 from controllers.batch.reconciler import BatchJobReconciler
+from controllers.batch.testing import SlurmCluster, SlurmUpFailed
 from controllers.dependency import DependencyReconciler
 from controllers.hook import HookReconciler
 from controllers.hooks import NoHooks
@@ -187,23 +187,6 @@ class Slurm:
         return self.squeue("-t", "all", "-j", job_id, "-o", "%T").strip()
 
 
-def _free_port_block(n: int) -> int:
-    """A base port P with P and P+11..P+10+n free on 127.0.0.1."""
-    for base in range(16817, 30000, 97):
-        ports = [base, *range(base + 11, base + 11 + n)]
-        ok = True
-        for p in ports:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port block for Slurm")
-
-
 @pytest.fixture(scope="session")
 def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slurm]:
     """A 4-node (n1..n4, 2 CPUs each) Slurm 22.05 on 127.0.0.1 for the session, started by
@@ -214,23 +197,9 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slurm]:
         skip_or_fail("Slurm is not installed (apt-get install slurm-wlm munge; see scripts/install)")
     if os.geteuid() != 0:
         skip_or_fail("the Slurm daemons need root")
-    d = Path(f"/tmp/balsam-slurm-test-{uuid.uuid4().hex[:8]}")
-    nodes, cpus = 4, 2
-    env = {**os.environ, "SLURM_TEST_DIR": str(d), "SLURM_TEST_NODES": str(nodes), "SLURM_TEST_CPUS": str(cpus),
-           "SLURM_TEST_PORT": str(_free_port_block(nodes))}
-    up = subprocess.run([str(REPO / "scripts" / "slurm-up")], env=env, capture_output=True, text=True, timeout=120)
-    if up.returncode != 0:
-        subprocess.run([str(REPO / "scripts" / "slurm-down")], env=env, capture_output=True, timeout=120)
-        skip_or_fail(f"scripts/slurm-up failed: {(up.stderr or up.stdout).strip()[-500:]}")
-    conf = str(d / "slurm.conf")
-    old = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = conf
     try:
-        yield Slurm(conf, d, nodes, cpus)
-    finally:
-        subprocess.run([str(REPO / "scripts" / "slurm-down")], env=env, capture_output=True, timeout=120)
-        if old is None:
-            os.environ.pop("SLURM_CONF", None)
-        else:
-            os.environ["SLURM_CONF"] = old
-        shutil.rmtree(d, ignore_errors=True)
+        cluster = SlurmCluster.start(Path(f"/tmp/balsam-slurm-test-{uuid.uuid4().hex[:8]}"), nodes=4, cpus=2)
+    except SlurmUpFailed as e:
+        skip_or_fail(str(e))
+    with cluster:
+        yield Slurm(cluster.conf, cluster.dir, cluster.nodes, cluster.cpus)
