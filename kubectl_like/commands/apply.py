@@ -7,7 +7,7 @@ import click
 from apis import ApiError, Selector, parse_selector
 
 from .. import applier
-from .._context import common_options, get_ctx
+from .._context import Ctx, common_options, get_ctx
 from .._errors import CLIError
 from ..printers import object_ref, printer_for
 from ._shared import DRY_RUN, dry_run_suffix, filename_options, load_manifests
@@ -16,6 +16,23 @@ PRUNE_ALL_REQUIRED = (
     "all resources selected for prune without explicitly passing --all. To prune all resources, pass the --all "
     "flag. If you did not mean to prune all resources, specify a label selector"
 )
+
+
+def load_selected(ctx: Ctx, filenames: tuple[str, ...], recursive: bool, selector: str | None, prune: bool,
+                  prune_all: bool) -> tuple[list[applier.Manifest], Selector | None]:
+    """apply's and diff's -l/--prune/--all checked together, then the manifests read and kept
+    when their labels match the selector (None without -l)."""
+    if prune_all and not prune:
+        raise CLIError("--all is only used together with --prune")
+    if prune and prune_all and selector:
+        raise CLIError("cannot set --all and --selector at the same time")
+    if prune and not prune_all and not selector:
+        raise CLIError(PRUNE_ALL_REQUIRED)
+    sel: Selector | None = parse_selector(selector) if selector else None
+    manifests = load_manifests(ctx, filenames, recursive, require_name=True, verb="apply")
+    if sel is not None:
+        manifests = [m for m in manifests if sel.matches(m.obj.metadata.labels)]
+    return manifests, sel
 
 
 @click.command("apply")
@@ -45,17 +62,9 @@ def command(filenames: tuple[str, ...], recursive: bool, dry_run: str, output: s
     """
     if not filenames:
         raise click.UsageError("must specify -f FILE|DIR|-", click.get_current_context())
-    if prune_all and not prune:
-        raise CLIError("--all is only used together with --prune")
-    if prune and prune_all and selector:
-        raise CLIError("cannot set --all and --selector at the same time")
-    if prune and not prune_all and not selector:
-        raise CLIError(PRUNE_ALL_REQUIRED)
-    sel: Selector | None = parse_selector(selector) if selector else None
     ctx = get_ctx()
-    manifests = load_manifests(ctx, filenames, recursive, require_name=True, verb="apply")
+    manifests, sel = load_selected(ctx, filenames, recursive, selector, prune, prune_all)
     if sel is not None:
-        manifests = [m for m in manifests if sel.matches(m.obj.metadata.labels)]
         if not manifests and not prune:
             raise CLIError(f"no objects passed to apply match the selector {selector!r}")
     try:

@@ -18,14 +18,14 @@ from typing import Any
 
 import click
 
-from apis import API_VERSION, Resource, Selector, parse_selector
+from apis import API_VERSION, Resource, Selector
 
 from .. import applier
 from .._context import common_options, get_ctx
 from .._errors import CLIError, render_error
 from ..printers import dump_yaml
-from ._shared import filename_options, load_manifests
-from .apply import PRUNE_ALL_REQUIRED
+from ._shared import filename_options
+from .apply import load_selected
 
 EXIT_ERROR = 2
 
@@ -100,16 +100,7 @@ def command(filenames: tuple[str, ...], recursive: bool, selector: str | None, p
     try:
         if not filenames:
             raise CLIError("must specify -f FILE|DIR|-")
-        if prune_all and not prune:
-            raise CLIError("--all is only used together with --prune")
-        if prune and prune_all and selector:
-            raise CLIError("cannot set --all and --selector at the same time")
-        if prune and not prune_all and not selector:
-            raise CLIError(PRUNE_ALL_REQUIRED)
-        sel: Selector | None = parse_selector(selector) if selector else None
-        manifests = load_manifests(ctx, filenames, recursive, require_name=True, verb="apply")
-        if sel is not None:
-            manifests = [m for m in manifests if sel.matches(m.obj.metadata.labels)]
+        manifests, sel = load_selected(ctx, filenames, recursive, selector, prune, prune_all)
         # A server dry run: admission says no here as it would for apply. Nothing is written.
         outcome = applier.apply_manifests(ctx.registry, manifests, dry_run="server",
                                           prune=(sel or Selector()) if prune else None)
