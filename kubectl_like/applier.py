@@ -286,19 +286,26 @@ def fetch_live(reg: Registry, manifests: Sequence[Manifest]) -> dict[tuple[str, 
     return live
 
 
+def job_refs(m: Manifest) -> list[tuple[tuple[str, str, str], str]]:
+    """The (kind, namespace, name) a Job manifest names, its App and parents, each with the
+    field naming it; none for other kinds."""
+    if not isinstance(m.obj, Job):
+        return []
+    ns = m.obj.namespace
+    refs = [(("App", ns, m.obj.spec.app), "spec.app")]
+    refs += [(("Job", ns, p), "spec.parents") for p in m.obj.spec.parents]
+    return refs
+
+
 def check_references(reg: Registry, manifests: Sequence[Manifest],
                      live: dict[tuple[str, str, str], Resource]) -> None:
     """Jobs name an App and parents: each must be in this batch or in the store."""
     batch = {m.ident for m in manifests if m.obj.name}
     wanted: dict[tuple[str, str, str], list[tuple[Manifest, str]]] = defaultdict(list)
     for m in manifests:
-        if isinstance(m.obj, Job):
-            ns = m.obj.namespace
-            refs = [(("App", ns, m.obj.spec.app), "spec.app")]
-            refs += [(("Job", ns, p), "spec.parents") for p in m.obj.spec.parents]
-            for ident, field in refs:
-                if ident not in batch and ident not in live:
-                    wanted[ident].append((m, field))
+        for ident, field in job_refs(m):
+            if ident not in batch and ident not in live:
+                wanted[ident].append((m, field))
     if not wanted:
         return
     found: set[tuple[str, str, str]] = set()
@@ -339,15 +346,11 @@ def prune_targets(reg: Registry, manifests: Sequence[Manifest], selector: Select
                     out.append(obj)
     gone = {(o.KIND, o.namespace, o.name) for o in out}
     for m in manifests:
-        if isinstance(m.obj, Job):
-            ns = m.obj.namespace
-            refs = [(("App", ns, m.obj.spec.app), "spec.app")]
-            refs += [(("Job", ns, p), "spec.parents") for p in m.obj.spec.parents]
-            for ident, field in refs:
-                if ident in gone:
-                    raise NothingApplied(
-                        m.where, f'{m.obj.resource_name()} "{m.obj.name}" is invalid: {field}: "{ident[2]}" is '
-                        "not in the files and --prune would delete it")
+        for ident, field in job_refs(m):
+            if ident in gone:
+                raise NothingApplied(
+                    m.where, f'{m.obj.resource_name()} "{m.obj.name}" is invalid: {field}: "{ident[2]}" is '
+                    "not in the files and --prune would delete it")
     return out
 
 
