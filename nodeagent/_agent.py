@@ -65,10 +65,10 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import store as st
 from apis import (
@@ -100,6 +100,7 @@ from ._pyapps import PythonApps, read_result
 from ._reaper import Reaper
 
 S = JobState
+_T = TypeVar("_T")
 
 #: Largest number of jobs read in one ``get_many`` / written in one transaction.
 CHUNK = 2000
@@ -765,17 +766,12 @@ class NodeAgent:
             if is_python_app(app):
                 self._spawn_python(run, job, app)
                 continue
-            try:
-                prepared = prepare(
-                    job, app,
-                    data_path=self.site.data_path, site_path=self.site.path, base_env=self._base_env,
-                    launcher=launcher, hosts=hosts, gpus=run.placement.gpus,
-                )  # fmt: skip
-            except PrepareError as e:
-                self._q.put(("spawn_failed", run, S.FAILED, f"cannot start: {e}"))
-                continue
-            except Exception as e:  # noqa: BLE001 - a bug here must not kill the thread
-                self._q.put(("spawn_failed", run, S.FAILED, f"cannot start: {type(e).__name__}: {e}"))
+            prepared = self._prepared(
+                run, prepare, job, app,
+                data_path=self.site.data_path, site_path=self.site.path, base_env=self._base_env,
+                launcher=launcher, hosts=hosts, gpus=run.placement.gpus,
+            )  # fmt: skip
+            if prepared is None:
                 continue
             run.workdir = prepared.cwd
             try:
@@ -787,6 +783,18 @@ class NodeAgent:
             self._q.put(("spawned", run, proc))
             assert self._reaper is not None
             self._reaper.add(proc.pid)
+
+    def _prepared(self, run: _Run, make: Callable[..., _T], *args: Any, **kw: Any) -> _T | None:
+        """``make(*args, **kw)`` (``prepare`` or ``prepare_python``: the job made ready to
+        start); when it raises, the job is queued as spawn_failed FAILED ("cannot start: ...")
+        and None is returned."""
+        try:
+            return make(*args, **kw)
+        except PrepareError as e:
+            self._q.put(("spawn_failed", run, S.FAILED, f"cannot start: {e}"))
+        except Exception as e:  # noqa: BLE001 - a bug here must not kill the thread
+            self._q.put(("spawn_failed", run, S.FAILED, f"cannot start: {type(e).__name__}: {e}"))
+        return None
 
     def _python_apps(self) -> PythonApps:
         with self._pyapps_lock:
@@ -800,16 +808,12 @@ class NodeAgent:
         ``exit`` (in that order) through the loop's queue, as the reaper does for commands."""
         pyapps = self._python_apps()
         result_path = pyapps.result_path(job.name, job.status.attempts + 1)
-        try:
-            spec = prepare_python(
-                job, app, data_path=self.site.data_path, site_path=self.site.path, base_env=self._base_env,
-                gpus=run.placement.gpus, result_path=result_path, store_url=self.store.url,
-            )  # fmt: skip
-        except PrepareError as e:
-            self._q.put(("spawn_failed", run, S.FAILED, f"cannot start: {e}"))
-            return
-        except Exception as e:  # noqa: BLE001 - a bug here must not kill the thread
-            self._q.put(("spawn_failed", run, S.FAILED, f"cannot start: {type(e).__name__}: {e}"))
+        spec = self._prepared(
+            run, prepare_python, job, app,
+            data_path=self.site.data_path, site_path=self.site.path, base_env=self._base_env,
+            gpus=run.placement.gpus, result_path=result_path, store_url=self.store.url,
+        )  # fmt: skip
+        if spec is None:
             return
         run.workdir = Path(spec["cwd"])
         run.result_path = result_path
