@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -62,3 +63,17 @@ def running_manager(registry: Registry, reconcilers: Sequence[Any], lease_ttl: f
     finally:
         stop.set()
         t.join(join_timeout)
+
+
+def poll_until(pred: Callable[[], Any], timeout: float, what: str = "condition", interval: float = 0.02) -> Any:
+    """Poll ``pred`` (test code only) until it returns something truthy, and return that;
+    fail the test (``pytest.fail.Exception``) after ``timeout`` seconds. The suites' own
+    ``wait_until`` call this with their default timeout and interval."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}", pytrace=False)
+        time.sleep(interval)

@@ -28,7 +28,7 @@ from controllers.dependency import DependencyReconciler
 from controllers.hook import HookReconciler
 from controllers.hooks import NoHooks
 from controllers.placement.reconciler import PlacementReconciler
-from tests._support import running_manager, skip_or_fail
+from tests._support import poll_until, running_manager, skip_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 FINAL = (JobState.JOB_FINISHED, JobState.FAILED)
@@ -117,14 +117,7 @@ def kill_agents(site_path: Path) -> None:
 
 def wait_until(pred: Callable[[], Any], timeout: float = 60.0, what: str = "condition",
                interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}", pytrace=False)
-        time.sleep(interval)
+    return poll_until(pred, timeout, what, interval)
 
 
 def batchjob(registry: Registry, name: str) -> BatchJob | None:

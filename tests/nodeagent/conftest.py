@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 from apis import App, Job, JobState, Node, Placement, Registry, Site, advance
 from apis._config import SiteConfig
 from nodeagent import NodeAgent
-from tests._support import make_site_config, registry_on, skip_or_fail
+from tests._support import make_site_config, poll_until, registry_on, skip_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -124,14 +123,7 @@ def set_site_launcher(registry: Registry, site: SiteConfig, launcher: str) -> No
 
 def wait_until(pred: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
     """Poll ``pred`` (test code only) until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+    return poll_until(pred, timeout, what)
 
 
 def wait_state(registry: Registry, name: str, states: Iterable[JobState | str], timeout: float = 30.0,

@@ -19,7 +19,7 @@ from controllers.dependency import DependencyReconciler
 from controllers.hook import HookReconciler
 from controllers.hooks import NoHooks
 from controllers.transfer import transfer_reconcilers
-from tests._support import running_manager
+from tests._support import poll_until, running_manager
 
 GLOBUS_EP = "aaaaaaaa-0000-4000-8000-000000000001"
 SITE_EP = "bbbbbbbb-0000-4000-8000-000000000002"
@@ -87,14 +87,7 @@ def wait_states(registry: Registry, names: list[str], states: set[JobState], tim
 
 
 def wait_until(pred: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    return poll_until(pred, timeout, what)
 
 
 def tasks(registry: Registry) -> list[TransferTask]:
