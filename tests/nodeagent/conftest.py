@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,21 @@ def read_pid(path: Path, timeout: float = 30.0) -> int:
 
 def node_of(registry: Registry, name: str, namespace: str = "default") -> Node | None:
     return registry.try_get(Node, name, namespace)
+
+
+@contextmanager
+def agent_process(registry: Registry, site: SiteConfig, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """:func:`spawn_agent_process`, once its Node (``--name``) registered; killed after the
+    block if it still runs."""
+    proc = spawn_agent_process(site, *args)
+    try:
+        name = args[args.index("--name") + 1]
+        wait_until(lambda: node_of(registry, name), 30, "the agent to register")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def spawn_agent_process(site: SiteConfig, *args: str) -> subprocess.Popen[bytes]:

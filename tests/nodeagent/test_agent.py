@@ -15,6 +15,7 @@ from apis._registry import object_key
 
 from .conftest import (
     AgentFactory,
+    agent_process,
     bind,
     make_app,
     make_job,
@@ -374,19 +375,13 @@ def test_sigterm_marks_running_jobs_run_timeout_and_removes_the_node(registry: R
                                                                      site: SiteConfig) -> None:
     make_app(registry, "sleeper", "echo $$ > pid; sleep 30")
     job = make_job(registry, "sleeper", "j1")
-    proc = spawn_agent_process(site, "--name", "n1", "--cpus", "4", "--kill-grace", "1")
-    try:
-        wait_until(lambda: node_of(registry, "n1"), 30, "the agent to register")
+    with agent_process(registry, site, "--name", "n1", "--cpus", "4", "--kill-grace", "1") as proc:
         bind(registry, [job], ["n1"])
         wait_state(registry, "j1", [S.RUNNING])
         pid = read_pid(workdir(site, "j1") / "pid")
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out.decode()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     done = registry.get(Job, "j1")
     assert done.status.state is S.RUN_TIMEOUT
     assert "SIGTERM" in done.status.message
@@ -415,9 +410,7 @@ def test_agent_of_an_allocation_stops_when_its_batchjob_is_finished(registry: Re
     job = make_job(registry, "sleeper", "j1")
     bj = _batchjob(registry, "alloc")
     other = _batchjob(registry, "alloc-b")  # a name under ours in the store's key order
-    proc = spawn_agent_process(site, "--name", "n1", "--cpus", "4", "--kill-grace", "1", "--batch-job", "alloc")
-    try:
-        wait_until(lambda: node_of(registry, "n1"), 30, "the agent to register")
+    with agent_process(registry, site, "--name", "n1", "--cpus", "4", "--kill-grace", "1", "--batch-job", "alloc") as proc:
         bind(registry, [job], ["n1"])
         wait_state(registry, "j1", [S.RUNNING])
         pid = read_pid(workdir(site, "j1") / "pid")
@@ -427,10 +420,6 @@ def test_agent_of_an_allocation_stops_when_its_batchjob_is_finished(registry: Re
         set_batchjob_state(registry, bj, "finished")
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out.decode()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     done = registry.get(Job, "j1")
     assert done.status.state is S.RUN_TIMEOUT
     assert "BatchJob alloc is finished" in done.status.message
@@ -453,30 +442,18 @@ def test_agent_of_an_allocation_stops_when_its_batchjob_is_deleted_or_missing(re
 
 
 def test_kill_9_leaves_the_node_to_vanish_when_its_lease_expires(registry: Registry, site: SiteConfig) -> None:
-    proc = spawn_agent_process(site, "--name", "n1", "--lease-ttl", "1")
-    try:
-        wait_until(lambda: node_of(registry, "n1"), 30, "the agent to register")
+    with agent_process(registry, site, "--name", "n1", "--lease-ttl", "1") as proc:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     # The Node outlives the agent until the lease's TTL passes, then vanishes on its own.
     wait_until(lambda: node_of(registry, "n1") is None, 15, "the Node to vanish with its lease")
 
 
 def test_a_new_agent_takes_over_a_name_once_the_old_lease_expired(registry: Registry, site: SiteConfig,
                                                                    agent: AgentFactory) -> None:
-    proc = spawn_agent_process(site, "--name", "n1", "--lease-ttl", "1")
-    try:
-        wait_until(lambda: node_of(registry, "n1"), 30, "the agent to register")
+    with agent_process(registry, site, "--name", "n1", "--lease-ttl", "1") as proc:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     a = agent("n1", register_timeout=15)  # waits for the dead agent's Node to vanish
     kv = registry.store.get(object_key(Node, "default", "n1"))
     assert kv is not None and kv.lease == a.lease
