@@ -158,8 +158,13 @@ class _Run:
         t0 = time.time()
         out = subprocess.run(["sbatch", "--parsable", "--output", str(script_paths(bj, site)[1]), str(script)],
                              capture_output=True, text=True, timeout=60, check=True)
+        slurm_id = out.stdout.strip().split(";")[0]
+        # The agents of an allocation stop when their BatchJob is gone, so record the hand-made
+        # allocation as an already-submitted BatchJob (the reconciler only tracks it from here).
+        bj.status.state, bj.status.scheduler_id = "queued", slurm_id
+        self.reg.create(bj)
         took = self._started_after(f"probe-{name}", t0)
-        subprocess.run(["scancel", out.stdout.strip().split(";")[0]], timeout=60, check=True)
+        self.reg.delete(BatchJob, name)  # cancels it in Slurm
         self._nodes_gone(name)
         return took
 
