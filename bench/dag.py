@@ -31,7 +31,7 @@ from typing import Any
 from apis import Job, JobState, ObjectMeta
 
 from ._harness import Context, Result, StoreTarget, scenario
-from ._up import UpSite, up_site, warm_up
+from ._up import UpSite, site_parent, up_site, warm_up
 
 STAMP = "bash -c 'echo $EPOCHREALTIME > start; echo $EPOCHREALTIME > end'"
 TARGETS = {"p50": "<= 20", "p99": "<= 100"}
@@ -107,7 +107,7 @@ def _fan(site: UpSite, m: int) -> dict[str, Any]:
 
 def _run_backend(ctx: Context, target: StoreTarget, n: int, m: int) -> dict[str, Any]:
     b = target.backend
-    with tempfile.TemporaryDirectory(prefix="balsam-dag-") as d, \
+    with tempfile.TemporaryDirectory(prefix="balsam-dag-", dir=site_parent()) as d, \
             up_site(Path(d) / "site", target, nodes=1, cpus=64) as site:
         site.create_app("stamp", STAMP)
         warm_up(site, "stamp", n=10)
@@ -158,12 +158,13 @@ def run_dag(ctx: Context) -> Result:
     n = ctx.pick(tiny=6, small=50, default=200, large=1_000)
     m = ctx.pick(tiny=8, small=200, default=1_000, large=5_000)
     res = Result("dag", inputs={
+        "site_dir": site_parent() or tempfile.gettempdir(),
         "chain_jobs": n, "fan_jobs": m, "command": STAMP,
         "node": f"1 node agent (balsamctl up --cpus 64); fan children nodePackingCount {PACKING}",
         "hop": "child's own start stamp − parent's own end stamp (bash $EPOCHREALTIME)",
         "baseline": "the same command by subprocess.Popen + wait, sequential, in the same run",
     })
-    with tempfile.TemporaryDirectory(prefix="balsam-dag-base-") as d:
+    with tempfile.TemporaryDirectory(prefix="balsam-dag-base-", dir=site_parent()) as d:
         rate = stamp_launch_rate(ctx.pick(tiny=20, small=200, default=500, large=500), Path(d))
     res.add("stamp_launch_ms", 1000 / rate, "ms", "one launch of the stamp command (Popen+wait)", baseline=True)
     res.add("fanout_direct_ms", (m - 2) * 1000 / rate, "ms", f"{m - 2} launches back to back (Popen+wait)",

@@ -29,7 +29,7 @@ from typing import Any
 from apis import Job, JobState, ObjectMeta
 
 from ._harness import Context, Result, StoreTarget, scenario
-from ._up import UpSite, up_site, warm_up
+from ._up import UpSite, site_parent, up_site, warm_up
 from .spawn import measure_spawn_rate
 
 TARGETS = {"ratio": ">= 0.5", "utilization": ">= 0.95"}
@@ -70,7 +70,7 @@ def run_true_jobs(site: UpSite, n: int, prefix: str = "e", app: str = "true",
 
 def _throughput(ctx: Context, res: Result, target: StoreTarget, n: int) -> dict[str, Any]:
     b = target.backend
-    with tempfile.TemporaryDirectory(prefix="balsam-e2e-") as d, \
+    with tempfile.TemporaryDirectory(prefix="balsam-e2e-", dir=site_parent()) as d, \
             up_site(Path(d) / "site", target, nodes=1, cpus=CPUS) as site:
         site.create_app("true", "/bin/true")
         warm_up(site, "true", resources={"nodePackingCount": PACKING})
@@ -84,7 +84,7 @@ def _throughput(ctx: Context, res: Result, target: StoreTarget, n: int) -> dict[
 def _utilization(ctx: Context, target: StoreTarget, nodes: int, packing: int, rounds: int) -> dict[str, Any]:
     b = target.backend
     n = nodes * packing * rounds
-    with tempfile.TemporaryDirectory(prefix="balsam-util-") as d, \
+    with tempfile.TemporaryDirectory(prefix="balsam-util-", dir=site_parent()) as d, \
             up_site(Path(d) / "site", target, nodes=nodes, cpus=CPUS, namespace="util") as site:
         site.create_app("sleep", "sleep 1")
         site.create_app("true", "/bin/true")
@@ -155,6 +155,7 @@ def run_e2e(ctx: Context) -> Result:
     rounds = ctx.pick(tiny=2, small=5, default=10, large=20)
     spawn_s = ctx.pick(tiny=0.1, small=0.5, default=1.0, large=1.0)
     res = Result("e2e", inputs={
+        "site_dir": site_parent() or tempfile.gettempdir(),
         "jobs": n, "command": "/bin/true", "node": f"1 node agent, {CPUS} CPUs, nodePackingCount {PACKING}",
         "create": "Python client create_many, 5,000 jobs per transaction, inside the clock",
         "utilization": {"jobs": nodes * packing * rounds, "command": "sleep 1", "nodes": nodes,

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ._harness import Context, Result, StoreTarget, scenario
-from ._up import up_site, warm_up
+from ._up import site_parent, up_site, warm_up
 from .e2e import CPUS, PACKING, run_true_jobs, spawn_rounds
 
 WORKERS = 4
@@ -121,7 +121,7 @@ def run_pool(n: int, workers: int) -> dict[str, float]:
 
 
 def _balsamctl(ctx: Context, target: StoreTarget, n: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="balsam-parsl-") as d, \
+    with tempfile.TemporaryDirectory(prefix="balsam-parsl-", dir=site_parent()) as d, \
             up_site(Path(d) / "site", target, nodes=1, cpus=CPUS) as site:
         site.create_app("true", "/bin/true")
         warm_up(site, "true", resources={"nodePackingCount": PACKING})
@@ -151,6 +151,7 @@ def run_parsl_compare(ctx: Context) -> Result:
     n = ctx.pick(tiny=20, small=1_000, default=5_000, large=20_000)
     version = parsl_version()
     res = Result("parsl", inputs={
+        "site_dir": site_parent() or tempfile.gettempdir(),
         "tasks": n, "workers": WORKERS, "parsl": version,
         "parsl_config": f"HighThroughputExecutor(max_workers_per_node={WORKERS}, LocalProvider(1 block))",
         "parsl_bash_app": "/bin/true", "parsl_python_app": "return None",
