@@ -78,6 +78,7 @@ class PlacementReconciler:
         self._backlog: dict[str, tuple[tuple[Any, ...], PlacementRequest]] = {}
         self._order: list[tuple[tuple[Any, ...], str]] = []
         self._order_stale = False
+        self._head = 0  # every entry of _order before this index has left the backlog
         self._unschedulable: dict[str, str] = {}  # jobs carrying the condition -> its message
         self._nodes_changed = False
 
@@ -155,7 +156,11 @@ class PlacementReconciler:
         backlog = self._backlog
         out: list[Decision] = []
         seen: set[str] = set()
-        names = (name for _, name in self._order if name in backlog)
+        order, head = self._order, self._head
+        while head < len(order) and order[head][1] not in backlog:
+            head += 1  # bound since: no pass needs to walk past them again
+        self._head = head
+        names = (name for _, name in itertools.islice(order, head, None) if name in backlog)
         while self.packer.has_room():
             chunk = list(itertools.islice(names, PLACE_CHUNK))
             if not chunk:
@@ -185,6 +190,7 @@ class PlacementReconciler:
         nodes: Informer[Node] = ctx.caches["Node"]
         batchjobs: Informer[BatchJob] = ctx.caches["BatchJob"]
         now = utcnow()
+        released = False  # some room changed hands since the last pass
         gone = set(self._sync_nodes(nodes))
         with self._lock:
             dirty, self._dirty = self._dirty, set()
@@ -196,8 +202,12 @@ class PlacementReconciler:
                 for job in jobs.by_index("state", state.value):
                     self._sync_job(job, job.name)
         else:
+            binding = self.packer.binding
             for name in dirty:
+                before = binding(name)
                 self._sync_job(jobs.get(name), name)
+                if binding(name) is not before:
+                    released = True
 
         # Jobs of nodes that vanished (agent died, lease expired): move them on.
         live = set(nodes.names())
@@ -233,10 +243,16 @@ class PlacementReconciler:
                 self._track(jobs.get(name), name, allowed)
         if not self._backlog:
             return None
+        backlog = self._backlog
+        if not (full or stale or self._nodes_changed or lost_nodes or released) and \
+                not any(name in backlog for name in dirty):
+            # Only jobs that left the backlog changed (our own bindings written through, or
+            # finished jobs that held nothing): no room was freed and nothing new waits.
+            return None
         if self._order_stale:
             self._order = sorted((key, name) for name, (key, _) in self._backlog.items())
             self._order_stale = False
-        backlog = self._backlog
+            self._head = 0
         if full or stale or self._nodes_changed:
             decisions = self.packer.place(backlog[name][1] for _, name in self._order if name in backlog)
         else:
@@ -257,8 +273,9 @@ class PlacementReconciler:
                     self._set_unschedulable(ctx, jobs.get(d.job), d.reason, now)
             elif d.job in self._unschedulable:
                 self._set_unschedulable(ctx, jobs.get(d.job), None, now)
-        self._order = [(k, n) for k, n in self._order if n in backlog] if len(self._order) > 2 * len(backlog) + 64 \
-            else self._order
+        if len(self._order) > 2 * len(backlog) + 64:
+            self._order = [(k, n) for k, n in self._order if n in backlog]
+            self._head = 0
         return None
 
     def _allowed_fn(self, batchjobs: Informer[BatchJob]) -> Callable[[Job], frozenset[str | None] | None]:
