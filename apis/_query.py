@@ -280,18 +280,31 @@ class QuerySet(Generic[R]):
         return self.registry.index_count(self.model, index, value, self.namespace)
 
     def _candidate_names(self) -> list[str] | None:
-        """Names that every index filter allows (None: no index filter)."""
+        """Names that every index filter allows (None: no index filter). Filters on one index
+        value each (``state=X``, ``k=v``) are ANDed by the store (``Store.intersect``), which
+        walks the smallest of them and looks the rest up instead of reading every entry."""
         if not self._index:
             return None
+        from ._registry import index_prefix
+
         sets: list[list[str]] = []
+        single: list[tuple[str, str]] = []  # one-value filters: (index, value)
         for index, values in self._index:
             if index == "name":
                 sets.append(values)
+                continue
+            if index != "labelkey" and len(set(values)) == 1:
+                single.append((index, values[0]))
                 continue
             names: list[str] = []
             for v in values:
                 names.extend(self._index_names(index, v))
             sets.append(names)
+        if len(single) == 1:
+            sets.append(self._index_names(*single[0]))
+        elif single:
+            sets.append(self.registry.store.intersect(
+                [index_prefix(self.model, i, self.namespace, v) for i, v in single]))
         sets.sort(key=len)
         result = list(dict.fromkeys(sets[0]))
         for other in sets[1:]:

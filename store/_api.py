@@ -216,6 +216,40 @@ class Store(abc.ABC):
     def count(self, prefix: str) -> int:
         """Number of keys starting with ``prefix`` (without reading values)."""
 
+    def intersect(self, prefixes: Sequence[str]) -> list[str]:
+        """The suffixes ``s`` such that ``p + s`` is a key for every ``p`` in ``prefixes``, in
+        key order: what a query ANDing several index entries wants, without reading every
+        entry of each. This default reads the keys under each prefix, the smallest first, and
+        stops as soon as nothing is left; a backend may answer it in one statement."""
+        if not prefixes:
+            return []
+        sized = sorted((self.count(p), p) for p in dict.fromkeys(prefixes))
+        if sized[0][0] == 0:
+            return []
+        result: list[str] | None = None
+        for _, p in sized:
+            keys = self._keys_under(p)
+            if result is None:
+                result = keys
+            else:
+                have = set(keys)
+                result = [s for s in result if s in have]
+            if not result:
+                return []
+        return result or []
+
+    def _keys_under(self, prefix: str, page: int = 20000) -> list[str]:
+        """Every key under ``prefix``, without it, paged."""
+        out: list[str] = []
+        after: str | None = None
+        n = len(prefix)
+        while True:
+            res = self.range(prefix, limit=page, start_after=after, keys_only=True)
+            out.extend(kv.key[n:] for kv in res.kvs)
+            if not res.more:
+                return out
+            after = res.continue_key
+
     @abc.abstractmethod
     def current_revision(self) -> int: ...
 

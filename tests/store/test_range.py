@@ -80,3 +80,17 @@ def test_pagination_over_100k_keys_sees_each_key_once_in_order(store: Store, ns:
     assert seen == keys
     full = store.range(ns + "jobs/")
     assert len(full.kvs) == n and full.kvs[-1].value == b'{"spec":{}}'
+
+
+def test_intersect_keeps_the_suffixes_under_every_prefix_in_key_order(store: Store, ns: str) -> None:
+    a, b, c = ns + "idx/state/RUNNING/", ns + "idx/label/run%3D5/", ns + "idx/label/exp%3Dfoo/"
+    _load(store, [a + n for n in ("j3", "j1", "j2", "j\u00e9", "j9")] + [b + n for n in ("j2", "j1", "j\u00e9", "j7")]
+          + [c + n for n in ("j1", "j\u00e9", "j2", "j8")] + [ns + "idx/state/RUNNINGX/j4", ns + "idx/state/RUNNING"])
+    assert store.intersect([a, b, c]) == ["j1", "j2", "j\u00e9"]
+    assert store.intersect([c, a]) == ["j1", "j2", "j\u00e9"]
+    assert store.intersect([a]) == ["j1", "j2", "j3", "j9", "j\u00e9"]
+    assert store.intersect([a, a, b]) == ["j1", "j2", "j\u00e9"]
+    assert store.intersect([a, ns + "idx/none/"]) == []
+    assert store.intersect([]) == []
+    store.delete(b + "j2")
+    assert store.intersect([a, b, c]) == ["j1", "j\u00e9"]
