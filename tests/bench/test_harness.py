@@ -35,6 +35,18 @@ TOP_KEYS = {
 }
 MACHINE_KEYS = {"cpu_count", "platform", "python", "date", "git_commit"}
 FIGURE_KEYS = {"key", "name", "label", "backend", "value", "unit", "baseline"}
+# Figures a scenario must record at --size tiny ("{b}." is the backend of the run).
+EXPECTED_FIGURES = {
+    "e2e": {"spawn", "ideal_makespan", "{b}.jobs_per_s", "{b}.spawn_ratio", "{b}.utilization", "{b}.makespan",
+            "{b}.cpu_ms_controllers", "{b}.cpu_ms_agent_0", "{b}.revisions_per_job"},
+    "dag": {"stamp_launch_ms", "fanout_direct_ms", "{b}.chain_p50_ms", "{b}.chain_p99_ms", "{b}.fanout_first_ms",
+            "{b}.fanout_last_ms", "{b}.fanin_ms"},
+    "parsl": {"spawn", "pool_bash", "pool_python", "{b}.balsamctl"},
+    "scale": {"{b}.raw_puts", "{b}.create_5e2", "{b}.count_ms_2e3", "{b}.selector_cli_ms_2e3",
+              "{b}.cli_startup_ms_2e3", "{b}.informer_rss_mib_2e3", "{b}.cm_rss_mib_2e3"},
+    "placement": {"engine", "placements", "placements_with_events", "lower_bound_rounds", "rounds", "efficiency",
+                  "unschedulable"},
+}
 
 
 def _cases() -> list[object]:
@@ -81,6 +93,15 @@ def test_scenario_tiny(
         if "ratio_to" in f:
             assert f["ratio_to"] in {g["key"] for g in doc["figures"] if g["baseline"]}
     assert doc["baseline"], "a scenario must record the baseline it is measured against"
+    keys = {f["key"] for f in doc["figures"]}
+    expected = {k.replace("{b}", backend or "") for k in EXPECTED_FIGURES.get(name, set())}
+    assert expected <= keys, expected - keys
+    by_key = {f["key"]: f for f in doc["figures"]}
+    if name == "placement":  # what the reconciler decided, not how fast
+        assert by_key["unschedulable"]["value"] == doc["inputs"]["never_fits"]["count"]
+        assert 0 < by_key["efficiency"]["value"] <= 1
+    if name == "e2e":
+        assert 0 < by_key[f"{backend}.utilization"]["value"] <= 1
     if backend is not None:
         assert {f["backend"] for f in doc["figures"] if f["backend"]} == {backend}
     assert doc["plot"] == f"{name}.png"
