@@ -136,6 +136,10 @@ class _Server:
         for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+            # A child forked a moment ago may not have called setsid() yet: its group does
+            # not exist, and waiting for it would outlast close()'s patience.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         for pid in list(self.children):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
