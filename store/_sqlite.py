@@ -205,12 +205,13 @@ class InvalidRequest(StoreError, ValueError):
 def _check_branch(ops: Sequence[Op]) -> None:
     if len(ops) >= _MAX_TXN_OPS:
         raise InvalidRequest(f"a txn branch holds at most {_MAX_TXN_OPS - 1} ops, got {len(ops)}")
-    seen: set[str] = set()
-    for op in ops:
-        if type(op) is not Get:
-            if op.key in seen:
-                raise InvalidRequest(f"a txn may write a key only once, {op.key!r} is written twice")
-            seen.add(op.key)
+    keys = [op.key for op in ops if type(op) is not Get]
+    if len(set(keys)) != len(keys):
+        seen: set[str] = set()
+        for key in keys:
+            if key in seen:
+                raise InvalidRequest(f"a txn may write a key only once, {key!r} is written twice")
+            seen.add(key)
 
 
 def _event(row: tuple) -> Event:  # type: ignore[type-arg]
@@ -359,7 +360,8 @@ class SQLiteStore(Store):
     @staticmethod
     def _states(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, _State]:
         out: dict[str, _State] = {}
-        for chunk in _chunks(keys):
+        # In key order: each IN (...) list then probes neighbouring b-tree pages.
+        for chunk in _chunks(sorted(set(keys))):
             sql = _in_sql(f"SELECT {_KV_META} FROM kv WHERE name IN ({{}})", len(chunk))
             for name, lid, cr, ver, lease in conn.execute(sql, chunk).fetchall():
                 out[name] = (lid, cr, ver, lease)
@@ -536,7 +538,7 @@ class SQLiteStore(Store):
         ops = success if ok else failure
         unknown = [op.key for op in ops if op.key not in known]
         if unknown:
-            state.update(self._states(conn, list(dict.fromkeys(unknown))))
+            state.update(self._states(conn, unknown))
 
         rev = cur + 1
         base = rev << _SEQ_BITS
@@ -604,7 +606,7 @@ class SQLiteStore(Store):
         span = (base, base | seq)
         conn.execute(
             "INSERT OR REPLACE INTO kv SELECT name, id, create_revision, version, lease FROM log"
-            " WHERE id >= ? AND id < ? AND deleted = 0",
+            " WHERE id >= ? AND id < ? AND deleted = 0 ORDER BY name",
             span,
         )
         if deleted:
