@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 import secrets
-import uuid
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticUndefined
 
 API_GROUP = "balsam.io"
 API_VERSION = f"{API_GROUP}/v1"
@@ -18,6 +20,9 @@ _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def utcnow() -> datetime:
@@ -66,14 +71,66 @@ def validate_label_value(key: str, value: str) -> str:
     return value
 
 
+# Two base36 digits per divmod, least significant first (what one divmod by 36 per digit gives).
+_BASE36_PAIRS = [_BASE36[r % 36] + _BASE36[r // 36] for r in range(36 * 36)]
+
+
+def _base36(v: int, n: int) -> str:
+    out = []
+    for _ in range((n + 1) // 2):
+        v, r = divmod(v, 1296)
+        out.append(_BASE36_PAIRS[r])
+    return "".join(out)[:n]
+
+
 def random_suffix(n: int = 10) -> str:
     """A lowercase base36 suffix for generateName (10 chars: 3.6e15 values, no retry loop needed)."""
-    v = int.from_bytes(secrets.token_bytes(8))
-    out = []
-    for _ in range(n):
-        v, r = divmod(v, 36)
-        out.append(_BASE36[r])
-    return "".join(out)
+    return _base36(int.from_bytes(secrets.token_bytes(8)), n)
+
+
+def _uuid4_str(b: bytes) -> str:
+    """``str(uuid.UUID(bytes=b, version=4))`` for 16 random bytes, without the UUID object."""
+    h = bytearray(b)
+    h[6] = (h[6] & 0x0F) | 0x40
+    h[8] = (h[8] & 0x3F) | 0x80
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _generated_names_valid(prefix: str) -> bool:
+    """Whether ``prefix`` + any 10 base36 characters is a valid name (it depends on the prefix only)."""
+    try:
+        validate_name(prefix + "0" * 10)
+    except ValueError:
+        return False
+    return True
+
+
+def set_field(m: BaseModel, name: str, value: Any) -> None:
+    """``m.name = value`` for a plain field of a model without validate_assignment, as pydantic
+    does it (the value in ``__dict__``, the name in the fields set) minus its per-assignment
+    dispatch, which costs more than the rest of a write's model work."""
+    m.__dict__[name] = value
+    m.__pydantic_fields_set__.add(name)
+
+
+_setattr = object.__setattr__
+
+
+def shallow_copy(m: M) -> M:
+    """``m.model_copy()`` (pydantic's ``__copy__``: a shallow copy of the fields, the fields set,
+    extra and private attributes) without its generic ``copy.copy`` calls."""
+    cls = type(m)
+    new = cls.__new__(cls)
+    _setattr(new, "__dict__", m.__dict__.copy())
+    extra = m.__pydantic_extra__
+    _setattr(new, "__pydantic_extra__", None if extra is None else extra.copy())
+    _setattr(new, "__pydantic_fields_set__", m.__pydantic_fields_set__.copy())
+    priv = getattr(m, "__pydantic_private__", None)
+    _setattr(new, "__pydantic_private__",
+             None if priv is None else {k: v for k, v in priv.items() if v is not PydanticUndefined})
+    return new
 
 
 class OwnerReference(Model):
@@ -213,13 +270,16 @@ class Resource(Model):
     def ensure_identity(self, now: datetime | None = None) -> Self:
         """Fill what the server assigns on create: name from generateName, uid, timestamps."""
         md = self.metadata
+        rnd = os.urandom(24)  # one read for both: 8 bytes of name suffix, 16 of uid
         if not md.name:
-            if not md.generate_name:
+            prefix = md.generate_name
+            if not prefix:
                 raise ValueError("metadata.name: Required value: name or generateName is required")
-            md.name = validate_name(md.generate_name + random_suffix())
-        md.uid = md.uid or str(uuid.uuid4())
-        md.creation_timestamp = md.creation_timestamp or (now or utcnow())
-        md.generation = md.generation or 1
+            name = prefix + _base36(int.from_bytes(rnd[:8]), 10)
+            set_field(md, "name", name if _generated_names_valid(prefix) else validate_name(name))
+        set_field(md, "uid", md.uid or _uuid4_str(rnd[8:]))
+        set_field(md, "creation_timestamp", md.creation_timestamp or now or utcnow())
+        set_field(md, "generation", md.generation or 1)
         return self
 
     def to_dict(self) -> dict[str, Any]:

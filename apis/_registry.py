@@ -24,12 +24,12 @@ from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote, unquote
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 import store as st
 
 from ._errors import AlreadyExists, Conflict, Invalid, NotFound, StoreUnavailable
-from ._meta import Resource, utcnow
+from ._meta import Resource, set_field, shallow_copy, utcnow
 
 R = TypeVar("R", bound=Resource)
 T = TypeVar("T", bound=Resource)
@@ -65,6 +65,11 @@ def label_value(key: str, value: str) -> str:
 
 #: Job states in which a placed job holds its node(s): bound and waiting to start, or running.
 _HOLDS_NODE = frozenset({"PREPROCESSED", "RESTART_READY", "RUNNING"})
+
+
+@functools.lru_cache(maxsize=256)
+def _has_field(cls: type[BaseModel], name: str) -> bool:
+    return name in cls.model_fields
 
 
 def index_entries(obj: Resource) -> set[tuple[str, str]]:
@@ -244,8 +249,8 @@ class Registry:
     @staticmethod
     def _stamp(obj: Resource, now: datetime) -> None:
         status = getattr(obj, "status", None)
-        if status is not None and hasattr(status, "last_update"):
-            status.last_update = now
+        if isinstance(status, BaseModel) and _has_field(type(status), "last_update"):
+            set_field(status, "last_update", now)
 
     def _admission(self, objs: Sequence[Resource]) -> builtins.list[st.Compare]:
         """References that must exist when the write lands (checked inside the txn).
@@ -292,10 +297,11 @@ class Registry:
         for o in objs:
             n = self._copy_for_write(o)
             n.ensure_identity(now)
-            n.metadata.resource_version = None
-            n.metadata.generation = 1
+            md = n.metadata
+            set_field(md, "resource_version", None)
+            set_field(md, "generation", 1)
             self._stamp(n, now)
-            ident = (n.PLURAL, n.metadata.namespace, n.name)
+            ident = (n.PLURAL, md.namespace, md.name or "")
             if ident in seen:
                 raise Invalid(f'{n.resource_name()} "{n.name}" appears twice in one request')
             seen.add(ident)
@@ -306,11 +312,11 @@ class Registry:
     def _copy_for_write(o: R) -> R:
         """A copy whose metadata and status we may stamp without touching the caller's
         object (a deep copy costs more than the whole store write)."""
-        n = o.model_copy()
-        n.metadata = o.metadata.model_copy()
+        n = shallow_copy(o)
+        set_field(n, "metadata", shallow_copy(o.metadata))
         status = getattr(o, "status", None)
-        if status is not None and hasattr(status, "model_copy"):
-            n.status = status.model_copy()  # type: ignore[attr-defined]
+        if isinstance(status, BaseModel):
+            set_field(n, "status", shallow_copy(status))
         return n
 
     def _prepare_update(self, old: R, new: R, now: datetime, stamp: bool) -> R:
