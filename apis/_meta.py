@@ -286,4 +286,10 @@ class Resource(Model):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     def to_json(self) -> bytes:
-        return self.model_dump_json(by_alias=True, exclude_none=True, exclude_defaults=True).encode()
+        """The stored form: camelCase, without None and defaults (``apis._storejson``)."""
+        from ._storejson import store_json
+
+        out = store_json(self)
+        if out is None:
+            out = self.model_dump_json(by_alias=True, exclude_none=True, exclude_defaults=True).encode()
+        return out
