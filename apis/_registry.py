@@ -91,9 +91,23 @@ def index_entries(obj: Resource) -> set[tuple[str, str]]:
     return out
 
 
+@functools.lru_cache(maxsize=1024)
+def _index_bases(plural: str, namespace: str) -> dict[str, str]:
+    """``index -> /index/<plural>/<index>/<namespace>/``, filled as indexes are met."""
+    return {}
+
+
 def index_keys(obj: Resource) -> set[str]:
-    ns, name = obj.metadata.namespace, obj.metadata.name or ""
-    return {f"{index_prefix(type(obj), i, ns, v)}{name}" for i, v in index_entries(obj)}
+    md = obj.metadata
+    ns, name = md.namespace, md.name or ""
+    bases = _index_bases(obj.PLURAL, ns)
+    out = set()
+    for i, v in index_entries(obj):
+        base = bases.get(i)
+        if base is None:
+            base = bases[i] = f"{INDEX}{obj.PLURAL}/{i}/{ns}/"
+        out.add(f"{base}{q(v)}/{name}")
+    return out
 
 
 def name_from_index_key(key: str) -> str:
@@ -257,18 +271,18 @@ class Registry:
 
         One compare per distinct referenced key: a bulk create of 10k jobs of one app needs
         one "app exists" compare, not 10k identical ones for the store to evaluate."""
-        batch = {(type(o).PLURAL, o.metadata.namespace, o.metadata.name) for o in objs}
-        refs: dict[str, None] = {}  # ordered set of keys that must exist
         from ._kinds import App, Job
 
+        refs: dict[str, None] = {}  # ordered set of keys that must exist
         for o in objs:
             if isinstance(o, Job):
-                ns = o.metadata.namespace
-                for p in o.spec.parents:
-                    if ("jobs", ns, p) not in batch:
-                        refs[object_key(Job, ns, p)] = None
-                if ("apps", ns, o.spec.app) not in batch:
-                    refs[object_key(App, ns, o.spec.app)] = None
+                ns, spec = o.metadata.namespace, o.spec
+                for p in spec.parents:
+                    refs[object_key(Job, ns, p)] = None
+                refs[object_key(App, ns, spec.app)] = None
+        if refs:  # what this write creates itself need not exist before
+            for o in objs:
+                refs.pop(object_key(type(o), o.metadata.namespace, o.name), None)
         return [st.Compare(k, "create", ">", 0) for k in refs]
 
     def _explain_failed_create(self, objs: Sequence[Resource]) -> Exception:
@@ -379,11 +393,12 @@ class Registry:
             check(self, created, [(o, n) for (o, _), n in zip(updates, updated, strict=True)])
         compares: list[st.Compare] = []
         ops: list[st.Op] = []
+        Put, Compare = st.Put, st.Compare
         for o in created:
             key = object_key(type(o), o.metadata.namespace, o.name)
-            compares.append(st.Compare.absent(key))
-            ops.append(st.Put(key, o.to_json(), lease))
-            ops.extend(st.Put(k, b"", lease) for k in index_keys(o))
+            compares.append(Compare(key, "create", "==", 0))  # absent
+            ops.append(Put(key, o.to_json(), lease))
+            ops.extend([Put(k, b"", lease) for k in index_keys(o)])
         compares += self._admission(created)
         finalized: set[int] = set()
         for (old, _), n in zip(updates, updated, strict=True):
@@ -425,8 +440,9 @@ class Registry:
         if not ok:
             self._explain_failure(created, [*updates, *((o, o) for o in deletes if check_deletes)])
         if not dry_run:
+            rv = str(revision)
             for o in (*created, *updated):
-                o.metadata.resource_version = str(revision)
+                set_field(o.metadata, "resource_version", rv)
         return created, [u for u in updated if id(u) not in finalized]
 
     def _explain_failure(self, created: Sequence[Resource], pairs: Sequence[tuple[Resource, Resource]]) -> None:

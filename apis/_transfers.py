@@ -190,15 +190,17 @@ def admit_jobs(registry: Registry, creates: Sequence[Resource],
     batch_apps = {(o.metadata.namespace, o.name): o for o in written if isinstance(o, App)}
     batch_sites = {(o.metadata.namespace, o.name): o for o in written if isinstance(o, Site)}
     apps: dict[tuple[str, str], App | None] = {}
+    requires: dict[tuple[str, str], bool] = {}  # the App has a required slot
     sites: dict[tuple[str, str], Site | None] = {}
     site_names: dict[str, list[str]] = {}
     for job in jobs:
         ns = job.metadata.namespace
         akey = (ns, job.spec.app)
         if akey not in apps:
-            apps[akey] = batch_apps.get(akey) or registry.try_get(App, job.spec.app, ns)  # type: ignore[assignment]
+            apps[akey] = app = batch_apps.get(akey) or registry.try_get(App, job.spec.app, ns)  # type: ignore[assignment]
+            requires[akey] = app is not None and any(s.required for s in app.spec.transfers.values())
         app = apps[akey]
-        if app is None or (not job.spec.transfers and not any(s.required for s in app.spec.transfers.values())):
+        if app is None or (not job.spec.transfers and not requires[akey]):
             continue
         site: Site | None = None
         hint = ""
