@@ -83,6 +83,12 @@ def _base36(v: int, n: int) -> str:
     return "".join(out)[:n]
 
 
+@functools.lru_cache(maxsize=4096)
+def _check_label(key: str, value: str) -> None:
+    """Both checks of a label; the same few labels recur on every object (and every decode)."""
+    validate_label_value(validate_label_key(key), value)
+
+
 def random_suffix(n: int = 10) -> str:
     """A lowercase base36 suffix for generateName (10 chars: 3.6e15 values, no retry loop needed)."""
     return _base36(int.from_bytes(secrets.token_bytes(8)), n)
@@ -171,9 +177,10 @@ class ObjectMeta(Model):
         if isinstance(v, dict):
             out = {}
             for k, val in v.items():
-                k = validate_label_key(str(k))
-                sval = "" if val is None else str(val)  # Balsam: "even numerical tags are strings"
-                out[k] = validate_label_value(k, sval)
+                k = str(k)
+                sval = "" if val is None else val if type(val) is str else str(val)  # Balsam: "even numerical tags are strings"
+                _check_label(k, sval)
+                out[k] = sval
             return out
         return v
 
