@@ -148,7 +148,7 @@ def _plot(result: Result, fig: Any) -> None:
 @scenario("parsl", help="the same N trivial tasks through Parsl HTEX (bash/python apps), a ProcessPoolExecutor "
           "and balsamctl up, vs the spawn limit", backends=("sqlite", "etcd"), default_backend="sqlite", plot=_plot)
 def run_parsl_compare(ctx: Context) -> Result:
-    n = ctx.pick(tiny=20, small=1_000, default=5_000, large=20_000)
+    n = ctx.pick(tiny=20, small=1_000, default=3_000, large=20_000)
     version = parsl_version()
     res = Result("parsl", inputs={
         "site_dir": site_parent() or tempfile.gettempdir(),
