@@ -126,6 +126,24 @@ def _kv(kv: Any) -> KeyValue:
     )
 
 
+def _reads(keys: Sequence[bytes], revision: int = 0, count_only: bool = False,
+           revisions: Sequence[int] | None = None) -> Any:
+    """A txn of point reads (``TxnRequest``), built in place: three times cheaper than a
+    ``RequestOp(request_range=RangeRequest(...))`` per key, which copies each message."""
+    txn = etcdrpc.TxnRequest()
+    add = txn.success.add
+    for i, key in enumerate(keys):
+        r = add().request_range
+        r.key = key
+        if revisions is not None:
+            r.revision = revisions[i]
+        elif revision:
+            r.revision = revision
+        if count_only:
+            r.count_only = True
+    return txn
+
+
 def _parse_url(url: str) -> list[tuple[str, int]]:
     bad = Unavailable(f"invalid etcd URL {url!r} (expected etcd://HOST:PORT[,HOST:PORT...])")
     if not url.startswith("etcd://"):
@@ -276,12 +294,7 @@ class EtcdStore(Store):
         start = 0
         while start < len(keys):
             chunk = keys[start : start + self._read_chunk]
-            request = etcdrpc.TxnRequest(
-                success=[
-                    etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=_b(k), revision=revision))
-                    for k in chunk
-                ]
-            )
+            request = _reads([_b(k) for k in chunk], revision)
             try:
                 response = self._txn(request, idempotent=True)  # reads only
             except _TooManyOps:
@@ -313,14 +326,7 @@ class EtcdStore(Store):
         out: list[KeyValue | None] = []
         for start in range(0, len(deleted), self._read_chunk):
             chunk = deleted[start : start + self._read_chunk]
-            request = etcdrpc.TxnRequest(
-                success=[
-                    etcdrpc.RequestOp(
-                        request_range=etcdrpc.RangeRequest(key=kv.key, revision=kv.mod_revision - 1)
-                    )
-                    for kv in chunk
-                ]
-            )
+            request = _reads([kv.key for kv in chunk], revisions=[kv.mod_revision - 1 for kv in chunk])
             try:
                 response = self._txn(request, idempotent=True)
             except StoreError as e:
@@ -357,6 +363,67 @@ class EtcdStore(Store):
         key = _b(prefix)
         request = etcdrpc.RangeRequest(key=key or b"\0", range_end=_prefix_end(key), count_only=True)
         return int(self._range(request).count)
+
+    def intersect(self, prefixes: Sequence[str]) -> list[str]:
+        """The smallest prefix's keys (keys-only pages), then each other prefix, smallest
+        first: a point lookup per candidate (``count_only``, which etcd answers from its
+        in-memory index without reading the key's value from disk, in txns of reads) when
+        there are fewer candidates than keys under it, else a read of its keys. Every read at
+        the revision of the first page. 100k jobs, "experiment=foo,run=5" (50k and 20k keys,
+        10k left): 20k lookups took 180-190 ms where reading the 50k keys took ~300 ms."""
+        distinct = list(dict.fromkeys(prefixes))
+        if len(distinct) < 2:
+            return super().intersect(distinct)
+        sized = sorted((self.count(p), p) for p in distinct)
+        if sized[0][0] == 0:
+            return []
+        try:
+            revision, result = self._suffixes_under(sized[0][1])
+            for n, p in sized[1:]:
+                if not result:
+                    return []
+                if 2 * len(result) <= n:
+                    result = self._present(p, result, revision)
+                else:
+                    have = set(self._suffixes_under(p, revision)[1])
+                    result = [s for s in result if s in have]
+        except StoreError as e:
+            if "required revision has been compacted" not in str(e):
+                raise
+            return super().intersect(distinct)  # compacted meanwhile: unpinned reads
+        return result
+
+    def _suffixes_under(self, prefix: str, revision: int = 0, page: int = 20000) -> tuple[int, list[str]]:
+        """(revision read at, every key under ``prefix`` without it), paged."""
+        key = _b(prefix)
+        end = _prefix_end(key)
+        n = len(key)
+        out: list[str] = []
+        while True:
+            r = self._range(etcdrpc.RangeRequest(key=key, range_end=end, limit=page, keys_only=True,
+                                                 revision=revision))
+            revision = revision or r.header.revision
+            out.extend(kv.key[n:].decode("utf-8", "surrogateescape") for kv in r.kvs)
+            if not r.more or not r.kvs:
+                return revision, out
+            key = r.kvs[-1].key + b"\0"
+
+    def _present(self, prefix: str, suffixes: list[str], revision: int) -> list[str]:
+        """The ``suffixes`` for which ``prefix + suffix`` is a key at ``revision``."""
+        p = _b(prefix)
+        out: list[str] = []
+        for start in range(0, len(suffixes), self._read_chunk):
+            chunk = suffixes[start : start + self._read_chunk]
+            try:
+                response = self._txn(_reads([p + _b(s) for s in chunk], revision, count_only=True),
+                                     idempotent=True)
+            except _TooManyOps:
+                if self._read_chunk == READ_CHUNK:
+                    raise
+                self._read_chunk = READ_CHUNK
+                return self._present(prefix, suffixes, revision)
+            out.extend(s for s, r in zip(chunk, response.responses, strict=True) if r.response_range.count)
+        return out
 
     def current_revision(self) -> int:
         return int(self._range(etcdrpc.RangeRequest(key=b"\0", count_only=True)).header.revision)

@@ -178,6 +178,10 @@ def test_reads_are_chunked_to_fit_a_server_with_default_limits(etcd_default_limi
         keys = [f"/chunk/{i:04d}" for i in range(300)] + ["/chunk/missing"]
         values = store.get_many(keys)
         assert [kv.value if kv else None for kv in values] == [b"%d" % i for i in range(300)] + [None]
+        # intersect's point lookups (300 candidates, 700 keys under the other prefix) are chunked too
+        for start in range(0, 700, 100):
+            store.txn([], [Put(f"/chunkb/{i:04d}", b"") for i in range(start + 1, start + 101, 1)])
+        assert store.intersect(["/chunk/", "/chunkb/"]) == [f"{i:04d}" for i in range(1, 300)]
         # 300 deletes in one revision (a lease revoke): their prev values are looked up in chunks.
         lease = store.lease_grant(60)
         watch = store.watch("/leased/")
@@ -316,3 +320,15 @@ def test_three_members_survive_a_leader_crash(cluster3: EtcdCluster) -> None:
         assert [e.revision for e in events][-len(written) :] == written
     finally:
         store.close()
+
+
+def test_intersect_reads_the_smallest_prefix_in_pages_at_one_revision(store: EtcdStore) -> None:
+    a, b = "/t/intersect/a/", "/t/intersect/b/"
+    store.txn([], [Put(a + f"k{i}", b"") for i in range(7)] + [Put(b + f"k{i}", b"") for i in range(0, 7, 2)])
+    rev, keys = store._suffixes_under(a, page=2)
+    assert keys == [f"k{i}" for i in range(7)]
+    store.delete(b + "k2")
+    assert store._suffixes_under(a, rev, page=3)[1] == keys
+    assert store._present(b, keys, rev) == ["k0", "k2", "k4", "k6"]  # at the first page's revision
+    assert store._present(b, keys, store.current_revision()) == ["k0", "k4", "k6"]
+    assert store.intersect([b, a]) == ["k0", "k4", "k6"]

@@ -94,3 +94,14 @@ def test_intersect_keeps_the_suffixes_under_every_prefix_in_key_order(store: Sto
     assert store.intersect([]) == []
     store.delete(b + "j2")
     assert store.intersect([a, b, c]) == ["j1", "j\u00e9"]
+
+
+def test_intersect_of_a_few_candidates_with_a_big_prefix(store: Store, ns: str) -> None:
+    # few candidates against many keys: etcd looks each candidate up instead of reading the range
+    big, small = ns + "idx/label/exp%3Dfoo/", ns + "idx/state/RUNNING/"
+    _load(store, [big + f"j{i:03d}" for i in range(60)] + [big + "j\u00e9", big + "j001x"]
+          + [small + n for n in ("j007", "j\u00e9", "j500", "j001")] + [ns + "idx/label/exp%3Dfoo"])
+    assert store.intersect([big, small]) == ["j001", "j007", "j\u00e9"]
+    store.delete(big + "j007")
+    assert store.intersect([small, big]) == ["j001", "j\u00e9"]
+    assert store.intersect([small, big, ns + "idx/label/run%3D5/"]) == []
