@@ -124,19 +124,42 @@ def set_field(m: BaseModel, name: str, value: Any) -> None:
 _setattr = object.__setattr__
 
 
-def shallow_copy(m: M) -> M:
+def shallow_copy(m: M, assign: dict[str, Any] | None = None) -> M:
     """``m.model_copy()`` (pydantic's ``__copy__``: a shallow copy of the fields, the fields set,
-    extra and private attributes) without its generic ``copy.copy`` calls."""
+    extra and private attributes) without its generic ``copy.copy`` calls; then the plain
+    fields in ``assign`` assigned as ``set_field`` does."""
     cls = type(m)
     new = cls.__new__(cls)
-    _setattr(new, "__dict__", m.__dict__.copy())
+    fields = m.__dict__.copy()
+    fields_set = m.__pydantic_fields_set__.copy()
+    if assign:
+        fields.update(assign)
+        fields_set.update(assign)
+    _setattr(new, "__dict__", fields)
     extra = m.__pydantic_extra__
     _setattr(new, "__pydantic_extra__", None if extra is None else extra.copy())
-    _setattr(new, "__pydantic_fields_set__", m.__pydantic_fields_set__.copy())
+    _setattr(new, "__pydantic_fields_set__", fields_set)
     priv = getattr(m, "__pydantic_private__", None)
     _setattr(new, "__pydantic_private__",
              None if priv is None else {k: v for k, v in priv.items() if v is not PydanticUndefined})
     return new
+
+
+def identity(md: ObjectMeta, now: datetime | None = None) -> dict[str, Any]:
+    """What the server assigns on create, as field values for ``md``: name (from
+    generateName, when there is no name), uid, creationTimestamp and generation (kept where set)."""
+    rnd = os.urandom(24)  # one read for both: 8 bytes of name suffix, 16 of uid
+    out: dict[str, Any] = {}
+    if not md.name:
+        prefix = md.generate_name
+        if not prefix:
+            raise ValueError("metadata.name: Required value: name or generateName is required")
+        name = prefix + _base36(int.from_bytes(rnd[:8]), 10)
+        out["name"] = name if _generated_names_valid(prefix) else validate_name(name)
+    out["uid"] = md.uid or _uuid4_str(rnd[8:])
+    out["creation_timestamp"] = md.creation_timestamp or now or utcnow()
+    out["generation"] = md.generation or 1
+    return out
 
 
 class OwnerReference(Model):
@@ -277,16 +300,8 @@ class Resource(Model):
     def ensure_identity(self, now: datetime | None = None) -> Self:
         """Fill what the server assigns on create: name from generateName, uid, timestamps."""
         md = self.metadata
-        rnd = os.urandom(24)  # one read for both: 8 bytes of name suffix, 16 of uid
-        if not md.name:
-            prefix = md.generate_name
-            if not prefix:
-                raise ValueError("metadata.name: Required value: name or generateName is required")
-            name = prefix + _base36(int.from_bytes(rnd[:8]), 10)
-            set_field(md, "name", name if _generated_names_valid(prefix) else validate_name(name))
-        set_field(md, "uid", md.uid or _uuid4_str(rnd[8:]))
-        set_field(md, "creation_timestamp", md.creation_timestamp or now or utcnow())
-        set_field(md, "generation", md.generation or 1)
+        for name, value in identity(md, now).items():
+            set_field(md, name, value)
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -38,6 +38,7 @@ _encoders: dict[type, _Encoder | None] = {}
 # Any: values are written by their runtime type, as pydantic writes an ``Any`` field; the flags
 # reach models found inside ``Any`` values, as they do from ``model_dump_json``.
 _ANY = TypeAdapter(Any)
+_TO_JSON = _ANY.serializer.to_json  # TypeAdapter.dump_json's own call, without its wrapper
 
 
 def _refuse(*_: Any) -> Any:
@@ -165,4 +166,4 @@ def store_json(obj: BaseModel) -> bytes | None:
         tree = _encoder(type(obj))(obj)
     except (_Refused, KeyError):
         return None
-    return _ANY.dump_json(tree, by_alias=True, exclude_none=True, exclude_defaults=True)
+    return _TO_JSON(tree, by_alias=True, exclude_none=True, exclude_defaults=True)
