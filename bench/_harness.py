@@ -293,6 +293,7 @@ class StoreTarget:
     url: str
     shared: bool = False
     path: Path | None = None  # the SQLite file
+    pid: int | None = None  # the store's server process (a fresh etcd), for its CPU and memory
 
 
 @dataclass
@@ -334,7 +335,7 @@ class Context:
                 raise BackendUnavailable(str(e)) from None
             self.facts["etcd_version"] = server.version
             try:
-                yield StoreTarget("etcd", server.url)
+                yield StoreTarget("etcd", server.url, pid=server.proc.pid)
             finally:
                 server.stop()
         else:

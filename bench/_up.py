@@ -139,6 +139,7 @@ class UpSite:
     proc: subprocess.Popen[bytes]
     nodes: list[str]
     pids: dict[str, int] = field(default_factory=dict)  # "controllers", "agent-0", ...
+    store_pid: int | None = None  # a store server of our own (etcd): its CPU counts too
 
     @property
     def namespace(self) -> str:
@@ -193,7 +194,10 @@ class UpSite:
         return "\n".join(out)
 
     def cpu(self) -> dict[str, dict[str, float]]:
-        return {name: proc_cpu(pid) for name, pid in self.pids.items()} | {"up": proc_cpu(self.proc.pid)}
+        out = {name: proc_cpu(pid) for name, pid in self.pids.items()} | {"up": proc_cpu(self.proc.pid)}
+        if self.store_pid:
+            out["etcd"] = proc_cpu(self.store_pid)
+        return out
 
     def rss(self) -> dict[str, dict[str, float]]:
         return {name: proc_rss_mib(pid) for name, pid in self.pids.items()}
@@ -258,7 +262,7 @@ def up_site(root: Path, target: StoreTarget, *, nodes: int = 1, cpus: int = 64, 
     log = open(root / "logs" / "up.out", "ab")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             env=bench_env(), cwd=str(root))
-    site = UpSite(cfg, reg, proc, [node_name(i) for i in range(nodes)])
+    site = UpSite(cfg, reg, proc, [node_name(i) for i in range(nodes)], store_pid=target.pid)
     try:
         site.wait_ready()
         site.find_pids()
