@@ -84,6 +84,7 @@ def _others() -> list[Resource]:
     return [app, site, bj, BatchJob(metadata={"name": "b2"}), node, tt]
 
 
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")  # a state assigned as str, on purpose
 @pytest.mark.parametrize("obj", [*_jobs(), *_others()], ids=lambda o: f"{o.KIND}-{o.metadata.name or ''}")
 def test_same_bytes_as_pydantic(obj: Resource) -> None:
     assert obj.to_json() == pydantic_json(obj)
@@ -98,6 +99,7 @@ def test_the_fast_path_is_taken_for_every_kind() -> None:
         assert store_json(obj) is not None, obj.KIND
 
 
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")
 def test_a_value_of_the_wrong_model_type_is_left_to_pydantic() -> None:
     job = Job(app_id="hello", workdir="w")
     job.spec.resources = {"numNodes": 2}  # type: ignore[assignment]
