@@ -196,7 +196,7 @@ def _plot(result: Result, fig: Any) -> None:
 
 
 @scenario("python-apps", help="N Adder jobs bulk-created and gathered with as_completed, vs Parsl and the spawn limit",
-          backends=("sqlite", "etcd"), plot=_plot)
+          backends=("sqlite", "etcd"), plot=_plot, in_default_run=False)
 def run_python_apps(ctx: Context) -> Result:
     n = ctx.pick(tiny=50, small=1000, default=10_000, large=50_000)
     cpus = ctx.pick(tiny=4, default=8)

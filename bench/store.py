@@ -182,7 +182,7 @@ def _plot(result: Result, fig: Any) -> None:
 
 
 @scenario("store", help="bulk create / count / selector get over N jobs vs the raw store write rate",
-          backends=("sqlite", "etcd"), default_backend="both", plot=_plot)
+          backends=("sqlite", "etcd"), default_backend="both", plot=_plot, in_default_run=False)
 def run_store(ctx: Context) -> Result:
     n = ctx.pick(tiny=200, small=10_000, default=100_000, large=300_000)
     res = Result("store", inputs={

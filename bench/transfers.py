@@ -135,7 +135,7 @@ def run_system(ctx: Context, target: StoreTarget, root: Path, sources: list[Path
 
 @scenario("transfers", help="N jobs with one file:// stage-in: TransferTasks made, apply → all STAGED_IN, "
                             "vs a shutil.copy loop", backends=("sqlite", "etcd"), default_backend="sqlite",
-          plot=_plot)
+          plot=_plot, in_default_run=False)
 def run_transfers(ctx: Context) -> Result:
     n = ctx.pick(tiny=200, small=2000, default=10000, large=50000)
     res = Result("transfers", inputs={"jobs": n, "file_bytes": FILE_BYTES, "stage_ins_per_job": 1,
