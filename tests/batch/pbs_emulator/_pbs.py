@@ -274,6 +274,7 @@ def _update(seq: str, **fields: Any) -> dict[str, Any] | None:
 
 def runner(seq: str) -> int:
     kill_delay = float(os.environ.get("PBS_EMULATOR_KILL_DELAY", "10"))
+    _update(seq, runner_pid=os.getpid())
     while True:  # queued: wait for nodes (or a qdel)
         with locked() as h:
             job = load(h, seq)
