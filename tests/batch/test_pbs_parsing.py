@@ -4,6 +4,8 @@ Pro 2022's output as documented and as Balsam's PBS scheduler parses it."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from controllers.batch.pbs import (
@@ -67,7 +69,7 @@ def test_qstat_json_jobs_become_phases_with_pbs_words_comments_and_times() -> No
                                                ("S", "queued"), ("R", "running"), ("E", "running"),
                                                ("F", "finished"), ("X", "finished")])
 def test_every_pbs_job_state_has_a_phase(letter: str, phase: str) -> None:
-    doc = '{"Jobs": {"7.s": {"job_state": "%s", "Exit_status": 0}}}' % letter
+    doc = json.dumps({"Jobs": {"7.s": {"job_state": letter, "Exit_status": 0}}})
     assert parse_qstat_json(doc)["7"].phase == phase
 
 
