@@ -77,6 +77,7 @@ def pbs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Pbs]:
     monkeypatch.setenv("PBS_EMULATOR_KILL_DELAY", "2")
     monkeypatch.setenv("PATH", f"{EMULATOR / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.delenv("PBS_EMULATOR_QSUB_FAIL", raising=False)
+    monkeypatch.delenv("PBS_EMULATOR_QSTAT_FAULT", raising=False)
     emu = Pbs(home)
     yield emu
     for rec in emu.records():
@@ -248,3 +249,27 @@ def test_a_refused_qsub_shows_pbs_message_as_a_condition(
     monkeypatch.delenv("PBS_EMULATOR_QSUB_FAIL")
     ok = wait_batchjob(registry, "later", ["queued", "running"], timeout=30)
     assert get_condition(ok.status.conditions, "SchedulerError") is None
+
+
+def test_a_qstat_that_prints_garbage_or_hangs_is_a_condition_and_the_reconciler_carries_on(
+        pbs: Pbs, registry: Registry, site: SiteConfig, manager: Manager, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_site(registry, site, "pbs", nodeDefaults={"cpus": 1})
+    make_batchjob(registry, "alloc", nodes=1, queue="debug")
+    wait_batchjob(registry, "alloc", ["running"], timeout=30)
+
+    def condition(reason: str, text: str) -> Any:
+        b = registry.try_get(BatchJob, "alloc")
+        c = get_condition(b.status.conditions, "SchedulerError") if b else None
+        return c if c is not None and c.reason == reason and text in c.message else None
+
+    monkeypatch.setenv("PBS_EMULATOR_QSTAT_FAULT", "qstat: cannot connect to server pbs-emu (errno=15010)")
+    wait_until(lambda: condition("SchedulerGarbage", "qstat printed something that is not JSON"), 30,
+               "the garbage condition")
+    monkeypatch.setenv("BALSAM_SCHEDULER_TIMEOUT", "1")
+    monkeypatch.setenv("PBS_EMULATOR_QSTAT_FAULT", "hang")
+    wait_until(lambda: condition("SchedulerTimeout", "qstat did not answer within 1s"), 30, "the timeout condition")
+    monkeypatch.delenv("PBS_EMULATOR_QSTAT_FAULT")
+    monkeypatch.delenv("BALSAM_SCHEDULER_TIMEOUT")  # a second may not be enough for a qstat of a busy machine
+    wait_until(lambda: (b := registry.try_get(BatchJob, "alloc")) and b.status.state == "running"
+               and get_condition(b.status.conditions, "SchedulerError") is None, 30, "the condition to clear")
+    assert manager.thread.is_alive()

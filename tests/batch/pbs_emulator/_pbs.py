@@ -25,7 +25,8 @@ in ctime format; ``-x`` adds finished jobs; errors ``qstat: Unknown Job Id ID`` 
 
 ``queues.json`` ({name: {"max_nodes", "max_walltime"}}) and ``nodes.json`` (host names) are
 written by the test fixture; without them: queues ``debug`` (2 nodes, 1 h) and ``prod``, and
-four nodes. ``PBS_EMULATOR_QSUB_FAIL`` makes ``qsub`` fail with that message (exit 15).
+four nodes. ``PBS_EMULATOR_QSUB_FAIL`` makes ``qsub`` fail with that message (exit 15);
+``PBS_EMULATOR_QSTAT_FAULT`` makes ``qstat`` print that text (exit 0), or hang (``hang``).
 """
 
 from __future__ import annotations
@@ -377,6 +378,12 @@ def _dumps(doc: dict[str, Any]) -> str:
 
 
 def qstat(argv: list[str]) -> int:
+    fault = os.environ.get("PBS_EMULATOR_QSTAT_FAULT")
+    if fault == "hang":
+        time.sleep(3600)
+    elif fault:
+        print(fault)
+        return 0
     history = "-x" in argv
     if "-Q" in argv:
         queues = _conf("queues.json", DEFAULT_QUEUES)
