@@ -203,13 +203,14 @@ def test_walltime_ends_the_allocation_and_the_elastic_queue_runs_the_rest_in_the
     make_app(registry, "twice", "if [ -e mark ]; then echo second; else touch mark; exec sleep 120; fi")
     names = ["a", "b"]
     make_jobs(registry, "twice", names, resources={"nodePackingCount": 2})
-    make_batchjob(registry, "short", nodes=1, wall_time_min=0.1, queue="debug")  # walltime=0:00:06
+    # walltime=0:00:24: time for the agent to start and both jobs to run on a busy machine
+    make_batchjob(registry, "short", nodes=1, wall_time_min=0.4, queue="debug")
     wait_until(lambda: all(j.status.state is S.RUNNING for j in registry.get_many(Job, names) if j), 30,
                "both jobs running")
     ended = wait_batchjob(registry, "short", ["finished"], timeout=60)
     assert ended.status.scheduler_state == "TIMEOUT"
     assert "Exit_status -29: job killed: walltime" in ended.status.message
-    assert pbs.job(ended.status.scheduler_id or "")["Resource_List"]["walltime"] == "00:00:06"
+    assert pbs.job(ended.status.scheduler_id or "")["Resource_List"]["walltime"] == "00:00:24"
     # The agents got SIGTERM from PBS: their jobs timed out and wait for another allocation,
     wait_until(lambda: all(j.status.state is S.RESTART_READY for j in registry.get_many(Job, names) if j), 30,
                "jobs requeued")
