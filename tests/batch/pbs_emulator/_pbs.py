@@ -387,11 +387,11 @@ def qstat(argv: list[str]) -> int:
     history = "-x" in argv
     if "-Q" in argv:
         queues = _conf("queues.json", DEFAULT_QUEUES)
-        doc = {"timestamp": int(time.time()), "pbs_version": VERSION, "pbs_server": SERVER, "Queue": {
+        queue_doc = {"timestamp": int(time.time()), "pbs_version": VERSION, "pbs_server": SERVER, "Queue": {
             q: {"queue_type": "Execution", "enabled": "True", "started": "True", "total_jobs": 0,
                 "resources_max": {"nodect": lim.get("max_nodes", 1), "walltime": hms(lim.get("max_walltime", 3600))}}
             for q, lim in queues.items()}}
-        print(json.dumps(doc, indent=4))
+        print(json.dumps(queue_doc, indent=4))
         return 0
     if "-F" not in argv or "json" not in argv or "-f" not in argv:
         print("qstat (emulator): only -f -F json is emulated", file=sys.stderr)
