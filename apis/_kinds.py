@@ -263,13 +263,38 @@ class ElasticQueue(Model):
 
 class NodeDefaults(Model):
     cpus: int = Field(1, ge=1)
+    # Schedulable GPU units of a node: whole GPUs, or tiles when ``gpuTiles`` > 1 (Aurora:
+    # 6 GPUs x 2 tiles = 12); ``gpusPerRank`` counts the same units.
     gpus: int = Field(0, ge=0)
+    gpu_tiles: int = Field(1, ge=1)  # tiles per GPU: unit u is tile u % gpuTiles of GPU u // gpuTiles
+
+
+class PbsSettings(Model):
+    """What a PBS Pro site adds to every ``qsub`` (``-l select=N:system=...``, ``place``,
+    ``filesystems``); a BatchJob's ``optionalParams`` may replace each."""
+
+    system: str | None = None
+    place: str | None = None
+    filesystems: str | None = None
+
+
+class QueueLimits(Model):
+    """One batch queue of a site, as Balsam's ``allowed_queues`` lists them."""
+
+    max_nodes: int = Field(1, ge=1)
+    max_wall_time_min: float = Field(60, gt=0)
+    max_queued_jobs: int = Field(1, ge=1)
 
 
 class SiteSpec(Model):
     path: str
     scheduler: Literal["local", "slurm", "pbs"] = "local"
-    launcher: Literal["mpirun", "mpiexec", "srun", "none"] = "mpirun"
+    launcher: Literal["mpirun", "mpiexec", "pals", "srun", "none"] = "mpirun"
+    # How a job is pinned to the GPUs it was placed on: CUDA_VISIBLE_DEVICES (nvidia),
+    # ROCR_VISIBLE_DEVICES (amd), ZE_AFFINITY_MASK with GPU.TILE ids (intel).
+    gpu_platform: Literal["nvidia", "amd", "intel"] = "nvidia"
+    pbs: PbsSettings | None = None
+    queues: dict[str, QueueLimits] = Field(default_factory=dict)
     transfer_locations: dict[str, str] = Field(default_factory=dict)
     globus_endpoint_id: str | None = None  # this site's own Globus collection (Balsam's globus_endpoint_id)
     elastic_queue: ElasticQueue | None = None

@@ -61,6 +61,30 @@ def resolve_site(ctx: Ctx, name: str | None) -> Site:
     return site
 
 
+def check_queue_limits(ctx: Ctx, site: Site, queue: str | None, num_nodes: int, wall_time_min: float) -> None:
+    """A site that lists its queues (``spec.queues``, from ``init --template``) takes only
+    those, within their node, wall-time and queued-jobs limits (Balsam's ``allowed_queues``)."""
+    queues = site.spec.queues
+    if not queues:
+        return
+    known = ", ".join(queues)
+    if queue is None:
+        raise CLIError(f"site {site.name} has the queues {known}: pass -q QUEUE")
+    limits = queues.get(queue)
+    if limits is None:
+        raise CLIError(f'queue "{queue}" is not one of site {site.name}\'s queues ({known})')
+    if num_nodes > limits.max_nodes:
+        raise CLIError(f"queue {queue} allows at most {limits.max_nodes} node(s), not {num_nodes}")
+    if wall_time_min > limits.max_wall_time_min:
+        raise CLIError(f"queue {queue} allows at most {limits.max_wall_time_min:g} minutes, not {wall_time_min:g}")
+    waiting = [b for b in ctx.registry.list(BatchJob, ctx.namespace)[0]
+               if b.spec.queue == queue and b.spec.site in (None, site.name)
+               and b.status.state in ("pending_submission", "queued")]
+    if len(waiting) >= limits.max_queued_jobs:
+        raise CLIError(f"queue {queue} allows at most {limits.max_queued_jobs} queued BatchJob(s): "
+                       f"{len(waiting)} already wait")
+
+
 @click.group("queue")
 def command() -> None:
     """Batch allocations: submit a BatchJob, list the scheduler's partitions.
@@ -107,6 +131,7 @@ def submit(num_nodes: int, wall_time_min: float, queue: str | None, project: str
                           job_mode=job_mode, selector=selector, optional_params=params),  # type: ignore[arg-type]
     )
     site = resolve_site(ctx, site_name)
+    check_queue_limits(ctx, site, queue, num_nodes, wall_time_min)
     bj.metadata.namespace = ctx.namespace
     bj.spec.site = site.name
     if not name:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from ._agent import NodeAgent, default_node_name
 from ._cli import build_parser, main
+from ._launch import GpuPinning
 from .launchers import LAUNCHERS, LaunchSpec, launch_command, launcher_argv, needs_launcher
 
 __all__ = [
+    "GpuPinning",
     "LAUNCHERS",
     "LaunchSpec",
     "NodeAgent",

@@ -95,7 +95,7 @@ from apis import (
 )
 from apis._registry import index_prefix, kind_prefix
 
-from ._launch import PrepareError, is_python_app, output_tail, prepare, prepare_python, spawn
+from ._launch import GpuPinning, PrepareError, is_python_app, output_tail, prepare, prepare_python, spawn
 from ._pyapps import PythonApps, read_result
 from ._reaper import Reaper
 
@@ -194,6 +194,7 @@ class NodeAgent:
         launcher: str | None = None,
         spawn_workers: int = 4,
         log_to_file: bool = True,
+        gpu_pinning: GpuPinning | None = None,
     ) -> None:
         self.registry = registry
         self.store: st.Store = registry.store
@@ -203,6 +204,7 @@ class NodeAgent:
         self.name = name or default_node_name(self.hostname)
         self.cpus = cpus if cpus is not None else (os.cpu_count() or 1)
         self.gpus = gpus
+        self.gpu_pinning = gpu_pinning or GpuPinning()  # how a job is pinned to its GPUs (per platform)
         self.batch_job = batch_job
         self.lease_ttl = float(lease_ttl)
         self.kill_grace = kill_grace
@@ -769,7 +771,7 @@ class NodeAgent:
             prepared = self._prepared(
                 run, prepare, job, app,
                 data_path=self.site.data_path, site_path=self.site.path, base_env=self._base_env,
-                launcher=launcher, hosts=hosts, gpus=run.placement.gpus,
+                launcher=launcher, hosts=hosts, gpus=run.placement.gpus, pinning=self.gpu_pinning,
             )  # fmt: skip
             if prepared is None:
                 continue
@@ -811,7 +813,7 @@ class NodeAgent:
         spec = self._prepared(
             run, prepare_python, job, app,
             data_path=self.site.data_path, site_path=self.site.path, base_env=self._base_env,
-            gpus=run.placement.gpus, result_path=result_path, store_url=self.store.url,
+            gpus=run.placement.gpus, result_path=result_path, store_url=self.store.url, pinning=self.gpu_pinning,
         )  # fmt: skip
         if spec is None:
             return

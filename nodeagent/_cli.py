@@ -1,5 +1,5 @@
 """``nodeagent [--site DIR] [--store URL] [-n NAMESPACE] [--name NAME] [--cpus N] [--gpus G]
-[--batch-job NAME] [--lease-ttl S]``: run one node agent in the foreground until SIGTERM/SIGINT."""
+[--gpu-platform nvidia|amd|intel] [--gpu-tiles T] [--batch-job NAME] [--lease-ttl S]``: run one node agent in the foreground until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from types import FrameType
 from apis import ApiError, load_site_config, open_registry, resolve_store_url
 
 from ._agent import NodeAgent
+from ._launch import GPU_VARIABLES, GpuPinning
 
 #: Default of ``--lease-ttl`` when set (``balsamctl up`` passes its own to its allocation's agents).
 LEASE_TTL_ENV = "BALSAM_NODE_LEASE_TTL"
@@ -32,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hostname", help="host name MPI launchers use for this node (default: this host's)")
     p.add_argument("--cpus", type=int, help="CPUs to offer (default: this machine's); more simulates a bigger node")
     p.add_argument("--gpus", type=int, default=0, help="GPUs to offer (default: 0)")
+    p.add_argument("--gpu-platform", choices=sorted(GPU_VARIABLES), default="nvidia",
+                   help="how jobs are pinned to their GPUs: CUDA_VISIBLE_DEVICES (nvidia, the default), "
+                        "ROCR_VISIBLE_DEVICES (amd), ZE_AFFINITY_MASK (intel)")
+    p.add_argument("--gpu-tiles", type=int, default=1, metavar="T",
+                   help="tiles per GPU: --gpus counts tiles, named GPU.TILE (Aurora: --gpus 12 --gpu-tiles 2)")
     p.add_argument("--batch-job", metavar="NAME", help="the BatchJob whose allocation this node belongs to")
     p.add_argument("--lease-ttl", type=float, default=None, metavar="S",
                    help="seconds after which the Node vanishes if this agent stops renewing "
@@ -51,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.gpus < 0:
         print("error: --gpus must not be negative", file=sys.stderr)
         return 2
+    if args.gpu_tiles < 1:
+        print("error: --gpu-tiles must be at least 1", file=sys.stderr)
+        return 2
     if args.lease_ttl is None:
         try:
             args.lease_ttl = float(os.environ.get(LEASE_TTL_ENV) or 10.0)
@@ -69,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         agent = NodeAgent(
             registry, name=args.name, cpus=args.cpus, gpus=args.gpus, hostname=args.hostname,
             batch_job=args.batch_job, site_config=site, lease_ttl=args.lease_ttl, kill_grace=args.kill_grace,
+            gpu_pinning=GpuPinning(args.gpu_platform, args.gpu_tiles),
         )  # fmt: skip
     except (ApiError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

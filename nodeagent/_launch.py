@@ -19,8 +19,10 @@ that calls the class's ``run(**parameters)`` in the same workdir, environment an
 
 Environment, lowest to highest precedence: the agent's environment; ``OMP_NUM_THREADS`` =
 ``threadsPerRank``; the App's ``environment``; then what the placement decides and the
-App cannot override: ``CUDA_VISIBLE_DEVICES`` (the placement's GPU ids, comma-joined; empty
-when none), ``BALSAM_JOB_ID`` (the job's name), ``BALSAM_SITE_PATH``.
+App cannot override: the GPU pinning of the node's platform (:class:`GpuPinning`:
+``CUDA_VISIBLE_DEVICES`` on NVIDIA, ``ROCR_VISIBLE_DEVICES`` on AMD, ``ZE_AFFINITY_MASK`` on
+Intel, with the placement's GPU ids comma-joined, empty when none), ``BALSAM_JOB_ID`` (the
+job's name), ``BALSAM_SITE_PATH``.
 """
 
 from __future__ import annotations
@@ -70,6 +72,40 @@ def simple_argv(command: str) -> list[str] | None:
     return argv
 
 
+GPU_VARIABLES = {"nvidia": "CUDA_VISIBLE_DEVICES", "amd": "ROCR_VISIBLE_DEVICES", "intel": "ZE_AFFINITY_MASK"}
+
+
+@dataclass(frozen=True)
+class GpuPinning:
+    """How a job sees only the GPUs it was placed on (``Site.spec.gpuPlatform``).
+
+    The placement hands out schedulable units 0..gpus-1. With ``tiles`` > 1 (Intel GPUs
+    split into tiles: Aurora's 6 GPUs x 2 tiles are 12 units) unit ``u`` is tile
+    ``u % tiles`` of GPU ``u // tiles`` and is named ``GPU.TILE`` (``ZE_AFFINITY_MASK=0.0,0.1``);
+    otherwise units are whole GPUs (``0,1``)."""
+
+    platform: str = "nvidia"
+    tiles: int = 1
+
+    @property
+    def variable(self) -> str:
+        return GPU_VARIABLES[self.platform]
+
+    def ids(self, units: list[int]) -> str:
+        if self.tiles > 1:
+            return ",".join(f"{u // self.tiles}.{u % self.tiles}" for u in units)
+        return ",".join(str(u) for u in units)
+
+    def env(self, units: list[int]) -> dict[str, str]:
+        env = {self.variable: self.ids(units)}
+        if self.platform == "intel":
+            env["ZE_ENABLE_PCI_ID_DEVICE_ORDER"] = "1"  # GPU numbers as the node's PCI order, as Balsam does
+        return env
+
+
+NVIDIA = GpuPinning()
+
+
 class PrepareError(Exception):
     """The job cannot be started as specified (the command does not render, the App is gone)."""
 
@@ -82,7 +118,7 @@ class Prepared:
     env: dict[str, str]
 
 
-def job_command(job: Job, app: App, launcher: str, hosts: list[str]) -> str:
+def job_command(job: Job, app: App, launcher: str, hosts: list[str], pinning: GpuPinning = NVIDIA) -> str:
     """The full shell command of a job: preamble, launcher prefix, rendered App command."""
     if app.spec.command is None:
         raise PrepareError(f'app "{app.name}" has no command')
@@ -92,7 +128,7 @@ def job_command(job: Job, app: App, launcher: str, hosts: list[str]) -> str:
         raise PrepareError(str(e)) from None
     res = job.spec.resources
     if needs_launcher(len(hosts), res.ranks_per_node):
-        env_names = ["CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", *app.spec.environment,
+        env_names = [*pinning.env([]), "OMP_NUM_THREADS", *app.spec.environment,
                      "BALSAM_JOB_ID", "BALSAM_SITE_PATH"]
         spec = LaunchSpec(
             hosts=hosts,
@@ -112,11 +148,12 @@ def job_command(job: Job, app: App, launcher: str, hosts: list[str]) -> str:
     return command
 
 
-def job_env(job: Job, app: App, base_env: Mapping[str, str], site_path: Path, gpus: list[int]) -> dict[str, str]:
+def job_env(job: Job, app: App, base_env: Mapping[str, str], site_path: Path, gpus: list[int],
+            pinning: GpuPinning = NVIDIA) -> dict[str, str]:
     env = dict(base_env)
     env["OMP_NUM_THREADS"] = str(job.spec.resources.threads_per_rank)
     env.update(app.spec.environment)
-    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+    env.update(pinning.env(gpus))
     env["BALSAM_JOB_ID"] = job.name
     env["BALSAM_SITE_PATH"] = str(site_path)
     return env
@@ -132,9 +169,10 @@ def prepare(
     launcher: str,
     hosts: list[str],
     gpus: list[int],
+    pinning: GpuPinning = NVIDIA,
 ) -> Prepared:
-    command = job_command(job, app, launcher, hosts)
-    env = job_env(job, app, base_env, site_path, gpus)
+    command = job_command(job, app, launcher, hosts, pinning)
+    env = job_env(job, app, base_env, site_path, gpus, pinning)
     return Prepared(command=command, argv=simple_argv(command), cwd=data_path / job.spec.workdir, env=env)
 
 
@@ -153,6 +191,7 @@ def prepare_python(
     gpus: list[int],
     result_path: str,
     store_url: str | None = None,
+    pinning: GpuPinning = NVIDIA,
 ) -> dict[str, Any]:
     """What the fork server needs to run a Python app's job (``apis._pyexec.run_app``): the
     same workdir, ``job.out`` and environment as a command, plus ``BALSAM_STORE``."""
@@ -161,7 +200,7 @@ def prepare_python(
         raise PrepareError("a Python app (run()) runs as one process: numNodes and ranksPerNode must be 1 "
                            "(declare a command_template with an MPI launcher for more)")
     assert app.spec.python is not None
-    env = job_env(job, app, base_env, site_path, gpus)
+    env = job_env(job, app, base_env, site_path, gpus, pinning)
     if store_url:
         env.setdefault("BALSAM_STORE", store_url)
     cwd = data_path / job.spec.workdir

@@ -17,6 +17,12 @@ shell-quoted; the rendered command is already quoted by the template renderer.
   App's environment) to the remote ranks.
 * ``mpiexec`` (MPICH/Hydra): ``mpiexec -n N -ppn rpn -hosts h1,h2 <params>``; Hydra
   forwards the whole environment by default.
+* ``pals`` (HPE Cray PALS ``mpiexec``: Polaris, Aurora): ``mpiexec -n N --ppn rpn --depth d
+  --cpu-bind depth --hosts h1,h2 <params>``; ``--depth`` is ``threadsPerRank`` hardware
+  threads (cores, ``threadsPerRank / threadsPerCore``, with ``cpu-bind: core``), so each
+  rank's threads stay on its own CPUs, as ALCF's job scripts do. A ``cpu-bind`` or ``depth``
+  in ``launchParams`` replaces ours; a ``hostfile`` one replaces ``--hosts`` (a long host
+  list, ``$PBS_NODEFILE``). PALS forwards the whole environment (GPU pinning included).
 * ``srun`` (Slurm, inside the allocation): ``srun --overlap -N nodes -n N
   --ntasks-per-node rpn --nodelist h1,h2 --cpus-per-task c [--gpus-per-task g] <params>``;
   ``--overlap`` lets the step share the nodes with the step that runs the agents.
@@ -33,7 +39,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-LAUNCHERS = ("mpirun", "mpiexec", "srun", "none")
+LAUNCHERS = ("mpirun", "mpiexec", "pals", "srun", "none")
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,19 @@ def launcher_argv(launcher: str, spec: LaunchSpec) -> list[str]:
     if launcher == "mpiexec":
         argv = ["mpiexec", "-n", str(spec.num_ranks), "-ppn", str(rpn), "-hosts", ",".join(spec.hosts)]
         return argv + _params(spec.launch_params, equals=False)
+    if launcher == "pals":
+        params = spec.launch_params
+        argv = ["mpiexec", "-n", str(spec.num_ranks), "--ppn", str(rpn)]
+        bind = next((str(v) for k, v in params.items() if k.lstrip("-") == "cpu-bind"), "depth")
+        if not _sets(params, "depth") and not _sets(params, "d"):
+            threads = max(1, spec.threads_per_rank)
+            depth = max(1, threads // max(1, spec.threads_per_core)) if bind == "core" else threads
+            argv += ["--depth", str(depth)]
+        if not _sets(params, "cpu-bind"):
+            argv += ["--cpu-bind", bind]
+        if not _sets(params, "hostfile"):
+            argv += ["--hosts", ",".join(spec.hosts)]
+        return argv + _params(params, equals=False)
     if launcher == "srun":
         cpus = max(1, spec.threads_per_rank // max(1, spec.threads_per_core))
         argv = [

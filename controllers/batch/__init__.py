@@ -1,7 +1,7 @@
 """Batch allocations: the BatchJob reconciler, the elastic queue and the scheduler plugins.
 
 * ``scheduler.py`` — the plugin interface (submit / status of many ids / cancel /
-  partitions) and SchedulerError; ``slurm.py`` and ``local.py`` — the two plugins.
+  partitions) and SchedulerError; ``slurm.py``, ``pbs.py`` and ``local.py`` — the plugins.
 * ``script.py`` — batch script templates (one per scheduler, overridable per site).
 * ``reconciler.py`` — BatchJob: pending_submission → queued → running → finished
   (or submit_failed); delete → pending_deletion → finished (cancelled in the scheduler).
@@ -17,18 +17,19 @@ from pathlib import Path
 from apis import BatchJob, Site
 
 from .local import LocalScheduler, state_dir
+from .pbs import PBSScheduler
 from .scheduler import JobInfo, PartitionInfo, SchedulerError, SchedulerPlugin, SubmitRequest
 from .slurm import SlurmScheduler
 
 
 class UnsupportedScheduler:
-    """A scheduler named by a Site that has no plugin yet (``pbs``): every call says so."""
+    """A scheduler named by a Site that has no plugin: every call says so."""
 
     def __init__(self, name: str) -> None:
         self.name = name
 
     def _no(self) -> SchedulerError:
-        return SchedulerError("unsupported", f"scheduler {self.name!r} is not supported yet (use slurm or local)")
+        return SchedulerError("unsupported", f"scheduler {self.name!r} is not supported (use slurm, pbs or local)")
 
     def submit(self, req: SubmitRequest) -> str:
         raise self._no()
@@ -44,7 +45,7 @@ class UnsupportedScheduler:
 
 
 _lock = threading.Lock()
-_plugins: dict[tuple[str, str], SchedulerPlugin] = {}
+_plugins: dict[tuple[str, str, str], SchedulerPlugin] = {}
 
 
 def scheduler_site(bj: BatchJob, site: Site) -> Site:
@@ -57,7 +58,8 @@ def scheduler_site(bj: BatchJob, site: Site) -> Site:
 
 def plugin_for(site: Site) -> SchedulerPlugin:
     """The plugin of a site's scheduler (one instance per scheduler and site path)."""
-    key = (site.spec.scheduler, site.spec.path)
+    pbs = site.spec.pbs
+    key = (site.spec.scheduler, site.spec.path, pbs.model_dump_json() if pbs else "")
     with _lock:
         found = _plugins.get(key)
         if found is not None:
@@ -65,6 +67,9 @@ def plugin_for(site: Site) -> SchedulerPlugin:
         plugin: SchedulerPlugin
         if site.spec.scheduler == "slurm":
             plugin = SlurmScheduler()
+        elif site.spec.scheduler == "pbs":
+            pbs = site.spec.pbs
+            plugin = PBSScheduler(pbs.system, pbs.place, pbs.filesystems) if pbs else PBSScheduler()
         elif site.spec.scheduler == "local":
             plugin = LocalScheduler(state_dir(Path(site.spec.path)))
         else:
@@ -76,6 +81,7 @@ def plugin_for(site: Site) -> SchedulerPlugin:
 __all__ = [
     "JobInfo",
     "LocalScheduler",
+    "PBSScheduler",
     "PartitionInfo",
     "SchedulerError",
     "SchedulerPlugin",

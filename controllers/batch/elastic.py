@@ -29,6 +29,20 @@ LABEL = "balsam.io/elastic-queue"
 RUNNABLE = (JobState.PREPROCESSED, JobState.RESTART_READY)
 
 
+def within_queue_limits(eq: ElasticQueue, site: Site) -> ElasticQueue:
+    """The elastic queue held to the limits of its scheduler queue when the Site lists it in
+    ``spec.queues`` (``init --template``): nodes, wall time and queued BatchJobs."""
+    limits = site.spec.queues.get(eq.queue or "")
+    if limits is None:
+        return eq
+    max_nodes = min(eq.max_nodes, limits.max_nodes)
+    max_wall = min(eq.max_wall_time_min, limits.max_wall_time_min)
+    return eq.model_copy(update={
+        "max_nodes": max_nodes, "min_nodes": min(eq.min_nodes, max_nodes),
+        "max_wall_time_min": max_wall, "min_wall_time_min": min(eq.min_wall_time_min, max_wall),
+        "max_queued_jobs": min(eq.max_queued_jobs, limits.max_queued_jobs)})
+
+
 def backlog(jobs: Informer[Job], site: Site, eq: ElasticQueue) -> list[Need]:
     """The site's runnable, unbound jobs that match the queue's selector, grouped by shape."""
     nd = site.spec.node_defaults
@@ -96,6 +110,7 @@ class ElasticQueueReconciler:
         eq = site.spec.elastic_queue if site is not None else None
         if site is None or eq is None or not eq.enabled:
             return None
+        eq = within_queue_limits(eq, site)
         now_m = time.monotonic()
         wait = self._last.get(site.name, -math.inf) + self.min_interval - now_m
         if wait > 0:

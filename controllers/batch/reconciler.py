@@ -156,7 +156,7 @@ class BatchJobReconciler:
                 return self._failed(bj, ctx, "ScriptNotWritten", f"cannot write the batch script: {e}")
             except SchedulerError as e:
                 if e.permanent:
-                    return self._step(bj, ctx, state="submit_failed", message=e.message)
+                    return self._rejected(bj, ctx, e)
                 return self._failed(bj, ctx, e.reason, e.message)
             self._submitted[uid] = (bj.name, sid, plugin)
             self.snapshots.invalidate(plugin)
@@ -235,6 +235,16 @@ class BatchJobReconciler:
         if new.status != bj.status:
             ctx.update(bj, new)
         return Result(requeue_after=self.poll[new.status.state]) if new.status.state in self.poll else None
+
+    def _rejected(self, bj: BatchJob, ctx: Context, e: SchedulerError) -> Result | None:
+        """submit_failed, with the scheduler's refusal (``qsub: Unknown queue``) both as the
+        message and as the SchedulerError condition (reason SubmitRejected): one write."""
+        self._failures.pop(bj.name, None)
+        new = bj.model_copy(update={"status": bj.status.model_copy(update={
+            "state": "submit_failed", "message": e.message, "conditions": list(bj.status.conditions)})})
+        set_condition(new.status.conditions, CONDITION, "True", e.reason, e.message)
+        ctx.update(bj, new)
+        return None
 
     def _failed(self, bj: BatchJob, ctx: Context, reason: str, message: str) -> Result:
         """Say why in the SchedulerError condition and look again after a growing delay."""

@@ -13,7 +13,14 @@ Variables: ``batch_job``, ``namespace``, ``job_name`` (the scheduler's job name)
 ``job_mode``, ``selector``, ``optional_params``, ``site_name``, ``site_path``, ``store_url``,
 ``python``, ``cpus``/``gpus`` (the BatchJob's ``nodeSize``, else the Site's ``nodeDefaults``
 when set, else None: the agent counts the node's own CPUs and offers no GPUs), ``scheduler``,
-``agent_command`` (with ``--cpus``/``--gpus`` when those are set). Filter ``q`` shell-quotes a value.
+``agent_command`` (with ``--cpus``/``--gpus`` when those are set, ``--gpu-platform``/``--gpu-tiles``
+from the Site's ``gpuPlatform`` and ``nodeDefaults.gpuTiles``), and for PBS ``walltime``
+(``H:MM:SS``), ``pbs_system``, ``pbs_place``, ``pbs_filesystems`` (the Site's ``spec.pbs``).
+Filter ``q`` shell-quotes a value.
+
+The PBS template reads the nodes from ``$PBS_NODEFILE`` and starts each agent on its node
+with PALS ``mpiexec -n 1 --ppn 1 --cpu-bind none --hosts HOST`` (Polaris, Aurora); a PBS site
+without PALS gives its own ``batch-template.sh.j2``.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from typing import Any
 import jinja2
 
 from apis import BatchJob, Site
+
+from .pbs import walltime as pbs_walltime
 
 SITE_TEMPLATE = "batch-template.sh.j2"
 
@@ -69,7 +78,38 @@ export BALSAM_SITE_PATH={{ site_path | q }}
 wait
 """
 
-DEFAULTS = {"slurm": SLURM, "local": LOCAL}
+PBS = """\
+#!/bin/bash
+#PBS -N {{ job_name }}
+#PBS -l select={{ num_nodes }}{% if pbs_system %}:system={{ pbs_system }}{% endif %}
+#PBS -l walltime={{ walltime }}
+{%- if pbs_place %}
+#PBS -l place={{ pbs_place }}
+{%- endif %}
+{%- if pbs_filesystems %}
+#PBS -l filesystems={{ pbs_filesystems }}
+{%- endif %}
+{%- if queue %}
+#PBS -q {{ queue }}
+{%- endif %}
+{%- if project %}
+#PBS -A {{ project }}
+{%- endif %}
+# balsamctl BatchJob {{ namespace }}/{{ batch_job }} ({{ job_mode }} mode, site {{ site_name }}).
+# One node agent per node of the allocation: the distinct host names of $PBS_NODEFILE (one
+# line per MPI slot), each agent started on its node by mpiexec (PALS, one rank, unbound) and named
+# after it. At the walltime, or on qdel, PBS sends the job's processes SIGTERM: the agents
+# mark the jobs still running RUN_TIMEOUT, which then run again in a later allocation.
+export BALSAM_SITE_PATH={{ site_path | q }}
+for host in $(awk 'NF && !seen[$1]++ {print $1}' "$PBS_NODEFILE"); do
+  node=$(echo "${host%%.*}" | tr 'A-Z_' 'a-z-')
+  mpiexec -n 1 --ppn 1 --cpu-bind none --hosts "$host" \\
+    {{ agent_command }} --name "{{ batch_job }}-$node" --hostname "$host" &
+done
+wait
+"""
+
+DEFAULTS = {"slurm": SLURM, "local": LOCAL, "pbs": PBS}
 
 _env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
 _env.filters["q"] = lambda v: shlex.quote(str(v))
@@ -121,6 +161,10 @@ def agent_command(bj: BatchJob, site: Site, store_url: str | None, python: str) 
         argv += ["--cpus", str(cpus)]
     if gpus is not None:
         argv += ["--gpus", str(gpus)]
+    if site.spec.gpu_platform != "nvidia":
+        argv += ["--gpu-platform", site.spec.gpu_platform]
+    if site.spec.node_defaults.gpu_tiles > 1:
+        argv += ["--gpu-tiles", str(site.spec.node_defaults.gpu_tiles)]
     return " ".join(shlex.quote(a) for a in argv)
 
 
@@ -147,6 +191,10 @@ def render(bj: BatchJob, site: Site, store_url: str | None = None, python: str |
         "gpus": gpus,
         "scheduler": scheduler,
         "agent_command": agent_command(bj, site, store_url, python),
+        "walltime": pbs_walltime(bj.spec.wall_time_min),
+        "pbs_system": site.spec.pbs.system if site.spec.pbs else None,
+        "pbs_place": site.spec.pbs.place if site.spec.pbs else None,
+        "pbs_filesystems": site.spec.pbs.filesystems if site.spec.pbs else None,
     }
     try:
         return _env.from_string(template_source(site, scheduler)).render(**values)

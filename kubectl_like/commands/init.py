@@ -11,6 +11,7 @@ import click
 from apis import ObjectMeta, Site, SiteConfig, SiteSpec
 from apis._config import SETTINGS_FILE
 from apis._meta import validate_name
+from apis._site_templates import TEMPLATES, site_template
 
 from .._context import common_options, get_ctx
 from .._errors import CLIError
@@ -29,11 +30,15 @@ def site_name_for(path: Path) -> str:
 @click.command("init")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--name", default=None, help="Site name (default: the directory's name, made DNS-1123).")
+@click.option("--template", default=None, metavar="NAME",
+              help=f"Site spec of a known machine: {', '.join(sorted(TEMPLATES))} (scheduler, launcher, "
+                   "node size, GPUs, queues, file systems).")
 @common_options
-def command(directory: Path, name: str | None) -> None:
+def command(directory: Path, name: str | None, template: str | None) -> None:
     """Create a site directory (settings.yml, data/, logs/, apps/) and its Site resource.
 
     The store defaults to sqlite:///DIR/store.db; --store URL puts it elsewhere (etcd://...).
+    --template polaris|aurora fills the Site's spec as Balsam's site templates do.
     """
     ctx = get_ctx()
     path = directory.expanduser().resolve()
@@ -44,6 +49,7 @@ def command(directory: Path, name: str | None) -> None:
     site_name = name if name is not None else site_name_for(path)
     try:
         validate_name(site_name, "site name")
+        spec = site_template(template, str(path)) if template is not None else SiteSpec(path=str(path))
     except ValueError as e:
         raise CLIError(str(e)) from None
     namespace = ctx.namespace_flag or "default"
@@ -61,7 +67,7 @@ def command(directory: Path, name: str | None) -> None:
             if not p.exists():
                 p.mkdir()
                 made.append(p)
-        site = Site(metadata=ObjectMeta(name=site_name, namespace=namespace), spec=SiteSpec(path=str(path)))
+        site = Site(metadata=ObjectMeta(name=site_name, namespace=namespace), spec=spec)
         ctx.registry.create(site)
         SiteConfig(path=path, name=site_name, store_url=store_url, namespace=namespace).save()
     except BaseException:

@@ -114,10 +114,3 @@ def test_allocation_killed_outright_is_reconciled_to_finished_and_its_jobs_reque
     assert x.status.placement is None or x.status.state is S.RUN_TIMEOUT
     wait_until(lambda: not agent_pids(site.path), 30, "the agents to end by themselves")
     assert not registry.list(Node)[0]
-
-
-def test_submit_failed_for_an_unsupported_scheduler(registry: Registry, site: SiteConfig, manager: Manager) -> None:
-    make_site(registry, site, "pbs")
-    make_batchjob(registry, "p", nodes=1)
-    bj = wait_batchjob(registry, "p", ["submit_failed"], timeout=20)
-    assert "not supported" in bj.status.message

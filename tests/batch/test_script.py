@@ -11,7 +11,7 @@ import pytest
 
 from apis import BatchJob, Site
 from controllers.batch import LocalScheduler, SlurmScheduler, plugin_for, scheduler_site
-from controllers.batch.script import TemplateError, node_size, render
+from controllers.batch.script import TemplateError, node_size, render, template_source
 
 
 def site(tmp_path: Path, scheduler: str = "slurm", **spec: Any) -> Site:
@@ -62,5 +62,22 @@ def test_node_size_and_scheduler_are_validated() -> None:
 
 
 def test_a_scheduler_without_a_template_is_a_template_error(tmp_path: Path) -> None:
-    with pytest.raises(TemplateError, match="'pbs' is not supported"):
-        render(bj(scheduler="pbs"), site(tmp_path))
+    with pytest.raises(TemplateError, match="'lsf' is not supported"):
+        template_source(site(tmp_path), "lsf")
+
+
+def test_the_pbs_script_asks_for_the_sites_system_and_file_systems_and_starts_one_agent_per_node(
+        tmp_path: Path) -> None:
+    aurora = site(tmp_path, "pbs", gpuPlatform="intel", nodeDefaults={"cpus": 208, "gpus": 12, "gpuTiles": 2},
+                  pbs={"system": "aurora", "place": "scatter", "filesystems": "home:flare"})
+    text = render(bj(wallTimeMin=90.5, queue="debug", project="Proj"), aurora)
+    directives = [line for line in text.splitlines() if line.startswith("#PBS")]
+    assert directives == ["#PBS -N balsam-alloc-01234567", "#PBS -l select=2:system=aurora",
+                          "#PBS -l walltime=1:30:30", "#PBS -l place=scatter", "#PBS -l filesystems=home:flare",
+                          "#PBS -q debug", "#PBS -A Proj"]
+    assert '$PBS_NODEFILE' in text and "mpiexec -n 1 --ppn 1 --cpu-bind none --hosts" in text
+    [argv] = [shlex.split(line.strip().removesuffix("&"))[:-4] for line in text.splitlines() if "-m nodeagent" in line]
+    assert argv[argv.index("--gpus") + 1] == "12" and argv[argv.index("--gpu-platform") + 1] == "intel"
+    assert argv[argv.index("--gpu-tiles") + 1] == "2"
+    plain = render(bj(), site(tmp_path, "pbs"))  # no spec.pbs: a bare select, NVIDIA (no flags)
+    assert "#PBS -l select=2\n" in plain and "filesystems" not in plain and "--gpu-platform" not in plain

@@ -35,6 +35,22 @@ def test_mpich_mpiexec_gets_ranks_per_node_and_hosts() -> None:
         "mpiexec", "-n", "12", "-ppn", "4", "-hosts", "a,b,c"]
 
 
+def test_pals_mpiexec_gets_ppn_depth_cpu_bind_and_hosts() -> None:
+    # ALCF's recipe: --depth = hardware threads per rank with --cpu-bind depth.
+    assert launcher_argv("pals", spec(hosts=["x1", "x2"], ranks_per_node=4, threads_per_rank=8)) == [
+        "mpiexec", "-n", "8", "--ppn", "4", "--depth", "8", "--cpu-bind", "depth", "--hosts", "x1,x2"]
+
+
+def test_pals_depth_counts_cores_with_cpu_bind_core_and_launch_params_replace_ours() -> None:
+    argv = launcher_argv("pals", spec(ranks_per_node=2, threads_per_rank=8, threads_per_core=2,
+                                      launch_params={"cpu-bind": "core"}))
+    assert argv == ["mpiexec", "-n", "4", "--ppn", "2", "--depth", "4", "--hosts", "h1,h2", "--cpu-bind", "core"]
+    argv = launcher_argv("pals", spec(launch_params={"depth": "16", "hostfile": "/var/pbs/aux/1.x",
+                                                     "cpu-bind": "list:0-7:8-15"}))
+    assert argv == ["mpiexec", "-n", "4", "--ppn", "2", "--depth", "16", "--hostfile", "/var/pbs/aux/1.x",
+                    "--cpu-bind", "list:0-7:8-15"]
+
+
 def test_srun_overlaps_the_agents_step_and_sizes_tasks() -> None:
     argv = launcher_argv("srun", spec(threads_per_rank=8, threads_per_core=2, gpus_per_rank=1))
     assert argv == ["srun", "--overlap", "-N", "2", "-n", "4", "--ntasks-per-node", "2",
@@ -65,7 +81,7 @@ def test_launch_command_quotes_launcher_tokens_and_keeps_the_rendered_command() 
 
 
 def test_unknown_launcher_is_an_error_naming_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match="mpirun, mpiexec, srun, none"):
+    with pytest.raises(ValueError, match="mpirun, mpiexec, pals, srun, none"):
         launcher_argv("aprun", spec())
 
 
