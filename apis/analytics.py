@@ -182,7 +182,7 @@ def add_area(area: dict[int, float], start: float, end: float, weight: float) ->
 
 def step_series(deltas: Iterable[tuple[float, float]]) -> tuple[list[float], list[float]]:
     """(times, running totals) of sorted ``(time, +/-delta)`` pairs: ready for ``plt.step``."""
-    pairs = sorted(deltas)
+    pairs = sorted(deltas, key=lambda p: (p[0], -p[1]))  # at a tie, starts before ends: never below 0
     if not pairs:
         return [], []
     times, values = zip(*pairs, strict=True)
@@ -289,17 +289,21 @@ def build_report(docs: Iterable[dict[str, Any]], namespace: str = "default", sel
         app = spec.get("app", "")
         hist = status.get("history") or []
         run_start: float | None = None
-        first = True
+        created = md.get("creationTimestamp")
+        if not hist or hist[0].get("from") is not None:
+            # The job was in its first `from` state (its state, without history) since it was
+            # made: the system records moves, not the creation itself.
+            c = _epoch(created) if created else (_epoch(hist[0]["time"]) if hist else now)
+            if hist:
+                c = min(c, _epoch(hist[0]["time"]))
+            state_delta[minute_of(max(c, lo))][hist[0]["from"] if hist else state] += 1
         for ev in hist:
             t = _epoch(ev["time"])
             to, frm = ev.get("to"), ev.get("from")
             m = minute_of(max(t, lo))
-            if first and frm is not None:  # history capped: the job was already in `from`
-                state_delta[m][frm] += 1
-            elif frm is not None:
+            if frm is not None:
                 state_delta[m][frm] -= 1
             state_delta[m][to] += 1
-            first = False
             if frm == "RUNNING" and run_start is not None:
                 if t >= lo:
                     runtimes[app].append(t - run_start)

@@ -119,6 +119,10 @@ def _register() -> None:
     from ._queue import command as queue
 
     cli.add_command(queue)
+    from .commands import report, top
+
+    for mod in (report, top):
+        cli.add_command(mod.command)
 
 
 _register()

@@ -125,3 +125,15 @@ def test_report_since_and_selector(reg: tuple[Registry, str]) -> None:
     assert rep.busy_node_seconds == pytest.approx({M0 + 1: 30.0, M0 + 2: 10.0})
     assert set(rep.states_over_time) == {M0 + 1, M0 + 2}  # starts at `since`, with the totals then
     assert rep.states_over_time[M0 + 1] == {"JOB_FINISHED": 1, "FAILED": 1, "PREPROCESSED": 1, "RUN_DONE": 1}
+
+
+def test_states_over_time_count_jobs_from_their_creation() -> None:
+    """The system records moves, not creation: a job is in its first ``from`` state (or its
+    state, with no history yet) from its creationTimestamp on."""
+    docs = [
+        {"metadata": {"name": "moved", "creationTimestamp": at(10).isoformat()}, "spec": {"app": "a"},
+         "status": {"state": "READY", "history": [{"from": "CREATED", "to": "READY", "time": at(70).isoformat()}]}},
+        {"metadata": {"name": "waiting", "creationTimestamp": at(30).isoformat()}, "spec": {"app": "a"}},
+    ]
+    rep = build_report(docs, now=at(90).timestamp())
+    assert rep.states_over_time == {M0: {"CREATED": 2}, M0 + 1: {"CREATED": 1, "READY": 1}}
