@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from apis import BadRequest
-from apis.analytics import Report, build_report, load_jobs, to_datetime
+from apis.analytics import Report, build_report, iter_jobs, to_datetime
 
 from .._context import common_options, get_ctx
 from .._errors import CLIError
@@ -122,10 +122,10 @@ def command(selector: str | None, since: str | None, output: str, out_file: str 
         if target.is_dir():
             raise CLIError(f"--out {target}: is a directory")
     try:
-        docs = load_jobs(ctx.registry, ctx.namespace, selector)
-    except ValueError as e:
+        docs = iter_jobs(ctx.registry, ctx.namespace, selector)
+        rep = build_report(docs, ctx.namespace, selector or "", since_t, now)
+    except ValueError as e:  # a stored time that does not parse
         raise BadRequest(str(e)) from None
-    rep = build_report(docs, ctx.namespace, selector or "", since_t, now)
     if output == "png":
         render_report_png(rep, target)
         click.echo(f"report written to {target}")
