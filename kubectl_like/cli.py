@@ -119,9 +119,9 @@ def _register() -> None:
     from ._queue import command as queue
 
     cli.add_command(queue)
-    from .commands import report, top
+    from .commands import dashboard, report, top
 
-    for mod in (report, top):
+    for mod in (report, top, dashboard):
         cli.add_command(mod.command)
 
 
