@@ -67,10 +67,10 @@ def render_table(rep: Report) -> str:
         trows.append([_minute_label(chunk[0]), f"{done / len(chunk):g}", str(total_done)])
         urows.append([_minute_label(chunk[0]), f"{busy:.2f}"])
     per = "minute" if width == 1 else f"{width} minutes"
-    out.append(f"\nTHROUGHPUT (jobs finished per minute; one row per {per})")
+    out.append(f"THROUGHPUT (jobs finished per minute; one row per {per})")
     out.append(format_table(["FROM (UTC)", "FINISHED/MIN", "TOTAL"], trows)[0] if trows else "  no jobs finished\n")
     peak = max(rep.utilization[1], default=0)
-    out.append(f"\nNODE UTILIZATION (average nodes busy; peak {peak:g})")
+    out.append(f"NODE UTILIZATION (average nodes busy; peak {peak:g})")
     out.append(format_table(["FROM (UTC)", "NODES BUSY"], urows)[0] if urows else "  no job ran\n")
 
     states = sorted({s for row in rep.states_over_time.values() for s in row})
@@ -81,19 +81,19 @@ def render_table(rep: Report) -> str:
         for m in chunk:
             last = rep.states_over_time.get(m, last)
         srows.append([_minute_label(chunk[-1]), *[str(last.get(s, 0)) for s in states]])
-    out.append("\nJOBS BY STATE OVER TIME (at the end of each row's period)")
+    out.append("JOBS BY STATE OVER TIME (at the end of each row's period)")
     out.append(format_table(["AT (UTC)", *states], srows)[0] if srows and states else "  no history\n")
 
     rrows = [[app, str(int(s["jobs"])), *(human_duration(s[k]) if s[k] >= 120 else f"{s[k]:.1f}s"
                                         for k in ("min", "p50", "p90", "max", "mean"))]
              for app, s in rep.runtime_stats().items()]
-    out.append("\nRUN TIME PER APP")
+    out.append("RUN TIME PER APP")
     out.append(format_table(["APP", "RUNS", "MIN", "P50", "P90", "MAX", "MEAN"], rrows)[0] if rrows
                else "  no finished runs\n")
 
     frows = [[code, str(len(items)), items[0][0], (items[0][1] or "-").splitlines()[0][:80] if items[0][1] else "-"]
              for code, items in sorted(rep.failures.items(), key=lambda kv: -len(kv[1]))]
-    out.append("\nFAILURES BY EXIT CODE")
+    out.append("FAILURES BY EXIT CODE")
     out.append(format_table(["EXIT CODE", "JOBS", "EXAMPLE", "REASON"], frows)[0] if frows else "  none\n")
     return "\n".join(out)
 
