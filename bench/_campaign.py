@@ -67,8 +67,8 @@ def fill_campaign(reg: Registry, n: int, ns: str = "default", now: datetime | No
     """Write the Apps, one running allocation of ``NODES`` nodes and ``n`` jobs into ``reg``."""
     now = now or datetime.now(UTC)
     start = now - CAMPAIGN
-    reg.create_many([App(metadata={"name": a, "namespace": ns}, spec={"command": f"{a} --input {{{{ x }}}}",
-                                                                       "parameters": {"x": {}}})
+    reg.create_many([App.model_validate({"metadata": {"name": a, "namespace": ns},
+                                         "spec": {"command": f"{a} --input {{{{ x }}}}", "parameters": {"x": {}}}})
                      for a in APPS])
     reg.create(BatchJob.model_validate({
         "metadata": {"name": "alloc-1", "namespace": ns},

@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -102,7 +103,7 @@ def running_dashboard(site: Path, token: str | None = None, namespace: str | Non
 
 
 @contextlib.contextmanager
-def headless_chrome(width: int = 1400, height: int = 1000) -> Iterator[object]:
+def headless_chrome(width: int = 1400, height: int = 1000) -> Iterator[Any]:
     """A selenium ``webdriver.Chrome`` on Debian's chromium (no Selenium Manager, no network)."""
     from selenium import webdriver  # the dev extra; imported here so the CLI never needs it
     from selenium.webdriver.chrome.service import Service
