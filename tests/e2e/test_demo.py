@@ -8,9 +8,12 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.timeout(900)  # 26 jobs through `up` plus a few CLI start-ups, on 2 busy cores
 def test_demo_runs_its_campaign_to_the_end(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BALSAM_")}
     env["BALSAM_DEMO_DIR"] = str(tmp_path)
