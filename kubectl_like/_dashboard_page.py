@@ -143,7 +143,7 @@ JOB_PAGE = Template("""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>job $name — balsamctl dashboard</title>
 <style>""" + _STYLE.replace("$", "$$") + """</style></head>
 <body>
-<header><h1>job <span id="job-name">$name</span></h1><span class="meta">namespace $namespace ·
+<header><h1>job <span id="job-name">$name</span></h1><span class="meta" id="job-meta">namespace $namespace ·
 state <b id="job-state">$state</b> · <a style="color:#fff" href="../">back to the dashboard</a></span></header>
 <main>
 <section><h2>Status</h2>$brief</section>

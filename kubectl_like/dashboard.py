@@ -289,7 +289,7 @@ def _pre(value: Any) -> str:
     return f"<pre>{html.escape(json.dumps(value, indent=2, default=str))}</pre>"
 
 
-def render_job_page(doc: dict[str, Any]) -> str:
+def render_job_page(doc: dict[str, Any], namespace: str) -> str:
     md, spec, status = doc.get("metadata", {}), doc.get("spec", {}), doc.get("status") or {}
     conds = status.get("conditions") or []
     # Conditions shown as they are stored: every key any of them has becomes a column.
@@ -309,7 +309,7 @@ def render_job_page(doc: dict[str, Any]) -> str:
     rest = {k: v for k, v in status.items() if k not in ("history", "conditions", "outputTail")}
     return JOB_PAGE.substitute(
         name=html.escape(md.get("name", "")),
-        namespace=html.escape(md.get("namespace", "")),
+        namespace=html.escape(md.get("namespace") or namespace),  # "default" is left out of stored JSON
         state=html.escape(str(status.get("state", "CREATED"))),
         brief=_pre(brief),
         metadata=_pre(md),
@@ -359,7 +359,7 @@ def make_app(state: CampaignState, token: str | None, store_label: str) -> Starl
         doc = await asyncio.to_thread(job_doc, request.path_params["name"])
         if doc is None:
             return PlainTextResponse(f'jobs.balsam.io "{request.path_params["name"]}" not found', status_code=404)
-        return HTMLResponse(render_job_page(doc))
+        return HTMLResponse(render_job_page(doc, state.namespace))
 
     async def job_api(request: Request) -> Response:
         doc = await asyncio.to_thread(job_doc, request.path_params["name"])

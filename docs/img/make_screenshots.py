@@ -33,7 +33,7 @@ def main() -> None:
         store.close()
         subprocess.run([BALSAMCTL, "--site", str(site), "report", "-o", "png", "--out", str(HERE / "report.png")],
                        check=True)
-        with running_dashboard(site) as dash, headless_chrome(1400, 1400) as driver:
+        with running_dashboard(site) as dash, headless_chrome(1400, 1900) as driver:
             driver.get(dash.base)
             time.sleep(2)  # the EventSource connects; the badge turns "live"
             driver.save_screenshot(str(HERE / "dashboard.png"))

@@ -80,6 +80,7 @@ def test_failing_jobs_reason_and_output_and_its_job_page(site: Path, registry: R
         browser.get(href)  # the link, without the token in it: the cookie set by ?token= carries it
         wait_dom(browser, lambda: dom_text(browser, "job-name") == "broken", "the job page")
         assert dom_text(browser, "job-state") == "FAILED"
+        assert "namespace default" in dom_text(browser, "job-meta")
         history = dom_text(browser, "history")
         assert "RUN_ERROR" in history and "PREPROCESSED" in history
         conditions = dom_text(browser, "conditions")  # shown as stored, whatever its keys
