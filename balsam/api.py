@@ -29,11 +29,20 @@ from apis import (
     site_config,
     use,
 )
+from apis.analytics import EventLogQuery
+
+
+class EventLog:
+    """Balsam's ``EventLog``: ``EventLog.objects.filter(tags=..., to_state=...)`` yields the
+    state changes recorded in the jobs' ``status.history`` (see ``balsam.analytics``)."""
+
+    objects = EventLogQuery()
 
 __all__ = [
     "App",
     "ApplicationDefinition",
     "BatchJob",
+    "EventLog",
     "Job",
     "JobFailed",
     "NoResult",

@@ -119,6 +119,10 @@ def _register() -> None:
     from ._queue import command as queue
 
     cli.add_command(queue)
+    from .commands import dashboard, report, top
+
+    for mod in (report, top, dashboard):
+        cli.add_command(mod.command)
 
 
 _register()

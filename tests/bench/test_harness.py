@@ -44,6 +44,8 @@ EXPECTED_FIGURES = {
     "parsl": {"spawn", "pool_bash", "pool_python", "{b}.balsamctl"},
     "scale": {"{b}.raw_puts", "{b}.create_5e2", "{b}.count_ms_2e3", "{b}.selector_cli_ms_2e3",
               "{b}.cli_startup_ms_2e3", "{b}.informer_rss_mib_2e3", "{b}.cm_rss_mib_2e3"},
+    "dashboard": {"raw_read", "report_s", "healthz_paint_ms", "first_paint_ms", "rendered_ms", "watch_ms",
+                  "change_ms"},
     "placement": {"engine", "placements", "placements_with_events", "lower_bound_rounds", "rounds", "efficiency",
                   "unschedulable"},
 }
