@@ -94,6 +94,8 @@ def resolve_store_url(store_url: str | None = None, site: str | os.PathLike[str]
 _lock = threading.Lock()
 _registries: dict[str, Registry] = {}
 _default_url: str | None = None
+_default_namespace: str | None = None  # fixed by use(namespace=...) or use(site=...)
+_site_namespaces: dict[tuple[str, str], str] = {}  # (BALSAM_SITE_PATH, cwd) -> the site's namespace
 
 
 def open_registry(url: str) -> Registry:
@@ -109,13 +111,41 @@ def open_registry(url: str) -> Registry:
         return reg
 
 
-def use(store_url: str | None = None, site: str | os.PathLike[str] | None = None) -> Registry:
-    """Point the Python client (``Job.objects`` and friends) at a store."""
-    global _default_url
+def use(
+    store_url: str | None = None, site: str | os.PathLike[str] | None = None, namespace: str | None = None
+) -> Registry:
+    """Point the Python client (``Job.objects`` and friends) at a store, and at a namespace:
+    ``namespace``, else the site's ``namespace:`` from settings.yml when ``site`` is given."""
+    global _default_url, _default_namespace
     url = resolve_store_url(store_url, site)
     reg = open_registry(url)
     _default_url = url
+    if namespace is not None:
+        _default_namespace = namespace
+    elif site is not None:
+        _default_namespace = load_site_config(site).namespace
     return reg
+
+
+def default_namespace() -> str:
+    """The namespace the Python client reads and writes when none is named: the one given to
+    ``use()``, else ``BALSAM_NAMESPACE``, else the site's ``namespace:`` (settings.yml of the
+    site found as the CLI finds it), else ``default``. A client that ignored the site's
+    namespace would read another site's jobs and write where the site never looks."""
+    if _default_namespace is not None:
+        return _default_namespace
+    env = os.environ.get("BALSAM_NAMESPACE")
+    if env:
+        return env
+    key = (os.environ.get("BALSAM_SITE_PATH", ""), os.getcwd())
+    ns = _site_namespaces.get(key)
+    if ns is None:
+        try:
+            ns = load_site_config().namespace
+        except SiteNotFound:
+            ns = "default"
+        _site_namespaces[key] = ns
+    return ns
 
 
 def default_registry() -> Registry:
@@ -126,7 +156,7 @@ def default_registry() -> Registry:
 
 def reset() -> None:
     """Close every open store (tests; forked children)."""
-    global _default_url
+    global _default_url, _default_namespace
     with _lock:
         for reg in _registries.values():
             try:
@@ -135,6 +165,8 @@ def reset() -> None:
                 pass
         _registries.clear()
         _default_url = None
+        _default_namespace = None
+        _site_namespaces.clear()
 
 
 class _SiteConfigProxy:

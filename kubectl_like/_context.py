@@ -61,6 +61,9 @@ class Ctx:
     def namespace(self) -> str:
         if self.namespace_flag:
             return self.namespace_flag
+        env = os.environ.get("BALSAM_NAMESPACE")
+        if env:
+            return env
         cfg = self.site_config(required=False)
         return cfg.namespace if cfg is not None else "default"
 
