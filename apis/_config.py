@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,23 @@ def load_site_config(site: str | os.PathLike[str] | None = None) -> SiteConfig:
     name = str(doc.pop("name", path.name))
     url = str(doc.pop("store", f"sqlite:///{path / 'store.db'}"))
     ns = str(doc.pop("namespace", "default"))
-    return SiteConfig(path=path, name=name, store_url=url, namespace=ns, extra=doc)
+    return SiteConfig(path=path, name=name, store_url=_with_sqlite_options(url, doc), namespace=ns, extra=doc)
+
+
+SQLITE_OPTIONS = ("synchronous", "history")
+
+
+def _with_sqlite_options(url: str, doc: dict[str, Any]) -> str:
+    """settings.yml's ``synchronous:`` / ``history:`` as the SQLite URL's query (an option
+    already in the URL wins); they mean nothing to etcd."""
+    if not url.startswith("sqlite://"):
+        return url
+    base, _, query = url.partition("?")
+    have = urllib.parse.parse_qs(query)
+    extra = {k: str(doc[k]) for k in SQLITE_OPTIONS if k in doc and k not in have}
+    if not extra:
+        return url
+    return f"{base}?{'&'.join(p for p in (query, urllib.parse.urlencode(extra)) if p)}"
 
 
 def resolve_store_url(store_url: str | None = None, site: str | os.PathLike[str] | None = None) -> str:
