@@ -20,6 +20,7 @@ from ruamel.yaml import YAML
 import store as st
 
 from ._errors import SiteNotFound, StoreUnavailable
+from ._modes import SHARING, modes_for
 from ._registry import Registry
 
 SETTINGS_FILE = "settings.yml"
@@ -45,11 +46,17 @@ class SiteConfig:
     def apps_path(self) -> Path:
         return self.path / "apps"
 
+    @property
+    def sharing(self) -> str:
+        """``private`` (default) or ``group``: who may read the site (see apis._modes)."""
+        return str(self.extra.get("sharing", "private"))
+
     def save(self) -> None:
         doc = {"name": self.name, "store": self.store_url, "namespace": self.namespace, **self.extra}
         y = YAML()
         y.default_flow_style = False
-        with open(self.path / SETTINGS_FILE, "w") as f:
+        fd = os.open(self.path / SETTINGS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, modes_for(self.sharing).file)
+        with open(fd, "w") as f:
             y.dump(doc, f)
 
 
@@ -80,6 +87,8 @@ def load_site_config(site: str | os.PathLike[str] | None = None) -> SiteConfig:
     name = str(doc.pop("name", path.name))
     url = str(doc.pop("store", f"sqlite:///{path / 'store.db'}"))
     ns = str(doc.pop("namespace", "default"))
+    if str(doc.get("sharing", "private")) not in SHARING:
+        raise SiteNotFound(f"{f}: sharing: {doc['sharing']!r} is not one of {', '.join(SHARING)}")
     return SiteConfig(path=path, name=name, store_url=_with_sqlite_options(url, doc), namespace=ns, extra=doc)
 
 
