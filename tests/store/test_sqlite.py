@@ -230,7 +230,7 @@ def test_reads_work_on_a_full_disk(tmp_path: Path, held_open: bool) -> None:
     import subprocess
     import sys
 
-    from tests._fulldisk import fill, small_tmpfs
+    from tests._fulldisk import fill, release, small_tmpfs
 
     with small_tmpfs(tmp_path / "disk") as disk:
         db = disk / "store.db"
@@ -251,7 +251,7 @@ def test_reads_work_on_a_full_disk(tmp_path: Path, held_open: bool) -> None:
         if held_open:
             with pytest.raises(Unavailable, match="disk is full"):
                 s.put("/k/new", b"x" * 100_000)
-        filler.unlink()
+        release(filler)
         s = SQLiteStore(f"sqlite://{db}") if not held_open else s
         try:
             s.put("/k/after", b"1")
