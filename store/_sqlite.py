@@ -45,6 +45,10 @@ Options ride on the URL's query: ``sqlite:///PATH?synchronous=full&history=600``
   seconds ago: superseded rows and tombstones below it are deleted, so the log holds the
   live keys plus the last ``history`` seconds of changes. A watch that falls further behind
   gets ``Compacted`` and relists (informers, ``get -w``, futures and agents do).
+
+When writes fail (a full disk) the poller says so once and retries every second; when they
+work again it first renews every lease by its TTL (as etcd's new leader does), so that the
+outage itself expires no live holder's lease (agents' Nodes, the leader's lease).
   New files use ``auto_vacuum=INCREMENTAL`` and give freed pages back after a compaction.
 
 Opening an existing store writes nothing (no schema statements, no pragma that writes), so
@@ -784,6 +788,13 @@ class SQLiteStore(Store):
             self._txn_in(conn, (), [Delete(n) for n in names], ())
         return True
 
+    def _renew_leases(self) -> None:
+        """After writes failed (a full disk), give every lease its TTL again from now, as
+        etcd does when a new leader takes over: no holder could send a keepalive while
+        nothing could be written, so an outage must not expire the leases of live holders."""
+        with self._writing() as conn:
+            conn.execute("UPDATE lease SET expiry = MAX(expiry, ? + ttl)", (time.time(),))
+
     def _reap_expired(self) -> None:
         now = time.time()
         conn = self._conn()
@@ -921,6 +932,8 @@ class SQLiteStore(Store):
                         self._catch_up(conn)
                 if time.monotonic() >= next_reap and not self._immutable:
                     next_reap = time.monotonic() + _LEASE_INTERVAL
+                    if self._unwritable:
+                        self._renew_leases()  # first: nobody could keep a lease alive meanwhile
                     self._reap_expired()
                     self._auto_compact()
                 if self._unwritable:
