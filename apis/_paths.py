@@ -98,3 +98,25 @@ def check_file_nofollow(root: Path, path: str | os.PathLike[str]) -> Path:
     finally:
         os.close(fd)
     return root.joinpath(*parts)
+
+
+SETTINGS_FILE = "settings.yml"
+
+
+def data_root_of(path: str | os.PathLike[str]) -> Path | None:
+    """The ``data/`` directory of the site that ``path`` (absolute, lexical) lies in: the
+    nearest ancestor named ``data`` beside a ``settings.yml``; None outside any site."""
+    p = Path(os.path.normpath(os.fspath(path)))
+    for a in p.parents:
+        if a.name == "data" and (a.parent / SETTINGS_FILE).is_file():
+            return a
+    return None
+
+
+def check_local_transfer_path(path: str | os.PathLike[str]) -> None:
+    """A transfer's local side (a stage-in's destination, a stage-out's source) reached from
+    its site's ``data/`` without a symbolic link, the path itself included; UnsafePath if not.
+    A path outside any site directory is not ours to judge and passes."""
+    root = data_root_of(path)
+    if root is not None:
+        check_file_nofollow(root, os.path.relpath(os.path.normpath(os.fspath(path)), root))
