@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         registry = open_registry(url)
         hooks = ProcessHookRunner(store_url=url, site_path=site_path, workers=args.hook_workers,
                                   timeout=args.hook_timeout,
-                                  log_dir=site_path / "logs" if site_path is not None else None)
+                                  log_dir=site_path / "logs" if site_path is not None else None,
+                                  namespace=namespace)
         mgr = ControllerManager(registry, namespace, args.identity, args.lease_ttl, hooks=hooks, freeze_gc=True)
     except ApiError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -44,6 +44,8 @@ EXPECTED_FIGURES = {
     "parsl": {"spawn", "pool_bash", "pool_python", "{b}.balsamctl"},
     "scale": {"{b}.raw_puts", "{b}.create_5e2", "{b}.count_ms_2e3", "{b}.selector_cli_ms_2e3",
               "{b}.cli_startup_ms_2e3", "{b}.informer_rss_mib_2e3", "{b}.cm_rss_mib_2e3"},
+    "durability": {"{b}.normal_single_puts", "{b}.full_single_puts", "{b}.normal_bulk_create",
+                   "{b}.full_bulk_create", "{b}.normal_e2e_jobs_per_s", "{b}.full_e2e_jobs_per_s"},
     "placement": {"engine", "placements", "placements_with_events", "lower_bound_rounds", "rounds", "efficiency",
                   "unschedulable"},
 }
