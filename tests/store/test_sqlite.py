@@ -258,3 +258,33 @@ def test_reads_work_on_a_full_disk(tmp_path: Path, held_open: bool) -> None:
             assert s.count("/k/") == 21
         finally:
             s.close()
+
+
+def test_leases_outlive_a_full_disk(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """While nothing can be written no holder can send a keepalive: when writes work again the
+    store renews every lease (as etcd's new leader does) instead of reaping them all."""
+    import logging
+
+    from tests._fulldisk import fill, release, small_tmpfs
+
+    caplog.set_level(logging.WARNING, logger="store._sqlite")
+    with small_tmpfs(tmp_path / "disk") as disk:
+        s = SQLiteStore(f"sqlite://{disk}/store.db")
+        try:
+            lease = s.lease_grant(1.0)
+            s.put("/node/n1", b"alive", lease=lease)
+            expiry = s._conn().execute("SELECT expiry FROM lease WHERE id = ?", (lease,)).fetchall()[0][0]
+            filler = fill(disk)
+            deadline = time.monotonic() + 60
+            while "retrying every second" not in caplog.text:  # the poller met the full disk
+                assert time.monotonic() < deadline, "the poller never tried to reap the expired lease"
+                time.sleep(0.05)
+            assert time.time() > expiry  # the lease expired during the outage
+            release(filler)
+            while "writable again" not in caplog.text:
+                assert time.monotonic() < deadline + 60, "writes did not come back"
+                time.sleep(0.05)
+            assert s.get("/node/n1") is not None  # renewed, not reaped
+            s.lease_keepalive(lease)  # and its holder can keep it
+        finally:
+            s.close()
