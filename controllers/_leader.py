@@ -90,25 +90,27 @@ class LeaderElector:
         when the lease is gone, or when it could not be renewed for 2/3 of its TTL (the store
         is away: the lease may expire before it answers, so stop acting now)."""
         over = term_over or threading.Event()
+        lease_id = self.lease_id  # this term's lease: a later term's is not this thread's business
         failing = False
         while not stop.wait(self.ttl / 3) and not over.is_set():
             try:
                 t0 = time.monotonic()
-                self.store.lease_keepalive(self.lease_id)
+                self.store.lease_keepalive(lease_id)
                 self.renewed_at = t0
                 if failing:
                     log.warning("%s renewed its leader lease again", self.identity)
                 failing = False
             except st.LeaseNotFound:
-                log.warning("%s lost its leader lease; stepping down", self.identity)
-                on_lost()
+                if not over.is_set():
+                    log.warning("%s lost its leader lease; stepping down", self.identity)
+                    on_lost()
                 return
             except st.StoreError as e:
                 if not failing:
                     log.warning("cannot renew the leader lease (%s); stepping down if it is not renewed "
                                 "within %.1fs", e, self.ttl * 2 / 3)
                 failing = True
-                if time.monotonic() - self.renewed_at >= self.ttl * 2 / 3:
+                if time.monotonic() - self.renewed_at >= self.ttl * 2 / 3 and not over.is_set():
                     log.warning("%s could not renew its leader lease for %.1fs; stepping down", self.identity,
                                 time.monotonic() - self.renewed_at)
                     on_lost()
