@@ -9,16 +9,16 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from tests._support import skip_or_fail
 
 
 @contextlib.contextmanager
 def small_tmpfs(path: Path, size: str = "4m", inodes: int = 2000) -> Iterator[Path]:
     """Mount a tmpfs of ``size`` bytes and ``inodes`` inodes at ``path`` (made 0700) for the
-    block; skip when not root (mount needs it; CI runs as root)."""
+    block; skip when not root (mount needs it), fail so in CI (which runs as root)."""
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
-        pytest.skip("a full-disk test mounts a tmpfs, which needs root (CI runs as root)")
+        skip_or_fail("a full-disk test mounts a tmpfs, which needs root (CI runs as root)")
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},nr_inodes={inodes},mode=0700", "tmpfs", str(path)],
                    check=True)
     try:
