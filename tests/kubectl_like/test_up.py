@@ -259,7 +259,7 @@ def test_what_up_and_its_processes_write_is_private(site: Site) -> None:
     assert site.sh("apply", "-f", str(MANIFESTS / "hello.yaml")).exit_code == 0
     old = os.umask(0o022)
     try:
-        code, _, err, _ = up(site, "--until-done")
+        code, _, err, _ = up(site, "--until-done", timeout=240)
     finally:
         os.umask(old)
     assert code == 0, err
