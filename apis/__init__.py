@@ -7,11 +7,15 @@
 
 from __future__ import annotations
 
-from . import _live_edits  # noqa: F401  - registers the admission check for edits of live Jobs
+from . import (
+    _app_admission,  # noqa: F401  - registers the admission check of App commands
+    _live_edits,  # noqa: F401  - registers the admission check for edits of live Jobs
+)
 from ._appdef import ApplicationDefinition
 from ._client import DoesNotExist, Manager, MultipleObjectsReturned
 from ._config import (
     SiteConfig,
+    default_namespace,
     default_registry,
     load_site_config,
     open_registry,
@@ -153,6 +157,7 @@ __all__ = [
     "WatchEvent",
     "advance",
     "check_transition",
+    "default_namespace",
     "default_registry",
     "describe_validation_error",
     "field_value",

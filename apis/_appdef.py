@@ -44,6 +44,7 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ._config import default_namespace
 from ._errors import AlreadyExists, Invalid, NotFound
 from ._pycodec import b64pickle, encode_params
 
@@ -254,9 +255,11 @@ class ApplicationDefinition:
         return default_registry()
 
     @classmethod
-    def sync(cls, *, namespace: str = "default", by_value: bool | None = None) -> App:
-        """Create or update the App resource (``balsamctl get apps`` lists it)."""
+    def sync(cls, *, namespace: str | None = None, by_value: bool | None = None) -> App:
+        """Create or update the App resource (``balsamctl get apps`` lists it) in ``namespace``
+        (default: the site's, see ``apis.default_namespace``)."""
         reg = cls._registry()
+        namespace = namespace if namespace is not None else default_namespace()
         want = cls.to_app(namespace, by_value=by_value)
         from ._kinds import App
 
@@ -313,7 +316,8 @@ class ApplicationDefinition:
         params = dict(job_kw.pop("parameters", None) or {})
         params.update({k: v for k, v in kwargs.items() if k not in JOB_KEYWORDS})
         cls._check_parameters(params)
-        namespace = str(job_kw.get("namespace") or "default")
+        namespace = str(job_kw.get("namespace") or default_namespace())
+        job_kw["namespace"] = namespace
         app = cls._ensure_app(namespace)
         encoded = encode_params(params) if cls.is_python_app() else params
         job = Job.model_validate({"app_id": app, "workdir": str(workdir), "parameters": encoded, **job_kw})

@@ -42,6 +42,18 @@ def _registry() -> Registry:
     return default_registry()
 
 
+def _in_default_namespace(obj: Any) -> None:
+    """A new object whose namespace nobody named goes to the site's (apis.default_namespace),
+    not to ``default``: the site would never look there."""
+    meta = obj.metadata
+    if "namespace" not in meta.model_fields_set:
+        from ._config import default_namespace
+
+        ns = default_namespace()
+        if ns != meta.namespace:
+            meta.namespace = ns
+
+
 class Manager(Generic[R]):
     """``Kind.objects``: entry point of queries and bulk writes."""
 
@@ -92,6 +104,8 @@ class Manager(Generic[R]):
             captured = _create_interceptor(items)
             if captured is not None:
                 return captured
+        for obj in items:
+            _in_default_namespace(obj)
         out: list[R] = []
         for i in range(0, len(items), batch_size):
             out.extend(self.registry.create_many(items[i : i + batch_size]))
@@ -152,6 +166,7 @@ class ClientMixin:
         reg = _registry()
         kind = type(self)
         if not self.metadata.resource_version:
+            _in_default_namespace(self)
             captured = _create_interceptor([self]) if _create_interceptor is not None else None
             if captured is not None:
                 self._adopt(captured[0])

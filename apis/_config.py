@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from ruamel.yaml import YAML
 import store as st
 
 from ._errors import SiteNotFound, StoreUnavailable
+from ._modes import SHARING, modes_for
 from ._registry import Registry
 
 SETTINGS_FILE = "settings.yml"
@@ -44,11 +46,17 @@ class SiteConfig:
     def apps_path(self) -> Path:
         return self.path / "apps"
 
+    @property
+    def sharing(self) -> str:
+        """``private`` (default) or ``group``: who may read the site (see apis._modes)."""
+        return str(self.extra.get("sharing", "private"))
+
     def save(self) -> None:
         doc = {"name": self.name, "store": self.store_url, "namespace": self.namespace, **self.extra}
         y = YAML()
         y.default_flow_style = False
-        with open(self.path / SETTINGS_FILE, "w") as f:
+        fd = os.open(self.path / SETTINGS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, modes_for(self.sharing).file)
+        with open(fd, "w") as f:
             y.dump(doc, f)
 
 
@@ -79,7 +87,25 @@ def load_site_config(site: str | os.PathLike[str] | None = None) -> SiteConfig:
     name = str(doc.pop("name", path.name))
     url = str(doc.pop("store", f"sqlite:///{path / 'store.db'}"))
     ns = str(doc.pop("namespace", "default"))
-    return SiteConfig(path=path, name=name, store_url=url, namespace=ns, extra=doc)
+    if str(doc.get("sharing", "private")) not in SHARING:
+        raise SiteNotFound(f"{f}: sharing: {doc['sharing']!r} is not one of {', '.join(SHARING)}")
+    return SiteConfig(path=path, name=name, store_url=_with_sqlite_options(url, doc), namespace=ns, extra=doc)
+
+
+SQLITE_OPTIONS = ("synchronous", "history")
+
+
+def _with_sqlite_options(url: str, doc: dict[str, Any]) -> str:
+    """settings.yml's ``synchronous:`` / ``history:`` as the SQLite URL's query (an option
+    already in the URL wins); they mean nothing to etcd."""
+    if not url.startswith("sqlite://"):
+        return url
+    base, _, query = url.partition("?")
+    have = urllib.parse.parse_qs(query)
+    extra = {k: str(doc[k]) for k in SQLITE_OPTIONS if k in doc and k not in have}
+    if not extra:
+        return url
+    return f"{base}?{'&'.join(p for p in (query, urllib.parse.urlencode(extra)) if p)}"
 
 
 def resolve_store_url(store_url: str | None = None, site: str | os.PathLike[str] | None = None) -> str:
@@ -94,6 +120,8 @@ def resolve_store_url(store_url: str | None = None, site: str | os.PathLike[str]
 _lock = threading.Lock()
 _registries: dict[str, Registry] = {}
 _default_url: str | None = None
+_default_namespace: str | None = None  # fixed by use(namespace=...) or use(site=...)
+_site_namespaces: dict[tuple[str, str], str] = {}  # (BALSAM_SITE_PATH, cwd) -> the site's namespace
 
 
 def open_registry(url: str) -> Registry:
@@ -109,13 +137,41 @@ def open_registry(url: str) -> Registry:
         return reg
 
 
-def use(store_url: str | None = None, site: str | os.PathLike[str] | None = None) -> Registry:
-    """Point the Python client (``Job.objects`` and friends) at a store."""
-    global _default_url
+def use(
+    store_url: str | None = None, site: str | os.PathLike[str] | None = None, namespace: str | None = None
+) -> Registry:
+    """Point the Python client (``Job.objects`` and friends) at a store, and at a namespace:
+    ``namespace``, else the site's ``namespace:`` from settings.yml when ``site`` is given."""
+    global _default_url, _default_namespace
     url = resolve_store_url(store_url, site)
     reg = open_registry(url)
     _default_url = url
+    if namespace is not None:
+        _default_namespace = namespace
+    elif site is not None:
+        _default_namespace = load_site_config(site).namespace
     return reg
+
+
+def default_namespace() -> str:
+    """The namespace the Python client reads and writes when none is named: the one given to
+    ``use()``, else ``BALSAM_NAMESPACE``, else the site's ``namespace:`` (settings.yml of the
+    site found as the CLI finds it), else ``default``. A client that ignored the site's
+    namespace would read another site's jobs and write where the site never looks."""
+    if _default_namespace is not None:
+        return _default_namespace
+    env = os.environ.get("BALSAM_NAMESPACE")
+    if env:
+        return env
+    key = (os.environ.get("BALSAM_SITE_PATH", ""), os.getcwd())
+    ns = _site_namespaces.get(key)
+    if ns is None:
+        try:
+            ns = load_site_config().namespace
+        except SiteNotFound:
+            ns = "default"
+        _site_namespaces[key] = ns
+    return ns
 
 
 def default_registry() -> Registry:
@@ -126,7 +182,7 @@ def default_registry() -> Registry:
 
 def reset() -> None:
     """Close every open store (tests; forked children)."""
-    global _default_url
+    global _default_url, _default_namespace
     with _lock:
         for reg in _registries.values():
             try:
@@ -135,6 +191,8 @@ def reset() -> None:
                 pass
         _registries.clear()
         _default_url = None
+        _default_namespace = None
+        _site_namespaces.clear()
 
 
 class _SiteConfigProxy:

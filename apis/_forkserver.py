@@ -162,8 +162,8 @@ def _child(spec: dict[str, Any], devnull: int, inherited: tuple[Any, ...]) -> No
         cwd = spec["cwd"]
         os.makedirs(cwd, exist_ok=True)
         os.chdir(cwd)
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if spec.get("append") else os.O_TRUNC)
-        out = os.open(spec["stdout"], flags, 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if spec.get("append") else os.O_TRUNC)
+        out = os.open(spec["stdout"], flags, 0o660)  # the umask makes it 0600 (0640 in a group site)
         os.dup2(out, 1)
         os.dup2(out, 2)
         os.close(out)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ._config import default_namespace
 from ._errors import BadRequest
 from ._registry import _gc_paused
 from ._selectors import Selector, parse_selector
@@ -105,10 +106,10 @@ class _Inexact:
 class QuerySet(Generic[R]):
     """``Kind.objects.filter(...)``: nothing is read until iterated, counted or sliced."""
 
-    def __init__(self, model: type[R], registry: Registry | None = None, namespace: str = "default") -> None:
+    def __init__(self, model: type[R], registry: Registry | None = None, namespace: str | None = None) -> None:
         self.model = model
         self._registry = registry
-        self.namespace = namespace
+        self.namespace = namespace if namespace is not None else default_namespace()
         self._preds: list[Pred] = []
         self._index: list[tuple[str, list[str]]] = []  # (index, values): name must be in the union
         self._only_index = True

@@ -12,6 +12,10 @@ what ``apply`` accepts is exactly what an agent can run:
 * every ``{{ expression }}`` is passed through :func:`shlex.quote` after its filters ran,
   so a value ``; rm -rf ~`` or ``$(touch pwned)`` reaches the program as one literal
   argument. Do not put quotes around ``{{ x }}`` in a template: the quoting is done for you.
+  A placeholder inside quotes (``"{{ x }}"``, ``'{{ x }}'``) or inside a command substitution
+  (``$( ... )``, backticks) is refused when the App is created: there the shell would see the
+  quotes we add as literal characters (``"'$(touch f)'"`` runs ``touch f``), so the message
+  shows the safe form, ``echo {{ x }}``.
 
 Errors are :class:`TemplateError` (a ``ValueError``) whose message names the parameter.
 """
@@ -27,7 +31,7 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
-__all__ = ["TemplateError", "render_command", "template_variables", "validate_command"]
+__all__ = ["TemplateError", "check_placeholder_quoting", "render_command", "template_variables", "validate_command"]
 
 
 class TemplateError(ValueError):
@@ -56,6 +60,99 @@ def _compile(template: str) -> tuple[jinja2.Template, frozenset[str]]:
         raise TemplateError(f"command template: syntax error on line {e.lineno}: {e.message}") from None
 
 
+_MARK = "\x00"  # stands for one {{ ... }} while the shell text around it is scanned
+
+
+def _shell_text(template: str) -> tuple[str, list[str]]:
+    """The template's literal text with every ``{{ ... }}`` replaced by ``_MARK`` (and
+    ``{% %}``/``{# #}`` blocks dropped), and the source of each placeholder in order."""
+    text: list[str] = []
+    sources: list[str] = []
+    current: list[str] | None = None
+    for _, token, value in _env.lex(template):
+        if token == "variable_begin":
+            current = [value]
+        elif token == "variable_end" and current is not None:
+            current.append(value)
+            sources.append("".join(current))
+            text.append(_MARK)
+            current = None
+        elif current is not None:
+            current.append(value)
+        elif token == "data":
+            text.append(value)
+    return "".join(text), sources
+
+
+def _unsafe_placeholders(text: str) -> list[tuple[int, str]]:
+    """(placeholder index, where) for each ``_MARK`` that the shell would not read as a bare
+    word: inside '...', "...", $'...', $( ... ) or `...`. A small POSIX-shell quote scanner:
+    enough for command lines, not a parser (a heredoc body is read as plain words)."""
+    found: list[tuple[int, str]] = []
+    stack: list[str] = []  # open contexts: "'", '"', "$(", "`"
+    i, n, mark = 0, len(text), 0
+    while i < n:
+        c = text[i]
+        top = stack[-1] if stack else ""
+        if c == _MARK:
+            where = next((ctx for ctx in reversed(stack) if ctx in ("'", '"')), None) or (
+                next((ctx for ctx in reversed(stack) if ctx in ("$(", "`")), None))
+            if where is not None:
+                found.append((mark, where))
+            mark += 1
+            i += 1
+            continue
+        if top == "'":
+            if c == "'":
+                stack.pop()
+            i += 1
+            continue
+        if c == "\\":
+            i += 2
+            continue
+        if top == "`" and c == "`":
+            stack.pop()
+        elif c == "`":
+            stack.append("`")
+        elif top == '"' and c == '"':
+            stack.pop()
+        elif c == "$" and text[i + 1 : i + 2] == "(":
+            stack.append("$(")
+            i += 1
+        elif top == "$(" and c == ")":
+            stack.pop()
+        elif top == "$(" and c == "(":
+            stack.append("$(")  # a nested ( ... ) inside a substitution: closed by its own )
+        elif top != '"' and c == '"':
+            stack.append('"')
+        elif top != '"' and c == "'":
+            stack.append("'")  # also $'...': the $ before it changes nothing here
+        i += 1
+    return found
+
+
+_WHERE = {"'": "inside single quotes", '"': "inside double quotes", "$(": "inside $( ... )",
+          "`": "inside backticks"}
+
+
+def check_placeholder_quoting(template: str) -> None:
+    """Raise TemplateError if a ``{{ ... }}`` sits where the shell would not take its quoted
+    value as one literal word (see the module docstring)."""
+    if "{{" not in template:
+        return
+    _compile(template)  # syntax errors first, with their own message
+    text, sources = _shell_text(template)
+    bad = _unsafe_placeholders(text)
+    if not bad:
+        return
+    idx, where = bad[0]
+    src = sources[idx] if idx < len(sources) else "{{ ... }}"
+    raise TemplateError(
+        f"command template: placeholder {src} is {_WHERE[where]}; values are already shell-quoted, so "
+        f"write it as a bare word, e.g. 'echo {src}' (there a value such as $(touch f) would run)"
+    )
+
+
 def template_variables(template: str) -> frozenset[str]:
     """The names a template reads (what Balsam infers as an App's parameters)."""
     return _compile(template)[1]
@@ -70,8 +167,10 @@ def _param_fields(p: Any) -> tuple[bool, str | None]:
 
 def validate_command(template: str, declared: Mapping[str, Any]) -> None:
     """Raise TemplateError unless ``template`` parses and reads only declared parameters.
-    ``declared`` maps names to ``AppParameter`` (or ``{required, default}`` dicts)."""
+    ``declared`` maps names to ``AppParameter`` (or ``{required, default}`` dicts), and
+    unless every placeholder stands as a bare shell word (check_placeholder_quoting)."""
     _, variables = _compile(template)
+    check_placeholder_quoting(template)
     undeclared = sorted(variables - set(declared))
     if undeclared:
         names = ", ".join(f'"{n}"' for n in undeclared)

@@ -11,6 +11,7 @@ import sys
 import threading
 
 from apis import ApiError, load_site_config, open_registry, resolve_store_url
+from apis._modes import apply_umask
 
 from ._manager import ControllerManager
 from .hookpool import ProcessHookRunner
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_site_config(args.site)
             site_path = cfg.path
             namespace = args.namespace or cfg.namespace
+            apply_umask(cfg.sharing)  # logs, hooks' files: private unless the site is group-shared
             cfg.logs_path.mkdir(parents=True, exist_ok=True)
             log_file = cfg.logs_path / "controller-manager.log"
         except ApiError:
@@ -50,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         registry = open_registry(url)
         hooks = ProcessHookRunner(store_url=url, site_path=site_path, workers=args.hook_workers,
                                   timeout=args.hook_timeout,
-                                  log_dir=site_path / "logs" if site_path is not None else None)
+                                  log_dir=site_path / "logs" if site_path is not None else None,
+                                  namespace=namespace)
         mgr = ControllerManager(registry, namespace, args.identity, args.lease_ttl, hooks=hooks, freeze_gc=True)
     except ApiError as e:
         print(f"error: {e}", file=sys.stderr)

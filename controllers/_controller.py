@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from apis import ApiError, Conflict, NotFound, Registry, Resource
 
+from ._backoff import MAX_BACKOFF, STORE_TROUBLE
 from ._queue import ShutDown, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,8 @@ class Controller:
         self.reconciles = 0
         self.errors = 0
         self.writes = 0
+        self._store_failing = False  # said once per outage (see _store_trouble)
+        self._store_delay = 0.0
 
     @property
     def name(self) -> str:
@@ -143,6 +146,8 @@ class Controller:
                 return
             try:
                 self.process(batch)
+            except STORE_TROUBLE as e:  # the store went away mid-batch: retried with backoff
+                self._store_trouble(e, batch)
             except Exception:  # never let the worker die
                 log.exception("controller %s: batch failed", self.name)
                 for req in batch:
@@ -162,6 +167,10 @@ class Controller:
             except TerminalError as e:
                 log.error("controller %s: %s/%s: %s (not retried)", self.name, req.namespace, req.name, e)
                 self.queue.forget(req)
+                continue
+            except STORE_TROUBLE as e:
+                self.errors += 1
+                self._store_trouble(e, [req])
                 continue
             except Exception as e:
                 self.errors += 1
@@ -186,6 +195,10 @@ class Controller:
             for req, _ in per_key:
                 self.queue.forget(req)
             return
+        except STORE_TROUBLE as e:  # nothing was written: every key is tried again later
+            self._write_failed(merged)
+            self._store_trouble(e, [req for req, _ in per_key])
+            return
         except (Conflict, NotFound, ApiError) as e:
             if len(per_key) == 1:
                 self._write_failed(per_key[0][1])
@@ -203,6 +216,17 @@ class Controller:
                 self._write_failed(w)
                 self.queue.add_rate_limited(req)
 
+    def _store_trouble(self, error: BaseException, reqs: list[Request]) -> None:
+        """Retry ``reqs`` after the controller's outage backoff (0.1 s doubling to 5 s, not the
+        per-key backoff, which grows to minutes: the keys are not at fault), and say so once
+        per outage."""
+        if not self._store_failing:
+            self._store_failing = True
+            log.warning("controller %s: store unavailable (%s); its keys are retried with backoff", self.name, error)
+        self._store_delay = min(MAX_BACKOFF, max(0.1, self._store_delay * 2))
+        for req in reqs:
+            self.queue.add_after(req, self._store_delay)
+
     def _write_failed(self, writes: Writes) -> None:
         """Tell a reconciler that keeps its own bookkeeping (placement) which steps did not land."""
         hook = getattr(self.reconciler, "on_write_failed", None)
@@ -211,6 +235,10 @@ class Controller:
             hook(names + [o.name for o in writes.deletes])
 
     def _written(self, written: list[Resource], deleted: list[Resource]) -> None:
+        self._store_delay = 0.0
+        if self._store_failing:
+            self._store_failing = False
+            log.warning("controller %s: store reachable again", self.name)
         for obj in written:
             cache = self.caches.get(obj.KIND)
             if cache is not None:

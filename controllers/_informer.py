@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, Literal, TypeVar
 
 import store as st
-from apis import Registry, Resource
+from apis import Registry, Resource, StoreUnavailable
+
+from ._backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -209,22 +211,29 @@ class Informer(Generic[R]):
 
     def _run(self) -> None:
         prefix_len = len(f"/registry/{self.kind.PLURAL}/{self.namespace}/")
+        backoff = Backoff(f"{self.kind.PLURAL} informer")
         while not self._stop.is_set():
             watch = self._watch
-            assert watch is not None
+            if watch is None:  # the last relist failed: the store is away
+                error = self._rewatch()
+                if error is None:
+                    backoff.ok()
+                elif not self._stop.is_set():
+                    backoff.failed(error, self._stop)
+                continue
             try:
                 events = watch.poll(0.5)
             except st.Compacted:
                 log.warning("%s watch compacted; relisting", self.kind.PLURAL)
                 self.relists += 1
-                self._rewatch()
+                self._drop_watch()
                 continue
-            except (st.WatchClosed, st.Unavailable):
+            except (st.StoreError, StoreUnavailable) as e:
                 if self._stop.is_set():
                     return
-                log.warning("%s watch closed; relisting", self.kind.PLURAL)
-                self._stop.wait(0.2)
-                self._rewatch()
+                if backoff.failing_since is None:
+                    log.info("%s watch ended (%s); relisting", self.kind.PLURAL, e)
+                self._drop_watch()
                 continue
             for ev in events:
                 name = ev.kv.key[prefix_len:]
@@ -246,16 +255,23 @@ class Informer(Generic[R]):
                 except Exception:
                     log.exception("cannot apply %s event for %s", ev.type, ev.kv.key)
 
-    def _rewatch(self) -> None:
-        try:
-            if self._watch is not None:
+    def _drop_watch(self) -> None:
+        if self._watch is not None:
+            with contextlib.suppress(st.StoreError):
                 self._watch.close()
+            self._watch = None
+
+    def _rewatch(self) -> BaseException | None:
+        """Relist and watch from the list's revision; returns the store's error instead of
+        raising it (the caller backs off: the cache keeps serving its last state)."""
+        try:
             revision = self._relist()
             self._watch = self.registry.store.watch(
                 f"/registry/{self.kind.PLURAL}/{self.namespace}/", revision + 1
             )
-        except st.StoreError:
-            log.exception("relist of %s failed; will retry", self.kind.PLURAL)
+            return None
+        except (st.StoreError, StoreUnavailable) as e:
+            return e
 
     def stop(self) -> None:
         self._stop.set()

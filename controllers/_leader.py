@@ -4,15 +4,24 @@ The leader holds ``/leases/controller-manager/<namespace>`` under a store lease 
 alive; a standby watches that key and takes over when it vanishes (the leader's process
 died and its lease expired, or it stepped down). Losing the lease stops the leader's
 controllers at once, so two managers never act together for longer than a keepalive.
+
+A store outage (etcd down, a full disk under SQLite) is waited out, never fatal: a standby
+retries with backoff; a leader that cannot renew its lease steps down before the lease can
+have expired (two thirds of the TTL after its last renewal), so that a standby that takes
+over never overlaps with it, and then campaigns again like any standby. One log line says
+what it waits for, one says when the store answers again.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import store as st
+
+from ._backoff import STORE_TROUBLE, Backoff
 
 log = logging.getLogger(__name__)
 
@@ -26,48 +35,86 @@ class LeaderElector:
         self.identity = identity
         self.ttl = ttl
         self.lease_id = 0
+        self.renewed_at = 0.0  # monotonic time of the last grant or keepalive that succeeded
 
     def holder(self) -> str | None:
         kv = self.store.get(self.key)
         return kv.value.decode() if kv is not None else None
 
     def try_acquire(self) -> bool:
+        t0 = time.monotonic()
         lease = self.store.lease_grant(self.ttl)
         res = self.store.txn([st.Compare.absent(self.key)], [st.Put(self.key, self.identity.encode(), lease)])
         if res.succeeded:
             self.lease_id = lease
+            self.renewed_at = t0
             return True
         self.store.lease_revoke(lease)
         return False
 
     def wait_for_leadership(self, stop: threading.Event) -> bool:
-        """Block until this process leads (True) or ``stop`` is set (False)."""
+        """Block until this process leads (True) or ``stop`` is set (False); a store outage
+        is waited out with backoff."""
+        backoff = Backoff(f"leader election of {self.key}")
         while not stop.is_set():
-            rev = self.store.current_revision()
-            if self.try_acquire():
-                log.info("%s became leader", self.identity)
-                return True
-            log.info("standing by: %s leads", self.holder())
-            with self.store.watch(self.key, rev + 1) as w:
-                while not stop.is_set():
-                    events = w.poll(min(1.0, self.ttl / 3))
-                    if any(e.type == "DELETE" for e in events):
-                        break
-                    if not events and self.store.get(self.key) is None:
-                        break
+            try:
+                if self._campaign(stop):
+                    backoff.ok()
+                    return True
+                backoff.ok()
+            except STORE_TROUBLE as e:
+                backoff.failed(e, stop)
         return False
 
-    def keep_leading(self, stop: threading.Event, on_lost: Callable[[], None]) -> None:
-        """Refresh the lease every ttl/3 until ``stop``; call ``on_lost`` if it is lost."""
-        while not stop.wait(self.ttl / 3):
+    def _campaign(self, stop: threading.Event) -> bool:
+        rev = self.store.current_revision()
+        if self.try_acquire():
+            log.info("%s became leader", self.identity)
+            return True
+        log.info("standing by: %s leads", self.holder())
+        with self.store.watch(self.key, rev + 1) as w:
+            while not stop.is_set():
+                try:
+                    events = w.poll(min(1.0, self.ttl / 3))
+                except st.Compacted:
+                    return False  # look again
+                if any(e.type == "DELETE" for e in events):
+                    return False
+                if not events and self.store.get(self.key) is None:
+                    return False
+        return False
+
+    def keep_leading(self, stop: threading.Event, on_lost: Callable[[], None],
+                     term_over: threading.Event | None = None) -> None:
+        """Refresh the lease every ttl/3 until ``stop`` (or ``term_over``); call ``on_lost``
+        when the lease is gone, or when it could not be renewed for 2/3 of its TTL (the store
+        is away: the lease may expire before it answers, so stop acting now)."""
+        over = term_over or threading.Event()
+        lease_id = self.lease_id  # this term's lease: a later term's is not this thread's business
+        failing = False
+        while not stop.wait(self.ttl / 3) and not over.is_set():
             try:
-                self.store.lease_keepalive(self.lease_id)
+                t0 = time.monotonic()
+                self.store.lease_keepalive(lease_id)
+                self.renewed_at = t0
+                if failing:
+                    log.warning("%s renewed its leader lease again", self.identity)
+                failing = False
             except st.LeaseNotFound:
-                log.error("%s lost its leader lease", self.identity)
-                on_lost()
+                if not over.is_set():
+                    log.warning("%s lost its leader lease; stepping down", self.identity)
+                    on_lost()
                 return
             except st.StoreError as e:
-                log.warning("lease keepalive failed (%s); retrying", e)
+                if not failing:
+                    log.warning("cannot renew the leader lease (%s); stepping down if it is not renewed "
+                                "within %.1fs", e, self.ttl * 2 / 3)
+                failing = True
+                if time.monotonic() - self.renewed_at >= self.ttl * 2 / 3 and not over.is_set():
+                    log.warning("%s could not renew its leader lease for %.1fs; stepping down", self.identity,
+                                time.monotonic() - self.renewed_at)
+                    on_lost()
+                    return
 
     def step_down(self) -> None:
         if self.lease_id:

@@ -19,7 +19,7 @@ from apis import App, BatchJob, Job, Node, Registry, Site, TransferTask
 
 from ._controller import Controller, Request
 from ._informer import Informer
-from ._leader import LeaderElector
+from ._leader import STORE_TROUBLE, LeaderElector
 from .hooks import HookRunner, NoHooks
 from .transfer import task_indexers
 
@@ -67,6 +67,7 @@ class ControllerManager:
         self.informers: dict[str, Informer[Any]] = {}
         self.controllers: list[Controller] = []
         self.leading = threading.Event()
+        self.terms = 0  # how many times this manager became leader
         self._lost = threading.Event()
 
     def _build(self) -> None:
@@ -98,6 +99,13 @@ class ControllerManager:
             gc.freeze()
 
     def stop(self) -> None:
+        self._stop_term()
+        close_hooks = getattr(self.hooks, "close", None)
+        if close_hooks is not None:
+            close_hooks()  # running hook processes are killed
+
+    def _stop_term(self) -> None:
+        """Stop acting: controllers and informers (the hook runner stays for the next term)."""
         for ctl in self.controllers:
             ctl.stop()
             close = getattr(ctl.reconciler, "close", None)
@@ -105,29 +113,52 @@ class ControllerManager:
                 close()
         for inf in self.informers.values():
             inf.stop()
-        close_hooks = getattr(self.hooks, "close", None)
-        if close_hooks is not None:
-            close_hooks()  # running hook processes are killed
+        self.controllers, self.informers = [], {}
 
     def run(self, stop: threading.Event) -> int:
-        """Lead and reconcile until ``stop`` (exit 0) or the lease is lost (exit 1)."""
-        if not self.elector.wait_for_leadership(stop):
+        """Lead and reconcile until ``stop`` (exit 0). A lost lease, or a store outage that
+        keeps the lease from being renewed, ends the term: controllers stop at once, and the
+        manager campaigns again (a standby may lead meanwhile). The process never exits
+        because the store was away."""
+        try:
+            while not stop.is_set():
+                if not self.elector.wait_for_leadership(stop):
+                    return 0
+                self._lead(stop)
+                if self._lost.is_set() and not stop.is_set():
+                    log.warning("%s stepped down; campaigning again", self.identity)
             return 0
+        finally:
+            close_hooks = getattr(self.hooks, "close", None)
+            if close_hooks is not None:
+                close_hooks()
+
+    def _lead(self, stop: threading.Event) -> None:
+        """One term as leader: start, reconcile until stop or the lease is lost, stop."""
+        self._lost.clear()
+        self.terms += 1
         self.leading.set()
+        term_over = threading.Event()
         keeper = threading.Thread(
-            target=self.elector.keep_leading, args=(stop, self._on_lost), name="leader-lease", daemon=True
+            target=self.elector.keep_leading, args=(stop, self._on_lost, term_over), name="leader-lease",
+            daemon=True,
         )
         keeper.start()
-        self.start()
         try:
+            try:
+                self.start()
+            except STORE_TROUBLE as e:  # the informers' first list: the store went away meanwhile
+                log.warning("store unavailable while starting the controllers (%s); stepping down", e)
+                self._lost.set()
             while not stop.is_set() and not self._lost.is_set():
                 stop.wait(0.5)
         finally:
-            self.stop()
+            term_over.set()
+            self._stop_term()
             self.leading.clear()
-            if not self._lost.is_set():
-                self.elector.step_down()
-        return 1 if self._lost.is_set() else 0
+            self.elector.step_down()  # best effort: a lost lease is gone already
+            if self._lost.is_set():
+                stop.wait(min(1.0, self.elector.ttl / 3))  # let the store settle before campaigning
 
     def _on_lost(self) -> None:
         self._lost.set()

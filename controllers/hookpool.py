@@ -74,7 +74,7 @@ class ProcessHookRunner:
     """Runs hooks in a pool of processes (see the module docstring)."""
 
     def __init__(self, *, store_url: str, site_path: Path | None = None, workers: int | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, log_dir: Path | None = None) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, log_dir: Path | None = None, namespace: str | None = None) -> None:
         self.store_url = store_url
         self.site_path = site_path
         self.workers = max(1, workers or (os.cpu_count() or 2))
@@ -84,6 +84,8 @@ class ProcessHookRunner:
         env["BALSAM_STORE"] = store_url
         if site_path is not None:
             env["BALSAM_SITE_PATH"] = str(site_path)
+        if namespace is not None:  # a hook's Job.objects works where its manager does (-n included)
+            env["BALSAM_NAMESPACE"] = namespace
         self._env = env
         stderr = (log_dir / "hooks-forkserver.log") if log_dir is not None else None
         self._server = ForkServer(self._on_message, name="hook fork server", env=env, stderr=stderr)

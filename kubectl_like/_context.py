@@ -12,6 +12,7 @@ import click
 
 import store as st
 from apis import Registry, SiteConfig, SiteNotFound, StoreUnavailable, load_site_config
+from apis._modes import apply_umask
 
 from ._errors import render_error
 
@@ -39,6 +40,8 @@ class Ctx:
             self._site_looked_up = True
             try:
                 self._site_config = load_site_config(self.site)
+                # what this command and the processes it starts (up) make in the site is private
+                apply_umask(self._site_config.sharing)
             except SiteNotFound:
                 if required:
                     raise
@@ -61,6 +64,9 @@ class Ctx:
     def namespace(self) -> str:
         if self.namespace_flag:
             return self.namespace_flag
+        env = os.environ.get("BALSAM_NAMESPACE")
+        if env:
+            return env
         cfg = self.site_config(required=False)
         return cfg.namespace if cfg is not None else "default"
 

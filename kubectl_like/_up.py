@@ -60,6 +60,7 @@ from apis import (
     Registry,
     Site,
     SiteSpec,
+    StoreUnavailable,
     get_condition,
 )
 from controllers.batch.local import OWNER_ENV, LocalScheduler, state_dir
@@ -447,6 +448,30 @@ class UpOptions:
     wall_time_min: float = DEFAULT_WALL_TIME_MIN
 
 
+class StoreOutage:
+    """up rides through a store outage (etcd down, a full disk): one line on stderr when it
+    starts, one when it ends, ticks backed off to 2 s meanwhile; its children ride it out
+    themselves (they retry with backoff too)."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.delay = TICK
+
+    def failed(self, error: Exception) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            print(f"store unavailable ({error}); waiting for it", file=sys.stderr, flush=True)
+        self.delay = min(2.0, self.delay * 2)
+
+    def over(self) -> bool:
+        """True once, on the first good tick after an outage."""
+        if self.since is None:
+            return False
+        print(f"store reachable again after {time.monotonic() - self.since:.1f}s", file=sys.stderr, flush=True)
+        self.since, self.delay = None, TICK
+        return True
+
+
 @dataclass
 class Outcome:
     code: int
@@ -508,6 +533,7 @@ def _watch(opts: UpOptions, alloc: Allocation, children: Children, stop: Stop, c
             printed, printed_at = dict(counts), time.monotonic()
             print(progress_line(counts, rate, elapsed), file=sys.stderr, flush=True)
 
+    outage = StoreOutage()
     if live is not None:
         live.start()
     try:
@@ -524,24 +550,31 @@ def _watch(opts: UpOptions, alloc: Allocation, children: Children, stop: Stop, c
                 why = c.last_line()
                 return Outcome(1, err=f"{c.name} exited with code {c.proc.returncode}"
                                + (f": {why}" if why else f" (see {c.log})"))
-            ended = alloc.tick()
-            if ended is not None:
-                show(final=True)
-                return ended
-            if opts.until_done:
-                if done:
+            try:
+                ended = alloc.tick()
+                if ended is not None:
                     show(final=True)
-                    return _summary(counts)
-                if time.monotonic() - last_change >= QUIET:
-                    reason = None
-                    if alloc.nodes_registered():
-                        reason = stuck_reason(registry, ns, counts)
-                    if reason is not None:
+                    return ended
+                if opts.until_done:
+                    if done:
                         show(final=True)
-                        return Outcome(1, out=summary_line(counts), err=f"{reason} (see 'balsamctl get jobs -o wide')")
-                    last_change = time.monotonic()
-            stop.event.wait(TICK)
-            counts, done = all_done(registry, ns)
+                        return _summary(counts)
+                    if time.monotonic() - last_change >= QUIET:
+                        reason = None
+                        if alloc.nodes_registered():
+                            reason = stuck_reason(registry, ns, counts)
+                        if reason is not None:
+                            show(final=True)
+                            return Outcome(1, out=summary_line(counts),
+                                           err=f"{reason} (see 'balsamctl get jobs -o wide')")
+                        last_change = time.monotonic()
+                stop.event.wait(TICK)
+                counts, done = all_done(registry, ns)
+                if outage.over():
+                    last_change = time.monotonic()  # the outage was no lack of progress
+            except StoreUnavailable as e:
+                outage.failed(e)
+                stop.event.wait(outage.delay)
     finally:
         if live is not None:
             live.stop()

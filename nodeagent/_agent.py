@@ -54,6 +54,7 @@ reconciler deleted its Node.
 from __future__ import annotations
 
 import contextlib
+import errno
 import heapq
 import itertools
 import logging
@@ -112,6 +113,15 @@ START_DELAY = 0.01
 HEARTBEAT_INTERVAL = 30.0
 #: BatchJob states in which its allocation is over: its agents stop.
 ALLOCATION_OVER = ("finished", "submit_failed")
+
+
+#: Errors of the machine, not of the job: a job that meets one is started again later instead
+#: of being marked RUN_ERROR/FAILED (a full disk for a minute must not fail jobs).
+_MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN})
+
+
+def _machine_trouble(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in _MACHINE_ERRNOS
 
 
 def default_node_name(hostname: str) -> str:
@@ -239,6 +249,7 @@ class NodeAgent:
         self._stopping = False
         self._stop_deadline = 0.0
         self._retry_delay = 0.0
+        self._starts_deferred: str | None = None  # why jobs cannot be started now (a full disk...)
         self._retry_at = 0.0
         self._urgent_since: float | None = None
         self._start_since: float | None = None
@@ -570,6 +581,8 @@ class NodeAgent:
             self._on_spawn_failed(item[1], item[2], item[3])
         elif kind == "spawn_skipped":
             self._on_spawn_skipped(item[1])
+        elif kind == "spawn_deferred":
+            self._on_spawn_deferred(item[1], item[2])
         elif kind == "apps":
             for name in item[1]:
                 self._apps.pop(name, None)
@@ -779,7 +792,10 @@ class NodeAgent:
             try:
                 proc = spawn(prepared, self._devnull)
             except Exception as e:  # noqa: BLE001 - OSError mostly: fork, exec, mkdir, open
-                self._q.put(("spawn_failed", run, S.RUN_ERROR, f"could not start the process: {e}"))
+                if _machine_trouble(e):
+                    self._q.put(("spawn_deferred", run, f"could not start the process: {e}"))
+                else:
+                    self._q.put(("spawn_failed", run, S.RUN_ERROR, f"could not start the process: {e}"))
                 continue
             # "spawned" is queued before the reaper can queue its "exit".
             self._q.put(("spawned", run, proc))
@@ -794,6 +810,11 @@ class NodeAgent:
             return make(*args, **kw)
         except PrepareError as e:
             self._q.put(("spawn_failed", run, S.FAILED, f"cannot start: {e}"))
+        except OSError as e:
+            if _machine_trouble(e):  # the workdir cannot be made now: a full disk, no fds...
+                self._q.put(("spawn_deferred", run, f"cannot make the workdir: {e}"))
+            else:
+                self._q.put(("spawn_failed", run, S.FAILED, f"cannot start: {type(e).__name__}: {e}"))
         except Exception as e:  # noqa: BLE001 - a bug here must not kill the thread
             self._q.put(("spawn_failed", run, S.FAILED, f"cannot start: {type(e).__name__}: {e}"))
         return None
@@ -826,6 +847,9 @@ class NodeAgent:
 
     def _on_spawned(self, run: _Run, proc: Any) -> None:
         self._spawning -= 1
+        if self._starts_deferred is not None:
+            self._starts_deferred = None
+            self.log.warning("jobs start again")
         run.proc, run.pid = proc, proc.pid
         self._by_pid[proc.pid] = run
         self.stats["launched"] += 1
@@ -850,6 +874,21 @@ class NodeAgent:
             return
         self.log.warning("job %s: %s", run.name, message)
         self._launch_failed(run, to, message)
+
+    def _on_spawn_deferred(self, run: _Run, message: str) -> None:
+        """The machine, not the job, kept it from starting: launch it again after a backoff
+        (one log line per episode; the job's state and attempts are untouched)."""
+        self._spawning -= 1
+        if run.cancelled or self._runs.get(run.name) is not run:
+            return
+        del self._runs[run.name]
+        if self._starts_deferred is None:
+            self.log.warning("cannot start jobs now (%s); retrying them until it works", message)
+        self._starts_deferred = message
+        if run.name not in self._queued:
+            self._queued.add(run.name)
+            self._launch_queue.append(run.snapshot)
+        self._backoff()
 
     def _on_spawn_skipped(self, run: _Run) -> None:
         self._spawning -= 1

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from apis import ApiError, load_site_config, open_registry, resolve_store_url
+from apis._modes import apply_umask
 
 from ._agent import NodeAgent
 from ._launch import GPU_VARIABLES, GpuPinning
@@ -70,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         site = load_site_config(args.site)
+        apply_umask(site.sharing)  # job workdirs, job.out, logs: private unless the site is group-shared
         if args.namespace:
             site = dataclasses.replace(site, namespace=args.namespace)
         if args.site:

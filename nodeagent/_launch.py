@@ -28,6 +28,7 @@ job's name), ``BALSAM_SITE_PATH``.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import shlex
 import subprocess
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from apis import App, Job
+from apis._paths import UnsafePath, check_file_nofollow
 from apis._templates import render_command
 
 from .launchers import LaunchSpec, launch_command, needs_launcher
@@ -173,7 +175,18 @@ def prepare(
 ) -> Prepared:
     command = job_command(job, app, launcher, hosts, pinning)
     env = job_env(job, app, base_env, site_path, gpus, pinning)
-    return Prepared(command=command, argv=simple_argv(command), cwd=data_path / job.spec.workdir, env=env)
+    return Prepared(command=command, argv=simple_argv(command), cwd=job_workdir(data_path, job), env=env)
+
+
+def job_workdir(data_path: Path, job: Job) -> Path:
+    """The job's workdir, made, reached from ``data/`` without following a symbolic link, and
+    whose ``job.out`` is not one: a link made by an earlier job (a parent) must not send this
+    job's output or process outside ``data/`` (PrepareError: the job FAILS with the reason)."""
+    data_path.mkdir(parents=True, exist_ok=True)
+    try:
+        return check_file_nofollow(data_path, posixpath.join(job.spec.workdir, OUTPUT_FILE)).parent
+    except UnsafePath as e:
+        raise PrepareError(f"workdir: {e}") from None
 
 
 def is_python_app(app: App) -> bool:
@@ -203,7 +216,7 @@ def prepare_python(
     env = job_env(job, app, base_env, site_path, gpus, pinning)
     if store_url:
         env.setdefault("BALSAM_STORE", store_url)
-    cwd = data_path / job.spec.workdir
+    cwd = job_workdir(data_path, job)
     return {
         "task": "run",
         "cwd": str(cwd),
@@ -222,7 +235,8 @@ def prepare_python(
 def spawn(p: Prepared, stdin: int) -> subprocess.Popen[bytes]:
     """Start the job in its own session (process group = its pid). OSError if it cannot start."""
     p.cwd.mkdir(parents=True, exist_ok=True)
-    with open(p.cwd / OUTPUT_FILE, "wb") as out:
+    fd = os.open(p.cwd / OUTPUT_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o660)
+    with open(fd, "wb") as out:
         if p.argv is not None:
             try:
                 return subprocess.Popen(

@@ -30,7 +30,29 @@ same thread reaps expired leases (every 100 ms, and once at open), deleting
 their keys through ordinary tombstones so watches see DELETE events.
 
 The file must be on a local filesystem: WAL needs shared memory between the
-processes that open it (one host).
+processes that open it (one host). It is created 0600 (SQLite gives its -wal and -shm
+files the same mode): the store holds every job's parameters.
+
+Options ride on the URL's query: ``sqlite:///PATH?synchronous=full&history=600``.
+
+* ``synchronous`` (``normal``, the default, or ``full``/``extra``/``off``): SQLite's
+  durability. In WAL mode ``normal`` never corrupts the file, but a power loss (not a process
+  crash) may drop the transactions committed since the last checkpoint; ``full`` fsyncs the
+  WAL on every commit (its cost is measured by ``python -m bench store`` / ``e2e``).
+* ``history`` (seconds, default 600; 0 = never): auto-compaction, as etcd's
+  ``--auto-compaction-retention``. Every long-lived process's poller notes the revision
+  every ``history/10`` seconds and compacts the log to the revision it noted ``history``
+  seconds ago: superseded rows and tombstones below it are deleted, so the log holds the
+  live keys plus the last ``history`` seconds of changes. A watch that falls further behind
+  gets ``Compacted`` and relists (informers, ``get -w``, futures and agents do).
+
+When writes fail (a full disk) the poller says so once and retries every second; when they
+work again it first renews every lease by its TTL (as etcd's new leader does), so that the
+outage itself expires no live holder's lease (agents' Nodes, the leader's lease).
+  New files use ``auto_vacuum=INCREMENTAL`` and give freed pages back after a compaction.
+
+Opening an existing store writes nothing (no schema statements, no pragma that writes), so
+reads work on a full disk; writes then fail with ``Unavailable`` until space returns.
 """
 
 from __future__ import annotations
@@ -42,6 +64,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
@@ -73,6 +96,10 @@ _MAX_TXN_OPS = 1 << _SEQ_BITS
 _IN_CHUNK = 500  # keys per "name IN (...)" statement
 _EVENT_CHUNK = 5000  # log rows read per statement by watches
 _LEASE_INTERVAL = 0.1  # seconds between checks for expired leases
+_SYNCHRONOUS = ("off", "normal", "full", "extra")
+DEFAULT_SYNCHRONOUS = "normal"
+DEFAULT_HISTORY = 600.0  # seconds of revisions kept for watches (auto-compaction)
+_COMPACT_STEP = 20_000  # revisions compacted per write transaction (the write lock is shared)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -230,7 +257,9 @@ class SQLiteStore(Store):
         if not url.startswith("sqlite://") or len(url) <= len("sqlite://"):
             raise Unavailable(f"not a SQLite store URL: {url!r} (expected sqlite:///PATH)")
         self.url = url
-        self.path = os.path.abspath(url[len("sqlite://") :])
+        raw_path, _, query = url[len("sqlite://") :].partition("?")
+        self.path = os.path.abspath(raw_path)
+        self.synchronous, self.history = self._options(query)
         parent = os.path.dirname(self.path)
         if not os.path.isdir(parent):
             raise Unavailable(f"cannot open SQLite store {self.path}: directory {parent} does not exist")
@@ -251,19 +280,28 @@ class SQLiteStore(Store):
         self._wake.acquire()
         self._stop = False
 
-        conn = self._conn()
+        self._compact_marks: deque[tuple[float, int]] = deque()  # (monotonic time, revision) noted
+        self._unwritable = False  # the poller's last write failed (full disk...): said once
+        self._immutable = False  # opened as a read-only snapshot (a full disk, see _open)
+        self._create_private()
         try:
-            conn.execute("PRAGMA journal_mode=WAL").fetchall()
-            with self._writing() as c:
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        c.execute(stmt)
-            self._reap_expired()  # a CLI that only lists must not see keys of expired leases
+            self._open()
         except (sqlite3.Error, StoreError) as e:
-            self.close()
-            if isinstance(e, Unavailable):
-                raise
-            raise Unavailable(f"cannot open SQLite store {self.path}: {e}") from e
+            if not self._snapshot_possible():
+                self.close()
+                if isinstance(e, Unavailable):
+                    raise
+                raise Unavailable(f"cannot open SQLite store {self.path}: {e}") from e
+            # No process has the store open (no -wal) and SQLite cannot make its -shm: a full
+            # disk. Read the file as it is, read-only, so that 'get' and 'describe' still work.
+            self._drop_connections()
+            self._immutable = True
+            log.info("SQLite store %s: opened read-only (%s)", self.path, e)
+            try:
+                self._open()
+            except (sqlite3.Error, StoreError) as e2:
+                self.close()
+                raise Unavailable(f"cannot open SQLite store {self.path}: {e2}") from e2
         self._poller = threading.Thread(
             target=self._run, name=f"sqlite-store-poller:{self.path}", daemon=True
         )
@@ -271,6 +309,86 @@ class SQLiteStore(Store):
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.url!r})"
+
+    @staticmethod
+    def _options(query: str) -> tuple[str, float]:
+        """(synchronous, history seconds) from the URL's query; an unknown option is refused."""
+        opts = urllib.parse.parse_qs(query, keep_blank_values=True, strict_parsing=False)
+        unknown = sorted(set(opts) - {"synchronous", "history"})
+        if unknown:
+            raise Unavailable(f"unknown SQLite store option {unknown[0]!r} (known: synchronous, history)")
+        sync = opts.get("synchronous", [DEFAULT_SYNCHRONOUS])[-1].lower()
+        if sync not in _SYNCHRONOUS:
+            raise Unavailable(f"SQLite store option synchronous={sync!r}: expected one of {', '.join(_SYNCHRONOUS)}")
+        try:
+            history = float(opts.get("history", [DEFAULT_HISTORY])[-1])
+        except ValueError:
+            raise Unavailable(f"SQLite store option history={opts['history'][-1]!r}: expected seconds") from None
+        if history < 0:
+            raise Unavailable(f"SQLite store option history={history}: expected seconds >= 0")
+        return sync, history
+
+    def _create_private(self) -> None:
+        """A new store file is made 0600 before SQLite opens it (its -wal/-shm take its mode)."""
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            return
+        except OSError as e:
+            raise Unavailable(f"cannot create SQLite store {self.path}: {e.strerror}") from None
+        os.close(fd)
+
+    def _open(self) -> None:
+        """Make the schema of a new file; an existing store is only read (nothing written, so a
+        full disk does not stop reads)."""
+        conn = self._conn()
+        if not self._has_schema(conn):
+            if self._immutable:
+                raise Unavailable(f"cannot open SQLite store {self.path}: not a store (no schema)")
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes on a file with no tables yet
+            conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            with self._writing() as c:
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        c.execute(stmt)
+        elif not self._immutable and conn.execute("PRAGMA journal_mode").fetchall()[0][0] != "wal":
+            conn.execute("PRAGMA journal_mode=WAL").fetchall()
+        if self._immutable:
+            return
+        try:
+            self._reap_expired()  # a CLI that only lists must not see keys of expired leases
+        except (sqlite3.Error, Unavailable) as e:
+            # A full disk: reads still work; the next writer (or our poller) reaps.
+            log.info("SQLite store %s: cannot reap expired leases now (%s)", self.path, e)
+
+    def _snapshot_possible(self) -> bool:
+        """A store file exists and holds everything committed (no -wal beside it, or an empty
+        one: what our failed open just made)."""
+        wal = self.path + "-wal"
+        return (
+            not self._immutable
+            and os.path.isfile(self.path)
+            and os.path.getsize(self.path) > 0
+            and (not os.path.exists(wal) or os.path.getsize(wal) == 0)
+        )
+
+    def _drop_connections(self) -> None:
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        self._local = threading.local()
+
+    @staticmethod
+    def _has_schema(conn: sqlite3.Connection) -> bool:
+        """True when the file already holds a store (then opening it writes nothing)."""
+        try:
+            return bool(conn.execute("SELECT schema_version FROM meta").fetchall())
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return False
+            raise
 
     # --- connections and transactions ---------------------------------------------
 
@@ -285,12 +403,18 @@ class SQLiteStore(Store):
         conn: sqlite3.Connection | None = getattr(self._local, attr, None)
         if conn is not None:
             return conn
+        if writer and self._immutable:
+            raise Unavailable(f"SQLite store {self.path} is open read-only (the disk was full when it was opened)")
         try:
+            if self._immutable:
+                target, uri = f"file:///{urllib.parse.quote(self.path.lstrip('/'))}?immutable=1", True
+            else:
+                target, uri = self.path, False
             conn = sqlite3.connect(
-                self.path, timeout=30.0, isolation_level=None, check_same_thread=False, cached_statements=256
+                target, timeout=30.0, isolation_level=None, check_same_thread=False, cached_statements=256, uri=uri
             )
             conn.execute(f"PRAGMA busy_timeout={0 if writer else 30000}")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
             conn.execute("PRAGMA cache_size=-65536")
             conn.execute("PRAGMA temp_store=MEMORY")
         except sqlite3.Error as e:
@@ -664,6 +788,13 @@ class SQLiteStore(Store):
             self._txn_in(conn, (), [Delete(n) for n in names], ())
         return True
 
+    def _renew_leases(self) -> None:
+        """After writes failed (a full disk), give every lease its TTL again from now, as
+        etcd does when a new leader takes over: no holder could send a keepalive while
+        nothing could be written, so an outage must not expire the leases of live holders."""
+        with self._writing() as conn:
+            conn.execute("UPDATE lease SET expiry = MAX(expiry, ? + ttl)", (time.time(),))
+
     def _reap_expired(self) -> None:
         now = time.time()
         conn = self._conn()
@@ -696,6 +827,37 @@ class SQLiteStore(Store):
             )
             conn.execute("DELETE FROM log WHERE id >= ? AND id < ? AND deleted = 1", (lo, hi))
             conn.execute("UPDATE meta SET compact_revision = ?", (revision,))
+
+    def _auto_compact(self) -> None:
+        """Note the revision every history/10 s; compact to the one noted ``history`` s ago."""
+        if self.history <= 0:
+            return
+        now = time.monotonic()
+        marks = self._compact_marks
+        if not marks or now - marks[-1][0] >= self.history / 10:
+            marks.append((now, self.current_revision()))
+        target = 0
+        while marks and now - marks[0][0] >= self.history:
+            target = marks.popleft()[1]
+        if target:
+            self.compact_to(target)
+
+    @_translated
+    def compact_to(self, revision: int) -> int:
+        """Compact to ``revision`` in steps of at most _COMPACT_STEP revisions per write
+        (writers wait for one step, not for the whole backlog), then give freed pages back
+        when more than a quarter of the file is free. Returns the compacted revision."""
+        conn = self._conn()
+        done = self._revisions(conn)[1]
+        while done < revision:
+            step = min(revision, done + _COMPACT_STEP)
+            self.compact(step)
+            done = step
+        pages, free = (conn.execute(f"PRAGMA {p}").fetchall()[0][0] for p in ("page_count", "freelist_count"))
+        if free * 4 > pages:  # a no-op on files made before auto_vacuum=INCREMENTAL
+            with self._writing() as c:
+                c.execute(f"PRAGMA incremental_vacuum({int(free)})").fetchall()
+        return done
 
     def close(self) -> None:
         self._stop = True
@@ -768,9 +930,23 @@ class SQLiteStore(Store):
                         last_version = version
                         last_change = now
                         self._catch_up(conn)
-                if time.monotonic() >= next_reap:
+                if time.monotonic() >= next_reap and not self._immutable:
                     next_reap = time.monotonic() + _LEASE_INTERVAL
+                    if self._unwritable:
+                        self._renew_leases()  # first: nobody could keep a lease alive meanwhile
                     self._reap_expired()
+                    self._auto_compact()
+                if self._unwritable:
+                    self._unwritable = False
+                    log.warning("SQLite store %s: writable again", self.path)
+            except (sqlite3.Error, Unavailable) as e:
+                if self._stop or self._closed:
+                    break
+                # A full disk or a lock held too long: one line per outage, not one per try.
+                if not self._unwritable:
+                    self._unwritable = True
+                    log.warning("SQLite store %s: %s; retrying every second", self.path, e)
+                time.sleep(1.0)
             except Exception:
                 if self._stop or self._closed:
                     break

@@ -49,7 +49,7 @@ class WhereAmI(ApplicationDefinition):
 class Writer(ApplicationDefinition):
     """Writes a file its children read."""
 
-    command_template = "sh -c 'echo {{ value }} > out.txt'"
+    command_template = "echo {{ value }} > out.txt"
 
 
 class Gather(ApplicationDefinition):

@@ -46,6 +46,8 @@ EXPECTED_FIGURES = {
               "{b}.cli_startup_ms_2e3", "{b}.informer_rss_mib_2e3", "{b}.cm_rss_mib_2e3"},
     "dashboard": {"raw_read", "report_s", "healthz_paint_ms", "first_paint_ms", "rendered_ms", "watch_ms",
                   "change_ms"},
+    "durability": {"{b}.normal_single_puts", "{b}.full_single_puts", "{b}.normal_bulk_create",
+                   "{b}.full_bulk_create", "{b}.normal_e2e_jobs_per_s", "{b}.full_e2e_jobs_per_s"},
     "placement": {"engine", "placements", "placements_with_events", "lower_bound_rounds", "rounds", "efficiency",
                   "unschedulable"},
 }

@@ -36,13 +36,21 @@ def test_second_manager_stands_by_until_the_first_stops(registry):
     t2.join(5)
 
 
-def test_leader_that_loses_its_lease_stops_reconciling(registry):
+def test_leader_that_loses_its_lease_steps_down_and_campaigns_again(registry):
     m = ControllerManager(registry, identity="m", lease_ttl=1, reconcilers=[])
     stop = threading.Event()
     rc: list[int] = []
     t = threading.Thread(target=lambda: rc.append(m.run(stop)), daemon=True)
     t.start()
     assert m.leading.wait(5)
-    registry.store.lease_revoke(m.elector.lease_id)  # e.g. the store expired it during a pause
-    t.join(5)
-    assert rc == [1]
+    first = m.elector.lease_id
+    registry.store.lease_revoke(first)  # e.g. the store expired it during a pause
+    deadline = time.monotonic() + 30
+    while not (m.terms == 2 and m.leading.is_set()):  # stepped down, then led again
+        assert time.monotonic() < deadline, "the manager did not lead again"
+        time.sleep(0.05)
+    assert m.elector.lease_id != first
+    assert t.is_alive() and rc == []  # the process did not exit
+    stop.set()
+    t.join(10)
+    assert rc == [0]

@@ -61,6 +61,27 @@ def test_bad_manifest_apply(site: Site, tmp_path: Path, text: str, expect: str) 
     assert site.registry().count(Job) == 0
 
 
+QUOTED_APPS = [
+    ("double-quotes", 'echo "{{ x }}"', "placeholder {{ x }} is inside double quotes"),
+    ("single-quotes", "sh -c 'cat {{x}}'", "placeholder {{x}} is inside single quotes"),
+    ("substitution", "echo $(cat {{ x }})", "placeholder {{ x }} is inside $( ... )"),
+    ("backticks", "echo `cat {{ x }}`", "placeholder {{ x }} is inside backticks"),
+]
+
+
+@pytest.mark.parametrize("command, expect", [pytest.param(c, e, id=i) for i, c, e in QUOTED_APPS])
+@pytest.mark.parametrize("verb", ["apply", "create"])
+def test_a_placeholder_in_quotes_is_refused_with_the_safe_form(site: Site, tmp_path: Path, verb: str,
+                                                               command: str, expect: str) -> None:
+    f = write_yaml(tmp_path / "app.yaml", [manifest("App", "q", {"command": command, "parameters": {"x": {}}})])
+    rev = site.revision()
+    line = site.run(verb, "-f", str(f)).one_error()
+    assert line.startswith('Error from server (Invalid): apps.balsam.io "q" is invalid: spec.command: '), line
+    assert expect in line, line
+    assert "write it as a bare word, e.g. 'echo {{" in line, line
+    assert site.revision() == rev
+
+
 @pytest.mark.parametrize("text, expect", [pytest.param(t, e, id=i) for i, t, e in BAD_MANIFESTS[:12]])
 def test_bad_manifest_create_f(site: Site, tmp_path: Path, text: str, expect: str) -> None:
     f = tmp_path / "jobs.yaml"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -57,16 +59,77 @@ def test_init_name_flag(tmp_path: Path) -> None:
     assert load_site_config(tmp_path / "x").name == "theta"
 
 
-def test_reinit_is_an_error_and_changes_nothing(tmp_path: Path) -> None:
+def test_reinit_changes_nothing_but_modes(tmp_path: Path) -> None:
     d = tmp_path / "s"
     assert init(str(d)).exit_code == 0
     before = (d / "settings.yml").read_text()
     s = st.open_store(f"sqlite:///{d}/store.db")
     rev = s.current_revision()
-    line = init(str(d)).one_error()
-    assert "already a site" in line
+    r = init(str(d))
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout == f"site s exists at {d.resolve()}: modes are private (0 fixed)\n"
     assert (d / "settings.yml").read_text() == before
     assert s.current_revision() == rev
+
+
+def test_reinit_cannot_rename(tmp_path: Path) -> None:
+    d = tmp_path / "s"
+    assert init(str(d)).exit_code == 0
+    line = init(str(d), "--name", "other").one_error()
+    assert line == f"error: {d.resolve()} is already site 's'; --name cannot rename it"
+
+
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(os.lstat(p).st_mode)
+
+
+def test_a_new_site_is_private(tmp_path: Path) -> None:
+    d = tmp_path / "priv"
+    assert init(str(d)).exit_code == 0
+    assert _mode(d) == 0o700
+    for sub in ("data", "logs", "apps"):
+        assert _mode(d / sub) == 0o700, sub
+    for f in ("settings.yml", "store.db"):
+        assert _mode(d / f) == 0o600, f
+    assert not [p for p in d.rglob("*") if _mode(p) & 0o077], "something is readable by others"
+
+
+def test_init_on_an_existing_site_fixes_modes_without_following_links(tmp_path: Path) -> None:
+    d = tmp_path / "old"
+    assert init(str(d)).exit_code == 0
+    (d / "data" / "w").mkdir()
+    out = d / "data" / "w" / "job.out"
+    out.write_text("secret\n")
+    script = d / "data" / "w" / "run.sh"
+    script.write_text("#!/bin/sh\n")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("x")
+    os.chmod(outside, 0o644)
+    os.symlink(outside, d / "data" / "w" / "link")
+    for p, m in ((d, 0o755), (d / "data", 0o755), (d / "data" / "w", 0o755), (out, 0o644), (script, 0o755),
+                 (d / "store.db", 0o644), (d / "settings.yml", 0o644)):
+        os.chmod(p, m)
+    r = init(str(d))
+    assert r.exit_code == 0, r.stderr
+    assert "(7 fixed)" in r.stdout
+    assert [_mode(p) for p in (d, d / "data", d / "data" / "w")] == [0o700] * 3
+    assert [_mode(p) for p in (out, d / "store.db", d / "settings.yml")] == [0o600] * 3
+    assert _mode(script) == 0o700  # still executable by its owner
+    assert _mode(outside) == 0o644  # a link is not followed out of the site
+
+
+def test_group_sharing_is_recorded_and_applied(tmp_path: Path) -> None:
+    d = tmp_path / "team"
+    r = init(str(d), "--sharing", "group")
+    assert r.exit_code == 0, r.stderr
+    assert load_site_config(d).sharing == "group"
+    gid = os.lstat(d).st_gid
+    assert _mode(d) == 0o2750 and _mode(d / "data") == 0o2750
+    assert _mode(d / "store.db") == 0o640 and _mode(d / "settings.yml") == 0o640
+    assert all(os.lstat(p).st_gid == gid for p in d.rglob("*"))
+    r = init(str(d), "--sharing", "private")  # back to private: recorded, modes fixed
+    assert r.exit_code == 0 and "modes are private" in r.stdout
+    assert load_site_config(d).sharing == "private" and _mode(d) == 0o700 and _mode(d / "store.db") == 0o600
 
 
 def test_init_bad_name_leaves_nothing_behind(tmp_path: Path) -> None:

@@ -252,3 +252,19 @@ def test_nodeagent_and_controller_manager_commands(site: Site, procs: list[Proc]
     assert site.run("controller-manager", "--lease-ttl", "x").one_error().startswith(
         "error: Invalid value for '--lease-ttl'")
     assert os.path.exists(site.path / "logs" / "controller-manager.log")
+
+
+def test_what_up_and_its_processes_write_is_private(site: Site) -> None:
+    """job.out, the logs and the store files are 0600 whatever umask up was started with."""
+    assert site.sh("apply", "-f", str(MANIFESTS / "hello.yaml")).exit_code == 0
+    old = os.umask(0o022)
+    try:
+        code, _, err, _ = up(site, "--until-done", timeout=240)
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    made = [site.path / "data" / site.registry().get(Job, "hello-world", site.namespace).spec.workdir / "job.out",
+            *(site.path / "logs").rglob("*.log"), *site.path.glob("store.db*")]
+    assert len(made) >= 3
+    modes = {str(p.relative_to(site.path)): oct(p.stat().st_mode & 0o777) for p in made if p.is_file()}
+    assert set(modes.values()) == {"0o600"}, modes

@@ -147,3 +147,144 @@ def test_bulk_sanity_many_keys_in_one_txn(s: SQLiteStore) -> None:
         events = collect(w, n)
     assert len(events) == n and {e.revision for e in events} == {res.revision}
     assert [e.kv.key for e in events] == [f"/jobs/j{i:05d}" for i in range(n)]
+
+
+# --- options, file modes, auto-compaction, a full disk ----------------------------------
+
+
+def test_synchronous_is_a_url_option(tmp_path: Path) -> None:
+    full = open_store(f"sqlite://{tmp_path}/store.db?synchronous=full")
+    normal = open_store(f"sqlite://{tmp_path}/store.db")
+    try:
+        assert isinstance(full, SQLiteStore) and isinstance(normal, SQLiteStore)
+        full.put("/a", b"1")
+        assert full._conn().execute("PRAGMA synchronous").fetchall() == [(2,)]  # FULL
+        assert normal._conn().execute("PRAGMA synchronous").fetchall() == [(1,)]  # NORMAL
+        assert normal.get("/a") is not None
+    finally:
+        full.close()
+        normal.close()
+
+
+@pytest.mark.parametrize("query, expect", [("sync=full", "unknown SQLite store option 'sync'"),
+                                           ("synchronous=sometimes", "synchronous='sometimes'"),
+                                           ("history=soon", "history='soon'")])
+def test_bad_options_are_unavailable_with_one_line(tmp_path: Path, query: str, expect: str) -> None:
+    with pytest.raises(Unavailable) as err:
+        open_store(f"sqlite://{tmp_path}/store.db?{query}")
+    assert expect in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_store_files_are_private(s: SQLiteStore, tmp_path: Path) -> None:
+    s.put("/secret", b"parameter")
+    for name in ("store.db", "store.db-wal", "store.db-shm"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+
+
+def test_auto_compaction_keeps_the_log_bounded_and_late_watches_relist(tmp_path: Path) -> None:
+    s = open_store(f"sqlite://{tmp_path}/store.db?history=0.5")
+    assert isinstance(s, SQLiteStore)
+    try:
+        first = s.put("/k", b"0")
+        deadline = time.monotonic() + 60
+        n = 0
+        while s._revisions(s._conn())[1] < first:  # the poller compacts on its own
+            assert time.monotonic() < deadline, "no auto-compaction within 60 s"
+            n += 1
+            s.put("/k", str(n).encode())
+            time.sleep(0.01)
+        with pytest.raises(Compacted):
+            w = s.watch("/k", first)
+            w.poll(1)
+        rows = s._conn().execute("SELECT count(*) FROM log WHERE id < ?", ((first + 1) << 24,)).fetchall()[0][0]
+        assert rows == 0  # the superseded row of revision `first` is gone
+        assert s.get("/k") is not None
+    finally:
+        s.close()
+
+
+def test_history_zero_never_compacts(tmp_path: Path) -> None:
+    s = open_store(f"sqlite://{tmp_path}/store.db?history=0")
+    assert isinstance(s, SQLiteStore)
+    try:
+        for i in range(5):
+            s.put("/k", str(i).encode())
+        s._auto_compact()
+        assert s._revisions(s._conn())[1] == 0
+    finally:
+        s.close()
+
+
+def _expire_a_lease(store: SQLiteStore, path: Path) -> None:
+    lease = store.lease_grant(60)
+    store.put("/leased", b"1", lease=lease)
+    with sqlite3.connect(path) as raw:  # expired without waiting for it
+        raw.execute("UPDATE lease SET expiry = 0 WHERE id = ?", (lease,))
+
+
+@pytest.mark.parametrize("held_open", [True, False], ids=["store-in-use", "store-closed"])
+def test_reads_work_on_a_full_disk(tmp_path: Path, held_open: bool) -> None:
+    """Opening an existing store writes nothing: on a full disk another process still reads it
+    (even with an expired lease to reap, even with no -wal/-shm to share); writes fail with
+    Unavailable and work again once space returns."""
+    import subprocess
+    import sys
+
+    from tests._fulldisk import fill, release, small_tmpfs
+
+    with small_tmpfs(tmp_path / "disk") as disk:
+        db = disk / "store.db"
+        s = SQLiteStore(f"sqlite://{db}")
+        for i in range(20):
+            s.put(f"/k/{i}", b"x" * 1000)
+        _expire_a_lease(s, db)
+        if not held_open:
+            s.close()
+        filler = fill(disk)
+        reader = ("import sys; from store import open_store; s = open_store(sys.argv[1]); "
+                  "print(s.count('/k/'), s.get('/k/3') is not None)")
+        out = subprocess.run([sys.executable, "-c", reader, f"sqlite://{db}"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parents[2], timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["20", "True"]
+        assert out.stderr == ""
+        if held_open:
+            with pytest.raises(Unavailable, match="disk is full"):
+                s.put("/k/new", b"x" * 100_000)
+        release(filler)
+        s = SQLiteStore(f"sqlite://{db}") if not held_open else s
+        try:
+            s.put("/k/after", b"1")
+            assert s.count("/k/") == 21
+        finally:
+            s.close()
+
+
+def test_leases_outlive_a_full_disk(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """While nothing can be written no holder can send a keepalive: when writes work again the
+    store renews every lease (as etcd's new leader does) instead of reaping them all."""
+    import logging
+
+    from tests._fulldisk import fill, release, small_tmpfs
+
+    caplog.set_level(logging.WARNING, logger="store._sqlite")
+    with small_tmpfs(tmp_path / "disk") as disk:
+        s = SQLiteStore(f"sqlite://{disk}/store.db")
+        try:
+            lease = s.lease_grant(1.0)
+            s.put("/node/n1", b"alive", lease=lease)
+            expiry = s._conn().execute("SELECT expiry FROM lease WHERE id = ?", (lease,)).fetchall()[0][0]
+            filler = fill(disk)
+            deadline = time.monotonic() + 60
+            while "retrying every second" not in caplog.text:  # the poller met the full disk
+                assert time.monotonic() < deadline, "the poller never tried to reap the expired lease"
+                time.sleep(0.05)
+            assert time.time() > expiry  # the lease expired during the outage
+            release(filler)
+            while "writable again" not in caplog.text:
+                assert time.monotonic() < deadline + 60, "writes did not come back"
+                time.sleep(0.05)
+            assert s.get("/node/n1") is not None  # renewed, not reaped
+            s.lease_keepalive(lease)  # and its holder can keep it
+        finally:
+            s.close()

@@ -100,3 +100,38 @@ def test_jobs_that_trickle_in_share_a_task_and_a_lone_job_waits_only_the_window(
     make_jobs(registry, 1, lambda i: {"inp": f"local:{remote}/in0.dat"}, prefix="lone")
     wait_states(registry, ["lone0"], DONE_IN)
     assert 0.4 <= time.monotonic() - t0 < 3.0
+
+
+def test_a_stage_in_through_a_jobs_symlink_fails_the_job_and_writes_nothing_outside(registry, site, remote,
+                                                                                    manager, tmp_path):
+    """A link that an earlier job (a parent) left in data/ is not followed: the item fails
+    for good, its job FAILS with the reason, and the file outside data/ is untouched."""
+    make_site(registry, site)
+    make_app(registry)
+    (remote / "in0.dat").write_text("payload")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (site.data_path / "w").mkdir(parents=True, exist_ok=True)
+    os.symlink(outside, site.data_path / "w" / "j0")  # what a parent job's `ln -s` makes
+    manager(max_attempts=2)
+    make_jobs(registry, 1, lambda i: {"inp": f"local:{remote}/in{i}.dat"})
+    (bad,) = wait_states(registry, ["j0"], {JobState.PREPROCESSED, JobState.FAILED})
+    assert bad.status.state is JobState.FAILED
+    assert "symbolic link" in bad.status.message
+    assert list(outside.iterdir()) == []
+
+
+def test_a_stage_in_destination_that_is_a_symlink_is_not_written_through(registry, site, remote, manager,
+                                                                         tmp_path):
+    make_site(registry, site)
+    make_app(registry)
+    (remote / "in0.dat").write_text("payload")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (site.data_path / "w" / "j0").mkdir(parents=True)
+    os.symlink(victim, site.data_path / "w" / "j0" / "in.dat")
+    manager(max_attempts=2)
+    make_jobs(registry, 1, lambda i: {"inp": f"local:{remote}/in{i}.dat"})
+    (bad,) = wait_states(registry, ["j0"], {JobState.PREPROCESSED, JobState.FAILED})
+    assert bad.status.state is JobState.FAILED and "symbolic link" in bad.status.message
+    assert victim.read_text() == "precious"

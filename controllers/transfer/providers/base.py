@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from apis import TransferItem, TransferTask
+from apis._paths import UnsafePath, check_local_transfer_path
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,12 @@ class LocalProvider(TransferProvider):
         try:
             if state.cancelled:
                 raise ItemFailed("cancelled", permanent=True)
-            files = self.transfer_item(task, task.spec.items[index], progress)
+            item = task.spec.items[index]
+            try:  # a link made by a job (a parent) must not send a copy outside data/
+                check_local_transfer_path(item.destination if task.spec.direction == "in" else item.source)
+            except UnsafePath as e:
+                raise ItemFailed(str(e), permanent=True) from None
+            files = self.transfer_item(task, item, progress)
             with self._lock:
                 state.files += files
         except ItemFailed as e:

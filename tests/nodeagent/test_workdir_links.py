@@ -1,0 +1,58 @@
+"""A symbolic link made by a parent job never sends a child's workdir or job.out outside
+the site's data/: the agent walks the path without following links and FAILS the job with
+the reason instead of starting it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from apis import JobState, Registry
+from apis._config import SiteConfig
+
+from .conftest import AgentFactory, bind, make_app, make_job, wait_state
+
+S = JobState
+FINAL = (S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT, S.FAILED)
+
+
+def _parent_makes_a_link(registry: Registry, site: SiteConfig, agent: AgentFactory, link: str, target: Path) -> None:
+    make_app(registry, "linker", "d={{ link }}; mkdir -p \"$(dirname \"$d\")\" && ln -s {{ target }} \"$d\"",
+             parameters={"link": {}, "target": {}})
+    parent = make_job(registry, "linker", "parent", parameters={"link": link, "target": str(target)})
+    agent("n1")
+    bind(registry, [parent], ["n1"])
+    done = wait_state(registry, "parent", FINAL)
+    assert done.status.state is S.RUN_DONE, done.status.message
+    assert (site.data_path / "work" / "parent" / link).is_symlink()
+
+
+def test_a_workdir_through_a_parents_symlink_fails_without_running(registry: Registry, site: SiteConfig,
+                                                                   agent: AgentFactory, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _parent_makes_a_link(registry, site, agent, "out", outside)
+    make_app(registry, "writer", "echo ran > marker")
+    child = make_job(registry, "writer", "child", workdir="work/parent/out/child")
+    bind(registry, [child], ["n1"])
+    done = wait_state(registry, "child", FINAL)
+    assert done.status.state is S.FAILED
+    assert "symbolic link" in done.status.message and "work/parent/out" in done.status.message
+    assert done.status.attempts == 0  # it never ran
+    assert list(outside.iterdir()) == []  # no workdir, no job.out, no marker outside data/
+
+
+def test_a_job_out_that_is_a_symlink_is_not_written_through(registry: Registry, site: SiteConfig,
+                                                            agent: AgentFactory, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    # the parent's workdir is work/parent; it plants job.out of a sibling workdir as a link
+    _parent_makes_a_link(registry, site, agent, "../sibling/job.out", victim)
+    make_app(registry, "echoer", "echo overwritten")
+    child = make_job(registry, "echoer", "child", workdir="work/sibling")
+    bind(registry, [child], ["n1"])
+    done = wait_state(registry, "child", FINAL)
+    assert done.status.state is S.FAILED
+    assert "job.out" in done.status.message and "symbolic link" in done.status.message
+    assert victim.read_text() == "precious\n"
+    assert os.path.islink(site.data_path / "work" / "sibling" / "job.out")
