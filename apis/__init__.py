@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from . import _dag  # noqa: F401  - registers the admission check refusing dependency cycles
 from . import _live_edits  # noqa: F401  - registers the admission check for edits of live Jobs
 from ._appdef import ApplicationDefinition
 from ._client import DoesNotExist, Manager, MultipleObjectsReturned
@@ -62,6 +63,7 @@ from ._kinds import (
     TransferTaskStatus,
     kind_for,
 )
+from ._kinds import ALL_KINDS, Event, ObjectReference
 from ._lifecycle import advance, transition
 from ._meta import (
     API_VERSION,
@@ -89,6 +91,9 @@ from ._states import (
 from ._transfers import PlannedItem, check_job_transfers, plan_items, provider_of, site_name_for
 
 __all__ = [
+    "ALL_KINDS",
+    "Event",
+    "ObjectReference",
     "API_VERSION",
     "AlreadyExists",
     "ApiError",

@@ -24,8 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from apis import ApiError, Conflict, NotFound, Registry, Resource
+from apis import ApiError, Conflict, Job, NotFound, Registry, Resource
+from apis._meta import set_field
 
+from ._events import EventRecorder, PendingEvent, job_events
 from ._queue import ShutDown, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,7 @@ class Controller:
         self.reconciles = 0
         self.errors = 0
         self.writes = 0
+        self.events = EventRecorder(registry, reconciler.name)
 
     @property
     def name(self) -> str:
@@ -179,10 +182,12 @@ class Controller:
         merged = Writes()
         for _, w in per_key:
             merged.extend(w)
+        self._annotate(merged)
         try:
             written = write_batch(self.registry, merged)
             self.writes += 1
             self._written(written, merged.deletes)
+            self._record_events(merged)
             for req, _ in per_key:
                 self.queue.forget(req)
             return
@@ -197,11 +202,39 @@ class Controller:
                 written = write_batch(self.registry, w)
                 self.writes += 1
                 self._written(written, w.deletes)
+                self._record_events(w)
                 self.queue.forget(req)
             except (Conflict, NotFound, ApiError) as e:
                 log.debug("controller %s: %s: %s", self.name, req.name, e)
                 self._write_failed(w)
                 self.queue.add_rate_limited(req)
+
+    def _annotate(self, writes: Writes) -> None:
+        """What every job step written by a reconciler carries: the component that made each
+        new state move (``history[].by``, describe's FROM) and ``status.observedGeneration``,
+        the generation of the spec the reconciler acted on."""
+        for old, new in writes.updates:
+            if not isinstance(new, Job) or not isinstance(old, Job):
+                continue
+            st_new = new.status
+            if st_new is old.status:
+                continue  # not a status copy: leave it alone
+            if st_new.observed_generation != old.metadata.generation:
+                set_field(st_new, "observed_generation", old.metadata.generation)
+            prior = {id(e) for e in old.status.history[-8:]}
+            for ev in reversed(st_new.history):
+                if id(ev) in prior:
+                    break
+                if ev.by is None:
+                    set_field(ev, "by", self.name)
+
+    def _record_events(self, writes: Writes) -> None:
+        pending: list[PendingEvent] = []
+        for old, new in writes.updates:
+            if isinstance(new, Job) and isinstance(old, Job):
+                pending.extend(job_events(old, new))
+        if pending:
+            self.events.record(pending)
 
     def _write_failed(self, writes: Writes) -> None:
         """Tell a reconciler that keeps its own bookkeeping (placement) which steps did not land."""
