@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
-from . import _dag  # noqa: F401  - registers the admission check refusing dependency cycles
-from . import _live_edits  # noqa: F401  - registers the admission check for edits of live Jobs
+from . import (
+    _dag,  # noqa: F401  - registers the admission check refusing dependency cycles
+    _live_edits,  # noqa: F401  - registers the admission check for edits of live Jobs
+)
 from ._appdef import ApplicationDefinition
 from ._client import DoesNotExist, Manager, MultipleObjectsReturned
 from ._config import (
@@ -33,6 +35,7 @@ from ._errors import (
 )
 from ._futures import JobDeleted, JobFailed, NoResult, WaitResult
 from ._kinds import (
+    ALL_KINDS,
     KINDS,
     App,
     AppParameter,
@@ -41,6 +44,7 @@ from ._kinds import (
     BatchJobSpec,
     BatchJobStatus,
     ElasticQueue,
+    Event,
     HistoryEvent,
     Job,
     JobResources,
@@ -50,6 +54,7 @@ from ._kinds import (
     NodeSize,
     NodeSpec,
     NodeStatus,
+    ObjectReference,
     Placement,
     PythonAppRef,
     RetryPolicy,
@@ -63,7 +68,6 @@ from ._kinds import (
     TransferTaskStatus,
     kind_for,
 )
-from ._kinds import ALL_KINDS, Event, ObjectReference
 from ._lifecycle import advance, transition
 from ._meta import (
     API_VERSION,

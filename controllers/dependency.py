@@ -14,6 +14,7 @@ on the hot path. ``status.observedGeneration`` records the spec generation acted
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from apis import App, Job, JobState, advance, remove_condition, set_condition, transition, utcnow
 from apis._dag import cycle_text, find_cycle
@@ -119,7 +120,7 @@ class DependencyReconciler:
         return find_cycle(job.name, parents_of)
 
     @staticmethod
-    def _fail_cycle(ctx: Context, jobs: Informer[Job], cycle: list[str], now: object) -> None:
+    def _fail_cycle(ctx: Context, jobs: Informer[Job], cycle: list[str], now: datetime) -> None:
         msg = (f"its parents form a dependency cycle: {cycle_text(cycle)}; no job of it can ever start "
                "(edit spec.parents and submit the jobs again)")
         for name in dict.fromkeys(cycle):
@@ -129,8 +130,8 @@ class DependencyReconciler:
             new = member.status_copy()
             new.status.observed_generation = member.metadata.generation
             remove_condition(new.status.conditions, "Waiting")
-            set_condition(new.status.conditions, "Failed", "True", "DependencyCycle", msg, now)  # type: ignore[arg-type]
-            transition(new, JobState.FAILED, msg, now=now)  # type: ignore[arg-type]
+            set_condition(new.status.conditions, "Failed", "True", "DependencyCycle", msg, now)
+            transition(new, JobState.FAILED, msg, now=now)
             ctx.update(member, new)
 
 

@@ -531,7 +531,7 @@ def _watch(opts: UpOptions, alloc: Allocation, children: Children, stop: Stop, c
             if opts.until_done:
                 if done:
                     show(final=True)
-                    return _summary(counts)
+                    return _summary(counts, registry, ns)
                 if time.monotonic() - last_change >= QUIET:
                     reason = None
                     if alloc.nodes_registered():
@@ -554,9 +554,25 @@ def summary_line(counts: dict[JobState, int]) -> str:
     return f"{total} job(s): {finished} JOB_FINISHED, {failed} FAILED" + (f", {rest} stuck" if rest else "")
 
 
-def _summary(counts: dict[JobState, int]) -> Outcome:
+def _summary(counts: dict[JobState, int], registry: Registry, namespace: str) -> Outcome:
     failed = counts[JobState.FAILED]
     line = summary_line(counts)
     if failed:
-        return Outcome(1, out=line, err=f"{failed} job(s) FAILED (see 'balsamctl get jobs --state FAILED -o wide')")
+        return Outcome(1, out=line, err=f"{failed} job(s) FAILED{failed_example(registry, namespace)} "
+                                        "(see 'balsamctl get jobs --state FAILED -o wide')")
     return Outcome(0, out=line)
+
+
+def failed_example(registry: Registry, namespace: str) -> str:
+    """``, e.g. NAME: why`` for one FAILED job, in the words describe shows (its ``Failed``
+    condition, else its last message)."""
+    try:
+        job = next(iter(Job.objects.using(registry).filter(state=JobState.FAILED.value, namespace=namespace)[:1]),
+                   None)
+    except ApiError:
+        return ""
+    if job is None:
+        return ""
+    c = get_condition(job.status.conditions, "Failed")
+    why = c.message if c is not None and c.message else job.status.message
+    return f", e.g. {job.name}: {why}" if why else f", e.g. {job.name}"

@@ -30,11 +30,9 @@ from apis import (
     Resource,
     Site,
     TransferTask,
-    get_condition,
     utcnow,
 )
 from apis import App as AppKind
-
 from apis._reasons import PRIORITY as REASON_PRIORITY
 
 from ._errors import CLIError
@@ -158,8 +156,7 @@ def _job_reason(o: Job) -> str:
 def _job_message(o: Job) -> str:
     c = _reason_condition(o)
     if c is not None and c.message:
-        return c.message if not o.status.message or c.message == o.status.message else \
-            f"{o.status.message}; {c.message}"
+        return c.message  # the reason's own words (status.message is the last step's)
     return o.status.message or NONE
 
 

@@ -40,7 +40,6 @@ from apis import (
     transition,
     utcnow,
 )
-
 from apis._reasons import NO_NODE_AGENT
 
 from .._controller import Context, Request, Result
