@@ -32,11 +32,22 @@ class DependencyReconciler:
 
     def __init__(self, hooks: HookRunner) -> None:
         self.hooks = hooks
+        # Waiting jobs whose ancestry is known to hold no cycle through them: a later walk
+        # stops there, so walking every new job of a long chain costs O(chain), not O(chain²).
+        # Valid until parent links change: an edit of spec.parents, or a job made under a name
+        # that waiting jobs name as a missing parent (then it is forgotten as a whole).
+        self._acyclic: set[str] = set()  # single set operations: atomic under the GIL
 
     def register(self, informers: dict[str, Informer], enqueue: Callable[[Request], None]) -> None:
         jobs: Informer[Job] = informers["Job"]
 
         def on_job(typ: str, old: Job | None, new: Job | None) -> None:
+            relinked = (old is not None and new is not None and old.spec.parents != new.spec.parents) or \
+                (old is None and new is not None and jobs.by_index("children", new.name))
+            if relinked:
+                self._acyclic.clear()
+            elif new is None or new.status.state not in WAITING:
+                self._acyclic.discard((new or old).name)  # type: ignore[union-attr]
             if new is not None and new.status.state in WAITING:
                 enqueue(Request(new.name, new.namespace))
             # A parent reached an end (or vanished): look at its children.
@@ -58,7 +69,7 @@ class DependencyReconciler:
         if job is None or job.status.state not in WAITING:
             return None
         now = utcnow()
-        if job.status.observed_generation is not None and job.status.observed_generation != job.metadata.generation:
+        if job.spec.parents and job.status.observed_generation != job.metadata.generation:
             cycle = self._cycle(jobs, job)
             if cycle is not None:
                 self._fail_cycle(ctx, jobs, cycle, now)
@@ -109,15 +120,23 @@ class DependencyReconciler:
             ctx.update(job, new)
         return None
 
-    @staticmethod
-    def _cycle(jobs: Informer[Job], job: Job) -> list[str] | None:
+    def _cycle(self, jobs: Informer[Job], job: Job) -> list[str] | None:
         """A cycle through ``job`` among waiting jobs (only they can form one: none of them can
-        finish), from the cache."""
+        finish), from the cache; looked for when the job is new or its spec changed."""
+        known = self._acyclic  # membership tests only; the handler thread adds and clears
+
         def parents_of(name: str) -> list[str] | None:
-            j = job if name == job.name else jobs.get(name)
+            if name == job.name:
+                return job.spec.parents
+            if name in known:
+                return None
+            j = jobs.get(name)
             return j.spec.parents if j is not None and j.status.state in WAITING else None
 
-        return find_cycle(job.name, parents_of)
+        cycle = find_cycle(job.name, parents_of)
+        if cycle is None:
+            self._acyclic.add(job.name)
+        return cycle
 
     @staticmethod
     def _fail_cycle(ctx: Context, jobs: Informer[Job], cycle: list[str], now: datetime) -> None:
