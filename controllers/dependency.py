@@ -14,7 +14,6 @@ on the hot path. ``status.observedGeneration`` records the spec generation acted
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 
 from apis import App, Job, JobState, advance, remove_condition, set_condition, transition, utcnow
 from apis._dag import cycle_text, find_cycle
@@ -37,6 +36,9 @@ class DependencyReconciler:
         # Valid until parent links change: an edit of spec.parents, or a job made under a name
         # that waiting jobs name as a missing parent (then it is forgotten as a whole).
         self._acyclic: set[str] = set()  # single set operations: atomic under the GIL
+        # Jobs found in a cycle, still to be failed (each in its own reconcile: the next one of
+        # the cycle is a child of the one just failed, so that step brings it here).
+        self._in_cycle: dict[str, str] = {}
 
     def register(self, informers: dict[str, Informer], enqueue: Callable[[Request], None]) -> None:
         jobs: Informer[Job] = informers["Job"]
@@ -69,11 +71,23 @@ class DependencyReconciler:
         if job is None or job.status.state not in WAITING:
             return None
         now = utcnow()
-        if job.spec.parents and job.status.observed_generation != job.metadata.generation:
+        msg = self._in_cycle.pop(job.name, None)
+        if msg is None and job.spec.parents and job.status.observed_generation != job.metadata.generation:
             cycle = self._cycle(jobs, job)
             if cycle is not None:
-                self._fail_cycle(ctx, jobs, cycle, now)
-                return None
+                msg = (f"its parents form a dependency cycle: {cycle_text(cycle)}; no job of it can ever start "
+                       "(edit spec.parents and submit the jobs again)")
+                for other in cycle:
+                    if other != job.name:
+                        self._in_cycle[other] = msg
+        if msg is not None:
+            new = job.status_copy()
+            new.status.observed_generation = job.metadata.generation
+            remove_condition(new.status.conditions, "Waiting")
+            set_condition(new.status.conditions, "Failed", "True", "DependencyCycle", msg, now)
+            transition(new, JobState.FAILED, msg, now=now)
+            ctx.update(job, new)
+            return None
         new = job.status_copy()
         new.status.observed_generation = job.metadata.generation
         parents = {p: jobs.get(p) for p in job.spec.parents}
@@ -137,22 +151,6 @@ class DependencyReconciler:
         if cycle is None:
             self._acyclic.add(job.name)
         return cycle
-
-    @staticmethod
-    def _fail_cycle(ctx: Context, jobs: Informer[Job], cycle: list[str], now: datetime) -> None:
-        msg = (f"its parents form a dependency cycle: {cycle_text(cycle)}; no job of it can ever start "
-               "(edit spec.parents and submit the jobs again)")
-        for name in dict.fromkeys(cycle):
-            member = jobs.get(name)
-            if member is None or member.status.state not in WAITING:
-                continue
-            new = member.status_copy()
-            new.status.observed_generation = member.metadata.generation
-            remove_condition(new.status.conditions, "Waiting")
-            set_condition(new.status.conditions, "Failed", "True", "DependencyCycle", msg, now)
-            transition(new, JobState.FAILED, msg, now=now)
-            ctx.update(member, new)
-
 
 def names_text(names: list[str], limit: int = 5) -> str:
     shown = ", ".join(names[:limit])

@@ -252,3 +252,50 @@ def test_nodeagent_and_controller_manager_commands(site: Site, procs: list[Proc]
     assert site.run("controller-manager", "--lease-ttl", "x").one_error().startswith(
         "error: Invalid value for '--lease-ttl'")
     assert os.path.exists(site.path / "logs" / "controller-manager.log")
+
+
+def _condition_messages(site: Site, name: str) -> str:
+    r = site.sh("describe", "job", name)
+    assert r.exit_code == 0, r.stderr
+    return r.stdout.split("Conditions:", 1)[1].split("Events:", 1)[0]
+
+
+def test_up_until_done_ends_with_the_reason_describe_shows_for_a_failed_parent(site: Site) -> None:
+    write_yaml(site.path / "p.yaml", [
+        manifest("App", "fails", {"command": "sh -c 'exit 3'"}),
+        job_doc("bad", app="fails"),
+        job_doc("child", app="fails", workdir="w/child", parents=["bad"], onParentFailure="Wait"),
+    ])
+    assert site.sh("apply", "-f", "p.yaml").exit_code == 0
+    code, out, err, _ = up(site, "--until-done")
+    assert code == 1
+    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, err
+    why = "parent job bad failed; this job waits (onParentFailure: Wait)"
+    assert why in errors[0]
+    assert why in _condition_messages(site, "child")
+    assert "ParentFailed" in _condition_messages(site, "child")
+
+
+def test_up_until_done_ends_with_the_cycle_an_edit_made(site: Site) -> None:
+    write_yaml(site.path / "c.yaml", [
+        manifest("App", "hello", {"command": "echo hi"}),
+        job_doc("x"),
+        job_doc("y", workdir="w/y", parents=["x"]),
+    ])
+    assert site.sh("apply", "-f", "c.yaml").exit_code == 0
+
+    def close(j: Job) -> None:
+        j.spec.parents = ["y"]
+
+    site.registry().mutate(Job, "x", close, site.namespace)  # no manager yet: x is still CREATED
+    code, out, err, _ = up(site, "--until-done")
+    assert code == 1
+    assert out == "2 job(s): 0 JOB_FINISHED, 2 FAILED\n"
+    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, err
+    assert "its parents form a dependency cycle" in errors[0]
+    cycle = errors[0].split("dependency cycle: ", 1)[1].split(";", 1)[0]
+    assert cycle in ("x → y → x", "y → x → y")
+    assert "DependencyCycle" in _condition_messages(site, "x")
+    assert cycle in _condition_messages(site, "x") + _condition_messages(site, "y")
