@@ -25,13 +25,14 @@ Computed by the reader (``kubectl_like/reasons.py``), since nothing may be alive
 
 from __future__ import annotations
 
-#: Condition types, most telling first: what ``get -o wide`` shows under REASON.
+#: Condition types, most telling first: what ``get -o wide`` shows under REASON (a stored
+#: problem that lasts whatever runs, before what a missing component explains).
 PRIORITY: tuple[str, ...] = (
-    "ControllerManager",
     "Failed",
     "Unschedulable",
     "ParentFailed",
     "ParentMissing",
+    "ControllerManager",
     "NodeAgents",
     "TransferAuthRequired",
     "TransferStalled",

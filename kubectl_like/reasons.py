@@ -76,9 +76,12 @@ def _bound(job: Job) -> bool:
 
 
 def _still_holds(job: Job, c: Condition) -> bool:
+    """Whether a stored problem condition still applies in the job's state (a run may have
+    moved the job on before the writer cleared it). False-status conditions are shown as
+    they are, as kubectl shows them."""
     state = job.status.state
     if c.status != "True":
-        return False
+        return True
     if c.type == "Failed":
         return state is JobState.FAILED
     if state in TERMINAL:
@@ -87,10 +90,6 @@ def _still_holds(job: Job, c: Condition) -> bool:
         if c.reason == "WaitingForParents":
             return state in WAITING_FOR_PARENTS
         return state in RUNNABLE and not _bound(job) and not job.spec.suspend
-    if c.type == "Unschedulable":
-        return state in RUNNABLE and not _bound(job)
-    if c.type in ("ParentFailed", "ParentMissing"):
-        return state in WAITING_FOR_PARENTS
     return True
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from apis import (
     BatchJob,
+    Condition,
     Job,
     JobState,
     Node,
@@ -86,6 +87,7 @@ class PlacementReconciler:
         self._order_stale = False
         self._head = 0  # every entry of _order before this index has left the backlog
         self._unschedulable: dict[str, str] = {}  # jobs carrying the condition -> its message
+        self._conditions: dict[tuple[str, str, Any], Condition] = {}  # Waiting conditions of this pass
         self._nodes_changed = False
 
     def register(self, informers: dict[str, Informer[Any]], enqueue: Callable[[Request], None]) -> None:
@@ -339,25 +341,33 @@ class PlacementReconciler:
             self._unschedulable[job.name] = reason
         ctx.update(job, new)
 
-    @staticmethod
-    def _set_waiting(ctx: Context, job: Job | None, why: str, held: bool, top: int, now: Any) -> None:
-        """The job's ``Waiting`` condition, written only when its words change."""
+    def _set_waiting(self, ctx: Context, job: Job | None, why: str, held: bool, top: int, now: Any) -> None:
+        """The job's ``Waiting`` condition, written only when its words change. The condition
+        objects are made once per pass and words (a first pass over a long backlog gives
+        thousands of jobs the same one; nothing edits a condition in place)."""
         if job is None:
             return
         if why in ("the allocation has no nodes", "no nodes match the selector"):
             reason, message = "NoNodes", (NO_NODE_AGENT if why == "the allocation has no nodes"
                                           else f"{why}: no node it may use is registered")
         elif held:
-            reason, message = "HeldByPriority", f"{why}; jobs of higher priority (up to {top}) get the room first"
+            reason, message = "HeldByPriority", f"{why}; jobs of higher priority wait for the same room and go first"
         else:
             reason, message = "WaitingForCapacity", why
-        cur = get_condition(job.status.conditions, "Waiting")
-        if cur is not None and (cur.reason, cur.message) == (reason, message) and \
-                get_condition(job.status.conditions, "Unschedulable") is None:
+        conds = job.status.conditions
+        cur = next((c for c in conds if c.type == "Waiting"), None)
+        if cur is not None and cur.reason == reason and cur.message == message and \
+                not any(c.type == "Unschedulable" for c in conds):
             return
+        key = (reason, message, now)
+        shared = self._conditions.get(key)
+        if shared is None:
+            if len(self._conditions) > 64:
+                self._conditions.clear()
+            shared = self._conditions[key] = Condition(type="Waiting", status="True", reason=reason,
+                                                       message=message, last_transition_time=now)
         new = job.status_copy()
-        remove_condition(new.status.conditions, "Unschedulable")
-        set_condition(new.status.conditions, "Waiting", "True", reason, message, now)
+        new.status.conditions = [c for c in conds if c.type not in ("Waiting", "Unschedulable")] + [shared]
         ctx.update(job, new)
 
     def on_write_failed(self, names: list[str]) -> None:
