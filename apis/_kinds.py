@@ -336,6 +336,7 @@ class BatchJobStatus(Model):
     end_time: datetime | None = None
     message: str = ""
     conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None  # the spec generation the batch reconciler last acted on
 
 
 class BatchJob(ClientMixin, Resource):

@@ -210,19 +210,20 @@ class Controller:
                 self.queue.add_rate_limited(req)
 
     def _annotate(self, writes: Writes) -> None:
-        """What every job step written by a reconciler carries: the component that made each
-        new state move (``history[].by``, describe's FROM) and ``status.observedGeneration``,
-        the generation of the spec the reconciler acted on."""
+        """What every step written by a reconciler carries: ``status.observedGeneration``, the
+        generation of the spec the reconciler acted on (kinds whose status has the field: Job,
+        BatchJob), and for jobs the component that made each new state move (``history[].by``,
+        describe's FROM)."""
         for old, new in writes.updates:
-            if not isinstance(new, Job) or not isinstance(old, Job):
-                continue
-            st_new = new.status
-            if st_new is old.status:
-                continue  # not a status copy: leave it alone
+            st_new, st_old = getattr(new, "status", None), getattr(old, "status", None)
+            if st_new is None or st_new is st_old or not hasattr(st_new, "observed_generation"):
+                continue  # no status of its own to stamp (not a status copy): leave it alone
             if st_new.observed_generation != old.metadata.generation:
                 set_field(st_new, "observed_generation", old.metadata.generation)
+            if not isinstance(new, Job) or not isinstance(old, Job):
+                continue
             prior = {id(e) for e in old.status.history[-8:]}
-            for ev in reversed(st_new.history):
+            for ev in reversed(new.status.history):
                 if id(ev) in prior:
                     break
                 if ev.by is None:
