@@ -331,7 +331,8 @@ class Allocation:
                 self._delete()
                 return None
             why = _last_line(self.output)
-            return Outcome(1, err=f"allocation {self.name} ended: {bj.status.message}"
+            # Its agents are gone with it: the jobs left wait for a node agent (describe's words).
+            return Outcome(1, err=f"no node agent is running: allocation {self.name} ended: {bj.status.message}"
                            + (f"; its output ends with: {why}" if why else f" (see {self.output})"))
         if state == "running":
             return self._check_nodes()
@@ -345,12 +346,15 @@ class Allocation:
             return None
         self._nodes_checked = now
         limit = 2 * self.opts.lease_ttl + 10
-        for name, node in zip(self.nodes, self.registry.get_many(Node, self.nodes, self.ns), strict=True):
+        nodes = self.registry.get_many(Node, self.nodes, self.ns)
+        for name, node in zip(self.nodes, nodes, strict=True):
             if node is not None and node.spec.batch_job == self.name:
                 self._missing.pop(name, None)
             elif now - self._missing.setdefault(name, now) > limit:
                 why = _last_line(self.output)
-                return Outcome(1, err=f"node agent {name} of allocation {self.name} is not running"
+                # The words describe shows for the jobs left waiting, when no agent is left at all.
+                lead = "no node agent is running: " if not any(nodes) else ""
+                return Outcome(1, err=f"{lead}node agent {name} of allocation {self.name} is not running"
                                + (f": {why}" if why else f" (see {self.output})"))
         return None
 

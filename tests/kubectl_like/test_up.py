@@ -299,3 +299,24 @@ def test_up_until_done_ends_with_the_cycle_an_edit_made(site: Site) -> None:
     assert cycle in ("x → y → x", "y → x → y")
     assert "DependencyCycle" in _condition_messages(site, "x")
     assert cycle in _condition_messages(site, "x") + _condition_messages(site, "y")
+
+
+def test_up_until_done_says_no_node_agent_is_running_when_its_agents_die(site: Site, procs: list[Proc]) -> None:
+    write_yaml(site.path / "s.yaml", [manifest("App", "sleeper", {"command": "sleep 600"}), job_doc("long", app="sleeper")])
+    assert site.sh("apply", "-f", "s.yaml").exit_code == 0
+    p = Proc(site.path, "up", "--until-done", "--cpus", "2", "--lease-ttl", "3")
+    procs.append(p)
+    reg = site.registry()
+    wait_until(lambda: reg.get(Job, "long", site.namespace).status.state is JobState.RUNNING, timeout=60)
+    agents = agents_among(descendants(p.p.pid))
+    assert len(agents) == 1
+    for pid in agents:
+        os.kill(pid, signal.SIGKILL)
+    # The Node's lease runs out, the job is moved on, and describe says why it waits.
+    wait_until(lambda: "NoNodeAgent" in _condition_messages(site, "long"), timeout=60, interval=0.5)
+    assert "no node agent is running" in _condition_messages(site, "long")
+    assert p.wait(90) == 1
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, p.stderr
+    # The allocation ends with its only agent, or the agent is found missing: either way, the words.
+    assert errors[0].startswith("error: no node agent is running: "), errors[0]
