@@ -132,12 +132,15 @@ def command(args: tuple[str, ...], selector: str | None, states: tuple[str, ...]
     if names:
         objs, missing = get_named(reg, kind, names, ctx.namespace)
         if objs:
-            click.echo(printer.render(current(reg, objs), single=len(names) == 1), nl=False)
+            shown = objs if output == "name" else current(reg, objs)
+            click.echo(printer.render(shown, single=len(names) == 1), nl=False)
         for err in missing:
             ctx.report(err)
         return
     namespaces = namespaces_of(reg, kind) if all_namespaces else [ctx.namespace]
-    objs = current(reg, query(reg, kind, namespaces, filters))
+    objs = query(reg, kind, namespaces, filters)
+    if output != "name":  # names need no reasons
+        objs = current(reg, objs)
     text = printer.render(objs) if (objs or output in ("json", "yaml")) else ""
     if text:
         click.echo(text, nl=False)
