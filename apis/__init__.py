@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import (
     _app_admission,  # noqa: F401  - registers the admission check of App commands
+    _dag,  # noqa: F401  - registers the admission check refusing dependency cycles
     _live_edits,  # noqa: F401  - registers the admission check for edits of live Jobs
 )
 from ._appdef import ApplicationDefinition
@@ -36,6 +37,7 @@ from ._errors import (
 )
 from ._futures import JobDeleted, JobFailed, NoResult, WaitResult
 from ._kinds import (
+    ALL_KINDS,
     KINDS,
     App,
     AppParameter,
@@ -44,6 +46,7 @@ from ._kinds import (
     BatchJobSpec,
     BatchJobStatus,
     ElasticQueue,
+    Event,
     HistoryEvent,
     Job,
     JobResources,
@@ -53,6 +56,7 @@ from ._kinds import (
     NodeSize,
     NodeSpec,
     NodeStatus,
+    ObjectReference,
     Placement,
     PythonAppRef,
     RetryPolicy,
@@ -93,6 +97,9 @@ from ._states import (
 from ._transfers import PlannedItem, check_job_transfers, plan_items, provider_of, site_name_for
 
 __all__ = [
+    "ALL_KINDS",
+    "Event",
+    "ObjectReference",
     "API_VERSION",
     "AlreadyExists",
     "ApiError",

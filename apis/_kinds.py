@@ -16,7 +16,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 
 from ._balsam import BalsamJobMixin
 from ._client import ClientMixin
-from ._meta import Condition, Model, Resource
+from ._meta import API_VERSION, Condition, Model, Resource
 from ._states import JobState
 
 HISTORY_CAP = 100
@@ -109,6 +109,7 @@ class HistoryEvent(Model):
     to_state: JobState = Field(alias="to")
     time: datetime
     message: str = ""
+    by: str | None = None  # the component that made the move (a reconciler's name, node-agent, user)
 
 
 class Placement(Model):
@@ -360,6 +361,7 @@ class BatchJobStatus(Model):
     end_time: datetime | None = None
     message: str = ""
     conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None  # the spec generation the batch reconciler last acted on
 
 
 class BatchJob(ClientMixin, Resource):
@@ -458,12 +460,50 @@ class TransferTask(ClientMixin, Resource):
 KINDS: tuple[type[Resource], ...] = (Job, App, Site, BatchJob, Node, TransferTask)
 
 
+# --- Event -----------------------------------------------------------------------
+
+
+class ObjectReference(Model):
+    """The object an Event is about (Kubernetes' ``involvedObject``)."""
+
+    api_version: str = API_VERSION
+    kind: str
+    name: str
+    namespace: str | None = None
+    uid: str | None = None
+
+
+class Event(ClientMixin, Resource):
+    """Something that happened to an object (core/v1 Event's shape, which ``kubectl get
+    events`` shows): repeats of one situation are one Event whose ``count`` grows. Written by
+    the controllers on a store lease shared per time window, so Events expire (docs/design.md
+    "Conditions and Events"). Not a CRD of the operator: Events stay in the store."""
+
+    KIND: ClassVar[str] = "Event"
+    PLURAL: ClassVar[str] = "events"
+    SINGULAR: ClassVar[str] = "event"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("ev",)
+
+    involved_object: ObjectReference
+    reason: str
+    message: str = ""
+    type: Literal["Normal", "Warning"] = "Normal"
+    count: int = Field(1, ge=1)
+    first_timestamp: datetime | None = None
+    last_timestamp: datetime | None = None
+    reporting_controller: str = ""  # the component that acted (a reconciler, the node agent)
+
+
+#: Every kind ``kind_for`` knows: the CRD kinds and Events.
+ALL_KINDS: tuple[type[Resource], ...] = (*KINDS, Event)
+
+
 def kind_for(name: str) -> type[Resource]:
     """A kind from kubectl's names: ``job``, ``jobs``, ``Job``, ``jobs.balsam.io``, ``bj``."""
     n = name.lower()
     if n.endswith(".balsam.io"):
         n = n[: -len(".balsam.io")]
-    for k in KINDS:
+    for k in ALL_KINDS:
         if n in (k.KIND.lower(), k.PLURAL, k.SINGULAR, *k.SHORT_NAMES):
             return k
     from ._errors import BadRequest

@@ -24,9 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from apis import ApiError, Conflict, NotFound, Registry, Resource
+from apis import ApiError, Conflict, Job, NotFound, Registry, Resource
+from apis._meta import set_field
 
 from ._backoff import MAX_BACKOFF, STORE_TROUBLE
+from ._events import EventRecorder, PendingEvent, job_events
 from ._queue import ShutDown, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -121,6 +123,7 @@ class Controller:
         self.writes = 0
         self._store_failing = False  # said once per outage (see _store_trouble)
         self._store_delay = 0.0
+        self.events = EventRecorder(registry, reconciler.name)
 
     @property
     def name(self) -> str:
@@ -188,10 +191,12 @@ class Controller:
         merged = Writes()
         for _, w in per_key:
             merged.extend(w)
+        self._annotate(merged)
         try:
             written = write_batch(self.registry, merged)
             self.writes += 1
             self._written(written, merged.deletes)
+            self._record_events(merged)
             for req, _ in per_key:
                 self.queue.forget(req)
             return
@@ -210,6 +215,7 @@ class Controller:
                 written = write_batch(self.registry, w)
                 self.writes += 1
                 self._written(written, w.deletes)
+                self._record_events(w)
                 self.queue.forget(req)
             except (Conflict, NotFound, ApiError) as e:
                 log.debug("controller %s: %s: %s", self.name, req.name, e)
@@ -226,6 +232,33 @@ class Controller:
         self._store_delay = min(MAX_BACKOFF, max(0.1, self._store_delay * 2))
         for req in reqs:
             self.queue.add_after(req, self._store_delay)
+    def _annotate(self, writes: Writes) -> None:
+        """What every step written by a reconciler carries: ``status.observedGeneration``, the
+        generation of the spec the reconciler acted on (kinds whose status has the field: Job,
+        BatchJob), and for jobs the component that made each new state move (``history[].by``,
+        describe's FROM)."""
+        for old, new in writes.updates:
+            st_new, st_old = getattr(new, "status", None), getattr(old, "status", None)
+            if st_new is None or st_new is st_old or not hasattr(st_new, "observed_generation"):
+                continue  # no status of its own to stamp (not a status copy): leave it alone
+            if st_new.observed_generation != old.metadata.generation:
+                set_field(st_new, "observed_generation", old.metadata.generation)
+            if not isinstance(new, Job) or not isinstance(old, Job):
+                continue
+            prior = {id(e) for e in old.status.history[-8:]}
+            for ev in reversed(new.status.history):
+                if id(ev) in prior:
+                    break
+                if ev.by is None:
+                    set_field(ev, "by", self.name)
+
+    def _record_events(self, writes: Writes) -> None:
+        pending: list[PendingEvent] = []
+        for old, new in writes.updates:
+            if isinstance(new, Job) and isinstance(old, Job):
+                pending.extend(job_events(old, new))
+        if pending:
+            self.events.record(pending)
 
     def _write_failed(self, writes: Writes) -> None:
         """Tell a reconciler that keeps its own bookkeeping (placement) which steps did not land."""

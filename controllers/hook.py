@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from apis import TERMINAL, App, Job, JobState, RetryPolicy, transition, utcnow
+from apis import TERMINAL, App, Job, JobState, RetryPolicy, set_condition, transition, utcnow
 from apis._balsam import apply_fields
 from apis._states import is_allowed
 
@@ -106,10 +106,14 @@ class HookReconciler:
             transition(job, JobState.RESTART_READY, f"{what}; retry {attempts} of {policy.limit}", now=now)
             return None
         if policy is None or not retryable:
-            transition(job, JobState.FAILED, f"{what}; no retry policy allows another attempt", now=now)
+            msg = f"{what}; no retry policy allows another attempt"
+            reason = "NoRetry"
         else:
-            transition(job, JobState.FAILED, f"{what}; gave up after {attempts} attempt(s) "
-                       f"(retry.limit {policy.limit})", now=now)
+            msg = f"{what}; gave up after {attempts} attempt(s) (retry.limit {policy.limit})"
+            reason = "RetriesExhausted"
+        set_condition(job.status.conditions, "Failed", "True", reason,
+                      f"the run {msg}" if what.startswith(("exited", "timed")) else msg, now)
+        transition(job, JobState.FAILED, msg, now=now)
         return None
 
     def _apply_outcome(self, job: Job, outcome: HookOutcome, hook: HookName, app: App,

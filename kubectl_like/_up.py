@@ -332,7 +332,8 @@ class Allocation:
                 self._delete()
                 return None
             why = _last_line(self.output)
-            return Outcome(1, err=f"allocation {self.name} ended: {bj.status.message}"
+            # Its agents are gone with it: the jobs left wait for a node agent (describe's words).
+            return Outcome(1, err=f"no node agent is running: allocation {self.name} ended: {bj.status.message}"
                            + (f"; its output ends with: {why}" if why else f" (see {self.output})"))
         if state == "running":
             return self._check_nodes()
@@ -346,12 +347,15 @@ class Allocation:
             return None
         self._nodes_checked = now
         limit = 2 * self.opts.lease_ttl + 10
-        for name, node in zip(self.nodes, self.registry.get_many(Node, self.nodes, self.ns), strict=True):
+        nodes = self.registry.get_many(Node, self.nodes, self.ns)
+        for name, node in zip(self.nodes, nodes, strict=True):
             if node is not None and node.spec.batch_job == self.name:
                 self._missing.pop(name, None)
             elif now - self._missing.setdefault(name, now) > limit:
                 why = _last_line(self.output)
-                return Outcome(1, err=f"node agent {name} of allocation {self.name} is not running"
+                # The words describe shows for the jobs left waiting, when no agent is left at all.
+                lead = "no node agent is running: " if not any(nodes) else ""
+                return Outcome(1, err=f"{lead}node agent {name} of allocation {self.name} is not running"
                                + (f": {why}" if why else f" (see {self.output})"))
         return None
 
@@ -558,7 +562,7 @@ def _watch(opts: UpOptions, alloc: Allocation, children: Children, stop: Stop, c
                 if opts.until_done:
                     if done:
                         show(final=True)
-                        return _summary(counts)
+                        return _summary(counts, registry, ns)
                     if time.monotonic() - last_change >= QUIET:
                         reason = None
                         if alloc.nodes_registered():
@@ -587,9 +591,25 @@ def summary_line(counts: dict[JobState, int]) -> str:
     return f"{total} job(s): {finished} JOB_FINISHED, {failed} FAILED" + (f", {rest} stuck" if rest else "")
 
 
-def _summary(counts: dict[JobState, int]) -> Outcome:
+def _summary(counts: dict[JobState, int], registry: Registry, namespace: str) -> Outcome:
     failed = counts[JobState.FAILED]
     line = summary_line(counts)
     if failed:
-        return Outcome(1, out=line, err=f"{failed} job(s) FAILED (see 'balsamctl get jobs --state FAILED -o wide')")
+        return Outcome(1, out=line, err=f"{failed} job(s) FAILED{failed_example(registry, namespace)} "
+                                        "(see 'balsamctl get jobs --state FAILED -o wide')")
     return Outcome(0, out=line)
+
+
+def failed_example(registry: Registry, namespace: str) -> str:
+    """``, e.g. NAME: why`` for one FAILED job, in the words describe shows (its ``Failed``
+    condition, else its last message)."""
+    try:
+        job = next(iter(Job.objects.using(registry).filter(state=JobState.FAILED.value, namespace=namespace)[:1]),
+                   None)
+    except ApiError:
+        return ""
+    if job is None:
+        return ""
+    c = get_condition(job.status.conditions, "Failed")
+    why = c.message if c is not None and c.message else job.status.message
+    return f", e.g. {job.name}: {why}" if why else f", e.g. {job.name}"

@@ -93,6 +93,7 @@ def cli() -> None:
 def _register() -> None:
     from .commands import (
         apply,
+        completion,
         controller_manager,
         crds,
         create,
@@ -100,6 +101,7 @@ def _register() -> None:
         describe,
         diff,
         edit,
+        explain,
         get,
         init,
         logs,
@@ -109,9 +111,9 @@ def _register() -> None:
         wait,
     )
 
-    for mod in (init, apply, create, get, describe, delete, diff, edit, crds, operator):
+    for mod in (init, apply, create, get, describe, explain, delete, diff, edit, crds, operator):
         cli.add_command(mod.command)
-    for mod in (wait, logs, up, controller_manager, node_agent):
+    for mod in (wait, logs, up, controller_manager, node_agent, completion):
         cli.add_command(mod.command)
     from ._login import command as login
 

@@ -2,18 +2,21 @@
 ``Key:  value`` blocks, a Conditions table, and an Events table.
 
 Describers are plug-ins per kind (``DESCRIBERS``); kinds without one get the generic page.
-For jobs the Events come from ``status.history`` (every state transition: TYPE REASON AGE
-FROM MESSAGE, Warning for the failure states).
+For jobs the Conditions are those that hold now (``reasons.current_conditions``: stored, and
+what only a reader can see, such as no controller manager alive), and the Events are the
+job's Event objects merged with ``status.history`` (every state transition: TYPE REASON AGE
+FROM MESSAGE, FROM being the component that acted, Warning for the failure states).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from apis import Job, Resource, utcnow
+from apis import Condition, Event, Job, Resource, utcnow
 
 from .applier import LAST_APPLIED
 from .printers import NONE, age, format_table
@@ -136,7 +139,26 @@ def events_table(rows: list[list[str]]) -> list[str]:
     return ["Events:", *("  " + ln for ln in text.splitlines())]
 
 
-def describe_generic(obj: Resource, now: datetime) -> list[str]:
+#: Who makes a move that carries no ``by`` (written before it existed, or by a node agent or
+#: a user, which do not go through a controller).
+AGENT_STATES = {"RUNNING", "RUN_DONE", "RUN_ERROR", "RUN_TIMEOUT"}
+
+
+def history_source(to_state: str, by: str | None) -> str:
+    if by:
+        return by
+    return "node-agent" if to_state in AGENT_STATES else "user"
+
+
+@dataclass
+class Extra:
+    """What a describer shows beyond the object: current conditions and its Events."""
+
+    conditions: list[Condition] | None = None
+    events: list[Event] = field(default_factory=list)
+
+
+def describe_generic(obj: Resource, now: datetime, extra: Extra | None = None) -> list[str]:
     d = obj.to_dict()
     lines = header(obj, now)
     lines += section("Spec", d.get("spec"))
@@ -145,11 +167,22 @@ def describe_generic(obj: Resource, now: datetime) -> list[str]:
     lines += section("Status", status)
     if conds is not None:
         lines += conditions_table(getattr(getattr(obj, "status", None), "conditions", []), now)
-    lines += events_table([])
+    lines += events_table(event_rows(extra.events if extra else [], now))
     return lines
 
 
-def describe_job(job: Job, now: datetime) -> list[str]:
+def event_rows(events: list[Event], now: datetime) -> list[list[str]]:
+    rows = []
+    for ev in events:
+        last = ev.last_timestamp or ev.first_timestamp
+        when = age(last, now)
+        if ev.count > 1 and ev.first_timestamp is not None:
+            when += f" (x{ev.count} over {age(ev.first_timestamp, now)})"
+        rows.append([ev.type, ev.reason, when, ev.reporting_controller or NONE, " ".join(ev.message.split()) or NONE])
+    return rows
+
+
+def describe_job(job: Job, now: datetime, extra: Extra | None = None) -> list[str]:
     d = job.to_dict()
     s = job.status
     lines = header(job, now)
@@ -180,26 +213,31 @@ def describe_job(job: Job, now: datetime) -> list[str]:
     if s.output_tail:
         status["outputTail"] = s.output_tail
     lines += ["Status:", *render_block(status, 1)]
-    lines += conditions_table(s.conditions, now)
-    rows = []
+    conds = extra.conditions if extra is not None and extra.conditions is not None else s.conditions
+    lines += conditions_table(conds, now)
+    timed: list[tuple[datetime, list[str]]] = []
     for ev in s.history:
         to = ev.to_state.value
-        rows.append([
+        timed.append((ev.time, [
             "Warning" if to in WARNING_STATES else "Normal",
             to,
             age(ev.time, now),
-            ev.from_state.value if ev.from_state is not None else NONE,
+            history_source(to, ev.by),
             " ".join(ev.message.split()) or NONE,
-        ])
-    lines += events_table(rows)
+        ]))
+    for e in extra.events if extra is not None else []:
+        when = e.last_timestamp or e.first_timestamp or now
+        timed.append((when, event_rows([e], now)[0]))
+    timed.sort(key=lambda t: t[0])
+    lines += events_table([row for _, row in timed])
     return lines
 
 
-DESCRIBERS: dict[str, Callable[[Any, datetime], list[str]]] = {
+DESCRIBERS: dict[str, Callable[[Any, datetime, Extra | None], list[str]]] = {
     "Job": describe_job,
 }
 
 
-def describe(obj: Resource, now: datetime | None = None) -> str:
+def describe(obj: Resource, now: datetime | None = None, extra: Extra | None = None) -> str:
     fn = DESCRIBERS.get(obj.KIND, describe_generic)
-    return "\n".join(fn(obj, now or utcnow())) + "\n"
+    return "\n".join(fn(obj, now or utcnow(), extra)) + "\n"

@@ -24,15 +24,16 @@ from apis import (
     API_VERSION,
     TERMINAL,
     BatchJob,
+    Event,
     Job,
     Node,
     Resource,
     Site,
     TransferTask,
-    get_condition,
     utcnow,
 )
 from apis import App as AppKind
+from apis._reasons import PRIORITY as REASON_PRIORITY
 
 from ._errors import CLIError
 from .jsonpath import Template, find, format_value
@@ -114,6 +115,9 @@ class Column:
     header: str
     value: Callable[[Any], str]
     wide: bool = False  # shown only with -o wide
+    # The widest value the column can hold (0: unbounded, such as names): a stream (get -w)
+    # pads to at least this, so a later, longer value (a state) does not shift its row.
+    width: int = 0
 
 
 def _name(o: Resource) -> str:
@@ -136,18 +140,37 @@ def _job_nodes(o: Job) -> str:
     return ",".join(p.nodes) if p is not None and p.nodes else NONE
 
 
-def _job_unschedulable(o: Job) -> str:
-    c = get_condition(o.status.conditions, "Unschedulable")
-    if c is None or c.status != "True":
-        return NONE
-    return c.reason or "Unschedulable"
+def _reason_condition(o: Job) -> Any:
+    """The most telling problem among the job's conditions (``apis/_reasons.py``'s order)."""
+    found = [c for c in o.status.conditions
+             if c.status == "True" or (c.status == "False" and c.type in ("ControllerManager", "NodeAgents"))]
+    rank = {t: i for i, t in enumerate(REASON_PRIORITY)}
+    return min(found, key=lambda c: rank.get(c.type, len(rank)), default=None)
+
+
+def _job_reason(o: Job) -> str:
+    c = _reason_condition(o)
+    return NONE if c is None else c.reason or c.type
 
 
 def _job_message(o: Job) -> str:
-    c = get_condition(o.status.conditions, "Unschedulable")
-    if c is not None and c.status == "True" and c.message:
-        return c.message if not o.status.message else f"{o.status.message}; {c.message}"
+    c = _reason_condition(o)
+    if c is not None and c.message:
+        return c.message  # the reason's own words (status.message is the last step's)
     return o.status.message or NONE
+
+
+def _event_last_seen(o: Event) -> str:
+    last = o.last_timestamp or o.first_timestamp or o.metadata.creation_timestamp
+    text = age(last)
+    if o.count > 1 and o.first_timestamp is not None:
+        text += f" (x{o.count} over {age(o.first_timestamp)})"
+    return text
+
+
+def _event_object(o: Event) -> str:
+    r = o.involved_object
+    return f"{r.kind.lower()}/{r.name}"
 
 
 def _node_occupancy(o: Node) -> str:
@@ -174,13 +197,13 @@ COLUMNS: dict[str, list[Column]] = {
     "Job": [
         Column("NAME", _name),
         Column("APP", lambda o: o.spec.app),
-        Column("STATE", _job_state),
+        Column("STATE", _job_state, width=len("AWAITING_PARENTS,Suspended") + 3),
         Column("WORKDIR", lambda o: o.spec.workdir),
-        Column("AGE", _age),
+        Column("AGE", _age, width=10),
         Column("NODES", _job_nodes, wide=True),
-        Column("PRIORITY", lambda o: str(o.spec.priority), wide=True),
+        Column("PRIORITY", lambda o: str(o.spec.priority), wide=True, width=10),
         Column("TAGS", lambda o: labels_text(o.metadata.labels), wide=True),
-        Column("REASON", _job_unschedulable, wide=True),
+        Column("REASON", _job_reason, wide=True, width=len("NoControllerManager") + 3),
         Column("MESSAGE", _job_message, wide=True),
     ],
     "App": [
@@ -204,7 +227,7 @@ COLUMNS: dict[str, list[Column]] = {
         Column("NAME", _name),
         Column("NODES", lambda o: str(o.spec.num_nodes)),
         Column("WALLTIME", lambda o: f"{fmt_num(o.spec.wall_time_min)}m"),
-        Column("STATE", lambda o: o.status.state),
+        Column("STATE", lambda o: o.status.state, width=len("pending_submission") + 3),
         Column("SCHEDULER-ID", lambda o: o.status.scheduler_id or NONE),
         Column("AGE", _age),
         Column("QUEUE", lambda o: o.spec.queue or NONE, wide=True),
@@ -229,17 +252,28 @@ COLUMNS: dict[str, list[Column]] = {
         Column("PROVIDER", lambda o: o.spec.provider),
         Column("DIRECTION", lambda o: o.spec.direction),
         Column("ITEMS", lambda o: str(len(o.spec.items))),
-        Column("STATE", lambda o: o.status.state),
+        Column("STATE", lambda o: o.status.state, width=len("Succeeded") + 3),
         Column("AGE", _age),
         Column("LOCATION", lambda o: o.spec.location, wide=True),
         Column("TASK-ID", lambda o: o.status.provider_task_id or NONE, wide=True),
         Column("MESSAGE", lambda o: o.status.message or NONE, wide=True),
     ],
+    "Event": [
+        Column("LAST SEEN", _event_last_seen, width=len("59m (x999 over 59m)") + 3),
+        Column("TYPE", lambda o: o.type, width=len("Warning") + 3),
+        Column("REASON", lambda o: o.reason, width=len("NoControllerManager") + 3),
+        Column("OBJECT", _event_object),
+        Column("MESSAGE", lambda o: " ".join(o.message.split()) or NONE),
+        Column("SOURCE", lambda o: o.reporting_controller or NONE, wide=True),
+        Column("FIRST SEEN", lambda o: age(o.first_timestamp), wide=True),
+        Column("COUNT", lambda o: str(o.count), wide=True),
+        Column("NAME", _name, wide=True),
+    ],
 }
 DEFAULT_COLUMNS = [Column("NAME", _name), Column("AGE", _age)]
 
 # Fail at import, not at print time, if a kind is renamed.
-assert {Job.KIND, AppKind.KIND, Site.KIND, BatchJob.KIND, Node.KIND, TransferTask.KIND} <= set(COLUMNS)
+assert {Job.KIND, AppKind.KIND, Site.KIND, BatchJob.KIND, Node.KIND, TransferTask.KIND, Event.KIND} <= set(COLUMNS)
 
 
 def format_table(header: Sequence[str] | None, rows: Sequence[Sequence[str]],
@@ -332,16 +366,29 @@ class TablePrinter(Printer):
         text, self._widths = format_table(header, [self.row(o) for o in objs])
         return text
 
+    def fixed_widths(self) -> list[int]:
+        """The least width of each column in a stream: the kind's declared widths."""
+        w = [max(10, c.width) for c in self.columns]
+        return [10, *w] if self.options.with_namespace else w
+
+    def _stream_widths(self, header: list[str] | None, rows: list[list[str]]) -> list[int]:
+        _, computed = format_table(header, rows)
+        return [max(a, b) for a, b in zip(computed, self.fixed_widths(), strict=True)]
+
     def render_watch_start(self, objs: Sequence[Resource]) -> str:
-        return self.render(objs)  # one aligned table; the streamed rows reuse its widths
+        # One aligned table, at least as wide as the kind's declared widths: the streamed rows
+        # reuse its widths, so a later, longer state does not shift them.
+        header = None if self.options.no_headers else self.header()
+        rows = [self.row(o) for o in objs]
+        self._widths = self._stream_widths(header, rows)
+        return format_table(header, rows, self._widths)[0]
 
     def render_event(self, obj: Resource, first: bool) -> str:
         header = None if (self.options.no_headers or not first) else self.header()
+        rows = [self.row(obj)]
         if first or self._widths is None:
-            rows = [self.row(obj)]
-            text, self._widths = format_table(header, rows)
-            return text
-        return format_table(None, [self.row(obj)], self._widths)[0]
+            self._widths = self._stream_widths(header, rows)
+        return format_table(header, rows, self._widths)[0]
 
 
 @printer("wide")

@@ -8,7 +8,8 @@ ones that match (plus, for the selector operators no index can answer, ``!=``,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,9 +29,13 @@ class Filters:
     tags: dict[str, str] = field(default_factory=dict)
     sort_by: str | None = None
     limit: int | None = None
+    predicate: Callable[[Resource], bool] | None = None  # e.g. get events --for job/NAME
 
     def __bool__(self) -> bool:
-        return bool(self.selector) or bool(self.states) or bool(self.tags)
+        return bool(self.selector) or bool(self.states) or bool(self.tags) or self.predicate is not None
+
+    def and_also(self, predicate: Callable[[Resource], bool]) -> Filters:
+        return dataclasses.replace(self, predicate=predicate)
 
     def matches(self, obj: Resource) -> bool:
         """Whether one object passes the selector, --tag and --state (for streamed events)."""
@@ -38,6 +43,8 @@ class Filters:
         if self.selector and not self.selector.matches(labels):
             return False
         if any(labels.get(k) != v for k, v in self.tags.items()):
+            return False
+        if self.predicate is not None and not self.predicate(obj):
             return False
         if self.states:
             state = (_state_of(obj) or "").lower()
@@ -90,6 +97,10 @@ def _state_of(o: Any) -> str | None:
 
 def query(reg: Registry, kind: type[Resource], namespaces: Sequence[str], f: Filters) -> list[Resource]:
     """Objects of ``kind`` in ``namespaces`` that pass ``f``, sorted and limited."""
+    if f.predicate is not None:
+        pred = f.predicate
+        objs = [o for o in query(reg, kind, namespaces, dataclasses.replace(f, predicate=None, limit=None)) if pred(o)]
+        return objs if f.limit is None else objs[: f.limit]
     post_state: set[str] | None = None
     if f.states and kind is not Job:
         status_field = kind.model_fields.get("status")

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
+from apis._reasons import needs_text
+
 __all__ = [
     "EPSILON",
     "Decision",
@@ -842,16 +844,13 @@ class Packer:
         )
 
     def _waiting_reason(self, g: _Group) -> str:
+        """Why a job that could fit waits, in words that stay the same while it waits (the
+        placement reconciler writes it only when it changes)."""
         if g.never is None:
             return "no nodes match the selector" if g.restricted else "the allocation has no nodes"
         s = g.shape
-        gp = f", {s.gpus_per_node} idle GPUs" if s.gpus_per_node else ""
-        if s.num_nodes > 1:
-            return f"waiting for {s.num_nodes} idle nodes with {s.cpus_per_node} CPUs{gp} each"
-        return (
-            f"waiting for a node with {s.cpus_per_node} idle CPUs{gp} and "
-            f"occupancy headroom 1/{s.node_packing_count}"
-        )
+        return needs_text(s.cpus_per_node, s.gpus_per_node, s.num_nodes, s.node_packing_count) + \
+            "; every node that could hold it is busy"
 
     # -- reporting --
 

@@ -13,7 +13,12 @@ so bursts of events collapse into one pass. A pass
    oldest), and records every binding as one step each — the controller writes them all in one
    transaction;
 4. marks jobs that no node of the allocation could ever hold ``Unschedulable`` with the reason
-   in words, and clears that condition when it no longer holds.
+   in words, and clears that condition when it no longer holds;
+5. gives a job that could fit but waits a ``Waiting`` condition: ``WaitingForCapacity`` ("needs
+   4 idle CPUs on one node; every node that could hold it is busy"), ``HeldByPriority`` (jobs of
+   higher priority wait for the same room and go first) or ``NoNodes``. Its words stay the same
+   while the situation does, and it is written only when it changes (a job bound clears it in
+   its binding write), so a long backlog costs one write per job, not one per pass.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 
 from apis import (
     BatchJob,
+    Condition,
     Job,
     JobState,
     Node,
@@ -35,6 +41,7 @@ from apis import (
     transition,
     utcnow,
 )
+from apis._reasons import NO_NODE_AGENT
 
 from .._controller import Context, Request, Result
 from .._informer import Informer
@@ -80,6 +87,7 @@ class PlacementReconciler:
         self._order_stale = False
         self._head = 0  # every entry of _order before this index has left the backlog
         self._unschedulable: dict[str, str] = {}  # jobs carrying the condition -> its message
+        self._conditions: dict[tuple[str, str, Any], Condition] = {}  # Waiting conditions of this pass
         self._nodes_changed = False
 
     def register(self, informers: dict[str, Informer[Any]], enqueue: Callable[[Request], None]) -> None:
@@ -257,7 +265,13 @@ class PlacementReconciler:
             decisions = self.packer.place(backlog[name][1] for _, name in self._order if name in backlog)
         else:
             decisions = self._place_while_room(dirty)
+        top_waiting: int | None = None  # the highest priority seen waiting so far in this pass
         for d in decisions:
+            if d.waiting:
+                prio = -backlog[d.job][0][0] if d.job in backlog else 0
+                held = top_waiting is not None and prio < top_waiting
+                top_waiting = prio if top_waiting is None else max(top_waiting, prio)
+                self._set_waiting(ctx, jobs.get(d.job), d.reason, held, top_waiting, now)
             if d.bound:
                 placed = jobs.get(d.job)
                 if placed is None:
@@ -266,13 +280,14 @@ class PlacementReconciler:
                 new = placed.status_copy()
                 new.status.placement = Placement(**d.placement_fields())
                 remove_condition(new.status.conditions, "Unschedulable")
+                remove_condition(new.status.conditions, "Waiting")
                 ctx.update(placed, new)
                 del backlog[d.job]
             elif d.never_fits:
                 if self._unschedulable.get(d.job) != d.reason:
                     self._set_unschedulable(ctx, jobs.get(d.job), d.reason, now)
             elif d.job in self._unschedulable:
-                self._set_unschedulable(ctx, jobs.get(d.job), None, now)
+                self._unschedulable.pop(d.job, None)  # cleared by _set_waiting's write above
         if len(self._order) > 2 * len(backlog) + 64:
             self._order = [(k, n) for k, n in self._order if n in backlog]
             self._head = 0
@@ -322,7 +337,37 @@ class PlacementReconciler:
             self._unschedulable.pop(job.name, None)
         else:
             set_condition(new.status.conditions, "Unschedulable", "True", "NeverFits", reason, now)
+            remove_condition(new.status.conditions, "Waiting")
             self._unschedulable[job.name] = reason
+        ctx.update(job, new)
+
+    def _set_waiting(self, ctx: Context, job: Job | None, why: str, held: bool, top: int, now: Any) -> None:
+        """The job's ``Waiting`` condition, written only when its words change. The condition
+        objects are made once per pass and words (a first pass over a long backlog gives
+        thousands of jobs the same one; nothing edits a condition in place)."""
+        if job is None:
+            return
+        if why in ("the allocation has no nodes", "no nodes match the selector"):
+            reason, message = "NoNodes", (NO_NODE_AGENT if why == "the allocation has no nodes"
+                                          else f"{why}: no node it may use is registered")
+        elif held:
+            reason, message = "HeldByPriority", f"{why}; jobs of higher priority wait for the same room and go first"
+        else:
+            reason, message = "WaitingForCapacity", why
+        conds = job.status.conditions
+        cur = next((c for c in conds if c.type == "Waiting"), None)
+        if cur is not None and cur.reason == reason and cur.message == message and \
+                not any(c.type == "Unschedulable" for c in conds):
+            return
+        key = (reason, message, now)
+        shared = self._conditions.get(key)
+        if shared is None:
+            if len(self._conditions) > 64:
+                self._conditions.clear()
+            shared = self._conditions[key] = Condition(type="Waiting", status="True", reason=reason,
+                                                       message=message, last_transition_time=now)
+        new = job.status_copy()
+        new.status.conditions = [c for c in conds if c.type not in ("Waiting", "Unschedulable")] + [shared]
         ctx.update(job, new)
 
     def on_write_failed(self, names: list[str]) -> None:

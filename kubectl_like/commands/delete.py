@@ -10,6 +10,7 @@ from apis import Conflict, NotFound, Registry, Resource
 
 from .._context import common_options, get_ctx
 from .._errors import CLIError
+from ..completion import complete_label_keys, complete_states, complete_targets
 from ..printers import resource_ref
 from ..query import Filters, get_named, query
 from ._shared import DRY_RUN, dry_run_suffix, filename_options, load_manifests
@@ -36,11 +37,11 @@ def delete_chunk(reg: Registry, kind: type[Resource], objs: list[Resource], atte
 
 
 @click.command("delete")
-@click.argument("args", nargs=-1, metavar="KIND [NAME...]")
+@click.argument("args", nargs=-1, metavar="KIND [NAME...]", shell_complete=complete_targets)
 @filename_options
-@click.option("-l", "--selector", default=None, metavar="SELECTOR", help="Delete every object it selects.")
-@click.option("--state", "states", multiple=True, metavar="STATE", help="Only jobs in this state (repeatable).")
-@click.option("-t", "--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Only objects with this tag.")
+@click.option("-l", "--selector", default=None, metavar="SELECTOR", shell_complete=complete_label_keys, help="Delete every object it selects.")
+@click.option("--state", "states", multiple=True, metavar="STATE", shell_complete=complete_states, help="Only jobs in this state (repeatable).")
+@click.option("-t", "--tag", "tags", multiple=True, metavar="KEY=VALUE", shell_complete=complete_label_keys, help="Only objects with this tag.")
 @click.option("--all", "all_", is_flag=True, help="Delete every object of the kind in the namespace.")
 @click.option("--ignore-not-found", is_flag=True, help="A name that does not exist is not an error.")
 @DRY_RUN

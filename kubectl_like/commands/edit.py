@@ -32,6 +32,7 @@ from apis import ApiError, Conflict, Invalid, Resource, kind_for, parse_object
 from .. import applier
 from .._context import common_options, get_ctx
 from .._errors import CLIError, one_line, render_error
+from ..completion import complete_targets
 from ..manifests import ManifestError, load_documents
 from ..printers import dump_yaml, object_ref
 
@@ -111,7 +112,7 @@ def give_up(err: ApiError | ManifestError, text: str) -> Exception:
 
 
 @click.command("edit")
-@click.argument("args", nargs=-1, required=True, metavar="KIND NAME | KIND/NAME")
+@click.argument("args", nargs=-1, required=True, metavar="KIND NAME | KIND/NAME", shell_complete=complete_targets)
 @common_options
 def command(args: tuple[str, ...]) -> None:
     """Edit a live object in $EDITOR and save it with a CAS on its resourceVersion.

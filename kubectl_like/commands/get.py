@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import click
 
-from apis import NotFound, Resource, kind_for
+from apis import Event, Job, NotFound, Registry, Resource, kind_for
 from store import WatchClosed
 
 from .._context import Ctx, common_options, get_ctx
 from .._errors import CLIError
+from ..completion import complete_label_keys, complete_states, complete_targets
 from ..printers import Printer, PrintOptions, printer_for
 from ..query import Filters, get_named, namespaces_of, query
+from ..reasons import Surroundings, with_current_conditions
 from ..watching import ListWatch
 from .create import parse_pairs
 
@@ -37,16 +41,53 @@ def resolve_targets(args: tuple[str, ...]) -> tuple[type[Resource], list[str]]:
     return kind_for(args[0]), list(args[1:])
 
 
+@dataclass(frozen=True)
+class About:
+    """``--for KIND/NAME``: the object Events must be about."""
+
+    kind: str
+    name: str
+
+    def matches(self, ev: Event) -> bool:
+        return ev.involved_object.kind == self.kind and ev.involved_object.name == self.name
+
+
+def parse_for(value: str | None, kind: type[Resource]) -> About | None:
+    if value is None:
+        return None
+    if kind is not Event:
+        raise CLIError("--for is only supported with 'get events'")
+    k, sep, name = value.partition("/")
+    if not sep or not name or not k:
+        raise CLIError(f'invalid --for value "{value}": expected KIND/NAME, e.g. job/NAME')
+    return About(kind_for(k).KIND, name)
+
+
+def current(reg: Registry, objs: list[Resource]) -> list[Resource]:
+    """Jobs with the conditions that hold now (what a reader adds: no controller manager
+    alive, no node agent, ...), so every printer shows the same reason as describe."""
+    if not objs or not isinstance(objs[0], Job):
+        return objs
+    envs: dict[str, Surroundings] = {}
+    out: list[Resource] = []
+    for o in objs:
+        env = envs.get(o.namespace)
+        if env is None:
+            env = envs[o.namespace] = Surroundings(reg, o.namespace)
+        out.extend(with_current_conditions([o], env))  # type: ignore[list-item]
+    return out
+
+
 def no_resources_message(ctx: Ctx, all_namespaces: bool) -> str:
     return "No resources found" if all_namespaces else f"No resources found in {ctx.namespace} namespace."
 
 
 @click.command("get")
-@click.argument("args", nargs=-1, metavar="KIND [NAME...]")
-@click.option("-l", "--selector", default=None, metavar="SELECTOR",
+@click.argument("args", nargs=-1, metavar="KIND [NAME...]", shell_complete=complete_targets)
+@click.option("-l", "--selector", default=None, metavar="SELECTOR", shell_complete=complete_label_keys,
               help="Label selector: k=v, k==v, k!=v, 'k in (a,b)', 'k notin (a,b)', k, !k; comma = AND.")
-@click.option("--state", "states", multiple=True, metavar="STATE", help="Only jobs in this state (repeatable).")
-@click.option("-t", "--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Only objects with this tag.")
+@click.option("--state", "states", multiple=True, metavar="STATE", shell_complete=complete_states, help="Only jobs in this state (repeatable).")
+@click.option("-t", "--tag", "tags", multiple=True, metavar="KEY=VALUE", shell_complete=complete_label_keys, help="Only objects with this tag.")
 @click.option("-o", "--output", default=None,
               help="wide, yaml, json, name, jsonpath=TEMPLATE, custom-columns=HDR:PATH,...")
 @click.option("--sort-by", default=None, metavar="FIELD", help="Sort by a field path, e.g. .spec.priority.")
@@ -55,10 +96,12 @@ def no_resources_message(ctx: Ctx, all_namespaces: bool) -> str:
 @click.option("--no-headers", is_flag=True, help="Table output without the header line.")
 @click.option("-w", "--watch", is_flag=True, help="After listing, print one row per change (Ctrl-C ends).")
 @click.option("--watch-only", is_flag=True, help="Print changes only, without listing first.")
+@click.option("--for", "for_object", default=None, metavar="KIND/NAME",
+              help="get events: only those about this object (e.g. --for job/NAME).")
 @common_options
 def command(args: tuple[str, ...], selector: str | None, states: tuple[str, ...], tags: tuple[str, ...],
             output: str | None, sort_by: str | None, limit: int | None, all_namespaces: bool,
-            no_headers: bool, watch: bool, watch_only: bool) -> None:
+            no_headers: bool, watch: bool, watch_only: bool, for_object: str | None) -> None:
     """Show objects: a table by default, or -o yaml|json|name|wide|jsonpath=...
 
     \b
@@ -66,12 +109,16 @@ def command(args: tuple[str, ...], selector: str | None, states: tuple[str, ...]
     balsamctl get jobs -o jsonpath='{range .items[*]}{.metadata.name}{"\\n"}{end}'
     balsamctl get job NAME -o yaml
     balsamctl get jobs -w            # the table, then a row per change (-o json|yaml|name|wide too)
+    balsamctl get events --for job/NAME [-w]
     """
     ctx = get_ctx()
     kind, names = resolve_targets(args)
+    about = parse_for(for_object, kind)
     # Parse every flag before touching the store: bad input writes and reads nothing.
     printer = printer_for(output, kind, PrintOptions(with_namespace=all_namespaces, no_headers=no_headers))
     filters = Filters.parse(selector, states, parse_pairs(tags, "--tag"), sort_by, limit)
+    if about is not None:
+        filters = filters.and_also(lambda o: isinstance(o, Event) and about.matches(o))
     if names and filters:
         raise CLIError("a selector, --state or --tag cannot be combined with names")
     if watch or watch_only:
@@ -85,12 +132,15 @@ def command(args: tuple[str, ...], selector: str | None, states: tuple[str, ...]
     if names:
         objs, missing = get_named(reg, kind, names, ctx.namespace)
         if objs:
-            click.echo(printer.render(objs, single=len(names) == 1), nl=False)
+            shown = objs if output == "name" else current(reg, objs)
+            click.echo(printer.render(shown, single=len(names) == 1), nl=False)
         for err in missing:
             ctx.report(err)
         return
     namespaces = namespaces_of(reg, kind) if all_namespaces else [ctx.namespace]
     objs = query(reg, kind, namespaces, filters)
+    if output != "name":  # names need no reasons
+        objs = current(reg, objs)
     text = printer.render(objs) if (objs or output in ("json", "yaml")) else ""
     if text:
         click.echo(text, nl=False)

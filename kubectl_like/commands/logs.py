@@ -13,6 +13,7 @@ from apis import TERMINAL, Job, JobState, kind_for
 
 from .._context import common_options, get_ctx
 from .._errors import CLIError
+from ..completion import complete_job_names
 from ..watching import ListWatch
 
 OUTPUT_FILE = "job.out"  # what the node agent writes (nodeagent._launch.OUTPUT_FILE)
@@ -76,7 +77,7 @@ def copy_from(path: Path, offset: int, out: BinaryIO) -> int:
 
 
 @click.command("logs")
-@click.argument("job", metavar="JOB")
+@click.argument("job", metavar="JOB", shell_complete=complete_job_names)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing output as it is written, until the job ends.")
 @click.option("--tail", type=int, default=-1, show_default=True, metavar="N",
               help="Only the last N lines (-1: all).")

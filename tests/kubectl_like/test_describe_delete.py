@@ -28,8 +28,9 @@ def test_describe_job_shows_spec_status_conditions_and_history(site: Site, tmp_p
                 ("PREPROCESSED", "RUNNING", "started on nid0001"), ("RUNNING", "RUN_ERROR", "exit code 3"),
                 ("RUN_ERROR", "FAILED", "retry limit reached")]
         for i, (a, b, msg) in enumerate(path):
+            by = {"READY": "dependency", "FAILED": "hook"}.get(b)  # the others: the node agent's, or older
             j.status.history.append(HistoryEvent.model_validate(
-                {"from": a, "to": b, "time": t0 + timedelta(seconds=10 * i), "message": msg}))
+                {"from": a, "to": b, "time": t0 + timedelta(seconds=10 * i), "message": msg, "by": by}))
         j.status.state = JobState.FAILED
         j.status.return_code = 3
         j.status.attempts = 2
@@ -63,14 +64,18 @@ def test_describe_job_shows_spec_status_conditions_and_history(site: Site, tmp_p
     rows = [ln.split() for ln in ev[2:]]
     assert [r[1] for r in rows] == ["READY", "STAGED_IN", "PREPROCESSED", "RUNNING", "RUN_ERROR", "FAILED"]
     assert [r[0] for r in rows] == ["Normal"] * 4 + ["Warning"] * 2
-    assert rows[0][2].startswith("5m") and rows[0][3] == "CREATED" and " ".join(rows[0][4:]) == "no parents"
-    assert rows[4][3] == "RUNNING" and " ".join(rows[4][4:]) == "exit code 3"
+    # FROM is the component that made the move (not the previous state).
+    assert rows[0][2].startswith("5m") and rows[0][3] == "dependency" and " ".join(rows[0][4:]) == "no parents"
+    assert rows[4][3] == "node-agent" and " ".join(rows[4][4:]) == "exit code 3"
+    assert rows[5][3] == "hook"
 
 
 def test_describe_fresh_job_and_other_kinds(site: Site, tmp_path: Path) -> None:
     apply(site, tmp_path, [hello_app(), job_doc("new", "w/new")])
     out = site.run("describe", "job", "new").stdout
-    assert "Events:  <none>" in out and "Conditions:  <none>" in out and "State:" in out
+    assert "Events:  <none>" in out and "State:" in out
+    # No controller manager runs for the namespace: the one condition says so.
+    assert out.split("Conditions:", 1)[1].split("Events:")[0].count("NoControllerManager") == 1
     out = site.run("describe", "app", "hello").stdout
     assert "Kind:" in out and "Command:" in out and "echo hello {{ name }}" in out
     out = site.run("describe", "site", "site").stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from apis import Job
 from kubectl_like.jsonpath import JSONPathError, Template
 from kubectl_like.printers import PRINTERS, format_table, human_duration, printer_for
 
@@ -79,3 +80,28 @@ def test_printer_registry_is_pluggable() -> None:
         printer_for("count", Job)
     with pytest.raises(Exception, match="allowed formats are"):
         printer_for("yaml=x", Job)
+
+
+def _job(name: str, state: str, suspend: bool = False) -> Job:
+    return Job(metadata={"name": name, "creationTimestamp": "2026-01-01T00:00:00Z"},
+               spec={"app": "hello", "workdir": name, "suspend": suspend}, status={"state": state})
+
+
+@pytest.mark.parametrize("output", ["table", "wide"])
+def test_watch_rows_stay_aligned_when_a_later_state_is_longer(output: str) -> None:
+    """get -w: the first table holds only short states; a later row with the longest state
+    (AWAITING_PARENTS,Suspended) and reason must start its columns where the header does."""
+    p = printer_for(None if output == "table" else output, Job)
+    first = p.render_watch_start([_job("a", "CREATED")])
+    later = p.render_event(_job("b", "AWAITING_PARENTS", suspend=True), first=False)
+    header = first.splitlines()[0]
+    row = later.rstrip("\n")
+    for col in ("WORKDIR", "AGE"):
+        start = header.index(col)
+        assert row[start - 1] == " " and row[start] != " ", (header, row)
+    # watch-only (no table first): the first event fixes the widths the same way
+    q = printer_for(None, Job)
+    head = q.render_event(_job("a", "CREATED"), first=True).splitlines()[0]
+    nxt = q.render_event(_job("b", "AWAITING_PARENTS", suspend=True), first=False)
+    assert nxt.index("b   ") == 0 and nxt.rstrip().endswith(nxt.split()[-1])
+    assert nxt[head.index("WORKDIR") - 1] == " " and nxt[head.index("WORKDIR")] == "b"

@@ -268,3 +268,68 @@ def test_what_up_and_its_processes_write_is_private(site: Site) -> None:
     assert len(made) >= 3
     modes = {str(p.relative_to(site.path)): oct(p.stat().st_mode & 0o777) for p in made if p.is_file()}
     assert set(modes.values()) == {"0o600"}, modes
+def _condition_messages(site: Site, name: str) -> str:
+    r = site.sh("describe", "job", name)
+    assert r.exit_code == 0, r.stderr
+    return r.stdout.split("Conditions:", 1)[1].split("Events:", 1)[0]
+
+
+def test_up_until_done_ends_with_the_reason_describe_shows_for_a_failed_parent(site: Site) -> None:
+    write_yaml(site.path / "p.yaml", [
+        manifest("App", "fails", {"command": "sh -c 'exit 3'"}),
+        job_doc("bad", app="fails"),
+        job_doc("child", app="fails", workdir="w/child", parents=["bad"], onParentFailure="Wait"),
+    ])
+    assert site.sh("apply", "-f", "p.yaml").exit_code == 0
+    code, out, err, _ = up(site, "--until-done")
+    assert code == 1
+    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, err
+    why = "parent job bad failed; this job waits (onParentFailure: Wait)"
+    assert why in errors[0]
+    assert why in _condition_messages(site, "child")
+    assert "ParentFailed" in _condition_messages(site, "child")
+
+
+def test_up_until_done_ends_with_the_cycle_an_edit_made(site: Site) -> None:
+    write_yaml(site.path / "c.yaml", [
+        manifest("App", "hello", {"command": "echo hi"}),
+        job_doc("x"),
+        job_doc("y", workdir="w/y", parents=["x"]),
+    ])
+    assert site.sh("apply", "-f", "c.yaml").exit_code == 0
+
+    def close(j: Job) -> None:
+        j.spec.parents = ["y"]
+
+    site.registry().mutate(Job, "x", close, site.namespace)  # no manager yet: x is still CREATED
+    code, out, err, _ = up(site, "--until-done")
+    assert code == 1
+    assert out == "2 job(s): 0 JOB_FINISHED, 2 FAILED\n"
+    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, err
+    assert "its parents form a dependency cycle" in errors[0]
+    cycle = errors[0].split("dependency cycle: ", 1)[1].split(";", 1)[0]
+    assert cycle in ("x → y → x", "y → x → y")
+    assert "DependencyCycle" in _condition_messages(site, "x")
+    assert cycle in _condition_messages(site, "x") + _condition_messages(site, "y")
+
+
+def test_up_until_done_says_no_node_agent_is_running_when_its_agents_die(site: Site, procs: list[Proc]) -> None:
+    write_yaml(site.path / "s.yaml", [manifest("App", "sleeper", {"command": "sleep 600"}), job_doc("long", app="sleeper")])
+    assert site.sh("apply", "-f", "s.yaml").exit_code == 0
+    p = Proc(site.path, "up", "--until-done", "--cpus", "2", "--lease-ttl", "3")
+    procs.append(p)
+    reg = site.registry()
+    wait_until(lambda: reg.get(Job, "long", site.namespace).status.state is JobState.RUNNING, timeout=60)
+    agents = agents_among(descendants(p.p.pid))
+    assert len(agents) == 1
+    for pid in agents:
+        os.kill(pid, signal.SIGKILL)
+    # up ends (its allocation ended with its only agent) with the words describe uses for a
+    # job left without an agent (tests/kubectl_like/test_reasons.py: NoNodeAgent).
+    assert p.wait(90) == 1
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, p.stderr
+    # The allocation ends with its only agent, or the agent is found missing: either way, the words.
+    assert errors[0].startswith("error: no node agent is running: "), errors[0]

@@ -80,3 +80,21 @@ def test_a_stalled_transfer_is_a_condition_on_the_job_that_describe_shows(regist
     provider.release.set()
     (job,) = wait_states(registry, ["j0"], {JobState.PREPROCESSED})
     assert get_condition(job.status.conditions, "TransferStalled") is None
+
+
+def test_a_job_waiting_for_its_transfer_names_the_task_its_state_and_age(registry, site, remote, manager):
+    make_site(registry, site)
+    make_app(registry)
+    provider = BlockingProvider()
+    manager(providers={"file": lambda path: provider})
+    make_jobs(registry, 1, lambda i: {"inp": f"local:{remote}/in{i}.dat"})
+    task = wait_until(lambda: next((t for t in tasks(registry) if t.status.state == "Active"), None),
+                      what="an Active TransferTask")
+    out = CliRunner().invoke(cli, ["--store", site.store_url, "describe", "job", "j0"])
+    assert out.exit_code == 0, out.output
+    conds = out.output.split("Conditions:", 1)[1].split("Events:", 1)[0]
+    assert "WaitingForTransfer" in conds
+    assert f"waiting for its stage-in transfer: TransferTask {task.name} is Active, " in conds
+    assert " old" in conds  # its age
+    provider.release.set()
+    wait_states(registry, ["j0"], {JobState.PREPROCESSED})
