@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+import store as st
 
 from ._errors import ApiError, Conflict
 
@@ -15,6 +18,9 @@ if TYPE_CHECKING:
 R = TypeVar("R", bound="Resource")
 
 BULK_BATCH = 10_000  # objects per store transaction in bulk_create
+
+# Per registry: the most objects per create txn its store accepted once it refused more.
+_fits: weakref.WeakKeyDictionary[Registry, int] = weakref.WeakKeyDictionary()
 
 
 class DoesNotExist(ApiError):
@@ -85,16 +91,31 @@ class Manager(Generic[R]):
         return obj
 
     def bulk_create(self, objs: Iterable[R], batch_size: int = BULK_BATCH) -> list[R]:
-        """Create many objects: one store transaction per ``batch_size``; returns NEW
-        objects (the inputs are left untouched, as in Balsam)."""
+        """Create many objects: one store transaction per ``batch_size`` (fewer where the store
+        refuses a txn that big), in the order given; returns NEW objects (the inputs are left
+        untouched, as in Balsam). Each object is created whole with its index keys; when a
+        later txn fails, the objects of the earlier ones stay created."""
         items = list(objs)
         if _create_interceptor is not None:
             captured = _create_interceptor(items)
             if captured is not None:
                 return captured
         out: list[R] = []
-        for i in range(0, len(items), batch_size):
-            out.extend(self.registry.create_many(items[i : i + batch_size]))
+        reg = self.registry
+        i = 0
+        while i < len(items):
+            size = min(batch_size, _fits.get(reg, batch_size))
+            try:
+                out.extend(reg.create_many(items[i : i + size]))
+            except st.TooLarge:
+                # Over the server's limits (an etcd run with its defaults: 128 ops per txn,
+                # 1.5 MiB per request): half as many objects per txn, each object still
+                # written with its index keys in one txn (docs/design.md, "bulk create").
+                if size == 1:
+                    raise
+                _fits[reg] = max(1, size // 2)
+                continue
+            i += size
         return out
 
 
