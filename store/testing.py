@@ -403,3 +403,41 @@ class EtcdCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _up(argv: list[str]) -> int:
+    """``python -m store.testing up [--members N] [--tls] [--auth] [--etcd-defaults]``: start a
+    cluster that outlives this process (what ``scripts/etcd-up --members 3 --tls`` runs), write
+    its pids to ``ROOT/balsam-etcd-PORT/pids`` (PORT: the first member's client port; ROOT:
+    ``$ETCD_UP_ROOT``, else /dev/shm) and print its store URL (certificate paths, no secret)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="etcd-up")
+    p.add_argument("--members", type=int, default=1)
+    p.add_argument("--tls", action="store_true", help="a local CA and certificates; clients must present one")
+    p.add_argument("--auth", action="store_true", help="also the root user and etcd's auth on (implies --tls)")
+    p.add_argument("--etcd-defaults", action="store_true", help="etcd's own limits (128 ops per txn, 1.5 MiB)")
+    args = p.parse_args(argv)
+    if args.members < 1:
+        p.error("--members must be at least 1")
+    os.umask(0o077)  # certificates, keys, pids and URL files: private
+    root = os.environ.get("ETCD_UP_ROOT") or _tmp_root() or tempfile.gettempdir()
+    cluster = EtcdCluster.start(args.members, limits=ETCD_DEFAULT_LIMITS if args.etcd_defaults else None,
+                                tls=args.tls, auth=args.auth, timeout=30, prefix="balsam-etcd-up.")
+    final = Path(root) / f"balsam-etcd-{cluster.members[0].client_port}"
+    # The members keep their data where they started; the well-known directory points there.
+    final.mkdir(mode=0o700, exist_ok=True)
+    (final / "pids").write_text("".join(f"{m.proc.pid}\n" for m in cluster.members if m.proc))
+    (final / "root").write_text(str(cluster.root) + "\n")
+    (final / "url").write_text(cluster.url + "\n")
+    print(cluster.url)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] != ["up"]:
+        print("usage: python -m store.testing up [--members N] [--tls] [--auth] [--etcd-defaults]", file=sys.stderr)
+        raise SystemExit(2)
+    raise SystemExit(_up(sys.argv[2:]))
