@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 import store as st
 
 from ._errors import ApiError, Conflict
+from ._sites import place_jobs
 
 if TYPE_CHECKING:
     from ._meta import Resource
@@ -102,6 +103,8 @@ class Manager(Generic[R]):
                 return captured
         out: list[R] = []
         reg = self.registry
+        if self.model.KIND == "Job":
+            place_jobs(reg, items)  # a job naming its site goes to that Site's namespace
         i = 0
         while i < len(items):
             size = min(batch_size, _fits.get(reg, batch_size))
@@ -177,6 +180,8 @@ class ClientMixin:
             if captured is not None:
                 self._adopt(captured[0])
                 return
+            if kind.KIND == "Job":  # type: ignore[attr-defined]
+                place_jobs(reg, [self])  # a job naming its site goes to that Site's namespace
             self._adopt(reg.create(self))  # type: ignore[arg-type, type-var]
             return
         pending = dict(self._pending_fields())

@@ -18,7 +18,7 @@ from ruamel.yaml import YAML
 
 import store as st
 
-from ._errors import SiteNotFound, StoreUnavailable
+from ._errors import Forbidden, SiteNotFound, StoreUnavailable
 from ._registry import Registry
 
 SETTINGS_FILE = "settings.yml"
@@ -105,6 +105,8 @@ def open_registry(url: str) -> Registry:
                 reg = Registry(st.open_store(url))
             except st.Unavailable as e:
                 raise StoreUnavailable(str(e)) from None
+            except st.Forbidden as e:
+                raise Forbidden(str(e)) from None
             _registries[url] = reg
         return reg
 

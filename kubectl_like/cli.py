@@ -92,6 +92,7 @@ def cli() -> None:
 
 def _register() -> None:
     from .commands import (
+        admin,
         apply,
         controller_manager,
         crds,
@@ -111,7 +112,7 @@ def _register() -> None:
 
     for mod in (init, apply, create, get, describe, delete, diff, edit, crds, operator):
         cli.add_command(mod.command)
-    for mod in (wait, logs, up, controller_manager, node_agent):
+    for mod in (wait, logs, up, controller_manager, node_agent, admin):
         cli.add_command(mod.command)
     from ._login import command as login
 
