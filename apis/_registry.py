@@ -305,12 +305,12 @@ class Registry:
                         return Invalid(
                             f'{Job.resource_name()} "{o.name}" is invalid: spec.parents: Not found: "{p}"'
                         )
-                if ("apps", ns, o.spec.app) not in batch and self.store.get(object_key(App, ns, o.spec.app)) is None:
-                    return Invalid(f'{Job.resource_name()} "{o.name}" is invalid: spec.app: Not found: "{o.spec.app}"')
                 site = o.spec.site
                 if site and ("sites", ns, site) not in batch and self.store.get(object_key(Site, ns, site)) is None:
                     return Invalid(f'{Job.resource_name()} "{o.name}" is invalid: spec.site: Not found: '
                                    f'"{site}" (no such Site in namespace "{ns}")')
+                if ("apps", ns, o.spec.app) not in batch and self.store.get(object_key(App, ns, o.spec.app)) is None:
+                    return Invalid(f'{Job.resource_name()} "{o.name}" is invalid: spec.app: Not found: "{o.spec.app}"')
         return Conflict("objects", ",".join(o.name for o in objs[:3]), "concurrent write")
 
     def _prepare_creates(self, objs: Sequence[R], now: datetime) -> builtins.list[R]:

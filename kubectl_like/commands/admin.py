@@ -8,7 +8,7 @@ user; users sign in by a client certificate whose CN is the user name (no passwo
 \b
 balsamctl admin enable-auth                       # root user, then etcd's auth on
 balsamctl admin site-role polaris                 # role balsam-site-polaris, user site-polaris
-balsamctl admin user-role alice --site polaris --site aurora
+balsamctl admin user-role alice --allow polaris --allow aurora
 balsamctl admin dashboard-role viewer
 """
 
@@ -75,20 +75,21 @@ def enable_auth(password_file: Path | None) -> None:
 
 
 @command.command("site-role")
-@click.argument("site")
+@click.argument("site_name", metavar="SITE")
 @click.option("--user", default=None, help="The site's etcd user (default: site-SITE).")
 @_password_option
 @common_options
-def site_role(site: str, user: str | None, password_file: Path | None) -> None:
+def site_role(site_name: str, user: str | None, password_file: Path | None) -> None:
     """The role of SITE's controller manager and node agents: its own namespace's keys only."""
     ctx = get_ctx()
-    ns = ctx.namespace_flag or site_namespace(ctx.registry, site) or site
-    _grant(f"balsam-site-{site}", site_permissions(ns), user or f"site-{site}", password_file)
+    ns = ctx.namespace_flag or site_namespace(ctx.registry, site_name) or site_name
+    _grant(f"balsam-site-{site_name}", site_permissions(ns), user or f"site-{site_name}", password_file)
 
 
 @command.command("user-role")
 @click.argument("user")
-@click.option("--site", "sites", multiple=True, required=True, help="A site this user may submit to (repeat).")
+@click.option("--allow", "sites", metavar="SITE", multiple=True, required=True,
+              help="A site this user may submit to (repeat).")
 @_password_option
 @common_options
 def user_role(user: str, sites: tuple[str, ...], password_file: Path | None) -> None:
