@@ -296,7 +296,7 @@ class EtcdStore(Store):
 
     def __init__(self, url: str, timeout: float = 5.0, retry_after: float = 1.0,
                  credentials: Credentials | None = None) -> None:
-        self.url = redact(url)  # what errors and reprs may show
+        self.url = url  # file paths and a user name at most: never a password (refused in a URL)
         self._hosts = _parse_url(url)
         self._creds = credentials or Credentials.resolve(_split_url(url)[1])
         self._timeout = timeout
@@ -322,7 +322,7 @@ class EtcdStore(Store):
             raise
 
     def __repr__(self) -> str:
-        return f"EtcdStore({self.url!r})"
+        return f"EtcdStore({redact(self.url)!r})"
 
     # --- plumbing ------------------------------------------------------------------------------
 
