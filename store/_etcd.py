@@ -121,6 +121,8 @@ _FAILOVER = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 # to another member: a request caught on a follower whose leader died would otherwise wait for
 # etcd's own request timeout (5 s + 2 election timeouts) and only then fail.
 ATTEMPT_TIMEOUT = 1.5
+# The first call of a new store (connections, TLS handshakes) may take this long.
+OPEN_TIMEOUT = 20.0
 
 # The key read (count only, never written) for the current revision: any key gives the
 # revision in the response header, but under auth the caller must be allowed to read it, so
@@ -313,6 +315,9 @@ class EtcdStore(Store):
         self._read_chunk = 1000  # lowered to READ_CHUNK if the server has the default --max-txn-ops
         self._watches: weakref.WeakSet[_EtcdWatch] = weakref.WeakSet()
         self._closed = False
+        # The first call sets up the connections (TLS handshakes: slow on a loaded machine) and
+        # gets longer; a member that refuses the connection still fails it at once.
+        self._timeout = max(timeout, OPEN_TIMEOUT)
         try:
             if self._creds.user:
                 self._authenticate(None)
@@ -320,6 +325,8 @@ class EtcdStore(Store):
         except BaseException:
             self._client.close()
             raise
+        finally:
+            self._timeout = timeout
 
     def __repr__(self) -> str:
         return f"EtcdStore({redact(self.url)!r})"
@@ -371,7 +378,17 @@ class EtcdStore(Store):
         per_attempt = ATTEMPT_TIMEOUT + size / 200_000
         unreached = 0
         while True:
-            self._channel()
+            try:
+                self._channel()
+            except Unavailable:
+                # Every member was marked failed a moment ago (deadlines on a loaded machine
+                # mark them too): while time is left, try them all again.
+                if self._closed or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
+                for endpoint in self._client.endpoints.values():
+                    endpoint.last_failed = 0
+                continue
             metadata = None if authenticating else self._metadata
             try:
                 left = max(0.05, deadline - time.monotonic())
@@ -401,6 +418,7 @@ class EtcdStore(Store):
                 if retry == "write" and ambiguous is not None:
                     ambiguous.append(True)
                 self._mark_failed()
+                per_attempt *= 2  # a member that is merely slow (a loaded machine) gets longer next time
                 time.sleep(0.02)
             else:
                 break
