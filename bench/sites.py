@@ -117,7 +117,7 @@ class TwoSites:
 
     def tail(self, site: str, n: int = 3000) -> str:
         out = []
-        for f in sorted((self.root / site / "logs").glob("*")):
+        for f in sorted(p for p in (self.root / site / "logs").rglob("*") if p.is_file()):
             with contextlib.suppress(OSError):
                 out.append(f"--- {f.name}\n{f.read_text(errors='replace')[-n:]}")
         return "\n".join(out)
@@ -125,7 +125,7 @@ class TwoSites:
     def tracebacks(self) -> int:
         n = 0
         for site in SITES:
-            for f in (self.root / site / "logs").glob("*"):
+            for f in (p for p in (self.root / site / "logs").rglob("*") if p.is_file()):
                 with contextlib.suppress(OSError):
                     n += f.read_text(errors="replace").count("Traceback")
         return n

@@ -356,11 +356,12 @@ class EtcdStore(Store):
                 return
             request = etcdrpc.AuthenticateRequest(name=self._creds.user, password=self._creds.password)
             response = self._rpc("authstub", lambda s, t, md: s.Authenticate(request, t), retry="read",
-                                 authenticating=True)
+                                 authenticating=True, attempt_timeout=self._timeout)  # bcrypt: slow
             self._metadata = (("token", response.token),)
 
     def _rpc(self, stub: str, fn: Callable[[Any, float, Any], T], *, retry: str = "read",
-             size: int = 0, authenticating: bool = False, ambiguous: list[bool] | None = None) -> T:
+             size: int = 0, authenticating: bool = False, ambiguous: list[bool] | None = None,
+             attempt_timeout: float = ATTEMPT_TIMEOUT) -> T:
         """Run ``fn(stub, timeout, metadata)`` on a live member, failing over and retrying while
         that is safe; the result of the first attempt that got an answer.
 
@@ -375,7 +376,7 @@ class EtcdStore(Store):
         seconds, each attempt within ``ATTEMPT_TIMEOUT`` (more for big requests).
         """
         deadline = time.monotonic() + self._timeout
-        per_attempt = ATTEMPT_TIMEOUT + size / 200_000
+        per_attempt = attempt_timeout + size / 200_000
         unreached = 0
         while True:
             try:
@@ -406,7 +407,11 @@ class EtcdStore(Store):
             except NoServerAvailableError:  # every member failed within retry_after seconds
                 raise self._unavailable(None) from None
             detail = error.details() or ""
-            if "failed to connect" in detail.lower():
+            if "failed to connect" in detail.lower() and "handshake" in detail.lower():
+                # TLS handshake cut short (slow on a loaded machine): the member is there, try again
+                self._mark_failed()
+                time.sleep(0.1)
+            elif "failed to connect" in detail.lower():
                 self._mark_failed()
                 unreached += 1
                 if unreached >= len(self._hosts):
@@ -417,8 +422,12 @@ class EtcdStore(Store):
                 # A deadline or a connection lost mid-call: the outcome of a write is unknown.
                 if retry == "write" and ambiguous is not None:
                     ambiguous.append(True)
-                self._mark_failed()
-                per_attempt *= 2  # a member that is merely slow (a loaded machine) gets longer next time
+                if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    # Slow, not gone (a loaded machine; a follower waiting for a new leader):
+                    # the same member again, with more time.
+                    per_attempt *= 2
+                else:
+                    self._mark_failed()
                 time.sleep(0.02)
             else:
                 break
@@ -788,7 +797,9 @@ class EtcdStore(Store):
     # --- users and roles (etcd auth; the caller must be root) -----------------------------------
 
     def _auth(self, method: str, request: Any) -> Any:
-        return self._rpc("authstub", lambda s, t, md: getattr(s, method)(request, t, metadata=md))
+        # etcd hashes passwords with bcrypt: seconds on a loaded machine
+        return self._rpc("authstub", lambda s, t, md: getattr(s, method)(request, t, metadata=md),
+                         attempt_timeout=self._timeout)
 
     def ensure_role(self, role: str, permissions: Sequence[tuple[str, str]]) -> None:
         """Make ``role`` grant exactly ``permissions``: (``"read"``/``"write"``/``"readwrite"``,

@@ -44,6 +44,8 @@ EXPECTED_FIGURES = {
     "parsl": {"spawn", "pool_bash", "pool_python", "{b}.balsamctl"},
     "scale": {"{b}.raw_puts", "{b}.create_5e2", "{b}.count_ms_2e3", "{b}.selector_cli_ms_2e3",
               "{b}.cli_startup_ms_2e3", "{b}.informer_rss_mib_2e3", "{b}.cm_rss_mib_2e3"},
+    "sites": {"baseline_jobs_per_s", "secure_jobs_per_s", "baseline_hop_p50_ms", "secure_hop_p99_ms",
+              "pause_in_use_s", "pause_leader_s", "errors_in_use", "lost_leader", "twice_leader"},
     "placement": {"engine", "placements", "placements_with_events", "lower_bound_rounds", "rounds", "efficiency",
                   "unschedulable"},
 }
