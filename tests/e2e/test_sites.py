@@ -39,7 +39,7 @@ def test_a_client_with_only_a_store_url_runs_jobs_on_two_sites(sites: TwoSites) 
 def test_killing_an_etcd_member_mid_run_is_invisible(sites: TwoSites, kill: str) -> None:
     # 0 errors shown to the client, 0 jobs lost, 0 run twice, no traceback in the sites' logs.
     before = sites.tracebacks()
-    run = failover(sites, 400, f"kill-{kill}", kill)
+    run = failover(sites, 300, f"kill-{kill}", kill)
     assert run["victim"] is not None
     assert (run["client_errors"], run["failed"]) == (0, 0), run
     assert (run["finished"], run["never_ran"], run["ran_twice"]) == (run["jobs"], 0, 0), run
