@@ -124,6 +124,9 @@ ATTEMPT_TIMEOUT = 1.5
 # The first call of a new store (connections, TLS handshakes) may take this long.
 OPEN_TIMEOUT = 20.0
 
+# How gRPC says that nothing listens at an address (as opposed to a slow handshake).
+_NOBODY_THERE = ("refused", "no route", "unreachable", "name resolution", "dns resolution", "not known")
+
 # The key read (count only, never written) for the current revision: any key gives the
 # revision in the response header, but under auth the caller must be allowed to read it, so
 # every role gets read access to this one (apis/_siteroles.py).
@@ -407,11 +410,13 @@ class EtcdStore(Store):
             except NoServerAvailableError:  # every member failed within retry_after seconds
                 raise self._unavailable(None) from None
             detail = error.details() or ""
-            if "failed to connect" in detail.lower() and "handshake" in detail.lower():
-                # TLS handshake cut short (slow on a loaded machine): the member is there, try again
+            lowered = detail.lower()
+            if "failed to connect" in lowered and not any(w in lowered for w in _NOBODY_THERE):
+                # A TLS handshake cut short, no HTTP/2 settings in time (a loaded machine): the
+                # member is there, try again while time is left
                 self._mark_failed()
                 time.sleep(0.1)
-            elif "failed to connect" in detail.lower():
+            elif "failed to connect" in lowered:
                 self._mark_failed()
                 unreached += 1
                 if unreached >= len(self._hosts):
