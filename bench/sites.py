@@ -51,6 +51,9 @@ SITES = ("polaris", "aurora")
 # up's --lease-ttl: up gives an agent 2 × TTL + 10 s to register, which a machine shared with
 # other test runs (load 20-40 on 2 cores) did not always give at the default of 10 s.
 LEASE_TTL = 20
+# etcd's own Raft timing for both stores (the tests' 10/100 ms starve a 3-member cluster that
+# shares 2 cores with its workload; an etcd run by someone else has these).
+HEARTBEAT_MS, ELECTION_MS = 100, 1000
 # Each run appends a line to its workdir's "runs": a job run twice has two.
 RUN = "bash -c 'echo $EPOCHREALTIME >> runs'"
 STAMP = "bash -c 'echo $EPOCHREALTIME >> runs; echo $EPOCHREALTIME > start; echo $EPOCHREALTIME > end'"
@@ -159,7 +162,8 @@ class TwoSites:
 @contextlib.contextmanager
 def two_sites(secure: bool, nodes: int = 2) -> Iterator[TwoSites]:
     with tempfile.TemporaryDirectory(prefix="balsam-sites-", dir=site_parent()) as d, \
-            (EtcdCluster.start(3, auth=True, timeout=60) if secure else EtcdCluster.start(1, timeout=60)) as cluster:
+            EtcdCluster.start(3 if secure else 1, auth=secure, timeout=60, heartbeat_ms=HEARTBEAT_MS,
+                              election_ms=ELECTION_MS) as cluster:
         sites = TwoSites(cluster, Path(d), secure)
         try:
             sites.start(nodes=nodes)
@@ -328,6 +332,7 @@ def run_sites(ctx: Context) -> Result:
         "jobs": n, "chain_per_site": hops, "sites": f"2 (polaris, aurora), each balsamctl up --nodes 2 --cpus 16 --lease-ttl {LEASE_TTL}",
         "baseline": "the same on one plain etcd member (no TLS, no auth), same run",
         "secure": "3 etcd members, TLS with client certificates, auth on, a role per site and per client",
+        "raft": "etcd's defaults: --heartbeat-interval 100 --election-timeout 1000 (both stores)",
         "command": RUN, "failover": "SIGKILL of the client's member / the Raft leader a third of the way through",
     })
     per: dict[str, dict[str, Any]] = {}
