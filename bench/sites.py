@@ -340,8 +340,8 @@ def run_sites(ctx: Context) -> Result:
         with two_sites(secure) as sites:
             ctx.log(f"{key}: warm-up")
             e2e(sites, 20, "warm")
-            ctx.log(f"{key}: {n} jobs over two sites")
-            per[key] = {"e2e": e2e(sites, n, "e2e")}
+            ctx.log(f"{key}: {n} jobs over two sites, twice (the first run warms the sites' caches and connections)")
+            per[key] = {"e2e_first": e2e(sites, n, "e2e1"), "e2e": e2e(sites, n, "e2e")}
             ctx.log(f"{key}: {per[key]['e2e']['jobs'] / per[key]['e2e']['seconds']:.0f} jobs/s; chain of {hops} per site")
             per[key]["chain"] = chain(sites, hops, "chain")
             if secure:
@@ -351,11 +351,15 @@ def run_sites(ctx: Context) -> Result:
                 per[key]["tracebacks"] = sites.tracebacks()
     b, s = per["baseline"], per["secure"]
     res.add("baseline_jobs_per_s", b["e2e"]["jobs"] / b["e2e"]["seconds"], "jobs/s",
-            f"e2e, {n} jobs, 1 plain member", baseline=True)
+            f"e2e, second {n} jobs, 1 plain member", baseline=True)
+    res.add("baseline_jobs_per_s_first", b["e2e_first"]["jobs"] / b["e2e_first"]["seconds"], "jobs/s",
+            f"e2e, first {n} jobs, 1 plain member", baseline=True)
+    res.add("secure_jobs_per_s_first", s["e2e_first"]["jobs"] / s["e2e_first"]["seconds"], "jobs/s",
+            f"e2e, first {n} jobs, 3 members TLS+auth", ratio_to="baseline_jobs_per_s_first", ratio_unit="× baseline")
     res.add("baseline_hop_p50_ms", b["chain"]["p50_ms"], "ms", "DAG hop p50, 1 plain member", baseline=True)
     res.add("baseline_hop_p99_ms", b["chain"]["p99_ms"], "ms", "DAG hop p99, 1 plain member", baseline=True)
     res.add("secure_jobs_per_s", s["e2e"]["jobs"] / s["e2e"]["seconds"], "jobs/s",
-            f"e2e, {n} jobs, 3 members TLS+auth", ratio_to="baseline_jobs_per_s", ratio_unit="× baseline",
+            f"e2e, second {n} jobs, 3 members TLS+auth", ratio_to="baseline_jobs_per_s", ratio_unit="× baseline",
             target=">= " + str(0.7 * b["e2e"]["jobs"] / b["e2e"]["seconds"]))
     res.add("secure_hop_p50_ms", s["chain"]["p50_ms"], "ms", "DAG hop p50, 3 members TLS+auth",
             ratio_to="baseline_hop_p50_ms", ratio_unit="× baseline", target="<= " + str(1.3 * b["chain"]["p50_ms"]))
