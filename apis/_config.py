@@ -19,7 +19,7 @@ from ruamel.yaml import YAML
 
 import store as st
 
-from ._errors import SiteNotFound, StoreUnavailable
+from ._errors import Forbidden, SiteNotFound, StoreUnavailable
 from ._modes import SHARING, modes_for
 from ._registry import Registry
 
@@ -133,6 +133,8 @@ def open_registry(url: str) -> Registry:
                 reg = Registry(st.open_store(url))
             except st.Unavailable as e:
                 raise StoreUnavailable(str(e)) from None
+            except st.Forbidden as e:
+                raise Forbidden(str(e)) from None
             _registries[url] = reg
         return reg
 

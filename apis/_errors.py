@@ -74,6 +74,12 @@ class IllegalTransition(Invalid):
         super().__init__(f"illegal state transition {current} -> {to}")
 
 
+class Forbidden(ApiError):
+    """The store's access control refused the request (an etcd role without that key, HTTP 403)."""
+
+    reason = "Forbidden"
+
+
 class StoreUnavailable(ApiError):
     reason = "ServiceUnavailable"
 

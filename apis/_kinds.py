@@ -17,6 +17,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 from ._balsam import BalsamJobMixin
 from ._client import ClientMixin
 from ._meta import API_VERSION, Condition, Model, Resource
+from ._sites import SiteMixin, _SiteManagerDescriptor
 from ._states import JobState
 
 HISTORY_CAP = 100
@@ -311,11 +312,12 @@ class SiteSpec(Model):
         return v
 
 
-class Site(ClientMixin, Resource):
+class Site(SiteMixin, ClientMixin, Resource):
     KIND: ClassVar[str] = "Site"
     PLURAL: ClassVar[str] = "sites"
     SINGULAR: ClassVar[str] = "site"
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ()
+    objects: ClassVar[Any] = _SiteManagerDescriptor()  # every namespace's Sites (apis/_sites.py)
 
     spec: SiteSpec
     status: dict[str, Any] = Field(default_factory=dict)

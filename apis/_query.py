@@ -17,6 +17,7 @@ from ._config import default_namespace
 from ._errors import BadRequest
 from ._registry import _gc_paused
 from ._selectors import Selector, parse_selector
+from ._sites import site_namespace
 from ._states import JobState, parse_state
 
 if TYPE_CHECKING:
@@ -229,6 +230,15 @@ class QuerySet(Generic[R]):
             return (lambda o: bool(sp.intersection(o.spec.parents))), ("parent", parents)
         if key == "site_name":
             return (lambda o: o.spec.site == value), None
+        if key == "site_id":
+            # Balsam's Site.id: the jobs of that Site, in its namespace (a job that names no site
+            # belongs to its namespace's site).
+            site = _name_of(value)
+            ns = site_namespace(self.registry, site, self.namespace)
+            if ns is None:
+                raise BadRequest(f"no Site {site!r} (site_id)")
+            self.namespace = ns
+            return (lambda o: o.spec.site in (None, site)), None
         if key == "workdir__contains":
             frag = str(value)
             return (lambda o: frag in o.spec.workdir), None

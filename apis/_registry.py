@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 import store as st
 
-from ._errors import AlreadyExists, Conflict, Invalid, NotFound, StoreUnavailable
+from ._errors import AlreadyExists, Conflict, Forbidden, Invalid, NotFound, StoreUnavailable
 from ._meta import Resource, identity, set_field, shallow_copy, utcnow
 
 R = TypeVar("R", bound=Resource)
@@ -160,6 +160,8 @@ def _wrap_store_errors(fn: Callable[..., F]) -> Callable[..., F]:
             return fn(*a, **kw)
         except st.Unavailable as e:
             raise StoreUnavailable(str(e)) from None
+        except st.Forbidden as e:
+            raise Forbidden(str(e)) from None
 
     inner.__name__ = fn.__name__
     inner.__doc__ = fn.__doc__
@@ -271,7 +273,7 @@ class Registry:
 
         One compare per distinct referenced key: a bulk create of 10k jobs of one app needs
         one "app exists" compare, not 10k identical ones for the store to evaluate."""
-        from ._kinds import App, Job
+        from ._kinds import App, Job, Site
 
         refs: dict[str, None] = {}  # ordered set of keys that must exist
         for o in objs:
@@ -280,13 +282,15 @@ class Registry:
                 for p in spec.parents:
                     refs[object_key(Job, ns, p)] = None
                 refs[object_key(App, ns, spec.app)] = None
+                if spec.site:  # a job naming a site that is not there would run nowhere (or anywhere)
+                    refs[object_key(Site, ns, spec.site)] = None
         if refs:  # what this write creates itself need not exist before
             for o in objs:
                 refs.pop(object_key(type(o), o.metadata.namespace, o.name), None)
         return [st.Compare(k, "create", ">", 0) for k in refs]
 
     def _explain_failed_create(self, objs: Sequence[Resource]) -> Exception:
-        from ._kinds import App, Job
+        from ._kinds import App, Job, Site
 
         keys = [object_key(type(o), o.metadata.namespace, o.name) for o in objs]
         for o, kv in zip(objs, self.store.get_many(keys), strict=True):
@@ -301,6 +305,10 @@ class Registry:
                         return Invalid(
                             f'{Job.resource_name()} "{o.name}" is invalid: spec.parents: Not found: "{p}"'
                         )
+                site = o.spec.site
+                if site and ("sites", ns, site) not in batch and self.store.get(object_key(Site, ns, site)) is None:
+                    return Invalid(f'{Job.resource_name()} "{o.name}" is invalid: spec.site: Not found: '
+                                   f'"{site}" (no such Site in namespace "{ns}")')
                 if ("apps", ns, o.spec.app) not in batch and self.store.get(object_key(App, ns, o.spec.app)) is None:
                     return Invalid(f'{Job.resource_name()} "{o.name}" is invalid: spec.app: Not found: "{o.spec.app}"')
         return Conflict("objects", ",".join(o.name for o in objs[:3]), "concurrent write")

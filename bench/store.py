@@ -52,14 +52,20 @@ def selector_matches(n: int) -> int:
     return sum(1 for i in range(n) if i % 2 == 0 and i % 5 + 1 == 5)
 
 
-def raw_put_rate(store: st.Store, n: int, prefix: str) -> float:
-    """Puts/s of ``n`` 1 KB values in txns of ``RAW_TXN_PUTS`` puts (ops built beforehand)."""
+def raw_put_rate(store: st.Store, n: int, prefix: str, per_txn: int = RAW_TXN_PUTS) -> float:
+    """Puts/s of ``n`` 1 KB values in txns of ``RAW_TXN_PUTS`` puts (ops built beforehand); 100
+    per txn on an etcd with its default limits (128 ops, 1.5 MiB per txn)."""
     value = os.urandom(RAW_VALUE_BYTES)
     txns = [
-        [st.Put(f"{prefix}{i:09d}", value) for i in range(start, min(start + RAW_TXN_PUTS, n))]
-        for start in range(0, n, RAW_TXN_PUTS)
+        [st.Put(f"{prefix}{i:09d}", value) for i in range(start, min(start + per_txn, n))]
+        for start in range(0, n, per_txn)
     ]
-    secs, _ = timed(lambda: [store.txn([], ops) for ops in txns])
+    try:
+        secs, _ = timed(lambda: [store.txn([], ops) for ops in txns])
+    except st.TooLarge:
+        if per_txn <= 100:
+            raise
+        return raw_put_rate(store, n, prefix + "small/", 100)
     return n / secs
 
 

@@ -35,6 +35,8 @@ def render_error(err: BaseException) -> str:
         return f"error: {msg}"
     if isinstance(err, click.ClickException):
         return f"error: {one_line(err.format_message())}"
+    if isinstance(err, st.Forbidden):  # raised below the registry (a watch): the server refused it
+        return f"Error from server (Forbidden): {one_line(str(err))}"
     if isinstance(err, st.StoreError):
         return f"error: {one_line(str(err))}"
     if isinstance(err, ValidationError):

@@ -92,6 +92,7 @@ def cli() -> None:
 
 def _register() -> None:
     from .commands import (
+        admin,
         apply,
         completion,
         controller_manager,
@@ -113,7 +114,7 @@ def _register() -> None:
 
     for mod in (init, apply, create, get, describe, explain, delete, diff, edit, crds, operator):
         cli.add_command(mod.command)
-    for mod in (wait, logs, up, controller_manager, node_agent, completion):
+    for mod in (wait, logs, up, controller_manager, node_agent, completion, admin):
         cli.add_command(mod.command)
     from ._login import command as login
 

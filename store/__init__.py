@@ -1,7 +1,8 @@
 """An etcd-like store with two backends: embedded SQLite (default) and etcd.
 
 ``open_store(url)`` picks the backend from the URL:
-``sqlite:///abs/path/store.db`` or ``etcd://host:port[,host:port...]``.
+``sqlite:///abs/path/store.db`` or ``etcd://host:port[,host:port...][?cacert=...&cert=...&key=...]``
+(TLS and auth: see ``store/_etcd.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from ._api import (
     Conflict,
     Delete,
     Event,
+    Forbidden,
     Get,
     KeyValue,
     LeaseNotFound,
@@ -20,6 +22,7 @@ from ._api import (
     RangeResult,
     Store,
     StoreError,
+    TooLarge,
     TxnResult,
     Unavailable,
     Watch,
@@ -46,6 +49,7 @@ __all__ = [
     "Conflict",
     "Delete",
     "Event",
+    "Forbidden",
     "Get",
     "KeyValue",
     "LeaseNotFound",
@@ -54,6 +58,7 @@ __all__ = [
     "RangeResult",
     "Store",
     "StoreError",
+    "TooLarge",
     "TxnResult",
     "Unavailable",
     "Watch",

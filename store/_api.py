@@ -63,6 +63,16 @@ class Unavailable(StoreError):
     """The store cannot be reached (server down, file not openable, ...)."""
 
 
+class Forbidden(StoreError):
+    """The store's access control refused the request (etcd auth: the caller's role may not
+    read or write that key). Nothing was written."""
+
+
+class TooLarge(StoreError):
+    """A txn exceeds the server's limits (etcd's ``--max-txn-ops`` / ``--max-request-bytes``).
+    Nothing was written; the caller may split the write into smaller txns."""
+
+
 class LeaseNotFound(StoreError):
     """The lease does not exist (never granted, expired or revoked)."""
 

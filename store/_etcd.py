@@ -14,11 +14,10 @@ The contract in ``_api`` is etcd's own, so most methods are one RPC.  What this 
   ``sort_order`` (etcd 3.4 reads the *whole* range when any sort order is given, even ascending by
   key, which is the order it returns anyway: paging 100k keys took 6.5 s instead of 0.7 s).
 * **Txn size.**  etcd caps ops per txn (``--max-txn-ops``, default 128) and request size
-  (``--max-request-bytes``, default 1.5 MiB).  A txn is never split (it would stop being atomic):
-  the server must be started with large limits, as ``scripts/etcd-up`` does
-  (``--max-txn-ops 100000 --max-request-bytes 67108864``); a txn over the server's limits raises
-  :class:`StoreError` saying which flag to raise, and nothing is written.  etcd also rejects a txn
-  that writes one key twice ("duplicate key"), also a StoreError.  Reads (``get_many``) are split
+  (``--max-request-bytes``, default 1.5 MiB).  A txn is never split here (it would stop being
+  atomic): one over the server's limits raises :class:`TooLarge` saying which flag would let it
+  through, and nothing is written; the caller decides what may be split.  etcd also rejects a
+  txn that writes one key twice ("duplicate key"), a StoreError.  Reads (``get_many``) are split
   freely, all chunks read at the first chunk's revision.
 * **Watches** run on their own bidirectional gRPC stream each, read by a daemon thread into a
   queue (``poll``).  The library's ``Watcher`` is not used: it shares one stream between all
@@ -31,22 +30,48 @@ The contract in ``_api`` is etcd's own, so most methods are one RPC.  What this 
   drops that revision's events.  A DELETE event's ``prev`` is read in one txn per batch of
   events (see ``_values_before``); a PUT event's ``prev`` is None.
 * **Leases**: etcd TTLs are whole seconds, so ``lease_grant`` rounds up.
+* **TLS and auth.**  ``etcd://h:p[,h:p...]?cacert=CA&cert=CRT&key=KEY&user=NAME&password-file=F``
+  (every value a file path or a name; also from ``BALSAM_ETCD_CACERT``, ``BALSAM_ETCD_CERT``,
+  ``BALSAM_ETCD_KEY``, ``BALSAM_ETCD_USER``, ``BALSAM_ETCD_PASSWORD_FILE`` and
+  ``BALSAM_ETCD_PASSWORD``).  A password is read from a file or the environment only: a URL
+  that carries one is refused, so a URL can be printed.  With ``--client-cert-auth`` on the
+  server and no user, etcd takes the certificate's CN as the user (no token to renew).  With a
+  user, the store authenticates and re-authenticates when etcd says the token expired
+  (python3-etcd3 never does: every call failed after ``--auth-token-ttl``).  A request the
+  caller's role may not make raises :class:`Forbidden`.
+* **Retries that are safe** (failover nobody sees).  Reads are retried on any transient
+  failure.  A write that failed before it reached etcd ("failed to connect", "no leader") is
+  sent again.  A write whose outcome is unknown (the connection broke mid-call, a deadline)
+  is sent again only where a compare makes a second copy harmless, and a compare that then
+  fails is checked against what the first attempt would have left (the value written, one
+  revision for all the txn's puts): a create that landed is reported created, not
+  AlreadyExists, and never made twice.  Plain puts are last-writer-wins, so sending them again
+  is harmless.  One attempt waits at most ``ATTEMPT_TIMEOUT`` (plus time for big requests), so
+  a request stuck on a member whose leader died is sent elsewhere within about 2 s, not after
+  etcd's own 5 s.
+* **Server limits.**  A txn over ``--max-txn-ops`` or ``--max-request-bytes`` raises
+  :class:`TooLarge` (nothing written): ``apis`` splits a bulk create then (see docs/design.md).
+  ``txn_limits()`` reports the limits learnt so far.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import queue
+import secrets
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 import etcd3
 import grpc
 from etcd3 import etcdrpc
-from etcd3.etcdrpc import kv_pb2
+from etcd3.etcdrpc import auth_pb2, kv_pb2
 from etcd3.exceptions import NoServerAvailableError
 
 from ._api import (
@@ -55,6 +80,7 @@ from ._api import (
     Conflict,
     Delete,
     Event,
+    Forbidden,
     Get,
     KeyValue,
     LeaseNotFound,
@@ -63,6 +89,7 @@ from ._api import (
     RangeResult,
     Store,
     StoreError,
+    TooLarge,
     TxnResult,
     Unavailable,
     Watch,
@@ -89,6 +116,34 @@ _CHANNEL_OPTIONS = [  # a list of tuples: the library's docstring says dict, whi
 _DELETE = kv_pb2.Event.DELETE  # the type of a delete event
 
 _FAILOVER = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+# One attempt of a call waits this long (plus 1 s per 200 kB of request) before it is sent
+# to another member: a request caught on a follower whose leader died would otherwise wait for
+# etcd's own request timeout (5 s + 2 election timeouts) and only then fail.
+ATTEMPT_TIMEOUT = 1.5
+# The first call of a new store (connections, TLS handshakes) may take this long.
+OPEN_TIMEOUT = 20.0
+
+# How gRPC says that nothing listens at an address (as opposed to a slow handshake).
+_NOBODY_THERE = ("refused", "no route", "unreachable", "name resolution", "dns resolution", "not known")
+
+# The key read (count only, never written) for the current revision: any key gives the
+# revision in the response header, but under auth the caller must be allowed to read it, so
+# every role gets read access to this one (apis/_siteroles.py).
+REVISION_KEY = b"/revision"
+
+# Query parameters of an etcd URL, and the environment variables that stand in for them.
+_URL_OPTIONS = {
+    "cacert": "BALSAM_ETCD_CACERT",
+    "cert": "BALSAM_ETCD_CERT",
+    "key": "BALSAM_ETCD_KEY",
+    "user": "BALSAM_ETCD_USER",
+    "password-file": "BALSAM_ETCD_PASSWORD_FILE",
+}
+PASSWORD_ENV = "BALSAM_ETCD_PASSWORD"
+
+_PERM = {"read": auth_pb2.Permission.READ, "write": auth_pb2.Permission.WRITE,
+         "readwrite": auth_pb2.Permission.READWRITE}
 
 _COMPARE_TARGET = {
     "mod": etcdrpc.Compare.MOD,
@@ -144,8 +199,80 @@ def _reads(keys: Sequence[bytes], revision: int = 0, count_only: bool = False,
     return txn
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """How to reach a secured etcd: TLS files and an etcd user. ``password`` is never shown
+    (repr, errors); it comes from a file or the environment only."""
+
+    cacert: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def tls(self) -> bool:
+        return self.cacert is not None
+
+    @classmethod
+    def resolve(cls, query: str, environ: Any = None) -> Credentials:
+        """From the URL's query (``cacert=...&cert=...``), else the environment."""
+        env = os.environ if environ is None else environ
+        given: dict[str, str] = {}
+        for k, v in parse_qsl(query, keep_blank_values=True):
+            if k == "password":
+                raise Unavailable(
+                    "an etcd URL must not carry a password: use password-file=PATH in the URL, "
+                    f"or ${_URL_OPTIONS['password-file']} / ${PASSWORD_ENV}"
+                )
+            if k not in _URL_OPTIONS:
+                raise Unavailable(f"unknown etcd URL option {k!r} (known: {', '.join(_URL_OPTIONS)})")
+            given[k] = v
+        opt = {k: given.get(k) or env.get(var) or None for k, var in _URL_OPTIONS.items()}
+        password = env.get(PASSWORD_ENV) or None
+        if opt["password-file"]:
+            try:
+                with open(opt["password-file"]) as f:
+                    password = f.read().strip()
+            except OSError as e:
+                raise Unavailable(f"cannot read the etcd password file {opt['password-file']}: {e.strerror}") from None
+        if (opt["cert"] is None) != (opt["key"] is None):
+            raise Unavailable("an etcd client certificate needs both cert= and key=")
+        if opt["cert"] and not opt["cacert"]:
+            raise Unavailable("an etcd client certificate needs cacert= (the CA that signed the server's)")
+        if password and not opt["user"]:
+            raise Unavailable("an etcd password needs user=")
+        if opt["user"] and not password:
+            raise Unavailable(f"etcd user {opt['user']!r} has no password (password-file= or ${PASSWORD_ENV})")
+        return cls(opt["cacert"], opt["cert"], opt["key"], opt["user"], password)
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        def read(path: str | None) -> bytes | None:
+            if path is None:
+                return None
+            try:
+                with open(path, "rb") as f:
+                    return f.read()
+            except OSError as e:
+                raise Unavailable(f"cannot read {path}: {e.strerror}") from None
+
+        return grpc.ssl_channel_credentials(read(self.cacert), read(self.key), read(self.cert))
+
+
+def _split_url(url: str) -> tuple[str, str]:
+    """(the part naming the members, the query)."""
+    base, _, query = url.partition("?")
+    return base, query
+
+
+def redact(url: str) -> str:
+    """The URL without its query (file paths and user names: nothing secret, but long)."""
+    return _split_url(url)[0]
+
+
 def _parse_url(url: str) -> list[tuple[str, int]]:
-    bad = Unavailable(f"invalid etcd URL {url!r} (expected etcd://HOST:PORT[,HOST:PORT...])")
+    bad = Unavailable(f"invalid etcd URL {redact(url)!r} (expected etcd://HOST:PORT[,HOST:PORT...][?OPTIONS])")
+    url = _split_url(url)[0]
     if not url.startswith("etcd://"):
         raise bad
     hosts = []
@@ -164,31 +291,48 @@ def _one_line(text: str) -> str:
 
 
 class EtcdStore(Store):
-    """A :class:`Store` on an etcd v3 server or cluster (``etcd://host:port[,host:port...]``).
+    """A :class:`Store` on an etcd v3 server or cluster (``etcd://host:port[,host:port...]``,
+    with TLS and auth options, see the module's docstring).
 
     ``timeout`` bounds every call (and a watch's attempts to reconnect); ``retry_after`` is how
     long a member that failed is skipped while others are left.  Raises :class:`Unavailable` when
     no member answers.
     """
 
-    def __init__(self, url: str, timeout: float = 5.0, retry_after: float = 1.0) -> None:
-        self.url = url
+    def __init__(self, url: str, timeout: float = 5.0, retry_after: float = 1.0,
+                 credentials: Credentials | None = None) -> None:
+        self.url = url  # file paths and a user name at most: never a password (refused in a URL)
         self._hosts = _parse_url(url)
+        self._creds = credentials or Credentials.resolve(_split_url(url)[1])
         self._timeout = timeout
         self._where = ",".join(f"{h}:{p}" for h, p in self._hosts)
+        channel_creds = self._creds.channel_credentials() if self._creds.tls else None
         endpoints = [
-            etcd3.Endpoint(h, p, secure=False, time_retry=retry_after, opts=_CHANNEL_OPTIONS)
+            etcd3.Endpoint(h, p, secure=self._creds.tls, creds=channel_creds, time_retry=retry_after,
+                           opts=_CHANNEL_OPTIONS)
             for h, p in self._hosts
         ]
         self._client = etcd3.MultiEndpointEtcd3Client(endpoints=endpoints, timeout=timeout, failover=True)
+        self._metadata: tuple[tuple[str, str], ...] | None = None  # the auth token, once authenticated
+        self._auth_lock = threading.Lock()
         self._read_chunk = 1000  # lowered to READ_CHUNK if the server has the default --max-txn-ops
         self._watches: weakref.WeakSet[_EtcdWatch] = weakref.WeakSet()
         self._closed = False
+        # The first call sets up the connections (TLS handshakes: slow on a loaded machine) and
+        # gets longer; a member that refuses the connection still fails it at once.
+        self._timeout = max(timeout, OPEN_TIMEOUT)
         try:
+            if self._creds.user:
+                self._authenticate(None)
             self.current_revision()
         except BaseException:
             self._client.close()
             raise
+        finally:
+            self._timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"EtcdStore({redact(self.url)!r})"
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -207,37 +351,88 @@ class EtcdStore(Store):
             self._client.endpoint_in_use.fail()
             self._client._clear_old_stubs()  # cached stubs hold the failed member's channel
 
-    def _rpc(self, stub: str, fn: Callable[[Any, float], T], *, idempotent: bool) -> T:
-        """Run ``fn(stub, timeout)`` on a live member, failing over and retrying while that is safe.
+    def _authenticate(self, stale: Any) -> None:
+        """Get a token for the configured user (again, when ``stale`` is the token etcd refused;
+        another thread may have renewed it already)."""
+        with self._auth_lock:
+            if stale is not None and self._metadata is not stale:
+                return
+            request = etcdrpc.AuthenticateRequest(name=self._creds.user, password=self._creds.password)
+            response = self._rpc("authstub", lambda s, t, md: s.Authenticate(request, t), retry="read",
+                                 authenticating=True, attempt_timeout=self._timeout)  # bcrypt: slow
+            self._metadata = (("token", response.token),)
 
-        A member that could not be reached got nothing: every call moves on to the next member
-        (each member once).  "no leader" and "leader changed" (an election is running) mean the
-        request was not applied: it is sent again after a pause.  Any other failure (a deadline,
-        a connection lost mid-call) may come after a write was applied, so only reads are retried.
-        All within ``timeout`` seconds.
+    def _rpc(self, stub: str, fn: Callable[[Any, float, Any], T], *, retry: str = "read",
+             size: int = 0, authenticating: bool = False, ambiguous: list[bool] | None = None,
+             attempt_timeout: float = ATTEMPT_TIMEOUT) -> T:
+        """Run ``fn(stub, timeout, metadata)`` on a live member, failing over and retrying while
+        that is safe; the result of the first attempt that got an answer.
+
+        ``retry``: ``"read"`` (any transient failure is retried), ``"write"`` (retried when
+        sending it again is harmless: a plain put, or a write guarded by a compare, whose caller
+        checks a failed compare with :meth:`_landed`; ``ambiguous`` gets a True appended when an
+        attempt's outcome was unknown), or ``"once"`` (only failures that show
+        the request never reached etcd are retried).  A member that could not be reached got
+        nothing: every call moves on to the next member.  "no leader" and "leader changed" (an
+        election is running) mean the request was not applied: it is sent again after a pause.
+        An expired auth token is renewed and the request sent again.  All within ``timeout``
+        seconds, each attempt within ``ATTEMPT_TIMEOUT`` (more for big requests).
         """
         deadline = time.monotonic() + self._timeout
+        per_attempt = attempt_timeout + size / 200_000
         unreached = 0
         while True:
-            self._channel()
             try:
-                return fn(getattr(self._client, stub), max(0.05, deadline - time.monotonic()))
+                self._channel()
+            except Unavailable:
+                # Every member was marked failed a moment ago (deadlines on a loaded machine
+                # mark them too): while time is left, try them all again.
+                if self._closed or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
+                for endpoint in self._client.endpoints.values():
+                    endpoint.last_failed = 0
+                continue
+            metadata = None if authenticating else self._metadata
+            try:
+                left = max(0.05, deadline - time.monotonic())
+                return fn(getattr(self._client, stub), min(left, per_attempt), metadata)
             except grpc.RpcError as e:
-                if e.code() not in _FAILOVER:
+                code = e.code()
+                if code == grpc.StatusCode.UNAUTHENTICATED and self._creds.user and not authenticating:
+                    self._authenticate(metadata)  # the token expired (--auth-token-ttl): the request was refused
+                    if time.monotonic() >= deadline:
+                        raise self._translate(e) from None
+                    continue
+                if code not in _FAILOVER:
                     raise self._translate(e) from None
                 error = e
             except NoServerAvailableError:  # every member failed within retry_after seconds
                 raise self._unavailable(None) from None
             detail = error.details() or ""
-            if "failed to connect" in detail.lower():
+            lowered = detail.lower()
+            if "failed to connect" in lowered and not any(w in lowered for w in _NOBODY_THERE):
+                # A TLS handshake cut short, no HTTP/2 settings in time (a loaded machine): the
+                # member is there, try again while time is left
+                self._mark_failed()
+                time.sleep(0.1)
+            elif "failed to connect" in lowered:
                 self._mark_failed()
                 unreached += 1
                 if unreached >= len(self._hosts):
-                    break
+                    break  # no member listens: say so at once
             elif "no leader" in detail or "leader changed" in detail:
                 time.sleep(0.05)
-            elif idempotent:
-                self._mark_failed()
+            elif retry in ("read", "write"):
+                # A deadline or a connection lost mid-call: the outcome of a write is unknown.
+                if retry == "write" and ambiguous is not None:
+                    ambiguous.append(True)
+                if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    # Slow, not gone (a loaded machine; a follower waiting for a new leader):
+                    # the same member again, with more time.
+                    per_attempt *= 2
+                else:
+                    self._mark_failed()
                 time.sleep(0.02)
             else:
                 break
@@ -256,6 +451,13 @@ class EtcdStore(Store):
 
     def _translate(self, e: grpc.RpcError) -> StoreError:
         code, detail = e.code(), _one_line(e.details() or "")
+        if code == grpc.StatusCode.PERMISSION_DENIED or "permission denied" in detail:
+            who = f"etcd user {self._creds.user!r}" if self._creds.user else "this client's certificate"
+            return Forbidden(f"{who} may not do this at etcd {self._where} (etcdserver: permission denied)")
+        if "authentication failed" in detail:
+            return Forbidden(f"etcd at {self._where} refused user {self._creds.user!r}: wrong user or password")
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            return Forbidden(f"etcd at {self._where} refused the credentials: {detail}")
         if "requested lease not found" in detail:
             return LeaseNotFound("lease not found (expired, revoked or never granted)")
         if "too many operations in txn request" in detail:
@@ -264,7 +466,7 @@ class EtcdStore(Store):
                 "(start etcd with --max-txn-ops 100000, as scripts/etcd-up does)"
             )
         if "request is too large" in detail or code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return StoreError(
+            return TooLarge(
                 "request is larger than this etcd server accepts; nothing was written "
                 "(start etcd with --max-request-bytes 67108864, as scripts/etcd-up does)"
             )
@@ -277,10 +479,33 @@ class EtcdStore(Store):
         return StoreError(f"etcd at {self._where}: {code.name}: {detail}")
 
     def _range(self, request: Any) -> Any:
-        return self._rpc("kvstub", lambda s, t: s.Range(request, t), idempotent=True)
+        return self._rpc("kvstub", lambda s, t, md: s.Range(request, t, metadata=md))
 
-    def _txn(self, request: Any, idempotent: bool = False) -> Any:
-        return self._rpc("kvstub", lambda s, t: s.Txn(request, t), idempotent=idempotent)
+    def _txn(self, request: Any, idempotent: bool = False, ambiguous: list[bool] | None = None) -> Any:
+        """A txn: reads only (``idempotent``) are retried freely; writes are sent again when
+        their outcome is unknown, and ``ambiguous`` says so afterwards."""
+        return self._rpc("kvstub", lambda s, t, md: s.Txn(request, t, metadata=md),
+                         retry="read" if idempotent else "write",
+                         size=0 if idempotent else request.ByteSize(), ambiguous=ambiguous)
+
+    def _landed(self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes]) -> int | None:
+        """After a write whose first attempt had an unknown outcome and whose retry failed its
+        compare: the revision at which the first attempt was applied, or None when it was not.
+        It was when every put key holds the value written, all at one mod revision, and every
+        deleted key is gone."""
+        keys = [k for k, _ in puts] + list(deletes)
+        if not puts:
+            return None
+        response = self._txn(_reads(keys), idempotent=True)
+        kvs = [r.response_range.kvs[0] if r.response_range.kvs else None for r in response.responses]
+        revs = set()
+        for (_, value), kv in zip(puts, kvs, strict=False):
+            if kv is None or kv.value != value:
+                return None
+            revs.add(kv.mod_revision)
+        if len(revs) != 1 or any(kv is not None for kv in kvs[len(puts):]):
+            return None
+        return revs.pop()
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -426,14 +651,15 @@ class EtcdStore(Store):
         return out
 
     def current_revision(self) -> int:
-        return int(self._range(etcdrpc.RangeRequest(key=b"\0", count_only=True)).header.revision)
+        return int(self._range(etcdrpc.RangeRequest(key=REVISION_KEY, count_only=True)).header.revision)
 
     # --- writes ------------------------------------------------------------------------------
 
     def put(self, key: str, value: bytes, expect_revision: int | None = None, lease: int = 0) -> int:
         request = etcdrpc.PutRequest(key=_b(key), value=value, lease=lease)
         if expect_revision is None:
-            response = self._rpc("kvstub", lambda s, t: s.Put(request, t), idempotent=False)
+            response = self._rpc("kvstub", lambda s, t, md: s.Put(request, t, metadata=md), retry="write",
+                                 size=len(value))
             return int(response.header.revision)
         result = self._cas(key, expect_revision, etcdrpc.RequestOp(request_put=request))
         return int(result.header.revision)
@@ -441,7 +667,8 @@ class EtcdStore(Store):
     def delete(self, key: str, expect_revision: int | None = None) -> int | None:
         request = etcdrpc.DeleteRangeRequest(key=_b(key))
         if expect_revision is None:
-            response = self._rpc("kvstub", lambda s, t: s.DeleteRange(request, t), idempotent=False)
+            response = self._rpc("kvstub", lambda s, t, md: s.DeleteRange(request, t, metadata=md),
+                                 retry="write")
             return int(response.header.revision) if response.deleted else None
         result = self._cas(key, expect_revision, etcdrpc.RequestOp(request_delete_range=request))
         return int(result.header.revision) if result.responses[0].response_delete_range.deleted else None
@@ -453,9 +680,19 @@ class EtcdStore(Store):
             success=[op],
             failure=[etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=_b(key)))],
         )
-        response = self._txn(request)
+        ambiguous: list[bool] = []
+        response = self._txn(request, ambiguous=ambiguous)
         if not response.succeeded:
             kvs = response.responses[0].response_range.kvs
+            if ambiguous:  # did the first attempt land? then the compare failed on our own write
+                if op.HasField("request_put") and kvs and kvs[0].value == op.request_put.value:
+                    response.succeeded = True
+                    response.header.revision = kvs[0].mod_revision
+                    return response
+                if op.HasField("request_delete_range") and not kvs and expect_revision:
+                    response.succeeded = True
+                    response.responses[0].response_delete_range.deleted = 1
+                    return response
             raise Conflict(key, expect_revision, _kv(kvs[0]) if kvs else None)
         return response
 
@@ -496,7 +733,16 @@ class EtcdStore(Store):
             success=[self._op(op) for op in success],
             failure=[self._op(op) for op in failure],
         )
-        response = self._txn(request)
+        ambiguous: list[bool] = []
+        response = self._txn(request, ambiguous=ambiguous)
+        if not response.succeeded and ambiguous and compares and not any(isinstance(op, Get) for op in success):
+            # The first attempt's outcome was unknown and the retry failed its compares: if the
+            # first one was applied, it is this txn's result (a create is not reported as
+            # AlreadyExists for the object it made itself).
+            puts = [(_b(op.key), op.value) for op in success if isinstance(op, Put)]
+            revision = self._landed(puts, [_b(op.key) for op in success if isinstance(op, Delete)])
+            if revision is not None:
+                return TxnResult(True, revision, [True if isinstance(op, Delete) else None for op in success])
         ops = success if response.succeeded else failure
         results: list[KeyValue | bool | None] = []
         for op, r in zip(ops, response.responses, strict=True):
@@ -523,34 +769,98 @@ class EtcdStore(Store):
 
     def lease_grant(self, ttl: float) -> int:
         request = etcdrpc.LeaseGrantRequest(TTL=max(1, math.ceil(ttl)))
-        response = self._rpc("leasestub", lambda s, t: s.LeaseGrant(request, t), idempotent=False)
+        response = self._rpc("leasestub", lambda s, t, md: s.LeaseGrant(request, t, metadata=md),
+                             retry="write")  # a lease granted twice expires unused
         if response.error:
             raise StoreError(f"etcd refused the lease: {response.error}")
         return int(response.ID)
 
     def lease_keepalive(self, lease_id: int) -> float:
-        def once(stub: Any, timeout: float) -> Any:
-            call = stub.LeaseKeepAlive(iter([etcdrpc.LeaseKeepAliveRequest(ID=lease_id)]), timeout)
+        def once(stub: Any, timeout: float, metadata: Any) -> Any:
+            call = stub.LeaseKeepAlive(iter([etcdrpc.LeaseKeepAliveRequest(ID=lease_id)]), timeout,
+                                       metadata=metadata)
             try:
                 return next(call)
             finally:
                 call.cancel()
 
-        response = self._rpc("leasestub", once, idempotent=True)
+        response = self._rpc("leasestub", once)
         if response.TTL <= 0:
             raise LeaseNotFound(f"lease {lease_id:x} not found (expired, revoked or never granted)")
         return float(response.TTL)
 
     def lease_revoke(self, lease_id: int) -> None:
         request = etcdrpc.LeaseRevokeRequest(ID=lease_id)
-        self._rpc("leasestub", lambda s, t: s.LeaseRevoke(request, t), idempotent=False)
+        ambiguous: list[bool] = []
+        try:
+            self._rpc("leasestub", lambda s, t, md: s.LeaseRevoke(request, t, metadata=md), retry="write",
+                      ambiguous=ambiguous)
+        except LeaseNotFound:
+            if not ambiguous:  # else the first attempt revoked it
+                raise
+
+    # --- users and roles (etcd auth; the caller must be root) -----------------------------------
+
+    def _auth(self, method: str, request: Any) -> Any:
+        # etcd hashes passwords with bcrypt: seconds on a loaded machine
+        return self._rpc("authstub", lambda s, t, md: getattr(s, method)(request, t, metadata=md),
+                         attempt_timeout=self._timeout)
+
+    def ensure_role(self, role: str, permissions: Sequence[tuple[str, str]]) -> None:
+        """Make ``role`` grant exactly ``permissions``: (``"read"``/``"write"``/``"readwrite"``,
+        key prefix) pairs; a prefix ending in ``\0`` names the single key before it."""
+        try:
+            self._auth("RoleAdd", etcdrpc.AuthRoleAddRequest(name=role))
+        except StoreError as e:
+            if "role name already exists" not in str(e):
+                raise
+        have = self._auth("RoleGet", etcdrpc.AuthRoleGetRequest(role=role)).perm
+        want = {}
+        for kind, prefix in permissions:
+            if prefix.endswith("\0"):
+                key, end = _b(prefix[:-1]), b""
+            else:
+                key, end = _b(prefix), _prefix_end(_b(prefix))
+            want[(key, end)] = _PERM[kind]
+        for p in have:
+            if want.get((p.key, p.range_end)) != p.permType:
+                self._auth("RoleRevokePermission",
+                           etcdrpc.AuthRoleRevokePermissionRequest(role=role, key=p.key, range_end=p.range_end))
+        kept = {(p.key, p.range_end) for p in have if want.get((p.key, p.range_end)) == p.permType}
+        for (key, end), perm in want.items():
+            if (key, end) not in kept:
+                self._auth("RoleGrantPermission", etcdrpc.AuthRoleGrantPermissionRequest(
+                    name=role, perm=auth_pb2.Permission(permType=perm, key=key, range_end=end)))
+
+    def ensure_user(self, user: str, password: str | None = None, roles: Sequence[str] = ()) -> None:
+        """Create ``user`` if missing (with ``password``; a random one, never shown, for a user
+        that signs in by certificate), set the password when given, and grant ``roles``."""
+        try:
+            self._auth("UserAdd", etcdrpc.AuthUserAddRequest(name=user, password=password or secrets.token_urlsafe(24)))
+        except StoreError as e:
+            if "user name already exists" not in str(e):
+                raise
+            if password:
+                self._auth("UserChangePassword", etcdrpc.AuthUserChangePasswordRequest(name=user, password=password))
+        have = set(self._auth("UserGet", etcdrpc.AuthUserGetRequest(name=user)).roles)
+        for role in roles:
+            if role not in have:
+                self._auth("UserGrantRole", etcdrpc.AuthUserGrantRoleRequest(user=user, role=role))
+
+    def auth_enable(self) -> None:
+        """Turn etcd's auth on (needs the ``root`` user with the root role)."""
+        try:
+            self._auth("AuthEnable", etcdrpc.AuthEnableRequest())
+        except StoreError as e:
+            if "already enabled" not in str(e):
+                raise
 
     # --- maintenance -------------------------------------------------------------------------
 
     def compact(self, revision: int) -> None:
         request = etcdrpc.CompactionRequest(revision=revision, physical=True)
         try:
-            self._rpc("kvstub", lambda s, t: s.Compact(request, t), idempotent=True)
+            self._rpc("kvstub", lambda s, t, md: s.Compact(request, t, metadata=md))
         except StoreError as e:
             if "required revision has been compacted" in str(e):
                 return  # already compacted at or beyond ``revision``
@@ -567,7 +877,7 @@ class EtcdStore(Store):
         self._client.close()
 
 
-class _TooManyOps(StoreError):
+class _TooManyOps(TooLarge):
     """The server's --max-txn-ops is below the ops of one txn."""
 
 
@@ -617,7 +927,8 @@ class _EtcdWatch(Watch):
             while (request := requests.get()) is not None:
                 yield request
 
-        call = etcdrpc.WatchStub(self._store._channel()).Watch(request_stream())
+        channel = self._store._channel()
+        call = etcdrpc.WatchStub(channel).Watch(request_stream(), metadata=self._store._metadata)
         return call, requests
 
     def _run(self) -> None:
@@ -656,6 +967,14 @@ class _EtcdWatch(Watch):
                     attempts = 0  # this stream worked: a new series of failures begins
             if self._closed:
                 return
+            if (isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.UNAUTHENTICATED
+                    and self._store._creds.user):
+                try:  # the token expired: renew it and open the stream again at once
+                    self._store._authenticate(self._store._metadata)
+                    continue
+                except StoreError as e:
+                    self._finish(e)
+                    return
             if isinstance(error, grpc.RpcError) and error.code() not in _FAILOVER:
                 self._finish(self._store._translate(error))
                 return
@@ -686,7 +1005,10 @@ class _EtcdWatch(Watch):
                 return True
             if response.canceled:
                 reason = _one_line(response.cancel_reason) or "no reason given"
-                self._finish(StoreError(f"etcd canceled the watch: {reason}"))
+                if "permission denied" in reason:
+                    self._finish(Forbidden(f"etcd refused to watch {self._key.decode(errors='replace')}: {reason}"))
+                else:
+                    self._finish(StoreError(f"etcd canceled the watch: {reason}"))
                 return True
             events = self._events(response.events)
             if events:

@@ -16,6 +16,19 @@ fsync is cheap there, so figures measure etcd rather than the disk) and use the 
 shared/recipes/etcd.md plus the limits that ``store._etcd`` needs because it never splits a
 txn (``--max-txn-ops 100000 --max-request-bytes 67108864``).
 ``scripts/etcd-up`` starts the same single member from a shell.
+
+TLS and auth (docs/design.md, "Sites on a shared etcd")::
+
+    with EtcdCluster.start(members=3, tls=True, auth=True) as cluster:
+        cluster.url                    # ...?cacert=CA&cert=root.crt&key=root.key: acts as root
+        cluster.url_for("site-polaris")  # a client certificate whose CN is that etcd user
+
+``tls=True`` makes a throwaway CA and certificates with ``openssl`` (:class:`Certificates`,
+private keys 0600) and serves clients and peers over TLS with client certificates required;
+etcd then takes a client certificate's CN as its user.  ``auth=True`` also creates the
+``root`` user and turns etcd's auth on.  ``limits=ETCD_DEFAULT_LIMITS`` starts members with
+etcd's own defaults (128 ops per txn, 1.5 MiB per request), as a site's etcd run by someone
+else would be.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -40,6 +54,80 @@ DEFAULT_LIMITS: dict[str, str] = {
     "--max-request-bytes": str(64 << 20),
     "--quota-backend-bytes": str(8 << 30),
 }
+
+
+# etcd's own defaults, for members "run by someone else" (the store must work within them).
+ETCD_DEFAULT_LIMITS: dict[str, str] = {
+    "--max-txn-ops": "128",
+    "--max-request-bytes": str(3 << 19),  # 1.5 MiB
+}
+
+# The SAN every certificate gets: servers are reached at 127.0.0.1, clients may use "localhost".
+_OPENSSL_EXT = """[req]
+distinguished_name = dn
+[dn]
+[ext]
+subjectAltName = IP:127.0.0.1,DNS:localhost
+extendedKeyUsage = serverAuth,clientAuth
+"""
+
+
+@dataclass
+class Certificates:
+    """A throwaway CA in ``root`` and certificates it signed, made with ``openssl``:
+    ``ca.crt``, ``server.crt``/``.key`` and one ``NAME.crt``/``NAME.key`` per client (CN=NAME,
+    which etcd takes as the user name).  Private keys are 0600, the directory 0700."""
+
+    root: Path
+
+    @property
+    def ca(self) -> Path:
+        return self.root / "ca.crt"
+
+    @classmethod
+    def create(cls, root: Path, clients: tuple[str, ...] = ("root",), days: int = 30) -> Certificates:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(root, 0o700)
+        (root / "san.cnf").write_text(_OPENSSL_EXT)
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(root / "ca.key"),
+                 "-out", str(root / "ca.crt"), "-days", str(days), "-subj", "/CN=balsam-test-ca")
+        os.chmod(root / "ca.key", 0o600)
+        certs = cls(root)
+        for name in ("server", *clients):
+            certs.issue(name, days)
+        return certs
+
+    def issue(self, name: str, days: int = 30) -> tuple[Path, Path]:
+        """(certificate, key) for CN ``name``, made once."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            raise ValueError(f"bad certificate name {name!r}")
+        crt, key = self.root / f"{name}.crt", self.root / f"{name}.key"
+        if crt.exists() and key.exists():
+            return crt, key
+        csr = self.root / f"{name}.csr"
+        old = os.umask(0o077)  # the key is private from its first byte
+        try:
+            _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+                     "-subj", f"/CN={name}")
+        finally:
+            os.umask(old)
+        os.chmod(key, 0o600)
+        _openssl("x509", "-req", "-in", str(csr), "-CA", str(self.ca), "-CAkey", str(self.root / "ca.key"),
+                 "-CAcreateserial", "-out", str(crt), "-days", str(days),
+                 "-extfile", str(self.root / "san.cnf"), "-extensions", "ext")
+        csr.unlink()
+        return crt, key
+
+    def query(self, name: str) -> str:
+        """The store URL's query naming CN ``name``'s certificate (made if need be)."""
+        crt, key = self.issue(name)
+        return f"cacert={self.ca}&cert={crt}&key={key}"
+
+
+def _openssl(*args: str) -> None:
+    r = subprocess.run(["openssl", *args], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        raise RuntimeError(f"openssl {args[0]} failed: {' '.join(r.stderr.split())[-300:]}")
 
 
 def etcd_binary() -> str | None:
@@ -94,14 +182,21 @@ class EtcdMember:
     limits: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     proc: subprocess.Popen[bytes] | None = None
     binary: str = ETCD_BIN
+    certs: Certificates | None = None  # TLS for clients and peers, client certificates required
+    # Raft timing (ms): fast for tests; etcd's own defaults are 100 / 1000, which a cluster
+    # sharing a loaded 2-core machine with its workload needs (heartbeats every 10 ms to each
+    # peer cost a 3-member TLS cluster two thirds of its writes there).
+    heartbeat_ms: int = 10
+    election_ms: int = 100
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.client_port}"
 
     def argv(self) -> list[str]:
-        client = f"http://127.0.0.1:{self.client_port}"
-        peer = f"http://127.0.0.1:{self.peer_port}"
+        scheme = "https" if self.certs else "http"
+        client = f"{scheme}://127.0.0.1:{self.client_port}"
+        peer = f"{scheme}://127.0.0.1:{self.peer_port}"
         argv = [
             self.binary,
             "--name", self.name,
@@ -112,10 +207,15 @@ class EtcdMember:
             "--initial-cluster", self.initial_cluster,
             "--initial-cluster-token", f"balsam-{self.data_dir.parent.name}",
             "--initial-cluster-state", "new",
-            "--heartbeat-interval", "10", "--election-timeout", "100",
+            "--heartbeat-interval", str(self.heartbeat_ms), "--election-timeout", str(self.election_ms),
         ]  # fmt: skip
         for flag, value in self.limits.items():
             argv += [flag, value]
+        if self.certs:
+            ca, crt, key = str(self.certs.ca), str(self.certs.root / "server.crt"), str(self.certs.root / "server.key")
+            argv += ["--cert-file", crt, "--key-file", key, "--trusted-ca-file", ca, "--client-cert-auth",
+                     "--peer-cert-file", crt, "--peer-key-file", key, "--peer-trusted-ca-file", ca,
+                     "--peer-client-cert-auth"]
         return argv
 
     def launch(self) -> None:
@@ -131,8 +231,14 @@ class EtcdMember:
 
     def wait_healthy(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
-        url = f"http://{self.endpoint}/health"
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # not via $http_proxy
+        url = f"{'https' if self.certs else 'http'}://{self.endpoint}/health"
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]  # not via $http_proxy
+        if self.certs:
+            context = ssl.create_default_context(cafile=str(self.certs.ca))
+            crt, key = self.certs.issue("root")
+            context.load_cert_chain(str(crt), str(key))
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        opener = urllib.request.build_opener(*handlers)
         while True:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(
@@ -180,44 +286,83 @@ class EtcdMember:
 class EtcdCluster:
     members: list[EtcdMember]
     root: Path
+    certs: Certificates | None = None
+    auth: bool = False
+
+    @property
+    def plain_url(self) -> str:
+        """``etcd://127.0.0.1:P1,127.0.0.1:P2,...``: the members, no credentials."""
+        return "etcd://" + ",".join(m.endpoint for m in self.members)
 
     @property
     def url(self) -> str:
-        """The store URL naming every member: ``etcd://127.0.0.1:P1,127.0.0.1:P2,...``."""
-        return "etcd://" + ",".join(m.endpoint for m in self.members)
+        """The store URL naming every member (with TLS: as the ``root`` user's certificate)."""
+        return self.url_for("root")
+
+    def url_for(self, user: str) -> str:
+        """The store URL of a client whose certificate's CN is ``user`` (plain URL without TLS)."""
+        if self.certs is None:
+            return self.plain_url
+        return f"{self.plain_url}?{self.certs.query(user)}"
 
     @classmethod
     def start(
         cls, members: int = 1, limits: dict[str, str] | None = None, timeout: float = 15.0,
-        prefix: str = "balsam-etcd.",
+        prefix: str = "balsam-etcd.", tls: bool = False, auth: bool = False,
+        heartbeat_ms: int = 10, election_ms: int = 100,
     ) -> EtcdCluster:
         """Start ``members`` fresh members (data in a new ``/dev/shm/PREFIX*``) and wait until
-        every one reports healthy."""
+        every one reports healthy.  ``tls``: a new CA and certificates (``cluster.certs``);
+        ``auth`` (implies ``tls``): the ``root`` user, then etcd's auth turned on."""
+        tls = tls or auth
         binary = etcd_binary()
         if not binary:
             raise RuntimeError(f"etcd not found at {ETCD_BIN} (scripts/install installs it)")
         root = Path(tempfile.mkdtemp(prefix=prefix, dir=_tmp_root()))
+        try:
+            certs = Certificates.create(root / "pki") if tls else None
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
         ports = free_ports(2 * members)
         names = [f"m{i + 1}" for i in range(members)]
-        initial = ",".join(f"{n}=http://127.0.0.1:{ports[2 * i + 1]}" for i, n in enumerate(names))
+        scheme = "https" if tls else "http"
+        initial = ",".join(f"{n}={scheme}://127.0.0.1:{ports[2 * i + 1]}" for i, n in enumerate(names))
         merged = dict(DEFAULT_LIMITS)
         merged.update(limits or {})
         cluster = cls(
             [
-                EtcdMember(n, ports[2 * i], ports[2 * i + 1], initial, root / n, dict(merged), binary=binary)
+                EtcdMember(n, ports[2 * i], ports[2 * i + 1], initial, root / n, dict(merged), binary=binary,
+                           certs=certs, heartbeat_ms=heartbeat_ms, election_ms=election_ms)
                 for i, n in enumerate(names)
             ],
             root,
+            certs,
         )
         try:
             for m in cluster.members:
                 m.launch()
             for m in cluster.members:
                 m.wait_healthy(timeout)
+            if auth:
+                cluster.enable_auth()
         except BaseException:
             cluster.stop()
             raise
         return cluster
+
+    def enable_auth(self) -> None:
+        """Create the ``root`` user (no password: it signs in by certificate) with the root role,
+        and turn etcd's auth on."""
+        from ._etcd import EtcdStore  # here, so that importing this module needs no etcd client
+
+        store = EtcdStore(self.url)
+        try:
+            store.ensure_user("root", roles=("root",))
+            store.auth_enable()
+        finally:
+            store.close()
+        self.auth = True
 
     def member_at(self, endpoint: str) -> EtcdMember:
         return next(m for m in self.members if m.endpoint == endpoint)
@@ -232,7 +377,12 @@ class EtcdCluster:
         for m in self.members:
             if m.proc is None or m.proc.poll() is not None:
                 continue
-            client = etcd3.client("127.0.0.1", m.client_port, timeout=5)
+            if self.certs is not None:
+                crt, key = self.certs.issue("root")
+                client = etcd3.client("127.0.0.1", m.client_port, timeout=5, ca_cert=str(self.certs.ca),
+                                      cert_key=str(key), cert_cert=str(crt))
+            else:
+                client = etcd3.client("127.0.0.1", m.client_port, timeout=5)
             try:
                 status = etcdrpc.MaintenanceStub(client.channel).Status(etcdrpc.StatusRequest(), 5)
             finally:
@@ -259,3 +409,41 @@ class EtcdCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _up(argv: list[str]) -> int:
+    """``python -m store.testing up [--members N] [--tls] [--auth] [--etcd-defaults]``: start a
+    cluster that outlives this process (what ``scripts/etcd-up --members 3 --tls`` runs), write
+    its pids to ``ROOT/balsam-etcd-PORT/pids`` (PORT: the first member's client port; ROOT:
+    ``$ETCD_UP_ROOT``, else /dev/shm) and print its store URL (certificate paths, no secret)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="etcd-up")
+    p.add_argument("--members", type=int, default=1)
+    p.add_argument("--tls", action="store_true", help="a local CA and certificates; clients must present one")
+    p.add_argument("--auth", action="store_true", help="also the root user and etcd's auth on (implies --tls)")
+    p.add_argument("--etcd-defaults", action="store_true", help="etcd's own limits (128 ops per txn, 1.5 MiB)")
+    args = p.parse_args(argv)
+    if args.members < 1:
+        p.error("--members must be at least 1")
+    os.umask(0o077)  # certificates, keys, pids and URL files: private
+    root = os.environ.get("ETCD_UP_ROOT") or _tmp_root() or tempfile.gettempdir()
+    cluster = EtcdCluster.start(args.members, limits=ETCD_DEFAULT_LIMITS if args.etcd_defaults else None,
+                                tls=args.tls, auth=args.auth, timeout=30, prefix="balsam-etcd-up.")
+    final = Path(root) / f"balsam-etcd-{cluster.members[0].client_port}"
+    # The members keep their data where they started; the well-known directory points there.
+    final.mkdir(mode=0o700, exist_ok=True)
+    (final / "pids").write_text("".join(f"{m.proc.pid}\n" for m in cluster.members if m.proc))
+    (final / "root").write_text(str(cluster.root) + "\n")
+    (final / "url").write_text(cluster.url + "\n")
+    print(cluster.url)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] != ["up"]:
+        print("usage: python -m store.testing up [--members N] [--tls] [--auth] [--etcd-defaults]", file=sys.stderr)
+        raise SystemExit(2)
+    raise SystemExit(_up(sys.argv[2:]))

@@ -10,7 +10,7 @@ import pytest
 
 from apis import Registry
 from apis._config import SiteConfig
-from store.testing import ETCD_BIN, EtcdCluster, etcd_available
+from store.testing import ETCD_BIN, ETCD_DEFAULT_LIMITS, EtcdCluster, etcd_available
 from tests._support import make_site_config, registry_on, skip_or_fail
 
 
@@ -23,6 +23,20 @@ def etcd_url() -> Iterator[str]:
         skip_or_fail(f"etcd is not installed ({ETCD_BIN} missing; apt-get install etcd-server)")
     try:
         cluster = EtcdCluster.start(members=1, timeout=30)
+    except RuntimeError as e:
+        pytest.fail(f"etcd did not start: {e}", pytrace=False)
+    with cluster:
+        yield cluster.url
+
+
+@pytest.fixture(scope="session")
+def etcd_defaults_url() -> Iterator[str]:
+    """A single-member etcd started with etcd's own limits (``--max-txn-ops 128``,
+    ``--max-request-bytes`` 1.5 MiB), as an etcd run by someone else would be."""
+    if not etcd_available():
+        skip_or_fail(f"etcd is not installed ({ETCD_BIN} missing; apt-get install etcd-server)")
+    try:
+        cluster = EtcdCluster.start(members=1, timeout=30, limits=ETCD_DEFAULT_LIMITS)
     except RuntimeError as e:
         pytest.fail(f"etcd did not start: {e}", pytrace=False)
     with cluster:

@@ -48,6 +48,8 @@ EXPECTED_FIGURES = {
                   "change_ms"},
     "durability": {"{b}.normal_single_puts", "{b}.full_single_puts", "{b}.normal_bulk_create",
                    "{b}.full_bulk_create", "{b}.normal_e2e_jobs_per_s", "{b}.full_e2e_jobs_per_s"},
+    "sites": {"baseline_jobs_per_s", "secure_jobs_per_s", "baseline_hop_p50_ms", "secure_hop_p99_ms",
+              "pause_in_use_s", "pause_leader_s", "errors_in_use", "lost_leader", "twice_leader"},
     "placement": {"engine", "placements", "placements_with_events", "lower_bound_rounds", "rounds", "efficiency",
                   "unschedulable"},
 }

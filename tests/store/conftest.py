@@ -3,6 +3,8 @@
 * ``sqlite``: a fresh file in ``tmp_path``.
 * ``etcd``: the session's etcd server (``etcd_url``); tests are isolated by a
   unique key prefix, ``ns``, which every test puts its keys under.
+* ``etcd-defaults``: a member started with etcd's default limits (``etcd_defaults_url``):
+  the contract holds within them (what an etcd run by someone else allows).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from tests._support import skip_or_fail
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("etcd", id="etcd", marks=pytest.mark.etcd),
+    pytest.param("etcd-defaults", id="etcd-defaults", marks=pytest.mark.etcd),
 ]
 
 
@@ -31,7 +34,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 def store_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if backend == "sqlite":
         return f"sqlite://{tmp_path}/store.db"
-    url = str(request.getfixturevalue("etcd_url"))
+    url = str(request.getfixturevalue("etcd_url" if backend == "etcd" else "etcd_defaults_url"))
     try:
         import store._etcd  # noqa: F401
     except ModuleNotFoundError as e:

@@ -8,9 +8,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import grpc
 import pytest
 
-from store import Compacted, Delete, Put, StoreError, Unavailable, WatchClosed, open_store
+from store import Compacted, Compare, Conflict, Delete, Put, StoreError, Unavailable, WatchClosed, open_store
 from store._etcd import EtcdStore
 from store.testing import EtcdCluster, free_ports
 
@@ -285,14 +286,20 @@ def test_three_members_killing_the_one_in_use_is_invisible(cluster3: EtcdCluster
         watch = store.watch("/ha/")
         revs = [store.put(f"/ha/{i}", b"before") for i in range(5)]
         follower.kill()
-        # No call fails: the one that meets the dead member moves to another.
-        revs += [store.put(f"/ha/{i}", b"after") for i in range(5, 10)]
+        # No call fails: the one that meets the dead member moves to another, whether the
+        # connection was refused or broke mid-call (a put is safe to send again, a CAS is
+        # checked against what it would have left).
+        revs += [store.put(f"/ha/{i}", b"after") for i in range(5, 8)]
+        revs.append(store.put("/ha/8", b"after", expect_revision=0))
+        revs.append(store.put("/ha/8", b"again", expect_revision=revs[-1]))
+        revs.append(store.put("/ha/9", b"after", expect_revision=0))
         assert store.count("/ha/") == 10
         assert store.get("/ha/9").value == b"after"
-        assert store.txn([], [Put("/ha/txn", b"t")]).succeeded
+        assert store.get("/ha/8").version == 2
+        assert store.txn([Compare.absent("/ha/txn")], [Put("/ha/txn", b"t")]).succeeded
         revs.append(store.current_revision())
         # The watch followed too: every event once, in order.
-        assert [e.revision for e in drain(watch, 11)] == revs
+        assert [e.revision for e in drain(watch, 12)] == revs
     finally:
         store.close()
 
@@ -305,18 +312,12 @@ def test_three_members_survive_a_leader_crash(cluster3: EtcdCluster) -> None:
         watch = store.watch("/ha/")
         store.put("/ha/0", b"0")
         cluster3.leader().kill()
-        # A write caught by the crash waits out etcd's request timeout (5 s) and fails; at most one.
-        failures = 0
-        written = []
-        for i in range(1, 21):
-            try:
-                written.append(store.put(f"/ha/{i}", b"%d" % i))
-            except Unavailable:
-                failures += 1
-        assert failures <= 1
-        # A write that timed out may still have been applied.
-        assert store.count("/ha/") in (len(written) + 1, len(written) + 1 + failures)
-        events = drain(watch, len(written) + 1)
+        # A write caught by the crash is sent again (on another member, once the one it waited
+        # on gave up): no caller sees the crash, and no create is made twice.
+        written = [store.put(f"/ha/{i}", b"%d" % i, expect_revision=0) for i in range(1, 21)]
+        assert store.count("/ha/") == 21
+        assert all(store.get(f"/ha/{i}").version == 1 for i in range(21))
+        events = drain(watch, 21)
         assert [e.revision for e in events][-len(written) :] == written
     finally:
         store.close()
@@ -332,3 +333,71 @@ def test_intersect_reads_the_smallest_prefix_in_pages_at_one_revision(store: Etc
     assert store._present(b, keys, rev) == ["k0", "k2", "k4", "k6"]  # at the first page's revision
     assert store._present(b, keys, store.current_revision()) == ["k0", "k4", "k6"]
     assert store.intersect([b, a]) == ["k0", "k4", "k6"]
+
+
+# --- a write whose outcome is unknown ------------------------------------------------------------
+
+
+class _LostReply:
+    """The KV stub, except that the next ``n`` txns are applied by etcd and then reported lost,
+    as when the member's connection breaks after it applied the write (fault injection on a
+    real server: the write really lands)."""
+
+    def __init__(self, stub: object, n: int) -> None:
+        self._stub, self.left = stub, n
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stub, name)
+
+    def Txn(self, request, timeout, metadata=None):  # type: ignore[no-untyped-def]  # noqa: N802 - gRPC's name
+        response = self._stub.Txn(request, timeout, metadata=metadata)
+        if self.left and request.success and not request.success[0].HasField("request_range"):
+            self.left -= 1
+            raise _Unavailable()
+        return response
+
+
+class _Unavailable(grpc.RpcError):
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return "Socket closed"
+
+
+@pytest.fixture
+def lossy(store: EtcdStore, monkeypatch: pytest.MonkeyPatch) -> _LostReply:
+    client = store._client
+    lost = _LostReply(client.kvstub, 1)
+    monkeypatch.setattr(type(client), "kvstub", property(lambda self: lost))
+    return lost
+
+
+@pytest.mark.etcd
+def test_a_create_that_landed_before_its_reply_was_lost_is_not_made_twice(store: EtcdStore, lossy: _LostReply) -> None:
+    rev = store.put("/t/lost/a", b"v1", expect_revision=0)  # applied, reply lost, sent again: compare fails
+    assert lossy.left == 0
+    kv = store.get("/t/lost/a")
+    assert kv.value == b"v1" and kv.version == 1 and kv.mod_revision == rev
+
+
+@pytest.mark.etcd
+def test_a_txn_that_landed_before_its_reply_was_lost_reports_success_once(store: EtcdStore, lossy: _LostReply) -> None:
+    res = store.txn([Compare.absent("/t/lost/obj")], [Put("/t/lost/obj", b"{...}"), Put("/t/lost/idx/obj", b"")])
+    assert lossy.left == 0
+    assert res.succeeded
+    assert {store.get(k).mod_revision for k in ("/t/lost/obj", "/t/lost/idx/obj")} == {res.revision}
+    assert store.get("/t/lost/obj").version == 1
+
+
+@pytest.mark.etcd
+def test_a_lost_reply_does_not_hide_a_real_conflict(store: EtcdStore, lossy: _LostReply) -> None:
+    other = EtcdStore(store.url)
+    try:
+        other.put("/t/lost/c", b"theirs")
+    finally:
+        other.close()
+    lossy.left = 0  # this put is refused (the key exists): no reply is lost
+    with pytest.raises(Conflict):
+        store.put("/t/lost/c", b"mine", expect_revision=0)
+    assert store.get("/t/lost/c").value == b"theirs"

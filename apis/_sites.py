@@ -1,0 +1,195 @@
+"""Several sites on one store (docs/design.md, "Sites on a shared etcd").
+
+* **A site is a namespace.**  Every key of a site's objects has its namespace in a fixed place
+  (``/registry/<plural>/<ns>/...``, ``/index/<plural>/<index>/<ns>/...``), so an etcd role made
+  of prefix permissions can let a site's controller manager and node agents write their own
+  site's keys and nothing else (:func:`site_permissions`).  On a shared cluster each site is made
+  with ``balsamctl init DIR --name polaris --namespace polaris``.
+* **A job names its site** (``Job(..., site_name="polaris")`` / ``spec.site``): the Python client
+  creates it in that Site's namespace (:func:`place_jobs`), and the registry refuses a job whose
+  Site does not exist there (an admission compare in the create txn).
+* **Balsam's Site API**: ``Site.objects.get(name=..., path=...)``, ``site.id``, ``site.path``
+  (:class:`SiteManager`, :class:`SiteMixin`) and ``Job.objects.filter(site_id=...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._errors import BadRequest
+
+if TYPE_CHECKING:
+    from ._kinds import Site
+    from ._registry import Registry
+
+#: The secondary indexes a site writes (apis/_registry.py ``index_entries``); a role grants
+#: each one under the site's namespace.
+SITE_INDEXES = ("label", "state", "app", "parent", "node", "boundnode", "batchjob")
+#: Read by every client for the store's current revision (store/_etcd.py ``REVISION_KEY``).
+REVISION_KEY = "/revision"
+LEASES = "/leases/"
+
+Permission = tuple[str, str]  # ("read" | "write" | "readwrite", key prefix; a trailing "\0": one key)
+
+
+def _plurals() -> list[str]:
+    from ._kinds import KINDS
+
+    return [k.PLURAL for k in KINDS]
+
+
+def site_permissions(namespace: str) -> list[Permission]:
+    """What a site's controller manager and node agents may touch: every kind and index of its
+    own namespace, its leader lease, and (read) every Site, so that jobs naming another site
+    can be told apart."""
+    perms: list[Permission] = [("read", REVISION_KEY + "\0"), ("read", "/registry/sites/")]
+    for plural in _plurals():
+        perms.append(("readwrite", f"/registry/{plural}/{namespace}/"))
+        perms += [("readwrite", f"/index/{plural}/{index}/{namespace}/") for index in SITE_INDEXES]
+    perms.append(("readwrite", f"{LEASES}controller-manager/{namespace}\0"))
+    return perms
+
+
+def user_permissions(namespaces: Iterable[str]) -> list[Permission]:
+    """A submitting user: create, read (and watch) jobs of the sites it may use; read their
+    Apps; read every Site (to find a site by name)."""
+    perms: list[Permission] = [("read", REVISION_KEY + "\0"), ("read", "/registry/sites/")]
+    for ns in namespaces:
+        perms.append(("readwrite", f"/registry/jobs/{ns}/"))
+        perms += [("readwrite", f"/index/jobs/{index}/{ns}/") for index in SITE_INDEXES]
+        perms.append(("read", f"/registry/apps/{ns}/"))
+    return perms
+
+
+def dashboard_permissions() -> list[Permission]:
+    """Read everything, write nothing."""
+    return [("read", REVISION_KEY + "\0"), ("read", "/registry/"), ("read", "/index/"), ("read", LEASES)]
+
+
+# --- Balsam's Site API ------------------------------------------------------------------------
+
+
+class SiteMixin:
+    """``site.id`` and ``site.path`` on Site (mixed into the pydantic model)."""
+
+    if TYPE_CHECKING:
+        metadata: Any
+        spec: Any
+
+    @property
+    def id(self) -> str:
+        """The Site's name (unique among the sites of a shared store); ``Job.objects.filter(site_id=...)``."""
+        return str(self.metadata.name or "")
+
+    @property
+    def path(self) -> Path:
+        """The site directory, as a Path (``site.path / "data" / job.workdir``)."""
+        return Path(self.spec.path)
+
+
+def _path_matches(site_path: str, want: str) -> bool:
+    """``path="my-site"`` matches ``/home/me/my-site``: equal, or its last components."""
+    have, w = Path(site_path).parts, Path(want).parts
+    return bool(w) and (have == w or have[-len(w):] == w)
+
+
+class SiteManager:
+    """``Site.objects``: the Sites of every namespace (there are few), filtered by ``name``/``id``,
+    ``path`` and ``namespace``."""
+
+    def __init__(self, registry: Registry | None = None, filters: dict[str, Any] | None = None) -> None:
+        self._registry = registry
+        self._filters = dict(filters or {})
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is not None:
+            return self._registry
+        from ._config import default_registry
+
+        return default_registry()
+
+    def using(self, registry: Registry) -> SiteManager:
+        return SiteManager(registry, self._filters)
+
+    def all(self) -> SiteManager:
+        return SiteManager(self._registry, self._filters)
+
+    def filter(self, **kw: Any) -> SiteManager:
+        for k in kw:
+            if k not in ("name", "id", "path", "namespace"):
+                raise BadRequest(f"unknown filter {k!r} for sites (name, id, path, namespace)")
+        return SiteManager(self._registry, {**self._filters, **kw})
+
+    def _fetch(self) -> list[Site]:
+        from ._kinds import Site
+
+        f = self._filters
+        ns = f.get("namespace")
+        sites, _ = self.registry.list(Site, str(ns) if ns is not None else None)
+        name = f.get("name", f.get("id"))
+        return [
+            s for s in sites
+            if (name is None or s.metadata.name == str(name))
+            and ("path" not in f or _path_matches(s.spec.path, str(f["path"])))
+        ]
+
+    def __iter__(self) -> Iterator[Site]:
+        return iter(self._fetch())
+
+    def __len__(self) -> int:
+        return len(self._fetch())
+
+    def count(self) -> int:
+        return len(self._fetch())
+
+    def first(self) -> Site | None:
+        found = self._fetch()
+        return found[0] if found else None
+
+    def get(self, **kw: Any) -> Site:
+        from ._client import DoesNotExist, MultipleObjectsReturned
+
+        found = self.filter(**kw)._fetch()
+        if not found:
+            raise DoesNotExist(f"no Site matches {kw or self._filters}")
+        if len(found) > 1:
+            where = ", ".join(f"{s.metadata.namespace}/{s.metadata.name}" for s in found)
+            raise MultipleObjectsReturned(f"{len(found)} Sites match {kw}: {where}; add namespace=")
+        return found[0]
+
+
+class _SiteManagerDescriptor:
+    def __get__(self, obj: Any, owner: type) -> SiteManager:
+        return SiteManager()
+
+
+def site_namespace(registry: Registry, site_name: str, prefer: str | None = None) -> str | None:
+    """The namespace of the Site named ``site_name``: ``prefer`` when it holds one, else the only
+    namespace that does; None when none (or several) do."""
+    from ._kinds import Site
+
+    if prefer is not None and registry.try_get(Site, site_name, prefer) is not None:
+        return prefer
+    found = {s.metadata.namespace for s in SiteManager(registry).filter(name=site_name)}
+    return found.pop() if len(found) == 1 else None
+
+
+def place_jobs(registry: Registry, jobs: Sequence[Any]) -> None:
+    """Put each Job that names a site (``site_name=``) into that Site's namespace, unless its
+    own namespace has a Site of that name.  A site that exists nowhere is left for admission to
+    refuse."""
+    cache: dict[tuple[str, str], str | None] = {}
+    for job in jobs:
+        site = getattr(getattr(job, "spec", None), "site", None)
+        if getattr(job, "KIND", None) != "Job" or not site:
+            continue
+        ns = job.metadata.namespace
+        key = (site, ns)
+        if key not in cache:
+            cache[key] = site_namespace(registry, site, ns)
+        target = cache[key]
+        if target is not None and target != ns:
+            job.metadata.namespace = target
