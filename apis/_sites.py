@@ -35,9 +35,9 @@ Permission = tuple[str, str]  # ("read" | "write" | "readwrite", key prefix; a t
 
 
 def _plurals() -> list[str]:
-    from ._kinds import KINDS
+    from ._kinds import ALL_KINDS  # _kinds imports this module (SiteMixin)
 
-    return [k.PLURAL for k in KINDS]
+    return [k.PLURAL for k in ALL_KINDS]  # Events too: the site's controllers record them
 
 
 def site_permissions(namespace: str) -> list[Permission]:
@@ -60,6 +60,7 @@ def user_permissions(namespaces: Iterable[str]) -> list[Permission]:
         perms.append(("readwrite", f"/registry/jobs/{ns}/"))
         perms += [("readwrite", f"/index/jobs/{index}/{ns}/") for index in SITE_INDEXES]
         perms.append(("read", f"/registry/apps/{ns}/"))
+        perms.append(("read", f"/registry/events/{ns}/"))  # describe lists a job's Events
     return perms
 
 
