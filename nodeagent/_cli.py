@@ -1,5 +1,6 @@
 """``nodeagent [--site DIR] [--store URL] [-n NAMESPACE] [--name NAME] [--cpus N] [--gpus G]
-[--batch-job NAME] [--lease-ttl S]``: run one node agent in the foreground until SIGTERM/SIGINT."""
+[--batch-job NAME] [--lease-ttl S]``: run one node agent in the foreground until SIGTERM/SIGINT
+(or until the process named by ``$BALSAM_AGENT_SUPERVISOR=PID:TICKS``, an allocation's runner, ends)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from types import FrameType
 from apis import ApiError, load_site_config, open_registry, resolve_store_url
 
 from ._agent import NodeAgent
+from ._fence import SUPERVISOR_ENV, parse_supervisor
 
 #: Default of ``--lease-ttl`` when set (``balsamctl up`` passes its own to its allocation's agents).
 LEASE_TTL_ENV = "BALSAM_NODE_LEASE_TTL"
@@ -69,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         agent = NodeAgent(
             registry, name=args.name, cpus=args.cpus, gpus=args.gpus, hostname=args.hostname,
             batch_job=args.batch_job, site_config=site, lease_ttl=args.lease_ttl, kill_grace=args.kill_grace,
+            supervisor=parse_supervisor(os.environ.get(SUPERVISOR_ENV)),
         )  # fmt: skip
     except (ApiError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -20,7 +20,8 @@ that calls the class's ``run(**parameters)`` in the same workdir, environment an
 Environment, lowest to highest precedence: the agent's environment; ``OMP_NUM_THREADS`` =
 ``threadsPerRank``; the App's ``environment``; then what the placement decides and the
 App cannot override: ``CUDA_VISIBLE_DEVICES`` (the placement's GPU ids, comma-joined; empty
-when none), ``BALSAM_JOB_ID`` (the job's name), ``BALSAM_SITE_PATH``.
+when none), ``BALSAM_JOB_ID`` (the job's name), ``BALSAM_SITE_PATH``, ``BALSAM_JOB_KEY``
+(``<namespace>/<name>``: how a later run of the job finds this one to fence it).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any
 from apis import App, Job
 from apis._templates import render_command
 
+from ._fence import JOB_KEY_ENV
 from .launchers import LaunchSpec, launch_command, needs_launcher
 
 OUTPUT_FILE = "job.out"
@@ -119,7 +121,13 @@ def job_env(job: Job, app: App, base_env: Mapping[str, str], site_path: Path, gp
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
     env["BALSAM_JOB_ID"] = job.name
     env["BALSAM_SITE_PATH"] = str(site_path)
+    env[JOB_KEY_ENV] = job_key(job)  # what fences an earlier run of this job (_fence.py)
     return env
+
+
+def job_key(job: Job) -> str:
+    """A job's identity among the processes of a host: ``<namespace>/<name>``."""
+    return f"{job.metadata.namespace}/{job.name}"
 
 
 def prepare(

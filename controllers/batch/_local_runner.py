@@ -9,6 +9,10 @@ Writes ``DIR/local-<its pid>.record`` (JSON: ``state`` COMPLETED|FAILED|TIMEOUT|
 
 ``--owner PID:TICKS`` (``balsamctl up``'s allocation) ends the allocation as a cancel when
 that process ends, even if it was killed outright: no agent outlives the ``up`` it serves.
+
+The script's environment names the runner (``BALSAM_AGENT_SUPERVISOR=PID:TICKS``): its node
+agents stop on their own when the runner is gone (killed outright with the controller
+manager, say), instead of running on unsupervised until someone deletes their BatchJob.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ from datetime import UTC, datetime
 from types import FrameType
 
 from controllers.batch._procinfo import start_ticks
+
+#: The node agents' supervisor variable (nodeagent/_fence.py SUPERVISOR_ENV; not imported:
+#: controllers do not import nodeagent).
+SUPERVISOR_ENV = "BALSAM_AGENT_SUPERVISOR"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     owner = args.owner.split(":", 1) if args.owner else None
-    proc = subprocess.Popen(["/bin/bash", *script], start_new_session=True, stdin=subprocess.DEVNULL)
+    env = {**os.environ, SUPERVISOR_ENV: f"{os.getpid()}:{start_ticks(os.getpid())}"}
+    proc = subprocess.Popen(["/bin/bash", *script], start_new_session=True, stdin=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + args.wall_seconds
     timed_out = False
     rc: int | None = None
