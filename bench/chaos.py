@@ -30,7 +30,7 @@ def config(ctx: Context) -> ChaosConfig:
     seed = int(os.environ[SEED_ENV]) if os.environ.get(SEED_ENV) else None
     return ctx.pick(
         tiny=ChaosConfig(jobs=30, chain=3, faults=1, kinds=("tree",), seed=seed if seed is not None else 12,
-                         nodes=1, cpus=4, lease_ttl=2.0, gap=(0.5, 1.0), timeout=300.0),
+                         nodes=1, cpus=4, lease_ttl=3.0, gap=(0.5, 1.0), timeout=300.0),
         small=ChaosConfig(jobs=300, chain=10, faults=6, seed=seed, lease_ttl=3.0, gap=(1.0, 3.0)),
         default=ChaosConfig(jobs=2000, chain=20, faults=22, seed=seed, nodes=2, cpus=8, ticks=5,
                             lease_ttl=5.0, gap=(2.0, 5.0), timeout=1800.0),

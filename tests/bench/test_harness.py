@@ -44,6 +44,9 @@ EXPECTED_FIGURES = {
     "parsl": {"spawn", "pool_bash", "pool_python", "{b}.balsamctl"},
     "scale": {"{b}.raw_puts", "{b}.create_5e2", "{b}.count_ms_2e3", "{b}.selector_cli_ms_2e3",
               "{b}.cli_startup_ms_2e3", "{b}.informer_rss_mib_2e3", "{b}.cm_rss_mib_2e3"},
+    "chaos": {"{b}.lease_ttl", "{b}.lost", "{b}.overlapping_runs", "{b}.tracebacks", "{b}.faults",
+              "{b}.recovery_worst", "{b}.recovery_median", "{b}.no_recovery", "{b}.extra_runs_without_timeout",
+              "{b}.index_problems", "{b}.leftover_processes"},
     "placement": {"engine", "placements", "placements_with_events", "lower_bound_rounds", "rounds", "efficiency",
                   "unschedulable"},
 }
@@ -100,6 +103,9 @@ def test_scenario_tiny(
     if name == "placement":  # what the reconciler decided, not how fast
         assert by_key["unschedulable"]["value"] == doc["inputs"]["never_fits"]["count"]
         assert 0 < by_key["efficiency"]["value"] <= 1
+    if name == "chaos":  # what held, not how fast
+        assert by_key[f"{backend}.faults"]["value"] >= 1
+        assert by_key[f"{backend}.lost"]["value"] == 0 and by_key[f"{backend}.overlapping_runs"]["value"] == 0
     if name == "e2e":
         assert 0 < by_key[f"{backend}.utilization"]["value"] <= 1
     if backend is not None:
