@@ -241,9 +241,11 @@ class ChaosRun:
     def __init__(self, root: Path, target: StoreTarget, cfg: ChaosConfig, namespace: str = "default",
                  log: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
+        self.t0 = time.monotonic()
         self.seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(1 << 30)
         self.rng = random.Random(self.seed)
-        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.log = lambda msg: say(f"[{time.monotonic() - self.t0:6.1f}s] {msg}")
         self.target = target
         self.site, self.registry = make_site(root, target, namespace)
         self.ns = self.site.namespace
@@ -251,7 +253,6 @@ class ChaosRun:
         self.up: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self.spontaneous = 0  # times up ended without a fault
-        self.t0 = time.monotonic()
         self.names = [f"c{i:05d}" for i in range(cfg.jobs)] + [f"chain{i:03d}" for i in range(cfg.chain)]
 
     # --- setup -------------------------------------------------------------------
@@ -310,6 +311,7 @@ class ChaosRun:
 
     def _restart(self) -> float:
         self._wait_site_down(4 * self.cfg.lease_ttl + 60)
+        self.log("chaos: site down; starting up again")
         self.restarts += 1
         return self._start_up()
 
@@ -336,8 +338,10 @@ class ChaosRun:
         argv = cmdline(pid)
         return argv[argv.index("--name") + 1] if "--name" in argv else ""
 
-    def _wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
+    def _wait_ready(self) -> None:
+        """Until every agent is registered and the manager runs (``up`` started again when
+        it gives up by itself, as it does when agents start slowly on a loaded machine)."""
+        deadline = self.t0 + self.cfg.timeout
         while time.monotonic() < deadline:
             if self.up is not None and self.up.poll() is not None:
                 # It gave up by itself (an agent slow to start on a loaded machine): again.
@@ -351,7 +355,7 @@ class ChaosRun:
                     self.registry.store.count(kind_prefix(Node, self.ns)) >= self.cfg.nodes:
                 return
             time.sleep(0.05)
-        raise RuntimeError(f"up not ready after {timeout:.0f}s: {self._tail('up.out')}")
+        raise RuntimeError(f"up not ready within the run's {self.cfg.timeout:.0f}s: {self._tail('up.out')}")
 
     def _tail(self, name: str, lines: int = 15) -> str:
         with contextlib.suppress(OSError):

@@ -32,8 +32,8 @@ def config(ctx: Context) -> ChaosConfig:
         tiny=ChaosConfig(jobs=30, chain=3, faults=1, kinds=("tree",), seed=seed if seed is not None else 12,
                          nodes=1, cpus=4, lease_ttl=3.0, gap=(0.5, 1.0), timeout=300.0),
         small=ChaosConfig(jobs=300, chain=10, faults=6, seed=seed, lease_ttl=3.0, gap=(1.0, 3.0)),
-        default=ChaosConfig(jobs=2000, chain=20, faults=22, seed=seed, nodes=2, cpus=8, ticks=5,
-                            lease_ttl=5.0, gap=(2.0, 5.0), timeout=1800.0),
+        default=ChaosConfig(jobs=2000, chain=20, faults=20, seed=seed, nodes=2, cpus=8, ticks=3,
+                            lease_ttl=5.0, gap=(1.0, 3.0), timeout=2400.0),
         large=ChaosConfig(jobs=10000, chain=50, faults=40, seed=seed, nodes=4, cpus=16, ticks=5,
                           lease_ttl=5.0, gap=(2.0, 6.0), timeout=3600.0),
     )
