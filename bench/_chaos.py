@@ -209,7 +209,7 @@ def site_processes(site: Path) -> SiteProcesses:
         mod = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else ""
         if mod == "controllers":
             out.manager.append(pid)
-        elif mod == "controllers.batch._local_runner":
+        elif mod == "controllers.batch._local_runner" or any(a.endswith("_local_runner.py") for a in argv[:3]):
             out.runners.append(pid)
         elif mod == "nodeagent":
             out.agents.append(pid)

@@ -31,7 +31,7 @@ import sys
 import time
 
 
-def _kill(groups: set[int], why: str) -> None:
+def _kill(groups: set[int], why: str, agent: str) -> None:
     if not groups:
         return
     for pgid in groups:
@@ -39,13 +39,14 @@ def _kill(groups: set[int], why: str) -> None:
             os.killpg(pgid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-    print(f"nodeagent guardian (agent pid {os.getppid()}): {why}: killed {len(groups)} job process group(s)",
+    print(f"nodeagent guardian of agent pid {agent}: {why}: killed {len(groups)} job process group(s)",
           file=sys.stderr, flush=True)
     groups.clear()
 
 
 def main(argv: list[str]) -> int:
     margin = float(argv[1]) if len(argv) > 1 else 0.5
+    agent = str(os.getppid())
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the agent's own end closes our pipe
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     groups: set[int] = set()
@@ -59,12 +60,12 @@ def main(argv: list[str]) -> int:
         except InterruptedError:
             continue
         if not ready:
-            _kill(groups, "the agent's lease was about to expire without a renewal")
+            _kill(groups, "the agent's lease was about to expire without a renewal", agent)
             deadline = None
             continue
         data = os.read(fd, 65536)
         if not data:
-            _kill(groups, "the agent is gone")
+            _kill(groups, "the agent is gone", agent)
             return 0
         buf += data
         *lines, buf = buf.split(b"\n")
