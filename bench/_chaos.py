@@ -257,6 +257,11 @@ class ChaosRun:
 
     # --- setup -------------------------------------------------------------------
 
+    @property
+    def _shares(self) -> dict[str, int]:
+        """One CPU's share of a node per job (the default packing count, 1, is a whole node)."""
+        return {"nodePackingCount": self.cfg.cpus}
+
     def _make_jobs(self) -> None:
         mark = self.root / "apps" / "mark.sh"
         mark.write_text(MARK_SH)
@@ -266,13 +271,13 @@ class ChaosRun:
         long_every = self.cfg.long_every or len(self.names) + 1
         jobs = [Job(metadata=ObjectMeta(name=n, namespace=self.ns),
                     spec={"app": "mark-long" if i % long_every == 0 else "mark",
-                          "workdir": f"chaos/{n}", "retry": RETRY})  # type: ignore[arg-type]
+                          "workdir": f"chaos/{n}", "retry": RETRY, "resources": self._shares})  # type: ignore[arg-type]
                 for i, n in enumerate(self.names[: self.cfg.jobs])]
         for i in range(self.cfg.chain):
             parents = [f"chain{i - 1:03d}"] if i else []
             jobs.append(Job(metadata=ObjectMeta(name=f"chain{i:03d}", namespace=self.ns),
                             spec={"app": "mark", "workdir": f"chaos/chain{i:03d}", "parents": parents,
-                                  "retry": RETRY}))  # type: ignore[arg-type]
+                                  "retry": RETRY, "resources": self._shares}))  # type: ignore[arg-type]
         for i in range(0, len(jobs), 5000):
             self.registry.create_many(jobs[i : i + 5000])
 
