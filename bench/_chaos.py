@@ -105,6 +105,7 @@ class ChaosReport:
     runs: int = 0
     extra_runs: int = 0
     unexplained_extra_runs: list[str] = field(default_factory=list)
+    unrecorded_starts: list[str] = field(default_factory=list)  # runs no history entry names
     tracebacks: list[str] = field(default_factory=list)
     index_problems: list[str] = field(default_factory=list)
     leftover_processes: list[int] = field(default_factory=list)
@@ -145,7 +146,8 @@ class ChaosReport:
         worst = f"{max(rec):.2f}s" if rec else "n/a"
         return (f"seed {self.seed}: {self.finished}/{self.jobs} JOB_FINISHED, {len(self.lost)} lost, "
                 f"{len(self.overlaps)} overlapping, {self.extra_runs} extra runs "
-                f"({len(self.unexplained_extra_runs)} without RUN_TIMEOUT), {len(self.tracebacks)} tracebacks, "
+                f"({len(self.unexplained_extra_runs)} without RUN_TIMEOUT, {len(self.unrecorded_starts)} never recorded), "
+                f"{len(self.tracebacks)} tracebacks, "
                 f"{len(self.faults)} faults ({self.restarts} restarts of up, {self.spontaneous_restarts} without a fault), worst recovery {worst}, "
                 f"{self.elapsed_s:.0f}s")
 
@@ -511,7 +513,14 @@ class ChaosRun:
             if extra > 0:
                 report.extra_runs += extra
                 states = [h.to_state for h in job.status.history]
-                if JobState.RUN_TIMEOUT not in states:
+                if JobState.RUN_TIMEOUT in states:
+                    pass
+                elif len(runs) > states.count(JobState.RUNNING):
+                    # A run its agent never recorded (killed between the spawn and the
+                    # → RUNNING write): the job was only unbound. Not an overlap; reported.
+                    report.unrecorded_starts.append(f"{name}: {len(runs)} runs, "
+                                                    f"{states.count(JobState.RUNNING)} recorded")
+                else:
                     report.unexplained_extra_runs.append(
                         f"{name}: {len(runs)} runs, history {[s.value for s in states]}")
         report.tracebacks = tracebacks(self.root / "logs")

@@ -77,6 +77,8 @@ def chaos(ctx: Context) -> Result:
         result.add("extra_runs", report.extra_runs, "runs", "runs beyond one per job", backend=b)
         result.add("extra_runs_without_timeout", len(report.unexplained_extra_runs), "jobs",
                    "jobs run again without a RUN_TIMEOUT in history", backend=b, target="<= 0")
+        result.add("unrecorded_starts", len(report.unrecorded_starts), "jobs",
+                   "jobs with a run no history entry records (agent killed before → RUNNING)", backend=b)
         result.add("index_problems", len(report.index_problems), "", "store index keys wrong or missing",
                    backend=b, target="<= 0")
         result.add("leftover_processes", len(report.leftover_processes), "", "job processes alive after up stopped",

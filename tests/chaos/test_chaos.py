@@ -5,7 +5,8 @@ excepted: orphans) — and an agent is SIGSTOPped; on SQLite and on etcd.
 
 Asserts what must hold whatever the timing: every job JOB_FINISHED, none lost or FAILED, no
 two runs of a job alive at the same time (each run's marker lines), extra runs only with a
-RUN_TIMEOUT in the job's history, no traceback in any log, the store's indexes matching its
+RUN_TIMEOUT in the job's history (or a start its agent never recorded: killed between the
+spawn and the ``→ RUNNING`` write, the job is only unbound — reported, allowed), no traceback in any log, the store's indexes matching its
 objects, no job process left behind, and the site moving again after every fault. No
 duration is asserted (recovery times are ``python -m bench chaos``'s). The seed is printed;
 ``BALSAM_CHAOS_SEED=N`` replays a run.
