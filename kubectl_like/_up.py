@@ -75,6 +75,9 @@ GRACE = 15.0  # seconds children get to stop (agents kill their jobs first) befo
 PR_SET_PDEATHSIG = 1
 #: Default wall time of up's allocation (minutes): a day; it is submitted again when it ends.
 DEFAULT_WALL_TIME_MIN = 1440.0
+#: An agent of the running allocation may take this long to register (seconds) before up
+#: gives up on it: a Python start-up on a loaded login node (load 20+ on 2 cores) takes 20 s.
+AGENT_START_GRACE = 60.0
 #: Label on up's BatchJob: the site it serves.
 UP_LABEL = "balsam.io/up"
 #: The nodeagent CLI's --lease-ttl default, from the environment the allocation inherits.
@@ -346,7 +349,7 @@ class Allocation:
         if now - self._nodes_checked < 1.0:
             return None
         self._nodes_checked = now
-        limit = 2 * self.opts.lease_ttl + 10
+        limit = max(2 * self.opts.lease_ttl + 10, AGENT_START_GRACE)
         nodes = self.registry.get_many(Node, self.nodes, self.ns)
         for name, node in zip(self.nodes, nodes, strict=True):
             if node is not None and node.spec.batch_job == self.name:

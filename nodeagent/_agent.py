@@ -44,6 +44,15 @@ then SIGKILL after ``kill_grace`` seconds; their jobs become RUN_TIMEOUT ("node 
 stopped"); the lease is revoked, which deletes the Node. If the agent is killed outright,
 its lease expires and the placement reconciler requeues its jobs.
 
+Job processes never outlive the agent unsupervised (``_fence.py``, docs/design.md "One live
+run of a job"): each job's process group is registered with the agent's guardian, a small
+process of its own session that SIGKILLs them when the agent dies or when the agent's lease
+is about to expire unrenewed (a SIGSTOPped agent) — before the placement reconciler can see
+the node lost and re-run them. A run in a workdir that already has a ``job.out`` first kills
+and awaits any process of the same job still alive on this host (an orphan whose guardian
+died too). A job killed by the guardian while the agent lives is RUN_TIMEOUT. An agent given
+a ``supervisor`` (the ``local`` runner of its allocation) stops when that process is gone.
+
 An agent of an allocation (``batch_job``) also watches its BatchJob's key and shuts down
 the same way when the BatchJob is finished (or submit_failed) or gone: its allocation is
 over even if the scheduler did not kill it (a Slurm job that vanished, a ``local`` runner
@@ -96,7 +105,18 @@ from apis import (
 )
 from apis._registry import index_prefix, kind_prefix
 
-from ._launch import GpuPinning, PrepareError, is_python_app, output_tail, prepare, prepare_python, spawn
+from ._fence import Guardian, fence_earlier_runs, process_start_ticks
+from ._launch import (
+    OUTPUT_FILE,
+    GpuPinning,
+    PrepareError,
+    is_python_app,
+    job_key,
+    output_tail,
+    prepare,
+    prepare_python,
+    spawn,
+)
 from ._pyapps import PythonApps, read_result
 from ._reaper import Reaper
 
@@ -161,6 +181,7 @@ class _Run:
     cancelled: str = ""  # why we killed it for good (result will not be written)
     signalled: str = ""  # why we signalled it (timeout / stop): its end is RUN_TIMEOUT
     kill_sent: int = 0  # 0 none, 1 SIGTERM, 2 SIGKILL
+    spawned_at: float = 0.0  # time.monotonic() when its process was known started
     result_path: str | None = None  # a Python app's handoff file
 
     @property
@@ -205,6 +226,7 @@ class NodeAgent:
         spawn_workers: int = 4,
         log_to_file: bool = True,
         gpu_pinning: GpuPinning | None = None,
+        supervisor: tuple[int, str] | None = None,
     ) -> None:
         self.registry = registry
         self.store: st.Store = registry.store
@@ -221,6 +243,14 @@ class NodeAgent:
         self.report_interval = report_interval
         self.register_timeout = register_timeout if register_timeout is not None else 2 * self.lease_ttl + 2
         self._launcher_override = launcher
+        # (pid, start ticks) of the process that supervises this agent (an allocation's
+        # runner): when it is gone, nobody would stop us at the allocation's end, so we stop.
+        self.supervisor = supervisor
+        # The guardian kills our jobs this long before the lease could expire unrenewed.
+        self.fence_margin = min(1.0, 0.1 * self.lease_ttl)
+        self._guardian: Guardian | None = None
+        self._lease_deadline = 0.0  # time.monotonic() until which our lease is surely valid
+        self._fenced_at = 0.0  # when the guardian last killed our jobs (a late renewal)
         self.log = logging.getLogger(f"nodeagent.{self.name}")
         self._log_handler: logging.Handler | None = None
         if log_to_file:
@@ -270,7 +300,7 @@ class NodeAgent:
         self.error: BaseException | None = None
         # counters, for tests and logs
         self.stats = {"launched": 0, "finished": 0, "job_writes": 0, "job_txns": 0, "node_writes": 0,
-                      "conflicts": 0, "reads": 0}
+                      "conflicts": 0, "reads": 0, "fenced": 0}
 
     # --- public surface ------------------------------------------------------------
 
@@ -339,7 +369,8 @@ class NodeAgent:
         """Create the Node under a fresh lease. If a Node of that name exists (a killed
         agent's, whose lease has not expired yet), wait up to ``register_timeout`` for it
         to vanish; a live agent keeps it, and we refuse to start."""
-        self._lease = self.store.lease_grant(self.lease_ttl)
+        self._guardian = Guardian(self.fence_margin)
+        self._grant_lease()
         deadline = time.monotonic() + self.register_timeout
         node_key = f"{kind_prefix(Node, self.namespace)}{self.name}"
         while True:
@@ -382,7 +413,7 @@ class NodeAgent:
         the Node vanished, so come back under a new lease. The placement reconciler may
         have re-queued our jobs meanwhile; CAS on every write sorts that out."""
         self.log.warning("lease %d lost; registering node %s again", self._lease, self.name)
-        self._lease = self.store.lease_grant(self.lease_ttl)
+        self._grant_lease()
         try:
             self._node = self.registry.create(self._node_object(), lease=self._lease)
         except AlreadyExists:
@@ -393,12 +424,41 @@ class NodeAgent:
         self._usage_dirty = True
         self._q.put(("resync",))
 
+    def _grant_lease(self) -> None:
+        sent = time.monotonic()
+        self._lease = self.store.lease_grant(self.lease_ttl)
+        self._lease_valid_until(sent + self.lease_ttl)
+
+    def _lease_valid_until(self, deadline: float) -> None:
+        """Tell the guardian: the store cannot expire our lease before ``deadline`` (the
+        request was sent after ``deadline - ttl``), so our jobs may live until then."""
+        fence_at = self._lease_deadline - self.fence_margin
+        if self._lease_deadline and time.monotonic() >= fence_at:
+            self._fenced_at = fence_at  # renewed too late: the guardian killed our jobs then
+        self._lease_deadline = deadline
+        if self._guardian is not None:
+            self._guardian.lease_until(deadline)
+
+    def _supervision_lost(self) -> str:
+        """Why this agent must stop on its own, or "": its runner or its guardian is gone."""
+        if self.supervisor is not None and process_start_ticks(self.supervisor[0]) != self.supervisor[1]:
+            return f"stopped: its allocation runner (pid {self.supervisor[0]}) is gone"
+        if self._guardian is not None and not self._guardian.alive():
+            return "stopped: its job guardian is gone (its jobs would outlive it unsupervised)"
+        return ""
+
     def _keepalive_loop(self) -> None:
         interval = max(0.05, self.lease_ttl / 3)
         while not self._closed.wait(interval):
+            lost = self._supervision_lost()
+            if lost and not self._stopping:
+                self._q.put(("stop", lost))
             lease = self._lease
             try:
+                sent = time.monotonic()
                 self.store.lease_keepalive(lease)
+                if lease == self._lease:
+                    self._lease_valid_until(sent + self.lease_ttl)
                 interval = max(0.05, self.lease_ttl / 3)
             except st.LeaseNotFound:
                 if not self._closed.is_set() and lease == self._lease:
@@ -789,6 +849,8 @@ class NodeAgent:
             if prepared is None:
                 continue
             run.workdir = prepared.cwd
+            if not self._fenced(run, job):
+                continue
             try:
                 proc = spawn(prepared, self._devnull)
             except Exception as e:  # noqa: BLE001 - OSError mostly: fork, exec, mkdir, open
@@ -797,10 +859,30 @@ class NodeAgent:
                 else:
                     self._q.put(("spawn_failed", run, S.RUN_ERROR, f"could not start the process: {e}"))
                 continue
+            if self._guardian is not None:
+                self._guardian.add(proc.pid)  # at once: an agent killed now leaves no orphan
             # "spawned" is queued before the reaper can queue its "exit".
             self._q.put(("spawned", run, proc))
             assert self._reaper is not None
             self._reaper.add(proc.pid)
+
+    def _fenced(self, run: _Run, job: Job) -> bool:
+        """Before a run in a workdir that already has a ``job.out`` (an earlier run of the
+        job, or of another job sharing the workdir), kill and await whatever of this job still
+        runs on this host. False (and the job's spawn_failed is queued) if one survives."""
+        assert run.workdir is not None
+        if not (run.workdir / OUTPUT_FILE).exists():
+            return True
+        try:
+            killed = fence_earlier_runs(job_key(job), self.site.path)
+        except (TimeoutError, OSError) as e:
+            self._q.put(("spawn_failed", run, S.RUN_ERROR, f"could not start the process: {e}"))
+            return False
+        if killed:
+            self.stats["fenced"] += len(killed)
+            self.log.warning("job %s: killed %d process(es) of an earlier run still alive on this host (pids %s) "
+                             "before running it again", job.name, len(killed), " ".join(map(str, killed)))
+        return True
 
     def _prepared(self, run: _Run, make: Callable[..., _T], *args: Any, **kw: Any) -> _T | None:
         """``make(*args, **kw)`` (``prepare`` or ``prepare_python``: the job made ready to
@@ -840,6 +922,8 @@ class NodeAgent:
             return
         run.workdir = Path(spec["cwd"])
         run.result_path = result_path
+        if not self._fenced(run, job):
+            return
         try:
             pyapps.spawn(run, spec)
         except Exception as e:  # noqa: BLE001 - the fork server cannot be started or reached
@@ -851,7 +935,10 @@ class NodeAgent:
             self._starts_deferred = None
             self.log.warning("jobs start again")
         run.proc, run.pid = proc, proc.pid
+        run.spawned_at = time.monotonic()
         self._by_pid[proc.pid] = run
+        if self._guardian is not None and run.result_path:
+            self._guardian.add(proc.pid)  # a Python app's process (forked by the fork server)
         self.stats["launched"] += 1
         self._mark_usage()
         if run.cancelled or self._runs.get(run.name) is not run:
@@ -956,9 +1043,16 @@ class NodeAgent:
 
     def _on_exit(self, pid: int, code: int) -> None:
         run = self._by_pid.pop(pid, None)
+        if self._guardian is not None:
+            self._guardian.remove(pid)  # reaped: its process group is gone
         if run is None:
             return
         run.exited = True
+        if (code == -signal.SIGKILL and not run.signalled and not run.cancelled
+                and (run.spawned_at <= self._fenced_at
+                     or time.monotonic() >= self._lease_deadline - self.fence_margin)):
+            run.signalled = (f"killed by the job guardian of {self.name}: the node's lease was about to expire "
+                             "unrenewed (agent stopped or store unreachable)")
         if run.proc is not None:
             run.proc.returncode = code  # keep Popen's own bookkeeping from waiting on it again
         self._mark_usage()
@@ -1160,6 +1254,8 @@ class NodeAgent:
             self._reaper.close()
         if self._pyapps is not None:
             self._pyapps.close()
+        if self._guardian is not None:
+            self._guardian.close()  # kills what is left of our jobs, if anything
         if self._devnull >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._devnull)

@@ -1,5 +1,7 @@
 """``nodeagent [--site DIR] [--store URL] [-n NAMESPACE] [--name NAME] [--cpus N] [--gpus G]
-[--gpu-platform nvidia|amd|intel] [--gpu-tiles T] [--batch-job NAME] [--lease-ttl S]``: run one node agent in the foreground until SIGTERM/SIGINT."""
+[--gpu-platform nvidia|amd|intel] [--gpu-tiles T] [--batch-job NAME] [--lease-ttl S]``: run one node
+agent in the foreground until SIGTERM/SIGINT (or until the process named by
+``$BALSAM_AGENT_SUPERVISOR=PID:TICKS``, an allocation's runner, ends)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from apis import ApiError, load_site_config, open_registry, resolve_store_url
 from apis._modes import apply_umask
 
 from ._agent import NodeAgent
+from ._fence import SUPERVISOR_ENV, parse_supervisor
 from ._launch import GPU_VARIABLES, GpuPinning
 
 #: Default of ``--lease-ttl`` when set (``balsamctl up`` passes its own to its allocation's agents).
@@ -81,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             registry, name=args.name, cpus=args.cpus, gpus=args.gpus, hostname=args.hostname,
             batch_job=args.batch_job, site_config=site, lease_ttl=args.lease_ttl, kill_grace=args.kill_grace,
             gpu_pinning=GpuPinning(args.gpu_platform, args.gpu_tiles),
+            supervisor=parse_supervisor(os.environ.get(SUPERVISOR_ENV)),
         )  # fmt: skip
     except (ApiError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -22,7 +22,8 @@ Environment, lowest to highest precedence: the agent's environment; ``OMP_NUM_TH
 App cannot override: the GPU pinning of the node's platform (:class:`GpuPinning`:
 ``CUDA_VISIBLE_DEVICES`` on NVIDIA, ``ROCR_VISIBLE_DEVICES`` on AMD, ``ZE_AFFINITY_MASK`` on
 Intel, with the placement's GPU ids comma-joined, empty when none), ``BALSAM_JOB_ID`` (the
-job's name), ``BALSAM_SITE_PATH``.
+job's name), ``BALSAM_SITE_PATH``, ``BALSAM_JOB_KEY`` (``<namespace>/<name>``: how a later run
+of the job finds this one to fence it).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from apis import App, Job
 from apis._paths import UnsafePath, check_file_nofollow
 from apis._templates import render_command
 
+from ._fence import JOB_KEY_ENV
 from .launchers import LaunchSpec, launch_command, needs_launcher
 
 OUTPUT_FILE = "job.out"
@@ -158,7 +160,13 @@ def job_env(job: Job, app: App, base_env: Mapping[str, str], site_path: Path, gp
     env.update(pinning.env(gpus))
     env["BALSAM_JOB_ID"] = job.name
     env["BALSAM_SITE_PATH"] = str(site_path)
+    env[JOB_KEY_ENV] = job_key(job)  # what fences an earlier run of this job (_fence.py)
     return env
+
+
+def job_key(job: Job) -> str:
+    """A job's identity among the processes of a host: ``<namespace>/<name>``."""
+    return f"{job.metadata.namespace}/{job.name}"
 
 
 def prepare(

@@ -1,6 +1,5 @@
-"""Process identity from /proc, shared by the local plugin and its runner (which imports
-nothing else of the package's modules, so ``python -m controllers.batch._local_runner`` runs
-it once)."""
+"""Process identity from /proc, shared by the local plugin and its runner. It imports nothing,
+so the runner (run by path, ``_local_runner.py``) uses it without importing the package."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The ``local`` scheduler plugin: an allocation is the batch script run as a process group
 on this machine (its node agents are processes here) — a laptop's or a login node's queue.
 
-Each submit starts ``controllers.batch._local_runner`` detached (its own session): it runs
+Each submit starts ``_local_runner.py`` (by path) detached (its own session): it runs
 the script, enforces the wall time (SIGTERM to the group, SIGKILL after a grace) and writes
 a JSON record of how the allocation ended. The scheduler id is ``local-<pid>``; the state
 directory keeps ``<id>.json`` (pid, process start time, job name) and ``<id>.record``, so
@@ -28,6 +28,8 @@ from ._procinfo import start_ticks as _start_ticks
 from .scheduler import JobInfo, PartitionInfo, SchedulerError, SubmitRequest, parse_time
 
 KILL_WAIT = 10.0
+#: The runner, run by path so that it does not import the controllers package (_local_runner.py).
+RUNNER = str(Path(__file__).with_name("_local_runner.py"))
 OWNER_ENV = "BALSAM_LOCAL_OWNER"
 
 
@@ -91,7 +93,7 @@ class LocalScheduler:
             req.output.parent.mkdir(parents=True, exist_ok=True)
             with open(req.output, "ab") as out:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "controllers.batch._local_runner",
+                    [sys.executable, RUNNER,
                      "--wall-seconds", str(req.wall_time_min * 60), "--kill-wait", str(self.kill_wait),
                      "--record-dir", str(self.state_dir), *_owner_arg(), "--", str(req.script)],
                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,

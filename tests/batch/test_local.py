@@ -9,6 +9,12 @@ from pathlib import Path
 
 from apis import BatchJob, Job, JobState, Node, Registry
 from apis._config import SiteConfig
+from controllers.batch.reconciler import BatchJobReconciler
+from controllers.dependency import DependencyReconciler
+from controllers.hook import HookReconciler
+from controllers.hooks import NoHooks
+from controllers.placement.reconciler import PlacementReconciler
+from tests._support import running_manager
 
 from .conftest import (
     Manager,
@@ -114,3 +120,34 @@ def test_allocation_killed_outright_is_reconciled_to_finished_and_its_jobs_reque
     assert x.status.placement is None or x.status.state is S.RUN_TIMEOUT
     wait_until(lambda: not agent_pids(site.path), 30, "the agents to end by themselves")
     assert not registry.list(Node)[0]
+
+
+def test_agents_stop_when_their_runner_dies_with_the_manager_and_the_next_manager_reconciles(
+        registry: Registry, site: SiteConfig) -> None:
+    make_site(registry, site, "local", nodeDefaults={"cpus": 1})
+    make_app(registry, "long", "exec sleep 120")
+    make_jobs(registry, "long", ["x"])
+
+    def reconcilers() -> list[object]:
+        hooks = NoHooks()
+        return [DependencyReconciler(hooks), HookReconciler(hooks), PlacementReconciler(),
+                BatchJobReconciler(poll_queued=0.5, poll_running=1.0, node_grace=5.0, max_backoff=4.0)]
+
+    with running_manager(registry, reconcilers(), lease_ttl=5, lead_timeout=15, join_timeout=15):
+        make_batchjob(registry, "orphaned", nodes=1, wall_time_min=5)
+        bj = wait_batchjob(registry, "orphaned", ["running"], timeout=30)
+        wait_until(lambda: (j := registry.try_get(Job, "x")) and j.status.state is S.RUNNING, 30, "x running")
+    # The controller manager is gone; now its allocation's runner dies outright too.
+    os.killpg(_pid_of(bj.status.scheduler_id or ""), signal.SIGKILL)
+    # Nobody is left to cancel the allocation: its agents see their runner gone and stop,
+    # their running job → RUN_TIMEOUT (written by the agent itself).
+    wait_until(lambda: not agent_pids(site.path), 30, "the agents to end by themselves")
+    x = registry.get(Job, "x")
+    assert x.status.state is S.RUN_TIMEOUT and "allocation runner" in x.status.message, x.status
+    assert registry.get(BatchJob, "orphaned").status.state == "running"  # what nobody could record
+    # The next controller manager reconciles the BatchJob's real state.
+    with running_manager(registry, reconcilers(), lease_ttl=5, lead_timeout=15, join_timeout=15):
+        gone = wait_batchjob(registry, "orphaned", ["finished"], timeout=30)
+        assert "vanished" in gone.status.message
+        wait_until(lambda: (j := registry.try_get(Job, "x")) and j.status.state is S.RESTART_READY, 30,
+                   "x requeued")

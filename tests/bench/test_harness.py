@@ -50,6 +50,9 @@ EXPECTED_FIGURES = {
                    "{b}.full_bulk_create", "{b}.normal_e2e_jobs_per_s", "{b}.full_e2e_jobs_per_s"},
     "sites": {"baseline_jobs_per_s", "secure_jobs_per_s", "baseline_hop_p50_ms", "secure_hop_p99_ms",
               "pause_in_use_s", "pause_leader_s", "errors_in_use", "lost_leader", "twice_leader"},
+    "chaos": {"{b}.lease_ttl", "{b}.lost", "{b}.overlapping_runs", "{b}.tracebacks", "{b}.faults",
+              "{b}.recovery_worst", "{b}.recovery_median", "{b}.no_recovery", "{b}.extra_runs_without_timeout",
+              "{b}.index_problems", "{b}.leftover_processes"},
     "placement": {"engine", "placements", "placements_with_events", "lower_bound_rounds", "rounds", "efficiency",
                   "unschedulable"},
 }
@@ -106,6 +109,9 @@ def test_scenario_tiny(
     if name == "placement":  # what the reconciler decided, not how fast
         assert by_key["unschedulable"]["value"] == doc["inputs"]["never_fits"]["count"]
         assert 0 < by_key["efficiency"]["value"] <= 1
+    if name == "chaos":  # what held, not how fast
+        assert by_key[f"{backend}.faults"]["value"] >= 1
+        assert by_key[f"{backend}.lost"]["value"] == 0 and by_key[f"{backend}.overlapping_runs"]["value"] == 0
     if name == "e2e":
         assert 0 < by_key[f"{backend}.utilization"]["value"] <= 1
     if backend is not None:

@@ -43,7 +43,12 @@ def test_stage_out_after_a_real_run_writes_the_result_to_its_destination(registr
         assert states[states.index("RUN_DONE"):] == ["RUN_DONE", "POSTPROCESSED", "STAGED_OUT", "JOB_FINISHED"]
     assert (remote / "out" / "r0.json").read_text() == '{"ANSWER": "FORTY-TWO"}\n'
     assert (remote / "out" / "r1.json").read_text() == '{"ANSWER": "FORTY-TWO"}\n'
-    assert sorted(t.spec.direction for t in tasks(registry)) == ["in", "out"]
+    # How items are batched into TransferTasks depends on timing (a window); what is promised
+    # is that each job's stage-in and stage-out was done once, by a task that succeeded.
+    done_tasks = tasks(registry)
+    assert all(t.status.state == "Succeeded" for t in done_tasks), [t.status for t in done_tasks]
+    moved = sorted((t.spec.direction, item.job, item.slot) for t in done_tasks for item in t.spec.items)
+    assert moved == [("in", "j0", "inp"), ("in", "j1", "inp"), ("out", "j0", "result"), ("out", "j1", "result")]
 
 
 class BlockingProvider(LocalProvider):

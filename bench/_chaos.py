@@ -1,0 +1,617 @@
+"""Fault injection on a site run by ``balsamctl up``: the engine of tests/chaos and of
+``python -m bench chaos`` (docs/design.md, "Chaos: what a fault run checks").
+
+A run makes a fresh site on a store, creates jobs of a marker App plus a chain (each job
+the child of the previous one), starts ``up`` and then, while jobs remain, injects faults
+drawn from a seeded ``random.Random`` (the seed is printed and recorded: a failure replays):
+
+* ``manager`` — ``kill -9`` of the controller manager (``up`` sees it and stops the rest);
+* ``agent`` — ``kill -9`` of one node agent (its guardian kills its jobs; its lease expires
+  and the placement reconciler re-queues them); then ``up`` is restarted (SIGINT, start)
+  to bring the allocation back to full size;
+* ``up`` — ``kill -9`` of ``up`` (its manager gets SIGTERM, its allocation is cancelled);
+* ``tree`` — ``kill -9`` of every process of the site at once — ``up``, manager, runner,
+  batch script, agents and their guardians — except the jobs' own processes, which live on
+  as orphans: the harshest case for "one live run" (the next run of each fences them);
+* ``manager+runner`` — ``kill -9`` of the controller manager and its allocation's runner:
+  the agents must stop on their own (supervision), ``up`` ends;
+* ``sigstop`` — SIGSTOP of one agent for 1.5 lease TTLs, then SIGCONT.
+
+After each fault the site is brought back as an operator would: when ``up`` has ended (and
+every process of the site is gone) it is started again. **Recovery** of a fault is the time
+from the component's restart (the new ``up``; for ``agent`` and ``sigstop``, the fault
+itself: the agent is not restarted, its node is taken over) to the first job state change
+after it (for ``agent`` and ``sigstop``, of a job that agent held), read from a store watch.
+
+Each run of a job appends ``start <pid> <time>``, ``tick <pid> <time>`` every 0.1 s and
+``end <pid> <time>`` to ``marker`` in its workdir (the App: ``mark.sh``). At the end the run
+reports: jobs lost (missing or not JOB_FINISHED), overlapping runs (a run starting before
+the previous run of the job wrote its last line), extra runs without a RUN_TIMEOUT in the
+job's history, ``Traceback`` lines in the site's logs, whether the store's indexes match the
+objects, and job processes of the site still alive after ``up`` stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from apis import App, Job, JobState, Node, ObjectMeta, Registry
+from apis._registry import index_keys, index_prefix, kind_prefix
+
+from ._harness import StoreTarget
+from ._up import CLI, bench_env, cmdline, make_site
+
+FAULT_KINDS = ("manager", "agent", "up", "tree", "manager+runner", "sigstop")
+MARK_SH = """#!/bin/bash
+# One run of a chaos job: a line when it starts, one per tick while it lives, one at its end.
+echo "start $$ $EPOCHREALTIME" >> marker
+for ((i = 0; i < $1; i++)); do sleep 0.1; echo "tick $$ $EPOCHREALTIME" >> marker; done
+echo "end $$ $EPOCHREALTIME" >> marker
+"""
+#: A job hit by many faults in a row is killed (RUN_TIMEOUT) each time; the default retry
+#: limit (3) would make it FAILED, which is the policy working, not a job lost.
+RETRY = {"limit": 1000}
+INDEXES = ("label", "state", "app", "parent", "node", "boundnode")
+
+
+@dataclass
+class ChaosConfig:
+    jobs: int = 200
+    chain: int = 10
+    faults: int = 6
+    kinds: tuple[str, ...] = FAULT_KINDS
+    seed: int | None = None
+    nodes: int = 2
+    cpus: int = 4
+    ticks: int = 3  # a job lives about ticks × 0.1 s
+    long_every: int = 10  # every n-th job is long: it outlives a restart (orphans to fence)
+    long_ticks: int = 60
+    lease_ttl: float = 3.0
+    gap: tuple[float, float] = (1.0, 3.0)  # seconds of normal running between faults
+    timeout: float = 600.0  # the whole run
+
+
+@dataclass
+class Fault:
+    kind: str
+    at: float  # seconds since the run started
+    target: str = ""
+    recovery_s: float | None = None  # restart → first job state change
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "at": round(self.at, 3), "target": self.target,
+                "recovery_s": None if self.recovery_s is None else round(self.recovery_s, 3), "note": self.note}
+
+
+@dataclass
+class ChaosReport:
+    seed: int
+    jobs: int
+    finished: int = 0
+    lost: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    overlaps: list[str] = field(default_factory=list)
+    runs: int = 0
+    extra_runs: int = 0
+    unexplained_extra_runs: list[str] = field(default_factory=list)
+    unrecorded_starts: list[str] = field(default_factory=list)  # runs no history entry names
+    tracebacks: list[str] = field(default_factory=list)
+    index_problems: list[str] = field(default_factory=list)
+    leftover_processes: list[int] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    restarts: int = 0
+    spontaneous_restarts: int = 0  # up ended without a fault (and was started again)
+    elapsed_s: float = 0.0
+
+    @property
+    def recoveries(self) -> list[float]:
+        return [f.recovery_s for f in self.faults if f.recovery_s is not None]
+
+    def problems(self, lease_ttl: float | None = None) -> list[str]:
+        """What broke, in words (empty: the run met every goal)."""
+        out = []
+        if self.lost:
+            out.append(f"{len(self.lost)} job(s) lost: {self.lost[:5]}")
+        if self.failed:
+            out.append(f"{len(self.failed)} job(s) FAILED: {self.failed[:5]}")
+        out += [f"overlapping runs: {o}" for o in self.overlaps[:5]]
+        out += [f"extra run without RUN_TIMEOUT: {u}" for u in self.unexplained_extra_runs[:5]]
+        out += [f"traceback: {t}" for t in self.tracebacks[:3]]
+        out += [f"index: {p}" for p in self.index_problems[:5]]
+        if self.leftover_processes:
+            out.append(f"job processes alive after up stopped: {self.leftover_processes}")
+        missing = [f.kind for f in self.faults if f.recovery_s is None]
+        if missing:
+            out.append(f"no recovery seen after faults {missing}")
+        if lease_ttl is not None:
+            slow = [f"{f.kind} {f.recovery_s:.1f}s" for f in self.faults
+                    if f.recovery_s is not None and f.recovery_s > 2 * lease_ttl]
+            if slow:
+                out.append(f"recovery over 2 x lease TTL ({2 * lease_ttl:g}s): {slow}")
+        return out
+
+    def summary(self) -> str:
+        rec = self.recoveries
+        worst = f"{max(rec):.2f}s" if rec else "n/a"
+        return (f"seed {self.seed}: {self.finished}/{self.jobs} JOB_FINISHED, {len(self.lost)} lost, "
+                f"{len(self.overlaps)} overlapping, {self.extra_runs} extra runs "
+                f"({len(self.unexplained_extra_runs)} without RUN_TIMEOUT, {len(self.unrecorded_starts)} never recorded), "
+                f"{len(self.tracebacks)} tracebacks, "
+                f"{len(self.faults)} faults ({self.restarts} restarts of up, {self.spontaneous_restarts} without a fault), worst recovery {worst}, "
+                f"{self.elapsed_s:.0f}s")
+
+
+# --- processes of a site -------------------------------------------------------------------
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] in ("Z", "X") else int(fields[1])
+
+
+def _environ(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+@dataclass
+class SiteProcesses:
+    """The processes of one site, by role (pids)."""
+
+    manager: list[int] = field(default_factory=list)
+    runners: list[int] = field(default_factory=list)
+    scripts: list[int] = field(default_factory=list)
+    agents: list[int] = field(default_factory=list)
+    guardians: list[int] = field(default_factory=list)
+    jobs: list[int] = field(default_factory=list)
+
+    def control(self) -> list[int]:
+        """Everything but the jobs' own processes."""
+        return [*self.manager, *self.runners, *self.scripts, *self.agents, *self.guardians]
+
+
+def site_processes(site: Path) -> SiteProcesses:
+    text = str(site)
+    env_mark = f"BALSAM_SITE_PATH={site}\0".encode()
+    out = SiteProcesses()
+    agents: set[int] = set()
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        argv = cmdline(pid)
+        ppid = _ppid(pid)
+        if ppid is None or pid == os.getpid():
+            continue
+        parents[pid] = ppid
+        if b"BALSAM_JOB_KEY=" in _environ(pid) and env_mark in b"\0" + _environ(pid):
+            out.jobs.append(pid)
+            continue
+        if not any(text in a for a in argv):
+            continue
+        mod = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else ""
+        if mod == "controllers":
+            out.manager.append(pid)
+        elif mod == "controllers.batch._local_runner" or any(a.endswith("_local_runner.py") for a in argv[:3]):
+            out.runners.append(pid)
+        elif mod == "nodeagent":
+            out.agents.append(pid)
+            agents.add(pid)
+        elif argv and argv[0].endswith("bash"):
+            out.scripts.append(pid)
+    for pid, ppid in parents.items():
+        if ppid in agents and any(a.endswith("_guardian.py") for a in cmdline(pid)):
+            out.guardians.append(pid)
+    return out
+
+
+def _kill(pids: list[int], sig: int = signal.SIGKILL) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _alive(pid: int) -> bool:
+    return _ppid(pid) is not None
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+class ChaosRun:
+    """One fault-injection run on a fresh site under ``root`` on ``target``'s store."""
+
+    def __init__(self, root: Path, target: StoreTarget, cfg: ChaosConfig, namespace: str = "default",
+                 log: Callable[[str], None] | None = None) -> None:
+        self.cfg = cfg
+        self.t0 = time.monotonic()
+        self.seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(1 << 30)
+        self.rng = random.Random(self.seed)
+        say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.log = lambda msg: say(f"[{time.monotonic() - self.t0:6.1f}s] {msg}")
+        self.target = target
+        self.site, self.registry = make_site(root, target, namespace)
+        self.ns = self.site.namespace
+        self.root = self.site.path
+        self.up: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self.spontaneous = 0  # times up ended without a fault
+        self.names = [f"c{i:05d}" for i in range(cfg.jobs)] + [f"chain{i:03d}" for i in range(cfg.chain)]
+
+    # --- setup -------------------------------------------------------------------
+
+    @property
+    def _shares(self) -> dict[str, int]:
+        """One CPU's share of a node per job (the default packing count, 1, is a whole node)."""
+        return {"nodePackingCount": self.cfg.cpus}
+
+    def _make_jobs(self) -> None:
+        mark = self.root / "apps" / "mark.sh"
+        mark.write_text(MARK_SH)
+        for app, ticks in (("mark", self.cfg.ticks), ("mark-long", self.cfg.long_ticks)):
+            self.registry.create(App(metadata=ObjectMeta(name=app, namespace=self.ns),
+                                     spec={"command": f"/bin/bash {mark} {ticks}"}))  # type: ignore[arg-type]
+        long_every = self.cfg.long_every or len(self.names) + 1
+        jobs = [Job(metadata=ObjectMeta(name=n, namespace=self.ns),
+                    spec={"app": "mark-long" if i % long_every == 0 else "mark",
+                          "workdir": f"chaos/{n}", "retry": RETRY, "resources": self._shares})  # type: ignore[arg-type]
+                for i, n in enumerate(self.names[: self.cfg.jobs])]
+        for i in range(self.cfg.chain):
+            parents = [f"chain{i - 1:03d}"] if i else []
+            jobs.append(Job(metadata=ObjectMeta(name=f"chain{i:03d}", namespace=self.ns),
+                            spec={"app": "mark", "workdir": f"chaos/chain{i:03d}", "parents": parents,
+                                  "retry": RETRY, "resources": self._shares}))  # type: ignore[arg-type]
+        for i in range(0, len(jobs), 5000):
+            self.registry.create_many(jobs[i : i + 5000])
+
+    def _start_up(self) -> float:
+        argv = [sys.executable, "-c", CLI, "up", "--site", str(self.root), "--store", self.target.url,
+                "-n", self.ns, "--nodes", str(self.cfg.nodes), "--cpus", str(self.cfg.cpus),
+                "--lease-ttl", f"{self.cfg.lease_ttl:g}"]
+        log = open(self.root / "logs" / "up.out", "ab")  # noqa: SIM115 - the child keeps it
+        try:
+            self.up = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       env=bench_env(), cwd=str(self.root), start_new_session=True)
+        finally:
+            log.close()
+        return time.monotonic()
+
+    def _finished(self) -> int:
+        return self.registry.index_count(Job, "state", JobState.JOB_FINISHED.value, self.ns)
+
+    def _done(self) -> bool:
+        """Every job terminal (a FAILED one is reported, not waited for)."""
+        failed = self.registry.index_count(Job, "state", JobState.FAILED.value, self.ns)
+        return self._finished() + failed >= len(self.names)
+
+    # --- bringing the site back ----------------------------------------------------
+
+    def _wait_site_down(self, timeout: float) -> None:
+        """Until ``up`` has exited and no control process of the site is left."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (self.up is None or self.up.poll() is not None) and not site_processes(self.root).control():
+                return
+            time.sleep(0.1)
+        left = site_processes(self.root).control()
+        raise RuntimeError(f"the site did not stop within {timeout:.0f}s after a fault (pids {left}); "
+                           f"up {'ended' if self.up and self.up.poll() is not None else 'runs'}")
+
+    def _restart(self) -> float:
+        self._wait_site_down(4 * self.cfg.lease_ttl + 60)
+        self.log("chaos: site down; starting up again")
+        self.restarts += 1
+        return self._start_up()
+
+    def _first_change(self, since_rev: int, names: set[str] | None, timeout: float) -> float | None:
+        """time.monotonic() of the first job write after ``since_rev`` (of ``names`` if given)."""
+        prefix = kind_prefix(Job, self.ns)
+        w = self.registry.store.watch(prefix, start_revision=since_rev + 1)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                for ev in w.poll(0.05):
+                    if ev.type == "PUT" and (names is None or ev.kv.key[len(prefix):] in names):
+                        return time.monotonic()
+                if self._done():
+                    return None
+        finally:
+            w.close()
+        return None
+
+    def _bound_to(self, node: str) -> set[str]:
+        return set(self.registry.index_names(Job, "boundnode", node, self.ns))
+
+    def _agent_node(self, pid: int) -> str:
+        argv = cmdline(pid)
+        return argv[argv.index("--name") + 1] if "--name" in argv else ""
+
+    def _wait_ready(self) -> None:
+        """Until every agent is registered and the manager runs (``up`` started again when
+        it gives up by itself, as it does when agents start slowly on a loaded machine)."""
+        deadline = self.t0 + self.cfg.timeout
+        while time.monotonic() < deadline:
+            if self.up is not None and self.up.poll() is not None:
+                # It gave up by itself (an agent slow to start on a loaded machine): again.
+                self.log(f"chaos: up exited with {self.up.returncode} on its own; starting it again: "
+                         f"{self._tail('up.out', 2)}")
+                self.spontaneous += 1
+                self._restart()
+                continue
+            procs = site_processes(self.root)
+            if len(procs.agents) == self.cfg.nodes and procs.manager and \
+                    self.registry.store.count(kind_prefix(Node, self.ns)) >= self.cfg.nodes:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"up not ready within the run's {self.cfg.timeout:.0f}s: {self._tail('up.out')}")
+
+    def _tail(self, name: str, lines: int = 15) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join((self.root / "logs" / name).read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    # --- faults ----------------------------------------------------------------------
+
+    def _inject(self, kind: str) -> Fault:
+        fault = Fault(kind, time.monotonic() - self.t0)
+        procs = site_processes(self.root)
+        rev = self.registry.store.current_revision()
+        if kind in ("agent", "sigstop"):
+            if not procs.agents:
+                fault.note = "no agent running"
+                return fault
+            pid = self.rng.choice(sorted(procs.agents))
+            node = self._agent_node(pid)
+            fault.target = node
+            held = self._bound_to(node)
+            if kind == "agent":
+                _kill([pid])
+                killed_at = time.monotonic()
+                seen = self._first_change(rev, held or None, 4 * self.cfg.lease_ttl + 30)
+                fault.recovery_s = None if seen is None else seen - killed_at
+                if not held:
+                    fault.note = "the agent held no job"
+                # Its node is taken over; the operator then restarts up for the full allocation.
+                if self.up is not None and self.up.poll() is None:
+                    self.up.send_signal(signal.SIGINT)
+                self._restart()
+                return fault
+            else:
+                os.kill(pid, signal.SIGSTOP)
+                stopped_at = time.monotonic()
+                try:
+                    seen = self._first_change(rev, held or None, 1.5 * self.cfg.lease_ttl)
+                    time.sleep(max(0.0, stopped_at + 1.5 * self.cfg.lease_ttl - time.monotonic()))
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+                if seen is None:
+                    seen = self._first_change(rev, held or None, 4 * self.cfg.lease_ttl + 30)
+                fault.recovery_s = None if seen is None else seen - stopped_at
+                if not held:
+                    fault.note = "the agent held no job"
+                return fault
+        elif kind == "manager":
+            fault.target = ",".join(map(str, procs.manager))
+            _kill(procs.manager)
+        elif kind == "up":
+            fault.target = str(self.up.pid if self.up else "")
+            if self.up is not None:
+                _kill([self.up.pid])
+        elif kind == "manager+runner":
+            fault.target = ",".join(map(str, procs.manager + procs.runners))
+            _kill(procs.manager + procs.runners)
+        elif kind == "tree":
+            victims = ([self.up.pid] if self.up is not None else []) + procs.control()
+            fault.target = f"{len(victims)} processes ({len(procs.jobs)} job processes left running)"
+            _kill(victims)
+        else:
+            raise ValueError(f"unknown fault kind {kind!r}")
+        if self.up is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.up.wait(timeout=4 * self.cfg.lease_ttl + 60)
+        restarted = self._restart()
+        rev = self.registry.store.current_revision()
+        seen = self._first_change(rev, None, 4 * self.cfg.lease_ttl + 90)
+        fault.recovery_s = None if seen is None else seen - restarted
+        return fault
+
+    # --- the whole run ---------------------------------------------------------------
+
+    def run(self) -> ChaosReport:
+        cfg = self.cfg
+        self.log(f"chaos: seed {self.seed} ({len(self.names)} jobs, {cfg.faults} faults of {list(cfg.kinds)}, "
+                 f"{cfg.nodes} nodes x {cfg.cpus} cpus, lease TTL {cfg.lease_ttl:g}s) in {self.root}")
+        report = ChaosReport(self.seed, len(self.names))
+        kinds = list(cfg.kinds)
+        self.rng.shuffle(kinds)
+        plan = [kinds[i % len(kinds)] for i in range(cfg.faults)]
+        self.rng.shuffle(plan)
+        deadline = self.t0 + cfg.timeout
+        try:
+            self._start_up()
+            self._wait_ready()
+            self._make_jobs()
+            for kind in plan:
+                time.sleep(self.rng.uniform(*cfg.gap))
+                if self._done() or time.monotonic() > deadline:
+                    break
+                if self.up is None or self.up.poll() is not None:  # ended by itself: bring it back
+                    self.spontaneous += 1
+                    self._restart()
+                    self._wait_ready()
+                fault = self._inject(kind)
+                report.faults.append(fault)
+                rec = "none seen" if fault.recovery_s is None else f"{fault.recovery_s:.2f}s"
+                self.log(f"chaos: fault {len(report.faults)}/{len(plan)} {kind} {fault.target}: recovery {rec}"
+                         f" ({self._finished()}/{len(self.names)} finished)")
+                if kind != "sigstop":
+                    self._wait_ready()
+            while not self._done():
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"only {self._finished()} of {len(self.names)} jobs finished after "
+                                       f"{cfg.timeout:.0f}s")
+                if self.up is not None and self.up.poll() is not None:
+                    self.spontaneous += 1
+                    self._restart()
+                    self._wait_ready()
+                time.sleep(0.1)
+        finally:
+            self._stop()
+        report.restarts = self.restarts
+        report.spontaneous_restarts = self.spontaneous
+        report.elapsed_s = time.monotonic() - self.t0
+        self._check(report)
+        self.log(f"chaos: {report.summary()}")
+        return report
+
+    def _stop(self) -> None:
+        if self.up is not None and self.up.poll() is None:
+            self.up.send_signal(signal.SIGINT)
+            try:
+                self.up.wait(60)
+            except subprocess.TimeoutExpired:
+                self.up.kill()
+                self.up.wait()
+        with contextlib.suppress(RuntimeError):
+            self._wait_site_down(60)
+        left = site_processes(self.root).control()
+        _kill(left)
+
+    # --- checks --------------------------------------------------------------------
+
+    def _check(self, report: ChaosReport) -> None:
+        jobs = {j.name: j for j in self.registry.list(Job, self.ns)[0]}
+        report.lost = [n for n in self.names if n not in jobs]
+        report.failed = [n for n, j in jobs.items() if j.status.state is JobState.FAILED]
+        report.finished = sum(1 for j in jobs.values() if j.status.state is JobState.JOB_FINISHED)
+        report.lost += [n for n, j in jobs.items()
+                        if j.status.state not in (JobState.JOB_FINISHED, JobState.FAILED)]
+        for name, job in jobs.items():
+            runs = read_runs(self.site.data_path / job.spec.workdir / "marker")
+            report.runs += len(runs)
+            report.overlaps += [f"{name}: {o}" for o in overlapping(runs)]
+            extra = len(runs) - 1
+            if extra > 0:
+                report.extra_runs += extra
+                states = [h.to_state for h in job.status.history]
+                if JobState.RUN_TIMEOUT in states:
+                    pass
+                elif len(runs) > states.count(JobState.RUNNING):
+                    # A run its agent never recorded (killed between the spawn and the
+                    # → RUNNING write): the job was only unbound. Not an overlap; reported.
+                    report.unrecorded_starts.append(f"{name}: {len(runs)} runs, "
+                                                    f"{states.count(JobState.RUNNING)} recorded")
+                else:
+                    report.unexplained_extra_runs.append(
+                        f"{name}: {len(runs)} runs, history {[s.value for s in states]}")
+        report.tracebacks = tracebacks(self.root / "logs")
+        report.index_problems = index_problems(self.registry, self.ns)
+        deadline = time.monotonic() + 30
+        while (left := site_processes(self.root).jobs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        report.leftover_processes = left
+        _kill(left)
+
+
+@dataclass
+class Run:
+    pid: str
+    start: float
+    last: float
+    ended: bool
+
+
+def read_runs(marker: Path) -> list[Run]:
+    """The runs a job's ``marker`` file records, in start order."""
+    runs: dict[str, Run] = {}
+    with contextlib.suppress(OSError):
+        for line in marker.read_text().splitlines():
+            parts = line.split()
+            if len(parts) != 3:
+                continue  # a line cut short by a kill
+            what, pid, t = parts[0], parts[1], float(parts[2].replace(",", "."))
+            if what == "start":
+                runs[pid] = Run(pid, t, t, False)
+            elif pid in runs:
+                runs[pid].last = max(runs[pid].last, t)
+                runs[pid].ended = runs[pid].ended or what == "end"
+    return sorted(runs.values(), key=lambda r: r.start)
+
+
+def overlapping(runs: list[Run]) -> list[str]:
+    """Pairs of runs of one job alive at the same time: a run that started before an earlier
+    one wrote its last line."""
+    out = []
+    for a, b in zip(runs, runs[1:], strict=False):
+        if b.start < a.last:
+            out.append(f"run {b.pid} started at {b.start:.3f} while run {a.pid} was alive until {a.last:.3f}")
+    return out
+
+
+def tracebacks(logs: Path) -> list[str]:
+    out = []
+    for f in sorted(logs.rglob("*")):
+        if not f.is_file():
+            continue
+        with contextlib.suppress(OSError):
+            lines = f.read_text(errors="replace").splitlines()
+            for i, line in enumerate(lines):
+                if "Traceback (most recent call last)" in line:
+                    tail = next((x for x in lines[i + 1 : i + 60] if x and not x.startswith(" ")), "")
+                    out.append(f"{f.name}: {tail}")
+    return out
+
+
+def index_problems(registry: Registry, namespace: str) -> list[str]:
+    """Index keys that name no object (or the wrong one) and objects missing an index key."""
+    problems = []
+    for kind in (Job, Node):
+        want: set[str] = set()
+        for obj in registry.list(kind, namespace)[0]:
+            want |= index_keys(obj)
+        have: set[str] = set()
+        for idx in INDEXES + ("batchjob",):
+            prefix = index_prefix(kind, idx, namespace)
+            after = None
+            while True:
+                r = registry.store.range(prefix, limit=20000, start_after=after, keys_only=True)
+                have |= {kv.key for kv in r.kvs}
+                after = r.continue_key
+                if after is None:
+                    break
+        problems += [f"{kind.KIND} index key without its object state: {k}" for k in sorted(have - want)[:10]]
+        problems += [f"{kind.KIND} index key missing: {k}" for k in sorted(want - have)[:10]]
+    return problems
+
+
+def run_chaos(root: Path, target: StoreTarget, cfg: ChaosConfig, namespace: str = "default",
+              log: Callable[[str], None] | None = None) -> ChaosReport:
+    root.mkdir(parents=True, exist_ok=True)
+    run = ChaosRun(root, target, cfg, namespace, log)
+    try:
+        return run.run()
+    finally:
+        run.registry.store.close()
+
+
+__all__ = ["FAULT_KINDS", "ChaosConfig", "ChaosReport", "ChaosRun", "Fault", "overlapping", "read_runs",
+           "run_chaos"]

@@ -1,0 +1,130 @@
+"""At most one live run of a job: an agent's jobs die with it (kill -9) or before its lease
+can expire (SIGSTOP); a re-run first fences an earlier run still alive on the host; an agent
+whose supervisor (its allocation's runner) is gone stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from apis import JobState, Registry
+from apis._config import SiteConfig
+from nodeagent._fence import JOB_KEY_ENV, process_start_ticks
+
+from .conftest import (
+    AgentFactory,
+    agent_process,
+    bind,
+    make_app,
+    make_job,
+    node_of,
+    process_alive,
+    read_pid,
+    wait_state,
+    wait_until,
+)
+
+S = JobState
+
+# A job that says who it is, then runs until killed (its child ``sleep`` too).
+LONG = "echo $$ > pid; sleep 300 & echo $! > child; wait"
+
+
+def _workdir(site: SiteConfig, name: str) -> Path:
+    return site.data_path / "work" / name
+
+
+def test_kill_9_of_the_agent_kills_its_running_jobs_with_their_process_groups(registry: Registry,
+                                                                              site: SiteConfig) -> None:
+    make_app(registry, "long", LONG)
+    job = make_job(registry, "long", "j1")
+    with agent_process(registry, site, "--name", "n1", "--lease-ttl", "30") as proc:
+        bind(registry, [job], ["n1"])
+        pid = read_pid(_workdir(site, "j1") / "pid")
+        child = read_pid(_workdir(site, "j1") / "child")
+        assert process_alive(pid) and process_alive(child)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        # Long before the 30 s lease expires: the guardian saw the agent go.
+        wait_until(lambda: not process_alive(pid) and not process_alive(child), 20, "the orphaned job to die")
+    assert node_of(registry, "n1") is not None  # its lease has not even expired yet
+
+
+def test_a_stopped_agents_jobs_die_before_its_lease_expires_and_end_run_timeout(registry: Registry,
+                                                                                site: SiteConfig) -> None:
+    make_app(registry, "long", LONG)
+    job = make_job(registry, "long", "j1")
+    with agent_process(registry, site, "--name", "n1", "--lease-ttl", "3") as proc:
+        bind(registry, [job], ["n1"])
+        wait_state(registry, "j1", [S.RUNNING])
+        pid = read_pid(_workdir(site, "j1") / "pid")
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            # The job dies while the Node is still there: no re-run could have been placed yet.
+            wait_until(lambda: not process_alive(pid), 20, "the stopped agent's job to be killed")
+            dead_while_registered = node_of(registry, "n1") is not None
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        done = wait_state(registry, "j1", [S.RUN_TIMEOUT, S.RUN_ERROR, S.RUN_DONE])
+    assert dead_while_registered
+    assert done.status.state is S.RUN_TIMEOUT, done.status.message
+    assert "lease was about to expire" in done.status.message
+
+
+def test_a_re_run_first_kills_an_earlier_run_of_the_job_still_alive_on_the_host(registry: Registry,
+                                                                                 site: SiteConfig,
+                                                                                 agent: AgentFactory) -> None:
+    # An orphan of a run whose agent and guardian were both killed: same job, same workdir.
+    wd = _workdir(site, "j1")
+    wd.mkdir(parents=True)
+    (wd / "job.out").write_text("an earlier run\n")
+    env = dict(os.environ, **{JOB_KEY_ENV: "default/j1", "BALSAM_SITE_PATH": str(site.path)})
+    orphan = subprocess.Popen(["/bin/sh", "-c", "while :; do echo orphan >> marker; sleep 0.02; done"],
+                              cwd=wd, env=env, start_new_session=True)
+    try:
+        wait_until(lambda: (wd / "marker").exists(), 30, "the orphan to run")
+        # An unrelated process of another job of the site is left alone.
+        other_env = dict(env, **{JOB_KEY_ENV: "default/j10"})
+        other = subprocess.Popen(["sleep", "300"], env=other_env, start_new_session=True)
+        make_app(registry, "mark", "echo new >> marker")
+        job = make_job(registry, "mark", "j1")
+        a = agent("n1")
+        bind(registry, [job], ["n1"])
+        done = wait_state(registry, "j1", [S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT, S.FAILED])
+        assert done.status.state is S.RUN_DONE, done.status.message
+        assert orphan.wait(10) == -signal.SIGKILL
+        # The orphan was dead before the new run wrote a line: nothing of it follows "new".
+        assert (wd / "marker").read_text().splitlines()[-1] == "new"
+        assert a.stats["fenced"] >= 1  # the shell, and its sleep if caught alive
+        assert process_start_ticks(other.pid) is not None
+    finally:
+        for p in (orphan, locals().get("other")):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_an_agent_stops_when_its_supervisor_is_gone(registry: Registry, site: SiteConfig,
+                                                    agent: AgentFactory) -> None:
+    make_app(registry, "long", LONG)
+    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        ticks = process_start_ticks(runner.pid)
+        assert ticks is not None
+        a = agent("n1", lease_ttl=1, supervisor=(runner.pid, ticks))
+        bind(registry, [make_job(registry, "long", "j1")], ["n1"])
+        wait_state(registry, "j1", [S.RUNNING])
+        assert not a.wait(0)
+        runner.kill()
+        runner.wait()
+        assert a.wait(30), "the agent did not stop when its supervisor ended"
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    done = wait_state(registry, "j1", [S.RUN_TIMEOUT])
+    assert "allocation runner" in done.status.message
+    assert node_of(registry, "n1") is None
