@@ -7,7 +7,7 @@ from apis import Job, JobState, Registry, get_condition
 from .conftest import force, make_job
 
 
-def wait_for(registry: Registry, name: str, state: JobState, timeout: float = 10) -> Job:
+def wait_for(registry: Registry, name: str, state: JobState, timeout: float = 30) -> Job:
     deadline = time.monotonic() + timeout
     while True:
         job = registry.get(Job, name)
