@@ -30,6 +30,7 @@ import json
 import os
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -172,7 +173,19 @@ def _short_diff(diff: str) -> str:
     return " | ".join(x.strip() for x in lines)
 
 
-def run_module(m: Module, commit: str, keep: bool, count_only: bool = False) -> dict:
+def _reopen_survivors(session: Path) -> int:
+    """Forget the results of the mutants that survived, so ``exec`` runs them again."""
+    db = sqlite3.connect(session)
+    try:
+        with db:
+            n = db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED' "
+                           "OR test_outcome = 'survived'").rowcount
+    finally:
+        db.close()
+    return n
+
+
+def run_module(m: Module, commit: str, keep: bool, count_only: bool = False, recheck: bool = False) -> dict:
     t0 = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix=f"mutation-{m.name}-"))
     try:
@@ -186,23 +199,29 @@ def run_module(m: Module, commit: str, keep: bool, count_only: bool = False) -> 
             return subprocess.run([str(PYTHON), "-m", "cosmic_ray.cli", *args], cwd=work, env=env,
                                   capture_output=True, text=True)
 
-        for step in (("init", str(cfg), str(session)),):
-            r = cr(*step)
+        saved = RESULTS / f"{m.name}.sqlite"
+        if recheck:
+            # Only the survivors of the last full run, against today's tests (the module's
+            # code must be the one that run mutated: the mutants are positions in it).
+            if not saved.exists():
+                raise RuntimeError(f"{m.name}: no earlier run to recheck ({saved} is missing)")
+            shutil.copy(saved, session)
+            _reopen_survivors(session)
+        else:
+            r = cr("init", str(cfg), str(session))
             if r.returncode:
-                raise RuntimeError(f"{m.name}: cosmic-ray {step[0]} failed: {r.stderr[-2000:]}")
-        r = subprocess.run([str(PYTHON.parent / "cr-filter-operators"), str(session), str(cfg)], cwd=work,
-                           env=env, capture_output=True, text=True)
-        if r.returncode:
-            raise RuntimeError(f"{m.name}: operators filter failed: {r.stderr[-2000:]}")
-        if m.functions:
-            _skip_outside(session, _function_lines(work / m.path, m.functions))
+                raise RuntimeError(f"{m.name}: cosmic-ray init failed: {r.stderr[-2000:]}")
+            r = subprocess.run([str(PYTHON.parent / "cr-filter-operators"), str(session), str(cfg)], cwd=work,
+                               env=env, capture_output=True, text=True)
+            if r.returncode:
+                raise RuntimeError(f"{m.name}: operators filter failed: {r.stderr[-2000:]}")
+            if m.functions:
+                _skip_outside(session, _function_lines(work / m.path, m.functions))
         if count_only:
             from cosmic_ray.work_db import WorkDB, use_db
 
             with use_db(str(session), WorkDB.Mode.open) as db:
                 n = sum(1 for _ in db.pending_work_items)
-            if keep:
-                shutil.copy(session, f"/tmp/{m.name}.sqlite")
             return {"module": m.name, "mutants": n}
         r = cr("baseline", str(cfg))
         if r.returncode:
@@ -211,7 +230,15 @@ def run_module(m: Module, commit: str, keep: bool, count_only: bool = False) -> 
         r = cr("exec", str(cfg), str(session))
         if r.returncode:
             raise RuntimeError(f"{m.name}: cosmic-ray exec failed: {r.stderr[-2000:]}")
-        return _summary(m, session, commit, time.monotonic() - t0)
+        RESULTS.mkdir(exist_ok=True)
+        shutil.copy(session, saved)
+        out = _summary(m, session, commit, time.monotonic() - t0)
+        out["module_commit"] = subprocess.run(["git", "log", "-1", "--format=%h", "--", m.path], cwd=ROOT,
+                                              capture_output=True, text=True).stdout.strip()
+        if recheck:  # the mutants are those of the full run; the tests are today's
+            earlier = json.loads((RESULTS / f"{m.name}.json").read_text())
+            out["commit"], out["rechecked_at"] = earlier["commit"], commit
+        return out
     finally:
         if keep:
             print(f"mutation: {m.name}: scratch copy kept in {work}", file=sys.stderr)
@@ -240,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("names", nargs="*", help="modules to test (default: all)")
     p.add_argument("--jobs", type=int, default=2, help="modules run at once (default 2)")
     p.add_argument("--keep", action="store_true", help="keep the scratch copies")
+    p.add_argument("--recheck", action="store_true",
+                   help="run only the survivors of the last run again (after adding tests)")
     p.add_argument("--count", action="store_true", help="only count the mutants of each module")
     p.add_argument("--list", action="store_true", help="list the modules and their tests")
     a = p.parse_args(argv)
@@ -262,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict] = []
     failed = False
     with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
-        futures = {pool.submit(run_module, m, commit, a.keep, a.count): m for m in chosen}
+        futures = {pool.submit(run_module, m, commit, a.keep, a.count, a.recheck): m for m in chosen}
         for fut, m in futures.items():
             try:
                 r = fut.result()

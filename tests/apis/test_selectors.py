@@ -116,3 +116,39 @@ def test_bad_syntax_is_refused_naming_the_rest(text: str, message: str) -> None:
         parse_selector(text)
     assert message in str(err.value)
     assert str(err.value).startswith("unable to parse requirement")
+
+
+def test_selectors_are_values_hashable_and_immutable() -> None:
+    a, b = parse_selector("a=1,!b"), parse_selector("a==1, !b")
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    with pytest.raises(AttributeError):
+        a.requirements = ()  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        a.requirements[0].op = "!="  # type: ignore[misc]
+    # one is made per query and per watch: slotted, no per-object dict
+    assert not hasattr(a, "__dict__") and not hasattr(a.requirements[0], "__dict__")
+
+
+def test_requirements_made_at_run_time_match_like_parsed_ones() -> None:
+    # Ops read from a document (not this module's literals) are equal strings, not the same
+    # objects: matching compares values.
+    op_eq, op_exists, op_ne = "".join(["", "="]), "".join(["exi", "sts"]), "".join(["!", "="])
+    sel = Selector((Requirement("a", op_eq, ("1",)), Requirement("b", op_exists)))  # type: ignore[arg-type]
+    assert sel.matches({"a": "1", "b": ""}) and not sel.matches({"a": "2", "b": ""}) and not sel.matches({"a": "1"})
+    assert sel.equalities() == {"a": "1"}
+    assert str(sel) == "a=1,b"
+    ne = Requirement("a", op_ne, ("1",))  # type: ignore[arg-type]
+    assert ne.matches({"a": "2"}) and ne.matches({}) and not ne.matches({"a": "1"})
+
+
+def test_a_long_selector_parses_to_its_end() -> None:
+    text = ",".join(f"key{i}=value{i}" for i in range(40))
+    assert len(text) > 500
+    sel = parse_selector(text)
+    assert len(sel.requirements) == 40 and sel.equalities()["key39"] == "value39"
+
+
+def test_a_long_selector_with_a_trailing_comma_is_refused() -> None:
+    text = ",".join(f"key{i}=value{i}" for i in range(40)) + ","
+    with pytest.raises(BadRequest, match="trailing comma"):
+        parse_selector(text)

@@ -141,3 +141,15 @@ def test_a_stored_job_moves_only_along_the_table(registry: Registry, current: st
             stored = registry.get(Job, job.name)
             assert stored.status.state.value == current
             assert stored.metadata.resource_version == job.metadata.resource_version
+
+
+def test_by_user_is_keyword_only_and_defaults_to_the_system() -> None:
+    check_transition("RUNNING", "RUN_DONE")
+    with pytest.raises(IllegalTransition):
+        check_transition("FAILED", "RESTART_READY")  # a user's move, not the system's
+    assert not is_allowed("JOB_FINISHED", "RESTART_READY") and is_allowed("JOB_FINISHED", "RESTART_READY", by_user=True)
+    # ``check_transition(a, b, True)`` would read as "allowed?", not "by a user": refused.
+    with pytest.raises(TypeError):
+        check_transition("FAILED", "RESTART_READY", True)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        is_allowed("FAILED", "RESTART_READY", True)  # type: ignore[misc]
