@@ -16,6 +16,14 @@ def _condition(registry, name: str, ctype: str, timeout: float = 30):
                       f"{name}: condition {ctype}")
 
 
+def _seen_then_idle(lifecycle, name: str, state: JobState) -> None:
+    """The manager's informer holds ``name`` in ``state`` (so its handlers ran) and every
+    queue is idle after that: the reconcilers have looked."""
+    poll_until(lambda: (j := lifecycle.informers["Job"].get(name)) is not None and j.status.state is state, 30,
+               f"the manager to see {name} {state.value}")
+    assert lifecycle.wait_idle(30)
+
+
 def test_a_job_without_parents_is_ready_because_it_has_none(registry, app, lifecycle):
     registry.create(make_job("solo"))
     job = wait_for(registry, "solo", JobState.PREPROCESSED)
@@ -28,7 +36,7 @@ def test_a_child_waits_for_every_parent_and_counts_them(registry, app, lifecycle
     kid = wait_for(registry, "kid", JobState.AWAITING_PARENTS)
     assert kid.status.history[0].message == "waiting for 2 parent(s)"
     force(registry, "p1", JobState.JOB_FINISHED)
-    lifecycle.wait_idle()
+    _seen_then_idle(lifecycle, "p1", JobState.JOB_FINISHED)
     assert registry.get(Job, "kid").status.state is JobState.AWAITING_PARENTS
     force(registry, "p2", JobState.JOB_FINISHED)
     kid = wait_for(registry, "kid", JobState.PREPROCESSED)
@@ -41,7 +49,7 @@ def test_only_a_finished_parent_releases_its_child(registry, app, lifecycle):
     wait_for(registry, "kid", JobState.AWAITING_PARENTS)
     for state in (JobState.RUNNING, JobState.RESTART_READY):  # states no lifecycle reconciler moves on
         force(registry, "p", state)
-        lifecycle.wait_idle()
+        _seen_then_idle(lifecycle, "p", state)
         assert registry.get(Job, "kid").status.state is JobState.AWAITING_PARENTS, state
     force(registry, "p", JobState.JOB_FINISHED)
     wait_for(registry, "kid", JobState.PREPROCESSED)
