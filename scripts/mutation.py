@@ -28,6 +28,7 @@ import argparse
 import ast
 import json
 import os
+import random
 import shlex
 import shutil
 import sqlite3
@@ -194,7 +195,24 @@ def _reopen_survivors(session: Path) -> int:
     return n
 
 
-def run_module(m: Module, commit: str, keep: bool, count_only: bool = False, recheck: bool = False) -> dict:
+def _sample(session: Path, n: int, seed: int = 21) -> tuple[int, int]:
+    """Keep ``n`` of the pending mutants (a seeded random choice), skip the rest."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        pending = sorted(i.job_id for i in db.pending_work_items)
+        if len(pending) <= n:
+            return len(pending), len(pending)
+        keep = set(random.Random(seed).sample(pending, n))
+        for job_id in pending:
+            if job_id not in keep:
+                db.set_result(job_id, WorkResult(output="not in the sample", worker_outcome=WorkerOutcome.SKIPPED))
+    return n, len(pending)
+
+
+def run_module(m: Module, commit: str, keep: bool, count_only: bool = False, recheck: bool = False,
+               sample: int = 0) -> dict:
     t0 = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix=f"mutation-{m.name}-"))
     try:
@@ -226,6 +244,7 @@ def run_module(m: Module, commit: str, keep: bool, count_only: bool = False, rec
                 raise RuntimeError(f"{m.name}: operators filter failed: {r.stderr[-2000:]}")
             if m.functions:
                 _skip_outside(session, _function_lines(work / m.path, m.functions))
+            sampled = _sample(session, sample) if sample else None
         if count_only:
             from cosmic_ray.work_db import WorkDB, use_db
 
@@ -242,6 +261,8 @@ def run_module(m: Module, commit: str, keep: bool, count_only: bool = False, rec
         RESULTS.mkdir(exist_ok=True)
         shutil.copy(session, saved)
         out = _summary(m, session, commit, time.monotonic() - t0)
+        if not recheck and sampled and sampled[0] < sampled[1]:
+            out["sampled"] = f"{sampled[0]} of {sampled[1]}"
         out["module_commit"] = subprocess.run(["git", "log", "-1", "--format=%h", "--", m.path], cwd=ROOT,
                                               capture_output=True, text=True).stdout.strip()
         if recheck:  # the mutants are those of the full run; the tests are today's
@@ -260,8 +281,10 @@ def _report(results: list[dict]) -> str:
            "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for r in results:
         fns = ", ".join(r["functions"])
-        out.append(f"| {r['module']} | {r['path']} ({fns}) | {r['mutants']} | {r['killed']} | {r['survived']} "
-                   f"| {r['kill_rate']} % | {r['commit']} |")
+        mutants = f"{r['mutants']} (sample of {r['sampled'].split(' of ')[1]})" if r.get("sampled") else r["mutants"]
+        commit = r["commit"] + (f", rechecked at {r['rechecked_at']}" if r.get("rechecked_at") else "")
+        out.append(f"| {r['module']} | {r['path']} ({fns}) | {mutants} | {r['killed']} | {r['survived']} "
+                   f"| {r['kill_rate']} % | {commit} |")
     out.append("")
     for r in results:
         if r["survivors"]:
@@ -278,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the scratch copies")
     p.add_argument("--recheck", action="store_true",
                    help="run only the survivors of the last run again (after adding tests)")
+    p.add_argument("--sample", type=int, default=0, metavar="N",
+                   help="run a seeded random sample of N mutants per module (a loaded machine)")
+    p.add_argument("--report", action="store_true", help="summarize the saved sessions, run nothing")
     p.add_argument("--count", action="store_true", help="only count the mutants of each module")
     p.add_argument("--list", action="store_true", help="list the modules and their tests")
     a = p.parse_args(argv)
@@ -297,10 +323,20 @@ def main(argv: list[str] | None = None) -> int:
                       capture_output=True, text=True).stdout.strip():
         commit += "+changes"
     RESULTS.mkdir(exist_ok=True)
+    if a.report:
+        results = [json.loads((RESULTS / f"{m.name}.json").read_text()) for m in chosen
+                   if (RESULTS / f"{m.name}.json").exists()]
+        for m in chosen:
+            if not (RESULTS / f"{m.name}.json").exists() and (RESULTS / f"{m.name}.sqlite").exists():
+                r = _summary(m, RESULTS / f"{m.name}.sqlite", "(saved session)", 0)
+                (RESULTS / f"{m.name}.json").write_text(json.dumps(r, indent=2) + "\n")
+                results.append(r)
+        print(_report(results))
+        return 0
     results: list[dict] = []
     failed = False
     with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
-        futures = {pool.submit(run_module, m, commit, a.keep, a.count, a.recheck): m for m in chosen}
+        futures = {pool.submit(run_module, m, commit, a.keep, a.count, a.recheck, a.sample): m for m in chosen}
         for fut, m in futures.items():
             try:
                 r = fut.result()
