@@ -74,7 +74,8 @@ MODULES = [
     Module("states", "apis/_states.py", ["tests/apis/test_states.py", "-m", "not etcd"]),
     Module("workdir", "apis/_kinds.py", ["tests/apis/test_workdir.py"], ["validate_workdir"]),
     Module("selectors", "apis/_selectors.py", ["tests/apis/test_selectors.py"]),
-    Module("templates", "apis/_templates.py", ["tests/nodeagent/test_templates.py"]),
+    Module("templates", "apis/_templates.py", ["tests/nodeagent/test_templates.py",
+                                              "tests/nodeagent/test_template_rules.py"]),
     Module("quoting", "nodeagent/_launch.py", ["tests/nodeagent/test_launch.py"], ["simple_argv"]),
     # The constraints a placement must meet (fit, whole GPUs, ids, occupancy), not the
     # first-fit search around them; without the 400-example property test (minutes a mutant).
@@ -266,7 +267,8 @@ def run_module(m: Module, commit: str, keep: bool, count_only: bool = False, rec
         out["module_commit"] = subprocess.run(["git", "log", "-1", "--format=%h", "--", m.path], cwd=ROOT,
                                               capture_output=True, text=True).stdout.strip()
         if recheck:  # the mutants are those of the full run; the tests are today's
-            earlier = json.loads((RESULTS / f"{m.name}.json").read_text())
+            earlier_json = RESULTS / f"{m.name}.json"
+            earlier = json.loads(earlier_json.read_text()) if earlier_json.exists() else {"commit": commit}
             out["commit"], out["rechecked_at"] = earlier["commit"], commit
         return out
     finally:
