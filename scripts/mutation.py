@@ -86,7 +86,8 @@ MODULES = [
             "NodeOccupancy._take", "NodeOccupancy.release", "_Group.allows"]),
     # Compare-and-swap: the compare itself, the txn's checks, put/delete with an expected
     # revision, the revision counters (not _txn_in's row writing).
-    Module("store-cas", "store/_sqlite.py", ["tests/store/test_txn.py", "tests/store/test_kv.py", "-m", "not etcd"],
+    Module("store-cas", "store/_sqlite.py", ["tests/store/test_txn.py", "tests/store/test_kv.py",
+                                            "tests/store/test_sqlite_txn_rules.py", "-m", "not etcd"],
            ["_compare_holds", "_check_branch", "SQLiteStore.put", "SQLiteStore.delete", "SQLiteStore.txn",
             "SQLiteStore._revisions", "SQLiteStore.current_revision"]),
     Module("retry", "controllers/hook.py", ["tests/controllers/test_decisions.py"],
