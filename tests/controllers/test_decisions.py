@@ -116,9 +116,13 @@ def test_failed_parents_under_wait_set_a_condition_naming_the_first_and_counting
     cond = get_condition(one.status.conditions, "ParentFailed")
     assert one.status.state is S.AWAITING_PARENTS and cond.status == "True" and cond.reason == "ParentFailed"
     assert cond.message == "parent job b failed; this job waits (onParentFailure: Wait)"
-    two, _ = step(registry, DEP, "kid", job("b", S.FAILED), job("a", S.FAILED), job("c", S.FAILED),
-                  job("kid", S.AWAITING_PARENTS, ("c", "b", "a")))
+    two, _ = step(registry, DEP, "kid", job("b", S.FAILED), job("a", S.FAILED),
+                  job("kid", S.AWAITING_PARENTS, ("b", "a")))
     cond = get_condition(two.status.conditions, "ParentFailed")
+    assert cond.message == "parent job a failed; this job waits (onParentFailure: Wait) (and 1 more)"
+    three, _ = step(registry, DEP, "kid", job("b", S.FAILED), job("a", S.FAILED), job("c", S.FAILED),
+                    job("kid", S.AWAITING_PARENTS, ("c", "b", "a")))
+    cond = get_condition(three.status.conditions, "ParentFailed")
     assert cond.message == "parent job a failed; this job waits (onParentFailure: Wait) (and 2 more)"
 
 
