@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from store import Delete, Get, Put, open_store
+from store import Compare, Delete, Get, Put, open_store
 from store._sqlite import InvalidRequest
 
 
@@ -30,3 +30,13 @@ def test_reading_a_key_it_writes_is_allowed(store) -> None:
     res = store.txn([], [Put("/a", b"1"), Get("/a"), Get("/a")])
     assert res.succeeded and res.responses[1].value == b"1" and res.responses[2].value == b"1"
 
+
+
+@pytest.mark.parametrize(("op", "value", "holds"), [
+    ("<", 0, False), ("<", 1, True), ("<", -1, False),  # compared with the key's mod revision + value
+    (">", 0, False), (">", -1, True), (">", 1, False),
+    ("==", 0, True), ("==", 1, False), ("!=", 0, False), ("!=", 1, True),
+])
+def test_compare_operators_at_their_edges(store, op: str, value: int, holds: bool) -> None:
+    rev = store.put("/k", b"v")
+    assert store.txn([Compare.mod("/k", op, rev + value)], []).succeeded is holds  # type: ignore[arg-type]
