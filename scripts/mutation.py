@@ -80,7 +80,8 @@ MODULES = [
     # The constraints a placement must meet (fit, whole GPUs, ids, occupancy), not the
     # first-fit search around them; without the 400-example property test (minutes a mutant).
     Module("packing", "controllers/placement/packing.py",
-           ["tests/controllers/test_packing.py", "-k", "not property and not many"],
+           ["tests/controllers/test_node_fit.py", "tests/controllers/test_packing.py", "-k",
+            "not property and not many"],
            ["whole_gpus", "JobShape.__post_init__", "JobShape.multi_node", "JobShape.occupancy", "JobShape.of",
             "NodeOccupancy.could_ever_fit", "NodeOccupancy.can_fit", "NodeOccupancy.allocate",
             "NodeOccupancy._take", "NodeOccupancy.release", "_Group.allows"]),
