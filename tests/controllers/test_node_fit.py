@@ -15,7 +15,7 @@ def test_multi_node_is_more_than_one_node() -> None:
 
 
 @pytest.mark.parametrize(("gpus", "fits"), [(3, False), (4, True), (5, True)])
-def test_could_ever_fit_needs_as_many_gpus_as_the_share(gpus: int, fits: bool) -> None:
+def test_could_ever_fit_needs_the_shares_gpus_on_the_node(gpus: int, fits: bool) -> None:
     assert NodeOccupancy("n", cpus=8, gpus=gpus).could_ever_fit(JobShape(gpus_per_node=4)) is fits
 
 
