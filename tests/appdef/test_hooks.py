@@ -8,7 +8,18 @@ import pytest
 
 from apis import ApplicationDefinition, Job
 
-from .apps import Adder, BrokenHook, Gather, HangingHook, Retrier, Spawner, Timeouter, Writer
+from .apps import (
+    Adder,
+    BrokenHook,
+    Gather,
+    HangingHook,
+    Retrier,
+    SkipsToTheEnd,
+    SkipsToTheEndAroundTheSetter,
+    Spawner,
+    Timeouter,
+    Writer,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -111,3 +122,24 @@ def test_hooks_of_a_class_sent_by_value_run(site):
     job = Annotated.submit("hooks/by-value", **PACK)
     assert job.result(timeout=60) is None
     assert job.data == {"annotated": True}
+
+
+def test_a_hook_that_sets_a_state_the_table_refuses_fails_its_job(site):
+    job = SkipsToTheEnd.submit("hooks/skips", **PACK)
+    with pytest.raises(Job.Failed):
+        job.result(timeout=60)
+    assert job.status.message.startswith(
+        "preprocess hook failed: IllegalTransition: illegal state transition STAGED_IN -> JOB_FINISHED"), \
+        job.status.message
+    states = [h.to_state.value for h in job.status.history]
+    assert states[-2:] == ["STAGED_IN", "FAILED"] and "RUNNING" not in states
+    assert not (job.resolve_workdir(site.data_path) / "ran").exists()
+
+
+def test_a_hook_that_writes_a_refused_state_around_the_setter_fails_its_job(site):
+    job = SkipsToTheEndAroundTheSetter.submit("hooks/skips-around", **PACK)
+    with pytest.raises(Job.Failed):
+        job.result(timeout=60)
+    assert job.status.message == "postprocess hook set state JOB_FINISHED, which is not allowed from RUN_DONE"
+    states = [h.to_state.value for h in job.status.history]
+    assert states[-2:] == ["RUN_DONE", "FAILED"] and "JOB_FINISHED" not in states

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -82,7 +81,8 @@ def test_selector_keeps_unmatched_jobs_out_and_delete_cancels_in_slurm(
     make_batchjob(registry, "only-a", nodes=1, wall_time_min=5, selector={"group": "a"})
     wait_jobs(registry, ["a1", "a2"], timeout=60)
     wait_until(lambda: (j := registry.try_get(Job, "a-long")) and j.status.state is S.RUNNING, 30, "a-long running")
-    time.sleep(1.0)  # b1 had every chance to be placed
+    # Every queue idle: placement has been through every event since a-long started, b1's too.
+    assert manager.mgr.wait_idle(30), "the reconcilers did not go idle"
     b1 = registry.get(Job, "b1")
     assert b1.status.state is S.PREPROCESSED and b1.status.placement is None
 
@@ -136,7 +136,9 @@ def test_elastic_queue_requests_what_the_backlog_needs_and_no_more(
     mine = [b for b in registry.list(BatchJob)[0] if b.metadata.labels.get(LABEL) == site.name]
     assert [b.spec.num_nodes for b in mine] == [3], [(b.name, b.spec.num_nodes) for b in mine]
     assert mine[0].spec.wall_time_min == 5 and mine[0].spec.site == site.name
-    time.sleep(2.0)  # an empty backlog asks for nothing more
+    # The elastic queue looked again once the backlog was empty, and asked for nothing more.
+    wait_until(lambda: "no runnable job" in manager.elastic.last_decision.get(site.name, ""), 30,
+               "the elastic queue to find no runnable job")
     assert len([b for b in registry.list(BatchJob)[0] if b.metadata.labels.get(LABEL) == site.name]) == 1
     assert "no runnable job" in manager.elastic.last_decision[site.name]
 

@@ -15,6 +15,7 @@ import pytest
 
 import bench
 from bench._harness import discover, import_errors, main
+from tests._support import skip_or_fail
 
 SCENARIOS = discover()
 
@@ -88,8 +89,8 @@ def test_scenario_tiny(
         [name], size="tiny", backend=backend, out=tmp_path, etcd_url=etcd_url, keep_going=False
     )
     res = results[name]
-    if res.status == "skipped":
-        pytest.skip(f"{name}: {'; '.join(res.notes)}")
+    if res.status == "skipped":  # a real service the scenario needs (Slurm, etcd) is missing
+        skip_or_fail(f"{name}: {'; '.join(res.notes)}")
     assert res.status == "ok"
     doc = json.loads((tmp_path / f"{name}.json").read_text())
     assert TOP_KEYS <= set(doc), TOP_KEYS - set(doc)
@@ -158,7 +159,7 @@ def test_etcd_launcher_starts_fresh_and_cleans_up() -> None:
     from bench._etcd import EtcdServer, etcd_binary
 
     if not etcd_binary():
-        pytest.skip("etcd is not installed")
+        skip_or_fail("etcd is not installed")
     from store import open_store
 
     with EtcdServer.start() as server:

@@ -3,11 +3,12 @@ from __future__ import annotations
 import time
 
 from apis import Job, JobState, Registry, get_condition
+from tests._support import poll_until
 
 from .conftest import force, make_job
 
 
-def wait_for(registry: Registry, name: str, state: JobState, timeout: float = 10) -> Job:
+def wait_for(registry: Registry, name: str, state: JobState, timeout: float = 30) -> Job:
     deadline = time.monotonic() + timeout
     while True:
         job = registry.get(Job, name)
@@ -36,7 +37,9 @@ def test_diamond_dag_releases_children_only_when_every_parent_finished(registry,
     wait_for(registry, "b", JobState.PREPROCESSED)
     wait_for(registry, "c", JobState.PREPROCESSED)
     force(registry, "b", JobState.JOB_FINISHED)
-    lifecycle.wait_idle()
+    # the manager saw b finish (its handlers ran), then went idle: d has been looked at
+    poll_until(lambda: lifecycle.informers["Job"].get("b").status.state is JobState.JOB_FINISHED, 30, "b seen")
+    assert lifecycle.wait_idle(30)
     assert registry.get(Job, "d").status.state is JobState.AWAITING_PARENTS
     force(registry, "c", JobState.JOB_FINISHED)
     d = wait_for(registry, "d", JobState.PREPROCESSED)

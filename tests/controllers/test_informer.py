@@ -8,7 +8,7 @@ from controllers import Informer
 from .conftest import make_job
 
 
-def _eventually(fn, timeout=5.0):
+def _eventually(fn, timeout=30.0):
     deadline = time.monotonic() + timeout
     while not fn():
         if time.monotonic() > deadline:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 from controllers import ControllerManager, LeaderElector
+from tests._support import poll_until
 
 
 def test_standby_takes_over_when_the_leaders_lease_expires(registry):
@@ -18,7 +20,7 @@ def test_standby_takes_over_when_the_leaders_lease_expires(registry):
     assert standby.holder() == "standby"
 
 
-def test_second_manager_stands_by_until_the_first_stops(registry):
+def test_second_manager_stands_by_until_the_first_stops(registry, caplog):
     m1 = ControllerManager(registry, identity="m1", lease_ttl=2, reconcilers=[])
     m2 = ControllerManager(registry, identity="m2", lease_ttl=2, reconcilers=[])
     s1, s2 = threading.Event(), threading.Event()
@@ -26,8 +28,12 @@ def test_second_manager_stands_by_until_the_first_stops(registry):
     t1.start()
     assert m1.leading.wait(5)
     t2 = threading.Thread(target=m2.run, args=(s2,), daemon=True)
+    caplog.set_level(logging.INFO, logger="controllers._leader")
     t2.start()
-    time.sleep(0.5)
+    # m2 tried for the lease and found m1 holding it (its log line says so): only then is
+    # "m2 does not lead" a finding rather than a race.
+    poll_until(lambda: any(r.getMessage() == "standing by: m1 leads" for r in caplog.records), 30,
+               "m2 standing by")
     assert not m2.leading.is_set()
     s1.set()
     t1.join(5)

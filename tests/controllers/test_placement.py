@@ -12,7 +12,7 @@ from controllers import ControllerManager
 from controllers.dependency import DependencyReconciler
 from controllers.hooks import NoHooks
 from controllers.placement.reconciler import PlacementReconciler
-from tests._support import running_manager
+from tests._support import poll_until, running_manager
 
 from .conftest import force, make_job
 
@@ -69,7 +69,9 @@ def test_seed_examples_bind_the_documented_number_of_jobs(registry, app, placing
 def test_unschedulable_job_says_why_and_does_not_block_the_jobs_behind_it(registry, app, placing):
     add_node(registry, "small", cpus=8, gpus=4)
     registry.create(make_job("huge", priority=10, resources={"ranksPerNode": 8, "gpusPerRank": 1}))
-    time.sleep(0.05)
+    # placement has looked at huge (and found no room) before tiny queues behind it
+    poll_until(lambda: get_condition(registry.get(Job, "huge").status.conditions, "Unschedulable"), 30,
+               "huge marked Unschedulable")
     registry.create(make_job("tiny"))
     huge, tiny = settle(placing, registry, ["huge", "tiny"])
     cond = get_condition(huge.status.conditions, "Unschedulable")
@@ -82,18 +84,18 @@ def test_jobs_of_a_lost_node_are_moved_on_and_rebound_elsewhere(registry, app, p
     lease = registry.store.lease_grant(1)
     add_node(registry, "doomed", cpus=1, gpus=0, lease=lease)
     registry.create_many([make_job("running"), make_job("waiting")])
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while registry.get(Job, "running").status.placement is None and time.monotonic() < deadline:
         time.sleep(0.01)
     force(registry, "running", JobState.RUNNING)
     registry.store.lease_revoke(lease)  # the agent died: its Node vanishes
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while registry.get(Job, "running").status.state is not JobState.RUN_TIMEOUT and time.monotonic() < deadline:
         time.sleep(0.01)
     job = registry.get(Job, "running")
     assert job.status.state is JobState.RUN_TIMEOUT and "doomed" in job.status.message
     add_node(registry, "fresh", cpus=1, gpus=0)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while registry.get(Job, "waiting").status.placement is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert registry.get(Job, "waiting").status.placement.nodes == ["fresh"]
@@ -109,7 +111,7 @@ def test_multi_node_job_never_lands_on_a_partly_busy_node(registry, app, placing
     assert small.status.placement is not None
     assert wide.status.placement is None  # one node is partly busy: wait
     force(registry, "small", JobState.JOB_FINISHED)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while registry.get(Job, "wide").status.placement is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert sorted(registry.get(Job, "wide").status.placement.nodes) == ["a", "b"]
@@ -119,7 +121,7 @@ def test_higher_priority_jobs_are_placed_first(registry, app, placing):
     registry.create_many([make_job(f"low{i}") for i in range(3)] + [make_job("urgent", priority=5)])
     settle(placing, registry, ["urgent"])
     add_node(registry, "only", cpus=1, gpus=0)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while registry.get(Job, "urgent").status.placement is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert registry.get(Job, "urgent").status.placement is not None

@@ -17,6 +17,7 @@ import pytest
 import store as st
 from apis import App, Job, JobState, Registry, Site
 from apis._config import SiteConfig
+from controllers._leader import LEASE_PREFIX
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,6 +53,19 @@ class Cluster:
                 raise AssertionError(f"agent {name} did not register: {self.log(name)}")
             time.sleep(0.02)
         return p
+
+    def leader(self) -> str | None:
+        """The controller manager holding the leader lease, read from the store."""
+        kvs = self.registry.store.range(LEASE_PREFIX).kvs
+        return kvs[0].value.decode() if kvs else None
+
+    def wait_leader(self, name: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.leader() != name:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} does not lead after {timeout}s (leader: {self.leader()}): "
+                                     f"{self.log(name)}")
+            time.sleep(0.02)
 
     def log(self, name: str) -> str:
         return (self.site.path / "logs" / f"{name}.out").read_text(errors="replace")[-3000:]

@@ -116,12 +116,17 @@ def test_killed_leading_controller_manager_hands_over_and_every_job_runs_once(cl
     cluster.app("once", "echo $BALSAM_JOB_ID >> ../ran; sleep 0.3")
     cluster.agent("o0", cpus=4)
     cluster.controller("cm-a")
-    time.sleep(1.0)  # cm-a leads
+    cluster.wait_leader("cm-a")  # checked in the store: otherwise cm-b might lead and nothing hands over
     cluster.controller("cm-b")
     batch = [Job(metadata={"name": f"once-{i}"}, spec={"app": "once", "workdir": f"once/{i}"}) for i in range(20)]
     cluster.registry.create_many(batch[:10])
-    time.sleep(0.5)
+    deadline = time.monotonic() + 60  # cm-a is at work on the first ten when it is killed
+    while all(cluster.registry.get(Job, j.name).status.state is JobState.CREATED for j in batch[:10]):
+        assert time.monotonic() < deadline, cluster.log("cm-a")
+        time.sleep(0.02)
+    assert cluster.leader() == "cm-a"
     cluster.kill("cm-a")
+    cluster.wait_leader("cm-b")
     cluster.registry.create_many(batch[10:])
     done = cluster.wait_all([j.name for j in batch], timeout=60)
     assert all(j.status.state is JobState.JOB_FINISHED for j in done)

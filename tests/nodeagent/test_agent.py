@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -243,12 +242,16 @@ def test_user_moving_a_running_job_kills_it_and_keeps_the_users_state(
     bind(reg, [job], ["n1"])
     wait_state(reg, "j1", [S.RUNNING], namespace=ns)
     pid = read_pid(workdir(site, "j1") / "pid")
+    wait_until(lambda: node_of(reg, "n1", ns).status.running_jobs == ["j1"], 30, "the Node to report j1")
     _user_sets(reg, "j1", to, ns)
     wait_until(lambda: not process_alive(pid), 15, "the job's process to be killed")
-    time.sleep(0.3)  # give a wrong write (RUN_ERROR over the user's state) a chance to land
+    # The agent has seen the exit and reported its Node idle: a wrong write (RUN_ERROR over
+    # the user's state) would have gone out before that report (the loop writes jobs, then
+    # the Node).
+    wait_until(lambda: node_of(reg, "n1", ns).status.running_jobs == [], 30, "the Node to report no job")
+    assert not a.usage()[3]
     j = reg.get(Job, "j1", ns)
     assert j.status.state is to and j.status.message == "set by the user"
-    wait_until(lambda: not a.usage()[3], 10, "the agent to release the job's resources")
 
 
 def test_concurrent_metadata_edit_does_not_lose_the_result(registry: Registry, site: SiteConfig,
@@ -290,7 +293,9 @@ def test_job_bound_to_another_node_does_not_run_here(registry: Registry, site: S
     make_app(registry, "t", "true")
     bind(registry, [make_job(registry, "t", "j1")], ["n2"])
     agent("n1")
-    time.sleep(0.3)
+    # A job bound here after j1 runs to its end: the agent has been looking at the jobs.
+    bind(registry, [make_job(registry, "t", "mine")], ["n1"])
+    wait_state(registry, "mine", [S.RUN_DONE])
     assert registry.get(Job, "j1").status.state is S.PREPROCESSED
     assert not (workdir(site, "j1") / "job.out").exists()
 
@@ -415,7 +420,9 @@ def test_agent_of_an_allocation_stops_when_its_batchjob_is_finished(registry: Re
         wait_state(registry, "j1", [S.RUNNING])
         pid = read_pid(workdir(site, "j1") / "pid")
         set_batchjob_state(registry, other, "finished")  # not ours: nothing happens
-        time.sleep(0.5)
+        # A job bound after that starts: the agent has gone on working past that event.
+        bind(registry, [make_job(registry, "sleeper", "j2")], ["n1"])
+        wait_state(registry, "j2", [S.RUNNING])
         assert proc.poll() is None and registry.get(Job, "j1").status.state is S.RUNNING
         set_batchjob_state(registry, bj, "finished")
         out, _ = proc.communicate(timeout=30)
@@ -431,7 +438,10 @@ def test_agent_of_an_allocation_stops_when_its_batchjob_is_deleted_or_missing(re
                                                                             agent: AgentFactory) -> None:
     _batchjob(registry, "alloc", "queued")  # agents may start before the reconciler sees it running
     a = agent("n1", batch_job="alloc")
-    time.sleep(0.3)
+    # The agent has read its queued BatchJob and goes on: a job bound to it runs to its end.
+    make_app(registry, "t", "true")
+    bind(registry, [make_job(registry, "t", "j1")], ["n1"])
+    wait_state(registry, "j1", [S.RUN_DONE])
     assert not a.wait(0) and node_of(registry, "n1") is not None
     registry.delete(BatchJob, "alloc")
     assert a.wait(30)
@@ -467,8 +477,7 @@ def test_200_jobs_bound_at_once_all_finish_with_batched_writes(registry: Registr
     make_app(registry, "t", "/bin/true")
     jobs = make_jobs(registry, "t", [f"j{i:03d}" for i in range(200)])
     a = agent("n1", cpus=200)
-    time.sleep(0.2)  # let the agent's first Node status write land before we count
-    before = registry.store.current_revision()
+    before = registry.store.current_revision()  # a Node report landing later counts: the bound has room
     bind(registry, jobs, ["n1"], occupancy=1 / 200)
     wait_until(lambda: registry.index_count(Job, "state", "RUN_DONE") == 200, 60, "all 200 jobs to finish")
     used = registry.store.current_revision() - before - 1  # minus the bind itself

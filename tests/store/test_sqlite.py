@@ -77,7 +77,7 @@ def test_expired_lease_is_reaped_when_the_store_is_opened(url: str) -> None:
     a.put("/eph", b"x", lease=lease)
     rev = a.current_revision()
     a.close()  # like a process that stops before its lease expires: nobody reaps it
-    time.sleep(0.5)
+    time.sleep(0.5)  # past the lease's 0.3 s TTL: a wait on the clock that expiry is computed from, not a race
     with open_store(url) as b:
         assert b.get("/eph") is None
         with b.watch("/", start_revision=rev + 1) as w:
@@ -124,7 +124,10 @@ def test_live_watch_fails_if_compaction_overtakes_it(url: str) -> None:
     slow = SQLiteStore(url, poll_interval=3600)  # its poller wakes only for its own writes
     try:
         with slow.watch("/") as w:
-            time.sleep(0.05)  # let the poller take the watch in, then sleep
+            # The poller has taken the watch in (it delivered our own write), then sleeps.
+            slow.put("/warm", b"1")
+            (warm,) = collect(w, 1, timeout=30)
+            assert warm.kv.key == "/warm"
             with open_store(url) as other:
                 other.put("/a", b"1")
                 rev = other.put("/a", b"2")

@@ -51,7 +51,14 @@ def test_registry_refuses_with_one_clear_error_and_writes_nothing(world, transfe
 
 
 def test_a_good_job_is_admitted(world):
-    world.create(job({"inp": "web:/decks/in.dat", "result": "local:/tmp/out.json"}))
+    before = world.store.current_revision()
+    created = world.create(job({"inp": "web:/decks/in.dat", "result": "local:/tmp/out.json"}))
+    stored = world.get(Job, "j")
+    assert stored.spec.transfers == {"inp": "web:/decks/in.dat", "result": "local:/tmp/out.json"}
+    assert stored.spec.app == "sim" and stored.spec.workdir == "w/j"
+    assert stored.metadata.uid == created.metadata.uid
+    assert int(stored.metadata.resource_version) > before
+    assert world.count(Job) == 1
 
 
 def test_an_app_slot_that_escapes_the_workdir_is_refused(world):
