@@ -41,6 +41,7 @@ from .scheduler import (
     SchedulerError,
     SubmitRequest,
     call_timeout,
+    landed_or_raise,
     run,
 )
 
@@ -237,11 +238,7 @@ class PBSScheduler:
         try:
             res = self._run(self.submit_argv(req), req.env)
         except SchedulerError as e:
-            if e.kind == "timeout":  # it may have landed anyway: never queue it twice
-                landed = self.find(req.job_name)
-                if landed is not None:
-                    return landed
-            raise
+            return landed_or_raise(e, self.find, req.job_name)
         if res.returncode != 0:
             msg = res.one_line()
             if any(r in msg.lower() for r in _REJECTED):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -114,6 +114,16 @@ class SchedulerPlugin(Protocol):
     def cancel(self, scheduler_id: str) -> None: ...
 
     def partitions(self) -> list[PartitionInfo]: ...
+
+
+def landed_or_raise(error: SchedulerError, find: Callable[[str], str | None], job_name: str) -> str:
+    """The scheduler id of a submission that timed out but landed anyway (never queue an
+    allocation twice); any other submit error is raised again."""
+    if error.kind == "timeout":
+        landed = find(job_name)
+        if landed is not None:
+            return landed
+    raise error
 
 
 def call_timeout() -> float:

@@ -24,6 +24,7 @@ from .scheduler import (
     SchedulerError,
     SubmitRequest,
     call_timeout,
+    landed_or_raise,
     parse_time,
     run,
 )
@@ -153,11 +154,7 @@ class SlurmScheduler:
         try:
             res = run(argv, self.timeout if self.timeout is not None else call_timeout(), {**self.env, **req.env})
         except SchedulerError as e:
-            if e.kind == "timeout":  # it may have landed anyway: never queue it twice
-                landed = self.find(req.job_name)
-                if landed is not None:
-                    return landed
-            raise
+            return landed_or_raise(e, self.find, req.job_name)
         if res.returncode != 0:
             msg = res.one_line()
             low = msg.lower()
