@@ -107,14 +107,14 @@ def run_dashboard(ctx: Context) -> Result:
         ctx.log("balsamctl report -o json")
         runs, cpus = [], []
         for _ in range(repeats):
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             s, p = timed(lambda: subprocess.run([_balsamctl(), "report", "-o", "json", "--out", str(root / "r.json")],
                                                 env=_env(site), capture_output=True, text=True, timeout=600))
             if p.returncode != 0:
                 raise RuntimeError(f"report failed: {p.stderr}")
             runs.append(s)
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime)
         res.add("report_s", statistics.median(runs), "s", "balsamctl report -o json (process)",
                 ratio_to="raw_read", ratio_unit="× the raw read", target=TARGETS["report_s"], runs=runs)
         res.add("report_cpu_s", statistics.median(cpus), "s", "its CPU time (user + sys): what load does not inflate",
