@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import math
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -189,10 +190,27 @@ def add_area(area: dict[int, float], start: float, end: float, weight: float) ->
 
 def step_series(deltas: Iterable[tuple[float, float]]) -> tuple[list[float], list[float]]:
     """(times, running totals) of sorted ``(time, +/-delta)`` pairs: ready for ``plt.step``."""
-    pairs = sorted([(t, -d) for t, d in deltas])  # at a tie, starts (+) before ends: never below 0
-    if not pairs:
+    pairs = list(deltas)
+    return step_series_of([t for t, _ in pairs], [d for _, d in pairs])
+
+
+def step_series_of(times: list[float], deltas: list[float]) -> tuple[list[float], list[float]]:
+    """:func:`step_series` of two parallel lists: the order of ``sorted((t, -d))`` (at a tie,
+    starts (+) before ends: never below 0), by two stable sorts on float keys, which is
+    several times faster than sorting 10^5 tuples."""
+    if not times:
         return [], []
-    return [t for t, _ in pairs], [round(-v, 9) for v in accumulate(d for _, d in pairs)]
+    neg = [-d for d in deltas]
+    order = sorted(range(len(neg)), key=neg.__getitem__)
+    order.sort(key=times.__getitem__)
+    totals = accumulate([neg[i] for i in order])
+    out_t = [times[i] for i in order]
+    # Rounding to 9 decimals only hides float noise (1/3-node jobs). Sums of multiples of
+    # 1/512 (whole nodes, packing 2, 4, 8, ...) are exact and have at most 9 decimals, so
+    # round() would return them unchanged: skip its 10^5 calls.
+    if all((d * 512).is_integer() and abs(d) < 2**20 for d in set(neg)):
+        return out_t, [-v for v in totals]
+    return out_t, [round(-v, 9) for v in totals]
 
 
 def _percentile(sorted_values: Sequence[float], p: float) -> float:
@@ -241,13 +259,12 @@ class Report:
         times, values = self.utilization
         out, i, cur = [], 0, 0.0
         for m in mins:
-            peak = cur
-            end = (m + 1) * 60.0
-            while i < len(times) and times[i] < end:
-                cur = values[i]
-                peak = max(peak, cur)
-                i += 1
-            out.append(peak)
+            j = bisect_left(times, (m + 1) * 60.0, i)  # the steps before the minute's end
+            if j > i:
+                out.append(max(cur, *values[i:j]))
+                cur, i = values[j - 1], j
+            else:
+                out.append(cur)
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -302,14 +319,19 @@ def build_report(docs: Iterable[dict[str, Any]], namespace: str = "default", sel
 def _build_report(docs: Iterable[dict[str, Any]], namespace: str, selector: str, since: float | None,
                   now: float | None) -> Report:
     now = now if now is not None else datetime.now(UTC).timestamp()
-    state_counts: Counter[str] = Counter()
+    state_counts: dict[str, int] = {}
     finished: Counter[int] = Counter()
     area: dict[int, float] = defaultdict(float)
-    util: list[tuple[float, float]] = []
+    util_t: list[float] = []  # the utilization steps: times and +/- nodes
+    util_d: list[float] = []
     runtimes: dict[str, list[float]] = defaultdict(list)
     failures: dict[str, list[tuple[str, str]]] = defaultdict(list)
     n = 0
     lo = since if since is not None else -math.inf
+    # Minutes are floor(t / 60), which is monotonic: the minute of max(t, lo) is the larger of
+    # the two minutes, so a move needs only its minute, read from the text of its time.
+    lo_m: float = lo // 60 if since is not None else -math.inf
+    now_m = int(now // 60)
     # Jobs entering (+1) and leaving (-1) each state, per minute, in one flat dict keyed by
     # minute * K + state number: several moves of one job within a minute collapse into one.
     sidx = {s.value: i for i, s in enumerate(JobState)}
@@ -318,78 +340,105 @@ def _build_report(docs: Iterable[dict[str, Any]], namespace: str, selector: str,
     sd: dict[int, int] = defaultdict(int)
     fromiso = datetime.fromisoformat
     minute_cache: dict[str, int] = {}
+
+    def minute_of_text(ts: str) -> int:
+        # The minute from the text of a UTC time ("...T05:47:21.8Z"), one parse per minute;
+        # any other form of time is parsed whole.
+        if ts[-1] == "Z":
+            m = minute_cache.get(ts[:16])
+            if m is None:
+                m = minute_cache[ts[:16]] = int(fromiso(ts[:16] + "Z").timestamp() // 60)
+            return m
+        return int(fromiso(ts).timestamp() // 60)
+
     for doc in docs:
         n += 1
-        md, spec, status = doc.get("metadata", {}), doc.get("spec", {}), doc.get("status") or {}
+        status = doc.get("status") or {}
         state = status.get("state", "CREATED")
-        state_counts[state] += 1
-        res = spec.get("resources") or {}
-        weight = res.get("numNodes", 1) / res.get("nodePackingCount", 1)
-        app = spec.get("app", "")
-        hist = status.get("history") or []
-        run_start: float | None = None
-        last_s, t, exact = "", 0.0, False
+        state_counts[state] = state_counts.get(state, 0) + 1
+        hist = status.get("history") or ()
+        # The first move's minute, computed here once: the loop below starts from it.
+        last_s = hist[0]["time"] if hist else ""
+        m = minute_of_text(last_s) if hist else 0
         cur: str | None = hist[0].get("from") if hist else state
         if cur is not None:
             # The job was in its first `from` state (its state, without history) since it was
             # made: the system records moves, not the creation itself.
-            created = md.get("creationTimestamp")
-            c = fromiso(created).timestamp() if created else now
-            if hist:
-                c = min(c, fromiso(hist[0]["time"]).timestamp())
-            sd[int(max(c, lo) // 60) * K + sidx[cur]] += 1
+            created = doc.get("metadata", {}).get("creationTimestamp")
+            cm = minute_of_text(created) if created else now_m
+            if hist and m < cm:
+                cm = m
+            sd[int(cm if cm > lo_m else lo_m) * K + sidx[cur]] += 1
+        if m < lo_m:
+            m = int(lo_m)
+        run_start: float | None = None
+        weight = 0.0
+        app = ""
+        exact: float | None = None
         pend_m, pend_from = -1, cur
         for ev in hist:
             ts = ev["time"]
             to = ev["to"]
             if ts != last_s:  # the steps of one write share their time
                 last_s = ts
-                # The minute from the text of a UTC time ("...T05:47:21.8Z"); the exact time
-                # only where a run starts or ends or a job finishes (3 of a job's ~8 moves).
-                if ts[-1] == "Z" and (to != "RUNNING" and cur != "RUNNING" and to != "JOB_FINISHED"):
-                    mk = ts[:16]
-                    m0 = minute_cache.get(mk)
-                    if m0 is None:
-                        m0 = minute_cache[mk] = int(fromiso(mk + "Z").timestamp() // 60)
-                    t = m0 * 60.0
-                    exact = False
+                if ts[-1] == "Z":  # minute_of_text(ts), inline: this runs for most moves
+                    key = ts[:16]
+                    m = minute_cache.get(key) or minute_of_text(ts)
                 else:
-                    t, exact = fromiso(ts).timestamp(), True
-            elif not exact and (to == "RUNNING" or cur == "RUNNING" or to == "JOB_FINISHED"):
-                t, exact = fromiso(ts).timestamp(), True
-            m = int((t if t > lo else lo) // 60)
+                    m = minute_of_text(ts)
+                if m < lo_m:
+                    m = int(lo_m)
+                exact = None
             if m != pend_m:
                 if pend_m >= 0 and pend_from != cur:
                     if pend_from is not None:
                         sd[pend_m * K + sidx[pend_from]] -= 1
                     sd[pend_m * K + sidx[cur]] += 1  # type: ignore[index]
                 pend_m, pend_from = m, cur
-            if cur == "RUNNING" and run_start is not None:
-                if t >= lo:
-                    runtimes[app].append(t - run_start)
-                    s = max(run_start, lo)
-                    util.append((s, weight))
-                    util.append((t, -weight))
-                    add_area(area, s, t, weight)
-                run_start = None
-            if to == "RUNNING":
-                run_start = t
-            elif to == "JOB_FINISHED" and t >= lo:
-                finished[int(t // 60)] += 1
+            # The exact time only where a run starts or ends or a job finishes (3 of ~8 moves).
+            if to == "RUNNING" or cur == "RUNNING" or to == "JOB_FINISHED":
+                t = exact = exact if exact is not None else fromiso(ts).timestamp()
+                if cur == "RUNNING" and run_start is not None:
+                    if t >= lo:
+                        if not app:
+                            spec = doc.get("spec", {})
+                            res = spec.get("resources") or {}
+                            weight = res.get("numNodes", 1) / res.get("nodePackingCount", 1)
+                            app = spec.get("app", "")
+                        runtimes[app].append(t - run_start)
+                        s = run_start if run_start > lo else lo
+                        util_t += (s, t)
+                        util_d += (weight, -weight)
+                        sm = int(s // 60)
+                        while s < t:  # add_area(area, s, t, weight), inline: 10^5 calls
+                            edge = (sm + 1) * 60.0
+                            if edge > t:
+                                edge = t
+                            area[sm] += weight * (edge - s)
+                            s, sm = edge, sm + 1
+                    run_start = None
+                if to == "RUNNING":
+                    run_start = t
+                elif to == "JOB_FINISHED" and t >= lo:
+                    finished[int(t // 60)] += 1
             cur = to
         if pend_m >= 0 and pend_from != cur:
             if pend_from is not None:
                 sd[pend_m * K + sidx[pend_from]] -= 1
             sd[pend_m * K + sidx[cur]] += 1  # type: ignore[index]
         if run_start is not None and state == "RUNNING":
+            res = doc.get("spec", {}).get("resources") or {}
+            weight = res.get("numNodes", 1) / res.get("nodePackingCount", 1)
             s = max(run_start, lo)
-            util.append((s, weight))
+            util_t.append(s)
+            util_d.append(weight)
             add_area(area, s, max(s, now), weight)
         if state in FAILING_STATES:
             lu = status.get("lastUpdate")
-            if lu is None or _epoch(lu) >= lo:
+            if lu is None or since is None or _epoch(lu) >= lo:
                 rc = status.get("returnCode")
-                failures["none" if rc is None else str(rc)].append((md.get("name", ""), failure_reason(status)))
+                name = doc.get("metadata", {}).get("name", "")
+                failures["none" if rc is None else str(rc)].append((name, failure_reason(status)))
     state_delta: dict[int, Counter[str]] = defaultdict(Counter)
     for key, d in sd.items():
         if d:
@@ -408,7 +457,7 @@ def _build_report(docs: Iterable[dict[str, Any]], namespace: str, selector: str,
             for m in before:
                 del states[m]
     return Report(namespace, selector, since, now, n, dict(state_counts), dict(finished), dict(area),
-                  step_series(util), states, dict(runtimes), dict(failures))
+                  step_series_of(util_t, util_d), states, dict(runtimes), dict(failures))
 
 
 # --- Balsam's balsam.analytics ------------------------------------------------------
