@@ -76,7 +76,8 @@ MODULES = [
     Module("selectors", "apis/_selectors.py", ["tests/apis/test_selectors.py"]),
     Module("templates", "apis/_templates.py", ["tests/nodeagent/test_templates.py",
                                               "tests/nodeagent/test_template_rules.py",
-                                              "tests/apis/test_template_quoting.py"]),
+                                              "tests/apis/test_template_quoting.py",
+                                              "tests/apis/test_template_quoting_rules.py"]),
     Module("quoting", "nodeagent/_launch.py", ["tests/nodeagent/test_launch.py"], ["simple_argv"]),
     # The constraints a placement must meet (fit, whole GPUs, ids, occupancy), not the
     # first-fit search around them; without the 400-example property test (minutes a mutant).
