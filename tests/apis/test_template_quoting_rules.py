@@ -35,6 +35,9 @@ def test_the_message_names_the_placeholder_its_context_and_the_safe_form() -> No
     ("echo $( (cd /; ls) {{ x }} )", "inside $( ... )"),
     # An escaped quote inside double quotes does not close them.
     ('echo "\\"{{ x }}"', "inside double quotes"),
+    # Single quotes end at the next ' and nowhere else (not at a space or another character).
+    ("echo 'run {{ x }} now'", "inside single quotes"),
+    ("echo 'a{{ x }}'", "inside single quotes"),
 ])
 def test_each_context_is_named(command: str, where: str) -> None:
     assert f"is {where};" in refusal(command)
@@ -53,6 +56,11 @@ def test_the_first_unsafe_placeholder_is_named_not_a_safe_one_before_it() -> Non
     "echo $(date) {{ x }}",           # so does $( ... )
     "echo $(cd /; (ls)) {{ x }}",     # and a nested ( ... ) inside it
     "echo 'a' \"b\" {{ x }}",
+    "echo 'a b' {{ x }}",
+    "echo 'it\"s' {{ x }}",           # a " inside single quotes is a plain character
+    "echo $(echo \"a\") {{ x }}",      # quotes inside a substitution close inside it
+    "echo \"(a)\" {{ x }}",            # a ) outside a substitution is a plain character
+    "case $1 in a) echo {{ x }};; esac",
     "echo {# it's #} {{ x }}",        # a Jinja comment is not shell text
     "echo {{ x }}",
     "echo hello",

@@ -83,6 +83,12 @@ def test_awaiting_with_every_parent_finished_is_released(registry):
     assert get_condition(new.status.conditions, "ParentMissing") is None
 
 
+def test_a_waiting_job_whose_parents_were_all_edited_away_is_released_as_finished_parents(registry):
+    new, _ = step(registry, DEP, "kid", edited(job("kid", S.AWAITING_PARENTS, ())))
+    assert states(new) == ["READY", "STAGED_IN", "PREPROCESSED"]
+    assert new.status.history[0].message == "all parents finished"
+
+
 @pytest.mark.parametrize("parent_state", [s for s in S if s is not S.JOB_FINISHED and s is not S.FAILED])
 def test_a_parent_not_finished_keeps_the_child_waiting(registry, parent_state):
     new, _ = step(registry, DEP, "kid", job("p", parent_state), job("done", S.JOB_FINISHED),
@@ -315,10 +321,10 @@ def test_a_job_that_is_its_own_parent_is_a_cycle(registry):
 
 
 def test_the_waiting_condition_names_at_most_five_parents_and_counts_the_rest(registry):
-    names = tuple(f"p{i}" for i in range(7))
+    names = tuple(f"p{i}" for i in range(12))
     new, _ = step(registry, DEP, "kid", *(job(n, S.RUNNING) for n in names), job("kid", parents=names))
     cond = get_condition(new.status.conditions, "Waiting")
-    assert cond.message == "waiting for its 7 parent job(s) to finish: p0, p1, p2, p3, p4 and 2 more"
+    assert cond.message == "waiting for its 12 parent job(s) to finish: p0, p1, p2, p3, p4 and 7 more"
     five = names[:5]
     new, _ = step(registry, DEP, "kid", *(job(n, S.RUNNING) for n in five), job("kid", parents=five))
     cond = get_condition(new.status.conditions, "Waiting")
