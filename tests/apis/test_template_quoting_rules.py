@@ -38,6 +38,10 @@ def test_the_message_names_the_placeholder_its_context_and_the_safe_form() -> No
     # Single quotes end at the next ' and nowhere else (not at a space or another character).
     ("echo 'run {{ x }} now'", "inside single quotes"),
     ("echo 'a{{ x }}'", "inside single quotes"),
+    # Double quotes end at the next unescaped " (not at a space).
+    ('echo "run {{ x }} now"', "inside double quotes"),
+    # The scan starts at the first character: a command that opens with a quote.
+    ('"{{ x }}" --flag', "inside double quotes"),
 ])
 def test_each_context_is_named(command: str, where: str) -> None:
     assert f"is {where};" in refusal(command)
