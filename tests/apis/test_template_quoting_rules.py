@@ -65,6 +65,8 @@ def test_the_first_unsafe_placeholder_is_named_not_a_safe_one_before_it() -> Non
     "echo $(echo \"a\") {{ x }}",      # quotes inside a substitution close inside it
     "echo \"(a)\" {{ x }}",            # a ) outside a substitution is a plain character
     "case $1 in a) echo {{ x }};; esac",
+    "echo \"(\" {{ x }}",              # nor is a ( inside double quotes
+    "echo $HOME {{ x }}",              # $ opens a substitution only before (
     "echo {# it's #} {{ x }}",        # a Jinja comment is not shell text
     "echo {{ x }}",
     "echo hello",
