@@ -201,6 +201,24 @@ def test_an_error_without_a_policy_fails(registry):
     assert new.status.message == "exited with code 2; no retry policy allows another attempt"
 
 
+def test_a_failed_job_says_why_in_its_failed_condition(registry):
+    none, _ = step(registry, HOOK, "j", failed_run("j", code=2))
+    cond = get_condition(none.status.conditions, "Failed")
+    assert (cond.status, cond.reason, cond.message) == (
+        "True", "NoRetry", "the run exited with code 2; no retry policy allows another attempt")
+    unlisted, _ = step(registry, HOOK, "j", failed_run("j", code=2, retry={"limit": 5, "onExitCodes": [75]}))
+    assert get_condition(unlisted.status.conditions, "Failed").reason == "NoRetry"
+    used_up, _ = step(registry, HOOK, "j", failed_run("j", S.RUN_TIMEOUT, code=None, attempts=4))
+    cond = get_condition(used_up.status.conditions, "Failed")
+    assert (cond.status, cond.reason, cond.message) == (
+        "True", "RetriesExhausted", "the run timed out; gave up after 4 attempt(s) (retry.limit 3)")
+
+
+def test_a_restarted_job_has_no_failed_condition(registry):
+    new, _ = step(registry, HOOK, "j", failed_run("j", code=3, retry={"limit": 1}))
+    assert states(new) == ["RESTART_READY"] and get_condition(new.status.conditions, "Failed") is None
+
+
 @pytest.mark.parametrize(("code", "to"), [(75, S.RESTART_READY), (1, S.RESTART_READY), (2, S.FAILED),
                                           (-9, S.FAILED), (None, S.FAILED)])
 def test_only_listed_exit_codes_are_retried(registry, code, to):
