@@ -42,6 +42,9 @@ def test_the_message_names_the_placeholder_its_context_and_the_safe_form() -> No
     ('echo "run {{ x }} now"', "inside double quotes"),
     # The scan starts at the first character: a command that opens with a quote.
     ('"{{ x }}" --flag', "inside double quotes"),
+    # Single quotes open inside a substitution too; the scan goes on after closed quotes.
+    ("echo $(cat '{{ x }}')", "inside single quotes"),
+    ("echo 'a' \"{{ x }}\"", "inside double quotes"),
 ])
 def test_each_context_is_named(command: str, where: str) -> None:
     assert f"is {where};" in refusal(command)
@@ -67,6 +70,13 @@ def test_the_first_unsafe_placeholder_is_named_not_a_safe_one_before_it() -> Non
     "case $1 in a) echo {{ x }};; esac",
     "echo \"(\" {{ x }}",              # nor is a ( inside double quotes
     "echo $HOME {{ x }}",              # $ opens a substitution only before (
+    "echo $$ {{ x }}",
+    "echo \"f(\" {{ x }}",             # and only a $ does
+    "echo $(echo 'a)') {{ x }}",       # a ) inside single quotes does not close $( ... )
+    "echo `case $1 in a) echo b;; esac` {{ x }}",  # nor does a ) close backticks
+    "echo 'abc' {{ x }}",
+    "echo {{ x }} \\",                 # a trailing backslash ends the scan
+    '{% if x != "$(" %}echo {{ x }}{% endif %}',  # a Jinja block is not shell text
     "echo {# it's #} {{ x }}",        # a Jinja comment is not shell text
     "echo {{ x }}",
     "echo hello",
