@@ -81,3 +81,15 @@ def test_a_multi_node_share_ignores_its_packing_count_and_still_needs_an_idle_no
     node = NodeOccupancy("n", cpus=8)
     node.allocate("half", JobShape(node_packing_count=2))
     assert not node.can_fit(JobShape(num_nodes=2, cpus_per_node=1, node_packing_count=2))
+
+
+@pytest.mark.parametrize("bad", [{"num_nodes": 0}, {"cpus_per_node": 0}, {"gpus_per_node": -1},
+                                 {"node_packing_count": 0}])
+def test_a_shape_below_its_bounds_is_refused(bad: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="must be >="):
+        JobShape(**bad)
+
+
+def test_float_noise_below_a_whole_gpu_asks_for_none() -> None:
+    assert JobShape.of(gpus_per_rank=1e-12).gpus_per_node == 0
+    assert JobShape.of(ranks_per_node=10, gpus_per_rank=0.7).gpus_per_node == 7
