@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from store import Compare, Conflict, Delete, Get, Put, StoreError, open_store
+from store import Compacted, Compare, Conflict, Delete, Get, Put, StoreError, open_store
 from store._sqlite import InvalidRequest
 
 
@@ -77,3 +77,14 @@ def test_a_closed_store_says_so(tmp_path: Path) -> None:
                  lambda: s.txn([], [Put("/k", b"1")])):
         with pytest.raises(StoreError, match="is closed"):
             call()
+
+
+def test_a_compaction_is_recorded_apart_from_the_current_revision(store) -> None:
+    store.put("/a", b"1")
+    mid = store.put("/a", b"2")
+    store.put("/a", b"3")
+    store.compact(mid)  # below the current revision: must not be taken as done already
+    with pytest.raises(Compacted):
+        store.watch("/", start_revision=mid)
+    with store.watch("/", start_revision=mid + 1):
+        pass
