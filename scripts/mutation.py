@@ -75,7 +75,9 @@ MODULES = [
     Module("workdir", "apis/_kinds.py", ["tests/apis/test_workdir.py"], ["validate_workdir"]),
     Module("selectors", "apis/_selectors.py", ["tests/apis/test_selectors.py"]),
     Module("templates", "apis/_templates.py", ["tests/nodeagent/test_templates.py",
-                                              "tests/nodeagent/test_template_rules.py"]),
+                                              "tests/nodeagent/test_template_rules.py",
+                                              "tests/apis/test_template_quoting.py",
+                                              "tests/apis/test_template_quoting_rules.py"]),
     Module("quoting", "nodeagent/_launch.py", ["tests/nodeagent/test_launch.py"], ["simple_argv"]),
     # The constraints a placement must meet (fit, whole GPUs, ids, occupancy), not the
     # first-fit search around them; without the 400-example property test (minutes a mutant).
@@ -94,7 +96,7 @@ MODULES = [
     Module("retry", "controllers/hook.py", ["tests/controllers/test_decisions.py"],
            ["HookReconciler._default", "HookReconciler._error_retryable", "HookReconciler._retry_or_fail"]),
     Module("dependency", "controllers/dependency.py", ["tests/controllers/test_decisions.py"],
-           ["DependencyReconciler.reconcile"]),
+           ["DependencyReconciler.reconcile", "DependencyReconciler._cycle", "names_text"]),
 ]
 
 

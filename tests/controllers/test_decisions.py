@@ -83,13 +83,20 @@ def test_awaiting_with_every_parent_finished_is_released(registry):
     assert get_condition(new.status.conditions, "ParentMissing") is None
 
 
+def test_a_waiting_job_whose_parents_were_all_edited_away_is_released_as_finished_parents(registry):
+    new, _ = step(registry, DEP, "kid", edited(job("kid", S.AWAITING_PARENTS, ())))
+    assert states(new) == ["READY", "STAGED_IN", "PREPROCESSED"]
+    assert new.status.history[0].message == "all parents finished"
+
+
 @pytest.mark.parametrize("parent_state", [s for s in S if s is not S.JOB_FINISHED and s is not S.FAILED])
 def test_a_parent_not_finished_keeps_the_child_waiting(registry, parent_state):
     new, _ = step(registry, DEP, "kid", job("p", parent_state), job("done", S.JOB_FINISHED),
                   job("kid", parents=("done", "p")))
     assert states(new) == ["AWAITING_PARENTS"]
     assert new.status.history[0].message == "waiting for 1 parent(s)"
-    assert new.status.conditions == []
+    assert [(c.type, c.reason, c.message) for c in new.status.conditions] == [
+        ("Waiting", "WaitingForParents", "waiting for its 2 parent job(s) to finish: done, p")]
 
 
 def test_pending_and_missing_parents_are_counted_and_the_missing_one_named(registry):
@@ -100,15 +107,33 @@ def test_pending_and_missing_parents_are_counted_and_the_missing_one_named(regis
     assert get_condition(new.status.conditions, "ParentFailed") is None
 
 
+def waiting_since_last_look(name: str, parents: tuple[str, ...]) -> Job:
+    """A job that waits and was already looked at: its Waiting condition written, its spec
+    generation observed."""
+    j = job(name, S.AWAITING_PARENTS, parents)
+    set_condition(j.status.conditions, "Waiting", "True", "WaitingForParents",
+                  f"waiting for its {len(parents)} parent job(s) to finish: " + ", ".join(parents), utcnow())
+    j.status.observed_generation = j.metadata.generation
+    return j
+
+
 def test_a_waiting_child_with_nothing_new_is_not_written(registry):
-    new, result = step(registry, DEP, "kid", job("p", S.RUNNING), job("kid", S.AWAITING_PARENTS, ("p",)))
+    new, result = step(registry, DEP, "kid", job("p", S.RUNNING), waiting_since_last_look("kid", ("p",)))
     assert new is None and result is None
+
+
+def test_a_waiting_child_whose_spec_changed_records_the_generation_it_saw(registry):
+    kid = waiting_since_last_look("kid", ("p",))
+    kid.metadata.generation, kid.status.observed_generation = 2, 1
+    new, _ = step(registry, DEP, "kid", job("p", S.RUNNING), kid)
+    assert new is not None and new.status.observed_generation == 2
 
 
 def test_conditions_of_the_past_are_removed_while_still_waiting(registry):
     new, _ = step(registry, DEP, "kid", job("p", S.RUNNING),
                   job("kid", S.AWAITING_PARENTS, ("p",), conditions=("ParentFailed", "ParentMissing")))
-    assert new.status.state is S.AWAITING_PARENTS and new.status.conditions == []
+    assert new.status.state is S.AWAITING_PARENTS
+    assert [c.type for c in new.status.conditions] == ["Waiting"]
 
 
 def test_failed_parents_under_wait_set_a_condition_naming_the_first_and_counting_the_rest(registry):
@@ -176,6 +201,24 @@ def test_an_error_without_a_policy_fails(registry):
     assert new.status.message == "exited with code 2; no retry policy allows another attempt"
 
 
+def test_a_failed_job_says_why_in_its_failed_condition(registry):
+    none, _ = step(registry, HOOK, "j", failed_run("j", code=2))
+    cond = get_condition(none.status.conditions, "Failed")
+    assert (cond.status, cond.reason, cond.message) == (
+        "True", "NoRetry", "the run exited with code 2; no retry policy allows another attempt")
+    unlisted, _ = step(registry, HOOK, "j", failed_run("j", code=2, retry={"limit": 5, "onExitCodes": [75]}))
+    assert get_condition(unlisted.status.conditions, "Failed").reason == "NoRetry"
+    used_up, _ = step(registry, HOOK, "j", failed_run("j", S.RUN_TIMEOUT, code=None, attempts=4))
+    cond = get_condition(used_up.status.conditions, "Failed")
+    assert (cond.status, cond.reason, cond.message) == (
+        "True", "RetriesExhausted", "the run timed out; gave up after 4 attempt(s) (retry.limit 3)")
+
+
+def test_a_restarted_job_has_no_failed_condition(registry):
+    new, _ = step(registry, HOOK, "j", failed_run("j", code=3, retry={"limit": 1}))
+    assert states(new) == ["RESTART_READY"] and get_condition(new.status.conditions, "Failed") is None
+
+
 @pytest.mark.parametrize(("code", "to"), [(75, S.RESTART_READY), (1, S.RESTART_READY), (2, S.FAILED),
                                           (-9, S.FAILED), (None, S.FAILED)])
 def test_only_listed_exit_codes_are_retried(registry, code, to):
@@ -239,3 +282,68 @@ def test_without_hooks_the_lifecycle_steps_are_taken_at_once(registry):
 @pytest.mark.parametrize("state", [S.CREATED, S.READY, S.PREPROCESSED, S.RUNNING, S.RESTART_READY, S.FAILED])
 def test_states_without_a_hook_step_are_left_alone(registry, state):
     assert step(registry, HOOK, "j", failed_run("j", state)) == (None, None)
+
+
+# --- dependency cycles (an edit of spec.parents that closes one) ----------------------------------
+
+def edited(j: Job) -> Job:
+    """``j`` after an edit of its spec that no reconcile has observed yet."""
+    j.metadata.generation, j.status.observed_generation = 2, 1
+    return j
+
+
+def test_an_edit_that_closes_a_cycle_fails_the_job_naming_the_cycle_then_the_rest_of_it(registry):
+    dep = DependencyReconciler(NoHooks())
+    a = waiting_since_last_look("a", ("c",))
+    c = waiting_since_last_look("c", ("b",))
+    b = edited(job("b", S.AWAITING_PARENTS, ("a",)))
+    new, _ = step(registry, dep, "b", a, b, c)
+    msg = ("its parents form a dependency cycle: b → a → c → b; no job of it can ever start "
+           "(edit spec.parents and submit the jobs again)")
+    assert states(new) == ["FAILED"] and new.status.message == msg
+    assert new.status.observed_generation == 2
+    cond = get_condition(new.status.conditions, "Failed")
+    assert cond is not None and (cond.status, cond.reason, cond.message) == ("True", "DependencyCycle", msg)
+    assert get_condition(new.status.conditions, "Waiting") is None
+    # The other members are failed each in their own reconcile, with the same message,
+    # although their own spec did not change.
+    for other in ("a", "c"):
+        failed_too, _ = step(registry, dep, other, a, new, c)
+        assert states(failed_too) == ["FAILED"] and failed_too.status.message == msg
+        cond = get_condition(failed_too.status.conditions, "Failed")
+        assert cond is not None and cond.reason == "DependencyCycle"
+    # Failed once: a later look at a member finds nothing more to do.
+    again, _ = step(registry, dep, "a", a, new, c)
+    assert again is None
+
+
+def test_a_cycle_is_looked_for_only_when_the_spec_changed_since_the_last_look(registry):
+    dep = DependencyReconciler(NoHooks())
+    a, b = waiting_since_last_look("a", ("b",)), waiting_since_last_look("b", ("a",))
+    new, _ = step(registry, dep, "b", a, b)
+    assert new is None
+
+
+def test_a_loop_through_a_job_that_no_longer_waits_is_no_cycle(registry):
+    dep = DependencyReconciler(NoHooks())
+    running_a = job("a", S.RUNNING, ("b",))
+    new, _ = step(registry, dep, "b", running_a, edited(job("b", S.AWAITING_PARENTS, ("a",))))
+    assert new is not None and new.status.state is S.AWAITING_PARENTS
+    assert get_condition(new.status.conditions, "Failed") is None
+
+
+def test_a_job_that_is_its_own_parent_is_a_cycle(registry):
+    dep = DependencyReconciler(NoHooks())
+    new, _ = step(registry, dep, "me", edited(job("me", S.AWAITING_PARENTS, ("me",))))
+    assert states(new) == ["FAILED"] and "dependency cycle: me → me;" in new.status.message
+
+
+def test_the_waiting_condition_names_at_most_five_parents_and_counts_the_rest(registry):
+    names = tuple(f"p{i}" for i in range(12))
+    new, _ = step(registry, DEP, "kid", *(job(n, S.RUNNING) for n in names), job("kid", parents=names))
+    cond = get_condition(new.status.conditions, "Waiting")
+    assert cond.message == "waiting for its 12 parent job(s) to finish: p0, p1, p2, p3, p4 and 7 more"
+    five = names[:5]
+    new, _ = step(registry, DEP, "kid", *(job(n, S.RUNNING) for n in five), job("kid", parents=five))
+    cond = get_condition(new.status.conditions, "Waiting")
+    assert cond.message == "waiting for its 5 parent job(s) to finish: p0, p1, p2, p3, p4"

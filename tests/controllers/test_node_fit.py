@@ -58,3 +58,38 @@ def test_a_job_is_placed_on_a_node_once() -> None:
         node.allocate("j", JobShape(node_packing_count=8))
     with pytest.raises(PlacementConflict, match="does not fit"):
         NodeOccupancy("m", cpus=1).allocate("k", JobShape(cpus_per_node=2))
+
+
+def test_a_node_with_exactly_the_cpus_a_share_needs_fits_it() -> None:
+    exact = JobShape(cpus_per_node=4, node_packing_count=2)
+    assert NodeOccupancy("n", cpus=4).could_ever_fit(exact)
+    node = NodeOccupancy("m", cpus=8)
+    node.allocate("busy", exact)
+    assert node.can_fit(exact)  # 4 CPUs left, 4 needed
+    node.allocate("second", exact)
+    assert not node.can_fit(JobShape(cpus_per_node=1, node_packing_count=8))
+
+
+def test_releasing_a_job_that_holds_nothing_here_is_false() -> None:
+    node = NodeOccupancy("n", cpus=8)
+    assert node.release("nobody") is False
+    node.allocate("j", JobShape(node_packing_count=8))
+    assert node.release("j") is True and node.release("j") is False
+
+
+def test_a_multi_node_share_ignores_its_packing_count_and_still_needs_an_idle_node() -> None:
+    node = NodeOccupancy("n", cpus=8)
+    node.allocate("half", JobShape(node_packing_count=2))
+    assert not node.can_fit(JobShape(num_nodes=2, cpus_per_node=1, node_packing_count=2))
+
+
+@pytest.mark.parametrize("bad", [{"num_nodes": 0}, {"cpus_per_node": 0}, {"gpus_per_node": -1},
+                                 {"node_packing_count": 0}])
+def test_a_shape_below_its_bounds_is_refused(bad: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="must be >="):
+        JobShape(**bad)
+
+
+def test_float_noise_below_a_whole_gpu_asks_for_none() -> None:
+    assert JobShape.of(gpus_per_rank=1e-12).gpus_per_node == 0
+    assert JobShape.of(ranks_per_node=10, gpus_per_rank=0.7).gpus_per_node == 7

@@ -36,3 +36,12 @@ def test_undeclared_names_are_listed_with_the_right_verb() -> None:
         validate_command("echo {{ b }} {{ a }}", {})
     assert str(two.value) == ('command template uses "a", "b", which are not a declared parameter '
                               "(declare it under spec.parameters)")
+
+
+def test_a_parameter_the_app_does_not_declare_is_refused_naming_what_it_declares() -> None:
+    with pytest.raises(TemplateError) as some:
+        render_command("echo {{ x }}", {"x": {}, "a": {"required": False}}, {"x": "1", "zz": "2", "yy": "3"})
+    assert str(some.value) == 'parameter "yy", "zz" is not declared by the app (declared: a, x)'
+    with pytest.raises(TemplateError) as none:
+        render_command("echo hi", {}, {"zz": "2"})
+    assert str(none.value) == 'parameter "zz" is not declared by the app (declared: none)'

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from store import Compare, Delete, Get, Put, open_store
+from store import Compacted, Compare, Conflict, Delete, Get, Put, StoreError, open_store
 from store._sqlite import InvalidRequest
 
 
@@ -40,3 +40,51 @@ def test_reading_a_key_it_writes_is_allowed(store) -> None:
 def test_compare_operators_at_their_edges(store, op: str, value: int, holds: bool) -> None:
     rev = store.put("/k", b"v")
     assert store.txn([Compare.mod("/k", op, rev + value)], []).succeeded is holds  # type: ignore[arg-type]
+
+
+def test_create_and_version_compares_read_their_own_counters(store) -> None:
+    store.put("/first", b"0")
+    store.put("/second", b"0")
+    created = store.put("/k", b"1")
+    store.put("/other", b"x")
+    store.put("/k", b"2")  # mod moves on; create stays, version is 2
+    assert store.txn([Compare("/k", "create", "==", created)], []).succeeded
+    assert not store.txn([Compare("/k", "create", "==", created + 2)], []).succeeded
+    assert store.txn([Compare("/k", "version", "==", 2)], []).succeeded
+    assert created != 2 and not store.txn([Compare("/k", "version", "==", created)], []).succeeded
+
+
+def test_a_conflict_reports_the_revision_that_was_expected(store) -> None:
+    rev = store.put("/k", b"1")
+    with pytest.raises(Conflict) as absent:
+        store.put("/k", b"2", expect_revision=0)
+    assert absent.value.expected == 0 and absent.value.current.mod_revision == rev
+    with pytest.raises(Conflict) as stale:
+        store.put("/k", b"2", expect_revision=rev + 5)
+    assert stale.value.expected == rev + 5
+    with pytest.raises(Conflict) as gone:
+        store.delete("/k", expect_revision=0)
+    assert gone.value.expected == 0
+    with pytest.raises(Conflict) as stale_delete:
+        store.delete("/k", expect_revision=rev + 5)
+    assert stale_delete.value.expected == rev + 5
+
+
+def test_a_closed_store_says_so(tmp_path: Path) -> None:
+    s = open_store(f"sqlite://{tmp_path}/closed.db")
+    s.close()
+    for call in (s.current_revision, lambda: s.put("/k", b"1"), lambda: s.delete("/k"),
+                 lambda: s.txn([], [Put("/k", b"1")])):
+        with pytest.raises(StoreError, match="is closed"):
+            call()
+
+
+def test_a_compaction_is_recorded_apart_from_the_current_revision(store) -> None:
+    store.put("/a", b"1")
+    mid = store.put("/a", b"2")
+    store.put("/a", b"3")
+    store.compact(mid)  # below the current revision: must not be taken as done already
+    with pytest.raises(Compacted):
+        store.watch("/", start_revision=mid)
+    with store.watch("/", start_revision=mid + 1):
+        pass
