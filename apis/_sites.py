@@ -3,7 +3,7 @@
 * **A site is a namespace.**  Every key of a site's objects has its namespace in a fixed place
   (``/registry/<plural>/<ns>/...``, ``/index/<plural>/<index>/<ns>/...``), so an etcd role made
   of prefix permissions can let a site's controller manager and node agents write their own
-  site's keys and nothing else (:func:`site_permissions`).  On a shared cluster each site is made
+  site's keys and nothing else (:func:`apis._roles.site_permissions`).  On a shared cluster each site is made
   with ``balsamctl init DIR --name polaris --namespace polaris``.
 * **A job names its site** (``Job(..., site_name="polaris")`` / ``spec.site``): the Python client
   creates it in that Site's namespace (:func:`place_jobs`), and the registry refuses a job whose
@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,51 +23,6 @@ from ._errors import BadRequest
 if TYPE_CHECKING:
     from ._kinds import Site
     from ._registry import Registry
-
-#: The secondary indexes a site writes (apis/_registry.py ``index_entries``); a role grants
-#: each one under the site's namespace.
-SITE_INDEXES = ("label", "state", "app", "parent", "node", "boundnode", "batchjob")
-#: Read by every client for the store's current revision (store/_etcd.py ``REVISION_KEY``).
-REVISION_KEY = "/revision"
-LEASES = "/leases/"
-
-Permission = tuple[str, str]  # ("read" | "write" | "readwrite", key prefix; a trailing "\0": one key)
-
-
-def _plurals() -> list[str]:
-    from ._kinds import ALL_KINDS  # _kinds imports this module (SiteMixin)
-
-    return [k.PLURAL for k in ALL_KINDS]  # Events too: the site's controllers record them
-
-
-def site_permissions(namespace: str) -> list[Permission]:
-    """What a site's controller manager and node agents may touch: every kind and index of its
-    own namespace, its leader lease, and (read) every Site, so that jobs naming another site
-    can be told apart."""
-    perms: list[Permission] = [("read", REVISION_KEY + "\0"), ("read", "/registry/sites/")]
-    for plural in _plurals():
-        perms.append(("readwrite", f"/registry/{plural}/{namespace}/"))
-        perms += [("readwrite", f"/index/{plural}/{index}/{namespace}/") for index in SITE_INDEXES]
-    perms.append(("readwrite", f"{LEASES}controller-manager/{namespace}\0"))
-    return perms
-
-
-def user_permissions(namespaces: Iterable[str]) -> list[Permission]:
-    """A submitting user: create, read (and watch) jobs of the sites it may use; read their
-    Apps; read every Site (to find a site by name)."""
-    perms: list[Permission] = [("read", REVISION_KEY + "\0"), ("read", "/registry/sites/")]
-    for ns in namespaces:
-        perms.append(("readwrite", f"/registry/jobs/{ns}/"))
-        perms += [("readwrite", f"/index/jobs/{index}/{ns}/") for index in SITE_INDEXES]
-        perms.append(("read", f"/registry/apps/{ns}/"))
-        perms.append(("read", f"/registry/events/{ns}/"))  # describe lists a job's Events
-    return perms
-
-
-def dashboard_permissions() -> list[Permission]:
-    """Read everything, write nothing."""
-    return [("read", REVISION_KEY + "\0"), ("read", "/registry/"), ("read", "/index/"), ("read", LEASES)]
-
 
 # --- Balsam's Site API ------------------------------------------------------------------------
 

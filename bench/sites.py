@@ -41,7 +41,7 @@ from typing import Any
 import apis
 import store as st
 from apis import App, Job, ObjectMeta, Registry, Site, SiteConfig, SiteSpec
-from apis._sites import site_permissions, user_permissions
+from apis._roles import site_permissions, user_permissions
 from store.testing import EtcdCluster, etcd_available
 
 from ._harness import Context, Result, Skip, scenario

@@ -21,7 +21,8 @@ from typing import Any
 import click
 
 from apis import Site
-from apis._sites import dashboard_permissions, site_namespace, site_permissions, user_permissions
+from apis._roles import dashboard_permissions, site_permissions, user_permissions
+from apis._sites import site_namespace
 
 from .._context import common_options, get_ctx
 from .._errors import CLIError

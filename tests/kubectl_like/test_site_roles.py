@@ -15,7 +15,7 @@ import store as st
 from apis import KINDS, App, BatchJob, Forbidden, Job, Node, ObjectMeta, Site
 from apis._kinds import Placement
 from apis._registry import Registry, object_key
-from apis._sites import SITE_INDEXES
+from apis._roles import SITE_INDEXES
 from apis._states import JobState
 from kubectl_like.cli import cli
 from store.testing import EtcdCluster
