@@ -3,11 +3,12 @@ server, in its words): the message names the key."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from store import Compacted, Compare, Conflict, Delete, Get, Put, StoreError, open_store
+from store import Compacted, Compare, Conflict, Delete, Get, Put, StoreError, Unavailable, open_store
 from store._sqlite import InvalidRequest
 
 
@@ -88,3 +89,20 @@ def test_a_compaction_is_recorded_apart_from_the_current_revision(store) -> None
         store.watch("/", start_revision=mid)
     with store.watch("/", start_revision=mid + 1):
         pass
+
+
+def test_a_failing_sqlite_surfaces_as_the_stores_unavailable(tmp_path: Path) -> None:
+    """An SQLite error under an open store (here its tables dropped by another connection) is
+    the store's Unavailable, which callers ride through — never a raw sqlite3 error."""
+    s = open_store(f"sqlite://{tmp_path}/broken.db")
+    try:
+        s.put("/k", b"1")
+        raw = sqlite3.connect(tmp_path / "broken.db")
+        raw.executescript("DROP TABLE kv; DROP TABLE log; DROP TABLE meta;")
+        raw.close()
+        for call in (s.current_revision, lambda: s.put("/k", b"2"), lambda: s.delete("/k"),
+                     lambda: s.txn([], [Put("/k", b"3")])):
+            with pytest.raises(Unavailable):
+                call()
+    finally:
+        s.close()
