@@ -16,7 +16,10 @@ def test_fifty_jobs_from_one_location_make_one_task_and_reach_preprocessed(regis
     make_app(registry)
     for i in range(50):
         (remote / f"in{i}.dat").write_text(f"input {i}\n")
-    manager()
+    # A task forms after no item joined for `window` s: 2 s outlasts any pause of a busy
+    # machine between the 50 jobs becoming READY (one batched write), so one task is the rule
+    # at work, not the machine's pace; max_wait far away for the same reason.
+    manager(window=2.0, max_wait=120.0)
     jobs = make_jobs(registry, 50, lambda i: {"inp": f"local:{remote}/in{i}.dat"})
     done = wait_states(registry, [j.name for j in jobs], DONE_IN)
     for j in done:
@@ -35,7 +38,7 @@ def test_batch_size_caps_a_task(registry, site, remote, manager):
     make_app(registry)
     for i in range(25):
         (remote / f"in{i}.dat").write_text("x")
-    manager(batch_size=10)
+    manager(batch_size=10, window=2.0, max_wait=120.0)  # one window holds all 25 (see above)
     jobs = make_jobs(registry, 25, lambda i: {"inp": f"local:{remote}/in{i}.dat"})
     wait_states(registry, [j.name for j in jobs], DONE_IN)
     assert sorted(len(t.spec.items) for t in tasks(registry)) == [5, 10, 10]
@@ -90,16 +93,20 @@ def test_jobs_that_trickle_in_share_a_task_and_a_lone_job_waits_only_the_window(
     make_app(registry)
     for i in range(40):
         (remote / f"in{i}.dat").write_text("x")
-    manager(window=0.4, max_wait=5.0)
-    for b in range(4):  # 4 bursts of 10 jobs, 0.1 s apart: closer than the window
+    # max_wait (120 s) is far beyond wait_states' 20 s deadline: a lone job that waited it
+    # instead of the window would fail the test; the window (3 s) outlasts a busy machine's
+    # pauses between the bursts.
+    manager(window=3.0, max_wait=120.0)
+    for b in range(4):  # 4 bursts of 10 jobs, paced 0.1 s apart: closer than the window
         make_jobs(registry, 10, lambda i, b=b: {"inp": f"local:{remote}/in{b * 10 + i}.dat"}, prefix=f"b{b}-")
         time.sleep(0.1)
     wait_states(registry, [f"b{b}-{i}" for b in range(4) for i in range(10)], DONE_IN)
     assert [len(t.spec.items) for t in tasks(registry)] == [40]
     t0 = time.monotonic()
     make_jobs(registry, 1, lambda i: {"inp": f"local:{remote}/in0.dat"}, prefix="lone")
-    wait_states(registry, ["lone0"], DONE_IN)
-    assert 0.4 <= time.monotonic() - t0 < 3.0
+    wait_states(registry, ["lone0"], DONE_IN)  # within 20 s: it did not wait max_wait
+    assert time.monotonic() - t0 >= 3.0  # it did wait the window (a lower bound: slowness only adds)
+    assert sorted(len(t.spec.items) for t in tasks(registry)) == [1, 40]
 
 
 def test_a_stage_in_through_a_jobs_symlink_fails_the_job_and_writes_nothing_outside(registry, site, remote,
