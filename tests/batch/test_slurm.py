@@ -111,7 +111,9 @@ def test_time_limit_ends_the_allocation_and_its_running_jobs_finish_in_the_next_
                "both jobs running")
     ended = wait_batchjob(registry, "minute", ["finished"], timeout=180)
     assert "TIMEOUT" in ended.status.message, ended.status.message
-    wait_until(lambda: all(j and j.status.state is S.RESTART_READY for j in registry.get_many(Job, names)), 30,
+    # Slurm's KillWait, then the agents' lease TTL and the guardian's fencing may all lie between
+    # the allocation's end and the requeue: a generous deadline, polled.
+    wait_until(lambda: all(j and j.status.state is S.RESTART_READY for j in registry.get_many(Job, names)), 120,
                "jobs requeued, none stuck in RUNNING")
     make_batchjob(registry, "next", nodes=1, wall_time_min=5)
     for j in wait_jobs(registry, names, timeout=60):
