@@ -34,7 +34,7 @@ from ..bulk import update_all
 from ..completion import complete_targets
 from ..merge import apply_patch
 from ..printers import PrintOptions, object_ref, printer_for
-from ._shared import DRY_RUN, dry_run_suffix
+from ._shared import DRY_RUN, dry_run_suffix, warn_finished
 from .get import resolve_targets
 
 IDENTITY = (("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "namespace"))
@@ -143,8 +143,9 @@ def command(args: tuple[str, ...], patch_text: str | None, patch_file: str | Non
     for n in names:
         if n not in found:
             raise NotFound(kind.resource_name(), n)
-    done = dict(((o.namespace, o.name), new) for o, new in
-                update_all(ctx.registry, kind, objs, lambda o: patched(o, patch, patch_type), dry_run=dry_run))
+    pairs = update_all(ctx.registry, kind, objs, lambda o: patched(o, patch, patch_type), dry_run=dry_run)
+    warn_finished(ctx, pairs)
+    done = {(o.namespace, o.name): new for o, new in pairs}
     if output:
         shown = [done.get((o.namespace, o.name), o) for o in objs]
         click.echo(printer_for(output, kind, PrintOptions()).render(shown, single=len(shown) == 1), nl=False)
