@@ -130,11 +130,12 @@ def complete_field_selector(ctx: click.Context, param: click.Parameter, incomple
     already typed (``spec.app=hello,``); job states after ``status.state=``."""
     head, sep, last = incomplete.rpartition(",")
     lead = head + sep
-    args = [a for a in (ctx.params.get("args") or ()) if a]
+    # While an option's value is completed, click leaves the positional words in ctx.args.
+    args = [a for a in (ctx.params.get("args") or ctx.args or ()) if a and not a.startswith("-")]
     try:
         kind = kind_for(args[0].partition("/")[0]) if args else kind_for("job")
-    except Exception:  # noqa: BLE001
-        return []
+    except Exception:  # noqa: BLE001 - `retry NAME`: no kind given, the names are jobs'
+        kind = kind_for("job")
     path, eq, value = last.partition("=")
     if eq:
         if path.rstrip("!=") == "status.state" and kind.KIND == "Job":
