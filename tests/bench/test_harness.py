@@ -54,6 +54,8 @@ EXPECTED_FIGURES = {
     "chaos": {"{b}.lease_ttl", "{b}.lost", "{b}.overlapping_runs", "{b}.tracebacks", "{b}.faults",
               "{b}.recovery_worst", "{b}.recovery_median", "{b}.no_recovery", "{b}.extra_runs_without_timeout",
               "{b}.index_problems", "{b}.leftover_processes"},
+    "cli-verbs": {"{b}.list_all", "{b}.state_index", "{b}.name_index", "{b}.workdir_scan", "{b}.workdir_narrowed",
+                  "{b}.retry", "{b}.label"},
     "placement": {"engine", "placements", "placements_with_events", "lower_bound_rounds", "rounds", "efficiency",
                   "unschedulable"},
 }
