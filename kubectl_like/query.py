@@ -3,7 +3,9 @@ store's indexes (``apis.QuerySet``), in one namespace or all of them (``-A``).
 
 Filters by state and by label are answered from index keys: the objects read are the
 ones that match (plus, for the selector operators no index can answer, ``!=``,
-``notin`` and ``!key``, the candidates that the other requirements leave).
+``notin`` and ``!key``, the candidates that the other requirements leave). So are the
+``--field-selector`` requirements an index answers (``fieldselector.py``: ``status.state``,
+``spec.app``, ``metadata.name``); the others are predicates on those candidates.
 """
 
 from __future__ import annotations

@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 
 import store as st
-from apis import Job
+from apis import Job, JobState
 from apis import Site as SiteKind
 from apis._registry import object_key
 from kubectl_like.fieldselector import parse_field_selector
 from kubectl_like.query import Filters
 
+from ._streams import Proc, move
 from .conftest import Site, hello_app, job_doc, write_yaml
 from .test_get import names, seed_jobs, t
 
@@ -76,14 +77,19 @@ def test_indexed_fields_never_read_other_objects(any_site: Site, tmp_path: Path)
     assert any_site.run("get", "jobs", "--field-selector", "spec.workdir=w/a").exit_code == 1
 
 
-def test_field_selector_decides_streamed_changes(any_site: Site, tmp_path: Path) -> None:
-    """get -w applies the field selector to streamed changes too (Filters.matches)."""
-    f = write_yaml(tmp_path / "j.yaml", [hello_app(), job_doc("a", "w/a"), job_doc("b", "w/b")])
+def test_field_selector_applies_to_a_watch(any_site: Site, tmp_path: Path, procs: list[Proc]) -> None:
+    """get -w --field-selector: streamed changes pass the same requirements (Filters.matches)."""
+    f = write_yaml(tmp_path / "j.yaml", [hello_app(), job_doc("a", "keep/a"), job_doc("b", "skip/me")])
     assert any_site.run("apply", "-f", str(f)).exit_code == 0
     reg = any_site.registry()
-    a, b = (reg.get(Job, n, any_site.namespace) for n in ("a", "b"))
-    flt = Filters.parse(None, (), {}, None, None, fields=parse_field_selector("spec.workdir!=w/b", Job))
-    assert flt.matches(a) and not flt.matches(b)
+    w = Proc(any_site.path, "get", "jobs", "-w", "-o", "name",
+             "--field-selector", "spec.workdir!=skip/me,status.state=READY")
+    procs.append(w)
+    move(reg, "b", [JobState.READY], any_site.namespace)  # first, so that were it printed it would come first
+    move(reg, "a", [JobState.READY], any_site.namespace)
+    assert w.line() == "job.balsam.io/a\n"
+    flt = Filters.parse(None, (), {}, None, None, fields=parse_field_selector("spec.workdir!=skip/me", Job))
+    assert flt.matches(reg.get(Job, "a", any_site.namespace)) and not flt.matches(reg.get(Job, "b", any_site.namespace))
 
 
 def test_workdir_is_a_path_fragment_like_balsam_job_ls(jobs_site: Site) -> None:
@@ -139,3 +145,14 @@ def test_workdir_on_another_kind_is_refused(site: Site) -> None:
     line = site.run("get", "apps", "--workdir", "x").one_error()
     assert line == "error: --workdir only applies to jobs, not apps"
     assert site.revision() == rev
+
+
+def test_delete_with_a_field_selector(jobs_site: Site) -> None:
+    r = jobs_site.run("delete", "jobs", "--field-selector", "status.state=FAILED,spec.workdir!=test/3")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.strip() == 'job.balsam.io "test-0" deleted'
+    assert names(jobs_site, "--state", "FAILED") == t(3)
+    rev = jobs_site.revision()
+    assert jobs_site.run("delete", "jobs", "--field-selector", "spec.nope=1").one_error().startswith(
+        'error: field label not supported: "spec.nope"')
+    assert jobs_site.revision() == rev
