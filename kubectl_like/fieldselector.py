@@ -159,5 +159,5 @@ def parse_field_selector(text: str | None, kind: type[Resource]) -> FieldSelecto
                            f'{", ".join(sorted(supported))})')
         if any(c in value for c in "!=()"):
             raise CLIError(f'invalid field selector "{part}": a value may not contain "!", "=" or parentheses')
-        reqs.append(FieldRequirement(spec, "!=" if op == "!=" else "=", spec.normalize(value) if value else value))
+        reqs.append(FieldRequirement(spec, "!=" if op == "!=" else "=", spec.normalize(value)))
     return FieldSelector(tuple(reqs))

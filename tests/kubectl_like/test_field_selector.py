@@ -130,6 +130,7 @@ def test_show_labels_without_labels_says_none(any_site: Site, tmp_path: Path) ->
     (["--field-selector", "status.state=FAILED,"], "empty requirement"),
     (["--field-selector", "=x"], 'invalid field selector "=x"'),
     (["--field-selector", "status.state=bogus"], "unknown job state 'bogus'"),
+    (["--field-selector", "status.state="], "unknown job state ''"),
     (["--field-selector", "spec.app in (a,b)"], 'invalid field selector "spec.app in (a"'),
     (["--field-selector", "spec.app=a=b"], "a value may not contain"),
     (["-L", "bad key"], "error: -L bad key: label key 'bad key' is invalid"),
