@@ -26,12 +26,14 @@ def job(site: Site, name: str) -> Job:
 
 
 def test_merge_patch_sets_and_removes_fields(two: Site) -> None:
-    r = two.run("patch", "job", "a", "-p", '{"spec": {"priority": 7, "parameters": {"name": null, "x": "1"}}}')
+    r = two.run("patch", "job", "a", "-p", '{"spec": {"priority": 7, "data": {"note": "x", "keep": 1}}}')
     assert r.exit_code == 0, r.stderr
     assert r.stdout.strip() == "job.balsam.io/a patched"
     j = job(two, "a")
-    assert j.spec.priority == 7 and j.spec.parameters == {"x": "1"}
+    assert j.spec.priority == 7 and j.spec.data == {"note": "x", "keep": 1}
     assert j.metadata.generation == 2  # a spec change, as the registry counts them
+    assert two.run("patch", "job", "a", "-p", '{"spec": {"data": {"note": null}}}').exit_code == 0
+    assert job(two, "a").spec.data == {"keep": 1}  # null removes the key, the rest is merged
 
 
 def test_merge_is_the_default_and_yaml_is_accepted(two: Site) -> None:
