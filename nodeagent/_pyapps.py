@@ -24,33 +24,27 @@ import os
 import shutil
 import signal
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apis import JobState
 from apis._forkserver import ForkServer, ForkServerError, runtime_dir
 
+from ._messages import Exited, Post, Spawned, SpawnFailed
+from ._run import ForkedProcess, Run
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ForkedProcess:
-    """What the agent keeps of a job's process (the subset of ``Popen`` it uses)."""
-
-    pid: int
-    returncode: int | None = None
 
 
 class PythonApps:
     """The agent's fork server for Python apps; ``put`` is the agent loop's queue ``put``."""
 
-    def __init__(self, put: Callable[[tuple[Any, ...]], None], *, log_dir: Path | None = None) -> None:
+    def __init__(self, put: Post, *, log_dir: Path | None = None) -> None:
         self._put = put
         self._lock = threading.Lock()
         self._tokens = itertools.count(1)
-        self._pending: dict[int, tuple[int, Any]] = {}  # token → (generation, run)
-        self._live: dict[tuple[int, int], Any] = {}  # (generation, pid) → run
+        self._pending: dict[int, tuple[int, Run]] = {}  # token → (generation, run)
+        self._live: dict[tuple[int, int], Run] = {}  # (generation, pid) → run
         self._dead: set[int] = set()  # generations whose server died
         self.runtime_dir = Path(runtime_dir("balsam-pyapps-"))
         stderr = (log_dir / "pyapps-forkserver.log") if log_dir is not None else None
@@ -59,7 +53,7 @@ class PythonApps:
     def result_path(self, job_name: str, attempt: int) -> str:
         return str(self.runtime_dir / f"{job_name}.{attempt}.json")
 
-    def spawn(self, run: Any, spec: dict[str, Any]) -> None:
+    def spawn(self, run: Run, spec: dict[str, Any]) -> None:
         """Fork the job's process; ``spawned``/``spawn_failed`` and later ``exit`` reach the
         loop through ``put``. Raises ForkServerError when the server cannot be reached."""
         token = next(self._tokens)
@@ -85,31 +79,27 @@ class PythonApps:
                 _, run = self._pending.pop(msg[1], (0, None))
                 if run is not None:
                     self._live[(gen, msg[2])] = run
-                    self._put(("spawned", run, ForkedProcess(msg[2])))
+                    self._put(Spawned(run, ForkedProcess(msg[2])))
             elif kind == "failed":
                 _, run = self._pending.pop(msg[1], (0, None))
                 if run is not None:
-                    from apis import JobState
-
-                    self._put(("spawn_failed", run, JobState.RUN_ERROR, f"could not start the process: {msg[2]}"))
+                    self._put(SpawnFailed(run, JobState.RUN_ERROR, f"could not start the process: {msg[2]}"))
             elif kind == "exit":
                 if self._live.pop((gen, msg[1]), None) is not None:
-                    self._put(("exit", msg[1], msg[2]))
+                    self._put(Exited(msg[1], msg[2]))
             elif kind == "died":
-                from apis import JobState
-
                 self._dead.add(gen)
                 for token, (g, run) in list(self._pending.items()):
                     if g == gen:
                         del self._pending[token]
-                        self._put(("spawn_failed", run, JobState.RUN_ERROR, f"could not start the process: {msg[1]}"))
+                        self._put(SpawnFailed(run, JobState.RUN_ERROR, f"could not start the process: {msg[1]}"))
                 for (g, pid), _run in list(self._live.items()):
                     if g == gen:
                         del self._live[(g, pid)]
                         with contextlib.suppress(ProcessLookupError, PermissionError):
                             os.killpg(pid, signal.SIGKILL)
                         log.warning("python app process %d lost: %s", pid, msg[1])
-                        self._put(("exit", pid, -int(signal.SIGKILL)))
+                        self._put(Exited(pid, -int(signal.SIGKILL)))
 
     def close(self) -> None:
         self._server.close()
