@@ -112,7 +112,7 @@ class Supervisor:
         self._launcher_override = launcher
         self._spawn_q: queue.SimpleQueue[_Order | None] = queue.SimpleQueue()
         self.spawn_workers = max(1, spawn_workers)
-        self._timers: list[tuple[float, int, int, int]] = []  # (when, seq, pid, signal)
+        self._timers: list[tuple[float, int, Run, int]] = []  # (when, seq, run, signal)
         self._seq = itertools.count()
         self.apps: dict[str, App | None] = {}
         self._devnull = -1
@@ -311,7 +311,7 @@ class Supervisor:
             return
         wall = run.snapshot.spec.resources.wall_time_min
         if wall > 0:
-            self._timer(time.monotonic() + wall * 60.0, proc.pid, signal.SIGTERM)
+            self._timer(time.monotonic() + wall * 60.0, run, signal.SIGTERM)
 
     def on_spawn_failed(self, run: Run, to: JobState, message: str) -> None:
         self.spawning -= 1
@@ -355,8 +355,8 @@ class Supervisor:
 
     # --- timers, kills --------------------------------------------------------------------
 
-    def _timer(self, when: float, pid: int, sig: int) -> None:
-        heapq.heappush(self._timers, (when, next(self._seq), pid, sig))
+    def _timer(self, when: float, run: Run, sig: int) -> None:
+        heapq.heappush(self._timers, (when, next(self._seq), run, sig))
 
     def next_timer(self) -> float | None:
         return self._timers[0][0] if self._timers else None
@@ -364,9 +364,9 @@ class Supervisor:
     def fire_timers(self) -> None:
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:
-            _, _, pid, sig = heapq.heappop(self._timers)
-            run = self.by_pid.get(pid)
-            if run is None or not run.live:
+            _, _, run, sig = heapq.heappop(self._timers)
+            # By run, not pid: a warm Python worker's pid runs the next job after this one.
+            if not run.live or self.by_pid.get(run.pid) is not run:
                 continue
             if sig == signal.SIGTERM and not run.signalled and not run.cancelled:
                 wall = run.snapshot.spec.resources.wall_time_min
@@ -385,7 +385,7 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(run.pid, sig)
         if sig == signal.SIGTERM:
-            self._timer(time.monotonic() + self.kill_grace, run.pid, signal.SIGKILL)
+            self._timer(time.monotonic() + self.kill_grace, run, signal.SIGKILL)
 
     def cancel(self, run: Run, why: str) -> None:
         """The job is no longer ours to run: kill it (now, or when its spawn returns),
@@ -396,8 +396,8 @@ class Supervisor:
             self.signal(run, signal.SIGTERM)
         self.writer.forget(run)
         self.runs.pop(run.name, None)
-        if not run.live:
-            self.by_pid.pop(run.pid, None)
+        if not run.live and self.by_pid.get(run.pid) is run:
+            del self.by_pid[run.pid]
         self.mark_usage()
 
     # --- exits --------------------------------------------------------------------------
