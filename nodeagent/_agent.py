@@ -101,6 +101,7 @@ class NodeAgent:
         log_to_file: bool = True,
         gpu_pinning: GpuPinning | None = None,
         supervisor: tuple[int, str] | None = None,
+        warm_python: bool = False,
     ) -> None:
         self.registry = registry
         self.store: st.Store = registry.store
@@ -131,7 +132,7 @@ class NodeAgent:
         self.source = JobSource(registry, self.namespace, self.name, post, self.log, batch_job=batch_job)
         self.supervisor = Supervisor(registry, self.site, self.name, self.hostname, self.leases, post, self.log,
                                      kill_grace=kill_grace, launcher=launcher, spawn_workers=spawn_workers,
-                                     gpu_pinning=self.gpu_pinning, base_env=os.environ)
+                                     gpu_pinning=self.gpu_pinning, base_env=os.environ, warm_python=warm_python)
         self.writer = StatusWriter(registry, self.log)
         self.source.supervisor = self.writer.supervisor = self.supervisor
         self.writer.source = self.supervisor.source = self.source

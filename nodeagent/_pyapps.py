@@ -50,6 +50,10 @@ class PythonApps:
         stderr = (log_dir / "pyapps-forkserver.log") if log_dir is not None else None
         self._server = ForkServer(self._on_message, name="python app fork server", stderr=stderr)
 
+    def warm_up(self) -> None:
+        """Start the fork server now, so that the site's first Python job does not wait for it."""
+        self._server.start()
+
     def result_path(self, job_name: str, attempt: int) -> str:
         return str(self.runtime_dir / f"{job_name}.{attempt}.json")
 
@@ -86,7 +90,7 @@ class PythonApps:
                     self._put(SpawnFailed(run, JobState.RUN_ERROR, f"could not start the process: {msg[2]}"))
             elif kind == "exit":
                 if self._live.pop((gen, msg[1]), None) is not None:
-                    self._put(Exited(msg[1], msg[2]))
+                    self._put(Exited(msg[1], msg[2], msg[3] if len(msg) > 3 else ""))
             elif kind == "died":
                 self._dead.add(gen)
                 for token, (g, run) in list(self._pending.items()):

@@ -88,7 +88,8 @@ class _Order:
 class Supervisor:
     def __init__(self, registry: Registry, site: SiteConfig, node: str, hostname: str, lease: LeaseKeeper,
                  post: Post, log: logging.Logger, *, kill_grace: float, launcher: str | None,
-                 spawn_workers: int, gpu_pinning: GpuPinning, base_env: Mapping[str, str]) -> None:
+                 spawn_workers: int, gpu_pinning: GpuPinning, base_env: Mapping[str, str],
+                 warm_python: bool = False) -> None:
         self.registry = registry
         self.site = site
         self.namespace = site.namespace
@@ -120,12 +121,21 @@ class Supervisor:
         self._pyapps_lock = threading.Lock()
         self._pyapps: PythonApps | None = None  # the Python worker pool, made on first use
         self.stats = {"launched": 0, "finished": 0, "fenced": 0}
+        self.warm_python = warm_python  # start the Python fork server with the agent, not on the first job
 
     def open(self, spawn_thread: Callable[..., None]) -> None:
         self._devnull = os.open(os.devnull, os.O_RDONLY)
         self._reaper = Reaper(lambda pid, code: self.post(Exited(pid, code)))
         for i in range(self.spawn_workers):
             spawn_thread(self._spawner, f"spawner-{i}")
+        if self.warm_python:
+            spawn_thread(self._warm_up, "python-warm-up")
+
+    def _warm_up(self) -> None:
+        try:
+            self.python_apps().warm_up()
+        except Exception as e:  # noqa: BLE001 - the first Python job will try (and report) again
+            self.log.warning("cannot start the Python fork server: %s", e)
 
     # --- what holds the node --------------------------------------------------------------
 
