@@ -455,7 +455,7 @@ def main() -> int:
     # Warm up: everything a task needs, imported once, then frozen out of the GC's reach
     # so that children do not copy-on-write the heap by walking it.
     import apis  # noqa: F401
-    from apis import _pyexec  # noqa: F401
+    from apis import _appdef, _pycodec, _pyexec  # noqa: F401 - what a worker needs to load an App and run it
 
     gc.collect()
     gc.freeze()

@@ -227,6 +227,7 @@ class NodeAgent:
             raise
 
     def _register(self) -> None:
+        self.supervisor.warm_up()
         self.leases.open()
         self.reporter.register()
         self.log.info("registered node %s (host %s, %d cpus, %d gpus%s) under lease %d", self.name, self.hostname,
