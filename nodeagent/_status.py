@@ -32,7 +32,7 @@ S = JobState
 #: Largest number of jobs written in one transaction.
 CHUNK = 2000
 #: Results written within this long of the previous job write share its transaction (s).
-BATCH_WINDOW = 0.002
+BATCH_WINDOW = 0.005
 #: A ``→ RUNNING`` with no result to ride along is written at most this late (s).
 START_DELAY = 0.01
 _FINAL = (S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT)
