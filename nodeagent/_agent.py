@@ -50,7 +50,6 @@ from ._lease import LeaseKeeper
 from ._messages import (
     AllocationChanged,
     AppsChanged,
-    AppsReset,
     Exited,
     JobsChanged,
     LeaseLost,
@@ -332,8 +331,6 @@ class NodeAgent:
             case AppsChanged(names=names):
                 for name in names:
                     sup.apps.pop(name, None)
-            case AppsReset():
-                sup.apps.clear()
             case Resync():
                 self._retrying(msg, self.source.resync)
             case AllocationChanged():

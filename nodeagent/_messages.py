@@ -28,11 +28,6 @@ class AppsChanged:
 
 
 @dataclass(frozen=True, slots=True)
-class AppsReset:
-    """The App watch restarted: every cached App may be stale."""
-
-
-@dataclass(frozen=True, slots=True)
 class Resync:
     """List every job bound here again (at start, after a lost watch, a new lease)."""
 
@@ -92,7 +87,7 @@ class Exited:
     died: str = ""  # a warm worker that died under its job: how, for the job's message
 
 
-Message = (JobsChanged | AppsChanged | AppsReset | Resync | AllocationChanged | LeaseLost | Stop | Spawned
+Message = (JobsChanged | AppsChanged | Resync | AllocationChanged | LeaseLost | Stop | Spawned
            | SpawnFailed | SpawnSkipped | SpawnDeferred | Exited)
 
 #: How a thread hands a message to the loop (the loop queue's ``put``).

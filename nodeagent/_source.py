@@ -1,12 +1,13 @@
 """The job source: what is bound to this node, as store events say, read only when named.
 
-* **Events in.** One raw store watch on this node's ``boundnode`` index prefix
-  (``/index/jobs/boundnode/<ns>/<node>/``): a PUT is a job bound here, a DELETE a job that
-  stopped holding this node (finished, failed or re-queued by a user, unbound, deleted). The
-  source reads (``get_many``) only the jobs those events name. A second watch on the App
-  prefix invalidates the supervisor's App cache; an allocation's agent also watches its
-  BatchJob's key. Each watch runs on a thread that posts typed messages to the loop and
-  reopens (and relists: :class:`Resync`) when the watch fails or reports compaction.
+* **Events in.** One list-watch (``store.reflector.Reflector``, shared with the controllers'
+  informer) on this node's ``boundnode`` index prefix (``/index/jobs/boundnode/<ns>/<node>/``):
+  an ADDED/MODIFIED key is a job bound here, a DELETED one a job that stopped holding this
+  node (finished, failed or re-queued by a user, unbound, deleted). The source reads
+  (``get_many``) only the jobs those events name. A second one on the App prefix invalidates
+  the supervisor's App cache; an allocation's agent also follows its BatchJob's key. Each
+  runs on a thread that posts typed messages to the loop; after a compaction or a broken
+  stream the reflector relists and reports the difference (deletes included).
 * **Observe.** :meth:`JobSource.observe` brings what the agent does for a job in line with the
   job as just read: queue it for launch (this node first in its placement), account it (a
   multi-node job whose other node we are), cancel our run of it (moved away by a user or a
@@ -15,10 +16,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -26,12 +25,17 @@ from typing import TYPE_CHECKING
 import store as st
 from apis import RUNNABLE, App, BatchJob, Job, JobState, Placement, Registry, StoreUnavailable
 from apis._registry import index_prefix, kind_prefix
+from store.reflector import Reflector
 
-from ._messages import AllocationChanged, AppsChanged, AppsReset, JobsChanged, Message, Post, Resync
+from ._messages import AllocationChanged, AppsChanged, JobsChanged, Post
 from ._run import still_ours
 
 if TYPE_CHECKING:
     from ._supervisor import Supervisor
+
+
+def _nothing(value: bytes) -> None:
+    """Index keys carry no value the agent needs: their names are the news."""
 
 S = JobState
 
@@ -61,78 +65,47 @@ class JobSource:
         self.secondary: dict[str, Placement] = {}  # multi-node jobs whose other node we are
         self.mark_usage: Callable[[], None] = lambda: None  # the node's usage changed
         self.reads = 0
-        self._watches: list[st.Watch] = []
+        self._reflectors: list[Reflector[None]] = []
 
     # --- watches (threads) ---------------------------------------------------------------
 
     def open_watches(self, spawn_thread: Callable[..., None], closed: threading.Event) -> None:
-        """Open the watches (before the loop's first :class:`Resync`, so no event between the
-        list and the watch is missed) and a thread per watch."""
-        watched = [(self.bound_prefix, "jobs"), (self.app_prefix, "apps")]
+        """One shared list-watch (``store.reflector``) per prefix, each on a thread of its
+        own. A reflector lists before it watches and, after a compaction or a broken stream,
+        relists and reports the difference itself, so nothing is missed or seen twice."""
+        watched: list[tuple[str, str, Callable[[str], bool] | None]] = [
+            (self.bound_prefix, "jobs", None), (self.app_prefix, "apps", None)]
         if self.batch_job_key:
-            watched.append((self.batch_job_key, "batchjob"))
-        for prefix, what in watched:
-            w = self.store.watch(prefix)
-            self._watches.append(w)
-            spawn_thread(self._watch_loop, f"watch-{what}", prefix, what, w, closed)
+            key = self.batch_job_key  # the prefix is the key: skip longer names under it
+            watched.append((key, "batchjob", lambda k: k == key))
+        for prefix, what, keep in watched:
+            r: Reflector[None] = Reflector(self.store, prefix, _nothing, key_filter=keep,
+                                           on_unavailable=self._unavailable(prefix))
+            self._reflectors.append(r)
+            spawn_thread(self._reflect, f"watch-{what}", r, what, closed)
 
-    def _relist(self, what: str) -> None:
-        msg: Message = Resync() if what == "jobs" else AppsReset() if what == "apps" else AllocationChanged()
-        self.post(msg)
+    def _unavailable(self, prefix: str) -> Callable[[Exception], None]:
+        def say(e: Exception) -> None:
+            self.log.warning("watch of %s failed: %s; relisting after a backoff", prefix, e)
 
-    def _deliver(self, prefix: str, what: str, events: list[st.Event]) -> None:
-        if what == "jobs":
-            self.post(JobsChanged(tuple((e.type, e.kv.key[len(prefix):]) for e in events)))
-        elif what == "batchjob":  # the prefix is the key: skip longer names under it
-            if any(e.kv.key == prefix for e in events):
+        return say
+
+    def _reflect(self, r: Reflector[None], what: str, closed: threading.Event) -> None:
+        cut = len(r.prefix)
+        for d in r.events(stop=closed):
+            if d.type == "SYNC":
+                continue
+            name = d.key[cut:]
+            if what == "jobs":
+                self.post(JobsChanged((("DELETE" if d.type == "DELETED" else "PUT", name),)))
+            elif what == "apps":
+                self.post(AppsChanged((name,)))
+            else:
                 self.post(AllocationChanged())
-        else:
-            self.post(AppsChanged(tuple(e.kv.key[len(prefix):] for e in events)))
-
-    def _watch_loop(self, prefix: str, what: str, first: st.Watch, closed: threading.Event) -> None:
-        start: int | None = None
-        w: st.Watch | None = first
-        while not closed.is_set():
-            if w is None:
-                try:
-                    w = self.store.watch(prefix, start)
-                except Exception as e:  # noqa: BLE001
-                    if closed.is_set():
-                        return
-                    self.log.warning("cannot watch %s: %s; retrying", prefix, e)
-                    time.sleep(0.2)
-                    start = None
-                    continue
-                self._watches.append(w)
-                if start is None:  # events may have been missed: list again
-                    self._relist(what)
-            try:
-                while not closed.is_set():
-                    events = w.poll(None)
-                    if events:
-                        start = events[-1].revision + 1
-                        self._deliver(prefix, what, events)
-            except st.WatchClosed:
-                return
-            except st.Compacted as e:
-                self.log.warning("watch of %s lost events (%s); relisting", prefix, e)
-                start = None  # reopened from now, then relisted
-            except Exception as e:  # noqa: BLE001 - store trouble: reopen
-                if closed.is_set():
-                    return
-                self.log.warning("watch of %s failed: %s; reopening", prefix, e)
-                time.sleep(0.1)
-            finally:
-                with contextlib.suppress(Exception):
-                    w.close()
-                with contextlib.suppress(ValueError):
-                    self._watches.remove(w)
-                w = None
 
     def close(self) -> None:
-        for w in list(self._watches):
-            with contextlib.suppress(Exception):
-                w.close()
+        for r in self._reflectors:
+            r.close()
 
     # --- the loop's side ----------------------------------------------------------------
 
