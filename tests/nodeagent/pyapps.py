@@ -48,6 +48,13 @@ class Crash(ApplicationDefinition):
             time.sleep(600)
 
 
+class Pid(ApplicationDefinition):
+    def run(self, how: str = "") -> int:
+        if how == "sys.exit":
+            sys.exit(2)
+        return os.getpid()
+
+
 class BadInput(Exception):
     pass
 

@@ -16,7 +16,7 @@ from apis._config import SiteConfig
 from apis._pycodec import RemoteTraceback, decode_result, encode_params
 
 from .conftest import AgentFactory, bind, make_jobs, wait_state
-from .pyapps import BadInput, Crash, Fresh, Raises, Where
+from .pyapps import BadInput, Crash, Fresh, Pid, Raises, Where
 
 S = JobState
 FINAL = (S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT, S.FAILED)
@@ -88,6 +88,16 @@ def test_a_worker_that_dies_fails_only_its_job_and_the_next_job_runs(
     after = run_one(registry, where, "after")
     assert after.status.state is S.RUN_DONE, after.status.message
     assert value(after)["pid"] == before["pid"]  # another App's worker was not touched
+
+
+def test_sys_exit_in_run_ends_its_job_with_that_code_and_keeps_the_worker(
+        registry: Registry, site: SiteConfig, agent: AgentFactory) -> None:
+    app = sync(registry, Pid)
+    agent("n1", cpus=1)
+    first = value(run_one(registry, app, "p1"))
+    job = run_one(registry, app, "p2", how="sys.exit")
+    assert job.status.state is S.RUN_ERROR and job.status.message == "exited with code 2", job.status.message
+    assert value(run_one(registry, app, "p3")) == first  # the same worker, still warm
 
 
 def test_a_job_past_its_wall_time_is_killed_with_its_worker_and_the_next_job_runs(
