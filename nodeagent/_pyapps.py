@@ -1,19 +1,21 @@
-"""Python apps (``run()``) on a node: each job in a fresh process forked from a warm server.
+"""Python apps (``run()``) on a node: each job in a warm worker of the agent's fork server.
 
 A Python app's job is launched like any other (bound, ``→ RUNNING``, wall time, kills by
-process group, ``job.out`` in its workdir), except that its process is forked from the
-agent's fork server (:mod:`apis._forkserver`, started on the first Python job) instead of
-exec'ed: the child is a new session in the job's workdir, with the job's environment, whose
-``run(**parameters)`` result or exception is handed back in a small JSON file of the agent's
-runtime directory and recorded with the job (:mod:`apis._pycodec` for the encoding and caps).
+process group, ``job.out`` in its workdir), except that it runs in a process of the agent's
+fork server (:mod:`apis._forkserver`, started with the CLI's agent, else on the first Python
+job) instead of an exec'ed one: a warm worker of its pool key (App code, App environment,
+GPU set; ``_launch.pool_key``), or a fresh fork when the App asks for ``freshProcess``. The
+job runs in its workdir with its environment; its ``run(**parameters)`` result or exception
+is handed back in a small JSON file of the agent's runtime directory and recorded with the
+job (:mod:`apis._pycodec` for the encoding and caps).
 
-The fork server reaps its children and reports ``(pid, exit code)``; this module turns its
-messages into the agent loop's own ``spawned`` / ``spawn_failed`` / ``exit`` items, in the
-order the server sent them (a child's ``exit`` never precedes its ``spawned``). If the server
+The fork server reports ``(pid, exit code)`` when a job ends (the worker's pid for a warm
+worker; with the reason when the worker died under its job); this module turns its messages
+into the agent loop's own :class:`Spawned` / :class:`SpawnFailed` / :class:`Exited`, in the
+order the server sent them (a job's ``Exited`` never precedes its ``Spawned``). If the server
 dies, its running jobs are reported as killed (SIGKILL) and a new server starts on the next
 Python job.
 """
-
 from __future__ import annotations
 
 import contextlib
