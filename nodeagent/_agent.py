@@ -290,7 +290,8 @@ class NodeAgent:
         t = max(0.0, self.reporter.due() - now)
         if self.source.recheck or self._deferred or launching:
             t = min(t, max(0.0, self._retry_at - now))
-        due = self.writer.due(stopping=self._stopping, retry_at=self._retry_at)
+        due = self.writer.due(stopping=self._stopping, retry_at=self._retry_at,
+                              others_running=bool(self.supervisor.by_pid))
         if due is not None:
             t = min(t, max(0.0, due - now))
         timer = self.supervisor.next_timer()
@@ -368,7 +369,8 @@ class NodeAgent:
 
     def _flush(self) -> None:
         txns = self.writer.stats["job_txns"]
-        ok = self.writer.flush(stopping=self._stopping, retry_at=self._retry_at)
+        ok = self.writer.flush(stopping=self._stopping, retry_at=self._retry_at,
+                               others_running=bool(self.supervisor.by_pid))
         if self.writer.stats["job_txns"] != txns:
             self._retry_delay = 0.0
         if not ok:

@@ -85,21 +85,23 @@ class StatusWriter:
         self.dirty.pop(run.name, None)
         run.steps.clear()
 
-    def due(self, *, stopping: bool, retry_at: float) -> float | None:
-        """When the pending job writes should go out (monotonic time), None if there are none."""
+    def due(self, *, stopping: bool, retry_at: float, others_running: bool = True) -> float | None:
+        """When the pending job writes should go out (monotonic time), None if there are none.
+        ``others_running``: jobs still run here whose results could share the write; when
+        none does, a result goes out at once (a DAG's next job waits on it)."""
         if not self.dirty:
             return None
         if stopping:
             return retry_at
         if self._urgent_since is not None:
-            due = max(self._urgent_since, self._last_write + BATCH_WINDOW)
+            due = max(self._urgent_since, self._last_write + BATCH_WINDOW) if others_running else self._urgent_since
         else:
             due = (self._start_since or 0.0) + START_DELAY
         return max(due, retry_at)
 
-    def flush(self, *, stopping: bool, retry_at: float) -> bool:
+    def flush(self, *, stopping: bool, retry_at: float, others_running: bool = True) -> bool:
         """Write every ready step of every job; False if the store refused (back off)."""
-        due = self.due(stopping=stopping, retry_at=retry_at)
+        due = self.due(stopping=stopping, retry_at=retry_at, others_running=others_running)
         if due is None or due > time.monotonic():
             return True
         runs = list(self.dirty.values())
