@@ -290,8 +290,7 @@ class NodeAgent:
         t = max(0.0, self.reporter.due() - now)
         if self.source.recheck or self._deferred or launching:
             t = min(t, max(0.0, self._retry_at - now))
-        due = self.writer.due(stopping=self._stopping, retry_at=self._retry_at,
-                              others_running=bool(self.supervisor.by_pid))
+        due = self.writer.due(stopping=self._stopping, retry_at=self._retry_at, others_running=self._others())
         if due is not None:
             t = min(t, max(0.0, due - now))
         timer = self.supervisor.next_timer()
@@ -369,12 +368,15 @@ class NodeAgent:
 
     def _flush(self) -> None:
         txns = self.writer.stats["job_txns"]
-        ok = self.writer.flush(stopping=self._stopping, retry_at=self._retry_at,
-                               others_running=bool(self.supervisor.by_pid))
+        ok = self.writer.flush(stopping=self._stopping, retry_at=self._retry_at, others_running=self._others())
         if self.writer.stats["job_txns"] != txns:
             self._retry_delay = 0.0
         if not ok:
             self._backoff()
+
+    def _others(self) -> bool:
+        """Whether more results may come soon (jobs running, being started or queued here)."""
+        return bool(self.supervisor.by_pid or self.supervisor.spawning or self.source.launch_queue)
 
     def _mark_usage(self) -> None:
         self.reporter.dirty = True

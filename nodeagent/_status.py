@@ -87,8 +87,8 @@ class StatusWriter:
 
     def due(self, *, stopping: bool, retry_at: float, others_running: bool = True) -> float | None:
         """When the pending job writes should go out (monotonic time), None if there are none.
-        ``others_running``: jobs still run here whose results could share the write; when
-        none does, a result goes out at once (a DAG's next job waits on it)."""
+        ``others_running``: jobs run, start or wait here whose results could share the write;
+        when none does, a result goes out at once (a DAG's next job waits on it)."""
         if not self.dirty:
             return None
         if stopping:
