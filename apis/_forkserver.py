@@ -169,8 +169,9 @@ class _Server:
             data = os.read(w.from_fd, 1 << 16)
         except OSError:
             data = b""
-        if not data:  # it exited (or is exiting): reaping reports it
+        if not data:  # it exited (every "done" it wrote was read before this): reaping reports it
             self._retire(w)
+            self._close_from(w)
             return
         w.buf += data
         while len(w.buf) >= _HEADER:
@@ -203,7 +204,11 @@ class _Server:
             with contextlib.suppress(OSError):
                 os.close(w.to_fd)
             w.to_fd = -1
-        if w.from_fd >= 0 and not w.busy:
+        if not w.busy:
+            self._close_from(w)
+
+    def _close_from(self, w: _Worker) -> None:
+        if w.from_fd >= 0:
             with contextlib.suppress(KeyError, ValueError):
                 self.sel.unregister(w.from_fd)
             with contextlib.suppress(OSError):
