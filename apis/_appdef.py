@@ -124,6 +124,8 @@ class ApplicationDefinition:
     app_name: ClassVar[str | None] = None
     #: Seconds a hook of this App may run before it is killed and the job FAILED (None: the site's default).
     hook_timeout: ClassVar[float | None] = None
+    #: ``run()`` in a fresh process per job instead of a warm worker reused across jobs (README).
+    fresh_process: ClassVar[bool] = False
     description: ClassVar[str] = ""
 
     _synced: ClassVar[dict[tuple[int, str, str], str]] = {}
@@ -231,6 +233,7 @@ class ApplicationDefinition:
             "payload": _by_value_payload(cls) if value else None,
             "hooks": cls.defined_hooks(),
             "hookTimeoutSeconds": cls.hook_timeout,
+            "freshProcess": True if cls.fresh_process else None,
         }
         spec: dict[str, Any] = {
             "site": cls.site,

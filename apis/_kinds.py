@@ -215,6 +215,7 @@ class PythonAppRef(Model):
     # None (a manifest that does not say): every hook runs the class's code.
     hooks: list[Literal["preprocess", "postprocess", "handle_error", "handle_timeout"]] | None = None
     hook_timeout_seconds: float | None = Field(None, gt=0)  # None: the controller manager's default
+    fresh_process: bool = False  # run() in a fresh process per job, not a reused warm worker
 
 
 class AppSpec(Model):

@@ -28,6 +28,8 @@ of the job finds this one to fence it).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import posixpath
 import re
@@ -202,6 +204,14 @@ def is_python_app(app: App) -> bool:
     return not app.spec.command and app.spec.python is not None
 
 
+def pool_key(ref: dict[str, Any], app: App, gpus: list[int], pinning: GpuPinning, site_path: Path) -> str:
+    """Which warm Python workers may run a job (``apis._forkserver``): the same App code
+    (module/class or by-value payload), App environment and GPU set (``CUDA_VISIBLE_DEVICES``
+    is read once, when a GPU library starts, so a worker serves one GPU set for its life)."""
+    doc = json.dumps([ref, app.spec.environment, pinning.env(gpus), str(site_path)], sort_keys=True)
+    return hashlib.sha1(doc.encode(), usedforsecurity=False).hexdigest()
+
+
 def prepare_python(
     job: Job,
     app: App,
@@ -225,13 +235,15 @@ def prepare_python(
     if store_url:
         env.setdefault("BALSAM_STORE", store_url)
     cwd = job_workdir(data_path, job)
+    ref = app.spec.python.model_dump(by_alias=True, exclude_none=True)
     return {
+        "pool": None if app.spec.python.fresh_process else pool_key(ref, app, gpus, pinning, site_path),
         "task": "run",
         "cwd": str(cwd),
         "stdout": str(cwd / OUTPUT_FILE),
         "append": False,
         "env": env,
-        "app": app.spec.python.model_dump(by_alias=True, exclude_none=True),
+        "app": ref,
         "job": job.to_json(),
         "parameters": dict(job.spec.parameters),
         "result_path": result_path,
