@@ -13,16 +13,23 @@ from . import (
     _live_edits,  # noqa: F401  - registers the admission check for edits of live Jobs
 )
 from ._appdef import ApplicationDefinition
-from ._client import DoesNotExist, Manager, MultipleObjectsReturned
-from ._config import (
-    SiteConfig,
+from ._client import (
+    Client,
+    DoesNotExist,
+    Manager,
+    MultipleObjectsReturned,
+    current_client,
     default_namespace,
     default_registry,
+    use,
+    using,
+)
+from ._config import (
+    SiteConfig,
     load_site_config,
     open_registry,
     resolve_store_url,
     site_config,
-    use,
 )
 from ._errors import (
     AlreadyExists,
@@ -36,7 +43,7 @@ from ._errors import (
     SiteNotFound,
     StoreUnavailable,
 )
-from ._futures import JobDeleted, JobFailed, NoResult, WaitResult
+from ._futures import WaitResult
 from ._kinds import (
     ALL_KINDS,
     KINDS,
@@ -82,6 +89,7 @@ from ._meta import (
     set_condition,
     utcnow,
 )
+from ._outcome import JobDeleted, JobFailed, NoResult
 from ._query import QuerySet, field_value
 from ._registry import Registry, TypedWatch, WatchEvent, describe_validation_error, parse_object
 from ._selectors import Requirement, Selector, parse_selector, selector_from_labels
@@ -107,6 +115,9 @@ __all__ = [
     "App",
     "AppParameter",
     "ApplicationDefinition",
+    "Client",
+    "current_client",
+    "using",
     "AppSpec",
     "BadRequest",
     "BatchJob",

@@ -35,8 +35,8 @@ keeps that bound.
 
 from __future__ import annotations
 
+import importlib
 import inspect
-import re
 import sys
 import textwrap
 import threading
@@ -44,12 +44,16 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ._config import default_namespace
-from ._errors import AlreadyExists, Invalid, NotFound
-from ._pycodec import b64pickle, encode_params
+import cloudpickle
+
+from ._balsam import app_resource_name
+from ._context import current as current_client
+from ._errors import AlreadyExists, Conflict, Invalid, NotFound
+from ._kinds import App, Job
+from ._pycodec import b64pickle, b64unpickle, encode_params
+from ._templates import template_variables
 
 if TYPE_CHECKING:
-    from ._kinds import App, Job
     from ._registry import Registry
 
 HOOKS = ("preprocess", "postprocess", "handle_error", "handle_timeout")
@@ -61,15 +65,6 @@ JOB_KEYWORDS = frozenset({
     "site_name", "num_nodes", "ranks_per_node", "threads_per_rank", "threads_per_core", "gpus_per_rank",
     "node_packing_count", "launch_params", "wall_time_min",
 })
-
-_NOT_DNS = re.compile(r"[^a-z0-9.-]+")
-
-
-def app_resource_name(class_name: str) -> str:
-    """``Adder`` → ``adder``; ``My_App`` → ``my-app`` (a DNS-1123 name, as resources need)."""
-    name = _NOT_DNS.sub("-", class_name.lower()).strip("-.")
-    return name or "app"
-
 
 def _defines(cls: type, attr: str) -> bool:
     """Whether ``cls`` (or a base below ApplicationDefinition) defines ``attr`` itself."""
@@ -94,8 +89,6 @@ def _importable_by_path(cls: type) -> bool:
 
 
 def _by_value_payload(cls: type) -> str:
-    import cloudpickle
-
     mod = sys.modules.get(cls.__module__)
     register = mod is not None and cls.__module__ not in ("__main__", "__mp_main__") and "<" not in cls.__qualname__
     if register:
@@ -137,8 +130,6 @@ class ApplicationDefinition:
         """The Job this hook (or ``run()``) works on."""
         src = self._job_src
         if isinstance(src, (bytes, str)):
-            from ._kinds import Job
-
             src = Job.model_validate_json(src)
             self._job_src = src
         if src is None:
@@ -192,8 +183,6 @@ class ApplicationDefinition:
                 required = p.default is inspect.Parameter.empty
                 out[name] = {"required": required, "default": None if required else repr(p.default)[:200]}
         elif cls.command_template:
-            from ._templates import template_variables
-
             for name in sorted(template_variables(cls.command_template)):
                 out[name] = {"required": True}
         for name, p in (cls.parameters or {}).items():
@@ -222,8 +211,6 @@ class ApplicationDefinition:
     @classmethod
     def to_app(cls, namespace: str = "default", *, by_value: bool | None = None) -> App:
         """The App resource this class declares (not saved)."""
-        from ._kinds import App
-
         value = by_value if by_value is not None else not _importable_by_path(cls)
         python: dict[str, Any] = {
             "module": None if value else cls.__module__,
@@ -250,19 +237,16 @@ class ApplicationDefinition:
 
     @classmethod
     def _registry(cls) -> Registry:
-        from ._config import default_registry
-
-        return default_registry()
+        reg: Registry = current_client().registry
+        return reg
 
     @classmethod
     def sync(cls, *, namespace: str | None = None, by_value: bool | None = None) -> App:
         """Create or update the App resource (``balsamctl get apps`` lists it) in ``namespace``
         (default: the site's, see ``apis.default_namespace``)."""
         reg = cls._registry()
-        namespace = namespace if namespace is not None else default_namespace()
+        namespace = namespace if namespace is not None else current_client().namespace
         want = cls.to_app(namespace, by_value=by_value)
-        from ._kinds import App
-
         for _ in range(20):
             cur = reg.try_get(App, want.name, namespace)
             try:
@@ -274,14 +258,8 @@ class ApplicationDefinition:
                     new = cur.model_copy(deep=True)
                     new.spec = want.spec
                     app = reg.update(cur, new)
-            except (AlreadyExists, NotFound):
+            except (AlreadyExists, NotFound, Conflict):
                 continue
-            except Exception as e:
-                from ._errors import Conflict
-
-                if isinstance(e, Conflict):
-                    continue
-                raise
             with cls._sync_lock:
                 cls._synced[(id(reg), namespace, cls.__qualname__)] = app.name
             return app
@@ -296,8 +274,6 @@ class ApplicationDefinition:
         name = cls._synced.get(key)
         if name is not None:
             return name
-        from ._kinds import App
-
         name = cls.resource_name()
         if reg.try_get(App, name, namespace) is None:
             return cls.sync(namespace=namespace).name
@@ -310,13 +286,11 @@ class ApplicationDefinition:
         """A Job of this App in ``workdir`` (relative to the site's ``data/``). Job keywords
         (``tags``, ``data``, ``parent_ids``, ``num_nodes``, ...) go to the Job, every other
         keyword is a parameter. ``save=False`` returns it unsaved (for ``bulk_create``)."""
-        from ._kinds import Job
-
         job_kw = {k: v for k, v in kwargs.items() if k in JOB_KEYWORDS}
         params = dict(job_kw.pop("parameters", None) or {})
         params.update({k: v for k, v in kwargs.items() if k not in JOB_KEYWORDS})
         cls._check_parameters(params)
-        namespace = str(job_kw.get("namespace") or default_namespace())
+        namespace = str(job_kw.get("namespace") or current_client().namespace)
         job_kw["namespace"] = namespace
         app = cls._ensure_app(namespace)
         encoded = encode_params(params) if cls.is_python_app() else params
@@ -354,8 +328,6 @@ _signatures: weakref.WeakKeyDictionary[type, tuple[inspect.Signature | None, dic
 
 def load_app_class(ref: dict[str, Any]) -> type[ApplicationDefinition]:
     """The class an App's ``python:`` names: imported by module path, else unpickled."""
-    import importlib
-
     module, qualname, payload = ref.get("module"), ref.get("class") or ref.get("className"), ref.get("payload")
     err: Exception | None = None
     if module:
@@ -367,7 +339,5 @@ def load_app_class(ref: dict[str, Any]) -> type[ApplicationDefinition]:
         except (ImportError, AttributeError) as e:
             err = e
     if payload:
-        from ._pycodec import b64unpickle
-
         return b64unpickle(payload)  # type: ignore[no-any-return]
     raise ImportError(f"cannot load app class {module}.{qualname}: {err}")

@@ -10,17 +10,24 @@ from __future__ import annotations
 import math
 import posixpath
 from datetime import datetime
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from ._balsam import BalsamJobMixin
-from ._client import ClientMixin
-from ._meta import API_VERSION, Condition, Model, Resource
-from ._sites import SiteMixin, _SiteManagerDescriptor
+from ._context import ClientMixin
+from ._errors import BadRequest
+from ._lifecycle import HISTORY_CAP, HistoryEvent
+from ._locations import check_location
+from ._meta import API_VERSION, Condition, Model, Reference, Resource
 from ._states import JobState
 
-HISTORY_CAP = 100
+__all__ = ["HISTORY_CAP", "HistoryEvent"]  # re-exported: defined with the lifecycle
+
+#: Job states in which a placed job holds its node(s): bound and waiting to start, or running.
+_HOLDS_NODE = frozenset({JobState.PREPROCESSED, JobState.RESTART_READY, JobState.RUNNING})
+
 
 
 # --- Job -------------------------------------------------------------------------
@@ -105,14 +112,6 @@ class JobSpec(Model):
         return v
 
 
-class HistoryEvent(Model):
-    from_state: JobState | None = Field(None, alias="from")
-    to_state: JobState = Field(alias="to")
-    time: datetime
-    message: str = ""
-    by: str | None = None  # the component that made the move (a reconciler's name, node-agent, user)
-
-
 class Placement(Model):
     batch_job: str | None = None
     nodes: list[str] = Field(default_factory=list)
@@ -173,6 +172,31 @@ class Job(BalsamJobMixin, ClientMixin, Resource):
     @classmethod
     def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
         return super().model_validate(_balsam_input(cls, obj), *args, **kwargs)
+
+    def index_entries(self) -> set[tuple[str, str]]:
+        """Labels, state, app, parents, and the nodes it is placed on (``boundnode`` while it
+        holds them: what a node agent watches)."""
+        out = {("label", f"{k}={v}") for k, v in self.metadata.labels.items()}
+        spec, status = self.spec, self.status
+        out.add(("state", str(status.state)))
+        out.add(("app", spec.app))
+        out |= {("parent", p) for p in spec.parents}
+        if status.placement is not None:
+            out |= {("node", n) for n in status.placement.nodes}
+            if status.state in _HOLDS_NODE:
+                # Its key appears when a job is bound to the node and vanishes when the job
+                # stops holding it (finished, failed, unbound, deleted).
+                out |= {("boundnode", n) for n in status.placement.nodes}
+        return out
+
+    def references(self) -> list[Reference]:
+        """Its parents, its App and the Site it names: all in its namespace."""
+        ns, spec = self.metadata.namespace, self.spec
+        refs = [Reference("spec.parents", "jobs", ns, p) for p in spec.parents]
+        if spec.site:  # a job naming a site that is not there would run nowhere (or anywhere)
+            refs.append(Reference("spec.site", "sites", ns, spec.site, f' (no such Site in namespace "{ns}")'))
+        refs.append(Reference("spec.app", "apps", ns, spec.app))
+        return refs
 
     def status_copy(self) -> Job:
         """A copy whose status (history and conditions included) may be edited freely while
@@ -305,22 +329,32 @@ class SiteSpec(Model):
     @field_validator("transfer_locations")
     @classmethod
     def _locations(cls, v: dict[str, str]) -> dict[str, str]:
-        from ._transfers import check_location
-
         for alias, url in v.items():
             check_location(alias, url)
         return v
 
 
-class Site(SiteMixin, ClientMixin, Resource):
+class Site(ClientMixin, Resource):
+    """A site (Balsam's Site): ``Site.objects`` lists the Sites of every namespace (see
+    ``apis._sites.SiteManager``); ``site.id`` and ``site.path`` are Balsam's names."""
+
     KIND: ClassVar[str] = "Site"
     PLURAL: ClassVar[str] = "sites"
     SINGULAR: ClassVar[str] = "site"
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ()
-    objects: ClassVar[Any] = _SiteManagerDescriptor()  # every namespace's Sites (apis/_sites.py)
 
     spec: SiteSpec
     status: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """The Site's name (unique among the sites of a shared store); ``Job.objects.filter(site_id=...)``."""
+        return str(self.metadata.name or "")
+
+    @property
+    def path(self) -> Path:
+        """The site directory, as a Path (``site.path / "data" / job.workdir``)."""
+        return Path(self.spec.path)
 
 
 # --- BatchJob --------------------------------------------------------------------
@@ -403,6 +437,13 @@ class Node(ClientMixin, Resource):
 
     spec: NodeSpec
     status: NodeStatus = Field(default_factory=NodeStatus)
+
+    def index_entries(self) -> set[tuple[str, str]]:
+        """Labels, and the BatchJob it belongs to."""
+        out = super().index_entries()
+        if self.spec.batch_job:
+            out.add(("batchjob", self.spec.batch_job))
+        return out
 
 
 # --- TransferTask ----------------------------------------------------------------
@@ -508,6 +549,4 @@ def kind_for(name: str) -> type[Resource]:
     for k in ALL_KINDS:
         if n in (k.KIND.lower(), k.PLURAL, k.SINGULAR, *k.SHORT_NAMES):
             return k
-    from ._errors import BadRequest
-
     raise BadRequest(f'the server doesn\'t have a resource type "{name}"')
