@@ -10,6 +10,7 @@ from __future__ import annotations
 from . import (
     _app_admission,  # noqa: F401  - registers the admission check of App commands
     _dag,  # noqa: F401  - registers the admission check refusing dependency cycles
+    _job_admission,  # noqa: F401  - registers the admission check of Job parameters against the App
     _live_edits,  # noqa: F401  - registers the admission check for edits of live Jobs
 )
 from ._appdef import ApplicationDefinition

@@ -93,7 +93,7 @@ class Client:
         """``model.objects`` on this client (``Site.objects``: the Sites of every namespace)."""
         if getattr(model, "KIND", None) == "Site":
             return SiteManager(self)
-        return Manager(model, self)
+        return Manager(model, self, explicit=False)
 
     def save(self, obj: Any) -> None:
         """Create ``obj`` or write the fields assigned since it was read (see ``ClientMixin.save``)."""
@@ -214,9 +214,12 @@ def default_registry() -> Registry:
 class Manager(Generic[R]):
     """``Kind.objects``: entry point of queries and bulk writes, on one client."""
 
-    def __init__(self, model: type[R], client: Client | Registry | str | None = None) -> None:
+    def __init__(self, model: type[R], client: Client | Registry | str | None = None, *,
+                 explicit: bool | None = None) -> None:
         self.model = model
         self.client = as_client(client)
+        # Chosen with using() (or given): its store wins over the jobs' own in wait/as_completed.
+        self._explicit = (client is not None) if explicit is None else explicit
 
     @property
     def registry(self) -> Registry:
@@ -226,7 +229,7 @@ class Manager(Generic[R]):
     def using(self, target: Client | Registry | str, namespace: str | None = None) -> Manager[R]:
         """The same manager on another store (a Registry, a store URL or a Client): queries,
         ``create``, ``bulk_create``, ``wait`` and ``as_completed`` all go there."""
-        return Manager(self.model, as_client(target, namespace))
+        return Manager(self.model, as_client(target, namespace), explicit=True)
 
     def _qs(self) -> QuerySet[R]:
         return QuerySet(self.model, self.client)
@@ -324,7 +327,7 @@ class Manager(Generic[R]):
 
     def _jobs_registry(self, jobs: Iterable[Any]) -> Registry | None:
         """This manager's registry when it was chosen with ``using``; else None (the jobs' own)."""
-        return self.client.registry if self.client is not _SITE_CLIENT else None
+        return self.client.registry if self._explicit else None
 
 
 def names_of(objs: Sequence[Any]) -> list[str]:

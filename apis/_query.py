@@ -95,6 +95,9 @@ def field_value(obj: Any, field: str) -> Any:
     return cur
 
 
+#: Indexes under which an object has at most one value (parents, nodes and labels may be several).
+_EXCLUSIVE_INDEXES = frozenset({"state", "app"})
+
 _PLAIN_ORDER_FIELDS = frozenset({"id", "name", "creation_timestamp", "created"})
 
 
@@ -492,7 +495,8 @@ class QuerySet(Generic[R]):
         if self._cache is None and self._slice is None and self._only_index:
             if not self._index:
                 return self.registry.count(self.model, self.namespace)
-            if len(self._index) == 1 and self._index[0][0] != "name":
+            if len(self._index) == 1 and self._index[0][0] in _EXCLUSIVE_INDEXES:
+                # An object has one state and one app: the counts of several values add up.
                 index, values = self._index[0]
                 return sum(self._index_count(index, v) for v in set(values))
             names = self._candidate_names()

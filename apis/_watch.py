@@ -75,7 +75,7 @@ class KindWatch(Generic[R]):
 
 
 def _current_revision(registry: Registry, prefix: str) -> int:
-    return registry.store.range(prefix, limit=1, keys_only=True).revision
+    return registry.store.current_revision()
 
 
 def watch_query(
