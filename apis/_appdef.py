@@ -46,9 +46,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import cloudpickle
 
-from ._balsam import app_resource_name
+from ._balsam import app_name_of, app_resource_name
 from ._context import current as current_client
-from ._errors import AlreadyExists, Conflict, Invalid, NotFound
+from ._errors import AlreadyExists, Conflict, DoesNotExist, Invalid, NotFound
 from ._kinds import App, Job
 from ._pycodec import b64pickle, b64unpickle, encode_params
 from ._templates import template_variables
@@ -241,12 +241,23 @@ class ApplicationDefinition:
         return reg
 
     @classmethod
-    def sync(cls, *, namespace: str | None = None, by_value: bool | None = None) -> App:
+    def sync(cls, rename_from: str | None = None, *, namespace: str | None = None,
+             by_value: bool | None = None) -> App:
         """Create or update the App resource (``balsamctl get apps`` lists it) in ``namespace``
-        (default: the site's, see ``apis.default_namespace``)."""
+        (default: the current client's, see ``apis.default_namespace``).
+
+        ``rename_from``: the App's former name (or class name), as in Balsam: the App is written
+        under its new name, the jobs of the old one are moved to it and the old one is deleted,
+        in one store transaction. Refused (nothing written) while a job of it runs, when the
+        old App does not exist, or when the new name is taken."""
         reg = cls._registry()
         namespace = namespace if namespace is not None else current_client().namespace
         want = cls.to_app(namespace, by_value=by_value)
+        if rename_from is not None and app_name_of(rename_from) != want.name:
+            app = _rename(reg, app_name_of(rename_from), want)
+            with cls._sync_lock:
+                cls._synced[(id(reg), namespace, cls.__qualname__)] = app.name
+            return app
         for _ in range(20):
             cur = reg.try_get(App, want.name, namespace)
             try:
@@ -264,6 +275,41 @@ class ApplicationDefinition:
                 cls._synced[(id(reg), namespace, cls.__qualname__)] = app.name
             return app
         raise Invalid(f"could not sync app {want.name}: it kept changing")
+
+    # --- loading Apps back as classes (Balsam's load_by_*) ----------------------------
+
+    @classmethod
+    def load_by_name(cls, app_name: str, site_name: str | None = None) -> type[ApplicationDefinition]:
+        """The class of the App named ``app_name`` (its resource name, or the class name it was
+        declared with: ``"Hello"`` finds ``hello``), in the current client's namespace; with
+        ``site_name``, only an App of that site (or of any site). ``App.DoesNotExist`` otherwise."""
+        client = current_client()
+        app = client.registry.try_get(App, app_name_of(app_name), client.namespace)
+        if app is None or (site_name is not None and app.spec.site not in (None, site_name)):
+            where = f" of site {site_name!r}" if site_name is not None else ""
+            raise DoesNotExist(f"no App {app_name!r}{where} in namespace {client.namespace!r}")
+        return app_class(app)
+
+    @classmethod
+    def load_by_id(cls, app_id: str) -> type[ApplicationDefinition]:
+        """The class of the App whose id (its resource name) is ``app_id``."""
+        return cls.load_by_name(app_id)
+
+    @staticmethod
+    def load_by_site(site: Any) -> dict[str, type[ApplicationDefinition]]:
+        """Every App a site runs (its own and those that name no site), by class name: ``site``
+        is a Site's name or a Site."""
+        name = site if isinstance(site, str) else getattr(site, "id", None) or getattr(site, "name", None)
+        if not isinstance(name, str) or not name:
+            raise ValueError("site must be a Site's name or a Site")
+        client = current_client()
+        apps, _ = client.registry.list(App, client.namespace)
+        out: dict[str, type[ApplicationDefinition]] = {}
+        for app in apps:
+            if app.spec.site in (None, name):
+                k = app_class(app)
+                out[k.__name__] = k
+        return out
 
     @classmethod
     def _ensure_app(cls, namespace: str) -> str:
@@ -324,6 +370,47 @@ class ApplicationDefinition:
 
 _signatures: weakref.WeakKeyDictionary[type, tuple[inspect.Signature | None, dict[str, dict[str, Any]]]] = \
     weakref.WeakKeyDictionary()
+
+
+def _rename(reg: Registry, old_name: str, want: App) -> App:
+    """``sync(rename_from=old_name)``: the new App, its jobs moved, the old App deleted, in one write."""
+    ns = want.metadata.namespace
+    old = reg.try_get(App, old_name, ns)
+    if old is None:
+        raise DoesNotExist(f"cannot rename App {old_name!r}: no such App in namespace {ns!r}")
+    if reg.try_get(App, want.name, ns) is not None:
+        raise AlreadyExists(App.resource_name(), want.name)
+    names = reg.index_names(Job, "app", old_name, ns)
+    jobs = [j for j in reg.get_many(Job, names, ns) if j is not None]
+    pairs = []
+    for j in jobs:
+        n = j.model_copy()
+        n.spec = j.spec.model_copy(update={"app": want.name})
+        pairs.append((j, n))
+    created, _ = reg.write(creates=[want], updates=pairs, deletes=[old])
+    return created[0]  # type: ignore[return-value]
+
+
+def app_class(app: App) -> type[ApplicationDefinition]:
+    """The ApplicationDefinition an App resource declares: its Python class (imported or
+    unpickled), or, for a command App, a class made from its command, parameters, transfer
+    slots, environment and site."""
+    if app.spec.python is not None:
+        return load_app_class(app.spec.python.model_dump(by_alias=True))
+    attrs: dict[str, Any] = {
+        "app_name": app.name,
+        "site": app.spec.site,
+        "command_template": app.spec.command or "",
+        "parameters": {k: p.model_dump() for k, p in app.spec.parameters.items()},
+        "transfers": {k: t.model_dump() for k, t in app.spec.transfers.items()},
+        "environment_variables": dict(app.spec.environment),
+        "cleanup_files": list(app.spec.cleanup_files),
+        "description": app.spec.description,
+        "__module__": __name__,
+    }
+    if app.spec.preamble:
+        attrs["shell_preamble"] = app.spec.preamble
+    return type(app.name, (ApplicationDefinition,), attrs)
 
 
 def load_app_class(ref: dict[str, Any]) -> type[ApplicationDefinition]:

@@ -7,6 +7,7 @@ and exposes them as attributes — see ``_balsam.py``.
 
 from __future__ import annotations
 
+import enum
 import math
 import posixpath
 from datetime import datetime
@@ -73,6 +74,48 @@ def validate_workdir(v: str) -> str:
     return norm
 
 
+class TransferDirection(enum.StrEnum):
+    """Which way a transfer slot copies (Balsam's ``TransferDirection``)."""
+
+    stage_in = "in"
+    stage_out = "out"
+
+
+class JobMode(enum.StrEnum):
+    """How a BatchJob's launcher packs jobs (Balsam's ``JobMode``)."""
+
+    serial = "serial"
+    mpi = "mpi"
+
+
+class JobTransferItem(Model):
+    """A job's value for one transfer slot (Balsam's ``JobTransferItem``): a Site's location
+    alias and an absolute path there; stored as ``"alias:/path"`` in ``spec.transfers``."""
+
+    location_alias: str
+    path: str
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _absolute(cls, v: Any) -> str:
+        v = str(v)
+        if not v.startswith("/"):
+            raise ValueError(f'path "{v}" must be absolute')
+        return v
+
+    def __str__(self) -> str:
+        return f"{self.location_alias}:{self.path}"
+
+
+class BatchJobPartition(Model):
+    """A share of an allocation (Balsam's ``BatchJobPartition``): ``num_nodes`` nodes launching the
+    jobs whose tags match ``filter_tags`` in ``job_mode``."""
+
+    job_mode: JobMode
+    num_nodes: int = Field(ge=1)
+    filter_tags: dict[str, str] = Field(default_factory=dict)
+
+
 class JobSpec(Model):
     app: str
     site: str | None = None
@@ -98,6 +141,16 @@ class JobSpec(Model):
         # Template values are strings on the command line; accept numbers as Balsam does.
         if isinstance(v, dict):
             return {str(k): ("" if x is None else x if isinstance(x, str) else str(x)) for k, x in v.items()}
+        return v
+
+    @field_validator("transfers", mode="before")
+    @classmethod
+    def _transfer_items(cls, v: Any) -> Any:
+        # Balsam's JobTransferItem (or its dict) becomes our "alias:/path" string.
+        if isinstance(v, dict):
+            return {k: (str(x) if isinstance(x, JobTransferItem)
+                        else str(JobTransferItem.model_validate(x)) if isinstance(x, dict) else x)
+                    for k, x in v.items()}
         return v
 
     @field_validator("transfers")
@@ -385,6 +438,13 @@ class BatchJobSpec(Model):
     # runs its allocation here (``local``) on a Slurm site too.
     scheduler: Literal["local", "slurm", "pbs"] | None = None
     node_size: NodeSize | None = None
+
+    @field_validator("partitions", mode="before")
+    @classmethod
+    def _partitions(cls, v: Any) -> Any:
+        if isinstance(v, list):  # Balsam's BatchJobPartition objects, kept as their plain fields
+            return [p.model_dump(mode="json") if isinstance(p, BatchJobPartition) else p for p in v]
+        return v
 
 
 class BatchJobStatus(Model):

@@ -29,6 +29,27 @@ class JobState(StrEnum):
     RESTART_READY = "RESTART_READY"
     FAILED = "FAILED"
 
+    # Balsam's member names (``JobState.job_finished``): aliases of the same members.
+    created = "CREATED"
+    awaiting_parents = "AWAITING_PARENTS"
+    ready = "READY"
+    staged_in = "STAGED_IN"
+    preprocessed = "PREPROCESSED"
+    running = "RUNNING"
+    run_done = "RUN_DONE"
+    postprocessed = "POSTPROCESSED"
+    staged_out = "STAGED_OUT"
+    job_finished = "JOB_FINISHED"
+    run_error = "RUN_ERROR"
+    run_timeout = "RUN_TIMEOUT"
+    restart_ready = "RESTART_READY"
+    failed = "FAILED"
+
+    @classmethod
+    def is_valid(cls, state: str) -> bool:
+        """Whether ``state`` names a state (Balsam's ``JobState.is_valid``)."""
+        return state in cls._value2member_map_
+
 
 S = JobState
 
