@@ -162,14 +162,17 @@ class ApplicationDefinition:
 
     @classmethod
     def resource_name(cls) -> str:
+        """The App's resource name: ``app_name``, else the class name in lowercase."""
         return cls.app_name or app_resource_name(cls.__name__)
 
     @classmethod
     def is_python_app(cls) -> bool:
+        """Whether the class defines ``run()`` (a Python App) rather than a command template."""
         return callable(getattr(cls, "run", None))
 
     @classmethod
     def defined_hooks(cls) -> list[str]:
+        """The hooks this class defines itself (the others take their default step)."""
         return [h for h in HOOKS if _defines(cls, h)]
 
     @classmethod

@@ -269,3 +269,31 @@ class BalsamJobMixin:
     def parent_query(self) -> QuerySet[Job]:
         """The job's parents, as a lazy query."""
         return type(self).objects.filter(id=list(self.spec.parents))  # type: ignore[attr-defined, no-any-return]
+
+
+_ATTRIBUTE_DOCS = {
+    "app_id": "The App's name (``spec.app``); assign an ApplicationDefinition class, its name or the App's.",
+    "site_name": "The Site the job must run at (``spec.site``), or None: its namespace's site.",
+    "workdir": "The working directory, relative to the site's ``data/`` (a Path).",
+    "parameters": "The App's parameters for this job (strings; a Python App's are encoded values).",
+    "data": "Free JSON data of the job; reassign it (``job.data = {...}``) for ``save()`` to write it.",
+    "parent_ids": "Names of the jobs that must finish first.",
+    "transfers": 'The App\'s transfer slots filled in: ``{slot: "alias:/absolute/path"}``.',
+    "priority": "Higher runs first.",
+    "tags": "Balsam's tags: the job's labels (``{key: value}`` strings).",
+    "num_nodes": "Nodes the job runs on.",
+    "ranks_per_node": "MPI ranks per node.",
+    "threads_per_rank": "Threads per rank.",
+    "threads_per_core": "Threads per core.",
+    "gpus_per_rank": "GPUs (or tiles) per rank; fractions share a device.",
+    "node_packing_count": "How many such jobs may share a node.",
+    "launch_params": "Extra launcher parameters.",
+    "wall_time_min": "Wall time limit in minutes (0: none).",
+    "state": "The job's state (a JobState value); assigning it moves the job as a user may.",
+    "return_code": "The exit code of the last run, or None.",
+    "last_update": "When the job was last written.",
+    "batch_job_id": "The BatchJob (allocation) the job is placed in, or None.",
+}
+for _name, _doc in _ATTRIBUTE_DOCS.items():
+    _p = vars(BalsamJobMixin)[_name]
+    setattr(BalsamJobMixin, _name, property(_p.fget, _p.fset, doc=_doc))

@@ -65,9 +65,11 @@ class _ViewManager(Generic[V]):
         return [v for v in self._views() if all(str(getattr(v, k)) in vals for k, vals in want.items())]
 
     def __iter__(self) -> Iterator[V]:
+        """The matching views."""
         return iter(self._fetch())
 
     def __len__(self) -> int:
+        """How many views match."""
         return len(self._fetch())
 
     def count(self) -> int:

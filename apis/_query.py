@@ -212,21 +212,26 @@ class QuerySet(Generic[R]):
     # --- building ----------------------------------------------------------------
 
     def all(self) -> QuerySet[R]:
+        """The same query (a copy: Django's and Balsam's ``all()``)."""
         return self._clone()
 
     def filter(self, **kw: Any) -> QuerySet[R]:
+        """The query narrowed by every keyword (see ``Manager.filter`` for the keywords); an
+        unknown keyword is refused (``apis.BadRequest``)."""
         c = self._clone()
         for k, v in kw.items():
             c._add(k, v, negate=False)
         return c
 
     def exclude(self, **kw: Any) -> QuerySet[R]:
+        """The query without the objects matching the keywords."""
         c = self._clone()
         for k, v in kw.items():
             c._add(k, v, negate=True)
         return c
 
     def in_namespace(self, namespace: str) -> QuerySet[R]:
+        """The same query in another namespace."""
         c = self._clone()
         c.namespace = namespace
         return c
@@ -388,6 +393,7 @@ class QuerySet(Generic[R]):
         )
 
     def __getitem__(self, item: int | slice) -> Any:
+        """``qs[i]``: one object; ``qs[a:b]``: a lazy slice (no step)."""
         if isinstance(item, int):
             items = self._fetch()
             return items[item]
@@ -477,9 +483,11 @@ class QuerySet(Generic[R]):
         return objs
 
     def __iter__(self) -> Iterator[R]:
+        """The matching objects (read once, then cached)."""
         return iter(self._fetch())
 
     def __len__(self) -> int:
+        """How many objects the query yields (reads them; ``count()`` may not)."""
         return len(self._fetch())
 
     def __bool__(self) -> bool:
@@ -492,6 +500,8 @@ class QuerySet(Generic[R]):
         return f"<{self.model.KIND}Query [{shown}{more}]>"
 
     def count(self) -> int:
+        """How many objects match, answered from the store's indexes when the filters allow
+        (always equal to the number iteration yields)."""
         if self._cache is None and self._slice is None and self._only_index:
             if not self._index:
                 return self.registry.count(self.model, self.namespace)
@@ -505,13 +515,17 @@ class QuerySet(Generic[R]):
         return len(self._fetch())
 
     def exists(self) -> bool:
+        """Whether any object matches."""
         return self.count() > 0
 
     def first(self) -> R | None:
+        """The first object in the query's order, or None."""
         items = self._fetch()
         return items[0] if items else None
 
     def get(self, **kw: Any) -> R:
+        """The one object matching the query and ``kw``: ``Kind.DoesNotExist`` when none does,
+        ``Kind.MultipleObjectsReturned`` when several do."""
         qs = self.filter(**kw) if kw else self
         items = qs._fetch()
         if not items:
@@ -555,6 +569,7 @@ class QuerySet(Generic[R]):
         return done
 
     def delete(self) -> int:
+        """Delete every matching object (5000 per transaction); returns how many."""
         reg = self.registry
         objs = self._fetch()
         n = 0

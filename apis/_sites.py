@@ -81,15 +81,19 @@ class SiteManager:
         return found
 
     def __iter__(self) -> Iterator[Site]:
+        """The matching Sites."""
         return iter(self._fetch())
 
     def __len__(self) -> int:
+        """How many Sites match."""
         return len(self._fetch())
 
     def count(self) -> int:
+        """How many Sites match."""
         return len(self._fetch())
 
     def first(self) -> Site | None:
+        """The first matching Site, or None."""
         found = self._fetch()
         return found[0] if found else None
 
