@@ -209,6 +209,7 @@ class Job(BalsamJobMixin, ClientMixin, Resource):
     spec: JobSpec
     status: JobStatus = Field(default_factory=JobStatus)
     _pending: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _client: Any = PrivateAttr(default=None)  # apis._context.ClientRef: the client that loaded it
 
     # Balsam's keywords (``Job(app_id=..., tags=...)``, ``Job.model_validate({...})``) are
     # translated here rather than by a ``mode="before"`` model validator: such a validator
@@ -320,6 +321,7 @@ class App(ClientMixin, Resource):
 
     spec: AppSpec
     status: dict[str, Any] = Field(default_factory=dict)
+    _client: Any = PrivateAttr(default=None)
 
 
 # --- Site ------------------------------------------------------------------------
@@ -398,6 +400,7 @@ class Site(ClientMixin, Resource):
 
     spec: SiteSpec
     status: dict[str, Any] = Field(default_factory=dict)
+    _client: Any = PrivateAttr(default=None)
 
     @property
     def id(self) -> str:
@@ -468,6 +471,7 @@ class BatchJob(ClientMixin, Resource):
 
     spec: BatchJobSpec = Field(default_factory=BatchJobSpec)  # type: ignore[arg-type]  # no pydantic mypy plugin
     status: BatchJobStatus = Field(default_factory=BatchJobStatus)
+    _client: Any = PrivateAttr(default=None)
 
 
 # --- Node ------------------------------------------------------------------------
@@ -497,6 +501,7 @@ class Node(ClientMixin, Resource):
 
     spec: NodeSpec
     status: NodeStatus = Field(default_factory=NodeStatus)
+    _client: Any = PrivateAttr(default=None)
 
     def index_entries(self) -> set[tuple[str, str]]:
         """Labels, and the BatchJob it belongs to."""
@@ -558,6 +563,7 @@ class TransferTask(ClientMixin, Resource):
 
     spec: TransferTaskSpec
     status: TransferTaskStatus = Field(default_factory=TransferTaskStatus)
+    _client: Any = PrivateAttr(default=None)
 
 
 KINDS: tuple[type[Resource], ...] = (Job, App, Site, BatchJob, Node, TransferTask)
@@ -595,6 +601,7 @@ class Event(ClientMixin, Resource):
     first_timestamp: datetime | None = None
     last_timestamp: datetime | None = None
     reporting_controller: str = ""  # the component that acted (a reconciler, the node agent)
+    _client: Any = PrivateAttr(default=None)
 
 
 #: Every kind ``kind_for`` knows: the CRD kinds and Events.

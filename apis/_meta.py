@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticUndefined
 
@@ -289,7 +289,6 @@ class Resource(Model):
     api_version: str = API_VERSION
     kind: str = ""
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
-    _client: Any = PrivateAttr(default=None)  # apis._context.ClientRef: the client that loaded it
 
     def index_entries(self) -> set[tuple[str, str]]:
         """(index, value) pairs under which the object is findable: its labels; kinds add theirs."""

@@ -146,8 +146,6 @@ def hello_app(name: str = "hello") -> dict[str, object]:
 
 def job_doc(name: str, workdir: str | None = None, app: str = "hello", labels: dict[str, str] | None = None,
             **spec: object) -> dict[str, object]:
-    if app == "hello" and "parameters" not in spec:  # hello_app() requires its one parameter
-        spec["parameters"] = {"name": name}
     return manifest("Job", name, {"app": app, "workdir": workdir or f"test/{name}", **spec}, labels)
 
 
