@@ -12,16 +12,19 @@ relists and reports the difference (what vanished as ``DELETED``, what changed a
 ``MODIFIED``, what appeared as ``ADDED``), so a consumer never misses the latest state.
 
 Only events of the names a query can match are decoded (a name filter is checked on the key).
+The following is the shared list-watch of ``store.reflector`` (issue 13's Reflector); the
+futures' shared watcher (``apis._futures.JobWatcher``) follows its waited-for names with a
+:class:`KindWatch` and re-reads them after a broken stream.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import store as st
+from store.reflector import Reflector
 
 from ._meta import ObjectMeta
 from ._registry import Registry, WatchEvent, kind_prefix
@@ -74,8 +77,15 @@ class KindWatch(Generic[R]):
         self.raw.close()
 
 
-def _current_revision(registry: Registry, prefix: str) -> int:
-    return registry.store.current_revision()
+class _EitherStop(threading.Event):
+    """Set by the stream's timeout, or by the caller's ``stop``."""
+
+    def __init__(self, other: threading.Event | None) -> None:
+        super().__init__()
+        self.other = other
+
+    def is_set(self) -> bool:
+        return super().is_set() or (self.other is not None and self.other.is_set())
 
 
 def watch_query(
@@ -91,60 +101,58 @@ def watch_query(
     stop: threading.Event | None = None,
     on_bind: Callable[[R], Any] | None = None,
 ) -> Iterator[WatchEvent[R]]:
-    """The generator behind ``QuerySet.watch`` (see the module docstring). ``names``: the only
-    names the query can match (None: any). ``timeout``: the stream ends after that many seconds
-    (None: never); ``stop``: it ends once the event is set."""
-    deadline = None if timeout is None else time.monotonic() + timeout
+    """The generator behind ``QuerySet.watch`` (see the module docstring), on the shared
+    list-watch of ``store.reflector``: the query lists what it matches itself (from the
+    indexes), then the Reflector follows the kind's prefix from the revision taken before that
+    list, skipping writes the list already showed and relisting after a compaction or a broken
+    stream. ``names``: the only names the query can match (None: any). ``timeout``: the stream
+    ends after that many seconds (None: never); ``stop``: it ends once the event is set."""
     prefix = kind_prefix(kind, namespace)
-    wants = None if names is None else names.__contains__
-    matching: dict[str, int] = {}  # name -> revision of the last event or listing yielded for it
+    plen = len(prefix)
+    matching: dict[str, int] = {}  # name -> revision of what the stream last showed of it
+    known: dict[str, int] = {}  # the Reflector's view: key -> revision
     resuming = resource_version is not None
-
-    def relist() -> tuple[int, list[R]]:
-        rev = _current_revision(registry, prefix)  # before the list: later writes are replayed
-        return rev, list_matching()
-
     if resource_version is None:
-        rev, objs = relist()
-        for o in objs:
-            matching[o.name] = int(o.metadata.resource_version or 0)
+        rev = registry.store.current_revision()  # before the list: later writes are replayed
+        for o in list_matching():
+            r = int(o.metadata.resource_version or 0)
+            matching[o.name] = known[prefix + o.name] = r
             if on_bind is not None:
                 on_bind(o)
-            yield WatchEvent("ADDED", o, int(o.metadata.resource_version or 0))
-        start = rev + 1
+            yield WatchEvent("ADDED", o, r)
     else:
-        start = int(resource_version) + 1
-
-    w: KindWatch[R] | None = None
+        rev = int(resource_version)
+    either = _EitherStop(stop)
+    timer = None
+    if timeout is not None:
+        timer = threading.Timer(max(0.0, timeout), either.set)
+        timer.daemon = True
+        timer.start()
+    refl: Reflector[R] = Reflector(
+        registry.store, prefix, decode_kv=lambda kv: Registry.decode(kind, kv),
+        key_filter=None if names is None else (lambda key: key[plen:] in names), poll_interval=0.5)
     try:
-        while True:
-            if stop is not None and stop.is_set():
-                return
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return
-            try:
-                if w is None:
-                    w = KindWatch(registry, kind, namespace, start, wants)
-                events = w.poll(0.5 if left is None else min(0.5, left))
-            except st.Compacted:
-                if w is not None:
-                    w.close()
-                    w = None
-                rev, objs = relist()
-                yield from _resync(kind, namespace, objs, matching, on_bind)
-                start, resuming = rev + 1, False
+        for d in refl.events(resource_version=rev, stop=either, known=known):
+            if d.type == "SYNC":
                 continue
-            for ev in events:
-                start = ev.revision + 1
-                out = _step(ev, matching, matches, resuming)
-                if out is not None:
-                    if on_bind is not None and out.type != "DELETED":
-                        on_bind(out.object)
-                    yield out
+            name = d.key[plen:]
+            if d.type == "DELETED":
+                obj = d.obj if d.obj is not None else kind.model_construct(
+                    metadata=ObjectMeta(name=name, namespace=namespace))
+                ev: WatchEvent[R] = WatchEvent("DELETED", obj, d.revision)
+            else:
+                assert d.obj is not None
+                created = d.kv is not None and d.kv.version == 1
+                ev = WatchEvent("ADDED" if created else "MODIFIED", d.obj, d.revision)
+            out = _step(ev, matching, matches, resuming)
+            if out is not None:
+                if on_bind is not None and out.type != "DELETED":
+                    on_bind(out.object)
+                yield out
     finally:
-        if w is not None:
-            w.close()
+        refl.close()
+        if timer is not None:
+            timer.cancel()
 
 
 def _matches(matches: Callable[[Any], bool], obj: Any) -> bool:
@@ -176,23 +184,3 @@ def _step(ev: WatchEvent[R], matching: dict[str, int], matches: Callable[[Any], 
         del matching[name]
         return WatchEvent("DELETED", ev.object, ev.revision)
     return None
-
-
-def _resync(kind: type[Any], namespace: str, objs: list[Any], matching: dict[str, int],
-            on_bind: Callable[[Any], Any] | None) -> Iterator[WatchEvent[Any]]:
-    """After a compaction: the difference between what the stream showed and the store now."""
-    now = {o.name: o for o in objs}
-    for name in [n for n in matching if n not in now]:
-        rv = matching.pop(name)
-        ghost = kind.model_construct(metadata=ObjectMeta(name=name, namespace=namespace))
-        yield WatchEvent("DELETED", ghost, rv)
-    for name, o in now.items():
-        rv = int(o.metadata.resource_version or 0)
-        if on_bind is not None:
-            on_bind(o)
-        if name not in matching:
-            matching[name] = rv
-            yield WatchEvent("ADDED", o, rv)
-        elif matching[name] < rv:
-            matching[name] = rv
-            yield WatchEvent("MODIFIED", o, rv)
