@@ -97,19 +97,20 @@ class Client:
 
     def save(self, obj: Any) -> None:
         """Create ``obj`` or write the fields assigned since it was read (see ``ClientMixin.save``)."""
-        reg = self.registry
         kind = type(obj)
         if not obj.metadata.resource_version:
             self.in_namespace(obj)
             captured = _create_interceptor([obj]) if _create_interceptor is not None else None
-            if captured is not None:
+            if captured is not None:  # in a hook's process: created with the hook's step
                 obj._adopt(captured[0])
                 return
+            reg = self.registry
             if kind.KIND == "Job":
                 place_jobs(reg, [obj])  # a job naming its site goes to that Site's namespace
             obj._adopt(reg.create(obj))
             bind(obj, self)
             return
+        reg = self.registry
         pending = dict(obj._pending_fields())
         if pending:
             obj._adopt(reg.mutate(kind, obj.metadata.name, lambda j: apply_fields(j, pending), obj.metadata.namespace))
