@@ -142,3 +142,25 @@ def test_help_of_the_python_client_shows_docstrings() -> None:
                Job.objects.all().watch, Job.objects.all().count, Job.objects.all().update, Job.save,
                Job.result, apis.using, apis.ApplicationDefinition.load_by_name):
         assert (fn.__doc__ or "").strip(), fn
+
+
+def test_using_a_store_url_opens_it_once_per_process(backend: Backend) -> None:
+    backend.app()
+    backend.registry.create(Job(name="j", namespace=backend.namespace, app_id="echo", workdir="w",
+                                parameters={"x": "1"}))
+    with apis.using(backend.url, namespace=backend.namespace) as c1:
+        assert [j.name for j in Job.objects.all()] == ["j"]
+    with apis.using(backend.url, namespace=backend.namespace) as c2:
+        assert c2.registry is c1.registry
+
+
+def test_use_sets_the_process_default_and_reset_forgets_it(backend: Backend) -> None:
+    backend.app()
+    reg = apis.use(backend.url, namespace=backend.namespace)
+    seen: list[str] = []
+    t = threading.Thread(target=lambda: seen.append(apis.current_client().namespace))  # another thread too
+    t.start()
+    t.join()
+    assert seen == [backend.namespace] and apis.default_registry() is reg
+    apis._config.reset()
+    assert apis.current_client().namespace != backend.namespace or backend.namespace == "default"
