@@ -21,7 +21,7 @@ from . import _context
 from ._balsam import apply_fields
 from ._config import default_namespace as site_namespace_default
 from ._config import load_site_config, open_registry, resolve_store_url
-from ._context import ClientMixin, bind, client_of
+from ._context import ClientMixin, bind
 from ._errors import Conflict, DoesNotExist, MultipleObjectsReturned
 from ._futures import as_completed, wait, wait_one
 from ._query import QuerySet
@@ -53,9 +53,6 @@ _create_interceptor: Callable[[list[Any]], list[Any] | None] | None = None
 def set_create_interceptor(fn: Callable[[list[Any]], list[Any] | None] | None) -> None:
     global _create_interceptor
     _create_interceptor = fn
-
-
-ClientTarget = "Client | Registry | str | None"
 
 
 class Client:
@@ -333,10 +330,3 @@ class Manager(Generic[R]):
 
 def names_of(objs: Sequence[Any]) -> list[str]:
     return [o.metadata.name for o in objs]
-
-
-def client_for(obj: Any) -> Client:
-    """The client ``obj`` works through (the one that loaded it, else the current one)."""
-    c = client_of(obj)
-    assert isinstance(c, Client)
-    return c
