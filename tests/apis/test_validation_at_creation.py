@@ -115,3 +115,9 @@ def test_count_agrees_with_iteration_when_a_filter_value_is_a_list(backend: Back
                mgr.filter(id=[p1.id, p1.id]), mgr.filter(app_id=["echo", "nope"]),
                mgr.filter(selector="!nolabel")):
         assert qs.count() == len(list(qs)), qs
+
+
+def test_get_sort_by_an_unknown_field_is_one_error_line(site: Path) -> None:
+    code, out, err = _cli(site, "get", "jobs", "--sort-by", "bogus")
+    assert code != 0 and out == "" and err == "error: order_by: unknown field 'bogus' for jobs\n"
+    assert _cli(site, "get", "jobs", "--sort-by", ".spec.workdir")[0] == 0
