@@ -60,8 +60,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import store as st
-from apis import App, Job, JobState, Node, ObjectMeta, Registry
+from apis import App, BatchJob, Job, JobState, Node, ObjectMeta, Registry
 from apis._registry import index_keys, index_prefix, kind_prefix
+from controllers._leader import LEASE_PREFIX
 
 from ._harness import StoreTarget
 from ._up import CLI, bench_env, cmdline, make_site
@@ -182,10 +183,15 @@ class Fault:
     target: str = ""
     recovery_s: float | None = None  # restart → first job state change
     note: str = ""
+    #: After a restart of up: seconds from it to each step on the way to the first job change
+    #: (``leader``: the leader lease written; ``batchjob``: up's BatchJob first written;
+    #: ``batchjob_running``; ``nodes``: every agent registered; ``job``: the first job change).
+    phases: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "at": round(self.at, 3), "target": self.target,
-                "recovery_s": None if self.recovery_s is None else round(self.recovery_s, 3), "note": self.note}
+                "recovery_s": None if self.recovery_s is None else round(self.recovery_s, 3), "note": self.note,
+                "phases": {k: round(v, 3) for k, v in self.phases.items()}}
 
 
 @dataclass
@@ -429,16 +435,38 @@ class ChaosRun:
         self.restarts += 1
         return self._start_up()
 
-    def _first_change(self, since_rev: int, names: set[str] | None, timeout: float) -> float | None:
-        """time.monotonic() of the first job write after ``since_rev`` (of ``names`` if given)."""
+    def _first_change(self, since_rev: int, names: set[str] | None, timeout: float,
+                      phases: dict[str, float] | None = None, t0: float = 0.0) -> float | None:
+        """time.monotonic() of the first job write after ``since_rev`` (of ``names`` if given).
+        With ``phases``, also the steps of a restart on the way to it, in seconds after ``t0``
+        (writes before ``t0``: the old processes' last ones, are not steps of the restart)."""
         prefix = kind_prefix(Job, self.ns)
-        w = self.registry.store.watch(prefix, start_revision=since_rev + 1)
+        watched = prefix if phases is None else "/"
+        leader = f"{LEASE_PREFIX}{self.ns}"
+        bj_prefix, node_prefix = kind_prefix(BatchJob, self.ns), kind_prefix(Node, self.ns)
+        nodes: set[str] = set()
+        w = self.registry.store.watch(watched, start_revision=since_rev + 1)
         try:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 for ev in w.poll(0.05):
-                    if ev.type == "PUT" and (names is None or ev.kv.key[len(prefix):] in names):
-                        return time.monotonic()
+                    now = time.monotonic()
+                    key = ev.kv.key
+                    if phases is not None and ev.type == "PUT" and now >= t0:
+                        if key == leader:
+                            phases.setdefault("leader", now - t0)
+                        elif key.startswith(bj_prefix):
+                            phases.setdefault("batchjob", now - t0)
+                            if b'"running"' in ev.kv.value:
+                                phases.setdefault("batchjob_running", now - t0)
+                        elif key.startswith(node_prefix):
+                            nodes.add(key)
+                            if len(nodes) >= self.cfg.nodes:
+                                phases.setdefault("nodes", now - t0)
+                    if ev.type == "PUT" and key.startswith(prefix) and (names is None or key[len(prefix):] in names):
+                        if phases is not None:
+                            phases["job"] = now - t0
+                        return now
                 if self._done():
                     return None
         finally:
@@ -537,9 +565,9 @@ class ChaosRun:
         if self.up is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.up.wait(timeout=4 * self.cfg.lease_ttl + 60)
-        restarted = self._restart()
         rev = self.registry.store.current_revision()
-        seen = self._first_change(rev, None, 4 * self.cfg.lease_ttl + 90)
+        restarted = self._restart()
+        seen = self._first_change(rev, None, 4 * self.cfg.lease_ttl + 90, phases=fault.phases, t0=restarted)
         fault.recovery_s = None if seen is None else seen - restarted
         return fault
 
