@@ -102,6 +102,9 @@ class ChaosConfig:
     gap: tuple[float, float] = (1.0, 3.0)  # seconds of normal running between faults
     timeout: float = 600.0  # the whole run
     outage: tuple[float, float] = (6.0, 12.0)  # seconds a store outage or a full disk lasts
+    #: Before each fault, jobs are added until at least this many are not finished (0: never):
+    #: every fault then meets work in flight, however fast the machine ran the rest.
+    backlog: int = 0
 
 
 class StoreOutage(Protocol):
@@ -363,6 +366,7 @@ class ChaosRun:
         self.restarts = 0
         self.spontaneous = 0  # times up ended without a fault
         self.names = [f"c{i:05d}" for i in range(cfg.jobs)] + [f"chain{i:03d}" for i in range(cfg.chain)]
+        self.added = 0  # jobs added by _top_up
         self.markers = markers or root.parent / f"{root.name}-markers"
         self.markers.mkdir(parents=True, exist_ok=True)
         if outage is None and target.backend == "sqlite":
@@ -377,17 +381,33 @@ class ChaosRun:
         """One CPU's share of a node per job (the default packing count, 1, is a whole node)."""
         return {"nodePackingCount": self.cfg.cpus}
 
+    def _plain_jobs(self, names: list[str]) -> list[Job]:
+        long_every = self.cfg.long_every or len(self.names) + 1
+        return [Job(metadata=ObjectMeta(name=n, namespace=self.ns),
+                    spec={"app": "mark-long" if i % long_every == 0 else "mark",
+                          "workdir": f"chaos/{n}", "retry": RETRY, "resources": self._shares})  # type: ignore[arg-type]
+                for i, n in enumerate(names)]
+
+    def _top_up(self) -> None:
+        """Keep ``cfg.backlog`` jobs unfinished before a fault (see ChaosConfig.backlog)."""
+        if not self.cfg.backlog:
+            return
+        failed = self.registry.index_count(Job, "state", JobState.FAILED.value, self.ns)
+        left = len(self.names) - self._finished() - failed
+        if left >= self.cfg.backlog:
+            return
+        names = [f"t{i:05d}" for i in range(self.added, self.added + self.cfg.backlog)]
+        self.registry.create_many(self._plain_jobs(names))
+        self.added += len(names)
+        self.names += names
+
     def _make_jobs(self) -> None:
         mark = self.root / "apps" / "mark.sh"
         mark.write_text(MARK_SH)
         for app, ticks in (("mark", self.cfg.ticks), ("mark-long", self.cfg.long_ticks)):
             self.registry.create(App(metadata=ObjectMeta(name=app, namespace=self.ns),
                                      spec={"command": f"/bin/bash {mark} {ticks} {self.markers}"}))  # type: ignore[arg-type]
-        long_every = self.cfg.long_every or len(self.names) + 1
-        jobs = [Job(metadata=ObjectMeta(name=n, namespace=self.ns),
-                    spec={"app": "mark-long" if i % long_every == 0 else "mark",
-                          "workdir": f"chaos/{n}", "retry": RETRY, "resources": self._shares})  # type: ignore[arg-type]
-                for i, n in enumerate(self.names[: self.cfg.jobs])]
+        jobs = self._plain_jobs(self.names[: self.cfg.jobs])
         for i in range(self.cfg.chain):
             parents = [f"chain{i - 1:03d}"] if i else []
             jobs.append(Job(metadata=ObjectMeta(name=f"chain{i:03d}", namespace=self.ns),
@@ -623,7 +643,7 @@ class ChaosRun:
         cfg = self.cfg
         self.log(f"chaos: seed {self.seed} ({len(self.names)} jobs, {cfg.faults} faults of {list(cfg.kinds)}, "
                  f"{cfg.nodes} nodes x {cfg.cpus} cpus, lease TTL {cfg.lease_ttl:g}s) in {self.root}")
-        report = ChaosReport(self.seed, len(self.names))
+        report = ChaosReport(self.seed, len(self.names))  # .jobs grows with _top_up
         kinds = list(cfg.kinds)
         self.rng.shuffle(kinds)
         plan = [kinds[i % len(kinds)] for i in range(cfg.faults)]
@@ -635,6 +655,7 @@ class ChaosRun:
             self._make_jobs()
             for kind in plan:
                 time.sleep(self.rng.uniform(*cfg.gap))
+                self._top_up()
                 if self._done() or time.monotonic() > deadline:
                     break
                 if self.up is None or self.up.poll() is not None:  # ended by itself: bring it back
@@ -661,6 +682,7 @@ class ChaosRun:
                 time.sleep(0.1)
         finally:
             self._stop()
+        report.jobs = len(self.names)
         report.restarts = self.restarts
         report.spontaneous_restarts = self.spontaneous
         report.elapsed_s = time.monotonic() - self.t0
