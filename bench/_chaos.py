@@ -458,8 +458,7 @@ class ChaosRun:
     def _first_change(self, since_rev: int, names: set[str] | None, timeout: float,
                       phases: dict[str, float] | None = None, t0: float = 0.0) -> float | None:
         """time.monotonic() of the first job write after ``since_rev`` (of ``names`` if given).
-        With ``phases``, also the steps of a restart on the way to it, in seconds after ``t0``
-        (writes before ``t0``: the old processes' last ones, are not steps of the restart)."""
+        With ``phases``, also the steps of a restart on the way to it, in seconds after ``t0``."""
         prefix = kind_prefix(Job, self.ns)
         watched = prefix if phases is None else "/"
         leader = f"{LEASE_PREFIX}{self.ns}"
@@ -472,7 +471,7 @@ class ChaosRun:
                 for ev in w.poll(0.05):
                     now = time.monotonic()
                     key = ev.kv.key
-                    if phases is not None and ev.type == "PUT" and now >= t0:
+                    if phases is not None and ev.type == "PUT":
                         if key == leader:
                             phases.setdefault("leader", now - t0)
                         elif key.startswith(bj_prefix):
@@ -585,6 +584,9 @@ class ChaosRun:
         if self.up is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.up.wait(timeout=4 * self.cfg.lease_ttl + 60)
+        # The old processes' last writes (agents recording RUN_TIMEOUT on their way out) are
+        # not recovery: the revision is read once the site is down, just before the restart.
+        self._wait_site_down(4 * self.cfg.lease_ttl + 60)
         rev = self.registry.store.current_revision()
         restarted = self._restart()
         seen = self._first_change(rev, None, 4 * self.cfg.lease_ttl + 90, phases=fault.phases, t0=restarted)
