@@ -52,10 +52,27 @@ def _seed() -> int:
 @pytest.mark.timeout(1200)  # a whole site restarted six times, two outages; minutes on a busy 2-core machine
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_every_fault_kind_loses_nothing_and_never_runs_a_job_twice_at_once(backend: str, tmp_path: Path) -> None:
+    # On etcd, the store outage has a test of its own below (a known agent bug, xfail).
+    kinds = FAULT_KINDS if backend == "sqlite" else tuple(k for k in FAULT_KINDS if k != "store")
+    _run_and_check(backend, tmp_path, kinds)
+
+
+@pytest.mark.etcd
+@pytest.mark.timeout(900)
+@pytest.mark.xfail(strict=True, reason=(
+    "a node agent's watch loop (nodeagent/_agent.py _watch_loop) returns on store.WatchClosed, which an "
+    "etcd watch also raises when its member stayed away longer than the store's timeout (5 s): the agent "
+    "then never hears of a job bound to it again. Fix: return only when the agent itself is closing, "
+    "else reopen from the last revision (issue-12r report)"))
+def test_an_etcd_outage_longer_than_the_store_timeout_is_ridden_out(tmp_path: Path) -> None:
+    _run_and_check("etcd", tmp_path, ("store", "store"), timeout=300.0)
+
+
+def _run_and_check(backend: str, tmp_path: Path, kinds: tuple[str, ...], timeout: float = 600.0) -> None:
     seed = _seed()
     print(f"chaos seed {seed} (replay: BALSAM_CHAOS_SEED={seed})")
-    cfg = ChaosConfig(jobs=120, chain=6, faults=len(FAULT_KINDS), kinds=FAULT_KINDS, seed=seed, nodes=2, cpus=4,
-                      ticks=2, long_every=10, long_ticks=40, lease_ttl=4.0, gap=(0.5, 1.5), timeout=1100.0,
+    cfg = ChaosConfig(jobs=120, chain=6, faults=len(kinds), kinds=kinds, seed=seed, nodes=2, cpus=4,
+                      ticks=2, long_every=10, long_ticks=40, lease_ttl=4.0, gap=(0.5, 1.5), timeout=timeout,
                       outage=(6.0, 10.0), backlog=40)
     with contextlib.ExitStack() as stack:
         # The site (and a SQLite store) on a filesystem of its own, to be filled; the
@@ -72,7 +89,7 @@ def test_every_fault_kind_loses_nothing_and_never_runs_a_job_twice_at_once(backe
             target, outage = StoreTarget("etcd", cluster.plain_url), EtcdMemberOutage(cluster.members[0])
         report = run_chaos(disk / "site", target, cfg, markers=tmp_path / "markers", outage=outage, disk=disk)
     print(report.summary())
-    assert sorted(f.kind for f in report.faults) == sorted(FAULT_KINDS), report.summary()
+    assert sorted(f.kind for f in report.faults) == sorted(kinds), report.summary()
     assert [f.note for f in report.faults if f.note.startswith("skipped")] == []
     assert report.lost == [] and report.failed == [], report.summary()
     assert report.finished == report.jobs >= cfg.jobs + cfg.chain
