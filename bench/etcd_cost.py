@@ -176,7 +176,8 @@ def etcd_cost(ctx: Context) -> Result:
               "txn_ms": ("create txn (compare + 3 puts) p50", "ms"), "puts_per_s_8": ("puts/s from 8 threads", "/s")}
     for metric, (label, unit) in labels.items():
         for name in CLUSTERS:
-            res.add(f"{name}_{metric}", figures[name][metric], unit, f"{name}: {label}", baseline=name == "plain1",
+            res.add(f"{name}_{metric}", figures[name][metric], unit, f"{name}: {label}", backend="etcd",
+                    baseline=name == "plain1",
                     ratio_to=None if name == "plain1" else f"plain1_{metric}", ratio_unit="x plain1")
     res.series["figures"] = figures
     jobs = ctx.pick(tiny=50, small=200, default=500, large=2000)
@@ -184,8 +185,10 @@ def etcd_cost(ctx: Context) -> Result:
     per_job = calls_per_job(jobs)
     ctx.log(f"etcd-cost: calls per job {per_job}")
     unary = sum(v for k, v in per_job.items() if k not in ("watch_events", "Watch", "LeaseKeepAlive"))
-    res.add("unary_calls_per_job", unary, "calls", "unary gRPC calls (Range, Txn, Put, ...) per job")
-    res.add("watch_events_per_job", per_job.get("watch_events"), "events", "watch events sent per job")
+    res.add("unary_calls_per_job", unary, "calls", "unary gRPC calls (Range, Txn, Put, ...) per job",
+            backend="etcd")
+    res.add("watch_events_per_job", per_job.get("watch_events"), "events", "watch events sent per job",
+            backend="etcd")
     res.series["calls_per_job"] = per_job
     res.inputs["calls_jobs"] = jobs
     return res
