@@ -476,7 +476,7 @@ class ChaosRun:
                             phases.setdefault("leader", now - t0)
                         elif key.startswith(bj_prefix):
                             phases.setdefault("batchjob", now - t0)
-                            if b'"running"' in ev.kv.value:
+                            if b'"running"' in ev.kv.value and b"deletionTimestamp" not in ev.kv.value:
                                 phases.setdefault("batchjob_running", now - t0)
                         elif key.startswith(node_prefix):
                             nodes.add(key)
