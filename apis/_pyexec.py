@@ -8,7 +8,8 @@ handoff file (``spec["result_path"]``) that its parent reads when the process ex
 * ``run``: ``{"result": ...}`` or ``{"exception": "Type: msg", "exceptionData": b64, "traceback": tail}``
   (see :mod:`apis._pycodec`); exit code 0, or 1 when ``run()`` raised (the traceback is
   printed to ``job.out`` too).
-* ``hook``: ``{"state", "data", "fields", "newJobs"}`` or ``{"error": "Type: msg\\n<traceback tail>"}``.
+* ``hook``: ``{"state", "data", "fields", "newJobs"}`` or ``{"error": "Type: msg\\n<traceback tail>",
+  "transient": bool}`` (transient: the hook met a store outage, see ``is_store_outage``).
   Jobs the hook creates are captured (not written) and created by the hook reconciler in
   the same write as the hook's step.
 """
@@ -23,6 +24,28 @@ import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
+
+import store as st
+
+from ._errors import StoreUnavailable
+
+#: What a hook raises when the store was briefly away, not because the hook is wrong: the
+#: outcome says ``transient`` and the hook reconciler runs the hook again (issue 12: nothing is
+#: FAILED because the store was unreachable).
+STORE_AWAY = (StoreUnavailable, st.Unavailable)
+
+
+def is_store_outage(e: BaseException) -> bool:
+    """``e``, or an exception it was raised from (``raise ... from``, or during handling), is a
+    store outage."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, STORE_AWAY):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 TRACEBACK_LINES = 15
 TRACEBACK_CHARS = 2000
@@ -156,7 +179,7 @@ def run_hook(spec: dict[str, Any]) -> int:
         tb = traceback.format_exc()
         sys.stderr.write(tb)
         head = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        outcome = {"error": f"{head}\n{traceback_tail(tb)}"}
+        outcome = {"error": f"{head}\n{traceback_tail(tb)}", "transient": is_store_outage(e)}
     _write_json(spec["result_path"], outcome)
     return 0
 

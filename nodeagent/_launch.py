@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from apis import App, Job
-from apis._paths import UnsafePath, check_file_nofollow
+from apis._paths import UnsafePath, check_file_nofollow, open_dir_nofollow
 from apis._templates import render_command
 
 from ._fence import JOB_KEY_ENV
@@ -122,6 +122,9 @@ class Prepared:
     argv: list[str] | None  # the fast path, when the command is a plain word list
     cwd: Path
     env: dict[str, str]
+    #: ``data/``, which ``cwd`` lies under: the spawn reaches ``cwd`` from it again without
+    #: following links and starts the job in the directory it opened (None: ``cwd`` as given).
+    root: Path | None = None
 
 
 def job_command(job: Job, app: App, launcher: str, hosts: list[str], pinning: GpuPinning = NVIDIA) -> str:
@@ -185,7 +188,8 @@ def prepare(
 ) -> Prepared:
     command = job_command(job, app, launcher, hosts, pinning)
     env = job_env(job, app, base_env, site_path, gpus, pinning)
-    return Prepared(command=command, argv=simple_argv(command), cwd=job_workdir(data_path, job), env=env)
+    return Prepared(command=command, argv=simple_argv(command), cwd=job_workdir(data_path, job), env=env,
+                    root=data_path)
 
 
 def job_workdir(data_path: Path, job: Job) -> Path:
@@ -253,22 +257,39 @@ def prepare_python(
 
 
 def spawn(p: Prepared, stdin: int) -> subprocess.Popen[bytes]:
-    """Start the job in its own session (process group = its pid). OSError if it cannot start."""
-    p.cwd.mkdir(parents=True, exist_ok=True)
-    fd = os.open(p.cwd / OUTPUT_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o660)
-    with open(fd, "wb") as out:
-        if p.argv is not None:
-            try:
-                return subprocess.Popen(
-                    p.argv, cwd=p.cwd, env=p.env, stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            except OSError:
-                pass  # let the shell run it and report why it cannot (127/126 in job.out)
-        return subprocess.Popen(
-            p.command, shell=True, cwd=p.cwd, env=p.env, stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    """Start the job in its own session (process group = its pid). OSError if it cannot start;
+    UnsafePath if a link now lies on the way to its workdir.
+
+    With ``p.root``, the workdir is opened from ``data/`` without following links (as
+    ``prepare`` checked it) and the job starts *in that opened directory*: its ``cwd`` is
+    ``/proc/self/fd/N``, which the child's ``chdir`` resolves to the open directory itself, not
+    to a path walked again — a parent job that swaps the directory for a link between the check
+    and the start cannot send this job elsewhere. ``job.out`` is opened in it ``O_NOFOLLOW``."""
+    if p.root is not None:
+        dirfd = open_dir_nofollow(p.root, p.cwd.relative_to(p.root))
+        cwd: str | Path = f"/proc/self/fd/{dirfd}"  # the fd is open in the child until its exec
+    else:
+        p.cwd.mkdir(parents=True, exist_ok=True)
+        dirfd = os.open(p.cwd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        cwd = p.cwd
+    try:
+        fd = os.open(OUTPUT_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o660,
+                     dir_fd=dirfd)
+        with open(fd, "wb") as out:
+            if p.argv is not None:
+                try:
+                    return subprocess.Popen(
+                        p.argv, cwd=cwd, env=p.env, stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                except OSError:
+                    pass  # let the shell run it and report why it cannot (127/126 in job.out)
+            return subprocess.Popen(
+                p.command, shell=True, cwd=cwd, env=p.env, stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+    finally:
+        os.close(dirfd)
 
 
 def output_tail(workdir: Path, lines: int = TAIL_LINES, max_bytes: int = TAIL_BYTES) -> str | None:
