@@ -243,7 +243,15 @@ class NodeAgent:
         the Node vanished, so come back under a new lease. The placement reconciler may
         have re-queued our jobs meanwhile; CAS on every write sorts that out."""
         self.log.warning("lease %d lost; registering node %s again", self.lease, self.name)
-        self.reporter.reregister()
+        try:
+            self.reporter.reregister()
+        except st.LeaseNotFound:
+            # The new lease ran out before the Node was written under it (the store stalled
+            # longer than the TTL, e.g. a held SQLite lock): the same loss again, not a crash.
+            self.log.warning("lease %d expired before node %s was registered under it; again", self.lease, self.name)
+            self._deferred.append(LeaseLost(self.lease))
+            self._backoff()
+            return
         self._q.put(Resync())
 
     def _spawn_thread(self, fn: Callable[..., Any], what: str, *args: Any) -> None:

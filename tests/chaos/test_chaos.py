@@ -52,18 +52,11 @@ def _seed() -> int:
 @pytest.mark.timeout(1200)  # a whole site restarted six times, two outages; minutes on a busy 2-core machine
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_every_fault_kind_loses_nothing_and_never_runs_a_job_twice_at_once(backend: str, tmp_path: Path) -> None:
-    # On etcd, the store outage has a test of its own below (a known agent bug, xfail).
-    kinds = FAULT_KINDS if backend == "sqlite" else tuple(k for k in FAULT_KINDS if k != "store")
-    _run_and_check(backend, tmp_path, kinds)
+    _run_and_check(backend, tmp_path, FAULT_KINDS)
 
 
 @pytest.mark.etcd
 @pytest.mark.timeout(900)
-@pytest.mark.xfail(strict=True, reason=(
-    "a node agent's watch loop (nodeagent/_agent.py _watch_loop) returns on store.WatchClosed, which an "
-    "etcd watch also raises when its member stayed away longer than the store's timeout (5 s): the agent "
-    "then never hears of a job bound to it again. Fix: return only when the agent itself is closing, "
-    "else reopen from the last revision (issue-12r report)"))
 def test_an_etcd_outage_longer_than_the_store_timeout_is_ridden_out(tmp_path: Path) -> None:
     _run_and_check("etcd", tmp_path, ("store", "store"), timeout=300.0)
 
