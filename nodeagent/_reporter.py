@@ -68,6 +68,15 @@ class NodeReporter:
             try:
                 self.node = self.registry.create(self._object(), lease=self.lease.lease)
                 return
+            except st.LeaseNotFound:
+                # The lease ran out before the Node was written under it (the store stalled
+                # longer than the TTL): a new lease, and again, while the deadline allows.
+                if time.monotonic() >= deadline:
+                    raise
+                self.log.warning("lease %d expired before node %s was registered under it; again",
+                                 self.lease.lease, self.name)
+                self.lease.grant()
+                continue
             except AlreadyExists:
                 left = deadline - time.monotonic()
                 if left <= 0:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,10 @@ def _run_and_check(backend: str, tmp_path: Path, kinds: tuple[str, ...], timeout
             # A member of the test's own: the session's shared one must not go away.
             cluster = stack.enter_context(EtcdCluster.start(members=1, prefix="balsam-chaos-etcd."))
             target, outage = StoreTarget("etcd", cluster.plain_url), EtcdMemberOutage(cluster.members[0])
-        report = run_chaos(disk / "site", target, cfg, markers=tmp_path / "markers", outage=outage, disk=disk)
+        try:
+            report = run_chaos(disk / "site", target, cfg, markers=tmp_path / "markers", outage=outage, disk=disk)
+        finally:
+            _keep_logs(disk / "site", tmp_path / "site-logs")  # the tmpfs goes; a failure's evidence stays
     print(report.summary())
     assert sorted(f.kind for f in report.faults) == sorted(kinds), report.summary()
     assert [f.note for f in report.faults if f.note.startswith("skipped")] == []
@@ -93,6 +97,16 @@ def _run_and_check(backend: str, tmp_path: Path, kinds: tuple[str, ...], timeout
     assert report.leftover_processes == []
     assert report.outage_exits == [], "up did not ride out an outage"
     assert [f.kind for f in report.faults if f.recovery_s is None] == [], "the site did not move after a fault"
+
+
+def _keep_logs(site: Path, to: Path) -> None:
+    """Copy the site's logs and allocation outputs (not job data, not the store) to ``to``."""
+    for p in site.rglob("*"):
+        if p.is_file() and "data" not in p.relative_to(site).parts and p.suffix in (".log", ".out"):
+            dest = to / p.relative_to(site)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(OSError):
+                shutil.copyfile(p, dest)
 
 
 def test_marker_runs_and_overlap_detection(tmp_path: Path) -> None:
