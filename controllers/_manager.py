@@ -7,7 +7,6 @@ controllers until ``stop`` is set or the leader lease is lost.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import socket
@@ -16,6 +15,7 @@ import time
 from typing import Any
 
 from apis import App, BatchJob, Job, Node, Registry, Site, TransferTask
+from store.process import freeze_long_lived
 
 from ._controller import Controller, Request
 from ._informer import Informer
@@ -96,7 +96,7 @@ class ControllerManager:
         if self.freeze_gc:
             # The caches just listed live as long as the process: keep the cyclic GC from
             # walking them on every full collection (10^5 jobs are millions of containers).
-            gc.freeze()
+            freeze_long_lived()
 
     def stop(self) -> None:
         self._stop_term()
