@@ -32,6 +32,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel, TypeAdapter
 from pydantic_core import PydanticUndefined
 
@@ -231,3 +232,13 @@ def deep_copy(m: M) -> M:
     """A copy that shares nothing mutable with ``m`` (what a writer edits when ``m`` is a
     cached object)."""
     return m.model_copy(deep=True)
+
+
+def stored_job_state(value: bytes) -> str | None:
+    """A stored Job's ``status.state`` read from its bytes without building the model (a
+    plain JSON parse, ~5x cheaper than pydantic's): what a cache that keeps no terminal jobs
+    asks of each value at start-up. None when the state is left out (its default)."""
+    doc = orjson.loads(value)
+    status = doc.get("status") if isinstance(doc, dict) else None
+    state = status.get("state") if isinstance(status, dict) else None
+    return state if isinstance(state, str) else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, Literal, TypeVar
 
@@ -35,8 +35,20 @@ class Informer(Generic[R]):
         kind: type[R],
         namespace: str = "default",
         indexers: dict[str, Indexer[R]] | None = None,
+        *,
+        evict: Callable[[R], bool] | None = None,
+        peek_evict: Callable[[bytes], bool] | None = None,
     ) -> None:
+        """``evict(obj)``: an object for which it is true leaves the cache once its event has
+        been handed to the handlers (the store keeps it; ``get`` then answers None).
+        ``peek_evict(value)``: the same question asked of the stored bytes during the first
+        list, so such objects are never decoded at start-up."""
         self.registry = registry
+        self._evict = evict
+        self._peek_evict = peek_evict
+        #: names evicted recently -> their revision: our own write that evicted a job is not
+        #: decoded again when its watch event arrives (bounded; older ones are just decoded)
+        self._recent: OrderedDict[str, int] = OrderedDict()
         self.kind = kind
         self.namespace = namespace
         self._indexers: dict[str, Indexer[R]] = dict(indexers or {})
@@ -123,7 +135,7 @@ class Informer(Generic[R]):
             if old is None:
                 return None
             del self._items[name]
-            self._rv[name] = rv
+            self._rv.pop(name, None)
             return "DELETED", old
         self._items[name] = obj
         self._rv[name] = rv
@@ -142,16 +154,63 @@ class Informer(Generic[R]):
         """Write-through after our own successful write (the watch event that follows is
         then a no-op), so the next reconcile already sees it."""
         rv = int(obj.metadata.resource_version or 0)
+        name = obj.name
         with self._lock:
-            res = self._store_locked(obj.name, obj, rv)
+            if self._recent.get(name, 0) >= rv:
+                return
+            existed = name in self._items or name in self._recent
+            res = self._store_locked(name, obj, rv)
+            if res is not None:
+                self._account(name, res[1], obj, existed)
         if res is not None:
             self._emit(res[0], res[1], obj)
+            self._maybe_evict(name, obj, rv)
 
     def remove_local(self, name: str, rv: int) -> None:
         with self._lock:
             res = self._store_locked(name, None, rv)
+            if res is not None:
+                self._account(name, res[1], None, True)
         if res is not None:
             self._emit("DELETED", res[1], None)
+
+    # --- eviction and accounting (the Job informer overrides _account) ---------------
+
+    RECENT_CAP = 65536
+
+    def _maybe_evict(self, name: str, obj: R, rv: int) -> None:
+        if self._evict is None or not self._evict(obj):
+            return
+        with self._lock:
+            if self._items.get(name) is not obj:
+                return
+            for index in self._indexers:
+                self._index_remove(index, name)
+            del self._items[name]
+            self._rv.pop(name, None)
+            self._recent[name] = rv
+            self._recent.move_to_end(name)
+            while len(self._recent) > self.RECENT_CAP:
+                self._recent.popitem(last=False)
+            self._evicted(name, obj)
+
+    def _evicted(self, name: str, obj: R) -> None:
+        """Called (under the lock) when ``obj`` left the cache."""
+
+    def _account(self, name: str, old: R | None, new: R | None, existed: bool) -> None:
+        """Called (under the lock) for every change: ``old`` is the cached object (None when
+        it was not cached), ``existed`` whether the store held the object before."""
+
+    def _evicted_deleted(self, name: str, prev: st.KeyValue) -> None:
+        """Called (under the lock) when an object that had left the cache is deleted;
+        ``prev`` is its last stored value."""
+
+    def is_evicted(self, name: str) -> bool:
+        """True when ``name`` exists in the store but left the cache (``evict``)."""
+        if name in self._items:
+            return False
+        r = self._reflector
+        return r is not None and f"/registry/{self.kind.PLURAL}/{self.namespace}/{name}" in r.known
 
     # --- list + watch loop (store.reflector) --------------------------------------
 
@@ -159,9 +218,16 @@ class Informer(Generic[R]):
         """The object, or None when the cache already holds this revision (our own write,
         applied by ``apply_local``): the reflector then hands out no decoded copy."""
         name = kv.key[self._prefix_len:]
-        if self._rv.get(name, 0) >= kv.mod_revision:
+        rev = kv.mod_revision
+        if self._rv.get(name, 0) >= rev or self._recent.get(name, 0) >= rev:
+            return None
+        if self._starting and self._peek_evict is not None and self._peek_evict(kv.value):
+            self._peeked(kv)
             return None
         return self.registry.decode(self.kind, kv)
+
+    def _peeked(self, kv: st.KeyValue) -> None:
+        """An object ``peek_evict`` kept out of the cache at start-up (the Job informer counts it)."""
 
     def _unavailable(self, error: Exception) -> None:
         if self._starting:  # the first list: the caller (the manager) decides what to do
@@ -187,17 +253,25 @@ class Informer(Generic[R]):
         try:
             if d.type == "DELETED":
                 with self._lock:
+                    self._recent.pop(name, None)
                     res = self._store_locked(name, None, d.revision)
+                    if res is not None:
+                        self._account(name, res[1], None, True)
+                    elif d.kv is not None:
+                        self._evicted_deleted(name, d.kv)
                 if res is not None:
                     self._emit("DELETED", res[1], None)
                 return
             obj = d.obj
             if obj is None:
-                return  # already in the cache (apply_local)
+                return  # already in the cache (apply_local), or kept out of it (peek_evict)
             with self._lock:
                 res = self._store_locked(name, obj, d.revision)
+                if res is not None:
+                    self._account(name, res[1], obj, d.type == "MODIFIED")
             if res is not None:
                 self._emit(res[0], res[1], obj)
+                self._maybe_evict(name, obj, d.revision)
         except Exception:
             log.exception("cannot apply %s delta for %s", d.type, d.key)
 

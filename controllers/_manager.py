@@ -14,11 +14,12 @@ import threading
 import time
 from typing import Any
 
-from apis import App, BatchJob, Job, Node, Registry, Site, TransferTask
+from apis import App, BatchJob, Node, Registry, Site, TransferTask
 from store.process import freeze_long_lived
 
 from ._controller import Controller, Request
 from ._informer import Informer
+from ._jobcache import JobInformer
 from ._leader import STORE_TROUBLE, LeaderElector
 from .hooks import HookRunner, NoHooks
 from .transfer import task_indexers
@@ -73,7 +74,7 @@ class ControllerManager:
     def _build(self) -> None:
         reg, ns = self.registry, self.namespace
         self.informers = {
-            "Job": Informer(reg, Job, ns, job_indexers()),
+            "Job": JobInformer(reg, ns, job_indexers()),
             "App": Informer(reg, App, ns),
             "Node": Informer(reg, Node, ns),
             "BatchJob": Informer(reg, BatchJob, ns),
