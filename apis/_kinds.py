@@ -16,6 +16,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 
 from ._balsam import BalsamJobMixin
 from ._client import ClientMixin
+from ._codec import shallow_copy
 from ._meta import API_VERSION, Condition, Model, Resource
 from ._sites import SiteMixin, _SiteManagerDescriptor
 from ._states import JobState
@@ -179,8 +180,8 @@ class Job(BalsamJobMixin, ClientMixin, Resource):
         spec and metadata stay shared — what reconcilers and agents change, at a fraction of
         a deep copy's cost."""
         st = self.status
-        status = st.model_copy(update={"history": list(st.history), "conditions": list(st.conditions)})
-        return self.model_copy(update={"status": status})
+        status = shallow_copy(st, {"history": list(st.history), "conditions": list(st.conditions)})
+        return shallow_copy(self, {"status": status})  # apis._codec: model_copy without copy.copy
 
 
 # --- App -------------------------------------------------------------------------

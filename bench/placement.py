@@ -63,7 +63,24 @@ TARGETS = {"placements": ">= 50000"}
 
 
 class _NoStore:
-    """Informers here are filled by hand; nothing may reach for a store."""
+    """Informers here are filled by hand; nothing may reach for a store. The scheduler's
+    binder writes through ``write``: each call is one transaction that stamps the next
+    revision on the objects (what the store would), and the bindings are kept for the bench."""
+
+    def __init__(self) -> None:
+        self.rv = 2
+        self.bound: list[Job] = []
+        self.transactions = 0
+
+    def write(self, creates: Any = (), updates: Any = (), deletes: Any = (), **_: Any) -> tuple[list[Any], list[Any]]:
+        out = []
+        for _, new in updates:
+            new.metadata.resource_version = str(self.rv)
+            out.append(new)
+        self.rv += 1
+        self.transactions += 1
+        self.bound.extend(out)
+        return [], out
 
     def __getattr__(self, name: str) -> Any:
         raise RuntimeError(f"the placement bench has no store (informer called {name})")
@@ -142,7 +159,7 @@ def engine_drain(jobs: list[Job], nodes: int) -> dict[str, Any]:
 
 def reconciler_drain(jobs: list[Job], nodes: int, log: Callable[[str], None]) -> dict[str, Any]:
     """Drain the backlog through PlacementReconciler on real informers (see the module doc)."""
-    reg: Any = _NoStore()
+    reg = _NoStore()
     informers: dict[str, Any] = {
         "Job": Informer(reg, Job, "default", job_indexers()),
         "Node": Informer(reg, Node, "default"),
@@ -160,7 +177,6 @@ def reconciler_drain(jobs: list[Job], nodes: int, log: Callable[[str], None]) ->
     for j in jobs:
         jobs_inf.apply_local(j)
     load_s = time.perf_counter() - t0
-    rv = 2
     rounds = placed = passes = 0
     reconcile_s = events_s = 0.0
     first: dict[str, Any] = {}
@@ -174,7 +190,7 @@ def reconciler_drain(jobs: list[Job], nodes: int, log: Callable[[str], None]) ->
         dt = time.perf_counter() - t0
         reconcile_s += dt
         passes += 1
-        binds = [new for _, new in ctx.writes.updates if new.status.placement and new.status.placement.nodes]
+        binds, reg.bound = reg.bound, []  # written by the scheduler's binder (one transaction a pass)
         for _, new in ctx.writes.updates:
             c = get_condition(new.status.conditions, "Unschedulable")
             if c is not None and c.status == "True":
@@ -186,15 +202,15 @@ def reconciler_drain(jobs: list[Job], nodes: int, log: Callable[[str], None]) ->
         # every bound job runs and finishes before the next pass: one round.
         t0 = time.perf_counter()
         for _, new in ctx.writes.updates:
-            new.metadata.resource_version = str(rv)
+            new.metadata.resource_version = str(reg.rv)
             jobs_inf.apply_local(new)
-        rv += 1
+        reg.rv += 1
         for b in binds:
             fin = b.status_copy()
             fin.status.state = JobState.JOB_FINISHED
-            fin.metadata = b.metadata.model_copy(update={"resource_version": str(rv)})
+            fin.metadata = b.metadata.model_copy(update={"resource_version": str(reg.rv)})
             jobs_inf.apply_local(fin)
-        rv += 1
+        reg.rv += 1
         events_s += time.perf_counter() - t0
         if not binds:
             break
