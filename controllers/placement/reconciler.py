@@ -221,9 +221,8 @@ class PlacementReconciler:
             binding = self.packer.binding
             for name in dirty:
                 cached = jobs.get(name)
-                self.assume.confirm(cached, name)
-                if name in self.assume:
-                    continue  # its binding is written but not seen yet: the engine holds it
+                if name in self.assume and self.assume.confirm(cached, name):
+                    continue  # our binding, seen as written: the engine holds it already
                 before = binding(name)
                 self._sync_job(cached, name)
                 if binding(name) is not before:

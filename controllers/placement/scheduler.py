@@ -114,15 +114,15 @@ class AssumeCache:
             self.packer.release(job)
         self.queue.mark(job)
 
-    def confirm(self, job: Job | None, name: str) -> None:
-        """The cache shows ``name`` (its binding, or that it no longer waits): stop assuming."""
-        nodes = self.assumed.get(name)
-        if nodes is None:
-            return
-        p = job.status.placement if job is not None else None
-        if job is None or (p is not None and tuple(p.nodes) == nodes) or p is None and job.status.state.value not in (
-                "PREPROCESSED", "RESTART_READY"):
-            del self.assumed[name]
+    def confirm(self, job: Job | None, name: str) -> bool:
+        """The cache shows ``name``: stop assuming. True when it shows exactly the assumed
+        binding (the engine already holds it: nothing to sync)."""
+        nodes = self.assumed.pop(name, None)
+        if nodes is None or job is None:
+            return False
+        p = job.status.placement
+        return p is not None and tuple(p.nodes) == nodes and job.status.state.value in (
+            "PREPROCESSED", "RESTART_READY")
 
     def __contains__(self, name: str) -> bool:
         return name in self.assumed
