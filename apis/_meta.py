@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from ._codec import encode
+from ._codec import shallow_copy as shallow_copy  # re-exported: its home was here before apis._codec
 
 API_GROUP = "balsam.io"
 API_VERSION = f"{API_GROUP}/v1"

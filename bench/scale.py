@@ -62,6 +62,8 @@ import store as st
 from apis import Job, Registry
 from controllers._jobcache import JobInformer
 from controllers._manager import job_indexers
+from store.process import tune_gc
+tune_gc("manager")  # as the controller manager's main does
 t_import = time.perf_counter() - t0
 def rss():
     out = {}
