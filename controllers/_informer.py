@@ -201,9 +201,9 @@ class Informer(Generic[R]):
         """Called (under the lock) for every change: ``old`` is the cached object (None when
         it was not cached), ``existed`` whether the store held the object before."""
 
-    def _evicted_deleted(self, name: str, prev: st.KeyValue) -> None:
+    def _evicted_deleted(self, name: str, prev: st.KeyValue | None) -> None:
         """Called (under the lock) when an object that had left the cache is deleted;
-        ``prev`` is its last stored value."""
+        ``prev`` is its last stored value (None when a relist found it gone)."""
 
     def is_evicted(self, name: str) -> bool:
         """True when ``name`` exists in the store but left the cache (``evict``)."""
@@ -257,7 +257,7 @@ class Informer(Generic[R]):
                     res = self._store_locked(name, None, d.revision)
                     if res is not None:
                         self._account(name, res[1], None, True)
-                    elif d.kv is not None:
+                    else:  # the reflector knew it, the cache did not: it had left the cache
                         self._evicted_deleted(name, d.kv)
                 if res is not None:
                     self._emit("DELETED", res[1], None)

@@ -86,8 +86,8 @@ class JobInformer(Informer[Job]):
         if obj.status.state is JobState.FAILED:
             self._failed.add(name)
 
-    def _evicted_deleted(self, name: str, prev: st.KeyValue) -> None:
-        state = stored_job_state(prev.value) if prev.value else None
+    def _evicted_deleted(self, name: str, prev: st.KeyValue | None) -> None:
+        state = stored_job_state(prev.value) if prev is not None and prev.value else None
         state = state or self._evicted_state(name)
         self._failed.discard(name)
         self._counts[state] -= 1

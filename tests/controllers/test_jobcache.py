@@ -104,3 +104,34 @@ def test_start_up_never_decodes_terminal_jobs_and_counts_them(registry, app, mon
         assert inf.state_of("nope") is None
     finally:
         inf.stop()
+
+
+def test_counts_stay_exact_when_a_relist_finds_a_job_that_left_the_cache_deleted(registry, app):
+    import threading
+
+    registry.create_many([make_job(f"j{i}") for i in range(4)])
+    force(registry, "j0", S.FAILED)
+    force(registry, "j1", S.JOB_FINISHED)
+    inf = JobInformer(registry)
+    inf.start()
+    try:
+        assert inf.is_evicted("j0") and inf.is_evicted("j1")
+        inf._stop.set()  # pause the watch while the store moves on and compacts
+        assert inf._thread is not None
+        inf._thread.join(30)
+        seen = inf.revision
+        registry.delete(Job, "j0")
+        registry.delete(Job, "j1")
+        force(registry, "j2", S.JOB_FINISHED)
+        registry.store.compact(registry.store.current_revision())
+        assert inf._reflector is not None
+        inf._stop.clear()
+        stream = inf._reflector.events(resource_version=seen, stop=inf._stop)
+        inf._thread = threading.Thread(target=inf._run, args=(stream,), daemon=True)
+        inf._thread.start()
+        poll_until(lambda: inf.state_counts() == store_counts(registry), 60,
+                   f"counts {inf.state_counts()} to match the store's {store_counts(registry)}")
+        assert inf.state_of("j0") is None and inf.state_of("j1") is None
+        assert inf.state_of("j2") is S.JOB_FINISHED and inf.get("j2") is None
+    finally:
+        inf.stop()
