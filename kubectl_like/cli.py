@@ -95,6 +95,8 @@ def cli() -> None:
     Submit:  balsamctl apply -f jobs.yaml   |   balsamctl create job --app hello -w demo/1
     Look:    balsamctl get jobs [-l SELECTOR] [--state S] [-o wide|yaml|json|name|jsonpath=...]
              balsamctl describe job NAME
+    Change:  balsamctl label|annotate jobs -l SELECTOR k=v [--overwrite]  |  patch job NAME -p '{...}'
+    Re-run:  balsamctl retry -l SELECTOR [--state FAILED]  |  retry job NAME
     Remove:  balsamctl delete job NAME | -l SELECTOR | -f FILE
     Run:     balsamctl up [--until-done] [--nodes N --cpus C --gpus G]
     Follow:  balsamctl get jobs -w | wait job/NAME --for=state=JOB_FINISHED | logs -f NAME
@@ -111,6 +113,8 @@ COMMAND_MODULES = {
     "controller-manager": ".commands.controller_manager", "nodeagent": ".commands.node_agent",
     "completion": ".commands.completion", "admin": ".commands.admin", "login": "._login", "queue": "._queue",
     "report": ".commands.report", "top": ".commands.top", "dashboard": ".commands.dashboard",
+    "label": ".commands.label", "annotate": ".commands.annotate", "patch": ".commands.patch",
+    "retry": ".commands.retry",
 }
 
 

@@ -18,6 +18,7 @@ from apis import ALL_KINDS, JobState, Resource, kind_for
 from apis._registry import INDEX, kind_prefix
 
 from ._context import Ctx
+from .fieldselector import fields_of
 
 MAX_NAMES = 1000
 
@@ -123,3 +124,25 @@ def complete_explain(ctx: click.Context, param: click.Parameter, incomplete: str
     except Exception:  # noqa: BLE001
         return []
     return [CompletionItem(f"{head}.{f}") for f in (_children(node) or {}) if f.startswith(last)]
+
+
+def complete_field_selector(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """``--field-selector``: the fields of the kind being listed (``status.state=``), after what is
+    already typed (``spec.app=hello,``); job states after ``status.state=``."""
+    head, sep, last = incomplete.rpartition(",")
+    lead = head + sep
+    # While an option's value is completed, click leaves the positional words in ctx.args.
+    args = [a for a in (ctx.params.get("args") or ctx.args or ()) if a and not a.startswith("-")]
+    try:
+        kind = kind_for(args[0].partition("/")[0]) if args else kind_for("job")
+    except Exception:  # noqa: BLE001 - `retry NAME`: no kind given, the names are jobs'
+        kind = kind_for("job")
+    path, eq, value = last.partition("=")
+    if eq:
+        if path.rstrip("!=") == "status.state" and kind.KIND == "Job":
+            op = "!=" if path.endswith("!") else "="
+            base = path.rstrip("!")
+            return [CompletionItem(f"{lead}{base}{op}{s.value}") for s in JobState
+                    if s.value.startswith(value.lstrip("=").upper())]
+        return []
+    return [CompletionItem(f"{lead}{f}=") for f in sorted(fields_of(kind)) if f.startswith(path)]

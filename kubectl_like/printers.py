@@ -118,6 +118,7 @@ class Column:
     # The widest value the column can hold (0: unbounded, such as names): a stream (get -w)
     # pads to at least this, so a later, longer value (a state) does not shift its row.
     width: int = 0
+    empty: str = NONE  # what an empty value shows (-L columns: nothing, as in kubectl)
 
 
 def _name(o: Resource) -> str:
@@ -300,6 +301,28 @@ def format_table(header: Sequence[str] | None, rows: Sequence[Sequence[str]],
 class PrintOptions:
     with_namespace: bool = False  # -A: a NAMESPACE column / namespace in names
     no_headers: bool = False
+    label_columns: tuple[str, ...] = ()  # -L key1,key2: a column per label key (tables only)
+    show_labels: bool = False  # --show-labels: a LABELS column last (tables only)
+
+
+def label_header(key: str) -> str:
+    """kubectl's ``-L`` header: the key's last path segment, upper-cased (``app.kubernetes.io/name`` → NAME)."""
+    return key.rsplit("/", 1)[-1].upper()
+
+
+def _label_value(key: str) -> Callable[[Any], str]:
+    def value(o: Any) -> str:
+        return str(o.metadata.labels.get(key, ""))
+
+    return value
+
+
+def label_columns(options: PrintOptions) -> list[Column]:
+    """The columns ``-L`` and ``--show-labels`` add after a kind's own (kubectl's order)."""
+    cols = [Column(label_header(k), _label_value(k), empty="") for k in options.label_columns]
+    if options.show_labels:
+        cols.append(Column("LABELS", lambda o: labels_text(o.metadata.labels)))
+    return cols
 
 
 class Printer:
@@ -344,7 +367,7 @@ class TablePrinter(Printer):
     def __init__(self, kind: type[Resource], arg: str | None = None, options: PrintOptions | None = None) -> None:
         super().__init__(kind, arg, options)
         cols = COLUMNS.get(kind.KIND, DEFAULT_COLUMNS)
-        self.columns = [c for c in cols if self.wide or not c.wide]
+        self.columns = [c for c in cols if self.wide or not c.wide] + label_columns(self.options)
         self._widths: list[int] | None = None
 
     def header(self) -> list[str]:
@@ -358,7 +381,7 @@ class TablePrinter(Printer):
                 v = c.value(obj)
             except (AttributeError, TypeError):
                 v = NONE
-            cells.append(v if v != "" else NONE)
+            cells.append(v if v != "" else c.empty)
         return [obj.namespace, *cells] if self.options.with_namespace else cells
 
     def render(self, objs: Sequence[Resource], single: bool = False) -> str:

@@ -3,7 +3,9 @@ store's indexes (``apis.QuerySet``), in one namespace or all of them (``-A``).
 
 Filters by state and by label are answered from index keys: the objects read are the
 ones that match (plus, for the selector operators no index can answer, ``!=``,
-``notin`` and ``!key``, the candidates that the other requirements leave).
+``notin`` and ``!key``, the candidates that the other requirements leave). So are the
+``--field-selector`` requirements an index answers (``fieldselector.py``: ``status.state``,
+``spec.app``, ``metadata.name``); the others are predicates on those candidates.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from apis._query import _sort_key, field_value
 from apis._registry import kind_prefix
 
 from ._errors import CLIError
+from .fieldselector import FieldSelector
 
 
 @dataclass
@@ -30,9 +33,12 @@ class Filters:
     sort_by: str | None = None
     limit: int | None = None
     predicate: Callable[[Resource], bool] | None = None  # e.g. get events --for job/NAME
+    fields: FieldSelector = field(default_factory=FieldSelector)  # --field-selector
+    workdir: str | None = None  # get jobs --workdir FRAGMENT (Balsam's `job ls --workdir`: a part of the path)
 
     def __bool__(self) -> bool:
-        return bool(self.selector) or bool(self.states) or bool(self.tags) or self.predicate is not None
+        return (bool(self.selector) or bool(self.states) or bool(self.tags) or self.predicate is not None
+                or bool(self.fields) or self.workdir is not None)
 
     def and_also(self, predicate: Callable[[Resource], bool]) -> Filters:
         return dataclasses.replace(self, predicate=predicate)
@@ -46,6 +52,10 @@ class Filters:
             return False
         if self.predicate is not None and not self.predicate(obj):
             return False
+        if self.fields and not self.fields.matches(obj):
+            return False
+        if self.workdir is not None and self.workdir not in getattr(getattr(obj, "spec", None), "workdir", ""):
+            return False
         if self.states:
             state = (_state_of(obj) or "").lower()
             return state in {s.lower() for s in self.states}
@@ -53,8 +63,9 @@ class Filters:
 
     @classmethod
     def parse(cls, selector: str | None, states: Sequence[str], tags: dict[str, str], sort_by: str | None,
-              limit: int | None) -> Filters:
-        return cls(parse_selector(selector), tuple(states), dict(tags), normalize_sort_key(sort_by), limit)
+              limit: int | None, fields: FieldSelector | None = None) -> Filters:
+        return cls(parse_selector(selector), tuple(states), dict(tags), normalize_sort_key(sort_by), limit,
+                   fields=fields or FieldSelector())
 
 
 def normalize_sort_key(sort_by: str | None) -> str | None:
@@ -109,6 +120,7 @@ def query(reg: Registry, kind: type[Resource], namespaces: Sequence[str], f: Fil
             raise CLIError(f"--state does not apply to {kind.PLURAL}")
         post_state = {s.lower() for s in f.states}
     out: list[Resource] = []
+    namespaces = f.fields.namespaces(namespaces)
     one_ns = len(namespaces) == 1
     for ns in namespaces:
         qs: QuerySet[Resource] = QuerySet(kind, reg, namespace=ns)
@@ -118,7 +130,12 @@ def query(reg: Registry, kind: type[Resource], namespaces: Sequence[str], f: Fil
             qs = qs.filter(tags=f.tags)
         if f.states and post_state is None:
             qs = qs.filter(state__in=list(f.states))
-        if one_ns and post_state is None:
+        if f.workdir is not None:
+            if kind is not Job:
+                raise CLIError(f"--workdir does not apply to {kind.PLURAL}")
+            qs = qs.filter(workdir__contains=f.workdir)
+        qs, left = f.fields.narrow(qs)
+        if one_ns and post_state is None and not left:
             # One namespace: sort and limit inside the query.
             if f.sort_by:
                 qs = qs.order_by(f.sort_by)
@@ -128,6 +145,8 @@ def query(reg: Registry, kind: type[Resource], namespaces: Sequence[str], f: Fil
         objs = list(qs)
         if post_state is not None:
             objs = [o for o in objs if (_state_of(o) or "").lower() in post_state]
+        if left:
+            objs = [o for o in objs if all(r.matches(o) for r in left)]
         out.extend(objs)
     if f.sort_by:
         desc = f.sort_by.startswith("-")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
 
-from apis import ApiError
+from apis import TERMINAL, ApiError, Job, Resource
 
 from .. import applier
 from .._context import Ctx
@@ -69,3 +69,16 @@ def write_manifests(ctx: Ctx, manifests: list[applier.Manifest], *, create_only:
     suffix = dry_run_suffix(dry_run)
     for change, obj in results:
         click.echo(f"{object_ref(obj)} {change.action}{suffix}")
+
+
+def warn_finished(ctx: Ctx, pairs: Sequence[tuple[Resource | None, Resource]]) -> None:
+    """A kubectl-style warning per finished job whose spec a write changed: nothing re-runs it by
+    itself (the controllers act on jobs that have not finished), ``balsamctl retry`` does."""
+    for old, new in pairs:
+        if not isinstance(old, Job) or not isinstance(new, Job) or old.status.state not in TERMINAL:
+            continue
+        if old.spec == new.spec:
+            continue
+        ns = f" -n {old.namespace}" if old.namespace != ctx.namespace else ""
+        ctx.warn(f'job "{old.name}" is {old.status.state.value}; spec changes do not re-run it: '
+                 f"use balsamctl retry job {old.name}{ns}")

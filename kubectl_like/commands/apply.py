@@ -10,7 +10,7 @@ from .. import applier
 from .._context import Ctx, common_options, get_ctx
 from .._errors import CLIError
 from ..printers import object_ref, printer_for
-from ._shared import DRY_RUN, dry_run_suffix, filename_options, load_manifests
+from ._shared import DRY_RUN, dry_run_suffix, filename_options, load_manifests, warn_finished
 
 PRUNE_ALL_REQUIRED = (
     "all resources selected for prune without explicitly passing --all. To prune all resources, pass the --all "
@@ -54,6 +54,7 @@ def command(filenames: tuple[str, ...], recursive: bool, dry_run: str, output: s
     object, fields set by others (labels added by hand, status) are kept. Every document is
     validated before anything is written, and everything (prunes included) is written in one
     store transaction: one bad document means no object is applied.
+    A finished job whose spec changes is not run again by it (a warning says so): `balsamctl retry job NAME`.
     Prints `job.balsam.io/NAME created|configured|unchanged|pruned` per object.
 
     \b
@@ -74,6 +75,7 @@ def command(filenames: tuple[str, ...], recursive: bool, dry_run: str, output: s
         raise
     except ApiError as e:
         raise applier.LocatedError(e, "", " (no objects were applied)") from None
+    warn_finished(ctx, [(c.live, obj) for c, obj in outcome.results if c.action == "configured"])
     if output:  # name, yaml or json (click checked it before anything was written)
         objs = [obj for _, obj in outcome.results]
         if objs:

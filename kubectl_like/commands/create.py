@@ -7,7 +7,8 @@ from typing import Any
 import click
 
 from apis import API_VERSION, KINDS, Job, parse_object
-from apis._balsam import generate_prefix
+from apis._balsam import app_name_of, generate_prefix
+from apis._sites import place_jobs
 
 from .._context import common_options, get_ctx
 from .._errors import CLIError
@@ -54,7 +55,12 @@ def command(cctx: click.Context, filenames: tuple[str, ...], recursive: bool, dr
 
 
 @command.command("job")
-@click.option("-a", "--app", required=True, help="Name of the App to run.")
+@click.option("-a", "--app", required=True,
+              help="The App to run: its name, or the ApplicationDefinition class name it was registered "
+              "from (Hello finds the App 'hello'), as Job(app_id=...) resolves it.")
+@click.option("--site-name", default=None, metavar="SITE",
+              help="The Site to run on, by name (Balsam's `job create --site`): the job goes to that "
+              "Site's namespace unless -n names one.")
 @click.option("-w", "--workdir", required=True, help="Working directory, relative to the site's data/.")
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Command template parameter.")
 @click.option("-t", "--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Tag (label) of the job.")
@@ -75,7 +81,7 @@ def command(cctx: click.Context, filenames: tuple[str, ...], recursive: bool, dr
 @click.option("-o", "--output", type=click.Choice(["name", "yaml", "json"]), default=None, help="Print the created job.")
 @common_options
 @click.pass_context
-def create_job(cctx: click.Context, app: str, workdir: str, params: tuple[str, ...], tags: tuple[str, ...],
+def create_job(cctx: click.Context, app: str, site_name: str | None, workdir: str, params: tuple[str, ...], tags: tuple[str, ...],
                num_nodes: int | None, ranks_per_node: int | None, threads_per_rank: int | None,
                threads_per_core: int | None, gpus_per_rank: float | None, node_packing_count: int | None,
                wall_time_min: float | None, launch_params: tuple[str, ...], parents: tuple[str, ...],
@@ -84,6 +90,7 @@ def create_job(cctx: click.Context, app: str, workdir: str, params: tuple[str, .
 
     \b
     balsamctl create job --app hello -w demo/1 -p name=world --tag experiment=foo
+    balsamctl create job --site-name laptop --app Hello -w demo/hello2 -p say_hello_to=world2
     """
     ctx = get_ctx()
     parent_meta = cctx.parent.meta if cctx.parent is not None else {}
@@ -105,7 +112,12 @@ def create_job(cctx: click.Context, app: str, workdir: str, params: tuple[str, .
     }
     if launch_params:
         resources["launchParams"] = parse_pairs(launch_params, "--launch-param")
+    app = app_name_of(app)  # "Hello" (an ApplicationDefinition's class) → the App "hello", as in Python
     spec: dict[str, Any] = {"app": app, "workdir": workdir, "parameters": parse_pairs(params, "--param")}
+    if site_name is not None:
+        if not site_name.strip():
+            raise CLIError("--site-name must not be empty")
+        spec["site"] = site_name
     if resources:
         spec["resources"] = resources
     if parents:
@@ -118,6 +130,8 @@ def create_job(cctx: click.Context, app: str, workdir: str, params: tuple[str, .
     else:
         meta["generateName"] = generate_prefix(app)
     job = parse_object({"apiVersion": API_VERSION, "kind": Job.KIND, "metadata": meta, "spec": spec}, KINDS)
+    if site_name is not None and not ctx.namespace_flag:
+        place_jobs(ctx.registry, [job])  # into the Site's namespace, as Job(site_name=...).save() does
     if dry_run == "client":
         created = job.model_copy(deep=True).ensure_identity()
     else:

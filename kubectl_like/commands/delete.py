@@ -10,7 +10,8 @@ from apis import Conflict, NotFound, Registry, Resource
 
 from .._context import common_options, get_ctx
 from .._errors import CLIError
-from ..completion import complete_label_keys, complete_states, complete_targets
+from ..completion import complete_field_selector, complete_label_keys, complete_states, complete_targets
+from ..fieldselector import parse_field_selector
 from ..printers import resource_ref
 from ..query import Filters, get_named, query
 from ._shared import DRY_RUN, dry_run_suffix, filename_options, load_manifests
@@ -42,25 +43,28 @@ def delete_chunk(reg: Registry, kind: type[Resource], objs: list[Resource], atte
 @click.option("-l", "--selector", default=None, metavar="SELECTOR", shell_complete=complete_label_keys, help="Delete every object it selects.")
 @click.option("--state", "states", multiple=True, metavar="STATE", shell_complete=complete_states, help="Only jobs in this state (repeatable).")
 @click.option("-t", "--tag", "tags", multiple=True, metavar="KEY=VALUE", shell_complete=complete_label_keys, help="Only objects with this tag.")
+@click.option("--field-selector", default=None, metavar="SELECTOR", shell_complete=complete_field_selector,
+              help="Delete every object the field selector selects (e.g. status.state=FAILED).")
 @click.option("--all", "all_", is_flag=True, help="Delete every object of the kind in the namespace.")
 @click.option("--ignore-not-found", is_flag=True, help="A name that does not exist is not an error.")
 @DRY_RUN
 @common_options
 def command(args: tuple[str, ...], filenames: tuple[str, ...], recursive: bool, selector: str | None,
-            states: tuple[str, ...], tags: tuple[str, ...], all_: bool, ignore_not_found: bool,
-            dry_run: str) -> None:
+            states: tuple[str, ...], tags: tuple[str, ...], field_selector: str | None, all_: bool,
+            ignore_not_found: bool, dry_run: str) -> None:
     """Delete objects by name, by selector, or as named in manifests.
 
     \b
     balsamctl delete job NAME...
     balsamctl delete jobs -l experiment=foo --state FAILED
+    balsamctl delete jobs --field-selector status.state=FAILED,spec.app=hello
     balsamctl delete -f jobs.yaml
     """
     ctx = get_ctx()
     targets: dict[type[Resource], list[Resource]] = defaultdict(list)
     missing: list[NotFound] = []
     if filenames:
-        if args or selector or states or tags or all_:
+        if args or selector or states or tags or field_selector or all_:
             raise CLIError("-f cannot be combined with kinds, names, selectors or --all")
         manifests = load_manifests(ctx, filenames, recursive, require_name=True, verb="delete")
         by_kind: dict[tuple[type[Resource], str], list[str]] = defaultdict(list)
@@ -72,7 +76,8 @@ def command(args: tuple[str, ...], filenames: tuple[str, ...], recursive: bool, 
             missing.extend(miss)
     else:
         kind, names = resolve_targets(args)
-        filters = Filters.parse(selector, states, parse_pairs(tags, "--tag"), None, None)
+        filters = Filters.parse(selector, states, parse_pairs(tags, "--tag"), None, None,
+                                fields=parse_field_selector(field_selector, kind))
         if names and (filters or all_):
             raise CLIError("names cannot be combined with a selector, --state, --tag or --all")
         if not names and not filters and not all_:

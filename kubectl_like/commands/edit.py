@@ -35,6 +35,7 @@ from .._errors import CLIError, one_line, render_error
 from ..completion import complete_targets
 from ..manifests import ManifestError, load_documents
 from ..printers import dump_yaml, object_ref
+from ._shared import warn_finished
 
 HEADER = (
     "# Please edit the object below. Lines beginning with a '#' will be ignored,\n"
@@ -164,6 +165,7 @@ def command(args: tuple[str, ...]) -> None:
             except (ApiError, ManifestError) as e:
                 error, last = one_line(render_error(e)), e
                 continue
+            warn_finished(ctx, [(live, updated[0])])
             click.echo(f"{object_ref(updated[0])} edited")
             return
         assert last is not None

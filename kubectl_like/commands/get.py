@@ -7,11 +7,13 @@ from dataclasses import dataclass
 import click
 
 from apis import Event, Job, NotFound, Registry, Resource, kind_for
+from apis._meta import validate_label_key
 from store import WatchClosed
 
 from .._context import Ctx, common_options, get_ctx
 from .._errors import CLIError
-from ..completion import complete_label_keys, complete_states, complete_targets
+from ..completion import complete_field_selector, complete_label_keys, complete_states, complete_targets
+from ..fieldselector import parse_field_selector
 from ..printers import Printer, PrintOptions, printer_for
 from ..query import Filters, get_named, namespaces_of, query
 from ..reasons import Surroundings, with_current_conditions
@@ -78,6 +80,22 @@ def current(reg: Registry, objs: list[Resource]) -> list[Resource]:
     return out
 
 
+def parse_label_columns(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``-L a,b -L c`` → ``("a", "b", "c")``, each a valid label key (checked before any read)."""
+    keys: list[str] = []
+    for v in values:
+        for k in v.split(","):
+            k = k.strip()
+            if not k:
+                raise CLIError(f'invalid -L value "{v}": expected KEY[,KEY...]')
+            try:
+                validate_label_key(k)
+            except ValueError as e:
+                raise CLIError(f"-L {k}: {e}") from None
+            keys.append(k)
+    return tuple(dict.fromkeys(keys))
+
+
 def no_resources_message(ctx: Ctx, all_namespaces: bool) -> str:
     return "No resources found" if all_namespaces else f"No resources found in {ctx.namespace} namespace."
 
@@ -88,8 +106,16 @@ def no_resources_message(ctx: Ctx, all_namespaces: bool) -> str:
               help="Label selector: k=v, k==v, k!=v, 'k in (a,b)', 'k notin (a,b)', k, !k; comma = AND.")
 @click.option("--state", "states", multiple=True, metavar="STATE", shell_complete=complete_states, help="Only jobs in this state (repeatable).")
 @click.option("-t", "--tag", "tags", multiple=True, metavar="KEY=VALUE", shell_complete=complete_label_keys, help="Only objects with this tag.")
+@click.option("--field-selector", default=None, metavar="SELECTOR", shell_complete=complete_field_selector,
+              help="Field selector: status.state=FAILED, spec.app==hello, spec.workdir!=a/b, spec.site=x, "
+              "metadata.name=n; comma = AND.")
+@click.option("--workdir", default=None, metavar="FRAGMENT",
+              help="Only jobs whose workdir contains FRAGMENT (Balsam's `job ls --workdir`).")
 @click.option("-o", "--output", default=None,
               help="wide, yaml, json, name, jsonpath=TEMPLATE, custom-columns=HDR:PATH,...")
+@click.option("-L", "--label-columns", "label_cols", multiple=True, metavar="KEY[,KEY...]",
+              help="A column for the value of each of these labels (repeatable; tables only).")
+@click.option("--show-labels", is_flag=True, help="A LABELS column with every label (tables only).")
 @click.option("--sort-by", default=None, metavar="FIELD", help="Sort by a field path, e.g. .spec.priority.")
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="Show at most N objects.")
 @click.option("-A", "--all-namespaces", is_flag=True, help="List across all namespaces.")
@@ -100,12 +126,15 @@ def no_resources_message(ctx: Ctx, all_namespaces: bool) -> str:
               help="get events: only those about this object (e.g. --for job/NAME).")
 @common_options
 def command(args: tuple[str, ...], selector: str | None, states: tuple[str, ...], tags: tuple[str, ...],
-            output: str | None, sort_by: str | None, limit: int | None, all_namespaces: bool,
+            field_selector: str | None, workdir: str | None, output: str | None, label_cols: tuple[str, ...],
+            show_labels: bool, sort_by: str | None, limit: int | None, all_namespaces: bool,
             no_headers: bool, watch: bool, watch_only: bool, for_object: str | None) -> None:
     """Show objects: a table by default, or -o yaml|json|name|wide|jsonpath=...
 
     \b
     balsamctl get jobs --state FAILED -l experiment=foo
+    balsamctl get jobs --field-selector status.state=FAILED,spec.app=hello -L experiment
+    balsamctl get jobs --workdir production-X --show-labels
     balsamctl get jobs -o jsonpath='{range .items[*]}{.metadata.name}{"\\n"}{end}'
     balsamctl get job NAME -o yaml
     balsamctl get jobs -w            # the table, then a row per change (-o json|yaml|name|wide too)
@@ -115,8 +144,14 @@ def command(args: tuple[str, ...], selector: str | None, states: tuple[str, ...]
     kind, names = resolve_targets(args)
     about = parse_for(for_object, kind)
     # Parse every flag before touching the store: bad input writes and reads nothing.
-    printer = printer_for(output, kind, PrintOptions(with_namespace=all_namespaces, no_headers=no_headers))
-    filters = Filters.parse(selector, states, parse_pairs(tags, "--tag"), sort_by, limit)
+    options = PrintOptions(with_namespace=all_namespaces, no_headers=no_headers,
+                           label_columns=parse_label_columns(label_cols), show_labels=show_labels)
+    printer = printer_for(output, kind, options)
+    if workdir is not None and kind is not Job:
+        raise CLIError(f"--workdir only applies to jobs, not {kind.PLURAL}")
+    filters = Filters.parse(selector, states, parse_pairs(tags, "--tag"), sort_by, limit,
+                            fields=parse_field_selector(field_selector, kind))
+    filters.workdir = workdir
     if about is not None:
         filters = filters.and_also(lambda o: isinstance(o, Event) and about.matches(o))
     if names and filters:

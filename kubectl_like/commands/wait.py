@@ -10,6 +10,7 @@ from apis import JobState, NotFound, Resource, parse_state
 
 from .._context import common_options, get_ctx
 from .._errors import CLIError
+from ..fieldselector import parse_field_selector
 from ..jsonpath import find, format_value
 from ..printers import resource_ref
 from ..query import Filters, _state_of, get_named, query
@@ -86,9 +87,12 @@ class WaitFor:
 @click.option("--timeout", default="30s", show_default=True, metavar="DURATION",
               help="How long to wait (30s, 5m, 1h); 0 checks once, a negative value waits without limit.")
 @click.option("-l", "--selector", default=None, metavar="SELECTOR", help="Wait for every object this selects.")
+@click.option("--field-selector", default=None, metavar="SELECTOR",
+              help="Wait for every object the field selector selects (e.g. spec.app=hello).")
 @click.option("--all", "all_", is_flag=True, help="Wait for every object of the kind in the namespace.")
 @common_options
-def command(args: tuple[str, ...], for_: str, timeout: str, selector: str | None, all_: bool) -> int:
+def command(args: tuple[str, ...], for_: str, timeout: str, selector: str | None, field_selector: str | None,
+            all_: bool) -> int:
     """Wait until objects meet a condition; print KIND/NAME condition met for each.
 
     \b
@@ -108,7 +112,7 @@ def command(args: tuple[str, ...], for_: str, timeout: str, selector: str | None
     kind, names = resolve_targets(args)
     cond = WaitFor.parse(for_, kind)
     seconds = parse_duration(timeout)
-    filters = Filters.parse(selector, (), {}, None, None)
+    filters = Filters.parse(selector, (), {}, None, None, fields=parse_field_selector(field_selector, kind))
     if names and (filters or all_):
         raise CLIError("a selector or --all cannot be combined with names")
     if not names and not filters and not all_:

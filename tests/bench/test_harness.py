@@ -47,6 +47,8 @@ EXPECTED_FIGURES = {
               "{b}.cli_startup_ms_2e3", "{b}.informer_rss_mib_2e3", "{b}.cm_rss_mib_2e3"},
     "dashboard": {"raw_read", "report_s", "healthz_paint_ms", "first_paint_ms", "rendered_ms", "watch_ms",
                   "change_ms"},
+    "cli-verbs": {"{b}.list_all", "{b}.state_index", "{b}.name_index", "{b}.workdir_scan", "{b}.workdir_narrowed",
+                  "{b}.retry", "{b}.label"},
     "durability": {"{b}.normal_single_puts", "{b}.full_single_puts", "{b}.normal_bulk_create",
                    "{b}.full_bulk_create", "{b}.normal_e2e_jobs_per_s", "{b}.full_e2e_jobs_per_s"},
     "sites": {"baseline_jobs_per_s", "secure_jobs_per_s", "baseline_hop_p50_ms", "secure_hop_p99_ms",

@@ -46,3 +46,20 @@ def test_completion_without_a_site_completes_names_to_nothing(site: Site, nowher
            "BALSAM_SITE_PATH": str(nowhere_cwd / "missing")}
     r = site.sh(env=env, cwd=nowhere_cwd)
     assert r.exit_code == 0 and r.stdout.strip() == "" and "Traceback" not in r.stderr
+
+
+def test_completes_the_new_verbs_and_field_selectors(site: Site) -> None:
+    write_yaml(site.path / "j.yaml", [hello_app(), job_doc("alpha", labels={"experiment": "x"})])
+    assert site.run("apply", "-f", str(site.path / "j.yaml")).exit_code == 0
+    assert complete(site, "balsamctl re") == ["report", "retry"]
+    assert complete(site, "balsamctl la") == ["label"]
+    assert {"annotate", "patch"} <= set(complete(site, "balsamctl "))
+    assert complete(site, "balsamctl label job al") == ["alpha"]
+    assert complete(site, "balsamctl retry al") == ["alpha"]
+    assert complete(site, "balsamctl get jobs --field-selector spec.") == ["spec.app=", "spec.site=", "spec.workdir="]
+    assert complete(site, "balsamctl get jobs --field-selector status.state=RUN_") == \
+        ["status.state=RUN_DONE", "status.state=RUN_ERROR", "status.state=RUN_TIMEOUT"]
+    assert complete(site, "balsamctl get jobs --field-selector spec.app=a,status.state!=FA") == \
+        ["spec.app=a,status.state!=FAILED"]
+    assert complete(site, "balsamctl get apps --field-selector ") == ["metadata.name=", "metadata.namespace="]
+    assert complete(site, "balsamctl label jobs --field-selector metadata.n") == ["metadata.name=", "metadata.namespace="]

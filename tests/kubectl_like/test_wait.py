@@ -106,3 +106,17 @@ def test_wait_bad_input_is_one_line(site: Site, args: list[str], expect: str) ->
     add_app(site)
     add_job(site, "j")
     assert site.run("wait", *args).one_error().startswith(expect)
+
+
+def test_wait_with_a_field_selector(site: Site) -> None:
+    add_app(site)
+    for n in ("a", "b", "c"):
+        add_job(site, n)
+    for n in ("a", "b"):
+        move(site.registry(), n, [JobState.READY])
+    r = site.run("wait", "jobs", "--field-selector", "metadata.name!=c", "--for=state=READY", "--timeout=0")
+    assert (r.exit_code, r.stdout) == (0, "job.balsam.io/a condition met\njob.balsam.io/b condition met\n")
+    assert site.run("wait", "jobs", "--field-selector", "spec.x=1", "--for=delete").one_error().startswith(
+        'error: field label not supported: "spec.x"')
+    assert site.run("wait", "job/a", "--field-selector", "metadata.name=a", "--for=delete").one_error() == \
+        "error: a selector or --all cannot be combined with names"
