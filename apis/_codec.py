@@ -205,6 +205,16 @@ def decode_value(kind: type[M], value: bytes, revision: int | None = None) -> M:
 
 
 _setattr = object.__setattr__
+_PRIVATE: dict[type, bool] = {}
+
+
+def _has_private(cls: type) -> bool:
+    """Whether ``cls`` declares private attributes (a class that has none has no
+    ``__pydantic_private__`` slot value to read)."""
+    has = _PRIVATE.get(cls)
+    if has is None:
+        has = _PRIVATE[cls] = bool(getattr(cls, "__private_attributes__", None))
+    return has
 
 
 def shallow_copy(m: M, assign: dict[str, Any] | None = None) -> M:
@@ -214,15 +224,16 @@ def shallow_copy(m: M, assign: dict[str, Any] | None = None) -> M:
     cls = type(m)
     new = cls.__new__(cls)
     fields = m.__dict__.copy()
-    fields_set = m.__pydantic_fields_set__.copy()
     if assign:
         fields.update(assign)
-        fields_set.update(assign)
+        fields_set = m.__pydantic_fields_set__ | assign.keys()
+    else:
+        fields_set = m.__pydantic_fields_set__.copy()
     _setattr(new, "__dict__", fields)
     extra = m.__pydantic_extra__
-    _setattr(new, "__pydantic_extra__", None if extra is None else extra.copy())
+    _setattr(new, "__pydantic_extra__", extra if extra is None else extra.copy())
     _setattr(new, "__pydantic_fields_set__", fields_set)
-    priv = getattr(m, "__pydantic_private__", None)
+    priv = m.__pydantic_private__ if _has_private(cls) else None
     _setattr(new, "__pydantic_private__",
              None if priv is None else {k: v for k, v in priv.items() if v is not PydanticUndefined})
     return new

@@ -38,6 +38,7 @@ from datetime import timedelta
 from typing import Any
 
 from apis import BatchJob, Job, JobState, Node, NodeSpec, ObjectMeta, get_condition, utcnow
+from apis._codec import shallow_copy
 from controllers._controller import Context as ReconcileContext
 from controllers._controller import Request
 from controllers._informer import Informer
@@ -74,8 +75,10 @@ class _NoStore:
 
     def write(self, creates: Any = (), updates: Any = (), deletes: Any = (), **_: Any) -> tuple[list[Any], list[Any]]:
         out = []
+        rv = str(self.rv)
         for _, new in updates:
-            new.metadata.resource_version = str(self.rv)
+            # The scheduler's new objects are its own; their metadata is the cache's: a new one.
+            new.__dict__["metadata"] = shallow_copy(new.metadata, {"resource_version": rv})
             out.append(new)
         self.rv += 1
         self.transactions += 1
@@ -198,13 +201,16 @@ def reconciler_drain(jobs: list[Job], nodes: int, log: Callable[[str], None]) ->
         if not first:
             first = {"seconds": dt, "bound": len(binds)}
             first_fill = [JobShape.from_resources(b.spec.resources) for b in binds]
-        # Write-through of the steps (as the controller does after its transaction), then
-        # every bound job runs and finishes before the next pass: one round.
+        # Write-through of the steps (as the controller does after its transaction), the
+        # bindings' watch events (the scheduler does not write them through: they confirm its
+        # assumed bindings), then every bound job runs and finishes before the next pass: one round.
         t0 = time.perf_counter()
         for _, new in ctx.writes.updates:
             new.metadata.resource_version = str(reg.rv)
             jobs_inf.apply_local(new)
         reg.rv += 1
+        for b in binds:
+            jobs_inf.apply_local(b)
         for b in binds:
             fin = b.status_copy()
             fin.status.state = JobState.JOB_FINISHED

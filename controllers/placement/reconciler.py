@@ -48,6 +48,7 @@ from apis import (
     transition,
     utcnow,
 )
+from apis._codec import shallow_copy
 from apis._reasons import NO_NODE_AGENT
 
 from .._controller import Context, Request, Result
@@ -72,6 +73,29 @@ HOLDING = (JobState.PREPROCESSED, JobState.RESTART_READY, JobState.RUNNING)
 def holds_resources(job: Job) -> bool:
     """A job holds room on its nodes while bound (not yet started) or running."""
     return job.status.placement is not None and bool(job.status.placement.nodes) and job.status.state in HOLDING
+
+
+_NOT_KEPT_WHEN_BOUND = ("Unschedulable", "Waiting")
+_EMPTY_PLACEMENT = Placement()  # copied with the decision's fields (pydantic's model_construct costs 4x)
+
+
+def binding_of(job: Job, d: Decision) -> Job:
+    """``job`` bound as ``d`` says: a new status (placement, observedGeneration, the
+    Unschedulable/Waiting conditions gone) over the cached job's shared spec and metadata.
+    Built without validation or a generic copy (the scheduler's hot path: one per job bound,
+    bench placement): the decision's fields are the engine's own, already of the right types."""
+    st = job.status
+    conds = st.conditions
+    if conds:
+        conds = [c for c in conds if c.type not in _NOT_KEPT_WHEN_BOUND]
+    else:
+        conds = []
+    placement = shallow_copy(_EMPTY_PLACEMENT, {"batch_job": d.batch_job, "nodes": list(d.nodes),
+                                                "cpus": list(d.cpus), "gpus": list(d.gpus),
+                                                "occupancy": float(d.occupancy)})
+    status = shallow_copy(st, {"placement": placement, "observed_generation": job.metadata.generation,
+                               "conditions": conds, "history": list(st.history)})
+    return shallow_copy(job, {"status": status})
 
 
 def wants_placement(job: Job) -> bool:
@@ -213,7 +237,8 @@ class PlacementReconciler:
             full, self._full_sync = self._full_sync, False
         if full:
             for name in list(self.packer.bound_jobs()):
-                self._sync_job(jobs.get(name), name)
+                if name not in self.assume:
+                    self._sync_job(jobs.get(name), name)
             for state in HOLDING:
                 for job in jobs.by_index("state", state.value):
                     self._sync_job(job, job.name)
@@ -284,13 +309,8 @@ class PlacementReconciler:
                 if placed is None:
                     self.packer.release(d.job)
                     continue
-                new = placed.status_copy()
-                new.status.placement = Placement(**d.placement_fields())
-                new.status.observed_generation = placed.metadata.generation
-                remove_condition(new.status.conditions, "Unschedulable")
-                remove_condition(new.status.conditions, "Waiting")
+                binds.append((placed, binding_of(placed, d)))
                 self.assume.assume(d.job, tuple(d.nodes))
-                binds.append((placed, new))
                 queue.remove(d.job)
             elif d.never_fits:
                 if self._unschedulable.get(d.job) != d.reason:
@@ -299,11 +319,14 @@ class PlacementReconciler:
                 self._unschedulable.pop(d.job, None)  # cleared by _set_waiting's write above
         queue.compact()
         if binds:
-            def write_through(written: list[Any]) -> None:
-                for o in written:
-                    jobs.apply_local(o)
+            def written(objs: list[Any]) -> None:
+                # No write-through: each binding's watch event confirms it (the assume cache
+                # holds its room meanwhile), so a pass costs what the engine decides plus one
+                # encode per binding, not a cache update with its indexers and handlers.
+                for o in objs:
+                    self.assume.landed(o.name, int(o.metadata.resource_version or 0))
 
-            landed = bind(ctx.registry, binds, self.assume, write_through)
+            landed = bind(ctx.registry, binds, self.assume, written)
             self.bindings_written += landed
             if landed < len(binds):
                 return Result(requeue_after=0.05)  # the forgotten ones wait in the queue again

@@ -98,15 +98,24 @@ class SchedulingQueue:
 
 
 class AssumeCache:
-    """Bindings written (or about to be) but not yet seen in the Job cache: job -> node names."""
+    """Bindings written (or about to be) but not yet seen in the Job cache: job -> (node
+    names, the revision the binding was written at; 0 until it lands). The cache is not
+    written through: the binding's own watch event confirms it (kube-scheduler's shape), and
+    until then an older cached version of the job leaves the engine's room taken."""
 
     def __init__(self, packer: Packer, queue: SchedulingQueue) -> None:
         self.packer = packer
         self.queue = queue
-        self.assumed: dict[str, tuple[str, ...]] = {}
+        self.assumed: dict[str, tuple[tuple[str, ...], int]] = {}
 
     def assume(self, job: str, nodes: tuple[str, ...]) -> None:
-        self.assumed[job] = nodes
+        self.assumed[job] = (nodes, 0)
+
+    def landed(self, job: str, revision: int) -> None:
+        """The binding's write landed at ``revision``: cached versions older than it predate it."""
+        entry = self.assumed.get(job)
+        if entry is not None:
+            self.assumed[job] = (entry[0], revision)
 
     def forget(self, job: str) -> None:
         """The binding did not land: give its room back and queue the job again."""
@@ -115,10 +124,17 @@ class AssumeCache:
         self.queue.mark(job)
 
     def confirm(self, job: Job | None, name: str) -> bool:
-        """The cache shows ``name``: stop assuming. True when it shows exactly the assumed
-        binding (the engine already holds it: nothing to sync)."""
-        nodes = self.assumed.pop(name, None)
-        if nodes is None or job is None:
+        """The cache shows ``name``: True when the engine's binding stands as it is (nothing to
+        sync): the cache still shows a version older than the binding (an unrelated event
+        overtook it: keep assuming), or it shows exactly the assumed binding (stop assuming)."""
+        entry = self.assumed.get(name)
+        if entry is None:
+            return False
+        nodes, revision = entry
+        if job is not None and revision and int(job.metadata.resource_version or 0) < revision:
+            return True
+        del self.assumed[name]
+        if job is None:
             return False
         p = job.status.placement
         return p is not None and tuple(p.nodes) == nodes and job.status.state.value in (
@@ -132,7 +148,7 @@ def bind(registry: Registry, bindings: list[tuple[Job, Job]], assume: AssumeCach
          written: Callable[[list[Any]], None]) -> int:
     """Write every binding in one transaction; on a conflict, job by job. Bindings that do
     not land are forgotten (room back to the engine, job back to the queue). ``written``
-    receives what landed (for the cache's write-through). Returns how many landed. A store
+    receives what landed (their revisions for the assume cache). Returns how many landed. A store
     outage forgets them all and is raised (the controller backs off)."""
     if not bindings:
         return 0
