@@ -323,6 +323,17 @@ class QuerySet(Generic[R]):
             result = [n for n in result if n in keep]
         return result
 
+    def index_names(self) -> list[str] | None:
+        """The matching names in name order, read from index keys alone (no object read or
+        decoded): what ``get -o name`` prints. None when the index cannot decide alone (a
+        filter it only narrows, no index filter, names given, an order or a slice)."""
+        if not (self._index and self._only_index) or self._order or self._slice is not None:
+            return None
+        if any(i == "name" for i, _ in self._index):
+            return None  # names given are not known to exist without a read
+        names = self._candidate_names()
+        return None if names is None else sorted(set(names))
+
     def _fetch(self) -> list[R]:
         if self._cache is not None:
             return self._cache
