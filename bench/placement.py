@@ -45,6 +45,7 @@ from controllers._informer import Informer
 from controllers._manager import job_indexers
 from controllers.placement.packing import Decision, JobShape, NodeOccupancy, Packer, PlacementRequest
 from controllers.placement.reconciler import KEY, PLACE_CHUNK, PlacementReconciler
+from store.process import freeze_long_lived
 
 from ._harness import Context, Result, scenario
 
@@ -180,6 +181,7 @@ def reconciler_drain(jobs: list[Job], nodes: int, log: Callable[[str], None]) ->
     for j in jobs:
         jobs_inf.apply_local(j)
     load_s = time.perf_counter() - t0
+    freeze_long_lived()  # as the controller manager does once its informers have listed
     rounds = placed = passes = 0
     reconcile_s = events_s = 0.0
     first: dict[str, Any] = {}
