@@ -408,9 +408,11 @@ class PlacementReconciler:
                 self._conditions.clear()
             shared = self._conditions[key] = Condition(type="Waiting", status="True", reason=reason,
                                                        message=message, last_transition_time=now)
-        new = job.status_copy()
-        new.status.conditions = [c for c in conds if c.type not in ("Waiting", "Unschedulable")] + [shared]
-        self._step(ctx, job, new)
+        # A new status with its new conditions over the shared rest (no list of it is edited
+        # in place): 2 shallow copies where status_copy makes 4 containers.
+        status = shallow_copy(job.status, {"conditions": [c for c in conds if c.type not in _NOT_KEPT_WHEN_BOUND]
+                                           + [shared]})
+        self._step(ctx, job, shallow_copy(job, {"status": status}))
 
 
 #: kube-scheduler's name for what this is.
