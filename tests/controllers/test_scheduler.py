@@ -7,11 +7,13 @@ from typing import Any
 
 import pytest
 
-from apis import Job, JobState, Registry
+from apis import Job, JobState, ObjectMeta, Placement, Registry
 from controllers import ControllerManager
 from controllers.dependency import DependencyReconciler
 from controllers.hooks import NoHooks
+from controllers.placement.packing import NodeOccupancy, Packer
 from controllers.placement.reconciler import PlacementScheduler
+from controllers.placement.scheduler import AssumeCache, SchedulingQueue
 from tests._support import poll_until, running_manager
 
 from .conftest import force, make_job
@@ -93,3 +95,29 @@ def test_bindings_of_one_pass_are_written_in_one_transaction(registry, app, plac
     poll_until(lambda: len(holding(registry)) == 40, 60, "all 40 bound")
     assert binding_writes and max(binding_writes) == 40
     assert scheduler.bindings_written == 40
+
+
+def _cached(name: str, rv: int, nodes: list[str] | None) -> Job:
+    j = Job(metadata=ObjectMeta(name=name, namespace="default", resource_version=str(rv)),
+            spec={"app": "a", "workdir": name})  # type: ignore[arg-type]
+    j.status.state = JobState.PREPROCESSED
+    if nodes is not None:
+        j.status.placement = Placement(nodes=nodes, cpus=[0], gpus=[], occupancy=1.0)
+    return j
+
+
+def test_a_cached_version_older_than_the_binding_keeps_its_room_assumed() -> None:
+    """The pass does not write its bindings through: until the binding's own event arrives,
+    an unrelated event of the job (an older revision) must not release the engine's room."""
+    packer = Packer([NodeOccupancy("n0", 1, 0)])
+    assume = AssumeCache(packer, SchedulingQueue())
+    assume.assume("a", ("n0",))
+    assume.landed("a", 10)
+    assert assume.confirm(_cached("a", 7, None), "a") is True  # overtaken by an older event
+    assert "a" in assume
+    assert assume.confirm(_cached("a", 10, ["n0"]), "a") is True  # the binding itself: stop assuming
+    assert "a" not in assume
+    assume.assume("b", ("n0",))
+    assume.landed("b", 12)
+    assert assume.confirm(_cached("b", 13, None), "b") is False  # moved on since: sync from the cache
+    assert "b" not in assume
