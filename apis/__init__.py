@@ -10,19 +10,27 @@ from __future__ import annotations
 from . import (
     _app_admission,  # noqa: F401  - registers the admission check of App commands
     _dag,  # noqa: F401  - registers the admission check refusing dependency cycles
+    _job_admission,  # noqa: F401  - registers the admission check of Job parameters against the App
     _live_edits,  # noqa: F401  - registers the admission check for edits of live Jobs
 )
 from ._appdef import ApplicationDefinition
-from ._client import DoesNotExist, Manager, MultipleObjectsReturned
-from ._config import (
-    SiteConfig,
+from ._client import (
+    Client,
+    DoesNotExist,
+    Manager,
+    MultipleObjectsReturned,
+    current_client,
     default_namespace,
     default_registry,
+    use,
+    using,
+)
+from ._config import (
+    SiteConfig,
     load_site_config,
     open_registry,
     resolve_store_url,
     site_config,
-    use,
 )
 from ._errors import (
     AlreadyExists,
@@ -36,7 +44,7 @@ from ._errors import (
     SiteNotFound,
     StoreUnavailable,
 )
-from ._futures import JobDeleted, JobFailed, NoResult, WaitResult
+from ._futures import WaitResult
 from ._kinds import (
     ALL_KINDS,
     KINDS,
@@ -44,15 +52,18 @@ from ._kinds import (
     AppParameter,
     AppSpec,
     BatchJob,
+    BatchJobPartition,
     BatchJobSpec,
     BatchJobStatus,
     ElasticQueue,
     Event,
     HistoryEvent,
     Job,
+    JobMode,
     JobResources,
     JobSpec,
     JobStatus,
+    JobTransferItem,
     Node,
     NodeSize,
     NodeSpec,
@@ -63,6 +74,7 @@ from ._kinds import (
     RetryPolicy,
     Site,
     SiteSpec,
+    TransferDirection,
     TransferItem,
     TransferItemFailure,
     TransferSlot,
@@ -82,6 +94,7 @@ from ._meta import (
     set_condition,
     utcnow,
 )
+from ._outcome import JobDeleted, JobFailed, NoResult
 from ._query import QuerySet, field_value
 from ._registry import Registry, TypedWatch, WatchEvent, describe_validation_error, parse_object
 from ._selectors import Requirement, Selector, parse_selector, selector_from_labels
@@ -107,9 +120,16 @@ __all__ = [
     "App",
     "AppParameter",
     "ApplicationDefinition",
+    "Client",
+    "current_client",
+    "using",
     "AppSpec",
     "BadRequest",
     "BatchJob",
+    "BatchJobPartition",
+    "JobMode",
+    "JobTransferItem",
+    "TransferDirection",
     "BatchJobSpec",
     "BatchJobStatus",
     "Condition",

@@ -35,8 +35,8 @@ keeps that bound.
 
 from __future__ import annotations
 
+import importlib
 import inspect
-import re
 import sys
 import textwrap
 import threading
@@ -44,12 +44,16 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ._config import default_namespace
-from ._errors import AlreadyExists, Invalid, NotFound
-from ._pycodec import b64pickle, encode_params
+import cloudpickle
+
+from ._balsam import app_name_of, app_resource_name
+from ._context import current as current_client
+from ._errors import AlreadyExists, Conflict, DoesNotExist, Invalid, NotFound
+from ._kinds import App, Job
+from ._pycodec import b64pickle, b64unpickle, encode_params
+from ._templates import template_variables
 
 if TYPE_CHECKING:
-    from ._kinds import App, Job
     from ._registry import Registry
 
 HOOKS = ("preprocess", "postprocess", "handle_error", "handle_timeout")
@@ -61,15 +65,6 @@ JOB_KEYWORDS = frozenset({
     "site_name", "num_nodes", "ranks_per_node", "threads_per_rank", "threads_per_core", "gpus_per_rank",
     "node_packing_count", "launch_params", "wall_time_min",
 })
-
-_NOT_DNS = re.compile(r"[^a-z0-9.-]+")
-
-
-def app_resource_name(class_name: str) -> str:
-    """``Adder`` → ``adder``; ``My_App`` → ``my-app`` (a DNS-1123 name, as resources need)."""
-    name = _NOT_DNS.sub("-", class_name.lower()).strip("-.")
-    return name or "app"
-
 
 def _defines(cls: type, attr: str) -> bool:
     """Whether ``cls`` (or a base below ApplicationDefinition) defines ``attr`` itself."""
@@ -94,8 +89,6 @@ def _importable_by_path(cls: type) -> bool:
 
 
 def _by_value_payload(cls: type) -> str:
-    import cloudpickle
-
     mod = sys.modules.get(cls.__module__)
     register = mod is not None and cls.__module__ not in ("__main__", "__mp_main__") and "<" not in cls.__qualname__
     if register:
@@ -124,6 +117,8 @@ class ApplicationDefinition:
     app_name: ClassVar[str | None] = None
     #: Seconds a hook of this App may run before it is killed and the job FAILED (None: the site's default).
     hook_timeout: ClassVar[float | None] = None
+    #: ``run()`` in a fresh process per job instead of a warm worker reused across jobs (README).
+    fresh_process: ClassVar[bool] = False
     description: ClassVar[str] = ""
 
     _synced: ClassVar[dict[tuple[int, str, str], str]] = {}
@@ -137,8 +132,6 @@ class ApplicationDefinition:
         """The Job this hook (or ``run()``) works on."""
         src = self._job_src
         if isinstance(src, (bytes, str)):
-            from ._kinds import Job
-
             src = Job.model_validate_json(src)
             self._job_src = src
         if src is None:
@@ -171,14 +164,17 @@ class ApplicationDefinition:
 
     @classmethod
     def resource_name(cls) -> str:
+        """The App's resource name: ``app_name``, else the class name in lowercase."""
         return cls.app_name or app_resource_name(cls.__name__)
 
     @classmethod
     def is_python_app(cls) -> bool:
+        """Whether the class defines ``run()`` (a Python App) rather than a command template."""
         return callable(getattr(cls, "run", None))
 
     @classmethod
     def defined_hooks(cls) -> list[str]:
+        """The hooks this class defines itself (the others take their default step)."""
         return [h for h in HOOKS if _defines(cls, h)]
 
     @classmethod
@@ -192,8 +188,6 @@ class ApplicationDefinition:
                 required = p.default is inspect.Parameter.empty
                 out[name] = {"required": required, "default": None if required else repr(p.default)[:200]}
         elif cls.command_template:
-            from ._templates import template_variables
-
             for name in sorted(template_variables(cls.command_template)):
                 out[name] = {"required": True}
         for name, p in (cls.parameters or {}).items():
@@ -222,8 +216,6 @@ class ApplicationDefinition:
     @classmethod
     def to_app(cls, namespace: str = "default", *, by_value: bool | None = None) -> App:
         """The App resource this class declares (not saved)."""
-        from ._kinds import App
-
         value = by_value if by_value is not None else not _importable_by_path(cls)
         python: dict[str, Any] = {
             "module": None if value else cls.__module__,
@@ -231,6 +223,7 @@ class ApplicationDefinition:
             "payload": _by_value_payload(cls) if value else None,
             "hooks": cls.defined_hooks(),
             "hookTimeoutSeconds": cls.hook_timeout,
+            "freshProcess": True if cls.fresh_process else None,
         }
         spec: dict[str, Any] = {
             "site": cls.site,
@@ -250,19 +243,27 @@ class ApplicationDefinition:
 
     @classmethod
     def _registry(cls) -> Registry:
-        from ._config import default_registry
-
-        return default_registry()
+        reg: Registry = current_client().registry
+        return reg
 
     @classmethod
-    def sync(cls, *, namespace: str | None = None, by_value: bool | None = None) -> App:
+    def sync(cls, rename_from: str | None = None, *, namespace: str | None = None,
+             by_value: bool | None = None) -> App:
         """Create or update the App resource (``balsamctl get apps`` lists it) in ``namespace``
-        (default: the site's, see ``apis.default_namespace``)."""
-        reg = cls._registry()
-        namespace = namespace if namespace is not None else default_namespace()
-        want = cls.to_app(namespace, by_value=by_value)
-        from ._kinds import App
+        (default: the current client's, see ``apis.default_namespace``).
 
+        ``rename_from``: the App's former name (or class name), as in Balsam: the App is written
+        under its new name, the jobs of the old one are moved to it and the old one is deleted,
+        in one store transaction. Refused (nothing written) while a job of it runs, when the
+        old App does not exist, or when the new name is taken."""
+        reg = cls._registry()
+        namespace = namespace if namespace is not None else current_client().namespace
+        want = cls.to_app(namespace, by_value=by_value)
+        if rename_from is not None and app_name_of(rename_from) != want.name:
+            app = _rename(reg, app_name_of(rename_from), want)
+            with cls._sync_lock:
+                cls._synced[(id(reg), namespace, cls.__qualname__)] = app.name
+            return app
         for _ in range(20):
             cur = reg.try_get(App, want.name, namespace)
             try:
@@ -274,18 +275,47 @@ class ApplicationDefinition:
                     new = cur.model_copy(deep=True)
                     new.spec = want.spec
                     app = reg.update(cur, new)
-            except (AlreadyExists, NotFound):
+            except (AlreadyExists, NotFound, Conflict):
                 continue
-            except Exception as e:
-                from ._errors import Conflict
-
-                if isinstance(e, Conflict):
-                    continue
-                raise
             with cls._sync_lock:
                 cls._synced[(id(reg), namespace, cls.__qualname__)] = app.name
             return app
         raise Invalid(f"could not sync app {want.name}: it kept changing")
+
+    # --- loading Apps back as classes (Balsam's load_by_*) ----------------------------
+
+    @classmethod
+    def load_by_name(cls, app_name: str, site_name: str | None = None) -> type[ApplicationDefinition]:
+        """The class of the App named ``app_name`` (its resource name, or the class name it was
+        declared with: ``"Hello"`` finds ``hello``), in the current client's namespace; with
+        ``site_name``, only an App of that site (or of any site). ``App.DoesNotExist`` otherwise."""
+        client = current_client()
+        app = client.registry.try_get(App, app_name_of(app_name), client.namespace)
+        if app is None or (site_name is not None and app.spec.site not in (None, site_name)):
+            where = f" of site {site_name!r}" if site_name is not None else ""
+            raise DoesNotExist(f"no App {app_name!r}{where} in namespace {client.namespace!r}")
+        return app_class(app)
+
+    @classmethod
+    def load_by_id(cls, app_id: str) -> type[ApplicationDefinition]:
+        """The class of the App whose id (its resource name) is ``app_id``."""
+        return cls.load_by_name(app_id)
+
+    @staticmethod
+    def load_by_site(site: Any) -> dict[str, type[ApplicationDefinition]]:
+        """Every App a site runs (its own and those that name no site), by class name: ``site``
+        is a Site's name or a Site."""
+        name = site if isinstance(site, str) else getattr(site, "id", None) or getattr(site, "name", None)
+        if not isinstance(name, str) or not name:
+            raise ValueError("site must be a Site's name or a Site")
+        client = current_client()
+        apps, _ = client.registry.list(App, client.namespace)
+        out: dict[str, type[ApplicationDefinition]] = {}
+        for app in apps:
+            if app.spec.site in (None, name):
+                k = app_class(app)
+                out[k.__name__] = k
+        return out
 
     @classmethod
     def _ensure_app(cls, namespace: str) -> str:
@@ -296,8 +326,6 @@ class ApplicationDefinition:
         name = cls._synced.get(key)
         if name is not None:
             return name
-        from ._kinds import App
-
         name = cls.resource_name()
         if reg.try_get(App, name, namespace) is None:
             return cls.sync(namespace=namespace).name
@@ -310,13 +338,11 @@ class ApplicationDefinition:
         """A Job of this App in ``workdir`` (relative to the site's ``data/``). Job keywords
         (``tags``, ``data``, ``parent_ids``, ``num_nodes``, ...) go to the Job, every other
         keyword is a parameter. ``save=False`` returns it unsaved (for ``bulk_create``)."""
-        from ._kinds import Job
-
         job_kw = {k: v for k, v in kwargs.items() if k in JOB_KEYWORDS}
         params = dict(job_kw.pop("parameters", None) or {})
         params.update({k: v for k, v in kwargs.items() if k not in JOB_KEYWORDS})
         cls._check_parameters(params)
-        namespace = str(job_kw.get("namespace") or default_namespace())
+        namespace = str(job_kw.get("namespace") or current_client().namespace)
         job_kw["namespace"] = namespace
         app = cls._ensure_app(namespace)
         encoded = encode_params(params) if cls.is_python_app() else params
@@ -352,10 +378,49 @@ _signatures: weakref.WeakKeyDictionary[type, tuple[inspect.Signature | None, dic
     weakref.WeakKeyDictionary()
 
 
+def _rename(reg: Registry, old_name: str, want: App) -> App:
+    """``sync(rename_from=old_name)``: the new App, its jobs moved, the old App deleted, in one write."""
+    ns = want.metadata.namespace
+    old = reg.try_get(App, old_name, ns)
+    if old is None:
+        raise DoesNotExist(f"cannot rename App {old_name!r}: no such App in namespace {ns!r}")
+    if reg.try_get(App, want.name, ns) is not None:
+        raise AlreadyExists(App.resource_name(), want.name)
+    names = reg.index_names(Job, "app", old_name, ns)
+    jobs = [j for j in reg.get_many(Job, names, ns) if j is not None]
+    pairs = []
+    for j in jobs:
+        n = j.model_copy()
+        n.spec = j.spec.model_copy(update={"app": want.name})
+        pairs.append((j, n))
+    created, _ = reg.write(creates=[want], updates=pairs, deletes=[old])
+    return created[0]  # type: ignore[return-value]
+
+
+def app_class(app: App) -> type[ApplicationDefinition]:
+    """The ApplicationDefinition an App resource declares: its Python class (imported or
+    unpickled), or, for a command App, a class made from its command, parameters, transfer
+    slots, environment and site."""
+    if app.spec.python is not None:
+        return load_app_class(app.spec.python.model_dump(by_alias=True))
+    attrs: dict[str, Any] = {
+        "app_name": app.name,
+        "site": app.spec.site,
+        "command_template": app.spec.command or "",
+        "parameters": {k: p.model_dump() for k, p in app.spec.parameters.items()},
+        "transfers": {k: t.model_dump() for k, t in app.spec.transfers.items()},
+        "environment_variables": dict(app.spec.environment),
+        "cleanup_files": list(app.spec.cleanup_files),
+        "description": app.spec.description,
+        "__module__": __name__,
+    }
+    if app.spec.preamble:
+        attrs["shell_preamble"] = app.spec.preamble
+    return type(app.name, (ApplicationDefinition,), attrs)
+
+
 def load_app_class(ref: dict[str, Any]) -> type[ApplicationDefinition]:
     """The class an App's ``python:`` names: imported by module path, else unpickled."""
-    import importlib
-
     module, qualname, payload = ref.get("module"), ref.get("class") or ref.get("className"), ref.get("payload")
     err: Exception | None = None
     if module:
@@ -367,7 +432,5 @@ def load_app_class(ref: dict[str, Any]) -> type[ApplicationDefinition]:
         except (ImportError, AttributeError) as e:
             err = e
     if payload:
-        from ._pycodec import b64unpickle
-
         return b64unpickle(payload)  # type: ignore[no-any-return]
     raise ImportError(f"cannot load app class {module}.{qualname}: {err}")

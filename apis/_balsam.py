@@ -14,6 +14,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._context import client_of
+from ._errors import BadRequest
+from ._lifecycle import transition
+from ._meta import validate_label_key, validate_label_value
+from ._outcome import JobFailed, outcome
+from ._outcome import NoResult as _NoResult
+from ._states import TERMINAL
+
 if TYPE_CHECKING:
     from ._kinds import Job
     from ._query import QuerySet
@@ -48,13 +56,18 @@ SPEC_FIELDS = {
 META_FIELDS = {"name", "namespace", "tags", "labels", "annotations", "generate_name"}
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_NOT_DNS_DOT = re.compile(r"[^a-z0-9.-]+")
+
+
+def app_resource_name(class_name: str) -> str:
+    """``Adder`` → ``adder``; ``My_App`` → ``my-app`` (a DNS-1123 name, as resources need)."""
+    name = _NOT_DNS_DOT.sub("-", class_name.lower()).strip("-.")
+    return name or "app"
 
 
 def app_name_of(app: Any) -> str:
     """An App reference as Balsam users write it: an ApplicationDefinition class, or its class
     name (``"Hello"`` → ``"hello"``), or the App's name itself."""
-    from ._appdef import app_resource_name
-
     if isinstance(app, type) and hasattr(app, "resource_name"):
         return str(app.resource_name())
     name = str(app)
@@ -138,14 +151,10 @@ def _set_resource(field: str) -> Callable[[Job, Any], None]:
 
 
 def _set_tags(job: Job, value: Any) -> None:
-    from ._meta import validate_label_key, validate_label_value
-
     job.metadata.labels = {validate_label_key(k): validate_label_value(k, str(v)) for k, v in dict(value).items()}
 
 
 def _set_state(job: Job, value: Any) -> None:
-    from ._lifecycle import transition
-
     if str(value) != str(job.status.state):
         transition(job, str(value), "set by user", by_user=True)
 
@@ -161,8 +170,6 @@ APPLIERS: dict[str, Callable[[Job, Any], None]] = {
 
 def apply_fields(job: Job, fields: dict[str, Any]) -> None:
     """Apply Balsam field assignments (``update(**fields)``, ``save()``) to ``job``."""
-    from ._errors import BadRequest
-
     for k, v in fields.items():
         fn = APPLIERS.get(k)
         if fn is None:
@@ -231,30 +238,25 @@ class BalsamJobMixin:
         return p.batch_job if p is not None else None
 
     # futures (seed: "Python App Futures"); waiting shares one store watch per process
-    from ._futures import JobFailed as Failed
-    from ._futures import NoResult
+    Failed = JobFailed
+    NoResult = _NoResult
 
     def result(self, timeout: float | None = None) -> Any:
         """Block until the job is JOB_FINISHED or FAILED; return ``run()``'s value or re-raise
         its exception (``Job.Failed`` for a job that failed otherwise: return code, output
         tail). ``concurrent.futures.TimeoutError`` past ``timeout`` seconds."""
-        from ._futures import outcome, wait_one
-
-        wait_one(self, timeout)  # type: ignore[arg-type]
+        if self.status.state not in TERMINAL:
+            client_of(self).wait_one(self, timeout)
         return outcome(self)  # type: ignore[arg-type]
 
     def result_nowait(self) -> Any:
         """The result if the job has finished (read once), else raise ``Job.NoResult``."""
-        from ._futures import outcome
-
         if not self.done():
             raise self.NoResult(f"job {self.id} is {self.state}")
         return outcome(self)  # type: ignore[arg-type]
 
     def done(self) -> bool:
         """True once the job is JOB_FINISHED or FAILED (one read of the job when not known yet)."""
-        from ._states import TERMINAL
-
         if self.status.state not in TERMINAL:
             self.refresh_from_db()  # type: ignore[attr-defined]
         return self.status.state in TERMINAL  # type: ignore[no-any-return]
@@ -267,3 +269,31 @@ class BalsamJobMixin:
     def parent_query(self) -> QuerySet[Job]:
         """The job's parents, as a lazy query."""
         return type(self).objects.filter(id=list(self.spec.parents))  # type: ignore[attr-defined, no-any-return]
+
+
+_ATTRIBUTE_DOCS = {
+    "app_id": "The App's name (``spec.app``); assign an ApplicationDefinition class, its name or the App's.",
+    "site_name": "The Site the job must run at (``spec.site``), or None: its namespace's site.",
+    "workdir": "The working directory, relative to the site's ``data/`` (a Path).",
+    "parameters": "The App's parameters for this job (strings; a Python App's are encoded values).",
+    "data": "Free JSON data of the job; reassign it (``job.data = {...}``) for ``save()`` to write it.",
+    "parent_ids": "Names of the jobs that must finish first.",
+    "transfers": 'The App\'s transfer slots filled in: ``{slot: "alias:/absolute/path"}``.',
+    "priority": "Higher runs first.",
+    "tags": "Balsam's tags: the job's labels (``{key: value}`` strings).",
+    "num_nodes": "Nodes the job runs on.",
+    "ranks_per_node": "MPI ranks per node.",
+    "threads_per_rank": "Threads per rank.",
+    "threads_per_core": "Threads per core.",
+    "gpus_per_rank": "GPUs (or tiles) per rank; fractions share a device.",
+    "node_packing_count": "How many such jobs may share a node.",
+    "launch_params": "Extra launcher parameters.",
+    "wall_time_min": "Wall time limit in minutes (0: none).",
+    "state": "The job's state (a JobState value); assigning it moves the job as a user may.",
+    "return_code": "The exit code of the last run, or None.",
+    "last_update": "When the job was last written.",
+    "batch_job_id": "The BatchJob (allocation) the job is placed in, or None.",
+}
+for _name, _doc in _ATTRIBUTE_DOCS.items():
+    _p = vars(BalsamJobMixin)[_name]
+    setattr(BalsamJobMixin, _name, property(_p.fget, _p.fset, doc=_doc))

@@ -19,6 +19,7 @@ from ruamel.yaml import YAML
 
 import store as st
 
+from ._context import set_process_default
 from ._errors import Forbidden, SiteNotFound, StoreUnavailable
 from ._modes import SHARING, modes_for
 from ._registry import Registry
@@ -118,9 +119,9 @@ def resolve_store_url(store_url: str | None = None, site: str | os.PathLike[str]
 
 
 _lock = threading.Lock()
+#: Open registries by store URL: a connection cache (one store connection and poller per URL),
+#: not configuration: which store a client uses is the client's (``apis._client.Client``).
 _registries: dict[str, Registry] = {}
-_default_url: str | None = None
-_default_namespace: str | None = None  # fixed by use(namespace=...) or use(site=...)
 _site_namespaces: dict[tuple[str, str], str] = {}  # (BALSAM_SITE_PATH, cwd) -> the site's namespace
 
 
@@ -139,29 +140,12 @@ def open_registry(url: str) -> Registry:
         return reg
 
 
-def use(
-    store_url: str | None = None, site: str | os.PathLike[str] | None = None, namespace: str | None = None
-) -> Registry:
-    """Point the Python client (``Job.objects`` and friends) at a store, and at a namespace:
-    ``namespace``, else the site's ``namespace:`` from settings.yml when ``site`` is given."""
-    global _default_url, _default_namespace
-    url = resolve_store_url(store_url, site)
-    reg = open_registry(url)
-    _default_url = url
-    if namespace is not None:
-        _default_namespace = namespace
-    elif site is not None:
-        _default_namespace = load_site_config(site).namespace
-    return reg
-
-
 def default_namespace() -> str:
-    """The namespace the Python client reads and writes when none is named: the one given to
-    ``use()``, else ``BALSAM_NAMESPACE``, else the site's ``namespace:`` (settings.yml of the
-    site found as the CLI finds it), else ``default``. A client that ignored the site's
-    namespace would read another site's jobs and write where the site never looks."""
-    if _default_namespace is not None:
-        return _default_namespace
+    """The namespace a client reads and writes when none is named: ``BALSAM_NAMESPACE``, else
+    the site's ``namespace:`` (settings.yml of the site found as the CLI finds it), else
+    ``default``. A client that ignored the site's namespace would read another site's jobs
+    and write where the site never looks. (``apis.use(namespace=...)`` and
+    ``apis.using(..., namespace=...)`` name one for their client.)"""
     env = os.environ.get("BALSAM_NAMESPACE")
     if env:
         return env
@@ -176,15 +160,9 @@ def default_namespace() -> str:
     return ns
 
 
-def default_registry() -> Registry:
-    if _default_url is not None:
-        return open_registry(_default_url)
-    return use()
-
-
 def reset() -> None:
-    """Close every open store (tests; forked children)."""
-    global _default_url, _default_namespace
+    """Close every open store and forget ``apis.use(...)`` (tests; forked children)."""
+    set_process_default(None)
     with _lock:
         for reg in _registries.values():
             try:
@@ -192,8 +170,6 @@ def reset() -> None:
             except Exception:  # noqa: BLE001 - closing best effort
                 pass
         _registries.clear()
-        _default_url = None
-        _default_namespace = None
         _site_namespaces.clear()
 
 

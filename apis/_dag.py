@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from ._errors import Invalid
 from ._kinds import Job
+from ._registry import ADMISSION_CHECKS
 
 
 def find_cycle(start: str, parents_of: Callable[[str], Sequence[str] | None], limit: int = 100_000) -> list[str] | None:
@@ -96,11 +97,5 @@ def admit_creates(_registry: object, creates: Sequence[object], _pairs: object) 
         check_batch_acyclic(group)
 
 
-def _register() -> None:
-    from ._registry import ADMISSION_CHECKS
-
-    if admit_creates not in ADMISSION_CHECKS:
-        ADMISSION_CHECKS.append(admit_creates)
-
-
-_register()
+if admit_creates not in ADMISSION_CHECKS:
+    ADMISSION_CHECKS.append(admit_creates)

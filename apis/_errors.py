@@ -96,3 +96,15 @@ class SiteNotFound(ApiError):
     @property
     def from_server(self) -> bool:
         return False
+
+
+class DoesNotExist(ApiError):
+    """``Kind.objects.get(...)`` matched nothing (Django's and Balsam's name)."""
+
+    reason = "NotFound"
+
+
+class MultipleObjectsReturned(ApiError):
+    """``Kind.objects.get(...)`` matched more than one object."""
+
+    reason = "Conflict"

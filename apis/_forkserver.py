@@ -20,6 +20,20 @@ Protocol over the server's stdin/stdout: 4-byte big-endian length, then a pickle
 When a child exits, the rest of its process group gets SIGKILL before the child is reaped (as
 the node agent's reaper does), so a task's leftovers die with it. When its stdin closes (the
 client stopped or died), the server kills every child's process group and exits.
+
+**Warm workers.** A ``run`` spec with a ``pool`` key (the node agent's: App code, App
+environment, GPU set) is not forked afresh: it goes to an idle *worker* of that key, a child
+that runs one task after another and stays warm in between (its App class loaded once, from
+the first spec it was forked with; later specs travel without ``app``). A worker is a session
+of its own, so the task's process group (what the agent signals at wall time) is the worker:
+killing the task kills the worker, which is then replaced by a fresh fork on demand. Per
+task the worker sets the task's cwd, its exact environment (variables of the task before
+are removed), ``argv`` and stdout/stderr (``dup2`` onto its output file, back to /dev/null
+after). It reports ``("done", code, retire)`` on its own pipe; the server answers the client
+``("exit", worker_pid, code)`` and parks the worker as idle, or lets it go (``retire``: the
+task raised MemoryError or a BaseException that is not SystemExit). A worker that dies while
+it holds a task (``os._exit``, a segfault, an abort, a kill) is reported as
+``("exit", pid, code, why)``: that task fails with ``why`` in its message; nothing else does.
 """
 
 from __future__ import annotations
@@ -36,7 +50,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +79,10 @@ class _Server:
         os.set_blocking(self.wake_w, False)
         self.sel = selectors.DefaultSelector()
         self.buf = bytearray()
+        self.workers: dict[int, _Worker] = {}  # by pid
+        self.idle: dict[str, list[_Worker]] = {}  # by pool key, most recently used last
+        self.max_idle = max(8, 2 * (os.cpu_count() or 1))
+        self._ticks = 0
 
     def send(self, msg: Any) -> None:
         _write_msg(self.out_fd, msg)
@@ -80,6 +98,8 @@ class _Server:
                     with contextlib.suppress(BlockingIOError):
                         while os.read(self.wake_r, 4096):
                             pass
+                elif key.data is not None:
+                    self._read_worker(key.data)
                 elif not self._read_requests():
                     self._shutdown()
                     return 0
@@ -97,20 +117,121 @@ class _Server:
             msg = pickle.loads(self.buf[_HEADER:_HEADER + n])
             del self.buf[:_HEADER + n]
             if msg[0] == "spawn":
-                self._spawn(msg[1], msg[2])
+                if msg[2].get("pool"):
+                    self._to_worker(msg[1], msg[2])
+                else:
+                    self._spawn(msg[1], msg[2])
         return True
 
-    def _spawn(self, token: Any, spec: dict[str, Any]) -> None:
+    # --- warm workers ---------------------------------------------------------------
+
+    def _to_worker(self, token: Any, spec: dict[str, Any]) -> None:
+        """Hand the task to an idle worker of its pool, or fork one that starts with it."""
+        key = spec["pool"]
+        idle = self.idle.get(key)
+        while idle:
+            w = idle.pop()
+            try:
+                _write_msg(w.to_fd, {k: v for k, v in spec.items() if k != "app"})
+            except OSError:  # it is dying: its reaping will clean it up
+                self._retire(w)
+                continue
+            w.busy = True
+            self.send(("spawned", token, w.pid))
+            return
+        self._flush_std()
+        try:
+            to_r, to_w = os.pipe()
+            from_r, from_w = os.pipe()
+        except OSError as e:
+            self.send(("failed", token, f"cannot make a worker's pipes: {e}"))
+            return
+        try:
+            pid = os.fork()
+        except OSError as e:
+            for fd in (to_r, to_w, from_r, from_w):
+                os.close(fd)
+            self.send(("failed", token, f"fork failed: {e}"))
+            return
+        if pid == 0:  # the worker: never returns
+            _worker(spec, to_r, from_w, self.devnull)
+        os.close(to_r)
+        os.close(from_w)
+        w = _Worker(pid, key, to_w, from_r)
+        w.busy = True
+        self.workers[pid] = w
+        self.children.add(pid)
+        self.sel.register(from_r, selectors.EVENT_READ, w)
+        self.send(("spawned", token, pid))
+
+    def _read_worker(self, w: _Worker) -> None:
+        try:
+            data = os.read(w.from_fd, 1 << 16)
+        except OSError:
+            data = b""
+        if not data:  # it exited (every "done" it wrote was read before this): reaping reports it
+            self._retire(w)
+            self._close_from(w)
+            return
+        w.buf += data
+        while len(w.buf) >= _HEADER:
+            n = int.from_bytes(w.buf[:_HEADER], "big")
+            if len(w.buf) < _HEADER + n:
+                break
+            msg = pickle.loads(w.buf[_HEADER:_HEADER + n])
+            del w.buf[:_HEADER + n]
+            if msg[0] == "done" and w.busy:
+                w.busy = False
+                self.send(("exit", w.pid, msg[1]))
+                if msg[2]:
+                    self._retire(w)
+                else:
+                    self._park(w)
+
+    def _park(self, w: _Worker) -> None:
+        self._ticks += 1
+        w.parked = self._ticks
+        self.idle.setdefault(w.key, []).append(w)
+        if sum(len(v) for v in self.idle.values()) > self.max_idle:  # let the least recently used go
+            self._retire(min((v[0] for v in self.idle.values() if v), key=lambda x: x.parked))
+
+    def _retire(self, w: _Worker) -> None:
+        """No more tasks for ``w``: closing its pipe ends it (once its task, if any, is over)."""
+        idle = self.idle.get(w.key)
+        if idle and w in idle:
+            idle.remove(w)
+        if w.to_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(w.to_fd)
+            w.to_fd = -1
+        if not w.busy:
+            self._close_from(w)
+
+    def _close_from(self, w: _Worker) -> None:
+        if w.from_fd >= 0:
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(w.from_fd)
+            with contextlib.suppress(OSError):
+                os.close(w.from_fd)
+            w.from_fd = -1
+
+    # --- fresh children ---------------------------------------------------------------
+
+    def _flush_std(self) -> None:
         for f in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 f.flush()
+
+    def _spawn(self, token: Any, spec: dict[str, Any]) -> None:
+        self._flush_std()
         try:
             pid = os.fork()
         except OSError as e:
             self.send(("failed", token, f"fork failed: {e}"))
             return
         if pid == 0:  # the child: never returns
-            _child(spec, self.devnull, (self.in_fd, self.out_fd, self.wake_r, self.wake_w, self.sel))
+            _child(spec, self.devnull, (self.in_fd, self.out_fd, self.wake_r, self.wake_w, self.sel),
+                   [fd for w in self.workers.values() for fd in (w.to_fd, w.from_fd) if fd >= 0])
         self.children.add(pid)
         self.send(("spawned", token, pid))
 
@@ -123,6 +244,11 @@ class _Server:
             if info is None:
                 return
             pid = info.si_pid
+            w = self.workers.get(pid)
+            if w is not None and w.busy and w.from_fd >= 0:
+                with contextlib.suppress(OSError):  # a "done" it wrote before exiting comes first
+                    os.set_blocking(w.from_fd, False)
+                    self._read_worker(w)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)  # its group, while the zombie pins the id
             try:
@@ -130,7 +256,15 @@ class _Server:
             except ChildProcessError:
                 continue
             self.children.discard(pid)
-            self.send(("exit", pid, os.waitstatus_to_exitcode(status)))
+            code = os.waitstatus_to_exitcode(status)
+            if w is None:
+                self.send(("exit", pid, code))
+                continue
+            del self.workers[pid]
+            busy, w.busy = w.busy, False
+            self._retire(w)
+            if busy:
+                self.send(("exit", pid, code, _died(code)))
 
     def _shutdown(self) -> None:
         for pid in list(self.children):
@@ -145,18 +279,146 @@ class _Server:
                 os.waitpid(pid, 0)
 
 
-def _child(spec: dict[str, Any], devnull: int, inherited: tuple[Any, ...]) -> None:
+class _Worker:
+    """The server's handle on a warm worker."""
+
+    __slots__ = ("pid", "key", "to_fd", "from_fd", "buf", "busy", "parked")
+
+    def __init__(self, pid: int, key: str, to_fd: int, from_fd: int) -> None:
+        self.pid, self.key, self.to_fd, self.from_fd = pid, key, to_fd, from_fd
+        self.buf = bytearray()
+        self.busy = False
+        self.parked = 0
+
+
+def _died(code: int) -> str:
+    """Why a task failed when its worker died under it (``code`` as waitstatus_to_exitcode)."""
+    if code < 0:
+        try:
+            how = f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"was killed by signal {-code}"
+        if -code in (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE):
+            how += " (a crash in C code, or abort())"
+    else:
+        how = f"exited with code {code} (os._exit() or a fatal error in C code)"
+    return f"the Python worker running the job {how}; the worker is replaced"
+
+
+def _reset_child_signals() -> None:
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _read_msg(fd: int) -> Any:
+    """One framed message from a blocking pipe; None at its end."""
+    def read_exactly(n: int) -> bytes | None:
+        chunks, left = [], n
+        while left:
+            b = os.read(fd, left)
+            if not b:
+                return None
+            chunks.append(b)
+            left -= len(b)
+        return b"".join(chunks)
+
+    head = read_exactly(_HEADER)
+    if head is None:
+        return None
+    body = read_exactly(int.from_bytes(head, "big"))
+    return None if body is None else pickle.loads(body)
+
+
+def _worker(spec: dict[str, Any], in_fd: int, out_fd: int, devnull: int) -> NoReturn:
+    """A warm worker: run ``spec``, then each task the server sends, until its pipe closes."""
+    try:
+        os.setsid()
+        _reset_child_signals()
+        keep = {in_fd, out_fd, devnull, 2}
+        for name in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else []:
+            fd = int(name)
+            if fd > 2 and fd not in keep:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.chdir("/")
+        from . import _pyexec
+
+        loaded: Any = None
+        task: Any = spec
+        while task is not None:
+            code, retire, loaded = _worker_task(task, loaded, devnull, _pyexec)
+            _write_msg(out_fd, ("done", code, retire))
+            if retire:
+                break
+            task = _read_msg(in_fd)
+    except BaseException:  # noqa: BLE001 - the worker is lost; the server reports its task
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+        os._exit(70)
+    os._exit(0)
+
+
+def _worker_task(spec: dict[str, Any], loaded: Any, devnull: int, pyexec: Any) -> tuple[int, bool, Any]:
+    """One task in a warm worker: ``(exit code, retire the worker, the App class)``."""
+    code, retire = 1, False
+    try:
+        cwd = spec["cwd"]
+        os.makedirs(cwd, exist_ok=True)
+        os.chdir(cwd)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if spec.get("append") else os.O_TRUNC)
+        out = os.open(spec["stdout"], flags, 0o660)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(out)
+        _set_environ(spec["env"])
+        sys.argv = [str(spec.get("argv0", "balsam-task"))]
+        if loaded is None:
+            loaded = pyexec.load_app(spec)
+        code, error = pyexec.run_loaded(spec, loaded)
+        retire = isinstance(error, MemoryError)  # the heap may be in pieces: start afresh
+    except SystemExit as e:  # run() called sys.exit(): its code, as a process of its own would
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # noqa: BLE001 - KeyboardInterrupt, a failed setup...: reported, worker let go
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+        code, retire = 1, True
+    finally:
+        for f in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                f.flush()
+        with contextlib.suppress(OSError):
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            os.chdir("/")
+    return (code if 0 <= code <= 255 else 1), retire, loaded
+
+
+def _set_environ(want: dict[str, str]) -> None:
+    """Make ``os.environ`` exactly ``want`` (only the differences: putenv is not free)."""
+    env = os.environ
+    for k in [k for k in env if k not in want]:
+        del env[k]
+    for k, v in want.items():
+        if env.get(k) != v:
+            env[k] = v
+
+
+def _child(spec: dict[str, Any], devnull: int, inherited: tuple[Any, ...], worker_fds: list[int]) -> None:
     code = 1
     try:
         os.setsid()
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _reset_child_signals()
         *fds, sel = inherited
         with contextlib.suppress(Exception):
             sel.close()
         for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        for fd in worker_fds:  # else a worker let go would not see its pipe close while we live
             with contextlib.suppress(OSError):
                 os.close(fd)
         cwd = spec["cwd"]
@@ -169,12 +431,7 @@ def _child(spec: dict[str, Any], devnull: int, inherited: tuple[Any, ...]) -> No
         os.close(out)
         os.dup2(devnull, 0)
         os.close(devnull)
-        env, want = os.environ, spec["env"]
-        for k in [k for k in env if k not in want]:  # only the differences: putenv is not free
-            del env[k]
-        for k, v in want.items():
-            if env.get(k) != v:
-                env[k] = v
+        _set_environ(spec["env"])
         sys.argv = [str(spec.get("argv0", "balsam-task"))]
         from . import _pyexec
 
@@ -203,7 +460,7 @@ def main() -> int:
     # Warm up: everything a task needs, imported once, then frozen out of the GC's reach
     # so that children do not copy-on-write the heap by walking it.
     import apis  # noqa: F401
-    from apis import _pyexec  # noqa: F401
+    from apis import _appdef, _pycodec, _pyexec  # noqa: F401 - what a worker needs to load an App and run it
 
     gc.collect()
     gc.freeze()
@@ -271,6 +528,12 @@ class ForkServer:
         t = threading.Thread(target=self._read_loop, args=(proc, self._generation), name=f"{self._name}-reader",
                              daemon=True)
         t.start()
+
+    def start(self) -> None:
+        """Start the server now unless it runs (it starts on first use anyway)."""
+        with self._lock:
+            if not self._closed and (self._proc is None or self._proc.poll() is not None):
+                self._start()
 
     def spawn(self, token: Any, spec: dict[str, Any]) -> int:
         """Ask for a child; returns the generation its answers will carry."""

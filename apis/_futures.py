@@ -1,9 +1,10 @@
 """Jobs as futures: ``job.result()``, ``done()``, ``Job.objects.wait()`` / ``as_completed()``.
 
-Everything that waits, waits on ONE store watch per (store, namespace) in the process — the
-:class:`JobWatcher` — on the jobs' key prefix. A thousand outstanding futures cost one watch
-and one dictionary lookup per job event; only events of waited-for jobs whose value says
-``"state":"JOB_FINISHED"`` or ``"state":"FAILED"`` are decoded. Nothing polls the store: a
+Everything that waits, waits on ONE typed watch per (store, namespace) in the process — the
+:class:`JobWatcher`, a :class:`apis._watch.KindWatch` on the jobs — whose typed events say
+when a job is terminal or deleted. A thousand outstanding futures cost one watch and one
+dictionary lookup per job event; only events of waited-for jobs are decoded (the name is read
+from the key first). Nothing polls the store: a
 waiter subscribes its names (the watch is opened first if needed), then reads their current
 state once (``get_many``), then takes what the watch delivers. The watch is closed again after
 ``IDLE_CLOSE`` seconds without waiters.
@@ -22,57 +23,23 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import store as st
-
-from ._registry import Registry, kind_prefix
+from ._context import bound_client
+from ._context import current as current_client
+from ._kinds import Job
+from ._outcome import JobDeleted, JobFailed, NoResult, outcome
+from ._registry import Registry, WatchEvent, kind_prefix
 from ._states import TERMINAL, JobState
+from ._watch import KindWatch
 
-if TYPE_CHECKING:
-    from ._kinds import Job
+__all__ = ["JobDeleted", "JobFailed", "NoResult", "WaitResult", "as_completed", "outcome", "wait", "wait_one"]
 
 log = logging.getLogger(__name__)
 
 IDLE_CLOSE = 5.0
-_MARKERS = (b'"state":"JOB_FINISHED"', b'"state":"FAILED"')
 _GET_CHUNK = 5000
 _DELETED: Any = None
-
-
-class NoResult(Exception):
-    """``result_nowait()``: the job has not finished yet."""
-
-
-class JobFailed(Exception):
-    """The job FAILED without a Python exception to re-raise (a shell command that exited
-    non-zero, a hook that failed, a parent that failed...): carries its return code, message
-    and the tail of its output."""
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-        self.name = job.name
-        self.return_code = job.status.return_code
-        self.message = job.status.message
-        self.output_tail = job.status.output_tail
-        text = f"job {job.name} failed: {job.status.message or 'FAILED'}"
-        if self.return_code is not None:
-            text += f" (return code {self.return_code})"
-        if self.output_tail:
-            text += "\n--- output tail ---\n" + self.output_tail
-        super().__init__(text)
-
-
-class JobDeleted(JobFailed):
-    """The job was deleted while it was waited for."""
-
-    def __init__(self, name: str) -> None:
-        self.job = None  # type: ignore[assignment]
-        self.name = name
-        self.return_code = None
-        self.message = "deleted"
-        self.output_tail = None
-        Exception.__init__(self, f"job {name} was deleted before it finished")
 
 
 # --- the shared watch -----------------------------------------------------------------------
@@ -87,14 +54,12 @@ class JobWatcher:
     """One store watch on ``/registry/jobs/<namespace>/`` shared by every waiter of the process."""
 
     def __init__(self, registry: Registry, namespace: str) -> None:
-        from ._kinds import Job
-
         self.registry = registry
         self.namespace = namespace
         self.prefix = kind_prefix(Job, namespace)
         self._lock = threading.RLock()
         self._sinks: dict[str, set[_Sink]] = {}
-        self._watch: st.Watch | None = None
+        self._watch: KindWatch[Job] | None = None
         self._thread: threading.Thread | None = None
         self.watches_opened = 0  # for tests: how many store watches this watcher opened
 
@@ -124,14 +89,15 @@ class JobWatcher:
     def _ensure_running(self) -> None:
         if self._thread is not None:
             return
-        self._watch = self.registry.store.watch(self.prefix)
+        self._watch = KindWatch(self.registry, Job, self.namespace, None, self._wanted)
         self.watches_opened += 1
         self._thread = threading.Thread(target=self._run, name=f"job-futures-{self.namespace}", daemon=True)
         self._thread.start()
 
-    def _check(self, names: Sequence[str], sinks: set[_Sink] | None) -> None:
-        from ._kinds import Job
+    def _wanted(self, name: str) -> bool:
+        return name in self._sinks
 
+    def _check(self, names: Sequence[str], sinks: set[_Sink] | None) -> None:
         found: list[tuple[int, str, Any]] = []
         for i in range(0, len(names), _GET_CHUNK):
             chunk = list(names[i : i + _GET_CHUNK])
@@ -175,24 +141,16 @@ class JobWatcher:
                         w.close()
                     return
 
-    def _handle(self, events: list[st.Event]) -> None:
-        from ._kinds import Job
-
-        plen = len(self.prefix)
+    def _handle(self, events: list[WatchEvent[Job]]) -> None:
         with self._lock:
             for e in events:
-                name = e.kv.key[plen:]
+                name = e.object.name
                 if name not in self._sinks:
                     continue
-                if e.type == "DELETE":
+                if e.type == "DELETED":
                     self._deliver(name, _DELETED)
-                    continue
-                value = e.kv.value
-                if not any(m in value for m in _MARKERS):
-                    continue
-                job = Registry.decode(Job, e.kv)
-                if job.status.state in TERMINAL:
-                    self._deliver(name, job)
+                elif e.object.status.state in TERMINAL:
+                    self._deliver(name, e.object)
 
     def _reopen(self, err: Exception) -> bool:
         with self._lock:
@@ -202,7 +160,7 @@ class JobWatcher:
                 return False
             log.info("job futures: watch failed (%s); reopening and re-reading %d job(s)", err, len(self._sinks))
             try:
-                self._watch = self.registry.store.watch(self.prefix)
+                self._watch = KindWatch(self.registry, Job, self.namespace, None, self._wanted)
                 self.watches_opened += 1
                 self._check(list(self._sinks), None)
             except Exception as e2:  # noqa: BLE001 - the store is down: try again shortly
@@ -228,16 +186,27 @@ def watcher_for(registry: Registry, namespace: str) -> JobWatcher:
 
 
 def _registry_of(jobs: Sequence[Job]) -> Registry:
-    from ._config import default_registry
-
-    return default_registry()
+    """The registry the jobs were loaded or saved through (ValueError for jobs of several
+    stores); the current client's for jobs that remember none."""
+    regs: dict[int, Registry] = {}
+    for j in jobs:
+        c = bound_client(j)
+        if c is not None:
+            reg = c.registry
+            regs[id(reg.store)] = reg
+    if len(regs) > 1:
+        raise ValueError("cannot wait in one call for jobs of several stores")
+    if regs:
+        return next(iter(regs.values()))
+    reg_: Registry = current_client().registry
+    return reg_
 
 
 class _Waiting:
     """Jobs being waited for, across namespaces: subscribe, take completions, unsubscribe."""
 
-    def __init__(self, jobs: Sequence[Job]) -> None:
-        self.registry = _registry_of(jobs)
+    def __init__(self, jobs: Sequence[Job], registry: Registry | None = None) -> None:
+        self.registry = registry if registry is not None else _registry_of(jobs)
         self.by_key: dict[tuple[str, str], list[Job]] = {}
         for j in jobs:
             if not j.metadata.resource_version and not j.name:
@@ -317,11 +286,13 @@ class WaitResult:
     not_done: list[Any]
 
 
-def wait(jobs: list[Job], return_when: str = "ALL_COMPLETED", timeout: float | None = None) -> WaitResult:
+def wait(jobs: list[Job], return_when: str = "ALL_COMPLETED", timeout: float | None = None,
+         registry: Registry | None = None) -> WaitResult:
+    """``Job.objects.wait``: see ``apis.Manager.wait``. ``registry`` None: the jobs' own."""
     if return_when not in ("FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED"):
         raise ValueError(f"return_when must be FIRST_COMPLETED, FIRST_EXCEPTION or ALL_COMPLETED, not {return_when!r}")
     deadline = None if timeout is None else time.monotonic() + timeout
-    with _Waiting(jobs) as w:
+    with _Waiting(jobs, registry) as w:
         total = len(w.by_key)
         while len(w.done) < total:
             if return_when == "FIRST_COMPLETED" and w.done:
@@ -337,9 +308,10 @@ def wait(jobs: list[Job], return_when: str = "ALL_COMPLETED", timeout: float | N
                       not_done=[j for j in jobs if (j.namespace, j.name) not in done_keys])
 
 
-def as_completed(jobs: list[Job], timeout: float | None = None) -> Iterator[Job]:
+def as_completed(jobs: list[Job], timeout: float | None = None, registry: Registry | None = None) -> Iterator[Job]:
+    """``Job.objects.as_completed``: see ``apis.Manager.as_completed``."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    waiting = _Waiting(jobs)
+    waiting = _Waiting(jobs, registry)
     total = len(waiting.by_key)
     yielded = 0
     with waiting as w:
@@ -353,32 +325,13 @@ def as_completed(jobs: list[Job], timeout: float | None = None) -> Iterator[Job]
                     yield obj
 
 
-def wait_one(job: Job, timeout: float | None) -> None:
+def wait_one(job: Job, timeout: float | None, registry: Registry | None = None) -> None:
     """Block until ``job`` is terminal (updating it in place); TimeoutError past ``timeout``."""
     if job.status.state in TERMINAL:
         return
-    res = wait([job], timeout=timeout)
+    res = wait([job], timeout=timeout, registry=registry)
     if res.not_done:
         raise concurrent.futures.TimeoutError(f"job {job.name} did not finish within {timeout}s "
                                               f"(it is {job.status.state.value})")
 
 
-def outcome(job: Job) -> Any:
-    """The value of a terminal job: ``run()``'s return value, or raise its exception."""
-    from ._pycodec import b64unpickle, decode_result
-
-    if (job.__pydantic_private__ or {}).get("_deleted"):
-        raise JobDeleted(job.name)
-    st_ = job.status
-    if st_.state is JobState.JOB_FINISHED:
-        return decode_result(st_.result)
-    if st_.state is JobState.FAILED:
-        if st_.exception_data:
-            try:
-                exc = b64unpickle(st_.exception_data)
-            except Exception:  # noqa: BLE001 - its class cannot be loaded here
-                exc = None
-            if isinstance(exc, BaseException):
-                raise exc
-        raise JobFailed(job)
-    raise NoResult(f"job {job.name} is {st_.state.value}")

@@ -7,21 +7,29 @@ and exposes them as attributes — see ``_balsam.py``.
 
 from __future__ import annotations
 
+import enum
 import math
 import posixpath
 from datetime import datetime
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from ._balsam import BalsamJobMixin
-from ._client import ClientMixin
 from ._codec import shallow_copy
-from ._meta import API_VERSION, Condition, Model, Resource
-from ._sites import SiteMixin, _SiteManagerDescriptor
+from ._context import ClientMixin
+from ._errors import BadRequest
+from ._lifecycle import HISTORY_CAP, HistoryEvent
+from ._locations import check_location
+from ._meta import API_VERSION, Condition, Model, Reference, Resource
 from ._states import JobState
 
-HISTORY_CAP = 100
+__all__ = ["HISTORY_CAP", "HistoryEvent"]  # re-exported: defined with the lifecycle
+
+#: Job states in which a placed job holds its node(s): bound and waiting to start, or running.
+_HOLDS_NODE = frozenset({JobState.PREPROCESSED, JobState.RESTART_READY, JobState.RUNNING})
+
 
 
 # --- Job -------------------------------------------------------------------------
@@ -67,6 +75,48 @@ def validate_workdir(v: str) -> str:
     return norm
 
 
+class TransferDirection(enum.StrEnum):
+    """Which way a transfer slot copies (Balsam's ``TransferDirection``)."""
+
+    stage_in = "in"
+    stage_out = "out"
+
+
+class JobMode(enum.StrEnum):
+    """How a BatchJob's launcher packs jobs (Balsam's ``JobMode``)."""
+
+    serial = "serial"
+    mpi = "mpi"
+
+
+class JobTransferItem(Model):
+    """A job's value for one transfer slot (Balsam's ``JobTransferItem``): a Site's location
+    alias and an absolute path there; stored as ``"alias:/path"`` in ``spec.transfers``."""
+
+    location_alias: str
+    path: str
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _absolute(cls, v: Any) -> str:
+        v = str(v)
+        if not v.startswith("/"):
+            raise ValueError(f'path "{v}" must be absolute')
+        return v
+
+    def __str__(self) -> str:
+        return f"{self.location_alias}:{self.path}"
+
+
+class BatchJobPartition(Model):
+    """A share of an allocation (Balsam's ``BatchJobPartition``): ``num_nodes`` nodes launching the
+    jobs whose tags match ``filter_tags`` in ``job_mode``."""
+
+    job_mode: JobMode
+    num_nodes: int = Field(ge=1)
+    filter_tags: dict[str, str] = Field(default_factory=dict)
+
+
 class JobSpec(Model):
     app: str
     site: str | None = None
@@ -94,6 +144,16 @@ class JobSpec(Model):
             return {str(k): ("" if x is None else x if isinstance(x, str) else str(x)) for k, x in v.items()}
         return v
 
+    @field_validator("transfers", mode="before")
+    @classmethod
+    def _transfer_items(cls, v: Any) -> Any:
+        # Balsam's JobTransferItem (or its dict) becomes our "alias:/path" string.
+        if isinstance(v, dict):
+            return {k: (str(x) if isinstance(x, JobTransferItem)
+                        else str(JobTransferItem.model_validate(x)) if isinstance(x, dict) else x)
+                    for k, x in v.items()}
+        return v
+
     @field_validator("transfers")
     @classmethod
     def _transfers(cls, v: dict[str, str]) -> dict[str, str]:
@@ -104,14 +164,6 @@ class JobSpec(Model):
                     f'spec.transfers.{slot}: Invalid value: "{loc}": expected "alias:/absolute/path"'
                 )
         return v
-
-
-class HistoryEvent(Model):
-    from_state: JobState | None = Field(None, alias="from")
-    to_state: JobState = Field(alias="to")
-    time: datetime
-    message: str = ""
-    by: str | None = None  # the component that made the move (a reconciler's name, node-agent, user)
 
 
 class Placement(Model):
@@ -158,6 +210,7 @@ class Job(BalsamJobMixin, ClientMixin, Resource):
     spec: JobSpec
     status: JobStatus = Field(default_factory=JobStatus)
     _pending: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _client: Any = PrivateAttr(default=None)  # apis._context.ClientRef: the client that loaded it
 
     # Balsam's keywords (``Job(app_id=..., tags=...)``, ``Job.model_validate({...})``) are
     # translated here rather than by a ``mode="before"`` model validator: such a validator
@@ -174,6 +227,31 @@ class Job(BalsamJobMixin, ClientMixin, Resource):
     @classmethod
     def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
         return super().model_validate(_balsam_input(cls, obj), *args, **kwargs)
+
+    def index_entries(self) -> set[tuple[str, str]]:
+        """Labels, state, app, parents, and the nodes it is placed on (``boundnode`` while it
+        holds them: what a node agent watches)."""
+        out = {("label", f"{k}={v}") for k, v in self.metadata.labels.items()}
+        spec, status = self.spec, self.status
+        out.add(("state", str(status.state)))
+        out.add(("app", spec.app))
+        out |= {("parent", p) for p in spec.parents}
+        if status.placement is not None:
+            out |= {("node", n) for n in status.placement.nodes}
+            if status.state in _HOLDS_NODE:
+                # Its key appears when a job is bound to the node and vanishes when the job
+                # stops holding it (finished, failed, unbound, deleted).
+                out |= {("boundnode", n) for n in status.placement.nodes}
+        return out
+
+    def references(self) -> list[Reference]:
+        """Its parents, its App and the Site it names: all in its namespace."""
+        ns, spec = self.metadata.namespace, self.spec
+        refs = [Reference("spec.parents", "jobs", ns, p) for p in spec.parents]
+        if spec.site:  # a job naming a site that is not there would run nowhere (or anywhere)
+            refs.append(Reference("spec.site", "sites", ns, spec.site, f' (no such Site in namespace "{ns}")'))
+        refs.append(Reference("spec.app", "apps", ns, spec.app))
+        return refs
 
     def status_copy(self) -> Job:
         """A copy whose status (history and conditions included) may be edited freely while
@@ -216,6 +294,7 @@ class PythonAppRef(Model):
     # None (a manifest that does not say): every hook runs the class's code.
     hooks: list[Literal["preprocess", "postprocess", "handle_error", "handle_timeout"]] | None = None
     hook_timeout_seconds: float | None = Field(None, gt=0)  # None: the controller manager's default
+    fresh_process: bool = False  # run() in a fresh process per job, not a reused warm worker
 
 
 class AppSpec(Model):
@@ -244,6 +323,7 @@ class App(ClientMixin, Resource):
 
     spec: AppSpec
     status: dict[str, Any] = Field(default_factory=dict)
+    _client: Any = PrivateAttr(default=None)
 
 
 # --- Site ------------------------------------------------------------------------
@@ -306,22 +386,33 @@ class SiteSpec(Model):
     @field_validator("transfer_locations")
     @classmethod
     def _locations(cls, v: dict[str, str]) -> dict[str, str]:
-        from ._transfers import check_location
-
         for alias, url in v.items():
             check_location(alias, url)
         return v
 
 
-class Site(SiteMixin, ClientMixin, Resource):
+class Site(ClientMixin, Resource):
+    """A site (Balsam's Site): ``Site.objects`` lists the Sites of every namespace (see
+    ``apis._sites.SiteManager``); ``site.id`` and ``site.path`` are Balsam's names."""
+
     KIND: ClassVar[str] = "Site"
     PLURAL: ClassVar[str] = "sites"
     SINGULAR: ClassVar[str] = "site"
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ()
-    objects: ClassVar[Any] = _SiteManagerDescriptor()  # every namespace's Sites (apis/_sites.py)
 
     spec: SiteSpec
     status: dict[str, Any] = Field(default_factory=dict)
+    _client: Any = PrivateAttr(default=None)
+
+    @property
+    def id(self) -> str:
+        """The Site's name (unique among the sites of a shared store); ``Job.objects.filter(site_id=...)``."""
+        return str(self.metadata.name or "")
+
+    @property
+    def path(self) -> Path:
+        """The site directory, as a Path (``site.path / "data" / job.workdir``)."""
+        return Path(self.spec.path)
 
 
 # --- BatchJob --------------------------------------------------------------------
@@ -353,6 +444,13 @@ class BatchJobSpec(Model):
     scheduler: Literal["local", "slurm", "pbs"] | None = None
     node_size: NodeSize | None = None
 
+    @field_validator("partitions", mode="before")
+    @classmethod
+    def _partitions(cls, v: Any) -> Any:
+        if isinstance(v, list):  # Balsam's BatchJobPartition objects, kept as their plain fields
+            return [p.model_dump(mode="json") if isinstance(p, BatchJobPartition) else p for p in v]
+        return v
+
 
 class BatchJobStatus(Model):
     state: BatchJobState = "pending_submission"
@@ -375,6 +473,7 @@ class BatchJob(ClientMixin, Resource):
 
     spec: BatchJobSpec = Field(default_factory=BatchJobSpec)  # type: ignore[arg-type]  # no pydantic mypy plugin
     status: BatchJobStatus = Field(default_factory=BatchJobStatus)
+    _client: Any = PrivateAttr(default=None)
 
 
 # --- Node ------------------------------------------------------------------------
@@ -404,6 +503,14 @@ class Node(ClientMixin, Resource):
 
     spec: NodeSpec
     status: NodeStatus = Field(default_factory=NodeStatus)
+    _client: Any = PrivateAttr(default=None)
+
+    def index_entries(self) -> set[tuple[str, str]]:
+        """Labels, and the BatchJob it belongs to."""
+        out = super().index_entries()
+        if self.spec.batch_job:
+            out.add(("batchjob", self.spec.batch_job))
+        return out
 
 
 # --- TransferTask ----------------------------------------------------------------
@@ -458,6 +565,7 @@ class TransferTask(ClientMixin, Resource):
 
     spec: TransferTaskSpec
     status: TransferTaskStatus = Field(default_factory=TransferTaskStatus)
+    _client: Any = PrivateAttr(default=None)
 
 
 KINDS: tuple[type[Resource], ...] = (Job, App, Site, BatchJob, Node, TransferTask)
@@ -495,6 +603,7 @@ class Event(ClientMixin, Resource):
     first_timestamp: datetime | None = None
     last_timestamp: datetime | None = None
     reporting_controller: str = ""  # the component that acted (a reconciler, the node agent)
+    _client: Any = PrivateAttr(default=None)
 
 
 #: Every kind ``kind_for`` knows: the CRD kinds and Events.
@@ -509,6 +618,4 @@ def kind_for(name: str) -> type[Resource]:
     for k in ALL_KINDS:
         if n in (k.KIND.lower(), k.PLURAL, k.SINGULAR, *k.SHORT_NAMES):
             return k
-    from ._errors import BadRequest
-
     raise BadRequest(f'the server doesn\'t have a resource type "{name}"')

@@ -6,11 +6,25 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from ._meta import utcnow
+from pydantic import Field
+
+from ._meta import Model, utcnow
 from ._states import JobState, check_transition
 
 if TYPE_CHECKING:
     from ._kinds import Job
+
+HISTORY_CAP = 100
+
+
+class HistoryEvent(Model):
+    """One state change of a Job, as ``status.history`` keeps it (Balsam's EventLog entry)."""
+
+    from_state: JobState | None = Field(None, alias="from")
+    to_state: JobState = Field(alias="to")
+    time: datetime
+    message: str = ""
+    by: str | None = None  # the component that made the move (a reconciler's name, node-agent, user)
 
 
 def transition(
@@ -23,8 +37,6 @@ def transition(
 ) -> Job:
     """Move ``job`` to ``to`` (IllegalTransition if the table forbids it) and append
     ``{from, to, time, message}`` to its history (capped: oldest dropped)."""
-    from ._kinds import HISTORY_CAP, HistoryEvent
-
     cur = job.status.state
     nxt = JobState(to)
     check_transition(cur, nxt, by_user=by_user)

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from ._errors import Invalid
 from ._meta import Resource
+from ._registry import ADMISSION_CHECKS
 from ._states import JobState
 
 #: Job spec fields (Python names) that may change in any state.
@@ -79,11 +80,5 @@ def admit_updates(_registry: object, _creates: object, pairs: Sequence[tuple[Res
         check_update(old, new)
 
 
-def _register() -> None:
-    from ._registry import ADMISSION_CHECKS
-
-    if admit_updates not in ADMISSION_CHECKS:
-        ADMISSION_CHECKS.append(admit_updates)
-
-
-_register()
+if admit_updates not in ADMISSION_CHECKS:
+    ADMISSION_CHECKS.append(admit_updates)

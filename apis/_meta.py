@@ -6,6 +6,7 @@ import functools
 import os
 import re
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Self, TypeVar
 
@@ -239,8 +240,22 @@ def get_condition(conditions: list[Condition], type_: str) -> Condition | None:
     return next((c for c in conditions if c.type == type_), None)
 
 
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """Another object that must exist for this one to be written (checked in the same store
+    transaction): ``field`` is where the reference is written, for the error message."""
+
+    field: str
+    plural: str
+    namespace: str
+    name: str
+    note: str = ""
+
+
 class Resource(Model):
-    """A stored object. Subclasses set ``KIND``/``PLURAL`` and the spec/status types."""
+    """A stored object. Subclasses set ``KIND``/``PLURAL`` and the spec/status types, and
+    declare what the registry indexes them by (:meth:`index_entries`) and which objects they
+    refer to (:meth:`references`): the registry knows no concrete kind."""
 
     KIND: ClassVar[str] = ""
     PLURAL: ClassVar[str] = ""
@@ -250,6 +265,14 @@ class Resource(Model):
     api_version: str = API_VERSION
     kind: str = ""
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+
+    def index_entries(self) -> set[tuple[str, str]]:
+        """(index, value) pairs under which the object is findable: its labels; kinds add theirs."""
+        return {("label", f"{k}={v}") for k, v in self.metadata.labels.items()}
+
+    def references(self) -> list[Reference]:
+        """Objects that must exist when this one is created (none by default)."""
+        return []
 
     def model_post_init(self, __context: Any) -> None:
         if not self.kind:

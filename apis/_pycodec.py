@@ -25,6 +25,7 @@ pickles within :data:`INLINE_CAP`), so that ``job.result()`` re-raises the same 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 from typing import Any
@@ -128,12 +129,51 @@ def decode_result(v: Any) -> Any:
     return v
 
 
-def encode_exception(e: BaseException) -> tuple[str, str | None]:
-    """(``"Type: message"``, base64 pickle of the exception or None if it does not pickle
-    or is larger than :data:`INLINE_CAP`)."""
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a job's process: the ``__cause__`` of the
+    exception ``result()`` re-raises, so that both tracebacks are printed (as
+    ``concurrent.futures.ProcessPoolExecutor`` does)."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
+
+
+def _with_traceback(exc: BaseException, tb: str) -> BaseException:
+    exc.__cause__ = RemoteTraceback(tb)
+    return exc
+
+
+class _ExceptionWithTraceback:
+    """Pickles as ``exc`` whose ``__cause__`` is its remote traceback (a cause does not
+    survive pickling by itself)."""
+
+    def __init__(self, exc: BaseException, tb: str) -> None:
+        self.exc, self.tb = exc, tb
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _with_traceback, (self.exc, self.tb)
+
+
+#: Longest traceback text carried with an exception (its last characters).
+TRACEBACK_CAP = 8 * 1024
+
+
+def encode_exception(e: BaseException, tb: str | None = None) -> tuple[str, str | None]:
+    """(``"Type: message"``, base64 pickle of the exception — with ``tb``, the traceback text
+    of where it was raised, as its ``__cause__`` — or None if it does not pickle or is larger
+    than :data:`INLINE_CAP`)."""
     text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-    try:
-        data = b64pickle(e)
-    except Exception:  # noqa: BLE001 - an exception holding a socket, a lock...
-        return text, None
+    data: str | None = None
+    if tb:
+        with contextlib.suppress(Exception):
+            data = b64pickle(_ExceptionWithTraceback(e, tb[-TRACEBACK_CAP:]))
+    if data is None or len(data) > INLINE_CAP:
+        try:
+            data = b64pickle(e)
+        except Exception:  # noqa: BLE001 - an exception holding a socket, a lock...
+            return text, None
     return text, (data if len(data) <= INLINE_CAP else None)

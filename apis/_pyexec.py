@@ -8,7 +8,8 @@ handoff file (``spec["result_path"]``) that its parent reads when the process ex
 * ``run``: ``{"result": ...}`` or ``{"exception": "Type: msg", "exceptionData": b64, "traceback": tail}``
   (see :mod:`apis._pycodec`); exit code 0, or 1 when ``run()`` raised (the traceback is
   printed to ``job.out`` too).
-* ``hook``: ``{"state", "data", "fields", "newJobs"}`` or ``{"error": "Type: msg\\n<traceback tail>"}``.
+* ``hook``: ``{"state", "data", "fields", "newJobs"}`` or ``{"error": "Type: msg\\n<traceback tail>",
+  "transient": bool}`` (transient: the hook met a store outage, see ``is_store_outage``).
   Jobs the hook creates are captured (not written) and created by the hook reconciler in
   the same write as the hook's step.
 """
@@ -23,6 +24,28 @@ import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
+
+import store as st
+
+from ._errors import StoreUnavailable
+
+#: What a hook raises when the store was briefly away, not because the hook is wrong: the
+#: outcome says ``transient`` and the hook reconciler runs the hook again (issue 12: nothing is
+#: FAILED because the store was unreachable).
+STORE_AWAY = (StoreUnavailable, st.Unavailable)
+
+
+def is_store_outage(e: BaseException) -> bool:
+    """``e``, or an exception it was raised from (``raise ... from``, or during handling), is a
+    store outage."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, STORE_AWAY):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 TRACEBACK_LINES = 15
 TRACEBACK_CHARS = 2000
@@ -50,10 +73,40 @@ def _extend_sys_path(spec: dict[str, Any]) -> None:
             sys.path.insert(0, p)
 
 
-def run_app(spec: dict[str, Any]) -> int:
-    """``run()`` with the job's parameters; the value or exception goes to the handoff file."""
+def load_app(spec: dict[str, Any]) -> Any:
+    """The App class of ``spec`` (imported by module path, else unpickled): once per warm worker."""
     from ._appdef import load_app_class
-    from ._pycodec import RESULT_FILE, decode_params, encode_exception, encode_result
+
+    _extend_sys_path(spec)
+    return load_app_class(spec["app"])
+
+
+def run_app(spec: dict[str, Any]) -> int:
+    """``run()`` with the job's parameters (in a fresh process); see :func:`run_loaded`."""
+    try:
+        cls = load_app(spec)
+    except Exception as e:  # noqa: BLE001 - a class that cannot be loaded is the job's error
+        return _failed(spec, e)
+    return run_loaded(spec, cls)[0]
+
+
+def _failed(spec: dict[str, Any], e: BaseException) -> int:
+    from ._pycodec import encode_exception
+
+    tb = traceback.format_exc()
+    sys.stderr.write(tb)
+    text, pickled = encode_exception(e, tb)
+    doc: dict[str, Any] = {"exception": text, "traceback": traceback_tail(tb)}
+    if pickled is not None:
+        doc["exceptionData"] = pickled
+    _write_json(spec["result_path"], doc)
+    return 1
+
+
+def run_loaded(spec: dict[str, Any], cls: Any) -> tuple[int, Exception | None]:
+    """``cls(job).run(**parameters)``; the value or exception goes to the handoff file.
+    Returns the exit code (0, or 1 when ``run()`` raised) and the exception raised."""
+    from ._pycodec import RESULT_FILE, decode_params, encode_result
 
     result_path = spec["result_path"]
     large = os.path.join(os.getcwd(), RESULT_FILE)
@@ -61,7 +114,6 @@ def run_app(spec: dict[str, Any]) -> int:
         os.unlink(large)  # an earlier attempt's
     _extend_sys_path(spec)
     try:
-        cls = load_app_class(spec["app"])
         params = decode_params(spec["parameters"])
         app = cls(spec["job"])
         value = app.run(**params)  # type: ignore[attr-defined]
@@ -72,16 +124,9 @@ def run_app(spec: dict[str, Any]) -> int:
                 f.write(data)
             os.replace(tmp, large)
     except Exception as e:  # noqa: BLE001 - the app's error is the job's result
-        tb = traceback.format_exc()
-        sys.stderr.write(tb)
-        text, pickled = encode_exception(e)
-        doc: dict[str, Any] = {"exception": text, "traceback": traceback_tail(tb)}
-        if pickled is not None:
-            doc["exceptionData"] = pickled
-        _write_json(result_path, doc)
-        return 1
+        return _failed(spec, e), e
     _write_json(result_path, {"result": encoded})
-    return 0
+    return 0, None
 
 
 class _Capture:
@@ -134,7 +179,7 @@ def run_hook(spec: dict[str, Any]) -> int:
         tb = traceback.format_exc()
         sys.stderr.write(tb)
         head = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        outcome = {"error": f"{head}\n{traceback_tail(tb)}"}
+        outcome = {"error": f"{head}\n{traceback_tail(tb)}", "transient": is_store_outage(e)}
     _write_json(spec["result_path"], outcome)
     return 0
 

@@ -13,15 +13,22 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from pydantic import BaseModel
+
+from ._balsam import APPLIERS, apply_fields
 from ._config import default_namespace
-from ._errors import BadRequest
+from ._context import ClientPort, bind
+from ._errors import BadRequest, Conflict
+from ._registry import Registry, WatchEvent, index_prefix
 from ._selectors import Selector, parse_selector
 from ._sites import site_namespace
 from ._states import JobState, parse_state
+from ._watch import watch_query
 
 if TYPE_CHECKING:
+    import threading
+
     from ._meta import Resource
-    from ._registry import Registry
 
 R = TypeVar("R", bound="Resource")
 
@@ -88,6 +95,67 @@ def field_value(obj: Any, field: str) -> Any:
     return cur
 
 
+#: Indexes under which an object has at most one value (parents, nodes and labels may be several).
+_EXCLUSIVE_INDEXES = frozenset({"state", "app"})
+
+_PLAIN_ORDER_FIELDS = frozenset({"id", "name", "creation_timestamp", "created"})
+
+
+def check_order_field(model: type[Any], field: str) -> None:
+    """BadRequest unless ``field`` (``-`` for descending) names something ``model`` has: a
+    Balsam attribute, ``id``/``name``/``created``, or a path through its fields (camelCase or
+    snake_case; any key under a dictionary such as ``metadata.labels``)."""
+    name = field[1:] if field.startswith("-") else field
+    if not name:
+        raise BadRequest("order_by: empty field name")
+    if "." not in name:
+        if name in _PLAIN_ORDER_FIELDS or name in getattr(model, "model_fields", {}) or (
+            hasattr(model, name) and not callable(getattr(model, name, None))
+        ) or (getattr(model, "KIND", "") == "Job" and name in APPLIERS):
+            return
+        raise BadRequest(f"order_by: unknown field {name!r} for {getattr(model, 'PLURAL', model.__name__)}")
+    cur: Any = model
+    for part in name.lstrip(".").split("."):
+        if cur is None:  # under a dictionary: any key
+            continue
+        fields = getattr(cur, "model_fields", None)
+        if fields is None:
+            raise BadRequest(f"order_by: unknown field {name!r}: {part!r} is below a plain value")
+        info = fields.get(part) or next((f for n, f in fields.items() if f.alias == part
+                                         or _camel(n) == part), None)
+        if info is None:
+            raise BadRequest(f"order_by: unknown field {name!r}: no {part!r} in {cur.__name__}")
+        ann = info.annotation
+        cur = _model_in(ann)
+
+
+def _camel(n: str) -> str:
+    head, *rest = n.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def _model_in(ann: Any) -> Any:
+    """The pydantic model a field holds (``X | None`` too); None for a dict or a plain value;
+    a dict-like marker is None too (any key below it is accepted)."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for a in getattr(ann, "__args__", ()) or ():
+        if isinstance(a, type) and issubclass(a, BaseModel):
+            return a
+    return None if _is_mapping(ann) else _Leaf
+
+
+def _is_mapping(ann: Any) -> bool:
+    origin = getattr(ann, "__origin__", None)
+    return ann is dict or origin is dict or any(_is_mapping(a) for a in getattr(ann, "__args__", ()) or ())
+
+
+class _Leaf:
+    """A plain value: nothing below it can be ordered by."""
+
+    model_fields = None
+
+
 def _sort_key(v: Any) -> tuple[int, Any]:
     if v is None:
         return (0, 0)
@@ -106,10 +174,19 @@ class _Inexact:
 class QuerySet(Generic[R]):
     """``Kind.objects.filter(...)``: nothing is read until iterated, counted or sliced."""
 
-    def __init__(self, model: type[R], registry: Registry | None = None, namespace: str | None = None) -> None:
+    def __init__(self, model: type[R], client: ClientPort | Registry, namespace: str | None = None) -> None:
+        """A query of ``model`` through ``client`` (an ``apis.Client``; a bare Registry for the
+        CLI and controllers: the objects it returns then remember no client)."""
         self.model = model
-        self._registry = registry
-        self.namespace = namespace if namespace is not None else default_namespace()
+        if isinstance(client, Registry):
+            self.client: ClientPort | None = None
+            self._registry: Registry | None = client
+            default_ns = default_namespace
+        else:
+            self.client = client
+            self._registry = None
+            default_ns = lambda: client.namespace  # noqa: E731
+        self.namespace = namespace if namespace is not None else default_ns()
         self._preds: list[Pred] = []
         self._index: list[tuple[str, list[str]]] = []  # (index, values): name must be in the union
         self._only_index = True
@@ -119,11 +196,11 @@ class QuerySet(Generic[R]):
 
     @property
     def registry(self) -> Registry:
+        """The registry of the client this query was made on."""
         if self._registry is not None:
             return self._registry
-        from ._config import default_registry
-
-        return default_registry()
+        reg: Registry = self.client.registry  # type: ignore[union-attr]
+        return reg
 
     def _clone(self) -> QuerySet[R]:
         c = copy.copy(self)
@@ -135,21 +212,26 @@ class QuerySet(Generic[R]):
     # --- building ----------------------------------------------------------------
 
     def all(self) -> QuerySet[R]:
+        """The same query (a copy: Django's and Balsam's ``all()``)."""
         return self._clone()
 
     def filter(self, **kw: Any) -> QuerySet[R]:
+        """The query narrowed by every keyword (see ``Manager.filter`` for the keywords); an
+        unknown keyword is refused (``apis.BadRequest``)."""
         c = self._clone()
         for k, v in kw.items():
             c._add(k, v, negate=False)
         return c
 
     def exclude(self, **kw: Any) -> QuerySet[R]:
+        """The query without the objects matching the keywords."""
         c = self._clone()
         for k, v in kw.items():
             c._add(k, v, negate=True)
         return c
 
     def in_namespace(self, namespace: str) -> QuerySet[R]:
+        """The same query in another namespace."""
         c = self._clone()
         c.namespace = namespace
         return c
@@ -260,11 +342,58 @@ class QuerySet(Generic[R]):
         raise BadRequest(f"unknown filter {key!r} for jobs")
 
     def order_by(self, *fields: str) -> QuerySet[R]:
+        """The same query, ordered by ``fields``: a Balsam attribute (``last_update``, ``state``,
+        ``workdir``...), ``id``/``name``, ``created``, or a path in the object
+        (``spec.resources.numNodes``); ``-field`` descends. An unknown field is refused
+        (``apis.BadRequest``) rather than ignored."""
+        for f in fields:
+            check_order_field(self.model, f)
         c = self._clone()
         c._order = fields
         return c
 
+    def watch(self, resource_version: int | str | None = None, *, timeout: float | None = None,
+              stop: threading.Event | None = None) -> Iterator[WatchEvent[R]]:
+        """Follow the query as typed events (``apis.WatchEvent``: ``.type`` is ``ADDED``,
+        ``MODIFIED`` or ``DELETED``, ``.object`` the object, ``.revision`` where it happened).
+
+        Without ``resource_version``: the matching objects first (``ADDED`` each), then every
+        change. With ``resource_version=N`` (an event's ``revision``): the changes after
+        revision ``N`` only, to resume a stream. An object that stops matching is ``DELETED``
+        from the stream, one that starts matching ``ADDED``. After a store compaction the
+        stream relists and reports the difference. It ends after ``timeout`` seconds, or when
+        ``stop`` is set (``None``: never); closing the generator closes the store watch."""
+        if self._slice is not None:
+            raise BadRequest("cannot watch a sliced query")
+        rv: int | None = None
+        if resource_version is not None and str(resource_version) != "":
+            try:
+                rv = int(resource_version)
+            except ValueError:
+                raise BadRequest(f"invalid resource_version {resource_version!r}: expected a revision") from None
+            if rv < 0:
+                raise BadRequest(f"invalid resource_version {resource_version!r}: expected a revision")
+        names = None
+        for index, values in self._index:
+            if index == "name":
+                names = set(values) if names is None else names & set(values)
+        preds = list(self._preds)
+        base = self._clone()
+        base._order = ()
+
+        def list_matching() -> list[R]:
+            q = base._clone()
+            return q._fetch()
+
+        client = self.client
+        return watch_query(
+            self.registry, self.model, self.namespace, lambda o: all(p(o) for p in preds), list_matching,
+            names=names, resource_version=rv, timeout=timeout, stop=stop,
+            on_bind=None if client is None else (lambda o: bind(o, client)),
+        )
+
     def __getitem__(self, item: int | slice) -> Any:
+        """``qs[i]``: one object; ``qs[a:b]``: a lazy slice (no step)."""
         if isinstance(item, int):
             items = self._fetch()
             return items[item]
@@ -296,8 +425,6 @@ class QuerySet(Generic[R]):
         walks the smallest of them and looks the rest up instead of reading every entry."""
         if not self._index:
             return None
-        from ._registry import index_prefix
-
         sets: list[list[str]] = []
         single: list[tuple[str, str]] = []  # one-value filters: (index, value)
         for index, values in self._index:
@@ -356,13 +483,18 @@ class QuerySet(Generic[R]):
             objs.sort(key=lambda o: (_sort_key(o.metadata.creation_timestamp), o.metadata.name))
         if self._slice is not None:
             objs = objs[self._slice]
+        if self.client is not None:
+            for o in objs:
+                bind(o, self.client)
         self._cache = objs
         return objs
 
     def __iter__(self) -> Iterator[R]:
+        """The matching objects (read once, then cached)."""
         return iter(self._fetch())
 
     def __len__(self) -> int:
+        """How many objects the query yields (reads them; ``count()`` may not)."""
         return len(self._fetch())
 
     def __bool__(self) -> bool:
@@ -375,10 +507,13 @@ class QuerySet(Generic[R]):
         return f"<{self.model.KIND}Query [{shown}{more}]>"
 
     def count(self) -> int:
+        """How many objects match, answered from the store's indexes when the filters allow
+        (always equal to the number iteration yields)."""
         if self._cache is None and self._slice is None and self._only_index:
             if not self._index:
                 return self.registry.count(self.model, self.namespace)
-            if len(self._index) == 1 and self._index[0][0] != "name":
+            if len(self._index) == 1 and self._index[0][0] in _EXCLUSIVE_INDEXES:
+                # An object has one state and one app: the counts of several values add up.
                 index, values = self._index[0]
                 return sum(self._index_count(index, v) for v in set(values))
             names = self._candidate_names()
@@ -387,13 +522,17 @@ class QuerySet(Generic[R]):
         return len(self._fetch())
 
     def exists(self) -> bool:
+        """Whether any object matches."""
         return self.count() > 0
 
     def first(self) -> R | None:
+        """The first object in the query's order, or None."""
         items = self._fetch()
         return items[0] if items else None
 
     def get(self, **kw: Any) -> R:
+        """The one object matching the query and ``kw``: ``Kind.DoesNotExist`` when none does,
+        ``Kind.MultipleObjectsReturned`` when several do."""
         qs = self.filter(**kw) if kw else self
         items = qs._fetch()
         if not items:
@@ -409,9 +548,6 @@ class QuerySet(Generic[R]):
     def update(self, **fields: Any) -> int:
         """Apply Balsam field assignments to every matching object; one transaction per
         chunk with CAS, re-read and retried on conflict. Returns the number updated."""
-        from ._balsam import apply_fields
-        from ._errors import Conflict
-
         reg = self.registry
         targets = [o.metadata.name for o in self._fetch()]
         done = 0
@@ -440,6 +576,7 @@ class QuerySet(Generic[R]):
         return done
 
     def delete(self) -> int:
+        """Delete every matching object (5000 per transaction); returns how many."""
         reg = self.registry
         objs = self._fetch()
         n = 0

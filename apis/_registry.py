@@ -29,7 +29,7 @@ import store as st
 from ._codec import decode as _decode
 from ._codec import decode_value, shallow_copy
 from ._errors import AlreadyExists, Conflict, Forbidden, Invalid, NotFound, StoreUnavailable
-from ._meta import Resource, identity, set_field, utcnow
+from ._meta import API_VERSION, ObjectMeta, Resource, identity, set_field, utcnow
 
 R = TypeVar("R", bound=Resource)
 T = TypeVar("T", bound=Resource)
@@ -63,32 +63,14 @@ def label_value(key: str, value: str) -> str:
     return f"{key}={value}"
 
 
-#: Job states in which a placed job holds its node(s): bound and waiting to start, or running.
-_HOLDS_NODE = frozenset({"PREPROCESSED", "RESTART_READY", "RUNNING"})
-
-
 @functools.lru_cache(maxsize=256)
 def _has_field(cls: type[BaseModel], name: str) -> bool:
     return name in cls.model_fields
 
 
 def index_entries(obj: Resource) -> set[tuple[str, str]]:
-    """(index, value) pairs under which ``obj`` is findable."""
-    out = {("label", label_value(k, v)) for k, v in obj.metadata.labels.items()}
-    if obj.KIND == "Job":
-        spec, status = obj.spec, obj.status  # type: ignore[attr-defined]
-        out.add(("state", str(status.state)))
-        out.add(("app", spec.app))
-        out |= {("parent", p) for p in spec.parents}
-        if status.placement is not None:
-            out |= {("node", n) for n in status.placement.nodes}
-            if status.state in _HOLDS_NODE:
-                # What a node agent watches: its key appears when a job is bound to the node
-                # and vanishes when the job stops holding it (finished, failed, unbound, deleted).
-                out |= {("boundnode", n) for n in status.placement.nodes}
-    elif obj.KIND == "Node" and obj.spec.batch_job:  # type: ignore[attr-defined]
-        out.add(("batchjob", obj.spec.batch_job))  # type: ignore[attr-defined]
-    return out
+    """(index, value) pairs under which ``obj`` is findable: what its kind declares."""
+    return obj.index_entries()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -243,48 +225,33 @@ class Registry:
             set_field(status, "last_update", now)
 
     def _admission(self, objs: Sequence[Resource]) -> builtins.list[st.Compare]:
-        """References that must exist when the write lands (checked inside the txn).
+        """References that must exist when the write lands (checked inside the txn), as each
+        kind declares them (``Resource.references``).
 
         One compare per distinct referenced key: a bulk create of 10k jobs of one app needs
         one "app exists" compare, not 10k identical ones for the store to evaluate."""
-        from ._kinds import App, Job, Site
-
         refs: dict[str, None] = {}  # ordered set of keys that must exist
         for o in objs:
-            if isinstance(o, Job):
-                ns, spec = o.metadata.namespace, o.spec
-                for p in spec.parents:
-                    refs[object_key(Job, ns, p)] = None
-                refs[object_key(App, ns, spec.app)] = None
-                if spec.site:  # a job naming a site that is not there would run nowhere (or anywhere)
-                    refs[object_key(Site, ns, spec.site)] = None
+            for r in o.references():
+                refs[f"{REGISTRY}{r.plural}/{r.namespace}/{r.name}"] = None
         if refs:  # what this write creates itself need not exist before
             for o in objs:
                 refs.pop(object_key(type(o), o.metadata.namespace, o.name), None)
         return [st.Compare(k, "create", ">", 0) for k in refs]
 
     def _explain_failed_create(self, objs: Sequence[Resource]) -> Exception:
-        from ._kinds import App, Job, Site
-
         keys = [object_key(type(o), o.metadata.namespace, o.name) for o in objs]
         for o, kv in zip(objs, self.store.get_many(keys), strict=True):
             if kv is not None:
                 return AlreadyExists(type(o).resource_name(), o.name)
         batch = {(type(o).PLURAL, o.metadata.namespace, o.metadata.name) for o in objs}
         for o in objs:
-            if isinstance(o, Job):
-                ns = o.metadata.namespace
-                for p in o.spec.parents:
-                    if ("jobs", ns, p) not in batch and self.store.get(object_key(Job, ns, p)) is None:
-                        return Invalid(
-                            f'{Job.resource_name()} "{o.name}" is invalid: spec.parents: Not found: "{p}"'
-                        )
-                site = o.spec.site
-                if site and ("sites", ns, site) not in batch and self.store.get(object_key(Site, ns, site)) is None:
-                    return Invalid(f'{Job.resource_name()} "{o.name}" is invalid: spec.site: Not found: '
-                                   f'"{site}" (no such Site in namespace "{ns}")')
-                if ("apps", ns, o.spec.app) not in batch and self.store.get(object_key(App, ns, o.spec.app)) is None:
-                    return Invalid(f'{Job.resource_name()} "{o.name}" is invalid: spec.app: Not found: "{o.spec.app}"')
+            for r in o.references():
+                if (r.plural, r.namespace, r.name) in batch:
+                    continue
+                if self.store.get(f"{REGISTRY}{r.plural}/{r.namespace}/{r.name}") is None:
+                    return Invalid(f'{type(o).resource_name()} "{o.name}" is invalid: {r.field}: Not found: '
+                                   f'"{r.name}"{r.note}')
         return Conflict("objects", ",".join(o.name for o in objs[:3]), "concurrent write")
 
     def _prepare_creates(self, objs: Sequence[R], now: datetime) -> builtins.list[R]:
@@ -547,8 +514,6 @@ class TypedWatch(Generic[T]):
 
 
 def _meta_only(namespace: str, name: str) -> Any:
-    from ._meta import ObjectMeta
-
     return ObjectMeta(name=name, namespace=namespace)
 
 
@@ -558,8 +523,6 @@ def parse_object(doc: dict[str, Any], kinds: Iterable[type[Resource]]) -> Resour
     if not isinstance(kind_name, str) or not kind_name:
         raise Invalid("Object 'Kind' is missing")
     api_version = doc.get("apiVersion")
-    from ._meta import API_VERSION
-
     if api_version != API_VERSION:
         raise Invalid(f'no matches for kind "{kind_name}" in version "{api_version}"')
     for k in kinds:

@@ -16,33 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._errors import BadRequest
-
-if TYPE_CHECKING:
-    from ._kinds import Site
-    from ._registry import Registry
+from ._context import ClientPort, bind
+from ._context import current as current_client
+from ._errors import BadRequest, DoesNotExist, MultipleObjectsReturned
+from ._kinds import Site
+from ._registry import Registry
 
 # --- Balsam's Site API ------------------------------------------------------------------------
-
-
-class SiteMixin:
-    """``site.id`` and ``site.path`` on Site (mixed into the pydantic model)."""
-
-    if TYPE_CHECKING:
-        metadata: Any
-        spec: Any
-
-    @property
-    def id(self) -> str:
-        """The Site's name (unique among the sites of a shared store); ``Job.objects.filter(site_id=...)``."""
-        return str(self.metadata.name or "")
-
-    @property
-    def path(self) -> Path:
-        """The site directory, as a Path (``site.path / "data" / job.workdir``)."""
-        return Path(self.spec.path)
 
 
 def _path_matches(site_path: str, want: str) -> bool:
@@ -55,59 +37,68 @@ class SiteManager:
     """``Site.objects``: the Sites of every namespace (there are few), filtered by ``name``/``id``,
     ``path`` and ``namespace``."""
 
-    def __init__(self, registry: Registry | None = None, filters: dict[str, Any] | None = None) -> None:
-        self._registry = registry
+    def __init__(self, client: ClientPort | Registry | None = None, filters: dict[str, Any] | None = None) -> None:
+        self._client = client
         self._filters = dict(filters or {})
 
     @property
     def registry(self) -> Registry:
-        if self._registry is not None:
-            return self._registry
-        from ._config import default_registry
+        """The registry of the client the Sites are read through."""
+        c = self._client
+        if isinstance(c, Registry):
+            return c
+        reg: Registry = (c if c is not None else current_client()).registry
+        return reg
 
-        return default_registry()
-
-    def using(self, registry: Registry) -> SiteManager:
-        return SiteManager(registry, self._filters)
+    def using(self, target: Any) -> SiteManager:
+        """The same query on another store (a Registry or a Client)."""
+        return SiteManager(target, self._filters)
 
     def all(self) -> SiteManager:
-        return SiteManager(self._registry, self._filters)
+        """Every Site of every namespace."""
+        return SiteManager(self._client, self._filters)
 
     def filter(self, **kw: Any) -> SiteManager:
+        """Sites by ``name`` (or ``id``), ``path`` (the directory or its last components) and ``namespace``."""
         for k in kw:
             if k not in ("name", "id", "path", "namespace"):
                 raise BadRequest(f"unknown filter {k!r} for sites (name, id, path, namespace)")
-        return SiteManager(self._registry, {**self._filters, **kw})
+        return SiteManager(self._client, {**self._filters, **kw})
 
     def _fetch(self) -> list[Site]:
-        from ._kinds import Site
-
         f = self._filters
         ns = f.get("namespace")
         sites, _ = self.registry.list(Site, str(ns) if ns is not None else None)
         name = f.get("name", f.get("id"))
-        return [
+        found = [
             s for s in sites
             if (name is None or s.metadata.name == str(name))
             and ("path" not in f or _path_matches(s.spec.path, str(f["path"])))
         ]
+        if self._client is not None and not isinstance(self._client, Registry):
+            for s in found:
+                bind(s, self._client)
+        return found
 
     def __iter__(self) -> Iterator[Site]:
+        """The matching Sites."""
         return iter(self._fetch())
 
     def __len__(self) -> int:
+        """How many Sites match."""
         return len(self._fetch())
 
     def count(self) -> int:
+        """How many Sites match."""
         return len(self._fetch())
 
     def first(self) -> Site | None:
+        """The first matching Site, or None."""
         found = self._fetch()
         return found[0] if found else None
 
     def get(self, **kw: Any) -> Site:
-        from ._client import DoesNotExist, MultipleObjectsReturned
-
+        """The one Site matching ``kw`` (DoesNotExist / MultipleObjectsReturned otherwise)."""
         found = self.filter(**kw)._fetch()
         if not found:
             raise DoesNotExist(f"no Site matches {kw or self._filters}")
@@ -117,16 +108,9 @@ class SiteManager:
         return found[0]
 
 
-class _SiteManagerDescriptor:
-    def __get__(self, obj: Any, owner: type) -> SiteManager:
-        return SiteManager()
-
-
 def site_namespace(registry: Registry, site_name: str, prefer: str | None = None) -> str | None:
     """The namespace of the Site named ``site_name``: ``prefer`` when it holds one, else the only
     namespace that does; None when none (or several) do."""
-    from ._kinds import Site
-
     if prefer is not None and registry.try_get(Site, site_name, prefer) is not None:
         return prefer
     found = {s.metadata.namespace for s in SiteManager(registry).filter(name=site_name)}

@@ -29,6 +29,16 @@ class JobState(StrEnum):
     RESTART_READY = "RESTART_READY"
     FAILED = "FAILED"
 
+    @classmethod
+    def is_valid(cls, state: str) -> bool:
+        """Whether ``state`` names a state (Balsam's ``JobState.is_valid``)."""
+        return state in cls._value2member_map_
+
+
+# Balsam's member names (``JobState.job_finished``) as attributes naming the same members: not
+# enum aliases, which would list every state twice in ``__members__`` and the CRDs' schema.
+for _m in list(JobState):
+    setattr(JobState, _m.name.lower(), _m)
 
 S = JobState
 

@@ -14,47 +14,19 @@ path stays inside the workdir, and HTTP is used for stage-in only. One error, no
 from __future__ import annotations
 
 import posixpath
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
-from urllib.parse import urlsplit
+from typing import Literal
 
 from ._errors import Invalid
+from ._kinds import App, Job, Site
+from ._locations import SCHEMES, check_location, provider_of
+from ._meta import Resource
+from ._registry import ADMISSION_CHECKS, Registry
 
-if TYPE_CHECKING:
-    from ._kinds import App, Job, Site
-    from ._meta import Resource
-    from ._registry import Registry
+__all__ = ["SCHEMES", "check_location", "provider_of"]  # re-exported (defined with the model)
 
 Direction = Literal["in", "out"]
-
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-SCHEMES = ("globus", "file", "http", "https")
-
-
-def provider_of(location: str) -> str:
-    """``globus`` | ``file`` | ``http`` (for http and https) from a location URL."""
-    scheme = location.partition("://")[0].lower()
-    return "http" if scheme == "https" else scheme
-
-
-def check_location(alias: str, url: str) -> None:
-    """A Site's ``transferLocations`` entry: ValueError naming what is wrong."""
-    where = f'spec.transferLocations.{alias}: Invalid value: "{url}"'
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme.lower() not in SCHEMES:
-        raise ValueError(f"{where}: expected globus://<endpoint-uuid>, file:// or https://host")
-    scheme = scheme.lower()
-    if scheme == "globus" and not _UUID.match(rest.rstrip("/")):
-        raise ValueError(f"{where}: a Globus location is globus://<endpoint-uuid>")
-    if scheme in ("http", "https") and not urlsplit(url).hostname:
-        raise ValueError(f"{where}: an HTTP location needs a host (https://host[:port][/base])")
-    if scheme == "file":
-        parts = urlsplit(url)
-        if parts.netloc not in ("", "localhost") or parts.path not in ("", "/"):
-            raise ValueError(f"{where}: a local location is file:// (optionally file://?hardlink=true)")
-
 
 def split_transfer(value: str) -> tuple[str, str]:
     """``"alias:/abs/path"`` → (alias, path)."""
@@ -122,10 +94,8 @@ def plan_items(job: Job, app: App, site: Site, direction: Direction) -> list[Pla
 
 
 def _invalid(job: Job, detail: str) -> Invalid:
-    from ._kinds import Job as JobKind
-
     name = job.metadata.name or f"{job.metadata.generate_name or ''}*"
-    return Invalid(f'{JobKind.resource_name()} "{name}" is invalid: {detail}')
+    return Invalid(f'{Job.resource_name()} "{name}" is invalid: {detail}')
 
 
 def check_job_transfers(job: Job, app: App, site: Site | None, site_hint: str) -> None:
@@ -175,8 +145,6 @@ def admit_jobs(registry: Registry, creates: Sequence[Resource],
     whose transfers, app or site changed, against its App and Site (read once per name; the
     same write's own Apps and Sites count). An App that does not exist is left to the
     registry's own "app exists" check."""
-    from ._kinds import App, Job, Site
-
     jobs = [o for o in creates if isinstance(o, Job)]
     for old, new in updates:
         if isinstance(new, Job) and isinstance(old, Job) and new.spec is not old.spec and (
@@ -222,11 +190,5 @@ def admit_jobs(registry: Registry, creates: Sequence[Resource],
         check_job_transfers(job, app, site, hint)
 
 
-def _register() -> None:
-    from ._registry import ADMISSION_CHECKS
-
-    if admit_jobs not in ADMISSION_CHECKS:
-        ADMISSION_CHECKS.append(admit_jobs)
-
-
-_register()
+if admit_jobs not in ADMISSION_CHECKS:
+    ADMISSION_CHECKS.append(admit_jobs)

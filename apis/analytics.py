@@ -27,7 +27,8 @@ from typing import Any
 
 import orjson
 
-from ._config import default_registry, load_site_config
+from ._client import default_registry
+from ._config import load_site_config
 from ._errors import BadRequest, SiteNotFound
 from ._kinds import BatchJob, Job, kind_for
 from ._query import _tags_arg

@@ -15,7 +15,18 @@ drawn from a seeded ``random.Random`` (the seed is printed and recorded: a failu
   as orphans: the harshest case for "one live run" (the next run of each fences them);
 * ``manager+runner`` — ``kill -9`` of the controller manager and its allocation's runner:
   the agents must stop on their own (supervision), ``up`` ends;
-* ``sigstop`` — SIGSTOP of one agent for 1.5 lease TTLs, then SIGCONT.
+* ``sigstop`` — SIGSTOP of one agent for 1.5 lease TTLs, then SIGCONT;
+* ``store`` — the store goes away for ``outage`` seconds while everything keeps running: an
+  etcd member stopped (``kill -9``, started again with its data; given as a
+  :class:`StoreOutage`), or, on SQLite, another process holding the store's write lock (an
+  operator's ``sqlite3`` shell, a backup: what makes a local SQLite store unwritable; reads
+  go on, every write waits or fails);
+* ``disk`` — the filesystem of the site (and of a SQLite store beside it) is filled, every byte
+  and inode, for ``outage`` seconds, then given back (the caller mounts a small tmpfs there).
+
+Nothing is restarted after ``store`` and ``disk``: every component must ride them out. Their
+recovery is the time from the end of the outage to the first job state change; an ``up``
+that ended during one is reported (``outage_exits``).
 
 After each fault the site is brought back as an operator would: when ``up`` has ended (and
 every process of the site is gone) it is started again. **Recovery** of a fault is the time
@@ -24,7 +35,8 @@ itself: the agent is not restarted, its node is taken over) to the first job sta
 after it (for ``agent`` and ``sigstop``, of a job that agent held), read from a store watch.
 
 Each run of a job appends ``start <pid> <time>``, ``tick <pid> <time>`` every 0.1 s and
-``end <pid> <time>`` to ``marker`` in its workdir (the App: ``mark.sh``). At the end the run
+``end <pid> <time>`` to its marker file, ``<markers>/<job name>`` (the App: ``mark.sh``; the
+markers live outside the site, so that a full disk there does not eat the evidence). At the end the run
 reports: jobs lost (missing or not JOB_FINISHED), overlapping runs (a run starting before
 the previous run of the job wrote its last line), extra runs without a RUN_TIMEOUT in the
 job's history, ``Traceback`` lines in the site's logs, whether the store's indexes match the
@@ -36,27 +48,37 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from apis import App, Job, JobState, Node, ObjectMeta, Registry
+import store as st
+from apis import App, BatchJob, Job, JobState, Node, ObjectMeta, Registry
 from apis._registry import index_keys, index_prefix, kind_prefix
+from controllers._leader import LEASE_PREFIX
 
 from ._harness import StoreTarget
 from ._up import CLI, bench_env, cmdline, make_site
 
-FAULT_KINDS = ("manager", "agent", "up", "tree", "manager+runner", "sigstop")
+#: Faults that kill or stop processes of the site.
+PROCESS_FAULTS = ("manager", "agent", "up", "tree", "manager+runner", "sigstop")
+#: Faults of what the site stands on: the store away, the disk full (nothing is restarted).
+OUTAGE_FAULTS = ("store", "disk")
+FAULT_KINDS = PROCESS_FAULTS + OUTAGE_FAULTS
 MARK_SH = """#!/bin/bash
-# One run of a chaos job: a line when it starts, one per tick while it lives, one at its end.
-echo "start $$ $EPOCHREALTIME" >> marker
-for ((i = 0; i < $1; i++)); do sleep 0.1; echo "tick $$ $EPOCHREALTIME" >> marker; done
-echo "end $$ $EPOCHREALTIME" >> marker
+# One run of a chaos job: a line when it starts, one per tick while it lives, one at its end,
+# in $2/<job name> (BALSAM_JOB_KEY is <namespace>/<name>).
+m="$2/${BALSAM_JOB_KEY##*/}"
+echo "start $$ $EPOCHREALTIME" >> "$m"
+for ((i = 0; i < $1; i++)); do sleep 0.1; echo "tick $$ $EPOCHREALTIME" >> "$m"; done
+echo "end $$ $EPOCHREALTIME" >> "$m"
 """
 #: A job hit by many faults in a row is killed (RUN_TIMEOUT) each time; the default retry
 #: limit (3) would make it FAILED, which is the policy working, not a job lost.
@@ -79,6 +101,82 @@ class ChaosConfig:
     lease_ttl: float = 3.0
     gap: tuple[float, float] = (1.0, 3.0)  # seconds of normal running between faults
     timeout: float = 600.0  # the whole run
+    outage: tuple[float, float] = (6.0, 12.0)  # seconds a store outage or a full disk lasts
+    #: Before each fault, jobs are added until at least this many are not finished (0: never):
+    #: every fault then meets work in flight, however fast the machine ran the rest.
+    backlog: int = 0
+
+
+class StoreOutage(Protocol):
+    """Takes the store away and gives it back (``store`` faults)."""
+
+    def begin(self) -> None: ...
+
+    def end(self) -> None: ...
+
+
+class SQLiteLockOutage:
+    """Another process holds a SQLite store's write lock (``BEGIN EXCLUSIVE``; in WAL mode
+    readers go on): every write of the site waits for it, then fails ``Unavailable``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn: sqlite3.Connection | None = None
+
+    def begin(self) -> None:
+        conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
+        conn.execute("BEGIN EXCLUSIVE")
+        self.conn = conn
+
+    def end(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            self.conn.close()
+            self.conn = None
+
+
+class EtcdMemberOutage:
+    """An etcd member ``kill -9``ed, then started again with its data (anything with
+    ``kill()`` and ``restart()``: :class:`store.testing.EtcdMember`)."""
+
+    def __init__(self, member: Any) -> None:
+        self.member = member
+
+    def begin(self) -> None:
+        self.member.kill()
+
+    def end(self) -> None:
+        self.member.restart(timeout=60.0)
+
+
+def fill(directory: Path) -> Path:
+    """Fill the filesystem of ``directory``: every byte and every inode (so that not even an
+    empty file or directory can be made). Returns what to remove to give the space back."""
+    filler = directory / ".filler"
+    filler.mkdir()
+    with open(filler / "bytes", "wb", buffering=0) as f:
+        for chunk in (65536, 1):
+            try:
+                while True:
+                    f.write(b"\0" * chunk)
+            except OSError:
+                pass
+    n = 0
+    try:
+        while True:
+            (filler / str(n)).touch()
+            n += 1
+    except OSError:
+        pass
+    return filler
+
+
+def release(filler: Path) -> None:
+    """Give the bytes back first, then the inodes: nothing can start in between on a disk that
+    has inodes but no bytes."""
+    (filler / "bytes").unlink()
+    shutil.rmtree(filler)
 
 
 @dataclass
@@ -88,10 +186,15 @@ class Fault:
     target: str = ""
     recovery_s: float | None = None  # restart → first job state change
     note: str = ""
+    #: After a restart of up: seconds from it to each step on the way to the first job change
+    #: (``leader``: the leader lease written; ``batchjob``: up's BatchJob first written;
+    #: ``batchjob_running``; ``nodes``: every agent registered; ``job``: the first job change).
+    phases: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "at": round(self.at, 3), "target": self.target,
-                "recovery_s": None if self.recovery_s is None else round(self.recovery_s, 3), "note": self.note}
+                "recovery_s": None if self.recovery_s is None else round(self.recovery_s, 3), "note": self.note,
+                "phases": {k: round(v, 3) for k, v in self.phases.items()}}
 
 
 @dataclass
@@ -106,6 +209,7 @@ class ChaosReport:
     extra_runs: int = 0
     unexplained_extra_runs: list[str] = field(default_factory=list)
     unrecorded_starts: list[str] = field(default_factory=list)  # runs no history entry names
+    outage_exits: list[str] = field(default_factory=list)  # up ended during a store/disk outage
     tracebacks: list[str] = field(default_factory=list)
     index_problems: list[str] = field(default_factory=list)
     leftover_processes: list[int] = field(default_factory=list)
@@ -129,6 +233,7 @@ class ChaosReport:
         out += [f"extra run without RUN_TIMEOUT: {u}" for u in self.unexplained_extra_runs[:5]]
         out += [f"traceback: {t}" for t in self.tracebacks[:3]]
         out += [f"index: {p}" for p in self.index_problems[:5]]
+        out += [f"up ended during an outage: {e}" for e in self.outage_exits[:5]]
         if self.leftover_processes:
             out.append(f"job processes alive after up stopped: {self.leftover_processes}")
         missing = [f.kind for f in self.faults if f.recovery_s is None]
@@ -241,7 +346,12 @@ class ChaosRun:
     """One fault-injection run on a fresh site under ``root`` on ``target``'s store."""
 
     def __init__(self, root: Path, target: StoreTarget, cfg: ChaosConfig, namespace: str = "default",
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, *, markers: Path | None = None,
+                 outage: StoreOutage | None = None, disk: Path | None = None) -> None:
+        """``markers``: where the runs' marker files go (default: beside ``root``); ``outage``:
+        how to take the store away (default on SQLite: hold its write lock; on etcd none:
+        ``store`` faults are then skipped with a note); ``disk``: a directory on the (small)
+        filesystem that holds the site, to fill for ``disk`` faults (none: skipped)."""
         self.cfg = cfg
         self.t0 = time.monotonic()
         self.seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(1 << 30)
@@ -256,6 +366,13 @@ class ChaosRun:
         self.restarts = 0
         self.spontaneous = 0  # times up ended without a fault
         self.names = [f"c{i:05d}" for i in range(cfg.jobs)] + [f"chain{i:03d}" for i in range(cfg.chain)]
+        self.added = 0  # jobs added by _top_up
+        self.markers = markers or root.parent / f"{root.name}-markers"
+        self.markers.mkdir(parents=True, exist_ok=True)
+        if outage is None and target.backend == "sqlite":
+            outage = SQLiteLockOutage(target.path or Path(target.url.removeprefix("sqlite:///").split("?")[0]))
+        self.outage = outage
+        self.disk = disk
 
     # --- setup -------------------------------------------------------------------
 
@@ -264,17 +381,33 @@ class ChaosRun:
         """One CPU's share of a node per job (the default packing count, 1, is a whole node)."""
         return {"nodePackingCount": self.cfg.cpus}
 
+    def _plain_jobs(self, names: list[str]) -> list[Job]:
+        long_every = self.cfg.long_every or len(self.names) + 1
+        return [Job(metadata=ObjectMeta(name=n, namespace=self.ns),
+                    spec={"app": "mark-long" if i % long_every == 0 else "mark",
+                          "workdir": f"chaos/{n}", "retry": RETRY, "resources": self._shares})  # type: ignore[arg-type]
+                for i, n in enumerate(names)]
+
+    def _top_up(self) -> None:
+        """Keep ``cfg.backlog`` jobs unfinished before a fault (see ChaosConfig.backlog)."""
+        if not self.cfg.backlog:
+            return
+        failed = self.registry.index_count(Job, "state", JobState.FAILED.value, self.ns)
+        left = len(self.names) - self._finished() - failed
+        if left >= self.cfg.backlog:
+            return
+        names = [f"t{i:05d}" for i in range(self.added, self.added + self.cfg.backlog)]
+        self.registry.create_many(self._plain_jobs(names))
+        self.added += len(names)
+        self.names += names
+
     def _make_jobs(self) -> None:
         mark = self.root / "apps" / "mark.sh"
         mark.write_text(MARK_SH)
         for app, ticks in (("mark", self.cfg.ticks), ("mark-long", self.cfg.long_ticks)):
             self.registry.create(App(metadata=ObjectMeta(name=app, namespace=self.ns),
-                                     spec={"command": f"/bin/bash {mark} {ticks}"}))  # type: ignore[arg-type]
-        long_every = self.cfg.long_every or len(self.names) + 1
-        jobs = [Job(metadata=ObjectMeta(name=n, namespace=self.ns),
-                    spec={"app": "mark-long" if i % long_every == 0 else "mark",
-                          "workdir": f"chaos/{n}", "retry": RETRY, "resources": self._shares})  # type: ignore[arg-type]
-                for i, n in enumerate(self.names[: self.cfg.jobs])]
+                                     spec={"command": f"/bin/bash {mark} {ticks} {self.markers}"}))  # type: ignore[arg-type]
+        jobs = self._plain_jobs(self.names[: self.cfg.jobs])
         for i in range(self.cfg.chain):
             parents = [f"chain{i - 1:03d}"] if i else []
             jobs.append(Job(metadata=ObjectMeta(name=f"chain{i:03d}", namespace=self.ns),
@@ -322,16 +455,37 @@ class ChaosRun:
         self.restarts += 1
         return self._start_up()
 
-    def _first_change(self, since_rev: int, names: set[str] | None, timeout: float) -> float | None:
-        """time.monotonic() of the first job write after ``since_rev`` (of ``names`` if given)."""
+    def _first_change(self, since_rev: int, names: set[str] | None, timeout: float,
+                      phases: dict[str, float] | None = None, t0: float = 0.0) -> float | None:
+        """time.monotonic() of the first job write after ``since_rev`` (of ``names`` if given).
+        With ``phases``, also the steps of a restart on the way to it, in seconds after ``t0``."""
         prefix = kind_prefix(Job, self.ns)
-        w = self.registry.store.watch(prefix, start_revision=since_rev + 1)
+        watched = prefix if phases is None else "/"
+        leader = f"{LEASE_PREFIX}{self.ns}"
+        bj_prefix, node_prefix = kind_prefix(BatchJob, self.ns), kind_prefix(Node, self.ns)
+        nodes: set[str] = set()
+        w = self.registry.store.watch(watched, start_revision=since_rev + 1)
         try:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 for ev in w.poll(0.05):
-                    if ev.type == "PUT" and (names is None or ev.kv.key[len(prefix):] in names):
-                        return time.monotonic()
+                    now = time.monotonic()
+                    key = ev.kv.key
+                    if phases is not None and ev.type == "PUT":
+                        if key == leader:
+                            phases.setdefault("leader", now - t0)
+                        elif key.startswith(bj_prefix):
+                            phases.setdefault("batchjob", now - t0)
+                            if b'"running"' in ev.kv.value and b"deletionTimestamp" not in ev.kv.value:
+                                phases.setdefault("batchjob_running", now - t0)
+                        elif key.startswith(node_prefix):
+                            nodes.add(key)
+                            if len(nodes) >= self.cfg.nodes:
+                                phases.setdefault("nodes", now - t0)
+                    if ev.type == "PUT" and key.startswith(prefix) and (names is None or key[len(prefix):] in names):
+                        if phases is not None:
+                            phases["job"] = now - t0
+                        return now
                 if self._done():
                     return None
         finally:
@@ -409,6 +563,8 @@ class ChaosRun:
                 if not held:
                     fault.note = "the agent held no job"
                 return fault
+        elif kind in OUTAGE_FAULTS:
+            return self._outage(fault)
         elif kind == "manager":
             fault.target = ",".join(map(str, procs.manager))
             _kill(procs.manager)
@@ -428,11 +584,60 @@ class ChaosRun:
         if self.up is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.up.wait(timeout=4 * self.cfg.lease_ttl + 60)
-        restarted = self._restart()
+        # The old processes' last writes (agents recording RUN_TIMEOUT on their way out) are
+        # not recovery: the revision is read once the site is down, just before the restart.
+        self._wait_site_down(4 * self.cfg.lease_ttl + 60)
         rev = self.registry.store.current_revision()
-        seen = self._first_change(rev, None, 4 * self.cfg.lease_ttl + 90)
+        restarted = self._restart()
+        seen = self._first_change(rev, None, 4 * self.cfg.lease_ttl + 90, phases=fault.phases, t0=restarted)
         fault.recovery_s = None if seen is None else seen - restarted
         return fault
+
+    def _outage(self, fault: Fault) -> Fault:
+        """The store away or the disk full for ``cfg.outage`` seconds, nothing restarted; the
+        engine itself does not touch the store meanwhile. Recovery: from the end of it."""
+        seconds = self.rng.uniform(*self.cfg.outage)
+        if fault.kind == "store" and self.outage is None:
+            fault.note = "skipped: no way to take this store away"
+            return fault
+        if fault.kind == "disk" and self.disk is None:
+            fault.note = "skipped: the site is not on a filesystem of its own"
+            return fault
+        if fault.kind == "store":
+            assert self.outage is not None
+            fault.target = f"{type(self.outage).__name__} for {seconds:.1f}s"
+            self.outage.begin()
+            try:
+                time.sleep(seconds)
+            finally:
+                self.outage.end()
+        else:
+            assert self.disk is not None
+            fault.target = f"{self.disk} full for {seconds:.1f}s"
+            filler = fill(self.disk)
+            try:
+                time.sleep(seconds)
+            finally:
+                release(filler)
+        back = time.monotonic()
+        rev = self._revision_after_outage()
+        seen = self._first_change(rev, None, 4 * self.cfg.lease_ttl + 90)
+        fault.recovery_s = None if seen is None else max(0.0, seen - back)
+        if self.up is not None and self.up.poll() is not None:
+            fault.note = f"up exited with {self.up.returncode}: {self._tail('up.out', 2)}"
+        return fault
+
+    def _revision_after_outage(self, timeout: float = 60.0) -> int:
+        """The store's revision once it answers again (writes that landed during a full disk
+        are not recovery; the first one after the outage is)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.registry.store.current_revision()
+            except st.StoreError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     # --- the whole run ---------------------------------------------------------------
 
@@ -440,7 +645,7 @@ class ChaosRun:
         cfg = self.cfg
         self.log(f"chaos: seed {self.seed} ({len(self.names)} jobs, {cfg.faults} faults of {list(cfg.kinds)}, "
                  f"{cfg.nodes} nodes x {cfg.cpus} cpus, lease TTL {cfg.lease_ttl:g}s) in {self.root}")
-        report = ChaosReport(self.seed, len(self.names))
+        report = ChaosReport(self.seed, len(self.names))  # .jobs grows with _top_up
         kinds = list(cfg.kinds)
         self.rng.shuffle(kinds)
         plan = [kinds[i % len(kinds)] for i in range(cfg.faults)]
@@ -452,6 +657,7 @@ class ChaosRun:
             self._make_jobs()
             for kind in plan:
                 time.sleep(self.rng.uniform(*cfg.gap))
+                self._top_up()
                 if self._done() or time.monotonic() > deadline:
                     break
                 if self.up is None or self.up.poll() is not None:  # ended by itself: bring it back
@@ -463,6 +669,8 @@ class ChaosRun:
                 rec = "none seen" if fault.recovery_s is None else f"{fault.recovery_s:.2f}s"
                 self.log(f"chaos: fault {len(report.faults)}/{len(plan)} {kind} {fault.target}: recovery {rec}"
                          f" ({self._finished()}/{len(self.names)} finished)")
+                if fault.kind in OUTAGE_FAULTS and fault.note.startswith("up exited"):
+                    report.outage_exits.append(f"{kind}: {fault.note}")
                 if kind != "sigstop":
                     self._wait_ready()
             while not self._done():
@@ -476,6 +684,7 @@ class ChaosRun:
                 time.sleep(0.1)
         finally:
             self._stop()
+        report.jobs = len(self.names)
         report.restarts = self.restarts
         report.spontaneous_restarts = self.spontaneous
         report.elapsed_s = time.monotonic() - self.t0
@@ -506,7 +715,7 @@ class ChaosRun:
         report.lost += [n for n, j in jobs.items()
                         if j.status.state not in (JobState.JOB_FINISHED, JobState.FAILED)]
         for name, job in jobs.items():
-            runs = read_runs(self.site.data_path / job.spec.workdir / "marker")
+            runs = read_runs(self.markers / name)
             report.runs += len(runs)
             report.overlaps += [f"{name}: {o}" for o in overlapping(runs)]
             extra = len(runs) - 1
@@ -604,14 +813,16 @@ def index_problems(registry: Registry, namespace: str) -> list[str]:
 
 
 def run_chaos(root: Path, target: StoreTarget, cfg: ChaosConfig, namespace: str = "default",
-              log: Callable[[str], None] | None = None) -> ChaosReport:
+              log: Callable[[str], None] | None = None, *, markers: Path | None = None,
+              outage: StoreOutage | None = None, disk: Path | None = None) -> ChaosReport:
     root.mkdir(parents=True, exist_ok=True)
-    run = ChaosRun(root, target, cfg, namespace, log)
+    run = ChaosRun(root, target, cfg, namespace, log, markers=markers, outage=outage, disk=disk)
     try:
         return run.run()
     finally:
         run.registry.store.close()
 
 
-__all__ = ["FAULT_KINDS", "ChaosConfig", "ChaosReport", "ChaosRun", "Fault", "overlapping", "read_runs",
-           "run_chaos"]
+__all__ = ["FAULT_KINDS", "OUTAGE_FAULTS", "PROCESS_FAULTS", "ChaosConfig", "ChaosReport", "ChaosRun",
+           "EtcdMemberOutage", "Fault", "SQLiteLockOutage", "StoreOutage", "fill", "overlapping", "read_runs",
+           "release", "run_chaos"]

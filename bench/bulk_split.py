@@ -92,7 +92,7 @@ def _run_backend(ctx: Context, res: Result, target: StoreTarget, n: int) -> None
     try:
         reg = _registry.Registry(store)
         ns = "default" if not target.shared else f"bench-split-{time.monotonic_ns() % 10**8}"
-        reg.create(App(metadata={"name": "hello", "namespace": ns}, spec={"command": "/bin/true"}))
+        reg.create(App(metadata={"name": "hello", "namespace": ns}, spec={"command": "/bin/true", "parameters": {"x": {"required": False}}}))
         gc_acc = {"gc": 0.0, "gc_collections": 0.0}
         with _gc_clock(gc_acc):
             t0 = time.perf_counter()

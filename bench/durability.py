@@ -52,7 +52,7 @@ def _store_figures(target: StoreTarget, n: int, singles: int) -> dict[str, float
         reg = Registry(s)
         raw = raw_put_rate(s, max(1000, n), "/bench/raw/")
         single = single_put_rate(s, singles)
-        reg.create(App(metadata={"name": "hello"}, spec={"command": "/bin/true"}))  # type: ignore[arg-type]
+        reg.create(App(metadata={"name": "hello"}, spec={"command": "/bin/true", "parameters": {"x": {"required": False}}}))  # type: ignore[arg-type]
         jobs = make_jobs(n)
         secs, _ = timed(lambda: Job.objects.using(reg).bulk_create(jobs, batch_size=1000))
         return {"raw_puts": raw, "single_puts": single, "bulk_create": n / secs}

@@ -189,7 +189,7 @@ def _run_backend(ctx: Context, res: Result, target: StoreTarget, sizes: list[int
         ctx.log(f"{b}: raw puts (20,000 × 1 KB, 1,000/txn)")
         raw = raw_put_rate(store, 20_000, f"/bench/raw/{uuid.uuid4().hex[:8]}/")
         res.add("raw_puts", raw, "puts/s", "raw txn puts (1 KB, 1,000/txn)", backend=b, baseline=True)
-        reg.create(App(metadata=ObjectMeta(name="hello", namespace=ns), spec={"command": "/bin/true"}))  # type: ignore[arg-type]
+        reg.create(App(metadata=ObjectMeta(name="hello", namespace=ns), spec={"command": "/bin/true", "parameters": {"x": {"required": False}}}))  # type: ignore[arg-type]
         mgr = Job.objects.using(reg)
         have = 0
         per_job_mib: dict[str, float] = {}

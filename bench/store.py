@@ -83,7 +83,7 @@ def _run_backend(ctx: Context, res: Result, target: StoreTarget, n: int) -> None
         res.add("raw_puts", raw, "puts/s", f"raw txn puts ({RAW_VALUE_BYTES} B, {RAW_TXN_PUTS}/txn)",
                 backend=b, baseline=True, puts=n_raw)
 
-        reg.create(App(metadata={"name": "hello", "namespace": ns}, spec={"command": "/bin/true"}))
+        reg.create(App(metadata={"name": "hello", "namespace": ns}, spec={"command": "/bin/true", "parameters": {"x": {"required": False}}}))
         ctx.log(f"{b}: constructing {n:,} Job objects")
         secs, jobs = timed(lambda: make_jobs(n, ns))
         res.add("construct", n / secs, "jobs/s", "Job(...) construction (client side)",

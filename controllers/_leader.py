@@ -10,11 +10,21 @@ retries with backoff; a leader that cannot renew its lease steps down before the
 have expired (two thirds of the TTL after its last renewal), so that a standby that takes
 over never overlaps with it, and then campaigns again like any standby. One log line says
 what it waits for, one says when the store answers again.
+
+A holder that died on this machine is not waited for. The key's value is the holder's
+identity and, on a second line, its process: ``<boot id>:<pid namespace>:<pid>:<start
+ticks>``. A candidate in the same kernel boot and pid namespace whose holder's pid no longer
+runs with that start time (``kill -9``, a crash; a restarted ``up`` on the same login node is
+the common case) revokes the dead holder's lease and takes over at once instead of waiting
+out the TTL. Safe: a process that does not exist cannot act or renew, and the lease revoked
+is that process's own (a live standby that won the race holds another lease). A holder on
+another machine, or in another container, is waited for as before.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +38,55 @@ log = logging.getLogger(__name__)
 LEASE_PREFIX = "/leases/controller-manager/"
 
 
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _start_ticks(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks) of a live, non-zombie process."""
+    stat = _read(f"/proc/{pid}/stat")
+    if stat is None:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def _machine() -> str | None:
+    """``<boot id>:<pid namespace>``: where a pid names one process (None off Linux)."""
+    boot = _read("/proc/sys/kernel/random/boot_id")
+    try:
+        pidns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return None if boot is None else f"{boot.strip()}:{pidns}"
+
+
+def process_tag(pid: int | None = None) -> str:
+    """``<boot id>:<pid namespace>:<pid>:<start ticks>`` of a process (this one by default),
+    or "" where that cannot be told."""
+    pid = os.getpid() if pid is None else pid
+    machine, ticks = _machine(), _start_ticks(pid)
+    return f"{machine}:{pid}:{ticks}" if machine and ticks else ""
+
+
+def holder_is_dead(tag: str) -> bool:
+    """Whether the process ``tag`` names ran on this machine (same boot, same pid
+    namespace) and is gone. False when that cannot be known (another machine, no tag)."""
+    machine = _machine()
+    if not tag or not machine or not tag.startswith(machine + ":"):
+        return False
+    try:
+        pid_s, ticks = tag[len(machine) + 1 :].split(":")
+        pid = int(pid_s)
+    except ValueError:
+        return False
+    return _start_ticks(pid) != ticks
+
+
 class LeaderElector:
     def __init__(self, store: st.Store, namespace: str, identity: str, ttl: float = 15.0) -> None:
         self.store = store
@@ -39,12 +98,13 @@ class LeaderElector:
 
     def holder(self) -> str | None:
         kv = self.store.get(self.key)
-        return kv.value.decode() if kv is not None else None
+        return kv.value.decode().split("\n", 1)[0] if kv is not None else None
 
     def try_acquire(self) -> bool:
         t0 = time.monotonic()
         lease = self.store.lease_grant(self.ttl)
-        res = self.store.txn([st.Compare.absent(self.key)], [st.Put(self.key, self.identity.encode(), lease)])
+        value = f"{self.identity}\n{process_tag()}".encode()
+        res = self.store.txn([st.Compare.absent(self.key)], [st.Put(self.key, value, lease)])
         if res.succeeded:
             self.lease_id = lease
             self.renewed_at = t0
@@ -71,7 +131,19 @@ class LeaderElector:
         if self.try_acquire():
             log.info("%s became leader", self.identity)
             return True
-        log.info("standing by: %s leads", self.holder())
+        kv = self.store.get(self.key)
+        if kv is None:
+            return False  # gone meanwhile: try again
+        holder, _, tag = kv.value.decode(errors="replace").partition("\n")
+        if kv.lease and holder_is_dead(tag):
+            log.warning("the leader %s is gone (its process on this machine exited); revoking its lease "
+                        "instead of waiting up to %gs for it to expire", holder, self.ttl)
+            try:
+                self.store.lease_revoke(kv.lease)
+            except st.LeaseNotFound:
+                pass  # expired meanwhile
+            return False  # campaign again at once
+        log.info("standing by: %s leads", holder)
         with self.store.watch(self.key, rev + 1) as w:
             while not stop.is_set():
                 try:

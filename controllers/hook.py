@@ -8,10 +8,15 @@ forever).
 
 ``retry.limit`` counts retries after the first run: ``limit: 2`` runs a job at most 3 times.
 ``retry.backoffSeconds`` delays the RESTART_READY step (the queue wakes us; we never sleep).
+
+A hook that raised because the store was away (``HookOutcome.transient``) is run again after
+``TRANSIENT_RETRY`` seconds; the job stays where it is (nothing is FAILED because the store
+was briefly unreachable).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from apis import TERMINAL, App, Job, JobState, RetryPolicy, set_condition, transition, utcnow
@@ -23,7 +28,11 @@ from ._informer import Informer
 from ._steps import collapse_from_postprocessed
 from .hooks import HookName, HookOutcome, HookRunner
 
+log = logging.getLogger(__name__)
+
 DEFAULT_TIMEOUT_RETRIES = 3
+#: Seconds before a hook that met a store outage runs again.
+TRANSIENT_RETRY = 2.0
 DEFAULT_TIMEOUT_POLICY = RetryPolicy.model_validate({"limit": DEFAULT_TIMEOUT_RETRIES})
 
 HANDLED = {
@@ -124,6 +133,12 @@ class HookReconciler:
         allow from here FAILS the job with the reason. Returns ``requeue_after`` when a retry
         backoff is still running (nothing is recorded then: the outcome is asked again)."""
         now = utcnow()
+        if outcome.error is not None and outcome.transient:
+            # The hook met a store outage: not the job's fault. Run it again (the runner starts a
+            # new call at the next look); one line per attempt, as the hook pool logs failures.
+            log.warning("%s hook of job %s met a store outage; running it again in %gs", hook, job.name,
+                        TRANSIENT_RETRY)
+            return Result(requeue_after=TRANSIENT_RETRY)
         if outcome.error is not None:
             transition(job, JobState.FAILED, f"{hook} hook failed: {outcome.error}", now=now)
             return None

@@ -124,6 +124,8 @@ class ProcessHookRunner:
         with self._lock:
             c = self._calls.get(key)
             if c is not None:
+                if c.outcome is not None and c.outcome.transient:
+                    del self._calls[key]  # the store was away: the next look runs the hook again
                 return c.outcome
             self._prune()
             c = self._new_call(key, job, app, hook)
@@ -264,7 +266,7 @@ class ProcessHookRunner:
             with contextlib.suppress(OSError):
                 path.unlink()
         if doc.get("error"):
-            return HookOutcome(error=str(doc["error"]))
+            return HookOutcome(error=str(doc["error"]), transient=bool(doc.get("transient")))
         try:
             new_jobs = [Job.model_validate(d) for d in doc.get("newJobs") or []]
         except Exception as e:  # noqa: BLE001 - a job the hook built that does not validate

@@ -29,6 +29,9 @@ class HookOutcome:
     fields: dict[str, Any] | None = None  # other Balsam fields the hook assigned (num_nodes, tags, ...)
     new_jobs: list[Job] = field(default_factory=list)
     error: str | None = None  # the hook raised or timed out: the job goes FAILED with this
+    #: The error was the store being away (the hook read it during an outage): the hook runs
+    #: again after a backoff instead; the job is not FAILED.
+    transient: bool = False
 
 
 class HookRunner(Protocol):

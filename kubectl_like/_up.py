@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from rich.console import Console
 from rich.live import Live
@@ -83,6 +84,16 @@ UP_LABEL = "balsam.io/up"
 #: The nodeagent CLI's --lease-ttl default, from the environment the allocation inherits.
 NODE_LEASE_TTL_ENV = "BALSAM_NODE_LEASE_TTL"
 LIVE = ("pending_submission", "queued", "running")
+
+
+def say(line: str, stream: TextIO | None = None) -> None:
+    """A line on stderr (or ``stream``). When up's output is a file on a full disk (a login
+    node's home, a site's logs), the line is lost, and up goes on: a print that raised ENOSPC
+    used to end up, and with it the allocation, in the middle of an outage it must ride out."""
+    try:
+        print(line, file=stream or sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def _pdeathsig() -> Callable[[], None] | None:
@@ -329,8 +340,8 @@ class Allocation:
             return Outcome(1, err=f"BatchJob {self.name} could not be submitted: {bj.status.message}")
         if state == "finished":
             if bj.status.scheduler_state == "TIMEOUT":
-                print(f"allocation {self.name} reached its wall time ({bj.spec.wall_time_min:g} min); "
-                      "submitting it again", file=sys.stderr, flush=True)
+                say(f"allocation {self.name} reached its wall time ({bj.spec.wall_time_min:g} min); "
+                    "submitting it again")
                 self.uid = None
                 self._delete()
                 return None
@@ -467,14 +478,14 @@ class StoreOutage:
     def failed(self, error: Exception) -> None:
         if self.since is None:
             self.since = time.monotonic()
-            print(f"store unavailable ({error}); waiting for it", file=sys.stderr, flush=True)
+            say(f"store unavailable ({error}); waiting for it")
         self.delay = min(2.0, self.delay * 2)
 
     def over(self) -> bool:
         """True once, on the first good tick after an outage."""
         if self.since is None:
             return False
-        print(f"store reachable again after {time.monotonic() - self.since:.1f}s", file=sys.stderr, flush=True)
+        say(f"store reachable again after {time.monotonic() - self.since:.1f}s")
         self.since, self.delay = None, TICK
         return True
 
@@ -506,14 +517,14 @@ def run_up(opts: UpOptions, open_registry: Callable[[], Registry], console: Cons
             alloc = Allocation(open_registry(), opts)
             outcome = _watch(opts, alloc, children, stop, console)
             if outcome.out:
-                print(outcome.out, flush=True)
+                say(outcome.out, sys.stdout)
             if outcome.err:
-                print(f"error: {outcome.err}", file=sys.stderr, flush=True)
+                say(f"error: {outcome.err}")
             return outcome.code
         finally:
             manager = children.children[0] if children.children else None
             if alloc is not None:
-                print(f"stopping allocation {alloc.name} and the controller manager...", file=sys.stderr, flush=True)
+                say(f"stopping allocation {alloc.name} and the controller manager...")
                 alloc.release(lambda: manager is not None and manager.proc.poll() is None)
             children.stop()
 
@@ -538,7 +549,7 @@ def _watch(opts: UpOptions, alloc: Allocation, children: Children, stop: Stop, c
             live.update(progress_table(counts, rate, elapsed, opts.nodes), refresh=final)
         elif counts != printed and (final or time.monotonic() - printed_at >= 2.0):
             printed, printed_at = dict(counts), time.monotonic()
-            print(progress_line(counts, rate, elapsed), file=sys.stderr, flush=True)
+            say(progress_line(counts, rate, elapsed))
 
     outage = StoreOutage()
     if live is not None:

@@ -2,7 +2,9 @@
 apply, and the ones only a reader can give (nothing may be alive to write them).
 
 * ``ControllerManager``/``NoControllerManager``: nobody holds the namespace's leader lease.
-* ``NodeAgents``/``NoNodeAgent``: a job waits for a node and no Node is registered.
+* ``NodeAgents``/``NoNodeAgent``: a job waits for a node, or is bound to one, running, or
+  stopped short (RUN_TIMEOUT, RUN_ERROR), and no Node is registered: after ``up`` died both
+  this and ``NoControllerManager`` hold, and both are shown.
 * ``Suspended``: ``spec.suspend`` holds the job.
 * ``Waiting``/``WaitingForTransfer``: the job's TransferTask, its state and age.
 
@@ -34,6 +36,8 @@ from apis._reasons import NO_NODE_AGENT, PRIORITY, no_manager_text
 from .printers import human_duration
 
 WAITING_FOR_PARENTS = (JobState.CREATED, JobState.AWAITING_PARENTS)
+#: States of a job whose run is under way or just ended short: it runs again only on a node.
+AFTER_A_RUN = (JobState.RUNNING, JobState.RUN_TIMEOUT, JobState.RUN_ERROR)
 TRANSFER_STATES = {JobState.READY: "in", JobState.POSTPROCESSED: "out"}
 SUSPENDED = ("spec.suspend is true: the job is held until it is resumed "
              "(balsamctl edit job NAME, or patch spec.suspend to false)")
@@ -71,6 +75,10 @@ class Surroundings:
         if self._tasks is None:
             self._tasks = self.registry.list(TransferTask, self.namespace)[0]
         return self._tasks
+
+
+def _no_node_agent() -> Condition:
+    return Condition(type="NodeAgents", status="False", reason="NoNodeAgent", message=NO_NODE_AGENT)
 
 
 def _bound(job: Job) -> bool:
@@ -146,11 +154,15 @@ def current_conditions(job: Job, env: Surroundings, *, detail: bool = True) -> l
             if not env.nodes:
                 out = [c for c in out if not (c.type == "Waiting" and c.reason in ("NoNodes", "WaitingForCapacity",
                                                                                     "HeldByPriority"))]
-                out.append(Condition(type="NodeAgents", status="False", reason="NoNodeAgent", message=NO_NODE_AGENT))
+                out.append(_no_node_agent())
             else:
                 out = [c if c.type != "Waiting" or c.reason not in ("WaitingForCapacity", "HeldByPriority")
                        else c.model_copy(update={"message": f"{c.message}; {free_slot_text(env.nodes, 1 if 'GPU' in c.message else 0)}"})
                        for c in out if not (c.type == "Waiting" and c.reason == "NoNodes")]
+        elif (state in AFTER_A_RUN or _bound(job)) and not env.nodes:
+            # Its agent is gone with every other (up died, the allocation ended): the job can
+            # run (again) only once an agent registers — say so beside a missing manager.
+            out.append(_no_node_agent())
         if job.spec.suspend:
             out.append(Condition(type="Suspended", status="True", reason="Suspended", message=SUSPENDED))
         tc = _transfer_condition(job, env)

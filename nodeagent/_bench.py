@@ -1,5 +1,7 @@
 """``python -m nodeagent._bench [N] [COMMAND]``: one agent's throughput on pre-bound jobs;
-``python -m nodeagent._bench hop [N]``: parent-exit → child-start latency along a chain.
+``python -m nodeagent._bench hop [N]``: parent-exit → child-start latency along a chain;
+``python -m nodeagent._bench python [N] [INFLIGHT]``: Python jobs, warm workers vs a fresh
+process per job, INFLIGHT bound at a time.
 
 Creates N jobs of an App whose command is COMMAND (default ``/bin/true``), binds them all
 to one agent in one transaction (as the placement reconciler would), and measures jobs/s
@@ -18,8 +20,9 @@ import time
 from pathlib import Path
 
 import store as st
-from apis import App, Job, JobState, Placement, Registry, advance
+from apis import App, ApplicationDefinition, Job, JobState, Placement, Registry, advance
 from apis._config import SiteConfig
+from apis._pycodec import encode_params
 from apis._registry import index_prefix
 
 from ._agent import NodeAgent
@@ -87,6 +90,64 @@ def _cpu() -> tuple[float, float]:
 
 
 
+class BenchAdd(ApplicationDefinition):
+    """The Python app of :func:`python_rate` (importable by module path in the workers)."""
+
+    def run(self, x: int, y: int) -> int:
+        return x + y
+
+
+def python_rate(n: int = 2000, inflight: int = 8, fresh: bool = False) -> dict[str, float]:
+    """N Python jobs (``BenchAdd``) through one agent, ``inflight`` bound at a time: this
+    harness binds the next job as each one reaches RUN_DONE (as placement would, reacting to
+    a watch). ``fresh``: the App asks for a fresh process per job (the path before issue 14)."""
+    d = Path(tempfile.mkdtemp(prefix="nodeagent-py-"))
+    (d / "data").mkdir()
+    site = SiteConfig(path=d, name="bench", store_url=f"sqlite://{d}/store.db")
+    reg = Registry(st.open_store(site.store_url))
+    app = BenchAdd.to_app(by_value=True)  # as bench python-apps sends it: no user module import per job
+    app.metadata.name = "add"
+    assert app.spec.python is not None
+    app.spec.python.fresh_process = fresh
+    reg.create(app)
+    jobs = reg.create_many([
+        Job(metadata={"name": f"p{i:05d}"}, spec={"app": "add", "workdir": f"p/{i % 100}/{i}",  # type: ignore[arg-type]
+                                                 "parameters": encode_params({"x": i, "y": 1})})
+        for i in range(n)
+    ])
+    agent = NodeAgent(reg, name="n1", cpus=inflight, site_config=site, log_to_file=False).start()
+    w = reg.store.watch(index_prefix(Job, "state", "default", "RUN_DONE"))
+
+    def bind(batch: list[Job]) -> None:
+        pairs = []
+        for j in batch:
+            b = j.model_copy(deep=True)
+            advance(b, [JobState.READY, JobState.STAGED_IN, JobState.PREPROCESSED])
+            b.status.placement = Placement(nodes=["n1"], cpus=[0], occupancy=1.0 / inflight)
+            pairs.append((j, b))
+        reg.update_many(pairs)
+
+    c0 = _cpu()
+    t0 = time.perf_counter()
+    bind(jobs[:inflight])
+    nxt, done = inflight, 0
+    while done < n:
+        evs = [e for e in w.poll(60) if e.type == "PUT"]
+        if not evs:
+            break
+        done += len(evs)
+        if nxt < n:
+            bind(jobs[nxt : nxt + len(evs)])
+            nxt += len(evs)
+    dt = time.perf_counter() - t0
+    c1 = _cpu()
+    w.close()
+    agent.stop()
+    return {"jobs": n, "inflight": inflight, "fresh_process": fresh, "seconds": dt, "jobs_per_s": done / dt,
+            "run_done": reg.index_count(Job, "state", "RUN_DONE"), "job_txns": agent.stats["job_txns"],
+            "agent_cpu_ms_per_job": (c1[0] - c0[0]) / n * 1e3}
+
+
 def hop_latency(n: int = 200) -> dict[str, float]:
     """A chain of n jobs: when job i reaches RUN_DONE this harness binds job i+1 (as placement
     would, reacting to a watch). Measures parent-exit → child-start from the jobs' own
@@ -131,6 +192,12 @@ def hop_latency(n: int = 200) -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["python"]:  # python [N] [INFLIGHT]: warm workers, then fresh processes, same run
+        jobs = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
+        inflight = int(sys.argv[3]) if len(sys.argv) > 3 else 8
+        for fresh in (False, True):
+            print(python_rate(jobs, inflight, fresh))
+        sys.exit(0)
     if sys.argv[1:2] == ["hop"]:
         for k, v in hop_latency(int(sys.argv[2]) if len(sys.argv) > 2 else 200).items():
             print(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}")

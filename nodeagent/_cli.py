@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             registry, name=args.name, cpus=args.cpus, gpus=args.gpus, hostname=args.hostname,
             batch_job=args.batch_job, site_config=site, lease_ttl=args.lease_ttl, kill_grace=args.kill_grace,
             gpu_pinning=GpuPinning(args.gpu_platform, args.gpu_tiles),
-            supervisor=parse_supervisor(os.environ.get(SUPERVISOR_ENV)),
+            supervisor=parse_supervisor(os.environ.get(SUPERVISOR_ENV)), warm_python=True,
         )  # fmt: skip
     except (ApiError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

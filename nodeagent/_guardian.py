@@ -39,9 +39,17 @@ def _kill(groups: set[int], why: str, agent: str) -> None:
             os.killpg(pgid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-    print(f"nodeagent guardian of agent pid {agent}: {why}: killed {len(groups)} job process group(s)",
-          file=sys.stderr, flush=True)
+    _say(f"nodeagent guardian of agent pid {agent}: {why}: killed {len(groups)} job process group(s)\n")
     groups.clear()
+
+
+def _say(line: str) -> None:
+    """One line on stderr, unbuffered; a full disk under the log is not the guardian's end
+    (a print that raised ENOSPC used to kill it: its agent then stopped, at the worst time)."""
+    try:
+        os.write(2, line.encode(errors="replace"))
+    except OSError:
+        pass
 
 
 def main(argv: list[str]) -> int:

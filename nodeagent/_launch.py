@@ -28,6 +28,8 @@ of the job finds this one to fence it).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import posixpath
 import re
@@ -39,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from apis import App, Job
-from apis._paths import UnsafePath, check_file_nofollow
+from apis._paths import UnsafePath, check_file_nofollow, open_dir_nofollow
 from apis._templates import render_command
 
 from ._fence import JOB_KEY_ENV
@@ -120,6 +122,9 @@ class Prepared:
     argv: list[str] | None  # the fast path, when the command is a plain word list
     cwd: Path
     env: dict[str, str]
+    #: ``data/``, which ``cwd`` lies under: the spawn reaches ``cwd`` from it again without
+    #: following links and starts the job in the directory it opened (None: ``cwd`` as given).
+    root: Path | None = None
 
 
 def job_command(job: Job, app: App, launcher: str, hosts: list[str], pinning: GpuPinning = NVIDIA) -> str:
@@ -183,7 +188,8 @@ def prepare(
 ) -> Prepared:
     command = job_command(job, app, launcher, hosts, pinning)
     env = job_env(job, app, base_env, site_path, gpus, pinning)
-    return Prepared(command=command, argv=simple_argv(command), cwd=job_workdir(data_path, job), env=env)
+    return Prepared(command=command, argv=simple_argv(command), cwd=job_workdir(data_path, job), env=env,
+                    root=data_path)
 
 
 def job_workdir(data_path: Path, job: Job) -> Path:
@@ -200,6 +206,14 @@ def job_workdir(data_path: Path, job: Job) -> Path:
 def is_python_app(app: App) -> bool:
     """An App whose class defines ``run()``: no command, a ``python:`` reference."""
     return not app.spec.command and app.spec.python is not None
+
+
+def pool_key(ref: dict[str, Any], app: App, gpus: list[int], pinning: GpuPinning, site_path: Path) -> str:
+    """Which warm Python workers may run a job (``apis._forkserver``): the same App code
+    (module/class or by-value payload), App environment and GPU set (``CUDA_VISIBLE_DEVICES``
+    is read once, when a GPU library starts, so a worker serves one GPU set for its life)."""
+    doc = json.dumps([ref, app.spec.environment, pinning.env(gpus), str(site_path)], sort_keys=True)
+    return hashlib.sha1(doc.encode(), usedforsecurity=False).hexdigest()
 
 
 def prepare_python(
@@ -225,13 +239,15 @@ def prepare_python(
     if store_url:
         env.setdefault("BALSAM_STORE", store_url)
     cwd = job_workdir(data_path, job)
+    ref = app.spec.python.model_dump(by_alias=True, exclude_none=True)
     return {
+        "pool": None if app.spec.python.fresh_process else pool_key(ref, app, gpus, pinning, site_path),
         "task": "run",
         "cwd": str(cwd),
         "stdout": str(cwd / OUTPUT_FILE),
         "append": False,
         "env": env,
-        "app": app.spec.python.model_dump(by_alias=True, exclude_none=True),
+        "app": ref,
         "job": job.to_json(),
         "parameters": dict(job.spec.parameters),
         "result_path": result_path,
@@ -241,22 +257,39 @@ def prepare_python(
 
 
 def spawn(p: Prepared, stdin: int) -> subprocess.Popen[bytes]:
-    """Start the job in its own session (process group = its pid). OSError if it cannot start."""
-    p.cwd.mkdir(parents=True, exist_ok=True)
-    fd = os.open(p.cwd / OUTPUT_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o660)
-    with open(fd, "wb") as out:
-        if p.argv is not None:
-            try:
-                return subprocess.Popen(
-                    p.argv, cwd=p.cwd, env=p.env, stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            except OSError:
-                pass  # let the shell run it and report why it cannot (127/126 in job.out)
-        return subprocess.Popen(
-            p.command, shell=True, cwd=p.cwd, env=p.env, stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    """Start the job in its own session (process group = its pid). OSError if it cannot start;
+    UnsafePath if a link now lies on the way to its workdir.
+
+    With ``p.root``, the workdir is opened from ``data/`` without following links (as
+    ``prepare`` checked it) and the job starts *in that opened directory*: its ``cwd`` is
+    ``/proc/self/fd/N``, which the child's ``chdir`` resolves to the open directory itself, not
+    to a path walked again — a parent job that swaps the directory for a link between the check
+    and the start cannot send this job elsewhere. ``job.out`` is opened in it ``O_NOFOLLOW``."""
+    if p.root is not None:
+        dirfd = open_dir_nofollow(p.root, p.cwd.relative_to(p.root))
+        cwd: str | Path = f"/proc/self/fd/{dirfd}"  # the fd is open in the child until its exec
+    else:
+        p.cwd.mkdir(parents=True, exist_ok=True)
+        dirfd = os.open(p.cwd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        cwd = p.cwd
+    try:
+        fd = os.open(OUTPUT_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o660,
+                     dir_fd=dirfd)
+        with open(fd, "wb") as out:
+            if p.argv is not None:
+                try:
+                    return subprocess.Popen(
+                        p.argv, cwd=cwd, env=p.env, stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                except OSError:
+                    pass  # let the shell run it and report why it cannot (127/126 in job.out)
+            return subprocess.Popen(
+                p.command, shell=True, cwd=cwd, env=p.env, stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+    finally:
+        os.close(dirfd)
 
 
 def output_tail(workdir: Path, lines: int = TAIL_LINES, max_bytes: int = TAIL_BYTES) -> str | None:

@@ -1,19 +1,21 @@
-"""Python apps (``run()``) on a node: each job in a fresh process forked from a warm server.
+"""Python apps (``run()``) on a node: each job in a warm worker of the agent's fork server.
 
 A Python app's job is launched like any other (bound, ``→ RUNNING``, wall time, kills by
-process group, ``job.out`` in its workdir), except that its process is forked from the
-agent's fork server (:mod:`apis._forkserver`, started on the first Python job) instead of
-exec'ed: the child is a new session in the job's workdir, with the job's environment, whose
-``run(**parameters)`` result or exception is handed back in a small JSON file of the agent's
-runtime directory and recorded with the job (:mod:`apis._pycodec` for the encoding and caps).
+process group, ``job.out`` in its workdir), except that it runs in a process of the agent's
+fork server (:mod:`apis._forkserver`, started with the CLI's agent, else on the first Python
+job) instead of an exec'ed one: a warm worker of its pool key (App code, App environment,
+GPU set; ``_launch.pool_key``), or a fresh fork when the App asks for ``freshProcess``. The
+job runs in its workdir with its environment; its ``run(**parameters)`` result or exception
+is handed back in a small JSON file of the agent's runtime directory and recorded with the
+job (:mod:`apis._pycodec` for the encoding and caps).
 
-The fork server reaps its children and reports ``(pid, exit code)``; this module turns its
-messages into the agent loop's own ``spawned`` / ``spawn_failed`` / ``exit`` items, in the
-order the server sent them (a child's ``exit`` never precedes its ``spawned``). If the server
+The fork server reports ``(pid, exit code)`` when a job ends (the worker's pid for a warm
+worker; with the reason when the worker died under its job); this module turns its messages
+into the agent loop's own :class:`Spawned` / :class:`SpawnFailed` / :class:`Exited`, in the
+order the server sent them (a job's ``Exited`` never precedes its ``Spawned``). If the server
 dies, its running jobs are reported as killed (SIGKILL) and a new server starts on the next
 Python job.
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -24,42 +26,40 @@ import os
 import shutil
 import signal
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apis import JobState
 from apis._forkserver import ForkServer, ForkServerError, runtime_dir
 
+from ._messages import Exited, Post, Spawned, SpawnFailed
+from ._run import ForkedProcess, Run
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ForkedProcess:
-    """What the agent keeps of a job's process (the subset of ``Popen`` it uses)."""
-
-    pid: int
-    returncode: int | None = None
 
 
 class PythonApps:
     """The agent's fork server for Python apps; ``put`` is the agent loop's queue ``put``."""
 
-    def __init__(self, put: Callable[[tuple[Any, ...]], None], *, log_dir: Path | None = None) -> None:
+    def __init__(self, put: Post, *, log_dir: Path | None = None) -> None:
         self._put = put
         self._lock = threading.Lock()
         self._tokens = itertools.count(1)
-        self._pending: dict[int, tuple[int, Any]] = {}  # token → (generation, run)
-        self._live: dict[tuple[int, int], Any] = {}  # (generation, pid) → run
+        self._pending: dict[int, tuple[int, Run]] = {}  # token → (generation, run)
+        self._live: dict[tuple[int, int], Run] = {}  # (generation, pid) → run
         self._dead: set[int] = set()  # generations whose server died
         self.runtime_dir = Path(runtime_dir("balsam-pyapps-"))
         stderr = (log_dir / "pyapps-forkserver.log") if log_dir is not None else None
         self._server = ForkServer(self._on_message, name="python app fork server", stderr=stderr)
 
+    def warm_up(self) -> None:
+        """Start the fork server now, so that the site's first Python job does not wait for it."""
+        self._server.start()
+
     def result_path(self, job_name: str, attempt: int) -> str:
         return str(self.runtime_dir / f"{job_name}.{attempt}.json")
 
-    def spawn(self, run: Any, spec: dict[str, Any]) -> None:
+    def spawn(self, run: Run, spec: dict[str, Any]) -> None:
         """Fork the job's process; ``spawned``/``spawn_failed`` and later ``exit`` reach the
         loop through ``put``. Raises ForkServerError when the server cannot be reached."""
         token = next(self._tokens)
@@ -85,31 +85,27 @@ class PythonApps:
                 _, run = self._pending.pop(msg[1], (0, None))
                 if run is not None:
                     self._live[(gen, msg[2])] = run
-                    self._put(("spawned", run, ForkedProcess(msg[2])))
+                    self._put(Spawned(run, ForkedProcess(msg[2])))
             elif kind == "failed":
                 _, run = self._pending.pop(msg[1], (0, None))
                 if run is not None:
-                    from apis import JobState
-
-                    self._put(("spawn_failed", run, JobState.RUN_ERROR, f"could not start the process: {msg[2]}"))
+                    self._put(SpawnFailed(run, JobState.RUN_ERROR, f"could not start the process: {msg[2]}"))
             elif kind == "exit":
                 if self._live.pop((gen, msg[1]), None) is not None:
-                    self._put(("exit", msg[1], msg[2]))
+                    self._put(Exited(msg[1], msg[2], msg[3] if len(msg) > 3 else ""))
             elif kind == "died":
-                from apis import JobState
-
                 self._dead.add(gen)
                 for token, (g, run) in list(self._pending.items()):
                     if g == gen:
                         del self._pending[token]
-                        self._put(("spawn_failed", run, JobState.RUN_ERROR, f"could not start the process: {msg[1]}"))
+                        self._put(SpawnFailed(run, JobState.RUN_ERROR, f"could not start the process: {msg[1]}"))
                 for (g, pid), _run in list(self._live.items()):
                     if g == gen:
                         del self._live[(g, pid)]
                         with contextlib.suppress(ProcessLookupError, PermissionError):
                             os.killpg(pid, signal.SIGKILL)
                         log.warning("python app process %d lost: %s", pid, msg[1])
-                        self._put(("exit", pid, -int(signal.SIGKILL)))
+                        self._put(Exited(pid, -int(signal.SIGKILL)))
 
     def close(self) -> None:
         self._server.close()

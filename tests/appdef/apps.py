@@ -7,8 +7,9 @@ import json
 import time
 from pathlib import Path
 
-from apis import JobState
+from apis import JobState, Registry
 from balsam.api import ApplicationDefinition, site_config
+from store import open_store
 
 
 class Adder(ApplicationDefinition):
@@ -96,6 +97,20 @@ class BrokenHook(ApplicationDefinition):
 
     def preprocess(self):
         raise RuntimeError("preprocess exploded")
+
+
+class OutageHook(ApplicationDefinition):
+    """Its first preprocess meets the store away (opening it fails: Unavailable), the next
+    one works: the job must ride through, not FAIL."""
+
+    command_template = "true"
+
+    def preprocess(self):
+        seen = Path("outage-seen")  # the hook runs in the job's workdir
+        if not seen.exists():
+            seen.write_text("1")
+            Registry(open_store("sqlite:////nonexistent-balsam-store-dir/store.db"))
+        self.job.data = {**self.job.data, "preprocessed": True}
 
 
 class HangingHook(ApplicationDefinition):

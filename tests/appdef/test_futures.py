@@ -13,6 +13,7 @@ import pytest
 import apis
 from apis import App, Job, JobState
 from apis import _futures as futures
+from apis._pycodec import RemoteTraceback
 
 from .apps import Adder, Echo, Failer, Raiser, Sleeper, WhereAmI
 from .conftest import REPO
@@ -47,8 +48,10 @@ def test_a_large_result_is_kept_in_a_file_in_the_workdir(site):
 
 def test_an_exception_raised_by_run_is_reraised_by_result(site):
     job = Raiser.submit("test/raise", message="x must be positive")
-    with pytest.raises(ValueError, match="x must be positive"):
+    with pytest.raises(ValueError, match="x must be positive") as raised:
         job.result(timeout=60)
+    cause = raised.value.__cause__  # where it was raised, in the job's process
+    assert isinstance(cause, RemoteTraceback) and "raise ValueError(message)" in str(cause), cause
     assert job.state == "FAILED"
     assert job.status.exception == "ValueError: x must be positive"
     assert "Traceback" in (job.status.output_tail or "")

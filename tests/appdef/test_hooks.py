@@ -13,6 +13,7 @@ from .apps import (
     BrokenHook,
     Gather,
     HangingHook,
+    OutageHook,
     Retrier,
     SkipsToTheEnd,
     SkipsToTheEndAroundTheSetter,
@@ -69,6 +70,16 @@ def test_a_hook_that_raises_fails_the_job_with_the_exception_and_traceback(site)
     assert "RuntimeError: preprocess exploded" in out
     # The reconcilers carry on.
     assert Adder.submit("hooks/after-broken", x=1, y=1, **PACK).result(timeout=60) == 2
+
+
+def test_a_hook_that_meets_a_store_outage_runs_again_and_its_job_does_not_fail(site):
+    job = OutageHook.submit("hooks/outage", **PACK)
+    assert job.result(timeout=90) is None
+    assert job.data == {"preprocessed": True}
+    states = [h.to_state.value for h in job.status.history]
+    assert "FAILED" not in states and states.count("PREPROCESSED") == 1, states
+    out = (job.resolve_workdir(site.data_path) / "job.hooks.out").read_text()
+    assert "Unavailable" in out and "nonexistent-balsam-store-dir" in out  # the first attempt met it
 
 
 def test_a_hook_that_hangs_past_its_time_limit_fails_the_job(site):

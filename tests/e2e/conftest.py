@@ -57,7 +57,7 @@ class Cluster:
     def leader(self) -> str | None:
         """The controller manager holding the leader lease, read from the store."""
         kvs = self.registry.store.range(LEASE_PREFIX).kvs
-        return kvs[0].value.decode() if kvs else None
+        return kvs[0].value.decode().split("\n", 1)[0] if kvs else None  # identity, then its process
 
     def wait_leader(self, name: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

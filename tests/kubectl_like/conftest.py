@@ -141,7 +141,9 @@ def manifest(kind: str, name: str, spec: dict[str, object] | None = None, labels
 
 
 def hello_app(name: str = "hello") -> dict[str, object]:
-    return manifest("App", name, {"command": "echo hello {{ name }}", "parameters": {"name": {"required": True}}})
+    # ``name`` has a default: jobs may leave it out (a required parameter left out is refused at creation)
+    return manifest("App", name, {"command": "echo hello {{ name }}",
+                                  "parameters": {"name": {"required": False, "default": "world"}}})
 
 
 def job_doc(name: str, workdir: str | None = None, app: str = "hello", labels: dict[str, str] | None = None,

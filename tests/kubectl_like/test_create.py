@@ -13,7 +13,9 @@ from .conftest import Site, hello_app, job_doc, manifest, write_yaml
 
 @pytest.fixture
 def hsite(any_site: Site, tmp_path: Path) -> Site:
-    f = write_yaml(tmp_path / "base.yaml", [hello_app(), job_doc("p1", "w/p1"), job_doc("p2", "w/p2")])
+    app = hello_app()  # plus an optional "greeting": a parameter the App does not declare is refused
+    app["spec"]["parameters"]["greeting"] = {"required": False, "default": "hello"}  # type: ignore[index]
+    f = write_yaml(tmp_path / "base.yaml", [app, job_doc("p1", "w/p1"), job_doc("p2", "w/p2")])
     assert any_site.run("apply", "-f", str(f)).exit_code == 0
     return any_site
 

@@ -212,7 +212,7 @@ async def test_invalid_spec_and_waiting_for_app(kmock: Any, backend: tuple[Regis
     register_crds(kmock)
     async with running_operator(kmock, reg):
         # Invalid: nothing in the store, the reason on the CR; fixed: created.
-        await post(kmock, cr("Job", "bad", ns, {"app": "hello", "workdir": "/etc"}))
+        await post(kmock, cr("Job", "bad", ns, {"app": "hello", "workdir": "/etc", "parameters": {"name": "x"}}))
         await wait_for(lambda: synced(live(kmock, "Job", ns, "bad")).get("reason") == "Invalid", what="Invalid")
         assert "spec.workdir" in synced(live(kmock, "Job", ns, "bad"))["message"]
         # A job whose App does not exist yet waits for it (retried), then runs.

@@ -174,3 +174,20 @@ def test_explain(site: Site, tmp_path: Path) -> None:
     assert site.run("explain", "job.nosuch").one_error() == \
         "error: field \"nosuch\" does not exist in job (see 'balsamctl explain job')"
     assert "nosuchkind" in site.run("explain", "nosuchkind").one_error()
+
+
+def test_after_up_died_a_job_it_was_running_shows_no_manager_and_no_node_agent(site: Site) -> None:
+    """up killed: its manager and agents are gone, the job it ran is left RUNNING (kill -9)
+    or RUN_TIMEOUT (its agent's last write). Both missing pieces are shown, not only the manager."""
+    apply(site, job_doc("ran", parameters={"name": "x"}), job_doc("killed", parameters={"name": "y"}))
+    reg = site.registry()
+    edit_job(reg, "ran", lambda j: setattr(j.status, "state", JobState.RUNNING))
+    edit_job(reg, "killed", lambda j: setattr(j.status, "state", JobState.RUN_TIMEOUT))
+    for name in ("ran", "killed"):
+        conds = conditions_section(site.run("describe", "job", name).stdout)
+        assert "NoControllerManager" in conds and "NoNodeAgent" in conds, conds
+        assert "no node agent is running" in conds
+    # An agent registered: the job's way on is open again; only the manager is missing.
+    reg.create(Node(metadata={"name": "n1"}, spec={"hostname": "n1", "cpus": 4}))
+    conds = conditions_section(site.run("describe", "job", "killed").stdout)
+    assert "NoControllerManager" in conds and "NoNodeAgent" not in conds

@@ -24,7 +24,8 @@ def test_tour_in_real_processes(tmp_path: Path) -> None:
     r = sh("init", "mysite", cwd=tmp_path)
     assert (r.exit_code, r.stdout, r.stderr) == (0, "site.balsam.io/mysite created\n", "")
     site = tmp_path / "mysite"
-    f = write_yaml(site / "jobs.yaml", [hello_app()] + [job_doc(f"t{n}", f"test/{n}", labels={"run": str(n)})
+    f = write_yaml(site / "jobs.yaml", [hello_app()] + [job_doc(f"t{n}", f"test/{n}", labels={"run": str(n)},
+                                                                parameters={"name": f"w{n}"})
                                                         for n in range(3)])
     # The site is found from the current directory (and its children), as in Balsam.
     (site / "data" / "deep").mkdir()

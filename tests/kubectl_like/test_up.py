@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from apis import Site as SiteResource
 from kubectl_like._up import allocation_name
 
 from ._streams import Proc, wait_until
-from .conftest import Site, job_doc, manifest, write_yaml
+from .conftest import Site, balsamctl_bin, job_doc, manifest, write_yaml
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 
@@ -333,3 +334,17 @@ def test_up_until_done_says_no_node_agent_is_running_when_its_agents_die(site: S
     assert len(errors) == 1, p.stderr
     # The allocation ends with its only agent, or the agent is found missing: either way, the words.
     assert errors[0].startswith("error: no node agent is running: "), errors[0]
+
+
+def test_up_goes_on_when_its_own_output_cannot_be_written(site: Site) -> None:
+    """up's output on a full disk (``/dev/full``: every write ENOSPC) loses its lines, not up:
+    a print that raised used to end up, and the allocation with it, mid-outage."""
+    r = site.sh("apply", "-f", str(MANIFESTS / "hello.yaml"))
+    assert r.exit_code == 0, r.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BALSAM_")}
+    env["BALSAM_SITE_PATH"] = str(site.path)
+    with open("/dev/full", "w") as full:
+        p = subprocess.run([balsamctl_bin(), "up", "--cpus", "2", "--lease-ttl", "3", "--until-done"],
+                           stdout=full, stderr=full, cwd=site.path, env=env, timeout=120)
+    assert p.returncode == 0
+    assert state_of(site, "hello-world") is JobState.JOB_FINISHED

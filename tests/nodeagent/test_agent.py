@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from apis import AlreadyExists, App, BatchJob, Job, JobState, Node, Registry, transition
+from apis import AlreadyExists, App, AppParameter, BatchJob, Job, JobState, Node, Registry, transition
 from apis._config import SiteConfig
 from apis._registry import object_key
 
@@ -147,8 +147,10 @@ def test_parameter_values_are_passed_literally(registry: Registry, site: SiteCon
 
 def test_undeclared_template_variable_fails_the_job_with_a_message(registry: Registry, site: SiteConfig,
                                                                   agent: AgentFactory) -> None:
-    make_app(registry, "typo", "echo {{ nmae }}", parameters={"name": {"required": False, "default": "x"}})
+    # Jobs are checked against their App when written; the App's command changes afterwards.
+    app = make_app(registry, "typo", "echo {{ name }}", parameters={"name": {"required": False, "default": "x"}})
     job = make_job(registry, "typo", "j1")
+    registry.mutate(App, app.name, lambda a: setattr(a.spec, "command", "echo {{ nmae }}"))
     agent("n1")
     bind(registry, [job], ["n1"])
     done = wait_state(registry, "j1", FINAL)
@@ -161,8 +163,11 @@ def test_undeclared_template_variable_fails_the_job_with_a_message(registry: Reg
 
 def test_missing_required_parameter_fails_the_job_with_a_message(registry: Registry, site: SiteConfig,
                                                                 agent: AgentFactory) -> None:
-    make_app(registry, "needs", "echo {{ x }} {{ y }}", parameters={"x": {}, "y": {"required": False}})
+    # Jobs are checked against their App when written; the App makes "x" required afterwards.
+    app = make_app(registry, "needs", "echo {{ x }} {{ y }}",
+                   parameters={"x": {"required": False, "default": "0"}, "y": {"required": False}})
     job = make_job(registry, "needs", "j1", parameters={"y": "1"})
+    registry.mutate(App, app.name, lambda a: a.spec.parameters.update(x=AppParameter()))
     agent("n1")
     bind(registry, [job], ["n1"])
     done = wait_state(registry, "j1", FINAL)

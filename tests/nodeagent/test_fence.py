@@ -8,11 +8,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from apis import JobState, Registry
 from apis._config import SiteConfig
-from nodeagent._fence import JOB_KEY_ENV, process_start_ticks
+from nodeagent._fence import JOB_KEY_ENV, Guardian, process_start_ticks
 
 from .conftest import (
     AgentFactory,
@@ -128,3 +129,24 @@ def test_an_agent_stops_when_its_supervisor_is_gone(registry: Registry, site: Si
     done = wait_state(registry, "j1", [S.RUN_TIMEOUT])
     assert "allocation runner" in done.status.message
     assert node_of(registry, "n1") is None
+
+
+def test_the_guardian_fences_and_lives_on_when_its_log_disk_is_full() -> None:
+    """Its stderr (the batch script's output, on the site's disk) refusing every write
+    (``/dev/full``: ENOSPC) must not end the guardian: it used to die on its own message,
+    and its agent then stopped because its jobs were no longer fenced."""
+    job = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    with open("/dev/full", "wb") as full:
+        guardian = Guardian(0.0, stderr=full.fileno())
+    try:
+        guardian.add(job.pid)
+        guardian.lease_until(time.monotonic())  # the lease is about to expire: fence now
+        assert job.wait(timeout=60) == -signal.SIGKILL
+        time.sleep(0.2)  # what the guardian does after its (failed) message
+        assert guardian.alive(), "the guardian died writing to a full disk"
+    finally:
+        guardian.close()
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    assert guardian._proc.returncode == 0

@@ -5,10 +5,15 @@ the reason instead of starting it."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from apis import JobState, Registry
 from apis._config import SiteConfig
+from apis._paths import UnsafePath
+from nodeagent._launch import Prepared, spawn
 
 from .conftest import AgentFactory, bind, make_app, make_job, wait_state
 
@@ -56,3 +61,31 @@ def test_a_job_out_that_is_a_symlink_is_not_written_through(registry: Registry, 
     assert "job.out" in done.status.message and "symbolic link" in done.status.message
     assert victim.read_text() == "precious\n"
     assert os.path.islink(site.data_path / "work" / "sibling" / "job.out")
+
+
+def _prepared(root: Path, workdir: str, command: str) -> Prepared:
+    return Prepared(command=command, argv=None, cwd=root / workdir, env={"PATH": os.environ["PATH"]}, root=root)
+
+
+def test_a_workdir_swapped_for_a_link_after_its_check_is_refused_at_the_spawn(tmp_path: Path) -> None:
+    """The window between prepare's check and the spawn (the fence waits in it): a parent
+    swaps the checked directory for a link to outside data/. The spawn walks the path again
+    and starts the job in the directory it opened, so nothing runs or is written outside."""
+    root, outside = tmp_path / "data", tmp_path / "outside"
+    outside.mkdir()
+    (root / "work" / "child").mkdir(parents=True)
+    p = _prepared(root, "work/child", "pwd -P > where")
+    (root / "work" / "child").rename(root / "work" / "was-child")
+    (root / "work" / "child").symlink_to(outside)
+    with pytest.raises(UnsafePath, match="symbolic link"):
+        spawn(p, subprocess.DEVNULL)
+    assert list(outside.iterdir()) == []
+
+
+def test_a_job_starts_in_the_workdir_it_was_checked_in(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    (root / "work" / "j").mkdir(parents=True)
+    proc = spawn(_prepared(root, "work/j", "pwd -P; echo $PWD"), subprocess.DEVNULL)
+    assert proc.wait(timeout=60) == 0
+    real = str((root / "work" / "j").resolve())
+    assert (root / "work" / "j" / "job.out").read_text().splitlines()[0] == real

@@ -1,0 +1,148 @@
+"""The status writer: every job transition that became ready, in one compare-and-swap write.
+
+Each loop turn ends with :meth:`StatusWriter.flush`: every run with unwritten steps goes out in
+ONE ``Registry.update_many`` transaction (CAS on each job; one per :data:`CHUNK` jobs). Under
+load, work piles up while a turn runs, so batches grow by themselves; idle, a single exit is
+written at once. Results (urgent) go out within :data:`BATCH_WINDOW` of the previous job write;
+a lone ``→ RUNNING`` waits up to :data:`START_DELAY`, so a job that starts and ends within that
+time is written once (``→ RUNNING → RUN_DONE``; history keeps both steps).
+
+If the CAS fails (someone else wrote one of the jobs), the writer re-reads those jobs and has
+the job source observe them: a job the user moved away (``FAILED``, ``RESTART_READY``,
+deleted, re-bound elsewhere) has its run cancelled (process group killed, result dropped —
+never written over the user's); the others are written again on their fresh versions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from apis import Conflict, Job, JobState, NotFound, Registry, StoreUnavailable, transition, utcnow
+
+from ._run import Run, copy_job
+
+if TYPE_CHECKING:
+    from ._source import JobSource
+    from ._supervisor import Supervisor
+
+S = JobState
+
+#: Largest number of jobs written in one transaction.
+CHUNK = 2000
+#: Results written within this long of the previous job write share its transaction (s).
+BATCH_WINDOW = 0.005
+#: A ``→ RUNNING`` with no result to ride along is written at most this late (s).
+START_DELAY = 0.01
+_FINAL = (S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT)
+
+
+def apply_steps(run: Run, base: Job) -> Job:
+    """``base`` with the run's unwritten steps applied (a copy)."""
+    new = copy_job(base)
+    now = utcnow()
+    for step in run.steps:
+        transition(new, step.to, step.message, now=now)
+        if step.to is S.RUNNING:
+            new.status.attempts += 1
+            new.status.return_code = None
+            new.status.output_tail = None
+            new.status.result = new.status.exception = new.status.exception_data = None
+        elif step.to in _FINAL:
+            new.status.return_code = step.return_code
+            new.status.output_tail = step.output_tail
+            if step.result is not None:
+                new.status.result = step.result.get("result")
+                new.status.exception = step.result.get("exception")
+                new.status.exception_data = step.result.get("exceptionData")
+    return new
+
+
+class StatusWriter:
+    def __init__(self, registry: Registry, log: logging.Logger) -> None:
+        self.registry = registry
+        self.log = log
+        self.source: JobSource  # set by the agent once all parts exist
+        self.supervisor: Supervisor
+        self.dirty: dict[str, Run] = {}
+        self._urgent_since: float | None = None
+        self._start_since: float | None = None
+        self._last_write = 0.0
+        self.stats = {"job_writes": 0, "job_txns": 0, "conflicts": 0}
+
+    def mark(self, run: Run, urgent: bool) -> None:
+        """``run`` has steps to write; ``urgent``: one of them is a result."""
+        self.dirty[run.name] = run
+        now = time.monotonic()
+        if urgent:
+            if self._urgent_since is None:
+                self._urgent_since = now
+        elif self._start_since is None:
+            self._start_since = now
+
+    def forget(self, run: Run) -> None:
+        self.dirty.pop(run.name, None)
+        run.steps.clear()
+
+    def due(self, *, stopping: bool, retry_at: float, others_running: bool = True) -> float | None:
+        """When the pending job writes should go out (monotonic time), None if there are none.
+        ``others_running``: jobs run, start or wait here whose results could share the write;
+        when none does, a result goes out at once (a DAG's next job waits on it)."""
+        if not self.dirty:
+            return None
+        if stopping:
+            return retry_at
+        if self._urgent_since is not None:
+            due = max(self._urgent_since, self._last_write + BATCH_WINDOW) if others_running else self._urgent_since
+        else:
+            due = (self._start_since or 0.0) + START_DELAY
+        return max(due, retry_at)
+
+    def flush(self, *, stopping: bool, retry_at: float, others_running: bool = True) -> bool:
+        """Write every ready step of every job; False if the store refused (back off)."""
+        due = self.due(stopping=stopping, retry_at=retry_at, others_running=others_running)
+        if due is None or due > time.monotonic():
+            return True
+        runs = list(self.dirty.values())
+        ok = True
+        for i in range(0, len(runs), CHUNK):
+            ok = self._write(runs[i : i + CHUNK], stopping) and ok
+        self._last_write = time.monotonic()
+        if not self.dirty:
+            self._urgent_since = self._start_since = None
+        return ok
+
+    def _write(self, runs: list[Run], stopping: bool) -> bool:
+        for _attempt in range(5):
+            runs = [r for r in runs if self.dirty.get(r.name) is r and r.steps]
+            if not runs:
+                return True
+            pairs = [(r.snapshot, apply_steps(r, r.snapshot)) for r in runs]
+            try:
+                written = self.registry.update_many(pairs)
+            except (Conflict, NotFound):
+                self.stats["conflicts"] += 1
+                try:
+                    fresh = self.source.read([r.name for r in runs])
+                except StoreUnavailable:
+                    return False
+                for name, job in fresh:
+                    self.source.observe(name, job, stopping=stopping)
+                continue
+            except StoreUnavailable as e:
+                self.log.warning("writing %d job(s) failed: %s; will retry", len(runs), e)
+                return False
+            self.stats["job_txns"] += 1
+            self.stats["job_writes"] += len(runs)
+            for r, new in zip(runs, written, strict=True):
+                r.snapshot = new
+                if any(s.to is S.RUNNING for s in r.steps):
+                    r.started = True
+                    r.attempt = new.status.attempts
+                r.steps.clear()
+                del self.dirty[r.name]
+                if r.finished:
+                    self.supervisor.forget(r)
+            return True
+        return False  # still conflicting after retries: again a little later
