@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal, Self
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from ._balsam import BalsamJobMixin
+from ._codec import shallow_copy
 from ._context import ClientMixin
 from ._errors import BadRequest
 from ._lifecycle import HISTORY_CAP, HistoryEvent
@@ -257,8 +258,8 @@ class Job(BalsamJobMixin, ClientMixin, Resource):
         spec and metadata stay shared — what reconcilers and agents change, at a fraction of
         a deep copy's cost."""
         st = self.status
-        status = st.model_copy(update={"history": list(st.history), "conditions": list(st.conditions)})
-        return self.model_copy(update={"status": status})
+        status = shallow_copy(st, {"history": list(st.history), "conditions": list(st.conditions)})
+        return shallow_copy(self, {"status": status})  # apis._codec: model_copy without copy.copy
 
 
 # --- App -------------------------------------------------------------------------

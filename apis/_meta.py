@@ -12,9 +12,9 @@ from typing import Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticUndefined
 
-from ._storejson import store_json
+from ._codec import encode
+from ._codec import shallow_copy as shallow_copy  # re-exported: its home was here before apis._codec
 
 API_GROUP = "balsam.io"
 API_VERSION = f"{API_GROUP}/v1"
@@ -122,30 +122,6 @@ def set_field(m: BaseModel, name: str, value: Any) -> None:
     dispatch, which costs more than the rest of a write's model work."""
     m.__dict__[name] = value
     m.__pydantic_fields_set__.add(name)
-
-
-_setattr = object.__setattr__
-
-
-def shallow_copy(m: M, assign: dict[str, Any] | None = None) -> M:
-    """``m.model_copy()`` (pydantic's ``__copy__``: a shallow copy of the fields, the fields set,
-    extra and private attributes) without its generic ``copy.copy`` calls; then the plain
-    fields in ``assign`` assigned as ``set_field`` does."""
-    cls = type(m)
-    new = cls.__new__(cls)
-    fields = m.__dict__.copy()
-    fields_set = m.__pydantic_fields_set__.copy()
-    if assign:
-        fields.update(assign)
-        fields_set.update(assign)
-    _setattr(new, "__dict__", fields)
-    extra = m.__pydantic_extra__
-    _setattr(new, "__pydantic_extra__", None if extra is None else extra.copy())
-    _setattr(new, "__pydantic_fields_set__", fields_set)
-    priv = getattr(m, "__pydantic_private__", None)
-    _setattr(new, "__pydantic_private__",
-             None if priv is None else {k: v for k, v in priv.items() if v is not PydanticUndefined})
-    return new
 
 
 def identity(md: ObjectMeta, now: datetime | None = None) -> dict[str, Any]:
@@ -333,8 +309,5 @@ class Resource(Model):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     def to_json(self) -> bytes:
-        """The stored form: camelCase, without None and defaults (``apis._storejson``)."""
-        out = store_json(self)
-        if out is None:
-            out = self.model_dump_json(by_alias=True, exclude_none=True, exclude_defaults=True).encode()
-        return out
+        """The stored form: camelCase, without None and defaults (``apis._codec``)."""
+        return encode(self)

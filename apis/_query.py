@@ -19,7 +19,7 @@ from ._balsam import APPLIERS, apply_fields
 from ._config import default_namespace
 from ._context import ClientPort, bind
 from ._errors import BadRequest, Conflict
-from ._registry import Registry, WatchEvent, _gc_paused, index_prefix
+from ._registry import Registry, WatchEvent, index_prefix
 from ._selectors import Selector, parse_selector
 from ._sites import site_namespace
 from ._states import JobState, parse_state
@@ -450,6 +450,17 @@ class QuerySet(Generic[R]):
             result = [n for n in result if n in keep]
         return result
 
+    def index_names(self) -> list[str] | None:
+        """The matching names in name order, read from index keys alone (no object read or
+        decoded): what ``get -o name`` prints. None when the index cannot decide alone (a
+        filter it only narrows, no index filter, names given, an order or a slice)."""
+        if not (self._index and self._only_index) or self._order or self._slice is not None:
+            return None
+        if any(i == "name" for i, _ in self._index):
+            return None  # names given are not known to exist without a read
+        names = self._candidate_names()
+        return None if names is None else sorted(set(names))
+
     def _fetch(self) -> list[R]:
         if self._cache is not None:
             return self._cache
@@ -459,11 +470,7 @@ class QuerySet(Generic[R]):
             objs, _ = reg.list(self.model, self.namespace)
         else:
             objs = [o for o in reg.get_many(self.model, names, self.namespace) if o is not None]
-        # The collector stays off while the objects just decoded are filtered and sorted: the
-        # first allocations after a big decode would otherwise start full collections that walk
-        # every one of them (0.3 s of a 10k-job selector get, bench store).
-        with _gc_paused(len(objs)):
-            return self._select(objs)
+        return self._select(objs)
 
     def _select(self, objs: list[R]) -> list[R]:
         objs = [o for o in objs if all(p(o) for p in self._preds)]

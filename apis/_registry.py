@@ -14,9 +14,7 @@ Index values are percent-quoted so ``/`` and ``=`` in label keys cannot split a 
 from __future__ import annotations
 
 import builtins
-import contextlib
 import functools
-import gc
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,8 +26,10 @@ from pydantic import BaseModel, ValidationError
 
 import store as st
 
+from ._codec import decode as _decode
+from ._codec import decode_value, shallow_copy
 from ._errors import AlreadyExists, Conflict, Forbidden, Invalid, NotFound, StoreUnavailable
-from ._meta import API_VERSION, ObjectMeta, Resource, identity, set_field, shallow_copy, utcnow
+from ._meta import API_VERSION, ObjectMeta, Resource, identity, set_field, utcnow
 
 R = TypeVar("R", bound=Resource)
 T = TypeVar("T", bound=Resource)
@@ -100,27 +100,7 @@ def value_from_index_key(key: str) -> str:
     return unquote(key.rsplit("/", 2)[1])
 
 
-GC_PAUSE_MIN_OBJECTS = 1000
 _KEYS_PAGE = 20000  # keys per keys-only range page
-
-
-@contextlib.contextmanager
-def _gc_paused(n_objects: int) -> Iterator[None]:
-    """Hold CPython's cyclic GC off while one big write copies, serializes and sends
-    ``n_objects`` objects, or one big read decodes them. Each object allocates dozens of
-    containers, so a 10k-object batch triggers thousands of collections that walk every live
-    object (the caller's list of inputs too) and find no garbage: 17% of a 100k-job
-    bulk_create's wall time on SQLite, and 0.6 s of a 1.3 s selector get that decodes 10k
-    jobs (bench store). The collector is re-enabled at once afterwards (only if it was on and
-    this call turned it off); small batches are left alone."""
-    if n_objects < GC_PAUSE_MIN_OBJECTS or not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 #: Checks every write passes before its transaction: ``check(registry, creates, [(old, new)])``
@@ -161,9 +141,7 @@ class Registry:
 
     @staticmethod
     def decode(kind: type[R], kv: st.KeyValue) -> R:
-        obj = kind.model_validate_json(kv.value)
-        obj.metadata.resource_version = str(kv.mod_revision)
-        return obj
+        return _decode(kind, kv)
 
     # --- reads ---------------------------------------------------------------------
 
@@ -181,9 +159,8 @@ class Registry:
 
     @_wrap_store_errors
     def get_many(self, kind: type[R], names: Sequence[str], namespace: str = "default") -> list[R | None]:
-        with _gc_paused(len(names)):
-            kvs = self.store.get_many([object_key(kind, namespace, n) for n in names])
-            return [None if kv is None else self.decode(kind, kv) for kv in kvs]
+        kvs = self.store.get_many([object_key(kind, namespace, n) for n in names])
+        return [None if kv is None else _decode(kind, kv) for kv in kvs]
 
     @_wrap_store_errors
     def list(self, kind: type[R], namespace: str | None = "default") -> tuple[builtins.list[R], int]:
@@ -193,10 +170,9 @@ class Registry:
         after: str | None = None
         revision = 0
         while True:
-            with _gc_paused(5000):
-                res = self.store.range(prefix, limit=5000, start_after=after)
-                revision = revision or res.revision
-                out.extend(self.decode(kind, kv) for kv in res.kvs)
+            res = self.store.range(prefix, limit=5000, start_after=after)
+            revision = revision or res.revision
+            out.extend(_decode(kind, kv) for kv in res.kvs)
             if not res.more:
                 return out, revision
             after = res.continue_key
@@ -211,9 +187,8 @@ class Registry:
         names: list[str] = []
         after: str | None = None
         while True:
-            with _gc_paused(_KEYS_PAGE):  # a page allocates up to 20k KeyValues
-                res = self.store.range(prefix, limit=_KEYS_PAGE, start_after=after, keys_only=True)
-                names.extend(name_from_index_key(kv.key) for kv in res.kvs)
+            res = self.store.range(prefix, limit=_KEYS_PAGE, start_after=after, keys_only=True)
+            names.extend(name_from_index_key(kv.key) for kv in res.kvs)
             if not res.more:
                 return names
             after = res.continue_key
@@ -235,9 +210,8 @@ class Registry:
         out: list[str] = []
         after: str | None = None
         while True:
-            with _gc_paused(_KEYS_PAGE):
-                res = self.store.range(prefix, limit=_KEYS_PAGE, start_after=after, keys_only=True)
-                out.extend(kv.key[len(prefix):] for kv in res.kvs)
+            res = self.store.range(prefix, limit=_KEYS_PAGE, start_after=after, keys_only=True)
+            out.extend(kv.key[len(prefix):] for kv in res.kvs)
             if not res.more:
                 return out
             after = res.continue_key
@@ -351,9 +325,8 @@ class Registry:
         ``lease``: the created and updated objects (and their index keys) are attached to this
         store lease and vanish when it expires. As in etcd, a put without the lease detaches a
         key from it, so every write of a leased object (a Node) must pass its lease."""
-        with _gc_paused(len(creates) + len(updates) + len(deletes)):
-            return self._write(creates, updates, deletes, stamp=stamp, dry_run=dry_run,
-                               check_deletes=check_deletes, lease=lease)
+        return self._write(creates, updates, deletes, stamp=stamp, dry_run=dry_run,
+                           check_deletes=check_deletes, lease=lease)
 
     def _write(
         self,
@@ -513,14 +486,13 @@ class TypedWatch(Generic[T]):
         if ev.type == "DELETE":
             prev = ev.prev
             if prev is not None and prev.value:
-                obj = self.kind.model_validate_json(prev.value)
+                obj = decode_value(self.kind, prev.value)
             else:
                 ns_name = ev.kv.key.rsplit("/", 2)
                 obj = self.kind.model_construct(metadata=_meta_only(ns_name[-2], ns_name[-1]))
             obj.metadata.resource_version = str(ev.revision)
             return WatchEvent("DELETED", obj, ev.revision)
-        obj = self.kind.model_validate_json(ev.kv.value)
-        obj.metadata.resource_version = str(ev.kv.mod_revision)
+        obj = _decode(self.kind, ev.kv)
         typ: Literal["ADDED", "MODIFIED"] = "ADDED" if ev.kv.version == 1 else "MODIFIED"
         return WatchEvent(typ, obj, ev.revision)
 

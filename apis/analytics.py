@@ -16,7 +16,6 @@ are epoch seconds (floats) inside, timezone-aware datetimes where Balsam returne
 
 from __future__ import annotations
 
-import gc
 import math
 from bisect import bisect_left
 from collections import Counter, defaultdict
@@ -307,14 +306,9 @@ def build_report(docs: Iterable[dict[str, Any]], namespace: str = "default", sel
     ``since`` keeps events at or after it (states over time still count jobs that entered a
     state earlier: the series starts at ``since`` with the right totals)."""
     # Decoding and walking 10^5 jobs allocates millions of containers and frees none: the
-    # cyclic GC would walk them all again and again for nothing (as in Registry's bulk reads).
-    gc_was_on = gc.isenabled()
-    gc.disable()
-    try:
-        return _build_report(docs, namespace, selector, since, now)
-    finally:
-        if gc_was_on:
-            gc.enable()
+    # process's entry point sets collector thresholds for that (store/process.py); a library
+    # call never turns the collector off for its caller's program.
+    return _build_report(docs, namespace, selector, since, now)
 
 
 def _build_report(docs: Iterable[dict[str, Any]], namespace: str, selector: str, since: float | None,

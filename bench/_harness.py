@@ -622,6 +622,10 @@ def run(
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
+    from store.process import tune_gc
+
+    tune_gc("bench")  # the process's GC settings (store/process.py), as the CLI and the manager set theirs
+
     reg = discover()
     p = argparse.ArgumentParser(
         prog="python -m bench",

@@ -38,12 +38,14 @@ from datetime import timedelta
 from typing import Any
 
 from apis import BatchJob, Job, JobState, Node, NodeSpec, ObjectMeta, get_condition, utcnow
+from apis._codec import shallow_copy
 from controllers._controller import Context as ReconcileContext
 from controllers._controller import Request
 from controllers._informer import Informer
 from controllers._manager import job_indexers
 from controllers.placement.packing import Decision, JobShape, NodeOccupancy, Packer, PlacementRequest
 from controllers.placement.reconciler import KEY, PLACE_CHUNK, PlacementReconciler
+from store.process import freeze_long_lived
 
 from ._harness import Context, Result, scenario
 
@@ -63,7 +65,26 @@ TARGETS = {"placements": ">= 50000"}
 
 
 class _NoStore:
-    """Informers here are filled by hand; nothing may reach for a store."""
+    """Informers here are filled by hand; nothing may reach for a store. The scheduler's
+    binder writes through ``write``: each call is one transaction that stamps the next
+    revision on the objects (what the store would), and the bindings are kept for the bench."""
+
+    def __init__(self) -> None:
+        self.rv = 2
+        self.bound: list[Job] = []
+        self.transactions = 0
+
+    def write(self, creates: Any = (), updates: Any = (), deletes: Any = (), **_: Any) -> tuple[list[Any], list[Any]]:
+        out = []
+        rv = str(self.rv)
+        for _, new in updates:
+            # The scheduler's new objects are its own; their metadata is the cache's: a new one.
+            new.__dict__["metadata"] = shallow_copy(new.metadata, {"resource_version": rv})
+            out.append(new)
+        self.rv += 1
+        self.transactions += 1
+        self.bound.extend(out)
+        return [], out
 
     def __getattr__(self, name: str) -> Any:
         raise RuntimeError(f"the placement bench has no store (informer called {name})")
@@ -142,7 +163,7 @@ def engine_drain(jobs: list[Job], nodes: int) -> dict[str, Any]:
 
 def reconciler_drain(jobs: list[Job], nodes: int, log: Callable[[str], None]) -> dict[str, Any]:
     """Drain the backlog through PlacementReconciler on real informers (see the module doc)."""
-    reg: Any = _NoStore()
+    reg = _NoStore()
     informers: dict[str, Any] = {
         "Job": Informer(reg, Job, "default", job_indexers()),
         "Node": Informer(reg, Node, "default"),
@@ -160,7 +181,7 @@ def reconciler_drain(jobs: list[Job], nodes: int, log: Callable[[str], None]) ->
     for j in jobs:
         jobs_inf.apply_local(j)
     load_s = time.perf_counter() - t0
-    rv = 2
+    freeze_long_lived()  # as the controller manager does once its informers have listed
     rounds = placed = passes = 0
     reconcile_s = events_s = 0.0
     first: dict[str, Any] = {}
@@ -174,7 +195,7 @@ def reconciler_drain(jobs: list[Job], nodes: int, log: Callable[[str], None]) ->
         dt = time.perf_counter() - t0
         reconcile_s += dt
         passes += 1
-        binds = [new for _, new in ctx.writes.updates if new.status.placement and new.status.placement.nodes]
+        binds, reg.bound = reg.bound, []  # written by the scheduler's binder (one transaction a pass)
         for _, new in ctx.writes.updates:
             c = get_condition(new.status.conditions, "Unschedulable")
             if c is not None and c.status == "True":
@@ -182,19 +203,22 @@ def reconciler_drain(jobs: list[Job], nodes: int, log: Callable[[str], None]) ->
         if not first:
             first = {"seconds": dt, "bound": len(binds)}
             first_fill = [JobShape.from_resources(b.spec.resources) for b in binds]
-        # Write-through of the steps (as the controller does after its transaction), then
-        # every bound job runs and finishes before the next pass: one round.
+        # Write-through of the steps (as the controller does after its transaction), the
+        # bindings' watch events (the scheduler does not write them through: they confirm its
+        # assumed bindings), then every bound job runs and finishes before the next pass: one round.
         t0 = time.perf_counter()
         for _, new in ctx.writes.updates:
-            new.metadata.resource_version = str(rv)
+            new.metadata.resource_version = str(reg.rv)
             jobs_inf.apply_local(new)
-        rv += 1
+        reg.rv += 1
+        for b in binds:
+            jobs_inf.apply_local(b)
         for b in binds:
             fin = b.status_copy()
             fin.status.state = JobState.JOB_FINISHED
-            fin.metadata = b.metadata.model_copy(update={"resource_version": str(rv)})
+            fin.metadata = b.metadata.model_copy(update={"resource_version": str(reg.rv)})
             jobs_inf.apply_local(fin)
-        rv += 1
+        reg.rv += 1
         events_s += time.perf_counter() - t0
         if not binds:
             break

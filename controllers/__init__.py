@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._controller import Context, Controller, Reconciler, Request, Result, TerminalError, Writes, write_batch
 from ._informer import Informer
+from ._jobcache import JobInformer
 from ._leader import LeaderElector
 from ._manager import ControllerManager
 from ._queue import WorkQueue
@@ -16,6 +17,7 @@ __all__ = [
     "HookOutcome",
     "HookRunner",
     "Informer",
+    "JobInformer",
     "LeaderElector",
     "NoHooks",
     "Reconciler",

@@ -4,7 +4,6 @@ site until SIGTERM/SIGINT, standing by while another manager leads."""
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import signal
 import sys
@@ -12,6 +11,7 @@ import threading
 
 from apis import ApiError, load_site_config, open_registry, resolve_store_url
 from apis._modes import apply_umask
+from store.process import tune_gc
 
 from ._manager import ControllerManager
 from .hookpool import ProcessHookRunner
@@ -58,10 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except ApiError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    # Every job event allocates a few dozen containers that live briefly or join the cache:
-    # collect the youngest generation every 20k allocations instead of 700, and the older ones
-    # as rarely (the cyclic GC was ~14% of the manager's CPU at 400 jobs/s; bench e2e).
-    gc.set_threshold(20_000, 20, 20)
+    tune_gc("manager")  # store/process.py: why these thresholds
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -8,18 +8,16 @@ handlers never miss a change.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import threading
-from collections import defaultdict
+import time
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, Literal, TypeVar
 
 import store as st
 from apis import Registry, Resource, StoreUnavailable
-
-from ._backoff import Backoff
+from store.reflector import Delta, Reflector
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +28,6 @@ Handler = Callable[[EventType, "Resource | None", "Resource | None"], None]
 Indexer = Callable[[R], Iterable[str]]
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """CPython's cyclic GC off while a (re)list decodes and indexes every object: each object is
-    dozens of containers that all survive, so collections triggered on the way walk the whole
-    growing cache and find nothing; over 10^5 jobs they were over half of the start-up time."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
 class Informer(Generic[R]):
     def __init__(
         self,
@@ -52,8 +35,20 @@ class Informer(Generic[R]):
         kind: type[R],
         namespace: str = "default",
         indexers: dict[str, Indexer[R]] | None = None,
+        *,
+        evict: Callable[[R], bool] | None = None,
+        peek_evict: Callable[[bytes], bool] | None = None,
     ) -> None:
+        """``evict(obj)``: an object for which it is true leaves the cache once its event has
+        been handed to the handlers (the store keeps it; ``get`` then answers None).
+        ``peek_evict(value)``: the same question asked of the stored bytes during the first
+        list, so such objects are never decoded at start-up."""
         self.registry = registry
+        self._evict = evict
+        self._peek_evict = peek_evict
+        #: names evicted recently -> their revision: our own write that evicted a job is not
+        #: decoded again when its watch event arrives (bounded; older ones are just decoded)
+        self._recent: OrderedDict[str, int] = OrderedDict()
         self.kind = kind
         self.namespace = namespace
         self._indexers: dict[str, Indexer[R]] = dict(indexers or {})
@@ -66,7 +61,10 @@ class Informer(Generic[R]):
         self._synced = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._watch: st.Watch | None = None
+        self._reflector: Reflector[R | None] | None = None
+        self._prefix_len = len(f"/registry/{kind.PLURAL}/{namespace}/")
+        self._starting = False
+        self._failing_since: float | None = None
         self.revision = 0
         self.relists = 0
 
@@ -137,7 +135,7 @@ class Informer(Generic[R]):
             if old is None:
                 return None
             del self._items[name]
-            self._rv[name] = rv
+            self._rv.pop(name, None)
             return "DELETED", old
         self._items[name] = obj
         self._rv[name] = rv
@@ -156,127 +154,169 @@ class Informer(Generic[R]):
         """Write-through after our own successful write (the watch event that follows is
         then a no-op), so the next reconcile already sees it."""
         rv = int(obj.metadata.resource_version or 0)
+        name = obj.name
         with self._lock:
-            res = self._store_locked(obj.name, obj, rv)
+            if self._recent.get(name, 0) >= rv:
+                return
+            existed = name in self._items or name in self._recent
+            res = self._store_locked(name, obj, rv)
+            if res is not None:
+                self._account(name, res[1], obj, existed)
         if res is not None:
             self._emit(res[0], res[1], obj)
+            self._maybe_evict(name, obj, rv)
 
     def remove_local(self, name: str, rv: int) -> None:
         with self._lock:
             res = self._store_locked(name, None, rv)
+            if res is not None:
+                self._account(name, res[1], None, True)
         if res is not None:
             self._emit("DELETED", res[1], None)
 
-    # --- list + watch loop -------------------------------------------------------
+    # --- eviction and accounting (the Job informer overrides _account) ---------------
 
-    def _relist(self) -> int:
-        with _gc_paused():
-            return self._relist_paused()
+    RECENT_CAP = 65536
 
-    def _relist_paused(self) -> int:
-        objs, revision = self.registry.list(self.kind, self.namespace)
-        fresh = {o.name: o for o in objs}
-        events: list[tuple[EventType, R | None, R | None]] = []
+    def _maybe_evict(self, name: str, obj: R, rv: int) -> None:
+        if self._evict is None or not self._evict(obj):
+            return
         with self._lock:
-            for name in list(self._items):
-                if name not in fresh:
-                    res = self._store_locked(name, None, revision)
+            if self._items.get(name) is not obj:
+                return
+            for index in self._indexers:
+                self._index_remove(index, name)
+            del self._items[name]
+            self._rv.pop(name, None)
+            self._recent[name] = rv
+            self._recent.move_to_end(name)
+            while len(self._recent) > self.RECENT_CAP:
+                self._recent.popitem(last=False)
+            self._evicted(name, obj)
+
+    def _evicted(self, name: str, obj: R) -> None:
+        """Called (under the lock) when ``obj`` left the cache."""
+
+    def _account(self, name: str, old: R | None, new: R | None, existed: bool) -> None:
+        """Called (under the lock) for every change: ``old`` is the cached object (None when
+        it was not cached), ``existed`` whether the store held the object before."""
+
+    def _evicted_deleted(self, name: str, prev: st.KeyValue | None) -> None:
+        """Called (under the lock) when an object that had left the cache is deleted;
+        ``prev`` is its last stored value (None when a relist found it gone)."""
+
+    def is_evicted(self, name: str) -> bool:
+        """True when ``name`` exists in the store but left the cache (``evict``)."""
+        if name in self._items:
+            return False
+        r = self._reflector
+        return r is not None and f"/registry/{self.kind.PLURAL}/{self.namespace}/{name}" in r.known
+
+    # --- list + watch loop (store.reflector) --------------------------------------
+
+    def _decode(self, kv: st.KeyValue) -> R | None:
+        """The object, or None when the cache already holds this revision (our own write,
+        applied by ``apply_local``): the reflector then hands out no decoded copy."""
+        name = kv.key[self._prefix_len:]
+        rev = kv.mod_revision
+        if self._rv.get(name, 0) >= rev or self._recent.get(name, 0) >= rev:
+            return None
+        if self._starting and self._peek_evict is not None and self._peek_evict(kv.value):
+            self._peeked(kv)
+            return None
+        return self.registry.decode(self.kind, kv)
+
+    def _peeked(self, kv: st.KeyValue) -> None:
+        """An object ``peek_evict`` kept out of the cache at start-up (the Job informer counts it)."""
+
+    def _unavailable(self, error: Exception) -> None:
+        if self._starting:  # the first list: the caller (the manager) decides what to do
+            raise StoreUnavailable(str(error))
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            log.warning("%s informer: store unavailable (%s); relisting with backoff", self.kind.PLURAL, error)
+
+    def _available(self) -> None:
+        if self._failing_since is not None:
+            log.warning("%s informer: store reachable again after %.1fs", self.kind.PLURAL,
+                        time.monotonic() - self._failing_since)
+        self._failing_since = None
+
+    def _apply(self, d: Delta[R | None]) -> None:
+        if d.type == "SYNC":
+            self.revision = max(self.revision, d.revision)
+            if self._reflector is not None:
+                self.relists = self._reflector.relists
+            return
+        self.revision = max(self.revision, d.revision)
+        name = d.key[self._prefix_len:]
+        try:
+            if d.type == "DELETED":
+                with self._lock:
+                    self._recent.pop(name, None)
+                    res = self._store_locked(name, None, d.revision)
                     if res is not None:
-                        events.append(("DELETED", res[1], None))
-            for name, obj in fresh.items():
-                old = self._items.get(name)
-                if old is not None and old.metadata.resource_version == obj.metadata.resource_version:
-                    continue
-                res = self._store_locked(name, obj, int(obj.metadata.resource_version or 0))
+                        self._account(name, res[1], None, True)
+                    else:  # the reflector knew it, the cache did not: it had left the cache
+                        self._evicted_deleted(name, d.kv)
                 if res is not None:
-                    events.append((res[0], res[1], obj))
-            self.revision = revision
-        for e in events:
-            self._emit(*e)
-        return revision
+                    self._emit("DELETED", res[1], None)
+                return
+            obj = d.obj
+            if obj is None:
+                return  # already in the cache (apply_local), or kept out of it (peek_evict)
+            with self._lock:
+                res = self._store_locked(name, obj, d.revision)
+                if res is not None:
+                    self._account(name, res[1], obj, d.type == "MODIFIED")
+            if res is not None:
+                self._emit(res[0], res[1], obj)
+                self._maybe_evict(name, obj, d.revision)
+        except Exception:
+            log.exception("cannot apply %s delta for %s", d.type, d.key)
 
     def start(self) -> None:
+        """List (synchronously: a store that is away raises StoreUnavailable), then follow
+        the watch on a thread."""
         if self._thread is not None:
             return
-        revision = self._relist()
-        self._watch = self.registry.store.watch(
-            f"/registry/{self.kind.PLURAL}/{self.namespace}/", revision + 1
+        prefix = f"/registry/{self.kind.PLURAL}/{self.namespace}/"
+        self._prefix_len = len(prefix)
+        self._reflector = Reflector(
+            self.registry.store, prefix, decode_kv=self._decode,
+            on_unavailable=self._unavailable, on_available=self._available,
         )
+        stream = self._reflector.events(stop=self._stop)
+        self._starting = True
+        try:
+            for d in stream:
+                self._apply(d)
+                if d.type == "SYNC":
+                    break
+        except st.StoreError as e:
+            stream.close()
+            raise StoreUnavailable(str(e)) from None
+        except BaseException:
+            stream.close()
+            raise
+        finally:
+            self._starting = False
         self._synced.set()
-        self._thread = threading.Thread(target=self._run, name=f"informer-{self.kind.PLURAL}", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(stream,), name=f"informer-{self.kind.PLURAL}",
+                                        daemon=True)
         self._thread.start()
 
     def wait_synced(self, timeout: float | None = None) -> bool:
         return self._synced.wait(timeout)
 
-    def _run(self) -> None:
-        prefix_len = len(f"/registry/{self.kind.PLURAL}/{self.namespace}/")
-        backoff = Backoff(f"{self.kind.PLURAL} informer")
-        while not self._stop.is_set():
-            watch = self._watch
-            if watch is None:  # the last relist failed: the store is away
-                error = self._rewatch()
-                if error is None:
-                    backoff.ok()
-                elif not self._stop.is_set():
-                    backoff.failed(error, self._stop)
-                continue
-            try:
-                events = watch.poll(0.5)
-            except st.Compacted:
-                log.warning("%s watch compacted; relisting", self.kind.PLURAL)
-                self.relists += 1
-                self._drop_watch()
-                continue
-            except (st.StoreError, StoreUnavailable) as e:
-                if self._stop.is_set():
-                    return
-                if backoff.failing_since is None:
-                    log.info("%s watch ended (%s); relisting", self.kind.PLURAL, e)
-                self._drop_watch()
-                continue
-            for ev in events:
-                name = ev.kv.key[prefix_len:]
-                self.revision = max(self.revision, ev.revision)
-                try:
-                    if ev.type == "DELETE":
-                        with self._lock:
-                            res = self._store_locked(name, None, ev.revision)
-                        if res is not None:
-                            self._emit("DELETED", res[1], None)
-                    else:
-                        if self._rv.get(name, 0) >= ev.kv.mod_revision:
-                            continue  # our own write, already in the cache (apply_local): skip decoding
-                        obj = self.registry.decode(self.kind, ev.kv)
-                        with self._lock:
-                            res = self._store_locked(name, obj, ev.kv.mod_revision)
-                        if res is not None:
-                            self._emit(res[0], res[1], obj)
-                except Exception:
-                    log.exception("cannot apply %s event for %s", ev.type, ev.kv.key)
-
-    def _drop_watch(self) -> None:
-        if self._watch is not None:
-            with contextlib.suppress(st.StoreError):
-                self._watch.close()
-            self._watch = None
-
-    def _rewatch(self) -> BaseException | None:
-        """Relist and watch from the list's revision; returns the store's error instead of
-        raising it (the caller backs off: the cache keeps serving its last state)."""
-        try:
-            revision = self._relist()
-            self._watch = self.registry.store.watch(
-                f"/registry/{self.kind.PLURAL}/{self.namespace}/", revision + 1
-            )
-            return None
-        except (st.StoreError, StoreUnavailable) as e:
-            return e
+    def _run(self, stream: Iterator[Delta[R | None]]) -> None:
+        for d in stream:
+            self._apply(d)
 
     def stop(self) -> None:
         self._stop.set()
-        if self._watch is not None:
-            self._watch.close()
+        if self._reflector is not None:
+            self._reflector.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None

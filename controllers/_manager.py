@@ -7,7 +7,6 @@ controllers until ``stop`` is set or the leader lease is lost.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import socket
@@ -15,10 +14,12 @@ import threading
 import time
 from typing import Any
 
-from apis import App, BatchJob, Job, Node, Registry, Site, TransferTask
+from apis import App, BatchJob, Node, Registry, Site, TransferTask
+from store.process import freeze_long_lived
 
 from ._controller import Controller, Request
 from ._informer import Informer
+from ._jobcache import JobInformer
 from ._leader import STORE_TROUBLE, LeaderElector
 from .hooks import HookRunner, NoHooks
 from .transfer import task_indexers
@@ -73,7 +74,7 @@ class ControllerManager:
     def _build(self) -> None:
         reg, ns = self.registry, self.namespace
         self.informers = {
-            "Job": Informer(reg, Job, ns, job_indexers()),
+            "Job": JobInformer(reg, ns, job_indexers()),
             "App": Informer(reg, App, ns),
             "Node": Informer(reg, Node, ns),
             "BatchJob": Informer(reg, BatchJob, ns),
@@ -96,7 +97,7 @@ class ControllerManager:
         if self.freeze_gc:
             # The caches just listed live as long as the process: keep the cyclic GC from
             # walking them on every full collection (10^5 jobs are millions of containers).
-            gc.freeze()
+            freeze_long_lived()
 
     def stop(self) -> None:
         self._stop_term()

@@ -20,6 +20,7 @@ from apis._dag import cycle_text, find_cycle
 
 from ._controller import Context, Request, Result
 from ._informer import Informer
+from ._jobcache import job_state
 from ._steps import collapse_from_ready
 from .hooks import HookRunner
 
@@ -90,10 +91,11 @@ class DependencyReconciler:
             return None
         new = job.status_copy()
         new.status.observed_generation = job.metadata.generation
-        parents = {p: jobs.get(p) for p in job.spec.parents}
-        missing = sorted(p for p, j in parents.items() if j is None)
-        failed = sorted(p for p, j in parents.items() if j is not None and j.status.state is JobState.FAILED)
-        pending = [p for p, j in parents.items() if j is not None and j.status.state is not JobState.JOB_FINISHED]
+        # A finished parent may have left the cache (controllers/_jobcache.py): its state still answers.
+        parents = {p: job_state(jobs, p) for p in job.spec.parents}
+        missing = sorted(p for p, s in parents.items() if s is None)
+        failed = sorted(p for p, s in parents.items() if s is JobState.FAILED)
+        pending = [p for p, s in parents.items() if s is not None and s is not JobState.JOB_FINISHED]
 
         if failed and job.spec.on_parent_failure == "Fail":
             msg = f"parent job {failed[0]} failed (onParentFailure: Fail)"

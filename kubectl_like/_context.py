@@ -6,15 +6,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 import store as st
-from apis import Registry, SiteConfig, SiteNotFound, StoreUnavailable, load_site_config
-from apis._modes import apply_umask
 
 from ._errors import render_error
+
+if TYPE_CHECKING:
+    from apis import Registry, SiteConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,6 +37,11 @@ class Ctx:
     # --- site, store, namespace ---------------------------------------------------
 
     def site_config(self, required: bool = True) -> SiteConfig | None:
+        # ``apis`` (pydantic and every model: ~0.2 s) is imported when a command first needs
+        # the site or the store, so ``balsamctl --version`` and ``--help`` never pay for it.
+        from apis import SiteNotFound, load_site_config
+        from apis._modes import apply_umask
+
         if not self._site_looked_up:
             self._site_looked_up = True
             try:
@@ -75,6 +81,8 @@ class Ctx:
         """A registry of our own (not the process-wide cache of ``apis.open_registry``), so
         a command leaves no store open behind it."""
         if self._registry is None:
+            from apis import Registry, StoreUnavailable  # on first use (see site_config)
+
             url = self.resolved_store_url()
             try:
                 store = st.open_store(url)

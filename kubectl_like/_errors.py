@@ -9,10 +9,8 @@ from __future__ import annotations
 import re
 
 import click
-from pydantic import ValidationError
 
 import store as st
-from apis import ApiError, describe_validation_error
 
 
 class CLIError(click.ClickException):
@@ -28,6 +26,11 @@ def one_line(text: str) -> str:
 
 
 def render_error(err: BaseException) -> str:
+    # imported when an error is shown, not at start-up (``balsamctl --version`` needs no API)
+    from pydantic import ValidationError
+
+    from apis import ApiError, describe_validation_error
+
     if isinstance(err, ApiError):
         msg = one_line(str(err))
         if err.from_server:

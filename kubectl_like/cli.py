@@ -17,6 +17,8 @@ from typing import Any
 
 import click
 
+from store.process import tune_gc
+
 from ._context import Ctx, common_options
 from ._errors import render_error
 
@@ -118,4 +120,5 @@ COMMAND_MODULES = {
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point (``balsamctl``)."""
+    tune_gc("cli")  # the process's GC settings, here and only here (store/process.py)
     cli.main(args=list(argv) if argv is not None else None, prog_name="balsamctl")

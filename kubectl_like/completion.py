@@ -18,7 +18,6 @@ from apis import ALL_KINDS, JobState, Resource, kind_for
 from apis._registry import INDEX, kind_prefix
 
 from ._context import Ctx
-from .explain import _children, _schema
 from .fieldselector import fields_of
 
 MAX_NAMES = 1000
@@ -116,6 +115,8 @@ def complete_explain(ctx: click.Context, param: click.Parameter, incomplete: str
         return _items(kind_words(), incomplete)
     head, _, last = incomplete.rpartition(".")
     kind_name, _, path = head.partition(".")
+    from .explain import _children, _schema  # only shell completion of fields needs the schemas
+
     try:
         node = _schema(kind_for(kind_name))
         for part in [p for p in path.split(".") if p]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import html
 import json
 import secrets
@@ -86,14 +85,10 @@ class CampaignState:
             self.running.clear()
             self.failing.clear()
             self.revision = self.registry.store.current_revision()
-            gc_was_on = gc.isenabled()
-            gc.disable()  # 10^5 decoded documents, no garbage among them (see apis.analytics)
-            try:
-                for d in iter_jobs(self.registry, self.namespace):
-                    self._add(job_facts(d))
-            finally:
-                if gc_was_on:
-                    gc.enable()
+            # 10^5 decoded documents, no garbage among them: balsamctl's main sets the
+            # collector's thresholds for that (store/process.py), not this refresh
+            for d in iter_jobs(self.registry, self.namespace):
+                self._add(job_facts(d))
             self.nodes = {d["metadata"]["name"]: d for d in load_raw(self.registry, "nodes", self.namespace)}
             self.batchjobs = {d["metadata"]["name"]: d for d in load_raw(self.registry, "batchjobs", self.namespace)}
             self.version += 1

@@ -17,9 +17,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
-from jsonpath_ng.ext import parse as _jp_parse
-
 from ._errors import CLIError
 
 
@@ -190,6 +187,10 @@ def _to_ng(expr: str) -> str:
 
 @lru_cache(maxsize=256)
 def _compile(expr: str) -> Any:
+    # jsonpath_ng's parser tables cost ~0.08 s to import: only a command that uses a path pays
+    from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
+    from jsonpath_ng.ext import parse as _jp_parse
+
     try:
         return _jp_parse(_to_ng(expr))
     except (JsonPathLexerError, JsonPathParserError, Exception) as e:  # noqa: B014 - the library raises plain Exception too

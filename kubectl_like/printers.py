@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from ruamel.yaml import YAML
-
 from apis import (
     API_VERSION,
     TERMINAL,
@@ -99,6 +97,8 @@ def as_list(objs: Sequence[Resource]) -> dict[str, Any]:
 
 
 def dump_yaml(data: Any) -> str:
+    from ruamel.yaml import YAML  # only -o yaml pays for it (start-up of every other get)
+
     y = YAML(typ="rt")
     y.default_flow_style = False
     y.width = 4096

@@ -157,6 +157,25 @@ def query(reg: Registry, kind: type[Resource], namespaces: Sequence[str], f: Fil
     return out
 
 
+def query_names(reg: Registry, kind: type[Resource], namespaces: Sequence[str], f: Filters) -> list[str] | None:
+    """The names ``query`` would find, in name order, from index keys alone (no object read:
+    ``get -o name`` over a million jobs); None when some filter needs the objects."""
+    if (f.predicate is not None or f.workdir is not None or f.sort_by or f.limit is not None
+            or len(namespaces) != 1 or (f.states and kind is not Job)):
+        return None
+    qs: QuerySet[Resource] = QuerySet(kind, reg, namespace=namespaces[0])
+    if f.selector:
+        qs = qs.filter(selector=f.selector)
+    if f.tags:
+        qs = qs.filter(tags=f.tags)
+    if f.states:
+        qs = qs.filter(state__in=list(f.states))
+    qs, left = f.fields.narrow(qs)
+    if left:
+        return None
+    return qs.index_names()
+
+
 def get_named(reg: Registry, kind: type[Resource], names: Sequence[str], namespace: str
               ) -> tuple[list[Resource], list[NotFound]]:
     """The named objects (in the order named, each once) and a NotFound for each missing."""

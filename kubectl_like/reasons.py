@@ -32,7 +32,6 @@ from apis import (
     utcnow,
 )
 from apis._reasons import NO_NODE_AGENT, PRIORITY, no_manager_text
-from controllers._leader import LEASE_PREFIX
 
 from .printers import human_duration
 
@@ -59,6 +58,9 @@ class Surroundings:
     @property
     def manager_alive(self) -> bool:
         if self._manager is None:
+            # the controllers package costs ~0.06 s to import: only describe-like paths need it
+            from controllers._leader import LEASE_PREFIX
+
             self._manager = self.registry.store.get(f"{LEASE_PREFIX}{self.namespace}") is not None
         return self._manager
 

@@ -6,22 +6,25 @@ Events the read already reflects (a revision at or below the listed object's
 ``resourceVersion``) are dropped, so a stream never goes back in time. Nothing here polls
 the store: ``next(timeout)`` blocks on the watch, which the store wakes.
 
-When the store compacts the revisions a watch still needed (``Compacted``), the watcher
-reads again and reports what changed as MODIFIED/ADDED events (kubectl's reflector
-relists the same way); objects that vanished meanwhile are reported as DELETED only when
-they no longer exist.
+The watch is the store's one list-watch, :class:`store.reflector.Reflector`, resumed at
+that revision with the read's objects as its known state: when the store compacts the
+revisions it still needed (``Compacted``) or the stream breaks, it relists and reports what
+changed as ADDED/MODIFIED/DELETED (kubectl's reflector relists the same way).
 """
 
 from __future__ import annotations
 
+import queue
 import re
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 import store as st
-from apis import ObjectMeta, Registry, Resource, StoreUnavailable, TypedWatch, WatchEvent
+from apis import ObjectMeta, Registry, Resource, StoreUnavailable, WatchEvent
 from apis._registry import kind_prefix, object_key
+from store.reflector import Delta, Reflector
 
 from ._errors import CLIError
 
@@ -70,7 +73,9 @@ class ListWatch(Generic[R]):
     (``None``: all namespaces), optionally of one object (``name``).
 
     ``read`` may filter (by selector, by name): the watch itself is not filtered beyond
-    ``namespace``/``name``, so a caller sees objects that start or stop matching."""
+    ``namespace``/``name``, so a caller sees objects that start or stop matching. The watch
+    is a :class:`store.reflector.Reflector` resumed at the revision taken before the read,
+    on a thread of its own; ``next`` takes what it handed out."""
 
     def __init__(self, registry: Registry, kind: type[R], namespace: str | None,
                  read: Callable[[], Sequence[R]], name: str | None = None) -> None:
@@ -79,22 +84,52 @@ class ListWatch(Generic[R]):
         self.namespace = namespace
         self.name = name
         self._read = read
-        self._seen: dict[Key, int] = {}  # resourceVersion of the newest state reported per object
-        self._watch: TypedWatch[R] | None = None
+        self._reflector: Reflector[R] | None = None
+        self._queue: queue.Queue[Delta[R] | BaseException] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
 
     # --- life cycle -----------------------------------------------------------------
 
     def start(self) -> list[R]:
         """Read the objects and start the watch from just before the read."""
-        objs, _ = self._relist()
-        for o in objs:
-            self._seen[key_of(o)] = revision_of(o)
+        store = self.registry.store
+        try:
+            revision = store.current_revision()
+        except st.Unavailable as e:
+            raise StoreUnavailable(str(e)) from None
+        objs = list(self._read())
+        exact = object_key(self.kind, self.namespace, self.name) \
+            if self.name is not None and self.namespace is not None else None
+        self._reflector = Reflector(
+            store, self._prefix(), decode_kv=self._decode, on_unavailable=self._queue.put,
+            key_filter=None if exact is None else exact.__eq__,
+        )
+        known = {object_key(self.kind, o.namespace, o.name): revision_of(o) for o in objs}
+        stream = self._reflector.events(resource_version=revision, stop=self._stop, known=known)
+        self._thread = threading.Thread(target=self._pump, args=(stream,), name="list-watch", daemon=True)
+        self._thread.start()
         return objs
 
+    def _decode(self, kv: st.KeyValue) -> R:
+        return self.registry.decode(self.kind, kv)
+
+    def _pump(self, stream: Iterator[Delta[R]]) -> None:
+        try:
+            for d in stream:
+                self._queue.put(d)
+        except BaseException as e:  # handed to the reader
+            self._queue.put(e)
+
     def close(self) -> None:
-        if self._watch is not None:
-            self._watch.close()
-            self._watch = None
+        self._closed = True
+        self._stop.set()
+        if self._reflector is not None:
+            self._reflector.close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
 
     def __enter__(self) -> ListWatch[R]:
         return self
@@ -107,66 +142,48 @@ class ListWatch(Generic[R]):
             return object_key(self.kind, self.namespace, self.name)
         return kind_prefix(self.kind, self.namespace)
 
-    def _relist(self) -> tuple[list[R], int]:
-        self.close()
-        store = self.registry.store
-        try:
-            revision = store.current_revision()
-        except st.Unavailable as e:
-            raise StoreUnavailable(str(e)) from None
-        objs = list(self._read())
-        self._watch = TypedWatch(self.kind, store.watch(self._prefix(), revision + 1))
-        return objs, revision
-
     # --- events ---------------------------------------------------------------------
 
     def next(self, timeout: float | None) -> list[WatchEvent[R]]:
         """The events that arrive within ``timeout`` seconds (possibly none), in revision
         order, without those the read already showed. Raises ``store.WatchClosed`` once
-        the watch is closed."""
-        assert self._watch is not None, "start() first"
+        the watch is closed, StoreUnavailable when the store went away (the reflector
+        keeps trying meanwhile)."""
+        if self._closed:
+            raise st.WatchClosed("the watch is closed")
+        assert self._reflector is not None, "start() first"
         try:
-            raw = self._watch.raw.poll(timeout)
-        except st.Compacted:
-            return self._catch_up_after_compaction()
+            items = [self._queue.get(timeout=timeout)] if timeout is None or timeout > 0 else []
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
         out: list[WatchEvent[R]] = []
-        for ev in raw:
-            if self.name is not None and not ev.kv.key.endswith("/" + self.name):
-                continue  # the exact-key prefix also matches longer names
-            wev = self._watch.decode(ev)
-            k = key_of(wev.object)
-            if self._seen.get(k, 0) >= wev.revision:
-                continue  # already shown by the read
-            if wev.type == "DELETED":
-                self._seen.pop(k, None)
-            else:
-                self._seen[k] = wev.revision
-            out.append(wev)
+        for d in items:
+            if isinstance(d, st.Unavailable):
+                raise StoreUnavailable(str(d))
+            if isinstance(d, BaseException):
+                raise d
+            ev = self._event(d)
+            if ev is not None:
+                out.append(ev)
         return out
 
-    def _catch_up_after_compaction(self) -> list[WatchEvent[R]]:
-        before = dict(self._seen)
-        objs, revision = self._relist()
-        out: list[WatchEvent[R]] = []
-        present: set[Key] = set()
-        for o in objs:
-            k = key_of(o)
-            present.add(k)
-            rv = revision_of(o)
-            if before.get(k) != rv:
-                out.append(WatchEvent("MODIFIED" if k in before else "ADDED", o, rv))
-            self._seen[k] = rv
-        gone = [k for k in before if k not in present]
-        for ns, name in gone:
-            cur = self.registry.try_get(self.kind, name, ns)
-            if cur is None:
-                self._seen.pop((ns, name), None)
-                stub = self.kind.model_construct(metadata=ObjectMeta(name=name, namespace=ns))
-                out.append(WatchEvent("DELETED", stub, revision))
-            elif revision_of(cur) != before[(ns, name)]:
-                self._seen[(ns, name)] = revision_of(cur)
-                out.append(WatchEvent("MODIFIED", cur, revision_of(cur)))
-        return out
+    def _event(self, d: Delta[R]) -> WatchEvent[R] | None:
+        if d.type == "SYNC":
+            return None
+        if d.type == "DELETED":
+            obj = d.obj
+            if obj is None:
+                ns, name = d.key.rsplit("/", 2)[-2:]
+                obj = self.kind.model_construct(metadata=ObjectMeta(name=name, namespace=ns))
+            obj.metadata.resource_version = str(d.revision)
+            return WatchEvent("DELETED", obj, d.revision)
+        assert d.obj is not None
+        return WatchEvent(d.type, d.obj, d.revision)
 
 
 class Deadline:

@@ -1,17 +1,24 @@
-"""PlacementReconciler: binds PREPROCESSED / RESTART_READY jobs to nodes.
+"""The placement scheduler: binds PREPROCESSED / RESTART_READY jobs to nodes.
+
+It has kube-scheduler's shape (controllers/placement/scheduler.py): informer events mark jobs
+in its own :class:`SchedulingQueue`; a pass places the queue with the packing engine; bindings
+are *assumed* in the engine at once and written in one batch by :func:`bind`, which forgets
+(room back, job re-queued) every binding that did not land. The other steps of a pass (the
+Waiting/Unschedulable conditions, moving the jobs of lost nodes on) are level-based and go
+through the controller like any reconciler's; a step whose write did not land is seen as such
+at the next pass (the cached job still has the revision it was decided on) and looked at again.
 
 One request per namespace ("the allocation"): every relevant change (a job becomes runnable
 or leaves a node, a node comes or goes, a batch job's selector changes) enqueues the same key,
 so bursts of events collapse into one pass. A pass
 
 1. syncs the :class:`Packer` with the informer caches — nodes added/removed, and the jobs
-   whose binding changed since the last pass (tracked by the event handler, so a pass does not
-   re-read 100k bound jobs);
-2. moves the jobs of vanished nodes on (RUNNING → RUN_TIMEOUT "node X lost", bound but not
+   marked since the last pass (so a pass does not re-read 100k bound jobs);
+2. moves the jobs of vanished nodes on (every node the Job cache's node index names that is
+   not registered: level-based) (RUNNING → RUN_TIMEOUT "node X lost", bound but not
    started → unbound) so nothing strands when an agent dies;
-3. places the runnable backlog in priority order (higher ``spec.priority`` first, then
-   oldest), and records every binding as one step each — the controller writes them all in one
-   transaction;
+3. places the queue in priority order (higher ``spec.priority`` first, then oldest) and
+   writes every binding in one transaction (job by job on a conflict);
 4. marks jobs that no node of the allocation could ever hold ``Unschedulable`` with the reason
    in words, and clears that condition when it no longer holds;
 5. gives a job that could fit but waits a ``Waiting`` condition: ``WaitingForCapacity`` ("needs
@@ -41,6 +48,7 @@ from apis import (
     transition,
     utcnow,
 )
+from apis._codec import shallow_copy
 from apis._reasons import NO_NODE_AGENT
 
 from .._controller import Context, Request, Result
@@ -54,6 +62,7 @@ from .packing import (
     PlacementRequest,
     UnknownNode,
 )
+from .scheduler import AssumeCache, SchedulingQueue, bind
 
 KEY = "placement"
 PLACE_CHUNK = 256
@@ -66,6 +75,29 @@ def holds_resources(job: Job) -> bool:
     return job.status.placement is not None and bool(job.status.placement.nodes) and job.status.state in HOLDING
 
 
+_NOT_KEPT_WHEN_BOUND = ("Unschedulable", "Waiting")
+_EMPTY_PLACEMENT = Placement()  # copied with the decision's fields (pydantic's model_construct costs 4x)
+
+
+def binding_of(job: Job, d: Decision) -> Job:
+    """``job`` bound as ``d`` says: a new status (placement, observedGeneration, the
+    Unschedulable/Waiting conditions gone) over the cached job's shared spec and metadata.
+    Built without validation or a generic copy (the scheduler's hot path: one per job bound,
+    bench placement): the decision's fields are the engine's own, already of the right types."""
+    st = job.status
+    conds = st.conditions
+    if conds:
+        conds = [c for c in conds if c.type not in _NOT_KEPT_WHEN_BOUND]
+    else:
+        conds = []
+    placement = shallow_copy(_EMPTY_PLACEMENT, {"batch_job": d.batch_job, "nodes": list(d.nodes),
+                                                "cpus": list(d.cpus), "gpus": list(d.gpus),
+                                                "occupancy": float(d.occupancy)})
+    status = shallow_copy(st, {"placement": placement, "observed_generation": job.metadata.generation,
+                               "conditions": conds, "history": list(st.history)})
+    return shallow_copy(job, {"status": status})
+
+
 def wants_placement(job: Job) -> bool:
     return job.status.state in RUNNABLE and not holds_resources(job) and not job.spec.suspend
 
@@ -75,20 +107,19 @@ class PlacementReconciler:
 
     def __init__(self) -> None:
         self.packer = Packer()
-        self._dirty: set[str] = set()
+        self.queue = SchedulingQueue()
+        self.assume = AssumeCache(self.packer, self.queue)
         self._lock = threading.Lock()
         self._full_sync = True
         self._requests_stale = False
         self._shapes: dict[tuple[Any, ...], JobShape] = {}
-        # The runnable backlog, kept up to date from the dirty set (never rebuilt per pass):
-        # name -> (sort key, request); its priority order is re-sorted only after additions.
-        self._backlog: dict[str, tuple[tuple[Any, ...], PlacementRequest]] = {}
-        self._order: list[tuple[tuple[Any, ...], str]] = []
-        self._order_stale = False
-        self._head = 0  # every entry of _order before this index has left the backlog
         self._unschedulable: dict[str, str] = {}  # jobs carrying the condition -> its message
         self._conditions: dict[tuple[str, str, Any], Condition] = {}  # Waiting conditions of this pass
         self._nodes_changed = False
+        # Jobs this pass recorded a (non-binding) step for -> the revision it was decided on:
+        # if the cache still shows that revision next pass, the write did not land.
+        self._stepped: dict[str, str | None] = {}
+        self.bindings_written = 0
 
     def register(self, informers: dict[str, Informer[Any]], enqueue: Callable[[Request], None]) -> None:
         jobs: Informer[Job] = informers["Job"]
@@ -111,8 +142,7 @@ class PlacementReconciler:
                 )
                 relevant = not same
             if relevant:
-                with self._lock:
-                    self._dirty.add((new or old).name)  # type: ignore[union-attr]
+                self.queue.mark((new or old).name)  # type: ignore[union-attr]
                 enqueue(Request(KEY, ns))
 
         def on_other(typ: str, old: Any, new: Any) -> None:
@@ -156,28 +186,25 @@ class PlacementReconciler:
         return gone
 
     def _place_while_room(self, dirty: set[str]) -> list[Decision]:
-        """The backlog in priority order, PLACE_CHUNK at a time, while some node has room;
+        """The queue in priority order, PLACE_CHUNK at a time, while some node has room;
         then the changed jobs not reached (their Unschedulable bookkeeping). A job not reached
         stays WAITING, which needs no write: with no room anywhere nothing behind it could be
         bound. So a pass over a 10k backlog on a full allocation costs what it binds, not 10k
         decisions (a full pass still runs when nodes or selectors change)."""
-        backlog = self._backlog
+        queue = self.queue
         out: list[Decision] = []
         seen: set[str] = set()
-        order, head = self._order, self._head
-        while head < len(order) and order[head][1] not in backlog:
-            head += 1  # bound since: no pass needs to walk past them again
-        self._head = head
-        names = (name for _, name in itertools.islice(order, head, None) if name in backlog)
+        names = queue.in_order()
         while self.packer.has_room():
             chunk = list(itertools.islice(names, PLACE_CHUNK))
             if not chunk:
                 break
             seen.update(chunk)
-            out.extend(self.packer.place(backlog[n][1] for n in chunk))
-        rest = sorted((backlog[n][0], n) for n in dirty if n in backlog and n not in seen)
+            out.extend(self.packer.place(queue.requests(chunk)))
+        entries = queue.entries
+        rest = sorted((entries[n][0], n) for n in dirty if n in entries and n not in seen)
         if rest:
-            out.extend(self.packer.place(backlog[n][1] for _, n in rest))
+            out.extend(self.packer.place(queue.requests([n for _, n in rest])))
         return out
 
     def _sync_job(self, job: Job | None, name: str) -> None:
@@ -200,28 +227,36 @@ class PlacementReconciler:
         now = utcnow()
         released = False  # some room changed hands since the last pass
         gone = set(self._sync_nodes(nodes))
+        dirty = self.queue.take_marked()
+        for name, rv in self._stepped.items():  # a step of the last pass that did not land
+            j = jobs.get(name)
+            if j is not None and j.metadata.resource_version == rv:
+                dirty.add(name)
+        self._stepped = {}
         with self._lock:
-            dirty, self._dirty = self._dirty, set()
             full, self._full_sync = self._full_sync, False
         if full:
             for name in list(self.packer.bound_jobs()):
-                self._sync_job(jobs.get(name), name)
+                if name not in self.assume:
+                    self._sync_job(jobs.get(name), name)
             for state in HOLDING:
                 for job in jobs.by_index("state", state.value):
                     self._sync_job(job, job.name)
         else:
             binding = self.packer.binding
             for name in dirty:
+                cached = jobs.get(name)
+                if name in self.assume and self.assume.confirm(cached, name):
+                    continue  # our binding, seen as written: the engine holds it already
                 before = binding(name)
-                self._sync_job(jobs.get(name), name)
+                self._sync_job(cached, name)
                 if binding(name) is not before:
                     released = True
 
-        # Jobs of nodes that vanished (agent died, lease expired): move them on.
+        # Jobs of nodes that vanished (agent died, lease expired): move them on. Level-based:
+        # every node a cached job is bound to that is not registered.
         live = set(nodes.names())
-        lost_nodes = set(gone)
-        if full:
-            lost_nodes |= {v for v in jobs.index_values("node") if v not in live}
+        lost_nodes = set(gone) | {v for v in jobs.index_values("node") if v not in live}
         for node_name in lost_nodes:
             for job in jobs.by_index("node", node_name):
                 if not holds_resources(job):
@@ -234,14 +269,15 @@ class PlacementReconciler:
                     new.status.placement = None
                     new.status.message = f"unbound: node {node_name} lost before the job started"
                 self.packer.release(job.name)
-                ctx.update(job, new)
+                self._step(ctx, job, new)
 
-        # The backlog, in priority order.
+        # The queue, in priority order.
         with self._lock:
             stale, self._requests_stale = self._requests_stale, False
         allowed = self._allowed_fn(batchjobs)
+        queue = self.queue
         if full or stale:
-            self._backlog.clear()
+            queue.clear()
             self._unschedulable.clear()
             for state in RUNNABLE:
                 for job in jobs.by_index("state", state.value):
@@ -249,26 +285,22 @@ class PlacementReconciler:
         else:
             for name in dirty:
                 self._track(jobs.get(name), name, allowed)
-        if not self._backlog:
+        if not len(queue):
             return None
-        backlog = self._backlog
         if not (full or stale or self._nodes_changed or lost_nodes or released) and \
-                not any(name in backlog for name in dirty):
-            # Only jobs that left the backlog changed (our own bindings written through, or
+                not any(name in queue for name in dirty):
+            # Only jobs that left the queue changed (our own bindings written through, or
             # finished jobs that held nothing): no room was freed and nothing new waits.
             return None
-        if self._order_stale:
-            self._order = sorted((key, name) for name, (key, _) in self._backlog.items())
-            self._order_stale = False
-            self._head = 0
         if full or stale or self._nodes_changed:
-            decisions = self.packer.place(backlog[name][1] for _, name in self._order if name in backlog)
+            decisions = self.packer.place(queue.requests(list(queue.in_order())))
         else:
             decisions = self._place_while_room(dirty)
         top_waiting: int | None = None  # the highest priority seen waiting so far in this pass
+        binds: list[tuple[Job, Job]] = []
         for d in decisions:
             if d.waiting:
-                prio = -backlog[d.job][0][0] if d.job in backlog else 0
+                prio = queue.priority(d.job)
                 held = top_waiting is not None and prio < top_waiting
                 top_waiting = prio if top_waiting is None else max(top_waiting, prio)
                 self._set_waiting(ctx, jobs.get(d.job), d.reason, held, top_waiting, now)
@@ -277,21 +309,34 @@ class PlacementReconciler:
                 if placed is None:
                     self.packer.release(d.job)
                     continue
-                new = placed.status_copy()
-                new.status.placement = Placement(**d.placement_fields())
-                remove_condition(new.status.conditions, "Unschedulable")
-                remove_condition(new.status.conditions, "Waiting")
-                ctx.update(placed, new)
-                del backlog[d.job]
+                binds.append((placed, binding_of(placed, d)))
+                self.assume.assume(d.job, tuple(d.nodes))
+                queue.remove(d.job)
             elif d.never_fits:
                 if self._unschedulable.get(d.job) != d.reason:
                     self._set_unschedulable(ctx, jobs.get(d.job), d.reason, now)
             elif d.job in self._unschedulable:
                 self._unschedulable.pop(d.job, None)  # cleared by _set_waiting's write above
-        if len(self._order) > 2 * len(backlog) + 64:
-            self._order = [(k, n) for k, n in self._order if n in backlog]
-            self._head = 0
+        queue.compact()
+        if binds:
+            def written(objs: list[Any]) -> None:
+                # No write-through: each binding's watch event confirms it (the assume cache
+                # holds its room meanwhile), so a pass costs what the engine decides plus one
+                # encode per binding, not a cache update with its indexers and handlers.
+                for o in objs:
+                    self.assume.landed(o.name, int(o.metadata.resource_version or 0))
+
+            landed = bind(ctx.registry, binds, self.assume, written)
+            self.bindings_written += landed
+            if landed < len(binds):
+                return Result(requeue_after=0.05)  # the forgotten ones wait in the queue again
         return None
+
+    def _step(self, ctx: Context, job: Job, new: Job) -> None:
+        """Record a level-based step (the controller writes it); looked at again next pass
+        if it does not land."""
+        self._stepped[job.name] = job.metadata.resource_version
+        ctx.update(job, new)
 
     def _allowed_fn(self, batchjobs: Informer[BatchJob]) -> Callable[[Job], frozenset[str | None] | None]:
         """Which batch jobs' nodes a job may use (None: any), from the BatchJobs' selectors."""
@@ -311,17 +356,14 @@ class PlacementReconciler:
         return allowed
 
     def _track(self, job: Job | None, name: str, allowed: Callable[[Job], frozenset[str | None] | None]) -> None:
-        """Keep ``name``'s backlog entry and Unschedulable bookkeeping in step with the cache."""
-        if job is None or not wants_placement(job):
-            self._backlog.pop(name, None)
+        """Keep ``name``'s queue entry and Unschedulable bookkeeping in step with the cache."""
+        if job is None or not wants_placement(job) or name in self.assume:
+            self.queue.remove(name)
             self._unschedulable.pop(name, None)
             return
         key = (-job.spec.priority, job.metadata.creation_timestamp.timestamp() if job.metadata.creation_timestamp
                else 0.0, name)
-        prev = self._backlog.get(name)
-        if prev is None or prev[0] != key:
-            self._order_stale = True
-        self._backlog[name] = (key, PlacementRequest(name, self._shape(job), allowed(job)))
+        self.queue.put(name, key, PlacementRequest(name, self._shape(job), allowed(job)))
         cond = get_condition(job.status.conditions, "Unschedulable")
         if cond is not None:
             self._unschedulable[name] = cond.message
@@ -339,7 +381,7 @@ class PlacementReconciler:
             set_condition(new.status.conditions, "Unschedulable", "True", "NeverFits", reason, now)
             remove_condition(new.status.conditions, "Waiting")
             self._unschedulable[job.name] = reason
-        ctx.update(job, new)
+        self._step(ctx, job, new)
 
     def _set_waiting(self, ctx: Context, job: Job | None, why: str, held: bool, top: int, now: Any) -> None:
         """The job's ``Waiting`` condition, written only when its words change. The condition
@@ -366,11 +408,12 @@ class PlacementReconciler:
                 self._conditions.clear()
             shared = self._conditions[key] = Condition(type="Waiting", status="True", reason=reason,
                                                        message=message, last_transition_time=now)
-        new = job.status_copy()
-        new.status.conditions = [c for c in conds if c.type not in ("Waiting", "Unschedulable")] + [shared]
-        ctx.update(job, new)
+        # A new status with its new conditions over the shared rest (no list of it is edited
+        # in place): 2 shallow copies where status_copy makes 4 containers.
+        status = shallow_copy(job.status, {"conditions": [c for c in conds if c.type not in _NOT_KEPT_WHEN_BOUND]
+                                           + [shared]})
+        self._step(ctx, job, shallow_copy(job, {"status": status}))
 
-    def on_write_failed(self, names: list[str]) -> None:
-        """The controller could not write some steps: resync those jobs next pass."""
-        with self._lock:
-            self._dirty.update(names)
+
+#: kube-scheduler's name for what this is.
+PlacementScheduler = PlacementReconciler

@@ -14,8 +14,8 @@ from .._context import Ctx, common_options, get_ctx
 from .._errors import CLIError
 from ..completion import complete_field_selector, complete_label_keys, complete_states, complete_targets
 from ..fieldselector import parse_field_selector
-from ..printers import Printer, PrintOptions, printer_for
-from ..query import Filters, get_named, namespaces_of, query
+from ..printers import Printer, PrintOptions, printer_for, resource_ref
+from ..query import Filters, get_named, namespaces_of, query, query_names
 from ..reasons import Surroundings, with_current_conditions
 from ..watching import ListWatch
 from .create import parse_pairs
@@ -173,6 +173,16 @@ def command(args: tuple[str, ...], selector: str | None, states: tuple[str, ...]
             ctx.report(err)
         return
     namespaces = namespaces_of(reg, kind) if all_namespaces else [ctx.namespace]
+    if output == "name" and not all_namespaces:
+        # Names come from the index keys: nothing is read or decoded (listed in name order).
+        found = query_names(reg, kind, namespaces, filters)
+        if found is not None:
+            ref = resource_ref(kind)
+            if found:
+                click.echo("".join(f"{ref}/{n}\n" for n in found), nl=False)
+            else:
+                click.echo(no_resources_message(ctx, all_namespaces), err=True)
+            return
     objs = query(reg, kind, namespaces, filters)
     if output != "name":  # names need no reasons
         objs = current(reg, objs)

@@ -20,7 +20,7 @@ from tests.apis.conftest import Backend
 
 APIS = Path(apis.__file__).parent
 MODEL = {"_meta", "_kinds", "_balsam", "_states", "_selectors", "_lifecycle", "_locations", "_outcome",
-         "_context", "_errors", "_storejson"}
+         "_context", "_errors", "_codec"}
 CLIENT = {"_client", "_query", "_futures", "_watch", "_sites", "_appdef", "_config", "analytics"}
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import store as st
 from apis import App, Invalid, Job
-from apis._registry import GC_PAUSE_MIN_OBJECTS, Registry
+from apis._registry import Registry
 
 
 @pytest.fixture
@@ -49,44 +49,26 @@ def test_missing_app_still_refused_for_whole_batch(reg: Registry) -> None:
     assert Job.objects.using(reg).count() == 0
 
 
-def test_gc_paused_only_during_big_writes(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+BIG = 1000  # objects: what the old registry paused the collector for
+
+
+def test_a_big_write_and_a_big_read_leave_the_collector_alone(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GC tuning belongs to process entry points: a user's bulk_create or Job.objects.filter
+    must never turn the collector off (not even for the length of the call)."""
+    threshold = gc.get_threshold()
     states: list[bool] = []
-    real = reg.store.txn
+    for method in ("txn", "get_many", "range"):
+        real = getattr(reg.store, method)
 
-    def spy(compares, success, failure=()):  # type: ignore[no-untyped-def]
-        states.append(gc.isenabled())
-        return real(compares, success, failure)
+        def spy(*a, _real=real, **kw):  # type: ignore[no-untyped-def]
+            states.append(gc.isenabled())
+            return _real(*a, **kw)
 
-    monkeypatch.setattr(reg.store, "txn", spy)
+        monkeypatch.setattr(reg.store, method, spy)
     assert gc.isenabled()
-    Job.objects.using(reg).bulk_create(_jobs(GC_PAUSE_MIN_OBJECTS))
-    Job.objects.using(reg).bulk_create(_jobs(3))
-    assert states == [False, True]
-    assert gc.isenabled()
-    with pytest.raises(Invalid):  # a failed big write turns the collector back on too
-        Job.objects.using(reg).bulk_create(_jobs(GC_PAUSE_MIN_OBJECTS, app="nope"))
-    assert gc.isenabled()
-
-
-def test_gc_left_off_if_caller_turned_it_off(reg: Registry) -> None:
-    gc.disable()
-    try:
-        Job.objects.using(reg).bulk_create(_jobs(GC_PAUSE_MIN_OBJECTS))
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
-
-
-def test_gc_paused_while_a_big_read_decodes(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
-    names = [j.id for j in Job.objects.using(reg).bulk_create(_jobs(GC_PAUSE_MIN_OBJECTS))]
-    states: list[bool] = []
-    real = reg.store.get_many
-
-    def spy(keys):  # type: ignore[no-untyped-def]
-        states.append(gc.isenabled())
-        return real(keys)
-
-    monkeypatch.setattr(reg.store, "get_many", spy)
-    assert len(reg.get_many(Job, names)) == len(names)
-    assert len(reg.get_many(Job, names[:3])) == 3
-    assert states == [False, True] and gc.isenabled()
+    names = [j.id for j in Job.objects.using(reg).bulk_create(_jobs(BIG))]
+    assert len(reg.get_many(Job, names)) == BIG
+    assert len(list(Job.objects.using(reg).filter(state="CREATED"))) == BIG
+    assert len(list(Job.objects.using(reg).all())) == BIG
+    assert states and all(states)
+    assert gc.isenabled() and gc.get_threshold() == threshold

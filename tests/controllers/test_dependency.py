@@ -38,7 +38,7 @@ def test_diamond_dag_releases_children_only_when_every_parent_finished(registry,
     wait_for(registry, "c", JobState.PREPROCESSED)
     force(registry, "b", JobState.JOB_FINISHED)
     # the manager saw b finish (its handlers ran), then went idle: d has been looked at
-    poll_until(lambda: lifecycle.informers["Job"].get("b").status.state is JobState.JOB_FINISHED, 30, "b seen")
+    poll_until(lambda: lifecycle.informers["Job"].state_of("b") is JobState.JOB_FINISHED, 30, "b seen")
     assert lifecycle.wait_idle(30)
     assert registry.get(Job, "d").status.state is JobState.AWAITING_PARENTS
     force(registry, "c", JobState.JOB_FINISHED)

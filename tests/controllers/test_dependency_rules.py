@@ -19,7 +19,7 @@ def _condition(registry, name: str, ctype: str, timeout: float = 30):
 def _seen_then_idle(lifecycle, name: str, state: JobState) -> None:
     """The manager's informer holds ``name`` in ``state`` (so its handlers ran) and every
     queue is idle after that: the reconcilers have looked."""
-    poll_until(lambda: (j := lifecycle.informers["Job"].get(name)) is not None and j.status.state is state, 30,
+    poll_until(lambda: lifecycle.informers["Job"].state_of(name) is state, 30,
                f"the manager to see {name} {state.value}")
     assert lifecycle.wait_idle(30)
 

@@ -36,8 +36,6 @@ def test_informer_lists_then_sees_every_later_change_with_indexes(registry, app)
 
 
 def test_informer_relists_after_compaction_and_misses_nothing(registry, app):
-    import store as st
-
     inf = Informer(registry, Job)
     inf.start()
     try:
@@ -48,25 +46,13 @@ def test_informer_relists_after_compaction_and_misses_nothing(registry, app):
             registry.create(make_job(f"j{i}"))
         registry.delete(Job, "j0")
         registry.store.compact(registry.store.current_revision())
-        # Resume as a watch from the last seen revision would: the store says Compacted.
-        prefix = "/registry/jobs/default/"
-        try:
-            inf._watch = registry.store.watch(prefix, seen_rev + 1)
-        except st.Compacted as e:
-            err = e
-
-            class Raising:
-                def poll(self, timeout=None):
-                    raise err
-
-                def close(self):
-                    pass
-
-            inf._watch = Raising()
-        inf._stop.clear()
+        # Resume from the last seen revision as the reflector would: the store says Compacted.
         import threading
 
-        inf._thread = threading.Thread(target=inf._run, daemon=True)
+        assert inf._reflector is not None
+        inf._stop.clear()
+        stream = inf._reflector.events(resource_version=seen_rev, stop=inf._stop)
+        inf._thread = threading.Thread(target=inf._run, args=(stream,), daemon=True)
         inf._thread.start()
         _eventually(lambda: sorted(inf.names()) == ["j1", "j2", "j3", "j4"])
         assert inf.relists >= 1

@@ -318,7 +318,8 @@ def test_state_and_label_queries_read_only_matching_jobs(site: Site, tmp_path: P
             r = site.run("get", "jobs", "-o", "name", *args)
         assert len(r.stdout.splitlines()) == expected, (args, r.stderr)
         reads = sum(s.object_reads for s in opened)
-        assert reads == expected, f"{args}: read {reads} job objects for {expected} matches"
+        # -o name reads none where the index decides alone (test_get_names.py), the matches otherwise
+        assert reads <= expected, f"{args}: read {reads} job objects for {expected} matches"
 
 
 def test_namespaces_skip_scan_handles_prefix_names(any_site: Site) -> None:

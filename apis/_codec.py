@@ -1,5 +1,12 @@
-"""The stored JSON of a model (camelCase, ``None`` and defaults left out) without pydantic's
-``exclude_defaults`` pass.
+"""The one codec of stored objects: encoding (``encode``), decoding (``decode``) and copying
+(``shallow_copy``, ``deep_copy``). Every surface (the registry, the informers through
+``store.reflector``, watches, the CLI) goes through these, so the wire form and the copy rules
+live in one place. It imports nothing of ours but ``store``; it was tested on pydantic 2.14
+(pyproject pins the minor range: ``shallow_copy`` and the generated encoders read pydantic's
+instance dicts).
+
+Encoding: the stored JSON of a model (camelCase, ``None`` and defaults left out) without
+pydantic's ``exclude_defaults`` pass.
 
 ``model_dump_json(exclude_defaults=True)`` builds the default of every field to compare it
 with the value: for a Job that is three model constructions (``ObjectMeta()``,
@@ -23,10 +30,15 @@ import types
 import typing
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel, TypeAdapter
 from pydantic_core import PydanticUndefined
+
+import store as st
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Refused(Exception):
@@ -167,3 +179,77 @@ def store_json(obj: BaseModel) -> bytes | None:
     except (_Refused, KeyError):
         return None
     return _TO_JSON(tree, by_alias=True, exclude_none=True, exclude_defaults=True)
+
+
+def encode(obj: BaseModel) -> bytes:
+    """The stored form of ``obj``: camelCase, without None and defaults."""
+    out = store_json(obj)
+    if out is None:
+        out = obj.model_dump_json(by_alias=True, exclude_none=True, exclude_defaults=True).encode()
+    return out
+
+
+def decode(kind: type[M], kv: st.KeyValue) -> M:
+    """The object stored in ``kv``, its ``metadata.resourceVersion`` the key's mod revision."""
+    obj = kind.model_validate_json(kv.value)
+    obj.metadata.resource_version = str(kv.mod_revision)  # type: ignore[attr-defined]
+    return obj
+
+
+def decode_value(kind: type[M], value: bytes, revision: int | None = None) -> M:
+    """The object in ``value``; its resourceVersion set to ``revision`` when given."""
+    obj = kind.model_validate_json(value)
+    if revision is not None:
+        obj.metadata.resource_version = str(revision)  # type: ignore[attr-defined]
+    return obj
+
+
+_setattr = object.__setattr__
+_PRIVATE: dict[type, bool] = {}
+
+
+def _has_private(cls: type) -> bool:
+    """Whether ``cls`` declares private attributes (a class that has none has no
+    ``__pydantic_private__`` slot value to read)."""
+    has = _PRIVATE.get(cls)
+    if has is None:
+        has = _PRIVATE[cls] = bool(getattr(cls, "__private_attributes__", None))
+    return has
+
+
+def shallow_copy(m: M, assign: dict[str, Any] | None = None) -> M:
+    """``m.model_copy()`` (pydantic's ``__copy__``: a shallow copy of the fields, the fields set,
+    extra and private attributes) without its generic ``copy.copy`` calls; then the plain
+    fields in ``assign`` assigned as ``set_field`` does."""
+    cls = type(m)
+    new = cls.__new__(cls)
+    fields = m.__dict__.copy()
+    if assign:
+        fields.update(assign)
+        fields_set = m.__pydantic_fields_set__ | assign.keys()
+    else:
+        fields_set = m.__pydantic_fields_set__.copy()
+    _setattr(new, "__dict__", fields)
+    extra = m.__pydantic_extra__
+    _setattr(new, "__pydantic_extra__", extra if extra is None else extra.copy())
+    _setattr(new, "__pydantic_fields_set__", fields_set)
+    priv = m.__pydantic_private__ if _has_private(cls) else None
+    _setattr(new, "__pydantic_private__",
+             None if priv is None else {k: v for k, v in priv.items() if v is not PydanticUndefined})
+    return new
+
+
+def deep_copy(m: M) -> M:
+    """A copy that shares nothing mutable with ``m`` (what a writer edits when ``m`` is a
+    cached object)."""
+    return m.model_copy(deep=True)
+
+
+def stored_job_state(value: bytes) -> str | None:
+    """A stored Job's ``status.state`` read from its bytes without building the model (a
+    plain JSON parse, ~5x cheaper than pydantic's): what a cache that keeps no terminal jobs
+    asks of each value at start-up. None when the state is left out (its default)."""
+    doc = orjson.loads(value)
+    status = doc.get("status") if isinstance(doc, dict) else None
+    state = status.get("state") if isinstance(status, dict) else None
+    return state if isinstance(state, str) else None

@@ -1,4 +1,4 @@
-"""The stored JSON (``Resource.to_json``, apis/_storejson.py) is pydantic's
+"""The stored JSON (``Resource.to_json``, apis/_codec.py) is pydantic's
 ``model_dump_json(by_alias=True, exclude_none=True, exclude_defaults=True)``, byte for byte,
 for every kind, and objects it cannot mirror are left to pydantic."""
 
@@ -12,6 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from apis import App, BatchJob, Job, Site
+from apis._codec import store_json
 from apis._kinds import (
     Condition,
     HistoryEvent,
@@ -24,7 +25,6 @@ from apis._kinds import (
 )
 from apis._meta import Resource
 from apis._states import JobState
-from apis._storejson import store_json
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 

@@ -1,0 +1,121 @@
+"""The Job informer: live jobs in full, terminal jobs out of the cache, counts by state.
+
+A controller manager over 10^6 jobs mostly holds finished ones, which no reconciler changes:
+the dependency reconciler only asks a finished parent's *state*; placement, hooks and
+transfers never look at them. So a job that reaches JOB_FINISHED or FAILED leaves the cache
+once its event has reached the handlers (they still see the transition), and at start-up a
+terminal job's stored bytes are only peeked at (``apis._codec.stored_job_state``), never
+decoded into a model.
+
+What remains per terminal job is the reflector's key -> revision entry (which it needs to
+relist without repeats) and, for FAILED jobs only, the name in a set, so that
+
+* ``state_of(name)`` answers JOB_FINISHED / FAILED for a job that left the cache without
+  reading the store (a dependent created after its parent finished still starts), and
+* ``state_counts()`` stays exact as jobs change, incrementally (no scan).
+
+``get``, ``describe`` and the Python client read the store, so they still see every job.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+import store as st
+from apis import TERMINAL, Job, JobState, Registry
+from apis._codec import stored_job_state
+
+from ._informer import Indexer, Informer
+
+_TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
+_FAILED = JobState.FAILED.value
+_FINISHED = JobState.JOB_FINISHED.value
+
+
+def is_terminal(job: Job) -> bool:
+    return job.status.state in TERMINAL
+
+
+class JobInformer(Informer[Job]):
+    def __init__(self, registry: Registry, namespace: str = "default",
+                 indexers: dict[str, Indexer[Job]] | None = None) -> None:
+        super().__init__(registry, Job, namespace, indexers, evict=is_terminal, peek_evict=self._peek_terminal)
+        self._counts: Counter[str] = Counter()
+        self._failed: set[str] = set()  # FAILED jobs that left the cache
+        self._peek = threading.local()
+
+    # --- start-up: peek, do not decode ------------------------------------------------
+
+    def _peek_terminal(self, value: bytes) -> bool:
+        state = stored_job_state(value)
+        self._peek.state = state
+        return state in _TERMINAL_VALUES
+
+    def _peeked(self, kv: st.KeyValue) -> None:
+        state: str = self._peek.state
+        name = kv.key[self._prefix_len:]
+        with self._lock:
+            self._counts[state] += 1
+            if state == _FAILED:
+                self._failed.add(name)
+
+    # --- accounting -------------------------------------------------------------------
+
+    def _evicted_state(self, name: str) -> str:
+        return _FAILED if name in self._failed else _FINISHED
+
+    def _account(self, name: str, old: Job | None, new: Job | None, existed: bool) -> None:
+        counts = self._counts
+        if old is not None:
+            before: str | None = old.status.state.value
+        elif existed:
+            before = self._evicted_state(name)
+            self._failed.discard(name)
+        else:
+            before = None
+        if before is not None:
+            counts[before] -= 1
+            if counts[before] <= 0:
+                del counts[before]
+        if new is not None:
+            counts[new.status.state.value] += 1
+
+    def _evicted(self, name: str, obj: Job) -> None:
+        if obj.status.state is JobState.FAILED:
+            self._failed.add(name)
+
+    def _evicted_deleted(self, name: str, prev: st.KeyValue | None) -> None:
+        state = stored_job_state(prev.value) if prev is not None and prev.value else None
+        state = state or self._evicted_state(name)
+        self._failed.discard(name)
+        self._counts[state] -= 1
+        if self._counts[state] <= 0:
+            del self._counts[state]
+
+    # --- reads ------------------------------------------------------------------------
+
+    def state_of(self, name: str) -> JobState | None:
+        """The job's state: from the cache for a live job, JOB_FINISHED / FAILED for one that
+        left it, None when the store has no such job (as far as this informer has seen)."""
+        job = self._items.get(name)
+        if job is not None:
+            return job.status.state
+        if self.is_evicted(name):
+            return JobState(self._evicted_state(name))
+        return None
+
+    def state_counts(self) -> dict[str, int]:
+        """How many jobs are in each state (every job of the namespace, live or not)."""
+        with self._lock:
+            return dict(self._counts)
+
+
+def job_state(jobs: Informer[Any], name: str) -> JobState | None:
+    """``name``'s state from a Job cache: a :class:`JobInformer` answers for jobs that left
+    it too; a plain informer only for those it holds."""
+    if isinstance(jobs, JobInformer):
+        return jobs.state_of(name)
+    job = jobs.get(name)
+    return None if job is None else job.status.state  # type: ignore[no-any-return]

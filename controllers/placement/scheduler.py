@@ -1,0 +1,178 @@
+"""Placement in kube-scheduler's shape: a scheduling queue, an assume cache, a batched binder.
+
+* :class:`SchedulingQueue` — the jobs that wait for room, in priority order (higher
+  ``spec.priority`` first, then oldest). Informer events only *mark* jobs (``mark``); the
+  scheduler's pass re-reads each marked job from the cache and keeps its entry in step
+  (``track``). The order is re-sorted only after additions; a head index skips entries that
+  left, so a pass over a full allocation costs what it binds.
+* :class:`AssumeCache` — bindings decided and written but not yet seen in the Job cache. The
+  packing engine counts an assumed binding as taken at once (so one pass never gives a slot
+  twice); a binding whose write fails is *forgotten*: its room goes back to the engine and its
+  job back to the queue, so a conflict can never leave a slot bound twice.
+* :func:`bind` — every binding of a pass in ONE transaction; when that conflicts, job by job,
+  forgetting exactly the ones that did not land.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from apis import Conflict, Job, NotFound, Registry
+from apis._errors import ApiError, StoreUnavailable
+
+from .packing import Packer, PlacementRequest
+
+SortKey = tuple[Any, ...]
+
+
+class SchedulingQueue:
+    """Pending jobs: name -> (sort key, request), and their priority order."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._marked: set[str] = set()
+        self.entries: dict[str, tuple[SortKey, PlacementRequest]] = {}
+        self._order: list[tuple[SortKey, str]] = []
+        self._order_stale = False
+        self._head = 0  # every entry of _order before this index has left the queue
+
+    # --- fed by informer events (any thread) ---------------------------------------------
+
+    def mark(self, *names: str) -> None:
+        with self._lock:
+            self._marked.update(names)
+
+    def take_marked(self) -> set[str]:
+        with self._lock:
+            out, self._marked = self._marked, set()
+        return out
+
+    # --- the scheduler's own thread -------------------------------------------------------
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def put(self, name: str, key: SortKey, request: PlacementRequest) -> None:
+        prev = self.entries.get(name)
+        if prev is None or prev[0] != key:
+            self._order_stale = True
+        self.entries[name] = (key, request)
+
+    def remove(self, name: str) -> None:
+        self.entries.pop(name, None)
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+    def priority(self, name: str) -> int:
+        e = self.entries.get(name)
+        return -e[0][0] if e is not None else 0
+
+    def in_order(self) -> Iterator[str]:
+        """Pending names, highest priority first, oldest first within one priority."""
+        if self._order_stale:
+            self._order = sorted((key, name) for name, (key, _) in self.entries.items())
+            self._order_stale = False
+            self._head = 0
+        order, head, entries = self._order, self._head, self.entries
+        while head < len(order) and order[head][1] not in entries:
+            head += 1  # bound since: no pass needs to walk past them again
+        self._head = head
+        return (name for _, name in itertools.islice(order, head, None) if name in entries)
+
+    def requests(self, names: Iterator[str] | list[str]) -> Iterator[PlacementRequest]:
+        entries = self.entries
+        return (entries[n][1] for n in names)
+
+    def compact(self) -> None:
+        if len(self._order) > 2 * len(self.entries) + 64:
+            entries = self.entries
+            self._order = [(k, n) for k, n in self._order if n in entries]
+            self._head = 0
+
+
+class AssumeCache:
+    """Bindings written (or about to be) but not yet seen in the Job cache: job -> (node
+    names, the revision the binding was written at; 0 until it lands). The cache is not
+    written through: the binding's own watch event confirms it (kube-scheduler's shape), and
+    until then an older cached version of the job leaves the engine's room taken."""
+
+    def __init__(self, packer: Packer, queue: SchedulingQueue) -> None:
+        self.packer = packer
+        self.queue = queue
+        self.assumed: dict[str, tuple[tuple[str, ...], int]] = {}
+
+    def assume(self, job: str, nodes: tuple[str, ...]) -> None:
+        self.assumed[job] = (nodes, 0)
+
+    def landed(self, job: str, revision: int) -> None:
+        """The binding's write landed at ``revision``: cached versions older than it predate it."""
+        entry = self.assumed.get(job)
+        if entry is not None:
+            self.assumed[job] = (entry[0], revision)
+
+    def forget(self, job: str) -> None:
+        """The binding did not land: give its room back and queue the job again."""
+        if self.assumed.pop(job, None) is not None:
+            self.packer.release(job)
+        self.queue.mark(job)
+
+    def confirm(self, job: Job | None, name: str) -> bool:
+        """The cache shows ``name``: True when the engine's binding stands as it is (nothing to
+        sync): the cache still shows a version older than the binding (an unrelated event
+        overtook it: keep assuming), or it shows exactly the assumed binding (stop assuming)."""
+        entry = self.assumed.get(name)
+        if entry is None:
+            return False
+        nodes, revision = entry
+        if job is not None and revision and int(job.metadata.resource_version or 0) < revision:
+            return True
+        del self.assumed[name]
+        if job is None:
+            return False
+        p = job.status.placement
+        return p is not None and tuple(p.nodes) == nodes and job.status.state.value in (
+            "PREPROCESSED", "RESTART_READY")
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.assumed
+
+
+def bind(registry: Registry, bindings: list[tuple[Job, Job]], assume: AssumeCache,
+         written: Callable[[list[Any]], None]) -> int:
+    """Write every binding in one transaction; on a conflict, job by job. Bindings that do
+    not land are forgotten (room back to the engine, job back to the queue). ``written``
+    receives what landed (their revisions for the assume cache). Returns how many landed. A store
+    outage forgets them all and is raised (the controller backs off)."""
+    if not bindings:
+        return 0
+    try:
+        _, updated = registry.write([], bindings, [])
+        written(updated)
+        return len(updated)
+    except StoreUnavailable:
+        for old, _ in bindings:
+            assume.forget(old.name)
+        raise
+    except (Conflict, NotFound, ApiError):
+        pass  # one of them moved meanwhile: find which
+    landed = 0
+    for i, (old, new) in enumerate(bindings):
+        try:
+            _, updated = registry.write([], [(old, new)], [])
+        except StoreUnavailable:
+            for o, _ in bindings[i:]:
+                assume.forget(o.name)
+            raise
+        except (Conflict, NotFound, ApiError):
+            assume.forget(old.name)
+            continue
+        written(updated)
+        landed += 1
+    return landed

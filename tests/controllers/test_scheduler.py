@@ -1,0 +1,123 @@
+"""The placement scheduler's assume cache and batched binder across write conflicts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from apis import Job, JobState, ObjectMeta, Placement, Registry
+from controllers import ControllerManager
+from controllers.dependency import DependencyReconciler
+from controllers.hooks import NoHooks
+from controllers.placement.packing import NodeOccupancy, Packer
+from controllers.placement.reconciler import PlacementScheduler
+from controllers.placement.scheduler import AssumeCache, SchedulingQueue
+from tests._support import poll_until, running_manager
+
+from .conftest import force, make_job
+from .test_placement import add_node
+
+
+@pytest.fixture
+def scheduler() -> PlacementScheduler:
+    return PlacementScheduler()
+
+
+@pytest.fixture
+def placing(registry: Registry, scheduler: PlacementScheduler) -> Iterator[ControllerManager]:
+    with running_manager(registry, [DependencyReconciler(NoHooks()), scheduler]) as (mgr, _):
+        yield mgr
+
+
+def conflict_on_first_bindings(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Make the first write that binds jobs conflict: just before it lands, every job in it
+    is edited by someone else (an annotation, which placement does not look at), so its
+    compare-and-swap fails and only the assume cache knows the binding did not land."""
+    real = registry.write
+    moved: list[list[str]] = []
+
+    def write(creates: Any = (), updates: Any = (), deletes: Any = (), **kw: Any) -> Any:
+        binds = [old for old, new in updates if isinstance(new, Job) and new.status.placement is not None]
+        if binds and not moved:
+            moved.append([o.name for o in binds])
+            for old in binds:
+                registry.mutate(Job, old.name, lambda j: j.metadata.annotations.update({"touched": "yes"}))
+        return real(creates, updates, deletes, **kw)
+
+    monkeypatch.setattr(registry, "write", write)
+    return moved
+
+
+def holding(registry: Registry) -> list[Job]:
+    return [j for j in registry.list(Job)[0]
+            if j.status.placement is not None and j.status.state in (JobState.PREPROCESSED, JobState.RUNNING)]
+
+
+def test_a_binding_that_conflicts_is_forgotten_and_never_double_binds_the_slot(
+        registry, app, placing, scheduler, monkeypatch):
+    moved = conflict_on_first_bindings(registry, monkeypatch)
+    add_node(registry, "n0", cpus=1, gpus=0)  # room for exactly one 1-CPU job
+    registry.create_many([make_job(n) for n in ("a", "b", "c")])
+    poll_until(lambda: len(holding(registry)) == 1, 60, "one job bound after the conflict")
+    assert moved and moved[0], "the conflict was injected"
+    assert placing.wait_idle(60)
+    first = holding(registry)
+    assert len(first) == 1
+    assert scheduler.assume.assumed == {} or set(scheduler.assume.assumed) <= {first[0].name}
+    assert sorted(scheduler.packer.bound_jobs()) == [first[0].name]
+    # the slot is freed when the job ends, and only then does the next one bind
+    force(registry, first[0].name, JobState.JOB_FINISHED)
+    poll_until(lambda: (h := holding(registry)) and h[0].name != first[0].name, 60, "the next job bound")
+    assert placing.wait_idle(60)
+    assert len(holding(registry)) == 1
+    assert sorted(scheduler.packer.bound_jobs()) == [holding(registry)[0].name]
+
+
+def test_bindings_of_one_pass_are_written_in_one_transaction(registry, app, placing, scheduler, monkeypatch):
+    real = registry.write
+    binding_writes: list[int] = []
+
+    def write(creates: Any = (), updates: Any = (), deletes: Any = (), **kw: Any) -> Any:
+        n = sum(1 for _, new in updates if isinstance(new, Job) and new.status.placement is not None)
+        if n:
+            binding_writes.append(n)
+        return real(creates, updates, deletes, **kw)
+
+    monkeypatch.setattr(registry, "write", write)
+    names = [f"j{i}" for i in range(40)]
+    registry.create_many([make_job(n, resources={"nodePackingCount": 64}) for n in names])
+    poll_until(lambda: all(registry.get(Job, n).status.state is JobState.PREPROCESSED for n in names), 60,
+               "every job preprocessed")
+    assert placing.wait_idle(60)
+    add_node(registry, "big", cpus=64, gpus=0)  # one node event: one pass binds all 40
+    poll_until(lambda: len(holding(registry)) == 40, 60, "all 40 bound")
+    assert binding_writes and max(binding_writes) == 40
+    assert scheduler.bindings_written == 40
+
+
+def _cached(name: str, rv: int, nodes: list[str] | None) -> Job:
+    j = Job(metadata=ObjectMeta(name=name, namespace="default", resource_version=str(rv)),
+            spec={"app": "a", "workdir": name})  # type: ignore[arg-type]
+    j.status.state = JobState.PREPROCESSED
+    if nodes is not None:
+        j.status.placement = Placement(nodes=nodes, cpus=[0], gpus=[], occupancy=1.0)
+    return j
+
+
+def test_a_cached_version_older_than_the_binding_keeps_its_room_assumed() -> None:
+    """The pass does not write its bindings through: until the binding's own event arrives,
+    an unrelated event of the job (an older revision) must not release the engine's room."""
+    packer = Packer([NodeOccupancy("n0", 1, 0)])
+    assume = AssumeCache(packer, SchedulingQueue())
+    assume.assume("a", ("n0",))
+    assume.landed("a", 10)
+    assert assume.confirm(_cached("a", 7, None), "a") is True  # overtaken by an older event
+    assert "a" in assume
+    assert assume.confirm(_cached("a", 10, ["n0"]), "a") is True  # the binding itself: stop assuming
+    assert "a" not in assume
+    assume.assume("b", ("n0",))
+    assume.landed("b", 12)
+    assert assume.confirm(_cached("b", 13, None), "b") is False  # moved on since: sync from the cache
+    assert "b" not in assume
