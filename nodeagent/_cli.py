@@ -16,6 +16,7 @@ from types import FrameType
 
 from apis import ApiError, load_site_config, open_registry, resolve_store_url
 from apis._modes import apply_umask
+from store.process import tune_gc
 
 from ._agent import NodeAgent
 from ._fence import SUPERVISOR_ENV, parse_supervisor
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a node agent; returns the exit status (0 after a clean SIGTERM/SIGINT shutdown)."""
     args = build_parser().parse_args(argv)
+    tune_gc("agent")  # the process's GC settings, here and only here (store/process.py)
     if args.cpus is not None and args.cpus < 1:
         print("error: --cpus must be at least 1", file=sys.stderr)
         return 2
