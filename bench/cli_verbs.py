@@ -57,7 +57,7 @@ def _run_backend(ctx: Context, res: Result, target: StoreTarget, n: int) -> None
     try:
         reg = Registry(store)
         ns = "default" if not target.shared else f"bench-verbs-{time.monotonic_ns() % 10**8}"
-        reg.create(App.model_validate({"metadata": {"name": "hello", "namespace": ns}, "spec": {"command": "/bin/true"}}))
+        reg.create(App.model_validate({"metadata": {"name": "hello", "namespace": ns}, "spec": {"command": "/bin/true", "parameters": {"x": {"required": False}}}}))
         ctx.log(f"{b}: creating {n:,} jobs")
         jobs = make_jobs(n, ns)
         created: list[Job] = []
