@@ -472,11 +472,16 @@ class Supervisor:
         """After ``RUN_DONE``: the no-op steps of the state table (no postprocess hook, nothing
         to stage out: ``→ POSTPROCESSED → STAGED_OUT → JOB_FINISHED``) ride in the same write as
         the exit, each in the history; a job with a hook or stage-out stops at ``RUN_DONE`` for
-        the controller manager. Only with the App known (cached at launch)."""
-        name = run.snapshot.spec.app
-        if name not in self.apps:
+        the controller manager. The App is the one cached at launch (read again if its watch
+        dropped it since); if it is gone or the store does not answer, the job stops at
+        ``RUN_DONE`` and the controller manager takes the steps."""
+        job = run.snapshot
+        try:
+            app = self.app(job.spec.app)
+        except StoreUnavailable:
             return
-        app, job = self.apps[name], run.snapshot
+        if app is None:
+            return
         for state, msg in no_op_steps(S.RUN_DONE, lambda work: step_work(job, app, work)):
             run.steps.append(Step(state, msg))
 

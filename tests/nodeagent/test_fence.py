@@ -68,7 +68,7 @@ def test_a_stopped_agents_jobs_die_before_its_lease_expires_and_end_run_timeout(
             dead_while_registered = node_of(registry, "n1") is not None
         finally:
             os.kill(proc.pid, signal.SIGCONT)
-        done = wait_state(registry, "j1", [S.RUN_TIMEOUT, S.RUN_ERROR, S.RUN_DONE])
+        done = wait_state(registry, "j1", [S.RUN_TIMEOUT, S.RUN_ERROR, S.JOB_FINISHED])
     assert dead_while_registered
     assert done.status.state is S.RUN_TIMEOUT, done.status.message
     assert "lease was about to expire" in done.status.message
@@ -93,8 +93,8 @@ def test_a_re_run_first_kills_an_earlier_run_of_the_job_still_alive_on_the_host(
         job = make_job(registry, "mark", "j1")
         a = agent("n1")
         bind(registry, [job], ["n1"])
-        done = wait_state(registry, "j1", [S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT, S.FAILED])
-        assert done.status.state is S.RUN_DONE, done.status.message
+        done = wait_state(registry, "j1", [S.JOB_FINISHED, S.RUN_ERROR, S.RUN_TIMEOUT, S.FAILED])
+        assert done.status.state is S.JOB_FINISHED, done.status.message
         assert orphan.wait(10) == -signal.SIGKILL
         # The orphan was dead before the new run wrote a line: nothing of it follows "new".
         assert (wd / "marker").read_text().splitlines()[-1] == "new"
