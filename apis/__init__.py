@@ -83,7 +83,7 @@ from ._kinds import (
     TransferTaskStatus,
     kind_for,
 )
-from ._lifecycle import advance, declares_hook, skip_no_ops, step_work, transfer_slots, transition
+from ._lifecycle import advance, declares_hook, step_work, transfer_slots, transition
 from ._meta import (
     API_VERSION,
     Condition,
@@ -190,7 +190,6 @@ __all__ = [
     "advance",
     "declares_hook",
     "no_op_steps",
-    "skip_no_ops",
     "step_work",
     "transfer_slots",
     "check_transition",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from ._meta import Model, utcnow
-from ._states import JobState, StepWork, check_transition, no_op_steps
+from ._states import JobState, StepWork, check_transition
 
 if TYPE_CHECKING:
     from ._kinds import App, Job
@@ -89,12 +89,3 @@ def step_work(job: Job, app: App | None, work: StepWork) -> bool:
         return bool(transfer_slots(job, app, "out"))
     return declares_hook(app, work)
 
-
-def skip_no_ops(job: Job, app: App | None, now: datetime | None = None, *,
-                stop_at: JobState | None = None) -> Job:
-    """Take the no-op steps of the state table (``NO_OP_STEPS``) from the job's state, in
-    memory, each recorded in its history."""
-    now = now or utcnow()
-    for state, msg in no_op_steps(job.status.state, lambda w: step_work(job, app, w), stop_at):
-        transition(job, state, msg, now=now)
-    return job
