@@ -12,7 +12,7 @@ from pathlib import Path
 
 from apis import JobState, Registry
 from apis._config import SiteConfig
-from nodeagent._fence import JOB_KEY_ENV, process_start_ticks
+from nodeagent._fence import JOB_KEY_ENV, Guardian, process_start_ticks
 
 from .conftest import (
     AgentFactory,
@@ -128,3 +128,28 @@ def test_an_agent_stops_when_its_supervisor_is_gone(registry: Registry, site: Si
     done = wait_state(registry, "j1", [S.RUN_TIMEOUT])
     assert "allocation runner" in done.status.message
     assert node_of(registry, "n1") is None
+
+
+def test_guardian_keeps_a_group_guarded_again_before_its_batched_removal_goes_out() -> None:
+    # A warm worker's pid is reaped for one job (removal batched) and guarded for the next
+    # before the loop turn flushes: the guardian must still kill it when the agent goes.
+    kept = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    gone = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    g = Guardian(margin=0.5)
+    try:
+        g.add(kept.pid)
+        g.add(gone.pid)
+        g.remove_later(kept.pid)
+        g.remove_later(gone.pid)
+        g.add(kept.pid)
+        g.flush_removals()
+    finally:
+        g.close()
+    try:
+        assert kept.wait(30) == -signal.SIGKILL
+        assert gone.poll() is None  # its removal went out: the guardian left it alone
+    finally:
+        for p in (kept, gone):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
