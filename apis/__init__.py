@@ -83,7 +83,7 @@ from ._kinds import (
     TransferTaskStatus,
     kind_for,
 )
-from ._lifecycle import advance, transition
+from ._lifecycle import advance, declares_hook, step_work, transfer_slots, transition
 from ._meta import (
     API_VERSION,
     Condition,
@@ -100,12 +100,14 @@ from ._registry import Registry, TypedWatch, WatchEvent, describe_validation_err
 from ._selectors import Requirement, Selector, parse_selector, selector_from_labels
 from ._states import (
     HAPPY_PATH,
+    NO_OP_STEPS,
     RUNNABLE,
     TERMINAL,
     TRANSITIONS,
     USER_TARGETS,
     JobState,
     check_transition,
+    no_op_steps,
     parse_state,
 )
 from ._transfers import PlannedItem, check_job_transfers, plan_items, provider_of, site_name_for
@@ -138,6 +140,7 @@ __all__ = [
     "DoesNotExist",
     "ElasticQueue",
     "HAPPY_PATH",
+    "NO_OP_STEPS",
     "HistoryEvent",
     "IllegalTransition",
     "Invalid",
@@ -185,6 +188,10 @@ __all__ = [
     "WaitResult",
     "WatchEvent",
     "advance",
+    "declares_hook",
+    "no_op_steps",
+    "step_work",
+    "transfer_slots",
     "check_transition",
     "default_namespace",
     "default_registry",

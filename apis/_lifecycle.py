@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from ._meta import Model, utcnow
-from ._states import JobState, check_transition
+from ._states import JobState, StepWork, check_transition
 
 if TYPE_CHECKING:
-    from ._kinds import Job
+    from ._kinds import App, Job
 
 HISTORY_CAP = 100
 
@@ -62,3 +62,30 @@ def advance(job: Job, path: Sequence[JobState | str], message: str = "", now: da
     for s in path:
         transition(job, s, message, now=now)
     return job
+
+
+def transfer_slots(job: Job, app: App | None, direction: str) -> list[str]:
+    """The job's filled transfer slots of one direction ("in"/"out"). Without its App,
+    every filled slot counts (the safe answer: nothing is skipped)."""
+    if app is None:
+        return list(job.spec.transfers)
+    return [s for s in job.spec.transfers if s in app.spec.transfers and app.spec.transfers[s].direction == direction]
+
+
+def declares_hook(app: App | None, hook: str) -> bool:
+    """Whether ``app`` may run ``hook`` (a Python app's class runs every hook unless its
+    ``hooks`` list names the ones it has)."""
+    py = app.spec.python if app is not None else None
+    if py is None:
+        return False
+    return py.hooks is None or hook in py.hooks
+
+
+def step_work(job: Job, app: App | None, work: StepWork) -> bool:
+    """Whether ``job`` (of ``app``) has ``work`` of that kind to do (a hook or transfers)."""
+    if work == "stage_in":
+        return bool(transfer_slots(job, app, "in"))
+    if work == "stage_out":
+        return bool(transfer_slots(job, app, "out"))
+    return declares_hook(app, work)
+

@@ -8,6 +8,7 @@ refused with :class:`IllegalTransition`, which names both states.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 
 from ._errors import IllegalTransition
@@ -84,6 +85,40 @@ HAPPY_PATH: tuple[JobState, ...] = (
     S.STAGED_OUT,
     S.JOB_FINISHED,
 )
+
+
+#: What a lifecycle step may have to do for a job: the work its App or spec may declare.
+StepWork = str  # "stage_in" | "preprocess" | "postprocess" | "stage_out"
+
+#: No-op steps, declared: from ``state`` a job moves on to ``next`` with nothing done when it
+#: needs no ``work`` of that kind (None: the step never does any work). Whoever writes a job
+#: into ``state`` takes these steps in the same write (the placement side after READY, the node
+#: agent after its ``RUN_DONE``); every state still lands in ``status.history`` with its time
+#: and message, so ``describe`` and analytics see each step.
+NO_OP_STEPS: dict[JobState, tuple[JobState, StepWork | None, str]] = {
+    S.READY: (S.STAGED_IN, "stage_in", "no stage-in transfers"),
+    S.STAGED_IN: (S.PREPROCESSED, "preprocess", "no preprocess hook"),
+    S.RUN_DONE: (S.POSTPROCESSED, "postprocess", "no postprocess hook"),
+    S.POSTPROCESSED: (S.STAGED_OUT, "stage_out", "no stage-out transfers"),
+    S.STAGED_OUT: (S.JOB_FINISHED, None, "no stage-out transfers"),
+}
+for _frm, (_to, _work, _msg) in NO_OP_STEPS.items():  # a no-op step is a move of the table
+    assert _to in TRANSITIONS[_frm], (_frm, _to)
+
+
+def no_op_steps(state: JobState, needs: Callable[[StepWork], bool],
+                stop_at: JobState | None = None) -> list[tuple[JobState, str]]:
+    """The no-op steps a job in ``state`` takes at once, in order, as (state, message):
+    those of :data:`NO_OP_STEPS` up to the first whose work ``needs(work)`` says the job
+    has (or ``stop_at``, included)."""
+    out: list[tuple[JobState, str]] = []
+    while state in NO_OP_STEPS and state is not stop_at:
+        nxt, work, msg = NO_OP_STEPS[state]
+        if work is not None and needs(work):
+            break
+        out.append((nxt, msg))
+        state = nxt
+    return out
 
 
 def parse_state(value: str) -> JobState:

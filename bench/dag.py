@@ -5,9 +5,10 @@ Per backend, on a fresh store and site run by ``balsamctl up --nodes 1 --cpus 64
 * **Chain** — N jobs, each the only parent of the next. Every job runs
   ``bash -c 'echo $EPOCHREALTIME > start; echo $EPOCHREALTIME > end'`` (exec'ed directly: a
   plain word list), so each job stamps its own first and last moment with the machine's clock.
-  Hop latency = child's ``start`` − parent's ``end``: parent exit → agent → RUN_DONE write →
-  hook reconciler (→ JOB_FINISHED) → dependency reconciler (child → READY … PREPROCESSED) →
-  placement (bind) → agent → child process. p50/p99/max over the N−1 hops. (The stamps are
+  Hop latency = child's ``start`` − parent's ``end``: parent exit → agent (RUN_DONE … JOB_FINISHED
+  in one write when the App has no postprocess hook and nothing is staged out) → dependency
+  reconciler (child → READY … PREPROCESSED) → placement (bind) → agent → child process; the
+  p50 of each of the three parts is reported too, from the jobs' history times. p50/p99/max over the N−1 hops. (The stamps are
   taken inside bash, so a hop also holds bash's exit and the next bash's start-up: ~1 ms
   more than the system's own latency.)
 * **Fan-out / fan-in** — one root, M−2 children of the root (``nodePackingCount`` 64), one
@@ -73,8 +74,24 @@ def _chain(site: UpSite, n: int) -> dict[str, Any]:
     secs = time.perf_counter() - t0
     stamps = [_stamps(site, f"chain/{name}") for name in names]
     hops = [(stamps[i][0] - stamps[i - 1][1]) * 1000 for i in range(1, n)]
+    # Where a hop goes, from the jobs' own history times (each process's clock at its write):
+    # parent exit → its JOB_FINISHED write (node agent) → the child's READY write (dependency
+    # reconciler) → the child's start (placement binds it, the agent launches it).
+    done = site.registry.get_many(Job, names, ns)
+    finished = [_entered(j, JobState.JOB_FINISHED) for j in done]
+    ready = [_entered(j, JobState.READY) for j in done]
+    parts = {"exit_to_finished_ms": [(finished[i - 1] - stamps[i - 1][1]) * 1000 for i in range(1, n)],
+             "finished_to_ready_ms": [(ready[i] - finished[i - 1]) * 1000 for i in range(1, n)],
+             "ready_to_start_ms": [(stamps[i][0] - ready[i]) * 1000 for i in range(1, n)]}
     return {"jobs": n, "seconds": secs, "hops_ms": hops, "p50_ms": pct(hops, 0.5), "p99_ms": pct(hops, 0.99),
-            "max_ms": max(hops), "mean_ms": statistics.mean(hops)}
+            "max_ms": max(hops), "mean_ms": statistics.mean(hops),
+            **{f"{k[:-3]}_p50_ms": pct(v, 0.5) for k, v in parts.items()}}
+
+
+def _entered(job: Job | None, state: JobState) -> float:
+    """When ``job`` last entered ``state`` (its history's time, epoch seconds)."""
+    assert job is not None
+    return next(h.time for h in reversed(job.status.history) if h.to_state is state).timestamp()
 
 
 def _fan(site: UpSite, m: int) -> dict[str, Any]:
@@ -115,6 +132,9 @@ def _run_backend(ctx: Context, target: StoreTarget, n: int, m: int) -> dict[str,
         chain = _chain(site, n)
         ctx.log(f"{b}: chain hop p50 {chain['p50_ms']:.1f} ms, p99 {chain['p99_ms']:.1f} ms, "
                 f"max {chain['max_ms']:.1f} ms")
+        ctx.log(f"{b}: hop p50 parts: exit → JOB_FINISHED written {chain['exit_to_finished_p50_ms']:.1f} ms, "
+                f"→ child READY {chain['finished_to_ready_p50_ms']:.1f} ms, → child start "
+                f"{chain['ready_to_start_p50_ms']:.1f} ms")
         ctx.log(f"{b}: fan-out/fan-in of {m} jobs")
         fan = _fan(site, m)
         ctx.log(f"{b}: fan-out first {fan['fanout_first_ms']:.1f} ms, last {fan['fanout_last_ms']:.0f} ms; "
@@ -178,6 +198,10 @@ def run_dag(ctx: Context) -> Result:
         res.add("chain_p99_ms", c["p99_ms"], "ms", "chain hop p99", backend=b, target=TARGETS["p99"],
                 ratio_to="stamp_launch_ms", ratio_unit="× one launch")
         res.add("chain_max_ms", c["max_ms"], "ms", "chain hop max", backend=b)
+        for part, words in (("exit_to_finished", "parent exit → its JOB_FINISHED write (agent)"),
+                            ("finished_to_ready", "→ child READY write (dependency reconciler)"),
+                            ("ready_to_start", "→ child start (placement bind, agent launch)")):
+            res.add(f"chain_{part}_p50_ms", c[f"{part}_p50_ms"], "ms", f"hop p50 part: {words}", backend=b)
         res.add("chain_seconds", c["seconds"], "s", f"chain of {n}: create → last finished", backend=b)
         res.add("fanout_first_ms", f["fanout_first_ms"], "ms", "fan-out: root exit → first child start", backend=b)
         res.add("fanout_p50_ms", f["fanout_p50_ms"], "ms", "fan-out: root exit → child start p50", backend=b)

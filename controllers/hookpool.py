@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apis import App, Job
+from apis import App, Job, declares_hook
 from apis._forkserver import ForkServer, ForkServerError, runtime_dir
 
 from .hooks import HookName, HookOutcome
@@ -109,10 +109,7 @@ class ProcessHookRunner:
     # --- HookRunner ------------------------------------------------------------------------
 
     def has_hook(self, app: App | None, hook: HookName) -> bool:
-        py = app.spec.python if app is not None else None
-        if py is None:
-            return False
-        return py.hooks is None or hook in py.hooks
+        return declares_hook(app, hook)
 
     def set_waker(self, wake: Callable[[str], None]) -> None:
         self._waker = wake

@@ -286,6 +286,7 @@ class NodeAgent:
             if self.source.launch_queue and not self._stopping:
                 self._launch_some()
             self._flush()
+            self.leases.flush_guard()
             self.reporter.maybe_report(self.usage(), stopping=self._stopping)
             if self._stopping and self._shutdown_step():
                 return

@@ -5,7 +5,7 @@ process per job, INFLIGHT bound at a time.
 
 Creates N jobs of an App whose command is COMMAND (default ``/bin/true``), binds them all
 to one agent in one transaction (as the placement reconciler would), and measures jobs/s
-from the bind to the last RUN_DONE, next to the raw ``subprocess.Popen`` rate of
+from the bind to the last JOB_FINISHED (written with the exit), next to the raw ``subprocess.Popen`` rate of
 ``/bin/true`` measured in the same run. Also prints store revisions used per job.
 """
 
@@ -74,11 +74,11 @@ def run(n: int = 2000, command: str = "/bin/true") -> dict[str, float]:
     revs = reg.store.current_revision() - rev0 - 1
     w.close()
     agent.stop()
-    states = {s: reg.index_count(Job, "state", s.value) for s in (JobState.RUN_DONE, JobState.RUN_ERROR)}
+    states = {s: reg.index_count(Job, "state", s.value) for s in (JobState.JOB_FINISHED, JobState.RUN_ERROR)}
     raw = raw_spawn_rate()
     return {"jobs": n, "seconds": dt, "jobs_per_s": n / dt, "raw_popen_per_s": raw, "ratio": n / dt / raw,
             "revisions": revs, "revisions_per_job": revs / n, "job_txns": agent.stats["job_txns"],
-            "run_done": states[JobState.RUN_DONE], "run_error": states[JobState.RUN_ERROR],
+            "finished": states[JobState.JOB_FINISHED], "run_error": states[JobState.RUN_ERROR],
             "agent_cpu_ms_per_job": (c1[0] - c0[0]) / n * 1e3, "children_cpu_ms_per_job": (c1[1] - c0[1]) / n * 1e3}
 
 
@@ -99,7 +99,7 @@ class BenchAdd(ApplicationDefinition):
 
 def python_rate(n: int = 2000, inflight: int = 8, fresh: bool = False) -> dict[str, float]:
     """N Python jobs (``BenchAdd``) through one agent, ``inflight`` bound at a time: this
-    harness binds the next job as each one reaches RUN_DONE (as placement would, reacting to
+    harness binds the next job as each one is finished (as placement would, reacting to
     a watch). ``fresh``: the App asks for a fresh process per job (the path before issue 14)."""
     d = Path(tempfile.mkdtemp(prefix="nodeagent-py-"))
     (d / "data").mkdir()
@@ -116,7 +116,7 @@ def python_rate(n: int = 2000, inflight: int = 8, fresh: bool = False) -> dict[s
         for i in range(n)
     ])
     agent = NodeAgent(reg, name="n1", cpus=inflight, site_config=site, log_to_file=False).start()
-    w = reg.store.watch(index_prefix(Job, "state", "default", "RUN_DONE"))
+    w = reg.store.watch(index_prefix(Job, "state", "default", "JOB_FINISHED"))
 
     def bind(batch: list[Job]) -> None:
         pairs = []
@@ -144,12 +144,12 @@ def python_rate(n: int = 2000, inflight: int = 8, fresh: bool = False) -> dict[s
     w.close()
     agent.stop()
     return {"jobs": n, "inflight": inflight, "fresh_process": fresh, "seconds": dt, "jobs_per_s": done / dt,
-            "run_done": reg.index_count(Job, "state", "RUN_DONE"), "job_txns": agent.stats["job_txns"],
+            "finished": reg.index_count(Job, "state", "JOB_FINISHED"), "job_txns": agent.stats["job_txns"],
             "agent_cpu_ms_per_job": (c1[0] - c0[0]) / n * 1e3}
 
 
 def hop_latency(n: int = 200) -> dict[str, float]:
-    """A chain of n jobs: when job i reaches RUN_DONE this harness binds job i+1 (as placement
+    """A chain of n jobs: when job i is finished this harness binds job i+1 (as placement
     would, reacting to a watch). Measures parent-exit → child-start from the jobs' own
     clocks (``date +%s%N`` as the parent's last and the child's first command)."""
     d = Path(tempfile.mkdtemp(prefix="nodeagent-hop-"))
@@ -162,7 +162,7 @@ def hop_latency(n: int = 200) -> dict[str, float]:
         for i in range(n)
     ])
     agent = NodeAgent(reg, name="n1", cpus=4, site_config=site, log_to_file=False).start()
-    w = reg.store.watch(index_prefix(Job, "state", "default", "RUN_DONE"))
+    w = reg.store.watch(index_prefix(Job, "state", "default", "JOB_FINISHED"))
 
     def bind(j: Job) -> None:
         b = j.model_copy(deep=True)

@@ -70,6 +70,7 @@ class Guardian:
             stderr=stderr, start_new_session=True, close_fds=True,
         )  # fmt: skip
         self.broken = False
+        self._removals: list[int] = []
 
     @property
     def pid(self) -> int:
@@ -87,10 +88,27 @@ class Guardian:
                 log.error("the job guardian (pid %d) is gone: %s", self._proc.pid, e)
 
     def add(self, pgid: int) -> None:
+        with self._lock:  # a warm worker's pid, reaped for its last job, now runs the next one
+            if pgid in self._removals:
+                self._removals = [g for g in self._removals if g != pgid]
         self._send(f"+ {pgid}\n")
 
     def remove(self, pgid: int) -> None:
         self._send(f"- {pgid}\n")
+
+    def remove_later(self, pgid: int) -> None:
+        """``remove``, sent with the next :meth:`flush_removals` (the agent's loop sends the
+        turn's removals in one write: one pipe write and one guardian wake-up per turn, not per
+        job). Until then the guardian would kill a reaped group: nothing of it is left."""
+        with self._lock:
+            self._removals.append(pgid)
+
+    def flush_removals(self) -> None:
+        with self._lock:
+            if not self._removals:
+                return
+            lines, self._removals = "".join(f"- {g}\n" for g in self._removals), []
+        self._send(lines)
 
     def lease_until(self, deadline: float) -> None:
         """The lease is valid until at least ``deadline`` (``time.monotonic()``)."""

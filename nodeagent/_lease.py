@@ -69,8 +69,13 @@ class LeaseKeeper:
             self.guardian.add(pgid)
 
     def unguard(self, pgid: int) -> None:
+        """``pgid`` was reaped; the guardian hears of it with the loop turn's :meth:`flush_guard`."""
         if self.guardian is not None:
-            self.guardian.remove(pgid)
+            self.guardian.remove_later(pgid)
+
+    def flush_guard(self) -> None:
+        if self.guardian is not None:
+            self.guardian.flush_removals()
 
     def killed_by_guardian(self, spawned_at: float) -> bool:
         """Whether a SIGKILL we did not send to a run started at ``spawned_at`` was the

@@ -38,7 +38,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from apis import App, Job, JobState, Node, Placement, Registry, Site, SiteConfig, StoreUnavailable
+from apis import (
+    App,
+    Job,
+    JobState,
+    Node,
+    Placement,
+    Registry,
+    Site,
+    SiteConfig,
+    StoreUnavailable,
+    no_op_steps,
+    step_work,
+)
 
 from ._fence import fence_earlier_runs
 from ._launch import (
@@ -452,7 +464,26 @@ class Supervisor:
             run.steps.append(Step(S.RUN_ERROR, msg, code, tail))
         if handoff is not None:
             run.steps[-1].result = handoff
+        if run.steps[-1].to is S.RUN_DONE:
+            self._finish_here(run)
         self.writer.mark(run, urgent=True)
+
+    def _finish_here(self, run: Run) -> None:
+        """After ``RUN_DONE``: the no-op steps of the state table (no postprocess hook, nothing
+        to stage out: ``→ POSTPROCESSED → STAGED_OUT → JOB_FINISHED``) ride in the same write as
+        the exit, each in the history; a job with a hook or stage-out stops at ``RUN_DONE`` for
+        the controller manager. The App is the one cached at launch (read again if its watch
+        dropped it since); if it is gone or the store does not answer, the job stops at
+        ``RUN_DONE`` and the controller manager takes the steps."""
+        job = run.snapshot
+        try:
+            app = self.app(job.spec.app)
+        except StoreUnavailable:
+            return
+        if app is None:
+            return
+        for state, msg in no_op_steps(S.RUN_DONE, lambda work: step_work(job, app, work)):
+            run.steps.append(Step(state, msg))
 
     # --- shutdown -------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from apis import AlreadyExists, App, AppParameter, BatchJob, Job, JobState, Node, Registry, transition
+from apis import AlreadyExists, App, AppParameter, BatchJob, Job, JobState, Node, Registry, Site, transition
 from apis._config import SiteConfig
 from apis._registry import object_key
 
@@ -27,9 +27,10 @@ from .conftest import (
     wait_state,
     wait_until,
 )
+from .pyapps import Where
 
 S = JobState
-FINAL = (S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT, S.FAILED)
+FINAL = (S.JOB_FINISHED, S.RUN_ERROR, S.RUN_TIMEOUT, S.FAILED)
 
 
 def workdir(site: SiteConfig, name: str) -> Path:
@@ -39,7 +40,7 @@ def workdir(site: SiteConfig, name: str) -> Path:
 # --- running a job ------------------------------------------------------------------------
 
 
-def test_bound_job_runs_in_its_workdir_and_reaches_run_done(any_registry: Registry, any_site: SiteConfig,
+def test_bound_job_runs_in_its_workdir_and_finishes_with_every_step_in_history(any_registry: Registry, any_site: SiteConfig,
                                                             any_agent: AgentFactory) -> None:
     reg, site, ns = any_registry, any_site, any_site.namespace
     make_app(reg, "hello", "echo hello {{ who }}; pwd", namespace=ns, parameters={"who": {}})
@@ -47,13 +48,19 @@ def test_bound_job_runs_in_its_workdir_and_reaches_run_done(any_registry: Regist
     any_agent("n1")
     bind(reg, [job], ["n1"])
     done = wait_state(reg, "j1", FINAL, namespace=ns)
-    assert done.status.state is S.RUN_DONE, done.status.message
+    assert done.status.state is S.JOB_FINISHED, done.status.message
     assert done.status.return_code == 0
     assert done.status.attempts == 1
     out = (workdir(site, "j1") / "job.out").read_text().splitlines()
     assert out == ["hello world", str(workdir(site, "j1"))]
-    moves = [(h.from_state, h.to_state) for h in done.status.history][-2:]
-    assert moves == [(S.PREPROCESSED, S.RUNNING), (S.RUNNING, S.RUN_DONE)]
+    # No postprocess hook, nothing to stage out: the agent wrote the whole end with the exit,
+    # and every step is in the history, with its time.
+    moves = [(h.from_state, h.to_state) for h in done.status.history][-5:]
+    assert moves == [(S.PREPROCESSED, S.RUNNING), (S.RUNNING, S.RUN_DONE), (S.RUN_DONE, S.POSTPROCESSED),
+                     (S.POSTPROCESSED, S.STAGED_OUT), (S.STAGED_OUT, S.JOB_FINISHED)]
+    assert all(h.time is not None for h in done.status.history)
+    assert [h.message for h in done.status.history][-3:] == [
+        "no postprocess hook", "no stage-out transfers", "no stage-out transfers"]
     assert done.status.start_time is not None and done.status.end_time is not None
 
 
@@ -106,7 +113,7 @@ def test_background_processes_end_with_the_job(registry: Registry, site: SiteCon
     job = make_job(registry, "leaky", "j1")
     agent("n1")
     bind(registry, [job], ["n1"])
-    assert wait_state(registry, "j1", FINAL).status.state is S.RUN_DONE
+    assert wait_state(registry, "j1", FINAL).status.state is S.JOB_FINISHED
     child = read_pid(workdir(site, "j1") / "child.pid")
     wait_until(lambda: not process_alive(child), 10, "the leftover child to be killed")
 
@@ -123,7 +130,7 @@ def test_environment_has_placed_gpus_threads_and_app_environment(registry: Regis
     bind(registry, [gpu_job], ["n1"], cpus=[0, 1, 2, 3], gpus=[1, 3])
     bind(registry, [cpu_job], ["n1"], cpus=[4])
     for name in ("gpu", "cpu"):
-        assert wait_state(registry, name, FINAL).status.state is S.RUN_DONE
+        assert wait_state(registry, name, FINAL).status.state is S.JOB_FINISHED
     assert (workdir(site, "gpu") / "job.out").read_text().strip() == (
         f"cuda=1,3 omp=4 job=gpu site={site.path} foo=bar baz")
     # No GPUs placed: CUDA_VISIBLE_DEVICES is set, and empty (the job sees no GPU).
@@ -138,7 +145,7 @@ def test_parameter_values_are_passed_literally(registry: Registry, site: SiteCon
     job = make_job(registry, "echo", "j1", parameters={"msg": value})
     agent("n1")
     bind(registry, [job], ["n1"])
-    assert wait_state(registry, "j1", FINAL).status.state is S.RUN_DONE
+    assert wait_state(registry, "j1", FINAL).status.state is S.JOB_FINISHED
     out = (workdir(site, "j1") / "job.out").read_text().splitlines()
     assert out[0] == value
     assert "pwned" not in out[1:]  # ls of the workdir
@@ -211,8 +218,8 @@ def test_two_bound_jobs_run_concurrently(registry: Registry, site: SiteConfig, a
     agent("n1", cpus=2)
     bind(registry, [a], ["n1"], cpus=[0], occupancy=0.5)
     bind(registry, [b], ["n1"], cpus=[1], occupancy=0.5)
-    assert wait_state(registry, "a", FINAL).status.state is S.RUN_DONE
-    assert wait_state(registry, "b", FINAL).status.state is S.RUN_DONE
+    assert wait_state(registry, "a", FINAL).status.state is S.JOB_FINISHED
+    assert wait_state(registry, "b", FINAL).status.state is S.JOB_FINISHED
 
 
 def test_short_job_start_and_end_can_share_one_write(registry: Registry, site: SiteConfig,
@@ -222,8 +229,9 @@ def test_short_job_start_and_end_can_share_one_write(registry: Registry, site: S
     a = agent("n1")
     bind(registry, [job], ["n1"])
     done = wait_state(registry, "j1", FINAL)
-    assert done.status.state is S.RUN_DONE
-    assert [h.to_state for h in done.status.history][-2:] == [S.RUNNING, S.RUN_DONE]
+    assert done.status.state is S.JOB_FINISHED
+    assert [h.to_state for h in done.status.history][-5:] == [S.RUNNING, S.RUN_DONE, S.POSTPROCESSED,
+                                                              S.STAGED_OUT, S.JOB_FINISHED]
     assert a.stats["job_writes"] >= 1
 
 
@@ -274,7 +282,7 @@ def test_concurrent_metadata_edit_does_not_lose_the_result(registry: Registry, s
 
     registry.mutate(Job, "j1", label)
     done = wait_state(registry, "j1", FINAL)
-    assert done.status.state is S.RUN_DONE
+    assert done.status.state is S.JOB_FINISHED
     assert done.metadata.labels == {"touched": "yes"}
     assert a.stats["conflicts"] >= 1
 
@@ -300,7 +308,7 @@ def test_job_bound_to_another_node_does_not_run_here(registry: Registry, site: S
     agent("n1")
     # A job bound here after j1 runs to its end: the agent has been looking at the jobs.
     bind(registry, [make_job(registry, "t", "mine")], ["n1"])
-    wait_state(registry, "mine", [S.RUN_DONE])
+    wait_state(registry, "mine", [S.JOB_FINISHED])
     assert registry.get(Job, "j1").status.state is S.PREPROCESSED
     assert not (workdir(site, "j1") / "job.out").exists()
 
@@ -350,7 +358,7 @@ def test_multi_node_job_runs_once_on_the_first_node_and_holds_both(registry: Reg
     wait_until(lambda: a2.usage()[3] == ["j1"], 10, "the second node to account the job")
     assert a1.usage()[3] == ["j1"]
     done = wait_state(registry, "j1", FINAL)
-    assert done.status.state is S.RUN_DONE
+    assert done.status.state is S.JOB_FINISHED
     wait_until(lambda: not a2.usage()[3], 10, "the second node to release the job")
     assert log.read_text().splitlines() == ["ran on j1"]
 
@@ -446,7 +454,7 @@ def test_agent_of_an_allocation_stops_when_its_batchjob_is_deleted_or_missing(re
     # The agent has read its queued BatchJob and goes on: a job bound to it runs to its end.
     make_app(registry, "t", "true")
     bind(registry, [make_job(registry, "t", "j1")], ["n1"])
-    wait_state(registry, "j1", [S.RUN_DONE])
+    wait_state(registry, "j1", [S.JOB_FINISHED])
     assert not a.wait(0) and node_of(registry, "n1") is not None
     registry.delete(BatchJob, "alloc")
     assert a.wait(30)
@@ -484,7 +492,7 @@ def test_200_jobs_bound_at_once_all_finish_with_batched_writes(registry: Registr
     a = agent("n1", cpus=200)
     before = registry.store.current_revision()  # a Node report landing later counts: the bound has room
     bind(registry, jobs, ["n1"], occupancy=1 / 200)
-    wait_until(lambda: registry.index_count(Job, "state", "RUN_DONE") == 200, 60, "all 200 jobs to finish")
+    wait_until(lambda: registry.index_count(Job, "state", "JOB_FINISHED") == 200, 60, "all 200 jobs to finish")
     used = registry.store.current_revision() - before - 1  # minus the bind itself
     # 200 jobs x 2 transitions each, one write per transition, would take 400 revisions; a
     # quiet machine batches into ~30, a loaded one (jobs finishing one by one) into ~100.
@@ -510,7 +518,7 @@ def test_cli_agent_runs_jobs_of_the_namespace_it_is_given(registry: Registry, si
     try:
         wait_until(lambda: node_of(registry, "n1", "team-a"), 30, "the agent to register in team-a")
         bind(registry, [job], ["n1"])
-        assert wait_state(registry, "j1", FINAL, namespace="team-a").status.state is S.RUN_DONE
+        assert wait_state(registry, "j1", FINAL, namespace="team-a").status.state is S.JOB_FINISHED
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
@@ -534,4 +542,37 @@ def test_agent_registers_again_when_its_lease_is_lost(registry: Registry, site: 
     wait_until(back, 10, "the Node to come back under a new lease")
     job = make_job(registry, "t", "j1")
     bind(registry, [job], ["n1"])
-    assert wait_state(registry, "j1", FINAL).status.state is S.RUN_DONE
+    assert wait_state(registry, "j1", FINAL).status.state is S.JOB_FINISHED
+
+
+# --- where the job's end is written ------------------------------------------------------
+
+
+def test_job_of_an_app_with_a_postprocess_hook_stops_at_run_done_for_the_hook(
+        registry: Registry, site: SiteConfig, agent: AgentFactory) -> None:
+    app = Where.to_app(by_value=False)
+    app.metadata.name = "hooked"
+    assert app.spec.python is not None
+    app.spec.python.hooks = ["postprocess"]
+    registry.create(app)
+    agent("n1")
+    bind(registry, [make_job(registry, "hooked", "j1")], ["n1"])
+    done = wait_state(registry, "j1", (*FINAL, S.RUN_DONE))
+    assert done.status.state is S.RUN_DONE, done.status.message  # the hook reconciler takes it on
+    assert [h.to_state for h in done.status.history][-2:] == [S.RUNNING, S.RUN_DONE]
+
+
+def test_job_with_stage_out_transfers_stops_at_postprocessed_for_the_transfer(
+        registry: Registry, site: SiteConfig, agent: AgentFactory) -> None:
+    registry.create(Site(metadata={"name": site.name, "namespace": site.namespace},  # type: ignore[arg-type]
+                         spec={"path": str(site.path), "transferLocations": {"remote": "file://"}}))
+    make_app(registry, "t", "true", transfers={"result": {"direction": "out", "localPath": "r.txt"}})
+    job = make_job(registry, "t", "j1", transfers={"result": "remote:/data/r.txt"})
+    agent("n1")
+    bind(registry, [job], ["n1"])
+    # No postprocess hook: that step is taken with the exit; the stage-out is the transfer
+    # controller's (it takes POSTPROCESSED jobs with stage-out slots).
+    done = wait_state(registry, "j1", (*FINAL, S.RUN_DONE, S.POSTPROCESSED, S.STAGED_OUT))
+    assert done.status.state is S.POSTPROCESSED, done.status.message
+    assert [h.to_state for h in done.status.history][-3:] == [S.RUNNING, S.RUN_DONE, S.POSTPROCESSED]
+    assert done.status.return_code == 0

@@ -69,7 +69,7 @@ def test_a_stopped_agents_jobs_die_before_its_lease_expires_and_end_run_timeout(
             dead_while_registered = node_of(registry, "n1") is not None
         finally:
             os.kill(proc.pid, signal.SIGCONT)
-        done = wait_state(registry, "j1", [S.RUN_TIMEOUT, S.RUN_ERROR, S.RUN_DONE])
+        done = wait_state(registry, "j1", [S.RUN_TIMEOUT, S.RUN_ERROR, S.JOB_FINISHED])
     assert dead_while_registered
     assert done.status.state is S.RUN_TIMEOUT, done.status.message
     assert "lease was about to expire" in done.status.message
@@ -94,8 +94,8 @@ def test_a_re_run_first_kills_an_earlier_run_of_the_job_still_alive_on_the_host(
         job = make_job(registry, "mark", "j1")
         a = agent("n1")
         bind(registry, [job], ["n1"])
-        done = wait_state(registry, "j1", [S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT, S.FAILED])
-        assert done.status.state is S.RUN_DONE, done.status.message
+        done = wait_state(registry, "j1", [S.JOB_FINISHED, S.RUN_ERROR, S.RUN_TIMEOUT, S.FAILED])
+        assert done.status.state is S.JOB_FINISHED, done.status.message
         assert orphan.wait(10) == -signal.SIGKILL
         # The orphan was dead before the new run wrote a line: nothing of it follows "new".
         assert (wd / "marker").read_text().splitlines()[-1] == "new"
@@ -150,3 +150,28 @@ def test_the_guardian_fences_and_lives_on_when_its_log_disk_is_full() -> None:
             job.kill()
             job.wait()
     assert guardian._proc.returncode == 0
+
+
+def test_guardian_keeps_a_group_guarded_again_before_its_batched_removal_goes_out() -> None:
+    # A warm worker's pid is reaped for one job (removal batched) and guarded for the next
+    # before the loop turn flushes: the guardian must still kill it when the agent goes.
+    kept = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    gone = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    g = Guardian(margin=0.5)
+    try:
+        g.add(kept.pid)
+        g.add(gone.pid)
+        g.remove_later(kept.pid)
+        g.remove_later(gone.pid)
+        g.add(kept.pid)
+        g.flush_removals()
+    finally:
+        g.close()
+    try:
+        assert kept.wait(30) == -signal.SIGKILL
+        assert gone.poll() is None  # its removal went out: the guardian left it alone
+    finally:
+        for p in (kept, gone):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()

@@ -29,8 +29,8 @@ def test_a_job_bound_while_data_is_full_runs_once_space_returns(registry: Regist
         wait_until(lambda: "cannot start jobs now" in caplog.text, 60, "the agent to meet the full disk")
         assert registry.get(type(job), "j1").status.state is S.PREPROCESSED
         release(filler)
-        done = wait_state(registry, "j1", (S.RUN_DONE, S.RUN_ERROR, S.FAILED), timeout=60)
-        assert done.status.state is S.RUN_DONE, done.status.message
+        done = wait_state(registry, "j1", (S.JOB_FINISHED, S.RUN_ERROR, S.FAILED), timeout=60)
+        assert done.status.state is S.JOB_FINISHED, done.status.message
         assert done.status.attempts == 1
         assert (data / "work" / "j1" / "job.out").read_text() == "hello\n"
     assert caplog.text.count("cannot start jobs now") == 1

@@ -17,7 +17,7 @@ from nodeagent import GpuPinning
 from .conftest import AgentFactory, bind, make_app, make_job, wait_state, wait_until
 
 S = JobState
-FINAL = (S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT, S.FAILED)
+FINAL = (S.JOB_FINISHED, S.RUN_ERROR, S.RUN_TIMEOUT, S.FAILED)
 SHOW = ('echo "cuda=${CUDA_VISIBLE_DEVICES-unset} rocr=${ROCR_VISIBLE_DEVICES-unset} '
         'ze=${ZE_AFFINITY_MASK-unset} order=${ZE_ENABLE_PCI_ID_DEVICE_ORDER-unset}"')
 
@@ -54,7 +54,7 @@ def test_a_job_sees_only_its_gpus_through_the_platforms_variable(
     job = make_job(registry, "show", "g", resources={"gpusPerRank": len(placed)})
     agent("n1", cpus=8, gpus=gpus, gpu_pinning=pinning)
     bind(registry, [job], ["n1"], cpus=[0], gpus=placed)
-    assert wait_state(registry, "g", FINAL).status.state is S.RUN_DONE
+    assert wait_state(registry, "g", FINAL).status.state is S.JOB_FINISHED
     assert out(site, "g") == want
 
 
@@ -70,7 +70,7 @@ def test_the_agent_process_takes_the_platform_and_tiles_from_its_flags(registry:
         node = wait_until(lambda: registry.try_get(Node, "aurora-node"), 30, "the agent's Node")
         assert node.spec.gpus == 12  # 6 GPUs x 2 tiles: 12 schedulable units
         bind(registry, [job], ["aurora-node"], cpus=[0], gpus=[10, 11])
-        assert wait_state(registry, "t", FINAL).status.state is S.RUN_DONE
+        assert wait_state(registry, "t", FINAL).status.state is S.JOB_FINISHED
         assert out(site, "t") == "cuda=unset rocr=unset ze=5.0,5.1 order=1"
     finally:
         proc.terminate()

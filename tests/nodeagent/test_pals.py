@@ -46,7 +46,7 @@ def test_two_nodes_two_ranks_each_through_pals_mpiexec(registry: Registry, site:
     agent("x1000c0s0b0n0", cpus=8, gpus=12, gpu_pinning=tiles, hostname="x1000c0s0b0n0")
     agent("x1000c0s1b0n0", cpus=8, gpus=12, gpu_pinning=tiles, hostname="x1000c0s1b0n0")
     bind(registry, [job], ["x1000c0s0b0n0", "x1000c0s1b0n0"], cpus=list(range(8)), gpus=[0, 1])
-    assert wait_state(registry, "m", [S.RUN_DONE, S.RUN_ERROR, S.FAILED]).status.state is S.RUN_DONE
+    assert wait_state(registry, "m", [S.JOB_FINISHED, S.RUN_ERROR, S.FAILED]).status.state is S.JOB_FINISHED
     lines = sorted(log.read_text().splitlines())
     assert lines == [f"rank={r} local={r % 2} size=4 ze=0.0,0.1 omp=4" for r in range(4)]
     calls = [json.loads(line) for line in pals.read_text().splitlines()]
@@ -61,6 +61,6 @@ def test_a_cpu_bind_pals_refuses_fails_the_run(registry: Registry, site: SiteCon
     job = make_job(registry, "ranks", "bad", resources={"ranksPerNode": 2, "launchParams": {"cpu-bind": "sideways"}})
     agent("n1", cpus=4)
     bind(registry, [job], ["n1"], cpus=[0, 1])
-    done = wait_state(registry, "bad", [S.RUN_DONE, S.RUN_ERROR, S.FAILED])
+    done = wait_state(registry, "bad", [S.JOB_FINISHED, S.RUN_ERROR, S.FAILED])
     assert done.status.state is S.RUN_ERROR
     assert "invalid --cpu-bind sideways" in (site.data_path / "work" / "bad" / "job.out").read_text()

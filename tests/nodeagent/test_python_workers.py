@@ -19,7 +19,7 @@ from .conftest import AgentFactory, bind, make_jobs, wait_state
 from .pyapps import BadInput, Crash, Fresh, Pid, Raises, Where
 
 S = JobState
-FINAL = (S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT, S.FAILED)
+FINAL = (S.JOB_FINISHED, S.RUN_ERROR, S.RUN_TIMEOUT, S.FAILED)
 WAIT = 90.0
 
 
@@ -49,7 +49,7 @@ def test_two_jobs_on_one_reused_worker_see_their_own_cwd_env_and_output(
     agent("n1", cpus=1)
     first = run_one(registry, app, "w1", tag="a")
     second = run_one(registry, app, "w2", tag="b")
-    assert first.status.state is second.status.state is S.RUN_DONE, second.status.message
+    assert first.status.state is second.status.state is S.JOB_FINISHED, second.status.message
     a, b = value(first), value(second)
     assert a["pid"] == b["pid"]  # the same warm interpreter ran both
     assert b["calls"] == a["calls"] + 1  # (so its module globals carried over, as the README warns)
@@ -86,7 +86,7 @@ def test_a_worker_that_dies_fails_only_its_job_and_the_next_job_runs(
     assert job.status.message.startswith(says), job.status.message
     assert "the worker is replaced" in job.status.message
     after = run_one(registry, where, "after")
-    assert after.status.state is S.RUN_DONE, after.status.message
+    assert after.status.state is S.JOB_FINISHED, after.status.message
     assert value(after)["pid"] == before["pid"]  # another App's worker was not touched
 
 
@@ -111,7 +111,7 @@ def test_a_job_past_its_wall_time_is_killed_with_its_worker_and_the_next_job_run
     assert done.status.state is S.RUN_TIMEOUT
     assert "exceeded its wall time of 0.02 min" in done.status.message
     nxt = run_one(registry, crash, "quick", how="none")
-    assert nxt.status.state is S.RUN_DONE, nxt.status.message
+    assert nxt.status.state is S.JOB_FINISHED, nxt.status.message
 
 
 def test_memory_error_fails_its_job_and_the_worker_is_let_go(
@@ -119,11 +119,11 @@ def test_memory_error_fails_its_job_and_the_worker_is_let_go(
     crash = sync(registry, Crash)
     agent("n1", cpus=1)
     first = run_one(registry, crash, "ok", how="none")
-    assert first.status.state is S.RUN_DONE
+    assert first.status.state is S.JOB_FINISHED
     job = run_one(registry, crash, "oom", how="memory")
     assert job.status.state is S.RUN_ERROR
     assert job.status.exception == "MemoryError: no room for this"
-    assert run_one(registry, crash, "ok2", how="none").status.state is S.RUN_DONE
+    assert run_one(registry, crash, "ok2", how="none").status.state is S.JOB_FINISHED
 
 
 def test_an_exception_reaches_the_reader_with_its_traceback(

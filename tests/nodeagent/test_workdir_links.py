@@ -18,7 +18,7 @@ from nodeagent._launch import Prepared, spawn
 from .conftest import AgentFactory, bind, make_app, make_job, wait_state
 
 S = JobState
-FINAL = (S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT, S.FAILED)
+FINAL = (S.JOB_FINISHED, S.RUN_ERROR, S.RUN_TIMEOUT, S.FAILED)
 
 
 def _parent_makes_a_link(registry: Registry, site: SiteConfig, agent: AgentFactory, link: str, target: Path) -> None:
@@ -28,7 +28,7 @@ def _parent_makes_a_link(registry: Registry, site: SiteConfig, agent: AgentFacto
     agent("n1")
     bind(registry, [parent], ["n1"])
     done = wait_state(registry, "parent", FINAL)
-    assert done.status.state is S.RUN_DONE, done.status.message
+    assert done.status.state is S.JOB_FINISHED, done.status.message
     assert (site.data_path / "work" / "parent" / link).is_symlink()
 
 
