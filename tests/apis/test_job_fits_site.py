@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 import apis
-from apis import App, Invalid, Job, NotFound, ObjectMeta, Site, SiteSpec
+from apis import App, AppSpec, Invalid, Job, NotFound, ObjectMeta, Site, SiteSpec
 from tests.apis.conftest import Backend
 
 
@@ -24,7 +24,8 @@ def sited(backend: Backend) -> Backend:
         "nodeDefaults": {"cpus": 8}})))
     backend.app("echo", "echo {{ x }}")
     reg.create(App(metadata=ObjectMeta(name="bound", namespace=ns),
-                   spec={"command": "echo {{ x }}", "site": "small", "parameters": {"x": {"required": True}}}))
+                   spec=AppSpec.model_validate({"command": "echo {{ x }}", "site": "small",
+                                                "parameters": {"x": {"required": True}}})))
     return backend
 
 

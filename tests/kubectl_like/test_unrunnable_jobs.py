@@ -45,8 +45,9 @@ def test_apply_and_create_refuse_a_job_its_site_can_never_run(hpc_site: Site, tm
                                                               spec: dict[str, object], flags: list[str],
                                                               expect: str) -> None:
     # "elsewhere" declares nothing, so only a job bound to this site is refused by its limits
-    spec = {**spec, "site": hpc_site.path.name}
-    f = write_yaml(tmp_path / "j.yaml", [job_doc("ok", "w/ok"), job_doc("bad", "w/bad", **spec)])
+    bad = job_doc("bad", "w/bad")
+    bad["spec"] = {**bad["spec"], **spec, "site": hpc_site.path.name}  # type: ignore[dict-item]
+    f = write_yaml(tmp_path / "j.yaml", [job_doc("ok", "w/ok"), bad])
     rev = hpc_site.revision()
     line = hpc_site.run("apply", "-f", str(f)).one_error()
     assert expect in line, line  # kubectl's "Error from server (Invalid): ..." line
@@ -61,7 +62,7 @@ def test_a_job_naming_another_site_than_its_app_is_refused(hpc_site: Site, tmp_p
     rev = hpc_site.revision()
     f = write_yaml(tmp_path / "j.yaml", [job_doc("x", "w/x", app="bound", site=hpc_site.path.name)])
     line = hpc_site.run("apply", "-f", str(f)).one_error()
-    assert f'App "bound" runs only at Site "elsewhere"' in line, line
+    assert 'App "bound" runs only at Site "elsewhere"' in line, line
     line = hpc_site.run("create", "job", "--app", "bound", "-w", "w/1", "--site-name", hpc_site.path.name).one_error()
     assert 'runs only at Site "elsewhere"' in line, line
     assert hpc_site.revision() == rev
