@@ -16,6 +16,7 @@ from __future__ import annotations
 import builtins
 import functools
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -107,6 +108,7 @@ def value_from_index_key(key: str) -> str:
 
 
 _KEYS_PAGE = 20000  # keys per keys-only range page
+_REINDEX_RETRY_S = 60.0  # a client refused a re-index (its role, an outage) scans this long
 
 
 #: Checks every write passes before its transaction: ``check(registry, creates, [(old, new)])``
@@ -143,6 +145,7 @@ class Registry:
     def __init__(self, store: st.Store) -> None:
         self.store = store
         self._indexed: set[str] = set()  # plurals whose index schema is known current
+        self._unindexed: dict[str, float] = {}  # plural -> when a re-index was last refused
 
     # --- index schema --------------------------------------------------------------
 
@@ -153,10 +156,14 @@ class Registry:
         role) or the store is out, False: the caller checks those fields on the objects."""
         if not kind.INDEXES_SINCE or kind.PLURAL in self._indexed:
             return True
+        refused = self._unindexed.get(kind.PLURAL)
+        if refused is not None and time.monotonic() - refused < _REINDEX_RETRY_S:
+            return False
         try:
             if self.index_schema(kind) < max(kind.INDEXES_SINCE):
                 self.reindex(kind)
         except (st.StoreError, StoreUnavailable, Forbidden):
+            self._unindexed[kind.PLURAL] = time.monotonic()  # not tried again on every query
             return False
         self._indexed.add(kind.PLURAL)
         return True
