@@ -206,6 +206,9 @@ class Job(BalsamJobMixin, ClientMixin, Resource):
     PLURAL: ClassVar[str] = "jobs"
     SINGULAR: ClassVar[str] = "job"
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ("j",)
+    # workdir (always one entry) and site (only when named: most jobs name none) answer
+    # ``--field-selector spec.workdir=/spec.site=`` and ``filter(workdir=/site_name=)``.
+    INDEXES_SINCE: ClassVar[dict[int, tuple[str, ...]]] = {2: ("workdir", "site")}
 
     spec: JobSpec
     status: JobStatus = Field(default_factory=JobStatus)
@@ -229,12 +232,15 @@ class Job(BalsamJobMixin, ClientMixin, Resource):
         return super().model_validate(_balsam_input(cls, obj), *args, **kwargs)
 
     def index_entries(self) -> set[tuple[str, str]]:
-        """Labels, state, app, parents, and the nodes it is placed on (``boundnode`` while it
-        holds them: what a node agent watches)."""
+        """Labels, state, app, workdir, site (when it names one), parents, and the nodes it
+        is placed on (``boundnode`` while it holds them: what a node agent watches)."""
         out = {("label", f"{k}={v}") for k, v in self.metadata.labels.items()}
         spec, status = self.spec, self.status
         out.add(("state", str(status.state)))
         out.add(("app", spec.app))
+        out.add(("workdir", spec.workdir))
+        if spec.site:
+            out.add(("site", spec.site))
         out |= {("parent", p) for p in spec.parents}
         if status.placement is not None:
             out |= {("node", n) for n in status.placement.nodes}

@@ -261,6 +261,11 @@ class Resource(Model):
     PLURAL: ClassVar[str] = ""
     SINGULAR: ClassVar[str] = ""
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ()
+    #: Indexes added to ``index_entries`` after objects of the kind were first stored, by the
+    #: index-schema version that added them: a store whose recorded version is older has
+    #: objects without those entries, so ``Registry.index_ready`` re-indexes it (or a query
+    #: checks those fields on the objects instead). Version 1 is what every kind began with.
+    INDEXES_SINCE: ClassVar[dict[int, tuple[str, ...]]] = {}
 
     api_version: str = API_VERSION
     kind: str = ""

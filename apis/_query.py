@@ -1,7 +1,7 @@
 """Lazy, chainable queries (Balsam's Django-like API) answered from the store's indexes.
 
-Filters that an index answers (``id``, ``state``, ``tags``, ``app_id``, ``parent_id``, a label
-selector's equalities) narrow the candidate names with key-only index reads; ``count()`` of a
+Filters that an index answers (``id``, ``state``, ``tags``, ``app_id``, ``parent_id``,
+``workdir``, ``site_name``, a label selector's equalities) narrow the candidate names with key-only index reads; ``count()`` of a
 query made only of such filters never reads an object.  Every other filter is checked on the
 fetched objects, so the result is the same either way.
 """
@@ -96,7 +96,7 @@ def field_value(obj: Any, field: str) -> Any:
 
 
 #: Indexes under which an object has at most one value (parents, nodes and labels may be several).
-_EXCLUSIVE_INDEXES = frozenset({"state", "app"})
+_EXCLUSIVE_INDEXES = frozenset({"state", "app", "workdir", "site"})
 
 _PLAIN_ORDER_FIELDS = frozenset({"id", "name", "creation_timestamp", "created"})
 
@@ -310,6 +310,9 @@ class QuerySet(Generic[R]):
             sp = set(parents)
             return (lambda o: bool(sp.intersection(o.spec.parents))), ("parent", parents)
         if key == "site_name":
+            # The site index holds only jobs that name a site: ``site_name=None`` is a scan.
+            if value is not None and self.registry.index_ready(self.model):
+                return (lambda o: o.spec.site == value), ("site", [str(value)])
             return (lambda o: o.spec.site == value), None
         if key == "site_id":
             # Balsam's Site.id: the jobs of that Site, in its namespace (a job that names no site
@@ -325,6 +328,8 @@ class QuerySet(Generic[R]):
             return (lambda o: frag in o.spec.workdir), None
         if key == "workdir":
             wd = str(value)
+            if self.registry.index_ready(self.model):
+                return (lambda o: o.spec.workdir == wd), ("workdir", [wd])
             return (lambda o: o.spec.workdir == wd), None
         if key == "parameters":
             want_p = _tags_arg(value)

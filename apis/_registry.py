@@ -16,6 +16,7 @@ from __future__ import annotations
 import builtins
 import functools
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,6 +58,12 @@ def kind_prefix(kind: type[Resource], namespace: str | None = None) -> str:
 def index_prefix(kind: type[Resource], index: str, namespace: str, value: str | None = None) -> str:
     base = f"{INDEX}{kind.PLURAL}/{index}/{namespace}/"
     return base if value is None else f"{base}{q(value)}/"
+
+
+def index_schema_key(kind: type[Resource]) -> str:
+    """Where the store records which of ``kind.INDEXES_SINCE`` its objects all have (``@``
+    sorts before every index name, and no index is named with it)."""
+    return f"{INDEX}{kind.PLURAL}/@schema"
 
 
 def label_value(key: str, value: str) -> str:
@@ -101,6 +108,7 @@ def value_from_index_key(key: str) -> str:
 
 
 _KEYS_PAGE = 20000  # keys per keys-only range page
+_REINDEX_RETRY_S = 60.0  # a client refused a re-index (its role, an outage) scans this long
 
 
 #: Checks every write passes before its transaction: ``check(registry, creates, [(old, new)])``
@@ -136,6 +144,71 @@ class Registry:
 
     def __init__(self, store: st.Store) -> None:
         self.store = store
+        self._indexed: set[str] = set()  # plurals whose index schema is known current
+        self._unindexed: dict[str, float] = {}  # plural -> when a re-index was last refused
+
+    # --- index schema --------------------------------------------------------------
+
+    def index_ready(self, kind: type[Resource]) -> bool:
+        """Whether every stored object of ``kind`` has the entries of every index the kind
+        declares (``kind.INDEXES_SINCE``). A store last written before an index existed is
+        re-indexed here, once (``reindex``); where this client may not write (a read-only
+        role) or the store is out, False: the caller checks those fields on the objects."""
+        if not kind.INDEXES_SINCE or kind.PLURAL in self._indexed:
+            return True
+        refused = self._unindexed.get(kind.PLURAL)
+        if refused is not None and time.monotonic() - refused < _REINDEX_RETRY_S:
+            return False
+        try:
+            if self.index_schema(kind) < max(kind.INDEXES_SINCE):
+                self.reindex(kind)
+        except (st.StoreError, StoreUnavailable, Forbidden):
+            self._unindexed[kind.PLURAL] = time.monotonic()  # not tried again on every query
+            return False
+        self._indexed.add(kind.PLURAL)
+        return True
+
+    def index_schema(self, kind: type[Resource]) -> int:
+        """The index-schema version recorded in the store for ``kind`` (1: none recorded)."""
+        kv = self.store.get(index_schema_key(kind))
+        return int(kv.value) if kv is not None and kv.value.isdigit() else 1
+
+    def reindex(self, kind: type[Resource], page: int = 500) -> int:
+        """Add the entries of the indexes newer than the store's recorded schema to every
+        object of ``kind`` (all namespaces), then record the kind's schema. Each page's keys
+        are written in one txn conditioned on the objects' revisions, so an object changed
+        meanwhile (which its writer indexed whole) is never given a stale entry. Returns how
+        many objects were given entries. Only the new indexes are written: rewriting the
+        others would wake their watchers (node agents watch ``boundnode``)."""
+        have = self.index_schema(kind)
+        target = max(kind.INDEXES_SINCE)
+        new = {i for v, names in kind.INDEXES_SINCE.items() if v > have for i in names}
+        done = 0
+        after: str | None = None
+        while new:
+            res = self.store.range(kind_prefix(kind), limit=page, start_after=after)
+            batch: list[tuple[st.KeyValue, list[st.Op]]] = []
+            for kv in res.kvs:
+                try:
+                    obj = _decode(kind, kv)
+                except ValueError:  # not an object of the kind at all: findable under nothing
+                    continue
+                ns, name = obj.metadata.namespace, obj.metadata.name or ""
+                ops: list[st.Op] = [
+                    st.Put(f"{index_prefix(kind, i, ns, v)}{name}", b"", kv.lease)
+                    for i, v in obj.index_entries() if i in new]
+                if ops:
+                    batch.append((kv, ops))
+            if batch and not self.store.txn([st.Compare.mod(kv.key, "==", kv.mod_revision) for kv, _ in batch],
+                                            [op for _, ops in batch for op in ops]).succeeded:
+                for kv, ops in batch:  # one changed: each on its own (a changed one is skipped)
+                    self.store.txn([st.Compare.mod(kv.key, "==", kv.mod_revision)], ops)
+            done += len(batch)
+            if not res.more:
+                break
+            after = res.continue_key
+        self.store.put(index_schema_key(kind), str(target).encode())
+        return done
 
     # --- decoding ------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from ._kinds import ALL_KINDS
 
 #: The secondary indexes a site writes (apis/_registry.py ``index_entries``); a role grants
 #: each one under the site's namespace.
-SITE_INDEXES = ("label", "state", "app", "parent", "node", "boundnode", "batchjob")
+SITE_INDEXES = ("label", "state", "app", "parent", "node", "boundnode", "batchjob", "workdir", "site")
 #: Read by every client for the store's current revision (store/_etcd.py ``REVISION_KEY``).
 REVISION_KEY = "/revision"
 LEASES = "/leases/"
@@ -25,6 +25,7 @@ def site_permissions(namespace: str) -> list[Permission]:
     perms: list[Permission] = [("read", REVISION_KEY + "\0"), ("read", "/registry/sites/")]
     for plural in (k.PLURAL for k in ALL_KINDS):  # Events too: the site's controllers record them
         perms.append(("readwrite", f"/registry/{plural}/{namespace}/"))
+        perms.append(("read", f"/index/{plural}/@schema\0"))  # whether the indexes are complete
         perms += [("readwrite", f"/index/{plural}/{index}/{namespace}/") for index in SITE_INDEXES]
     perms.append(("readwrite", f"{LEASES}controller-manager/{namespace}\0"))
     return perms
@@ -34,6 +35,7 @@ def user_permissions(namespaces: Iterable[str]) -> list[Permission]:
     """A submitting user: create, read (and watch) jobs of the sites it may use; read their
     Apps; read every Site (to find a site by name)."""
     perms: list[Permission] = [("read", REVISION_KEY + "\0"), ("read", "/registry/sites/")]
+    perms.append(("read", "/index/jobs/@schema\0"))  # whether the job indexes are complete
     for ns in namespaces:
         perms.append(("readwrite", f"/registry/jobs/{ns}/"))
         perms += [("readwrite", f"/index/jobs/{index}/{ns}/") for index in SITE_INDEXES]

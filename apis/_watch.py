@@ -11,6 +11,11 @@ starts matching is ``ADDED``. When the store has compacted the history a watch n
 relists and reports the difference (what vanished as ``DELETED``, what changed as
 ``MODIFIED``, what appeared as ``ADDED``), so a consumer never misses the latest state.
 
+A resumed watch reports an object deleted after ``N`` that matched the query as ``DELETED``
+even though it never showed it: the store's previous value of the deleted key (etcd's
+``prev_kv``; the SQLite backend's watch keeps it too) is matched against the query. (After a
+compaction the previous values are gone: the relist reports only what still exists.)
+
 Only events of the names a query can match are decoded (a name filter is checked on the key).
 The following is the shared list-watch of ``store.reflector`` (issue 13's Reflector); the
 futures' shared watcher (``apis._futures.JobWatcher``) follows its waited-for names with a
@@ -130,7 +135,8 @@ def watch_query(
         timer.start()
     refl: Reflector[R] = Reflector(
         registry.store, prefix, decode_kv=lambda kv: Registry.decode(kind, kv),
-        key_filter=None if names is None else (lambda key: key[plen:] in names), poll_interval=0.5)
+        key_filter=None if names is None else (lambda key: key[plen:] in names), poll_interval=0.5,
+        unseen_deletes=resuming)
     try:
         for d in refl.events(resource_version=rev, stop=either, known=known):
             if d.type == "SYNC":

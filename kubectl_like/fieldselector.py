@@ -7,11 +7,12 @@ Each kind supports a fixed set of fields (kubectl's "field label not supported" 
 * other kinds with a ``status.state`` (batch jobs, transfer tasks): ``status.state``.
 
 A requirement becomes a filter of the query (``apis.QuerySet``), so what an index can answer is
-answered from it: ``metadata.name=`` reads only the named objects, ``status.state=`` and
-``spec.app=`` read the state and app indexes (key-only reads), and only the objects those
-leave are fetched. ``spec.workdir`` and ``spec.site`` have no index: they are checked on the
-candidates the other requirements leave (on every job of the namespace when nothing else
-narrows them). ``!=`` is always checked on the fetched objects, as no index answers it.
+answered from it: ``metadata.name=`` reads only the named objects, ``status.state=``,
+``spec.app=``, ``spec.workdir=`` and ``spec.site=`` read the state, app, workdir and site
+indexes (key-only reads), and only the objects those leave are fetched. ``spec.site=`` (empty:
+jobs naming no site, which the site index does not hold) and ``!=`` are checked on the fetched
+objects, as no index answers them; so are workdir/site on a store this client may not re-index
+(``Registry.index_ready``).
 ``metadata.namespace=`` picks the namespaces read (with ``-A``), never reading the others.
 
 Parsing needs no store, so a bad selector is refused before anything is read or written.
@@ -125,7 +126,7 @@ class FieldSelector:
                 continue  # decided by namespaces()
             key = r.spec.query_key
             if key is None and r.spec.path == "spec.site":
-                key = "site_name"  # no index: a predicate of the query
+                key = "site_name"  # the site index (a predicate for an empty value)
             if key is None:
                 left.append(r)  # e.g. status.state of a kind the query cannot filter by state
                 continue

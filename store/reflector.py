@@ -78,7 +78,9 @@ class Reflector(Generic[T]):
     """List at a revision, watch from the next, relist with backoff on compaction or a broken
     stream.
 
-    ``decode`` turns a stored value into ``T``; ``decode_kv`` (instead) receives the whole
+    ``unseen_deletes``: also yield a DELETED for a key the stream never listed or saw written
+    (with ``obj`` decoded from the store's previous value): what a watch resumed from a
+    revision needs, as it lists nothing. ``decode`` turns a stored value into ``T``; ``decode_kv`` (instead) receives the whole
     :class:`KeyValue` (to stamp the revision on the object). A value that does not decode is
     logged and skipped; the stream goes on. ``on_unavailable(error)`` is called for every
     failed list or watch before the backoff wait; ``on_available()`` once the store answers
@@ -98,11 +100,16 @@ class Reflector(Generic[T]):
         poll_interval: float = 0.5,
         backoff: Backoff | None = None,
         key_filter: Callable[[str], bool] | None = None,
+        unseen_deletes: bool = False,
     ) -> None:
         if decode is None and decode_kv is None:
             raise TypeError("Reflector needs decode or decode_kv")
         self.store = store
         self.prefix = prefix
+        # A stream resumed from a revision (no list) knows nothing of what existed then: a
+        # DELETE of a key it never saw is still yielded, with the previous value when the
+        # store has it (etcd's prev_kv; SQLite's watch keeps it too), for the caller to judge.
+        self.unseen_deletes = unseen_deletes
         self._decode_kv: Callable[[KeyValue], T]
         if decode_kv is not None:
             self._decode_kv = decode_kv
@@ -275,8 +282,10 @@ class Reflector(Generic[T]):
                     continue
                 if ev.type == "DELETE":
                     if key not in known:
-                        continue
-                    del known[key]
+                        if not self.unseen_deletes:
+                            continue
+                    else:
+                        del known[key]
                     obj = None
                     if ev.prev is not None:
                         _, obj = self._decode(ev.prev)

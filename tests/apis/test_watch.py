@@ -123,3 +123,23 @@ def test_a_bad_resource_version_is_refused(mgr: apis.Manager[Job], rv: object) -
 def test_a_sliced_query_cannot_be_watched(mgr: apis.Manager[Job]) -> None:
     with pytest.raises(BadRequest, match="sliced"):
         mgr.all()[:3].watch()
+
+
+def test_a_resumed_watch_reports_deletions_of_matching_objects_it_never_showed(
+        backend: Backend, mgr: apis.Manager[Job]) -> None:
+    """``watch(resource_version=N)`` lists nothing, so the objects it must report DELETED are
+    known only from the store's previous value of each deleted key (etcd's prev_kv)."""
+    _job(backend, "a", "1")
+    _job(backend, "b", "1")
+    _job(backend, "other", "2")
+    rv = backend.registry.store.current_revision()
+    backend.registry.delete(Job, "other", backend.namespace)  # deleted, but never in the query
+    backend.registry.delete(Job, "a", backend.namespace)
+    _job(backend, "c", "1")
+    backend.registry.delete(Job, "c", backend.namespace)  # made and deleted after N: shown both ways
+    resumed = mgr.filter(tags={"run": "1"}).watch(resource_version=rv, timeout=DEADLINE)
+    assert _take(resumed, 3) == [("DELETED", "a"), ("ADDED", "c"), ("DELETED", "c")]
+    backend.registry.delete(Job, "b", backend.namespace)  # after the watch began, too
+    ev = next(resumed)
+    assert (ev.type, ev.object.name, ev.object.metadata.labels) == ("DELETED", "b", {"run": "1"})
+    resumed.close()

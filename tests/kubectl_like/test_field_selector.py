@@ -60,9 +60,9 @@ def test_field_selector_on_another_kind(jobs_site: Site) -> None:
 
 
 def test_indexed_fields_never_read_other_objects(any_site: Site, tmp_path: Path) -> None:
-    """status.state, spec.app and metadata.name are answered from the indexes: an object the
-    index does not name is never read (here one that cannot even be decoded), while a field
-    without an index (spec.workdir) alone reads every job."""
+    """status.state, spec.app, spec.workdir, spec.site and metadata.name are answered from the
+    indexes: an object the index does not name is never read (here one that cannot even be
+    decoded), while a requirement no index answers (``!=``) alone reads every job."""
     f = write_yaml(tmp_path / "j.yaml", [hello_app(), job_doc("a", "w/a"), job_doc("b", "w/b")])
     assert any_site.run("apply", "-f", str(f)).exit_code == 0
     s = st.open_store(any_site.store_url)
@@ -70,11 +70,14 @@ def test_indexed_fields_never_read_other_objects(any_site: Site, tmp_path: Path)
         s.put(object_key(Job, any_site.namespace, "zz-undecodable"), b"{not json")
     finally:
         s.close()
-    for sel in ("status.state=CREATED", "spec.app=hello", "metadata.name=b", "spec.app=hello,spec.workdir=w/a"):
+    for sel in ("status.state=CREATED", "spec.app=hello", "metadata.name=b", "spec.app=hello,spec.workdir=w/a",
+                "spec.workdir=w/a"):
         r = any_site.run("get", "jobs", "-o", "name", "--field-selector", sel)
         assert r.exit_code == 0, (sel, r.stderr)
         assert "job.balsam.io/a" in r.stdout or sel == "metadata.name=b"
-    assert any_site.run("get", "jobs", "--field-selector", "spec.workdir=w/a").exit_code == 1
+    r = any_site.run("get", "jobs", "-o", "name", "--field-selector", "spec.site=nowhere")
+    assert r.exit_code == 0 and r.stdout == ""
+    assert any_site.run("get", "jobs", "--field-selector", "spec.workdir!=w/a").exit_code == 1
 
 
 def test_field_selector_applies_to_a_watch(any_site: Site, tmp_path: Path, procs: list[Proc]) -> None:

@@ -137,6 +137,25 @@ def test_resumes_from_a_resource_version_without_listing(store: Store, ns: str) 
     ]
 
 
+def test_a_resumed_stream_yields_deletes_of_unseen_keys_with_their_previous_value_when_asked(
+        store: Store, ns: str) -> None:
+    store.put(ns + "gone", b"before")
+    rv = store.put(ns + "other", b"1")
+    d1 = store.delete(ns + "gone")
+    r2 = store.put(ns + "b", b"1")
+    plain = Reflector(store, ns, decode).events(resource_version=rv)
+    first = next(plain)
+    plain.close()
+    assert (first.type, first.key, first.revision) == ("ADDED", ns + "b", r2)  # the unseen delete is dropped
+    stream = Reflector(store, ns, decode, unseen_deletes=True).events(resource_version=rv)
+    got = [next(stream) for _ in range(2)]
+    stream.close()
+    assert [(d.type, d.key, d.obj, d.revision) for d in got] == [
+        ("DELETED", ns + "gone", "before", d1),
+        ("ADDED", ns + "b", "1", r2),
+    ]
+
+
 def test_resume_past_compaction_relists_and_reports_deletes_of_the_known_state(store: Store, ns: str) -> None:
     rv = store.put(ns + "a", b"1")
     store.put(ns + "gone", b"1")
