@@ -16,7 +16,9 @@ __all__ = ["collapse_from_postprocessed", "collapse_from_ready", "transfer_slots
 def _collapse(job: Job, app: App | None, hooks: HookRunner | None, now: datetime) -> None:
     def needs(work: str) -> bool:
         if hooks is not None and work in ("preprocess", "postprocess"):
-            return hooks.has_hook(app, work)  # type: ignore[arg-type]
+            # Without its App (not in the cache yet) a hook may exist: the safe answer is
+            # "work to do", so the hook reconciler, which waits for the App, takes the step.
+            return app is None or hooks.has_hook(app, work)  # type: ignore[arg-type]
         return step_work(job, app, work)
 
     for state, msg in no_op_steps(job.status.state, needs):

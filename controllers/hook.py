@@ -64,6 +64,10 @@ class HookReconciler:
             return None
         apps: Informer[App] = ctx.caches["App"]
         app = apps.get(job.spec.app)
+        if app is None:
+            # Not in this manager's cache (yet: the App's event can trail its job's). The
+            # default step would skip a hook the App may declare; look again shortly.
+            return Result(requeue_after=1.0)
         hook: HookName = HANDLED[job.status.state]  # type: ignore[assignment]
         new = job.status_copy()
         if self.hooks.has_hook(app, hook):

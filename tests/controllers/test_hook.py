@@ -1,6 +1,10 @@
 from __future__ import annotations
 
-from apis import JobState
+from apis import JobState, transition, utcnow
+from controllers._controller import Context, Request, Result
+from controllers._steps import collapse_from_ready
+from controllers.hook import HookReconciler
+from controllers.hooks import NoHooks
 
 from .conftest import force, make_job
 from .test_dependency import wait_for
@@ -64,3 +68,33 @@ def test_retry_backoff_delays_the_restart(registry, app, lifecycle):
     # the move to RESTART_READY is not made before the run's end plus the backoff.
     restarted = [e.time for e in job.status.history if e.to_state is JobState.RESTART_READY][-1]
     assert (restarted - ended).total_seconds() >= 0.5
+
+
+class _Cache(dict):  # type: ignore[type-arg]
+    """An informer's read side: ``get(name)``."""
+
+
+def _ready_job(name: str):
+    job = make_job(name)
+    transition(job, JobState.READY, "no parents", now=utcnow())
+    return job
+
+
+def test_a_job_whose_app_is_not_in_the_cache_yet_stops_before_its_preprocess_step():
+    # The App's event can trail its job's: "no App" must not read as "no hook", or a Python
+    # App's preprocess is skipped and the job runs without it (seen as a flaky hook test).
+    job = _ready_job("early")
+    collapse_from_ready(job, None, NoHooks(), utcnow())
+    assert job.status.state is JobState.STAGED_IN
+    assert [h.to_state.value for h in job.status.history][-1] == "STAGED_IN"
+
+
+def test_the_hook_reconciler_waits_for_a_jobs_app_instead_of_taking_the_default_step(registry):
+    from controllers.hooks import NoHooks
+
+    job = _ready_job("staged")
+    transition(job, JobState.STAGED_IN, "no stage-in transfers", now=utcnow())
+    ctx = Context(registry, {"Job": _Cache(staged=job), "App": _Cache()})
+    result = HookReconciler(NoHooks()).reconcile(Request("staged", job.namespace), ctx)
+    assert isinstance(result, Result) and result.requeue_after is not None
+    assert not ctx.writes  # nothing decided without the App
