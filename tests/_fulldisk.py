@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from bench._chaos import fill, release  # one filler for the chaos bench and the tests
 from tests._support import skip_or_fail
+
+__all__ = ["fill", "release", "small_tmpfs"]
 
 
 @contextlib.contextmanager
@@ -26,31 +28,3 @@ def small_tmpfs(path: Path, size: str = "4m", inodes: int = 2000) -> Iterator[Pa
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
-
-def fill(directory: Path) -> Path:
-    """Fill the filesystem of ``directory``: every byte and every inode (so that not even an
-    empty file or directory can be made). Returns what to remove to give the space back."""
-    filler = directory / ".filler"
-    filler.mkdir()
-    with open(filler / "bytes", "wb", buffering=0) as f:
-        for chunk in (65536, 1):
-            try:
-                while True:
-                    f.write(b"\0" * chunk)
-            except OSError:
-                pass
-    n = 0
-    try:
-        while True:
-            (filler / str(n)).touch()
-            n += 1
-    except OSError:
-        pass
-    return filler
-
-
-def release(filler: Path) -> None:
-    """Give the bytes back first, then the inodes: nothing can start in between on a disk that
-    has inodes but no bytes."""
-    (filler / "bytes").unlink()
-    shutil.rmtree(filler)
