@@ -36,6 +36,7 @@ import logging
 import os
 import queue
 import re
+import signal
 import socket
 import threading
 import time
@@ -68,6 +69,13 @@ from ._supervisor import Supervisor
 
 #: A message handled again once the store answers (it needs the store).
 _Retryable = Resync | AllocationChanged | LeaseLost
+
+#: Exit codes of a job killed by a signal an allocation's end sends to every process of the
+#: step at once (Slurm's time limit: SIGTERM to the agent and its jobs alike).
+_STOP_SIGNALS = frozenset({-signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP})
+#: How long such an exit waits for the agent's own stop signal before it counts as the job's
+#: own failure: which of the two arrives first is a race.
+HOLD_EXTERNAL_KILL_S = 1.0
 
 
 def default_node_name(hostname: str) -> str:
@@ -140,6 +148,8 @@ class NodeAgent:
 
         self._deferred: list[_Retryable] = []  # handled again once the store answers
         self._stopping = False
+        self._stop_requested = ""  # set by stop() at once (a signal handler): read before each message
+        self._held: list[tuple[float, Exited]] = []  # job exits by a stop signal, waiting for ours
         self._stop_deadline = 0.0
         self._retry_delay = 0.0
         self._retry_at = 0.0
@@ -168,6 +178,7 @@ class NodeAgent:
     def stop(self, reason: str = "stopped", wait: bool = True, timeout: float | None = None) -> None:
         """Kill running jobs (→ RUN_TIMEOUT), delete the Node, end the loop. Safe from a signal
         handler with ``wait=False``."""
+        self._stop_requested = self._stop_requested or reason
         self._q.put(Stop(reason))
         if wait and self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
@@ -274,7 +285,11 @@ class NodeAgent:
     def _loop(self) -> None:
         while True:
             for msg in self._drain(self._next_timeout()):
+                if self._stop_requested and not self._stopping:
+                    self._begin_stop(self._stop_requested)  # before any exit it explains
                 self._handle(msg)
+            if self._held:
+                self._release_held()
             now = time.monotonic()
             if self.source.recheck and now >= self._retry_at and not self.source.do_recheck(stopping=self._stopping):
                 self._backoff()
@@ -291,6 +306,15 @@ class NodeAgent:
             if self._stopping and self._shutdown_step():
                 return
 
+    def _release_held(self) -> None:
+        """Classify held exits: all once we stop (each is then the stop's), else those whose
+        wait for our own stop signal is over (each is then the job's own failure)."""
+        now = time.monotonic()
+        due = [m for at, m in self._held if self._stopping or at <= now]
+        self._held = [(at, m) for at, m in self._held if not (self._stopping or at <= now)]
+        for m in due:
+            self.supervisor.on_exit(m.pid, m.code, m.died)
+
     def _next_timeout(self) -> float | None:
         now = time.monotonic()
         launching = bool(self.source.launch_queue) and not self._stopping
@@ -305,6 +329,8 @@ class NodeAgent:
         timer = self.supervisor.next_timer()
         if timer is not None:
             t = min(t, max(0.0, timer - now))
+        if self._held:
+            t = min(t, max(0.0, min(at for at, _ in self._held) - now))
         if self._stopping:
             t = min(t, 0.05)
         return t
@@ -327,7 +353,11 @@ class NodeAgent:
             case JobsChanged():
                 self.source.on_events(msg)
             case Exited(pid=pid, code=code, died=died):
-                sup.on_exit(pid, code, died)
+                run = sup.by_pid.get(pid)
+                if code in _STOP_SIGNALS and not self._stopping and run is not None and not run.signalled:
+                    self._held.append((time.monotonic() + HOLD_EXTERNAL_KILL_S, msg))
+                else:
+                    sup.on_exit(pid, code, died)
             case Spawned(run=run, proc=proc):
                 sup.on_spawned(run, proc)
             case SpawnFailed(run=run, to=to, message=message):

@@ -11,6 +11,7 @@ import pytest
 from apis import AlreadyExists, App, AppParameter, BatchJob, Job, JobState, Node, Registry, Site, transition
 from apis._config import SiteConfig
 from apis._registry import object_key
+from nodeagent import _agent as nodeagent_agent
 
 from .conftest import (
     AgentFactory,
@@ -384,6 +385,40 @@ def test_stop_marks_running_jobs_run_timeout_and_deletes_the_node(registry: Regi
     assert done.status.state is S.RUN_TIMEOUT and "stopped by the test" in done.status.message
     assert node_of(registry, "n1") is None
     assert not process_alive(pid)
+
+
+
+def test_a_job_killed_with_its_agent_by_the_allocations_end_is_run_timeout_whichever_signal_lands_first(
+        registry: Registry, site: SiteConfig, agent: AgentFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Slurm's time limit sends SIGTERM to the agent and its jobs at once: the job's death may be
+    # reaped before the agent's own stop is handled. It must still be the stop's (RUN_TIMEOUT,
+    # requeued), not the job's failure (RUN_ERROR). A long hold keeps the test from racing.
+    monkeypatch.setattr(nodeagent_agent, "HOLD_EXTERNAL_KILL_S", 120.0)
+    make_app(registry, "sleeper", "echo $$ > pid; exec sleep 300")
+    job = make_job(registry, "sleeper", "j1")
+    a = agent("n1")
+    bind(registry, [job], ["n1"])
+    wait_state(registry, "j1", [S.RUNNING])
+    os.kill(read_pid(workdir(site, "j1") / "pid"), signal.SIGTERM)  # the job first ...
+    wait_until(lambda: a._held, 60, "the job's exit to be held for the agent's own stop")
+    a.stop("stopped by SIGTERM")  # ... then its agent
+    assert a.wait(60)
+    done = registry.get(Job, "j1")
+    assert done.status.state is S.RUN_TIMEOUT, done.status.message
+    assert "stopped by SIGTERM" in done.status.message
+
+
+def test_a_job_killed_by_sigterm_while_its_agent_runs_on_is_its_own_failure(
+        registry: Registry, site: SiteConfig, agent: AgentFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nodeagent_agent, "HOLD_EXTERNAL_KILL_S", 0.2)
+    make_app(registry, "sleeper", "echo $$ > pid; exec sleep 300")
+    job = make_job(registry, "sleeper", "j1")
+    agent("n1")
+    bind(registry, [job], ["n1"])
+    wait_state(registry, "j1", [S.RUNNING])
+    os.kill(read_pid(workdir(site, "j1") / "pid"), signal.SIGTERM)
+    done = wait_state(registry, "j1", [S.RUN_ERROR, S.FAILED, S.RESTART_READY], timeout=60)
+    assert S.RUN_ERROR in [h.to_state for h in done.status.history]
 
 
 # --- the agent as a process -----------------------------------------------------------------
