@@ -47,10 +47,13 @@ import selectors
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import traceback
 from collections.abc import Callable
 from typing import IO, Any, NoReturn
+
+from . import _pyexec
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +348,6 @@ def _worker(spec: dict[str, Any], in_fd: int, out_fd: int, devnull: int) -> NoRe
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)
         os.chdir("/")
-        from . import _pyexec
 
         loaded: Any = None
         task: Any = spec
@@ -433,7 +435,6 @@ def _child(spec: dict[str, Any], devnull: int, inherited: tuple[Any, ...], worke
         os.close(devnull)
         _set_environ(spec["env"])
         sys.argv = [str(spec.get("argv0", "balsam-task"))]
-        from . import _pyexec
 
         code = _pyexec.TASKS[spec["task"]](spec)
     except SystemExit as e:
@@ -457,11 +458,9 @@ def main() -> int:
     os.close(devnull)
     os.dup2(2, 1)  # stray prints of the server (or a child before its redirect) go to stderr
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the client decides when we stop: EOF
-    # Warm up: everything a task needs, imported once, then frozen out of the GC's reach
-    # so that children do not copy-on-write the heap by walking it.
-    import apis  # noqa: F401
-    from apis import _appdef, _pycodec, _pyexec  # noqa: F401 - what a worker needs to load an App and run it
-
+    # Warm up: everything a task needs is imported with this module (apis._pyexec brings the
+    # App loader, the codec and the client), then frozen out of the GC's reach so that
+    # children do not copy-on-write the heap by walking it.
     gc.collect()
     gc.freeze()
     return _Server(in_fd, out_fd).serve()
@@ -473,8 +472,6 @@ def main() -> int:
 def runtime_dir(prefix: str) -> str:
     """A private directory for handoff files: in /dev/shm (node-local memory) when there is
     one, else the system's temporary directory."""
-    import tempfile
-
     shm = "/dev/shm"
     base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
     return tempfile.mkdtemp(prefix=prefix, dir=base)

@@ -27,7 +27,11 @@ from typing import Any
 
 import store as st
 
+from . import _client
+from ._appdef import load_app_class
 from ._errors import StoreUnavailable
+from ._kinds import Job
+from ._pycodec import RESULT_FILE, decode_params, encode_exception, encode_result
 
 #: What a hook raises when the store was briefly away, not because the hook is wrong: the
 #: outcome says ``transient`` and the hook reconciler runs the hook again (issue 12: nothing is
@@ -75,7 +79,6 @@ def _extend_sys_path(spec: dict[str, Any]) -> None:
 
 def load_app(spec: dict[str, Any]) -> Any:
     """The App class of ``spec`` (imported by module path, else unpickled): once per warm worker."""
-    from ._appdef import load_app_class
 
     _extend_sys_path(spec)
     return load_app_class(spec["app"])
@@ -91,7 +94,6 @@ def run_app(spec: dict[str, Any]) -> int:
 
 
 def _failed(spec: dict[str, Any], e: BaseException) -> int:
-    from ._pycodec import encode_exception
 
     tb = traceback.format_exc()
     sys.stderr.write(tb)
@@ -106,7 +108,6 @@ def _failed(spec: dict[str, Any], e: BaseException) -> int:
 def run_loaded(spec: dict[str, Any], cls: Any) -> tuple[int, Exception | None]:
     """``cls(job).run(**parameters)``; the value or exception goes to the handoff file.
     Returns the exit code (0, or 1 when ``run()`` raised) and the exception raised."""
-    from ._pycodec import RESULT_FILE, decode_params, encode_result
 
     result_path = spec["result_path"]
     large = os.path.join(os.getcwd(), RESULT_FILE)
@@ -136,7 +137,6 @@ class _Capture:
         self.jobs: dict[str, Any] = {}
 
     def __call__(self, objs: list[Any]) -> list[Any] | None:
-        from ._kinds import Job
 
         if not objs or not all(isinstance(o, Job) for o in objs):
             return None  # not jobs: written as usual
@@ -151,9 +151,6 @@ class _Capture:
 
 def run_hook(spec: dict[str, Any]) -> int:
     """One hook on ``self.job``; its outcome goes to the handoff file."""
-    from . import _client
-    from ._appdef import load_app_class
-    from ._kinds import Job
 
     _extend_sys_path(spec)
     hook = spec["hook"]

@@ -48,8 +48,7 @@ def test_no_module_of_apis_imports_inside_a_function() -> None:
                 for node in ast.walk(fn):
                     if isinstance(node, (ast.Import, ast.ImportFrom)):
                         offenders.append(f"{path.name}:{node.lineno}")
-    # apis/_pyexec.py and _forkserver.py run in hook/worker processes and belong to issue 14
-    assert [o for o in offenders if not o.startswith(("_pyexec", "_forkserver"))] == []
+    assert offenders == []
 
 
 def test_the_model_imports_neither_the_registry_nor_the_client() -> None:
