@@ -62,6 +62,7 @@ from typing import Any, Protocol
 import store as st
 from apis import App, BatchJob, Job, JobState, Node, ObjectMeta, Registry
 from apis._registry import index_keys, index_prefix, kind_prefix
+from apis._roles import SITE_INDEXES
 from controllers._leader import LEASE_PREFIX
 
 from ._harness import StoreTarget
@@ -83,7 +84,7 @@ echo "end $$ $EPOCHREALTIME" >> "$m"
 #: A job hit by many faults in a row is killed (RUN_TIMEOUT) each time; the default retry
 #: limit (3) would make it FAILED, which is the policy working, not a job lost.
 RETRY = {"limit": 1000}
-INDEXES = ("label", "state", "app", "parent", "node", "boundnode")
+INDEXES = SITE_INDEXES  # every index a kind may write (the site role's list of them)
 
 
 @dataclass
@@ -798,7 +799,7 @@ def index_problems(registry: Registry, namespace: str) -> list[str]:
         for obj in registry.list(kind, namespace)[0]:
             want |= index_keys(obj)
         have: set[str] = set()
-        for idx in INDEXES + ("batchjob",):
+        for idx in INDEXES:
             prefix = index_prefix(kind, idx, namespace)
             after = None
             while True:
