@@ -488,15 +488,34 @@ class EtcdStore(Store):
                          retry="read" if idempotent else "write",
                          size=0 if idempotent else request.ByteSize(), ambiguous=ambiguous)
 
-    def _landed(self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes]) -> int | None:
+    def _landed(self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes],
+                since: dict[bytes, int] | None = None) -> int | None:
         """After a write whose first attempt had an unknown outcome and whose retry failed its
         compare: the revision at which the first attempt was applied, or None when it was not.
-        It was when every put key holds the value written, all at one mod revision, and every
-        deleted key is gone."""
-        keys = [k for k, _ in puts] + list(deletes)
+
+        ``since`` maps a put key to the mod revision a compare required of it. Then the answer
+        comes from the key's history, not its present: the first change of that key after that
+        revision is the first attempt's if the first attempt landed at all (its compare held
+        until it was applied), so it landed iff that change wrote our value, with every other
+        put and delete of the txn at the same revision. Reading the present instead is wrong
+        under contention: another writer may already have moved the key on (it read our value
+        and wrote its own), and the caller, told Conflict, would apply its change a second
+        time. Where the history is compacted, or no put key was compared by revision, the
+        present is all there is: every put key holds the value written, all at one mod
+        revision, and every deleted key is gone."""
         if not puts:
             return None
-        response = self._txn(_reads(keys), idempotent=True)
+        anchored = [(k, since[k]) for k, _ in puts if since and since.get(k, 0) > 0]
+        revision = 0
+        if anchored:
+            try:
+                revision = self._first_change_after(*anchored[0])
+            except StoreError:  # compacted past it: judge by the present
+                revision = 0
+            if revision < 0:
+                return None  # the key was never changed after the compared revision
+        keys = [k for k, _ in puts] + list(deletes)
+        response = self._txn(_reads(keys, revision), idempotent=True)
         kvs = [r.response_range.kvs[0] if r.response_range.kvs else None for r in response.responses]
         revs = set()
         for (_, value), kv in zip(puts, kvs, strict=False):
@@ -505,7 +524,26 @@ class EtcdStore(Store):
             revs.add(kv.mod_revision)
         if len(revs) != 1 or any(kv is not None for kv in kvs[len(puts):]):
             return None
-        return revs.pop()
+        landed = revs.pop()
+        return landed if not revision or landed == revision else None
+
+    def _first_change_after(self, key: bytes, since: int) -> int:
+        """The first revision after ``since`` at which ``key`` changed (a put or a delete), or
+        -1 when it has not changed since. A binary search over ranges at past revisions: a
+        handful of reads, on the rare path of a write whose outcome was unknown."""
+        now = self._range(etcdrpc.RangeRequest(key=key))
+        hi = int(now.kvs[0].mod_revision) if now.kvs else int(now.header.revision)
+        if now.kvs and hi == since:
+            return -1
+        lo = since  # the key is as it was at ``since`` up to lo; it has changed by hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            at = self._range(etcdrpc.RangeRequest(key=key, revision=mid))
+            if at.kvs and int(at.kvs[0].mod_revision) == since:
+                lo = mid
+            else:
+                hi = mid
+        return hi
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -685,10 +723,18 @@ class EtcdStore(Store):
         if not response.succeeded:
             kvs = response.responses[0].response_range.kvs
             if ambiguous:  # did the first attempt land? then the compare failed on our own write
-                if op.HasField("request_put") and kvs and kvs[0].value == op.request_put.value:
+                if op.HasField("request_put") and kvs and kvs[0].value == op.request_put.value \
+                        and expect_revision == 0:
                     response.succeeded = True
                     response.header.revision = kvs[0].mod_revision
                     return response
+                if op.HasField("request_put") and expect_revision:
+                    put = (op.request_put.key, op.request_put.value)
+                    landed = self._landed([put], [], since={put[0]: expect_revision})
+                    if landed is not None:
+                        response.succeeded = True
+                        response.header.revision = landed
+                        return response
                 if op.HasField("request_delete_range") and not kvs and expect_revision:
                     response.succeeded = True
                     response.responses[0].response_delete_range.deleted = 1
@@ -740,7 +786,9 @@ class EtcdStore(Store):
             # first one was applied, it is this txn's result (a create is not reported as
             # AlreadyExists for the object it made itself).
             puts = [(_b(op.key), op.value) for op in success if isinstance(op, Put)]
-            revision = self._landed(puts, [_b(op.key) for op in success if isinstance(op, Delete)])
+            since = {_b(c.key): int(c.value) for c in compares
+                     if c.target == "mod" and c.op == "==" and isinstance(c.value, int)}
+            revision = self._landed(puts, [_b(op.key) for op in success if isinstance(op, Delete)], since)
             if revision is not None:
                 return TxnResult(True, revision, [True if isinstance(op, Delete) else None for op in success])
         ops = success if response.succeeded else failure

@@ -6,7 +6,7 @@ the contract.  Every test runs against real etcd processes started here (store/t
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
@@ -345,6 +345,7 @@ class _LostReply:
 
     def __init__(self, stub: object, n: int) -> None:
         self._stub, self.left = stub, n
+        self.meanwhile: Callable[[], None] | None = None  # another writer, before the retry
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._stub, name)
@@ -353,6 +354,8 @@ class _LostReply:
         response = self._stub.Txn(request, timeout, metadata=metadata)
         if self.left and request.success and not request.success[0].HasField("request_range"):
             self.left -= 1
+            if self.meanwhile is not None:
+                self.meanwhile()
             raise _Unavailable()
         return response
 
@@ -388,6 +391,55 @@ def test_a_txn_that_landed_before_its_reply_was_lost_reports_success_once(store:
     assert res.succeeded
     assert {store.get(k).mod_revision for k in ("/t/lost/obj", "/t/lost/idx/obj")} == {res.revision}
     assert store.get("/t/lost/obj").version == 1
+
+
+def _other_writer(store: EtcdStore, key: str, value: bytes) -> Callable[[], None]:
+    """Another client that reads ``key`` and moves it on with a compare-and-swap."""
+    def write() -> None:
+        other = EtcdStore(store.url)
+        try:
+            kv = other.get(key)
+            assert kv is not None
+            other.put(key, value, expect_revision=kv.mod_revision)
+        finally:
+            other.close()
+    return write
+
+
+@pytest.mark.etcd
+def test_a_cas_update_that_landed_is_not_reported_a_conflict_after_another_writer_moved_on(
+        store: EtcdStore, lossy: _LostReply) -> None:
+    # Four threads incrementing one counter ended at 401 of 400 under load: the first attempt
+    # landed, its reply was lost, another thread read our value and wrote its own, and our
+    # retry, judging by the key's present value, said Conflict: the caller incremented twice.
+    before = store.put("/t/lost/n", b"100")
+    lossy.meanwhile = _other_writer(store, "/t/lost/n", b"102")
+    rev = store.put("/t/lost/n", b"101", expect_revision=before)
+    assert lossy.left == 0 and rev > before
+    kv = store.get("/t/lost/n")
+    assert kv is not None and kv.value == b"102" and kv.version == 3  # 100, ours, theirs: nobody wrote twice
+
+
+@pytest.mark.etcd
+def test_a_txn_update_that_landed_is_reported_once_after_another_writer_moved_on(
+        store: EtcdStore, lossy: _LostReply) -> None:
+    before = store.put("/t/lost/o", b"v1")
+    lossy.meanwhile = _other_writer(store, "/t/lost/o", b"v3")
+    res = store.txn([Compare.mod("/t/lost/o", "==", before)], [Put("/t/lost/o", b"v2"), Put("/t/lost/o-idx", b"")])
+    assert lossy.left == 0 and res.succeeded
+    assert store.get("/t/lost/o-idx").mod_revision == res.revision  # type: ignore[union-attr]
+
+
+@pytest.mark.etcd
+def test_whether_a_write_landed_is_judged_by_the_first_change_after_its_compare(store: EtcdStore) -> None:
+    # Judged by the key's history: the first change after the compared revision was another
+    # writer's, so a first attempt of ours cannot have landed — even though the key now holds
+    # the very value we would have written.
+    before = store.put("/t/lost/m", b"a")
+    _other_writer(store, "/t/lost/m", b"b")()
+    _other_writer(store, "/t/lost/m", b"z")()
+    assert store._landed([(b"/t/lost/m", b"z")], [], since={b"/t/lost/m": before}) is None
+    assert store._landed([(b"/t/lost/m", b"b")], [], since={b"/t/lost/m": before}) is not None
 
 
 @pytest.mark.etcd
