@@ -165,12 +165,14 @@ def state_counts(registry: Registry, namespace: str) -> dict[JobState, int]:
 def all_done(registry: Registry, namespace: str) -> tuple[dict[JobState, int], bool]:
     """The counts, and whether every job is terminal. ``count(jobs)`` is read before and
     after the per-state counts; since a terminal job stays terminal, equal totals that
-    equal the terminal counts mean every job was terminal."""
+    equal the terminal counts mean every job was terminal. The per-state counts are read one
+    after another, so a job that moved between two of them is counted in both: not done until
+    a read has every job once (the summary line printed from it would say "1 stuck")."""
     before = registry.count(Job, namespace)
     counts = state_counts(registry, namespace)
     after = registry.count(Job, namespace)
     terminal = sum(counts[s] for s in TERMINAL)
-    return counts, before == after == terminal
+    return counts, before == after == terminal == sum(counts.values())
 
 
 def stuck_reason(registry: Registry, namespace: str, counts: dict[JobState, int]) -> str | None:

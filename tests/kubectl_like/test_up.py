@@ -16,9 +16,10 @@ import pytest
 
 from apis import BatchJob, Job, JobState, Node
 from apis import Site as SiteResource
+from kubectl_like import _up
 from kubectl_like._up import allocation_name
 
-from ._streams import Proc, wait_until
+from ._streams import TO_FINISHED, TO_RUNNING, Proc, move, wait_until
 from .conftest import Site, balsamctl_bin, job_doc, manifest, write_yaml
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
@@ -348,3 +349,22 @@ def test_up_goes_on_when_its_own_output_cannot_be_written(site: Site) -> None:
                            stdout=full, stderr=full, cwd=site.path, env=env, timeout=120)
     assert p.returncode == 0
     assert state_of(site, "hello-world") is JobState.JOB_FINISHED
+
+
+def test_until_done_is_not_done_while_a_job_is_counted_in_two_states(site: Site,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # The per-state counts are separate reads: a job that finished between the RUNNING read
+    # and the JOB_FINISHED read is counted in both. up once ended on such a read and printed
+    # "25 job(s): 24 JOB_FINISHED, 0 FAILED, 1 stuck" for 24 finished jobs.
+    write_yaml(site.path / "jobs.yaml", [manifest("App", "hello", {"command": "echo hi"}),
+                                         job_doc("j0"), job_doc("j1")])
+    assert site.run("apply", "-f", str(site.path / "jobs.yaml")).exit_code == 0
+    reg = site.registry()
+    for name in ("j0", "j1"):
+        move(reg, name, TO_RUNNING + TO_FINISHED, site.namespace)
+    counts, done = _up.all_done(reg, site.namespace)
+    assert done and sum(counts.values()) == 2
+    real = _up.state_counts
+    monkeypatch.setattr(_up, "state_counts", lambda r, ns: {**real(r, ns), JobState.RUNNING: 1})
+    counts, done = _up.all_done(reg, site.namespace)
+    assert not done
