@@ -11,8 +11,8 @@ import pytest
 from apis import Registry
 from apis._config import SiteConfig
 from store.testing import ETCD_BIN, ETCD_DEFAULT_LIMITS, EtcdCluster, etcd_available
-from tests._support import make_site_config, registry_on, skip_or_fail
 from tests._deadline import DEADLINE
+from tests._support import make_site_config, registry_on, skip_or_fail
 
 
 @pytest.fixture(scope="session")

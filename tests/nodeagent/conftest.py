@@ -20,8 +20,8 @@ import pytest
 from apis import App, Job, JobState, Node, Placement, Registry, Site, advance
 from apis._config import SiteConfig
 from nodeagent import NodeAgent
-from tests._support import make_site_config, poll_until, registry_on, skip_or_fail
 from tests._deadline import DEADLINE
+from tests._support import make_site_config, poll_until, registry_on, skip_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,8 +9,8 @@ import pytest
 
 from apis import JobState, Registry
 from apis._config import SiteConfig
-from tests._fulldisk import fill, release, small_tmpfs
 from tests._deadline import DEADLINE
+from tests._fulldisk import fill, release, small_tmpfs
 
 from .conftest import AgentFactory, bind, make_app, make_job, wait_state, wait_until
 
