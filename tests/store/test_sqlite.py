@@ -11,6 +11,7 @@ import pytest
 
 from store import Compacted, LeaseNotFound, Put, Unavailable, open_store
 from store._sqlite import SQLiteStore
+from tests._deadline import DEADLINE
 
 from ._util import collect
 
@@ -126,7 +127,7 @@ def test_live_watch_fails_if_compaction_overtakes_it(url: str) -> None:
         with slow.watch("/") as w:
             # The poller has taken the watch in (it delivered our own write), then sleeps.
             slow.put("/warm", b"1")
-            (warm,) = collect(w, 1, timeout=30)
+            (warm,) = collect(w, 1, timeout=DEADLINE)
             assert warm.kv.key == "/warm"
             with open_store(url) as other:
                 other.put("/a", b"1")
@@ -134,7 +135,7 @@ def test_live_watch_fails_if_compaction_overtakes_it(url: str) -> None:
                 other.compact(rev)
             slow.put("/b", b"1")  # wakes the poller
             with pytest.raises(Compacted) as err:
-                collect(w, 1, timeout=5)
+                collect(w, 1, timeout=DEADLINE)
             assert err.value.compact_revision == rev
     finally:
         slow.close()
