@@ -72,7 +72,7 @@ def test_watcher_in_another_process_sees_writes_within_milliseconds(
             sent[store.put(f"{ns}k{i}", b"x")] = t
             time.sleep(0.02)
         received = []
-        while (item := out.get(timeout=30)) is not None:
+        while (item := out.get(timeout=DEADLINE)) is not None:
             received.append(item)
     finally:
         child.join(DEADLINE)

@@ -190,10 +190,10 @@ def test_auto_compaction_keeps_the_log_bounded_and_late_watches_relist(tmp_path:
     assert isinstance(s, SQLiteStore)
     try:
         first = s.put("/k", b"0")
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + DEADLINE
         n = 0
         while s._revisions(s._conn())[1] < first:  # the poller compacts on its own
-            assert time.monotonic() < deadline, "no auto-compaction within 60 s"
+            assert time.monotonic() < deadline, "no auto-compaction within the deadline"
             n += 1
             s.put("/k", str(n).encode())
             time.sleep(0.01)
@@ -279,7 +279,7 @@ def test_leases_outlive_a_full_disk(tmp_path: Path, caplog: pytest.LogCaptureFix
             s.put("/node/n1", b"alive", lease=lease)
             expiry = s._conn().execute("SELECT expiry FROM lease WHERE id = ?", (lease,)).fetchall()[0][0]
             filler = fill(disk)
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + DEADLINE
             while "retrying every second" not in caplog.text:  # the poller met the full disk
                 assert time.monotonic() < deadline, "the poller never tried to reap the expired lease"
                 time.sleep(0.05)
