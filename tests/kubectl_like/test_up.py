@@ -192,16 +192,17 @@ def test_up_runs_its_allocation_here_on_a_slurm_site_with_the_node_size_it_was_g
 
 
 def test_up_submits_its_allocation_again_at_its_wall_time(site: Site) -> None:
-    # The first attempt outlives the 6 s allocation; the second, in the next one, finishes at once.
+    # The first attempt outlives the 18 s allocation; the second, in the next one, finishes at once.
+    # (6 s could end before a loaded machine had started the agent and the job in it.)
     write_yaml(site.path / "w.yaml", [
         manifest("App", "twice", {"command": "if [ -e mark ]; then echo second; else touch mark; exec sleep 60; fi"}),
         job_doc("long", app="twice"),
     ])
     assert site.sh("apply", "-f", "w.yaml").exit_code == 0
-    code, out, err, _ = up(site, "--until-done", "--wall-time-min", "0.1", timeout=DEADLINE)
+    code, out, err, _ = up(site, "--until-done", "--wall-time-min", "0.3", timeout=DEADLINE)
     assert code == 0, err
     assert out == "1 job(s): 1 JOB_FINISHED, 0 FAILED\n"
-    assert f"allocation {allocation_name()} reached its wall time (0.1 min); submitting it again" in err
+    assert f"allocation {allocation_name()} reached its wall time (0.3 min); submitting it again" in err
     job = site.registry().get(Job, "long", site.namespace)
     assert [h.to_state for h in job.status.history].count(JobState.RUN_TIMEOUT) == 1
     assert site.sh("logs", "long").stdout == "second\n"
