@@ -206,10 +206,10 @@ def test_a_class_defined_in_main_runs_by_value(site, tmp_path):
 
         balsam.api.use(site={str(site.path)!r})
         job = Multiplier.submit("test/by-value", x=7)
-        print(job.result(timeout=DEADLINE))
+        print(job.result(timeout={DEADLINE}))
     """))
-    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=2 * DEADLINE, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "42"
     app = App.objects.get(name="multiplier")
