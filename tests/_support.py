@@ -16,6 +16,7 @@ import store as st
 from apis import Registry
 from apis._config import SiteConfig
 from controllers import ControllerManager
+from tests._deadline import DEADLINE
 
 
 def skip_or_fail(reason: str) -> NoReturn:
@@ -48,8 +49,8 @@ def registry_on(store_url: str) -> Iterator[Registry]:
 
 
 @contextmanager
-def running_manager(registry: Registry, reconcilers: Sequence[Any], lease_ttl: float = 2, lead_timeout: float = 10,
-                    join_timeout: float = 10, name: str | None = None,
+def running_manager(registry: Registry, reconcilers: Sequence[Any], lease_ttl: float = 2, lead_timeout: float = DEADLINE,
+                    join_timeout: float = DEADLINE, name: str | None = None,
                     ) -> Iterator[tuple[ControllerManager, threading.Thread]]:
     """A controller manager running ``reconcilers`` in a daemon thread of this process,
     leading (asserted within ``lead_timeout``) when the block starts; stopped after it."""
@@ -65,7 +66,7 @@ def running_manager(registry: Registry, reconcilers: Sequence[Any], lease_ttl: f
         t.join(join_timeout)
 
 
-def poll_until(pred: Callable[[], Any], timeout: float, what: str = "condition", interval: float = 0.02) -> Any:
+def poll_until(pred: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition", interval: float = 0.02) -> Any:
     """Poll ``pred`` (test code only) until it returns something truthy, and return that;
     fail the test (``pytest.fail.Exception``) after ``timeout`` seconds. The suites' own
     ``wait_until`` call this with their default timeout and interval."""

@@ -11,6 +11,7 @@ import pytest
 from apis import Registry
 from apis._config import SiteConfig
 from store.testing import ETCD_BIN, ETCD_DEFAULT_LIMITS, EtcdCluster, etcd_available
+from tests._deadline import DEADLINE
 from tests._support import make_site_config, registry_on, skip_or_fail
 
 
@@ -22,7 +23,7 @@ def etcd_url() -> Iterator[str]:
     if not etcd_available():
         skip_or_fail(f"etcd is not installed ({ETCD_BIN} missing; apt-get install etcd-server)")
     try:
-        cluster = EtcdCluster.start(members=1, timeout=30)
+        cluster = EtcdCluster.start(members=1, timeout=DEADLINE)
     except RuntimeError as e:
         pytest.fail(f"etcd did not start: {e}", pytrace=False)
     with cluster:
@@ -36,7 +37,7 @@ def etcd_defaults_url() -> Iterator[str]:
     if not etcd_available():
         skip_or_fail(f"etcd is not installed ({ETCD_BIN} missing; apt-get install etcd-server)")
     try:
-        cluster = EtcdCluster.start(members=1, timeout=30, limits=ETCD_DEFAULT_LIMITS)
+        cluster = EtcdCluster.start(members=1, timeout=DEADLINE, limits=ETCD_DEFAULT_LIMITS)
     except RuntimeError as e:
         pytest.fail(f"etcd did not start: {e}", pytrace=False)
     with cluster:

@@ -11,9 +11,8 @@ import pytest
 
 import apis
 from apis import BadRequest, Job, JobState, WatchEvent
+from tests._deadline import DEADLINE
 from tests.apis.conftest import Backend
-
-DEADLINE = 60.0
 
 
 def _job(backend: Backend, name: str, run: str) -> Job:

@@ -17,6 +17,7 @@ import apis
 from apis import Node
 from apis import _config as config
 from apis._config import SiteConfig
+from tests._deadline import DEADLINE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,7 +44,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteConfig]:
     ]
     reg = apis.use(site=path)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + DEADLINE
         while reg.count(Node) == 0:
             assert all(p.poll() is None for p in procs), "a site process exited at start"
             assert time.monotonic() < deadline, "the node agent did not register"
@@ -54,7 +55,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteConfig]:
             p.terminate()
         for p in procs:
             try:
-                p.wait(30)
+                p.wait(DEADLINE)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()

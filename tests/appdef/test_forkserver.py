@@ -11,8 +11,9 @@ import pytest
 from apis import ApplicationDefinition
 from apis._forkserver import ForkServer
 from apis._pycodec import encode_params
+from tests._deadline import DEADLINE
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(3 * DEADLINE)  # a safety net above every wait's own deadline
 
 
 class Exit3(ApplicationDefinition):
@@ -60,7 +61,7 @@ def server():
 
 def _next(msgs, kind):
     while True:
-        gen, m = msgs.get(timeout=30)
+        gen, m = msgs.get(timeout=DEADLINE)
         if m[0] == kind:
             return gen, m
 
@@ -82,7 +83,7 @@ def test_a_tasks_process_group_dies_with_it(server, tmp_path):
     _, (_, _, code) = _next(msgs, "exit")
     assert code == 0
     bg = int(pidfile.read_text())
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + DEADLINE
     while _alive(bg):
         assert time.monotonic() < deadline, "the task's background process outlived it"
         time.sleep(0.02)
@@ -112,7 +113,7 @@ def test_closing_the_server_kills_its_children_and_a_dead_server_is_reported(tmp
     assert _alive(pid)
     fs.close()
     _next(msgs, "died")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + DEADLINE
     while _alive(pid):
         assert time.monotonic() < deadline
         time.sleep(0.02)

@@ -14,11 +14,12 @@ import apis
 from apis import App, Job, JobState
 from apis import _futures as futures
 from apis._pycodec import RemoteTraceback
+from tests._deadline import DEADLINE
 
 from .apps import Adder, Echo, Failer, Raiser, Sleeper, WhereAmI
 from .conftest import REPO
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(3 * DEADLINE)  # a safety net above every wait's own deadline
 
 #: Balsam's default job takes a whole node; these share the 4-CPU node.
 PACK = {"node_packing_count": 4}
@@ -34,13 +35,13 @@ def test_adder_submit_result_is_the_seed_example(site):
 
 def test_arguments_and_results_that_json_cannot_carry_go_through_cloudpickle(site):
     job = Adder.submit("test/tuples", x=(1, 2), y=(3,))
-    assert job.result(timeout=60) == (1, 2, 3)
+    assert job.result(timeout=DEADLINE) == (1, 2, 3)
     assert "$cloudpickle" in job.status.result
 
 
 def test_a_large_result_is_kept_in_a_file_in_the_workdir(site):
     job = Adder.submit("test/large", x="a" * 40_000, y="b")
-    assert job.result(timeout=60) == "a" * 40_000 + "b"
+    assert job.result(timeout=DEADLINE) == "a" * 40_000 + "b"
     ref = job.status.result
     assert ref["$file"] == str(job.resolve_workdir(site.data_path) / "job.result.pkl")
     assert os.path.getsize(ref["$file"]) == ref["bytes"]
@@ -49,7 +50,7 @@ def test_a_large_result_is_kept_in_a_file_in_the_workdir(site):
 def test_an_exception_raised_by_run_is_reraised_by_result(site):
     job = Raiser.submit("test/raise", message="x must be positive")
     with pytest.raises(ValueError, match="x must be positive") as raised:
-        job.result(timeout=60)
+        job.result(timeout=DEADLINE)
     cause = raised.value.__cause__  # where it was raised, in the job's process
     assert isinstance(cause, RemoteTraceback) and "raise ValueError(message)" in str(cause), cause
     assert job.state == "FAILED"
@@ -59,7 +60,7 @@ def test_an_exception_raised_by_run_is_reraised_by_result(site):
 
 
 def test_result_timeout_raises_concurrent_futures_timeout_and_nowait_raises_no_result(site):
-    job = Sleeper.submit("test/sleep", seconds=30, **PACK)
+    job = Sleeper.submit("test/sleep", seconds=600, **PACK)
     with pytest.raises(concurrent.futures.TimeoutError):
         job.result(timeout=0.1)
     with pytest.raises(Job.NoResult):
@@ -68,12 +69,12 @@ def test_result_timeout_raises_concurrent_futures_timeout_and_nowait_raises_no_r
     job.state = "FAILED"  # a user gives up on it: its agent kills the process
     job.save()
     with pytest.raises(Job.Failed):
-        job.result(timeout=30)
+        job.result(timeout=DEADLINE)
 
 
 def test_result_nowait_and_done_once_finished(site):
     job = Adder.submit("test/nowait", x=1, y=2)
-    job.result(timeout=60)
+    job.result(timeout=DEADLINE)
     fresh = Job.objects.get(id=job.id)
     assert fresh.done()
     assert fresh.result_nowait() == 3
@@ -82,7 +83,7 @@ def test_result_nowait_and_done_once_finished(site):
 def test_a_failed_shell_job_raises_with_its_return_code_and_output_tail(site):
     job = Failer.submit("test/failer")
     with pytest.raises(Job.Failed) as err:
-        job.result(timeout=60)
+        job.result(timeout=DEADLINE)
     assert err.value.return_code == 3
     assert "about to fail" in err.value.output_tail
     assert "return code 3" in str(err.value)
@@ -90,12 +91,12 @@ def test_a_failed_shell_job_raises_with_its_return_code_and_output_tail(site):
 
 def test_a_finished_shell_job_result_is_none(site):
     job = Echo.submit("test/echo", text="hi")
-    assert job.result(timeout=60) is None
+    assert job.result(timeout=DEADLINE) is None
 
 
 def test_run_sees_site_config_data_path_and_its_workdir(site):
     job = WhereAmI.submit("test/where")
-    got = job.result(timeout=60)
+    got = job.result(timeout=DEADLINE)
     workdir = str(site.data_path / "test/where")
     assert got == {"data_path": str(site.data_path), "cwd": workdir, "workdir": workdir, "job": job.id}
 
@@ -107,7 +108,7 @@ def test_template_values_that_look_like_shell_run_as_literal_strings(site, tmp_p
     nasty = ["; rm -rf ~", "$(touch pwned)", "`touch pwned2`", "a && touch pwned3"]
     jobs = [Echo.submit(f"test/quote/{i}", text=t) for i, t in enumerate(nasty)]
     for job, text in zip(jobs, nasty, strict=True):
-        assert job.result(timeout=60) is None
+        assert job.result(timeout=DEADLINE) is None
         wd = job.resolve_workdir(site.data_path)
         assert (wd / "job.out").read_text() == text + "\n"
         assert not list(wd.glob("pwned*"))
@@ -131,7 +132,7 @@ def test_submit_save_false_for_bulk_create_and_wait_all(site):
 def test_wait_first_completed_returns_with_the_fast_job_done(site):
     slow = Sleeper.submit("test/wait-first/slow", seconds=30, **PACK)
     fast = Adder.submit("test/wait-first/fast", x=1, y=1, **PACK)
-    res = Job.objects.wait([slow, fast], return_when="FIRST_COMPLETED", timeout=60)
+    res = Job.objects.wait([slow, fast], return_when="FIRST_COMPLETED", timeout=DEADLINE)
     assert [j.id for j in res.done] == [fast.id]
     assert [j.id for j in res.not_done] == [slow.id]
     slow.state = "FAILED"
@@ -142,7 +143,7 @@ def test_wait_first_exception_returns_at_the_first_failure(site):
     slow = Sleeper.submit("test/wait-exc/slow", seconds=30, **PACK)
     bad = Raiser.submit("test/wait-exc/bad", message="no", **PACK)
     ok = Adder.submit("test/wait-exc/ok", x=1, y=1, **PACK)
-    res = Job.objects.wait([slow, bad, ok], return_when="FIRST_EXCEPTION", timeout=60)
+    res = Job.objects.wait([slow, bad, ok], return_when="FIRST_EXCEPTION", timeout=DEADLINE)
     assert bad.id in [j.id for j in res.done]
     assert slow.id in [j.id for j in res.not_done]
     slow.state = "FAILED"
@@ -150,7 +151,7 @@ def test_wait_first_exception_returns_at_the_first_failure(site):
 
 
 def test_wait_timeout_returns_what_is_done(site):
-    slow = Sleeper.submit("test/wait-timeout", seconds=30, **PACK)
+    slow = Sleeper.submit("test/wait-timeout", seconds=600, **PACK)
     res = Job.objects.wait([slow], timeout=0.2)
     assert not res.done and [j.id for j in res.not_done] == [slow.id]
     with pytest.raises(concurrent.futures.TimeoutError):
@@ -164,7 +165,7 @@ def test_as_completed_over_200_python_jobs_yields_each_once_in_completion_order(
         [Adder.submit(f"test/asc/{i}", x=i, y=1, save=False, **PACK) for i in range(200)])
     first = jobs[:3]
     for j in first:  # some are finished before as_completed starts
-        j.result(timeout=60)
+        j.result(timeout=DEADLINE)
     seen = []
     for job in Job.objects.as_completed(jobs, timeout=150):
         assert job.done()
@@ -179,7 +180,7 @@ def test_as_completed_over_200_python_jobs_yields_each_once_in_completion_order(
 def test_a_thousand_outstanding_futures_share_one_store_watch(site):
     reg = apis.default_registry()
     watcher = futures.watcher_for(reg, "default")
-    jobs = Job.objects.bulk_create([Sleeper.submit(f"test/many/{i}", seconds=60, save=False,
+    jobs = Job.objects.bulk_create([Sleeper.submit(f"test/many/{i}", seconds=600, save=False,
                                                    tags={"batch": "many"}) for i in range(1000)])
     before = len(reg.store._watches)  # the SQLite store: its open watches
     opened = watcher.watches_opened
@@ -188,7 +189,7 @@ def test_a_thousand_outstanding_futures_share_one_store_watch(site):
     assert watcher.watches_opened - opened <= 1
     assert len(reg.store._watches) <= max(before, 1)
     Job.objects.filter(tags={"batch": "many"}).update(state="FAILED")
-    assert Job.objects.wait(jobs, timeout=60).not_done == []
+    assert Job.objects.wait(jobs, timeout=DEADLINE).not_done == []
 
 
 def test_a_class_defined_in_main_runs_by_value(site, tmp_path):
@@ -205,10 +206,10 @@ def test_a_class_defined_in_main_runs_by_value(site, tmp_path):
 
         balsam.api.use(site={str(site.path)!r})
         job = Multiplier.submit("test/by-value", x=7)
-        print(job.result(timeout=60))
+        print(job.result(timeout={DEADLINE}))
     """))
-    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=2 * DEADLINE, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "42"
     app = App.objects.get(name="multiplier")
@@ -252,5 +253,5 @@ def test_sync_updates_the_app_when_the_class_changes(site):
 
 def test_job_state_helpers_without_waiting(site):
     job = Adder.submit("test/states", x=0, y=0)
-    job.result(timeout=60)
+    job.result(timeout=DEADLINE)
     assert JobState(job.state) is JobState.JOB_FINISHED

@@ -28,6 +28,7 @@ from controllers.dependency import DependencyReconciler
 from controllers.hook import HookReconciler
 from controllers.hooks import NoHooks
 from controllers.placement.reconciler import PlacementReconciler
+from tests._deadline import DEADLINE
 from tests._support import poll_until, running_manager, skip_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,7 +73,7 @@ def manager(registry: Registry, site: SiteConfig) -> Iterator[Manager]:
     batch = BatchJobReconciler(poll_queued=0.5, poll_running=1.0, node_grace=5.0, max_backoff=4.0)
     elastic = ElasticQueueReconciler(min_interval=0.3)
     recs = [DependencyReconciler(hooks), HookReconciler(hooks), PlacementReconciler(), batch, elastic]
-    with running_manager(registry, recs, lease_ttl=5, lead_timeout=15, join_timeout=15,
+    with running_manager(registry, recs, lease_ttl=5, lead_timeout=DEADLINE, join_timeout=DEADLINE,
                          name="test-controller-manager") as (mgr, t):
         yield Manager(mgr, t, batch, elastic)
         # Cancel what is still allocated, so no agent outlives the test.
@@ -82,7 +83,7 @@ def manager(registry: Registry, site: SiteConfig) -> Iterator[Manager]:
                     registry.delete(BatchJob, bj.name)
                 except Exception:  # noqa: BLE001 - best effort cleanup
                     pass
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + DEADLINE
         while time.monotonic() < deadline:
             live = [b for b in registry.list(BatchJob)[0]
                     if b.status.state in ("queued", "running", "pending_deletion")]
@@ -115,7 +116,7 @@ def kill_agents(site_path: Path) -> None:
             pass
 
 
-def wait_until(pred: Callable[[], Any], timeout: float = 60.0, what: str = "condition",
+def wait_until(pred: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition",
                interval: float = 0.05) -> Any:
     return poll_until(pred, timeout, what, interval)
 
@@ -124,7 +125,7 @@ def batchjob(registry: Registry, name: str) -> BatchJob | None:
     return registry.try_get(BatchJob, name)
 
 
-def wait_batchjob(registry: Registry, name: str, states: Iterable[str], timeout: float = 60.0) -> BatchJob:
+def wait_batchjob(registry: Registry, name: str, states: Iterable[str], timeout: float = DEADLINE) -> BatchJob:
     want = set(states)
     last: list[BatchJob | None] = [None]
 
@@ -145,7 +146,7 @@ def jobs_in(registry: Registry, names: Iterable[str]) -> dict[str, JobState]:
 
 
 def wait_jobs(registry: Registry, names: list[str], states: Iterable[JobState] = FINAL,
-              timeout: float = 60.0) -> list[Job]:
+              timeout: float = DEADLINE) -> list[Job]:
     want = set(states)
 
     def check() -> list[Job] | None:

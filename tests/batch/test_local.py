@@ -14,6 +14,7 @@ from controllers.dependency import DependencyReconciler
 from controllers.hook import HookReconciler
 from controllers.hooks import NoHooks
 from controllers.placement.reconciler import PlacementReconciler
+from tests._deadline import DEADLINE
 from tests._support import running_manager
 
 from .conftest import (
@@ -53,13 +54,13 @@ def test_local_batchjob_runs_jobs_on_its_own_nodes_then_delete_cancels_it(
     names = [f"j{i}" for i in range(6)]
     make_jobs(registry, "hello", names)
     make_batchjob(registry, "alloc", nodes=2, wall_time_min=5)
-    bj = wait_batchjob(registry, "alloc", ["running"], timeout=30)
+    bj = wait_batchjob(registry, "alloc", ["running"], timeout=DEADLINE)
     assert bj.status.scheduler_id and bj.status.scheduler_id.startswith("local-")
     assert "balsam.io/scheduler" in bj.metadata.finalizers
-    nodes = wait_until(lambda: [n for n in registry.list(Node)[0] if n.spec.batch_job == "alloc"], 30,
+    nodes = wait_until(lambda: [n for n in registry.list(Node)[0] if n.spec.batch_job == "alloc"], DEADLINE,
                        "the allocation's nodes")
     assert {n.spec.cpus for n in nodes} == {2}
-    done = wait_jobs(registry, names, timeout=60)
+    done = wait_jobs(registry, names, timeout=DEADLINE)
     assert {j.status.state for j in done} == {S.JOB_FINISHED}
     assert {j.status.placement.batch_job for j in done if j.status.placement} == {"alloc"}
     script = (site.path / "batch" / "alloc.sh").read_text()
@@ -69,9 +70,9 @@ def test_local_batchjob_runs_jobs_on_its_own_nodes_then_delete_cancels_it(
     registry.delete(BatchJob, "alloc")  # finalizer: only marked, the reconciler cancels
     marked = registry.try_get(BatchJob, "alloc")
     assert marked is not None and marked.metadata.deletion_timestamp is not None
-    wait_until(lambda: registry.try_get(BatchJob, "alloc") is None, 30, "the BatchJob to go")
-    wait_until(lambda: not _alive(pid), 20, "the allocation's processes to end")
-    wait_until(lambda: not registry.list(Node)[0], 20, "its Nodes to vanish")
+    wait_until(lambda: registry.try_get(BatchJob, "alloc") is None, DEADLINE, "the BatchJob to go")
+    wait_until(lambda: not _alive(pid), DEADLINE, "the allocation's processes to end")
+    wait_until(lambda: not registry.list(Node)[0], DEADLINE, "its Nodes to vanish")
 
 
 def test_wall_time_ends_the_allocation_and_running_jobs_finish_in_the_next_one(
@@ -81,16 +82,18 @@ def test_wall_time_ends_the_allocation_and_running_jobs_finish_in_the_next_one(
     make_app(registry, "twice", "if [ -e mark ]; then echo second; else touch mark; exec sleep 120; fi")
     names = ["a", "b"]
     make_jobs(registry, "twice", names, resources={"nodePackingCount": 2})
-    make_batchjob(registry, "short", nodes=1, wall_time_min=0.1)  # 6 s (local honors seconds)
-    wait_until(lambda: all(j.status.state is S.RUNNING for j in registry.get_many(Job, names) if j), 30,
+    # 30 s (local honors seconds): time for the agent to start and both jobs to run on a loaded
+    # machine (6 s was not: the allocation could end before either job ran).
+    make_batchjob(registry, "short", nodes=1, wall_time_min=0.5)
+    wait_until(lambda: all(j.status.state is S.RUNNING for j in registry.get_many(Job, names) if j), DEADLINE,
                "both jobs running")
-    ended = wait_batchjob(registry, "short", ["finished"], timeout=60)
+    ended = wait_batchjob(registry, "short", ["finished"], timeout=DEADLINE)
     assert "TIMEOUT" in ended.status.message and ended.status.scheduler_state == "TIMEOUT"
     # Nothing stuck in RUNNING: the agent timed them out, the hook reconciler made them RESTART_READY.
-    wait_until(lambda: all(j.status.state is S.RESTART_READY for j in registry.get_many(Job, names) if j), 30,
+    wait_until(lambda: all(j.status.state is S.RESTART_READY for j in registry.get_many(Job, names) if j), DEADLINE,
                "jobs requeued")
     make_batchjob(registry, "second", nodes=1, wall_time_min=5)
-    done = wait_jobs(registry, names, timeout=60)
+    done = wait_jobs(registry, names, timeout=DEADLINE)
     for j in done:
         assert j.status.state is S.JOB_FINISHED, (j.name, j.status.message)
         moves = [h.to_state for h in j.status.history]
@@ -105,20 +108,20 @@ def test_allocation_killed_outright_is_reconciled_to_finished_and_its_jobs_reque
     make_app(registry, "long", "exec sleep 120")
     make_jobs(registry, "long", ["x"])
     make_batchjob(registry, "doomed", nodes=1, wall_time_min=5)
-    bj = wait_batchjob(registry, "doomed", ["running"], timeout=30)
-    wait_until(lambda: (j := registry.try_get(Job, "x")) and j.status.state is S.RUNNING, 30, "x running")
+    bj = wait_batchjob(registry, "doomed", ["running"], timeout=DEADLINE)
+    wait_until(lambda: (j := registry.try_get(Job, "x")) and j.status.state is S.RUNNING, DEADLINE, "x running")
     runner = _pid_of(bj.status.scheduler_id or "")
     os.killpg(runner, signal.SIGKILL)  # the runner, and nothing else: its agents live on in their own group
     # The scheduler no longer knows the allocation: finished, with a message saying so ...
-    gone = wait_batchjob(registry, "doomed", ["finished"], timeout=30)
+    gone = wait_batchjob(registry, "doomed", ["finished"], timeout=DEADLINE)
     assert "vanished" in gone.status.message and gone.status.scheduler_state is None
     # ... its agents, still alive, see that and stop (their job → RUN_TIMEOUT, requeued, not
     # stuck) instead of registering again each time the batch reconciler removes their Nodes.
-    x = wait_until(lambda: (j := registry.try_get(Job, "x")) and j.status.state is not S.RUNNING and j, 60,
+    x = wait_until(lambda: (j := registry.try_get(Job, "x")) and j.status.state is not S.RUNNING and j, DEADLINE,
                    "x to leave RUNNING")
     assert x.status.state in (S.RUN_TIMEOUT, S.RESTART_READY), x.status.state
     assert x.status.placement is None or x.status.state is S.RUN_TIMEOUT
-    wait_until(lambda: not agent_pids(site.path), 30, "the agents to end by themselves")
+    wait_until(lambda: not agent_pids(site.path), DEADLINE, "the agents to end by themselves")
     assert not registry.list(Node)[0]
 
 
@@ -133,21 +136,21 @@ def test_agents_stop_when_their_runner_dies_with_the_manager_and_the_next_manage
         return [DependencyReconciler(hooks), HookReconciler(hooks), PlacementReconciler(),
                 BatchJobReconciler(poll_queued=0.5, poll_running=1.0, node_grace=5.0, max_backoff=4.0)]
 
-    with running_manager(registry, reconcilers(), lease_ttl=5, lead_timeout=15, join_timeout=15):
+    with running_manager(registry, reconcilers(), lease_ttl=5, lead_timeout=DEADLINE, join_timeout=DEADLINE):
         make_batchjob(registry, "orphaned", nodes=1, wall_time_min=5)
-        bj = wait_batchjob(registry, "orphaned", ["running"], timeout=30)
-        wait_until(lambda: (j := registry.try_get(Job, "x")) and j.status.state is S.RUNNING, 30, "x running")
+        bj = wait_batchjob(registry, "orphaned", ["running"], timeout=DEADLINE)
+        wait_until(lambda: (j := registry.try_get(Job, "x")) and j.status.state is S.RUNNING, DEADLINE, "x running")
     # The controller manager is gone; now its allocation's runner dies outright too.
     os.killpg(_pid_of(bj.status.scheduler_id or ""), signal.SIGKILL)
     # Nobody is left to cancel the allocation: its agents see their runner gone and stop,
     # their running job → RUN_TIMEOUT (written by the agent itself).
-    wait_until(lambda: not agent_pids(site.path), 30, "the agents to end by themselves")
+    wait_until(lambda: not agent_pids(site.path), DEADLINE, "the agents to end by themselves")
     x = registry.get(Job, "x")
     assert x.status.state is S.RUN_TIMEOUT and "allocation runner" in x.status.message, x.status
     assert registry.get(BatchJob, "orphaned").status.state == "running"  # what nobody could record
     # The next controller manager reconciles the BatchJob's real state.
-    with running_manager(registry, reconcilers(), lease_ttl=5, lead_timeout=15, join_timeout=15):
-        gone = wait_batchjob(registry, "orphaned", ["finished"], timeout=30)
+    with running_manager(registry, reconcilers(), lease_ttl=5, lead_timeout=DEADLINE, join_timeout=DEADLINE):
+        gone = wait_batchjob(registry, "orphaned", ["finished"], timeout=DEADLINE)
         assert "vanished" in gone.status.message
-        wait_until(lambda: (j := registry.try_get(Job, "x")) and j.status.state is S.RESTART_READY, 30,
+        wait_until(lambda: (j := registry.try_get(Job, "x")) and j.status.state is S.RESTART_READY, DEADLINE,
                    "x requeued")

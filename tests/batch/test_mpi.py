@@ -11,6 +11,7 @@ import pytest
 
 from apis import JobState, Registry
 from apis._config import SiteConfig
+from tests._deadline import DEADLINE
 from tests._support import skip_or_fail
 
 from .conftest import Manager, Slurm, make_app, make_batchjob, make_jobs, make_site, wait_batchjob, wait_jobs
@@ -37,8 +38,8 @@ def test_two_node_two_rank_job_starts_four_ranks_through_mpirun(
               # No map-by: the launcher's default (--map-by ppr:<ranksPerNode>:node) places them.
               resources={"numNodes": 2, "ranksPerNode": 2, "launchParams": {"oversubscribe": ""}})
     make_batchjob(registry, "mpi-alloc", nodes=2, wall_time_min=5)
-    wait_batchjob(registry, "mpi-alloc", ["running"], timeout=30)
-    [job] = wait_jobs(registry, ["mpi"], timeout=90)
+    wait_batchjob(registry, "mpi-alloc", ["running"], timeout=DEADLINE)
+    [job] = wait_jobs(registry, ["mpi"], timeout=DEADLINE)
     out = (site.data_path / "work" / "mpi" / "job.out").read_text()
     assert job.status.state is JobState.JOB_FINISHED, (job.status.message, out)
     assert job.status.placement is not None and sorted(job.status.placement.nodes) == ["mpi-alloc-n1", "mpi-alloc-n2"]

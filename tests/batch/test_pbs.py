@@ -20,6 +20,7 @@ from apis import BatchJob, ElasticQueue, Job, JobState, Node, Registry, Site, ge
 from apis._config import SiteConfig
 from controllers.batch.pbs import PBSScheduler
 from controllers.batch.scheduler import SchedulerError, SubmitRequest
+from tests._deadline import DEADLINE
 
 from .conftest import (
     Manager,
@@ -104,7 +105,7 @@ def test_submit_runs_the_script_with_the_pbs_environment_and_ends_with_its_exit_
     sid = plugin.submit(req)
     assert sid.endswith(".pbs-emu")
     assert plugin.submit(req) == sid  # the same name again (job history included): no second job
-    done = wait_until(lambda: (i := plugin.status([sid]).get(sid)) and i.phase == "finished" and i, 30,
+    done = wait_until(lambda: (i := plugin.status([sid]).get(sid)) and i.phase == "finished" and i, DEADLINE,
                       "the job to finish")
     assert (done.state, done.exit_code) == ("FAILED", "3")
     assert done.start_time is not None and done.end_time is not None
@@ -121,8 +122,8 @@ def test_status_asks_the_history_only_for_finished_jobs_and_leaves_unknown_ones_
     plugin = PBSScheduler()
     ok = plugin.submit(submit_request(tmp_path, "#!/bin/bash\ntrue\n", "ok"))
     long = plugin.submit(submit_request(tmp_path, "#!/bin/bash\nexec sleep 60\n", "long"))
-    wait_until(lambda: plugin.status([ok])[ok].phase == "finished", 30, "ok to finish")
-    wait_until(lambda: plugin.status([long])[long].phase == "running", 30, "long to run")
+    wait_until(lambda: plugin.status([ok])[ok].phase == "finished", DEADLINE, "ok to finish")
+    wait_until(lambda: plugin.status([long])[long].phase == "running", DEADLINE, "long to run")
     plain = pbs.run("qstat", "-f", "-F", "json", ok)
     assert plain.returncode == 35 and "Job has finished, use -x" in plain.stderr
     got = plugin.status([ok, long, "99999.pbs-emu"])
@@ -130,7 +131,7 @@ def test_status_asks_the_history_only_for_finished_jobs_and_leaves_unknown_ones_
     assert (got[ok].state, got[ok].exit_code) == ("COMPLETED", "0")
     assert (got[long].phase, got[long].state) == ("running", "R")
     plugin.cancel(long)
-    ended = wait_until(lambda: (i := plugin.status([long])[long]).phase == "finished" and i, 30, "long to end")
+    ended = wait_until(lambda: (i := plugin.status([long])[long]).phase == "finished" and i, DEADLINE, "long to end")
     assert (ended.state, ended.exit_code) == ("CANCELLED", "271")
     plugin.cancel(long)  # finished already: not an error
     plugin.cancel("99999.pbs-emu")  # unknown: not an error
@@ -165,13 +166,13 @@ def test_pbs_batchjob_queues_runs_its_jobs_on_the_nodefile_nodes_and_qdel_ends_i
     names = [f"j{i}" for i in range(4)]
     make_jobs(registry, "hello", names)
     make_batchjob(registry, "first", nodes=3, wall_time_min=30, queue="prod", project="datascience")
-    first = wait_batchjob(registry, "first", ["running"], timeout=30)
+    first = wait_batchjob(registry, "first", ["running"], timeout=DEADLINE)
     assert first.status.scheduler_state == "R"
     nodes = wait_until(lambda: len(ns := [n for n in registry.list(Node)[0] if n.spec.batch_job == "first"]) == 3
-                       and ns, 30, "one Node per line of PBS_NODEFILE")
+                       and ns, DEADLINE, "one Node per line of PBS_NODEFILE")
     assert sorted(n.spec.hostname for n in nodes) == sorted(NODES[:3])
     assert sorted(n.name for n in nodes) == sorted(f"first-{h}" for h in NODES[:3])
-    done = wait_jobs(registry, names, timeout=60)
+    done = wait_jobs(registry, names, timeout=DEADLINE)
     assert {j.status.state for j in done} == {S.JOB_FINISHED}
     assert {j.status.placement.batch_job for j in done if j.status.placement} == {"first"}
     sid = first.status.scheduler_id or ""
@@ -182,18 +183,18 @@ def test_pbs_batchjob_queues_runs_its_jobs_on_the_nodefile_nodes_and_qdel_ends_i
     # Two more nodes than are free: queued, with PBS's comment, until the first one goes.
     make_batchjob(registry, "second", nodes=2, wall_time_min=30, queue="debug")
     second = wait_until(lambda: (b := registry.try_get(BatchJob, "second")) and b.status.scheduler_state == "Q"
-                        and b, 30, "second to be queued in PBS")
+                        and b, DEADLINE, "second to be queued in PBS")
     assert second.status.state == "queued" and "Not Running" in second.status.message
     registry.delete(BatchJob, "first")  # finalizer: the reconciler runs qdel
-    wait_until(lambda: registry.try_get(BatchJob, "first") is None, 30, "first to go")
-    gone = wait_until(lambda: (a := pbs.job(sid))["job_state"] == "F" and a, 30, "PBS to end the deleted job")
+    wait_until(lambda: registry.try_get(BatchJob, "first") is None, DEADLINE, "first to go")
+    gone = wait_until(lambda: (a := pbs.job(sid))["job_state"] == "F" and a, DEADLINE, "PBS to end the deleted job")
     assert gone["Exit_status"] == 271  # 256 + SIGTERM: qdel of a running job
-    wait_batchjob(registry, "second", ["running"], timeout=30)
-    wait_until(lambda: {n.spec.batch_job for n in registry.list(Node)[0]} == {"second"}, 30,
+    wait_batchjob(registry, "second", ["running"], timeout=DEADLINE)
+    wait_until(lambda: {n.spec.batch_job for n in registry.list(Node)[0]} == {"second"}, DEADLINE,
                "first's agents to end and second's to register")
     registry.delete(BatchJob, "second")
-    wait_until(lambda: registry.try_get(BatchJob, "second") is None, 30, "second to go")
-    wait_until(lambda: not agent_pids(site.path), 30, "every agent to end")
+    wait_until(lambda: registry.try_get(BatchJob, "second") is None, DEADLINE, "second to go")
+    wait_until(lambda: not agent_pids(site.path), DEADLINE, "every agent to end")
 
 
 def test_walltime_ends_the_allocation_and_the_elastic_queue_runs_the_rest_in_the_next_one(
@@ -205,20 +206,20 @@ def test_walltime_ends_the_allocation_and_the_elastic_queue_runs_the_rest_in_the
     make_jobs(registry, "twice", names, resources={"nodePackingCount": 2})
     # walltime=0:00:24: time for the agent to start and both jobs to run on a busy machine
     make_batchjob(registry, "short", nodes=1, wall_time_min=0.4, queue="debug")
-    wait_until(lambda: all(j.status.state is S.RUNNING for j in registry.get_many(Job, names) if j), 30,
+    wait_until(lambda: all(j.status.state is S.RUNNING for j in registry.get_many(Job, names) if j), DEADLINE,
                "both jobs running")
-    ended = wait_batchjob(registry, "short", ["finished"], timeout=60)
+    ended = wait_batchjob(registry, "short", ["finished"], timeout=DEADLINE)
     assert ended.status.scheduler_state == "TIMEOUT"
     assert "Exit_status -29: job killed: walltime" in ended.status.message
     assert pbs.job(ended.status.scheduler_id or "")["Resource_List"]["walltime"] == "00:00:24"
     # The agents got SIGTERM from PBS: their jobs timed out and wait for another allocation,
-    wait_until(lambda: all(j.status.state is S.RESTART_READY for j in registry.get_many(Job, names) if j), 30,
+    wait_until(lambda: all(j.status.state is S.RESTART_READY for j in registry.get_many(Job, names) if j), DEADLINE,
                "jobs requeued")
     # which the elastic queue asks PBS for.
     current = registry.get(Site, site.name)
     registry.update(current, current.model_copy(update={"spec": current.spec.model_copy(update={
         "elastic_queue": ElasticQueue.model_validate({"minNodes": 1, "maxNodes": 1, "queue": "debug"})})}))
-    done = wait_jobs(registry, names, timeout=90)
+    done = wait_jobs(registry, names, timeout=DEADLINE)
     for j in done:
         assert j.status.state is S.JOB_FINISHED, (j.name, j.status.message)
         moves = [h.to_state for h in j.status.history]
@@ -234,7 +235,7 @@ def test_a_refused_qsub_shows_pbs_message_as_a_condition(
         pbs: Pbs, registry: Registry, site: SiteConfig, manager: Manager, monkeypatch: pytest.MonkeyPatch) -> None:
     make_site(registry, site, "pbs")
     make_batchjob(registry, "wrong", nodes=1, queue="nosuch")
-    bj = wait_batchjob(registry, "wrong", ["submit_failed"], timeout=30)
+    bj = wait_batchjob(registry, "wrong", ["submit_failed"], timeout=DEADLINE)
     cond = get_condition(bj.status.conditions, "SchedulerError")
     assert cond is not None and cond.reason == "SubmitRejected" and cond.message == "qsub: Unknown queue"
     assert bj.status.message == "qsub: Unknown queue"
@@ -245,10 +246,10 @@ def test_a_refused_qsub_shows_pbs_message_as_a_condition(
     wait_until(lambda: (b := registry.try_get(BatchJob, "later"))
                and (c := get_condition(b.status.conditions, "SchedulerError"))
                and c.message.startswith("qsub: Connection refused") and c.reason == "SchedulerCommandFailed",
-               30, "the condition with qsub's message")
+               DEADLINE, "the condition with qsub's message")
     assert registry.get(BatchJob, "later").status.state == "pending_submission"
     monkeypatch.delenv("PBS_EMULATOR_QSUB_FAIL")
-    ok = wait_batchjob(registry, "later", ["queued", "running"], timeout=30)
+    ok = wait_batchjob(registry, "later", ["queued", "running"], timeout=DEADLINE)
     assert get_condition(ok.status.conditions, "SchedulerError") is None
 
 
@@ -256,7 +257,7 @@ def test_a_qstat_that_prints_garbage_or_hangs_is_a_condition_and_the_reconciler_
         pbs: Pbs, registry: Registry, site: SiteConfig, manager: Manager, monkeypatch: pytest.MonkeyPatch) -> None:
     make_site(registry, site, "pbs", nodeDefaults={"cpus": 1})
     make_batchjob(registry, "alloc", nodes=1, queue="debug")
-    wait_batchjob(registry, "alloc", ["running"], timeout=30)
+    wait_batchjob(registry, "alloc", ["running"], timeout=DEADLINE)
 
     def condition(reason: str, text: str) -> Any:
         b = registry.try_get(BatchJob, "alloc")
@@ -264,13 +265,13 @@ def test_a_qstat_that_prints_garbage_or_hangs_is_a_condition_and_the_reconciler_
         return c if c is not None and c.reason == reason and text in c.message else None
 
     monkeypatch.setenv("PBS_EMULATOR_QSTAT_FAULT", "qstat: cannot connect to server pbs-emu (errno=15010)")
-    wait_until(lambda: condition("SchedulerGarbage", "qstat printed something that is not JSON"), 30,
+    wait_until(lambda: condition("SchedulerGarbage", "qstat printed something that is not JSON"), DEADLINE,
                "the garbage condition")
     monkeypatch.setenv("BALSAM_SCHEDULER_TIMEOUT", "1")
     monkeypatch.setenv("PBS_EMULATOR_QSTAT_FAULT", "hang")
-    wait_until(lambda: condition("SchedulerTimeout", "qstat did not answer within 1s"), 30, "the timeout condition")
+    wait_until(lambda: condition("SchedulerTimeout", "qstat did not answer within 1s"), DEADLINE, "the timeout condition")
     monkeypatch.delenv("PBS_EMULATOR_QSTAT_FAULT")
     monkeypatch.delenv("BALSAM_SCHEDULER_TIMEOUT")  # a second may not be enough for a qstat of a busy machine
     wait_until(lambda: (b := registry.try_get(BatchJob, "alloc")) and b.status.state == "running"
-               and get_condition(b.status.conditions, "SchedulerError") is None, 30, "the condition to clear")
+               and get_condition(b.status.conditions, "SchedulerError") is None, DEADLINE, "the condition to clear")
     assert manager.thread.is_alive()

@@ -3,12 +3,13 @@ from __future__ import annotations
 import time
 
 from apis import Job, JobState, Registry, get_condition
+from tests._deadline import DEADLINE
 from tests._support import poll_until
 
 from .conftest import force, make_job
 
 
-def wait_for(registry: Registry, name: str, state: JobState, timeout: float = 30) -> Job:
+def wait_for(registry: Registry, name: str, state: JobState, timeout: float = DEADLINE) -> Job:
     deadline = time.monotonic() + timeout
     while True:
         job = registry.get(Job, name)
@@ -38,8 +39,8 @@ def test_diamond_dag_releases_children_only_when_every_parent_finished(registry,
     wait_for(registry, "c", JobState.PREPROCESSED)
     force(registry, "b", JobState.JOB_FINISHED)
     # the manager saw b finish (its handlers ran), then went idle: d has been looked at
-    poll_until(lambda: lifecycle.informers["Job"].state_of("b") is JobState.JOB_FINISHED, 30, "b seen")
-    assert lifecycle.wait_idle(30)
+    poll_until(lambda: lifecycle.informers["Job"].state_of("b") is JobState.JOB_FINISHED, DEADLINE, "b seen")
+    assert lifecycle.wait_idle(DEADLINE)
     assert registry.get(Job, "d").status.state is JobState.AWAITING_PARENTS
     force(registry, "c", JobState.JOB_FINISHED)
     d = wait_for(registry, "d", JobState.PREPROCESSED)
@@ -50,7 +51,7 @@ def test_failed_parent_with_wait_keeps_child_waiting_with_a_condition_naming_it(
     registry.create_many([make_job("p"), make_job("kid", ("p",))])
     wait_for(registry, "kid", JobState.AWAITING_PARENTS)
     force(registry, "p", JobState.FAILED)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + DEADLINE
     while True:
         kid = registry.get(Job, "kid")
         cond = get_condition(kid.status.conditions, "ParentFailed")

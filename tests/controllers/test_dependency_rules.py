@@ -5,13 +5,14 @@ that no longer exists)."""
 from __future__ import annotations
 
 from apis import Job, JobState, get_condition
+from tests._deadline import DEADLINE
 from tests._support import poll_until
 
 from .conftest import force, make_job
 from .test_dependency import wait_for
 
 
-def _condition(registry, name: str, ctype: str, timeout: float = 30):
+def _condition(registry, name: str, ctype: str, timeout: float = DEADLINE):
     return poll_until(lambda: get_condition(registry.get(Job, name).status.conditions, ctype), timeout,
                       f"{name}: condition {ctype}")
 
@@ -19,9 +20,9 @@ def _condition(registry, name: str, ctype: str, timeout: float = 30):
 def _seen_then_idle(lifecycle, name: str, state: JobState) -> None:
     """The manager's informer holds ``name`` in ``state`` (so its handlers ran) and every
     queue is idle after that: the reconcilers have looked."""
-    poll_until(lambda: lifecycle.informers["Job"].state_of(name) is state, 30,
+    poll_until(lambda: lifecycle.informers["Job"].state_of(name) is state, DEADLINE,
                f"the manager to see {name} {state.value}")
-    assert lifecycle.wait_idle(30)
+    assert lifecycle.wait_idle(DEADLINE)
 
 
 def test_a_job_without_parents_is_ready_because_it_has_none(registry, app, lifecycle):
@@ -63,7 +64,7 @@ def test_failed_parents_under_wait_are_named_with_how_many_more(registry, app, l
     assert "pb" in cond.message and "more" not in cond.message
     force(registry, "pa", JobState.FAILED)
     cond = poll_until(lambda: (c := get_condition(registry.get(Job, "kid").status.conditions, "ParentFailed"))
-                      and "more" in c.message and c, 30, "the condition to count both failed parents")
+                      and "more" in c.message and c, DEADLINE, "the condition to count both failed parents")
     assert "pa" in cond.message and "1 more" in cond.message  # the first by name, then a count
     assert registry.get(Job, "kid").status.state is JobState.AWAITING_PARENTS
 

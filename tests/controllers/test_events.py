@@ -4,7 +4,9 @@ window lease (a short TTL, polled for — no sleep decides)."""
 from __future__ import annotations
 
 from apis import Event, Job, JobState, Registry, set_condition, transition
+from apis._registry import WatchEvent
 from controllers._events import EventRecorder, PendingEvent, job_events
+from tests._deadline import DEADLINE
 from tests._support import poll_until
 
 from .conftest import make_job
@@ -49,11 +51,24 @@ def test_repeats_aggregate_into_one_event_with_a_count(registry, app):
 def test_events_expire_after_their_ttl(registry, app):
     job = made(registry)
     rec = EventRecorder(registry, "dependency", ttl=1.0)
-    rec.record([PendingEvent(job, "Warning", "ParentFailed", "parent job p failed")])
-    assert len(registry.list(Event)[0]) == 1
-    poll_until(lambda: not registry.list(Event)[0], 60, "the event to expire")
-    # A later repeat (its lease gone with it) makes it again, count 1.
-    rec.record([PendingEvent(job, "Warning", "ParentFailed", "parent job p failed")])
-    [ev] = registry.list(Event)[0]
-    assert ev.count == 1
+    # Followed through a watch, not by listing: with a 1 s TTL a test thread descheduled for
+    # a second would list only after the expiry.
+    w = registry.watch(Event, start_revision=registry.store.current_revision() + 1)
+    seen: list[WatchEvent[Event]] = []
+
+    def changes(n: int) -> bool:
+        seen.extend(w.poll(0.2))
+        return len(seen) >= n
+
+    try:
+        rec.record([PendingEvent(job, "Warning", "ParentFailed", "parent job p failed")])
+        poll_until(lambda: changes(2), DEADLINE, "the event to be made, then to expire")
+        assert [e.type for e in seen[:2]] == ["ADDED", "DELETED"]
+        assert not registry.list(Event)[0]
+        # A later repeat (its lease gone with it) makes it again, count 1.
+        rec.record([PendingEvent(job, "Warning", "ParentFailed", "parent job p failed")])
+        poll_until(lambda: changes(3), DEADLINE, "the event to be made again")
+        assert seen[2].type == "ADDED" and seen[2].object.count == 1
+    finally:
+        w.close()
     assert registry.get(Job, "j").status.state is JobState.CREATED  # the job itself never expires

@@ -4,11 +4,12 @@ import time
 
 from apis import Job
 from controllers import Informer
+from tests._deadline import DEADLINE
 
 from .conftest import make_job
 
 
-def _eventually(fn, timeout=30.0):
+def _eventually(fn, timeout=DEADLINE):
     deadline = time.monotonic() + timeout
     while not fn():
         if time.monotonic() > deadline:
@@ -40,7 +41,7 @@ def test_informer_relists_after_compaction_and_misses_nothing(registry, app):
     inf.start()
     try:
         inf._stop.set()  # pause the watch loop while events pile up
-        inf._thread.join(5)
+        inf._thread.join(DEADLINE)
         seen_rev = inf.revision
         for i in range(5):
             registry.create(make_job(f"j{i}"))

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from apis import Job, JobState, Registry
 from controllers import JobInformer
 from kubectl_like.cli import cli
+from tests._deadline import DEADLINE
 from tests._support import poll_until
 
 from .conftest import force, make_job
@@ -20,7 +21,7 @@ S = JobState
 
 def job_cache(manager) -> JobInformer:  # type: ignore[no-untyped-def]
     """The manager's Job informer, once it leads and has listed."""
-    poll_until(lambda: manager.informers.get("Job") is not None, 60, "the manager to lead")
+    poll_until(lambda: manager.informers.get("Job") is not None, DEADLINE, "the manager to lead")
     return manager.informers["Job"]  # type: ignore[no-any-return]
 
 
@@ -32,7 +33,7 @@ def test_a_finished_job_leaves_the_cache_but_get_describe_and_objects_still_see_
     registry.create(make_job("done"))
     force(registry, "done", S.JOB_FINISHED)
     jobs = job_cache(lifecycle)
-    poll_until(lambda: jobs.state_of("done") is S.JOB_FINISHED, 60, "the manager to see done finish")
+    poll_until(lambda: jobs.state_of("done") is S.JOB_FINISHED, DEADLINE, "the manager to see done finish")
     assert jobs.get("done") is None and "done" not in jobs.names()
     assert jobs.is_evicted("done")
     # every reader of the store still sees it
@@ -51,19 +52,19 @@ def test_a_dependent_created_after_its_parent_finished_and_left_the_cache_still_
     registry.create(make_job("p"))
     force(registry, "p", S.JOB_FINISHED)
     jobs = job_cache(lifecycle)
-    poll_until(lambda: jobs.is_evicted("p"), 60, "p to leave the cache")
+    poll_until(lambda: jobs.is_evicted("p"), DEADLINE, "p to leave the cache")
     registry.create(make_job("kid", ("p",)))
-    poll_until(lambda: registry.get(Job, "kid").status.state is S.PREPROCESSED, 60, "kid to start")
+    poll_until(lambda: registry.get(Job, "kid").status.state is S.PREPROCESSED, DEADLINE, "kid to start")
 
 
 def test_a_dependent_of_a_failed_parent_that_left_the_cache_sees_it_failed(registry, app, lifecycle):
     registry.create(make_job("p"))
     force(registry, "p", S.FAILED)
     jobs = job_cache(lifecycle)
-    poll_until(lambda: jobs.is_evicted("p"), 60, "p to leave the cache")
+    poll_until(lambda: jobs.is_evicted("p"), DEADLINE, "p to leave the cache")
     assert jobs.state_of("p") is S.FAILED
     registry.create(make_job("kid", ("p",), onParentFailure="Fail"))
-    poll_until(lambda: registry.get(Job, "kid").status.state is S.FAILED, 60, "kid to fail with its parent")
+    poll_until(lambda: registry.get(Job, "kid").status.state is S.FAILED, DEADLINE, "kid to fail with its parent")
 
 
 def test_counts_by_state_follow_every_change_incrementally(registry, app, lifecycle):
@@ -72,12 +73,12 @@ def test_counts_by_state_follow_every_change_incrementally(registry, app, lifecy
     force(registry, "j0", S.JOB_FINISHED)
     force(registry, "j1", S.FAILED)
     force(registry, "j2", S.JOB_FINISHED)
-    poll_until(lambda: jobs.is_evicted("j2") and jobs.is_evicted("j1"), 60, "terminal jobs to leave")
+    poll_until(lambda: jobs.is_evicted("j2") and jobs.is_evicted("j1"), DEADLINE, "terminal jobs to leave")
     force(registry, "j2", S.RESTART_READY)  # a finished job run again comes back into the cache
     registry.delete(Job, "j1")  # a failed job that left the cache is deleted
     registry.mutate(Job, "j0", lambda j: j.metadata.labels.update({"k": "v"}))  # a label on a finished one
-    lifecycle.wait_idle(60)
-    poll_until(lambda: jobs.state_counts() == store_counts(registry), 60,
+    lifecycle.wait_idle(DEADLINE)
+    poll_until(lambda: jobs.state_counts() == store_counts(registry), DEADLINE,
                f"counts {jobs.state_counts()} to match the store's {store_counts(registry)}")
     assert jobs.get("j2") is not None and jobs.state_of("j1") is None
 
@@ -118,7 +119,7 @@ def test_counts_stay_exact_when_a_relist_finds_a_job_that_left_the_cache_deleted
         assert inf.is_evicted("j0") and inf.is_evicted("j1")
         inf._stop.set()  # pause the watch while the store moves on and compacts
         assert inf._thread is not None
-        inf._thread.join(30)
+        inf._thread.join(DEADLINE)
         seen = inf.revision
         registry.delete(Job, "j0")
         registry.delete(Job, "j1")
@@ -129,7 +130,7 @@ def test_counts_stay_exact_when_a_relist_finds_a_job_that_left_the_cache_deleted
         stream = inf._reflector.events(resource_version=seen, stop=inf._stop)
         inf._thread = threading.Thread(target=inf._run, args=(stream,), daemon=True)
         inf._thread.start()
-        poll_until(lambda: inf.state_counts() == store_counts(registry), 60,
+        poll_until(lambda: inf.state_counts() == store_counts(registry), DEADLINE,
                    f"counts {inf.state_counts()} to match the store's {store_counts(registry)}")
         assert inf.state_of("j0") is None and inf.state_of("j1") is None
         assert inf.state_of("j2") is S.JOB_FINISHED and inf.get("j2") is None

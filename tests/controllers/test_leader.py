@@ -9,6 +9,7 @@ import pytest
 
 from controllers import ControllerManager, LeaderElector
 from controllers._leader import LEASE_PREFIX, holder_is_dead, process_tag
+from tests._deadline import DEADLINE
 from tests._support import poll_until
 
 
@@ -18,32 +19,36 @@ def test_standby_takes_over_when_the_leaders_lease_expires(registry):
     standby = LeaderElector(registry.store, "default", "standby", ttl=1)
     assert not standby.try_acquire()
     stop = threading.Event()
-    t0 = time.monotonic()
-    assert standby.wait_for_leadership(stop)
-    assert time.monotonic() - t0 < 8
+    give_up = threading.Timer(DEADLINE, stop.set)  # bounds a broken run; no clock decides
+    give_up.start()
+    try:
+        assert standby.wait_for_leadership(stop)
+    finally:
+        give_up.cancel()
     assert standby.holder() == "standby"
 
 
 def test_second_manager_stands_by_until_the_first_stops(registry, caplog):
-    m1 = ControllerManager(registry, identity="m1", lease_ttl=2, reconcilers=[])
-    m2 = ControllerManager(registry, identity="m2", lease_ttl=2, reconcilers=[])
+    # A TTL a starved m1 cannot outlive between its renewals (with 2 s, m2 took over early).
+    m1 = ControllerManager(registry, identity="m1", lease_ttl=10, reconcilers=[])
+    m2 = ControllerManager(registry, identity="m2", lease_ttl=10, reconcilers=[])
     s1, s2 = threading.Event(), threading.Event()
     t1 = threading.Thread(target=m1.run, args=(s1,), daemon=True)
     t1.start()
-    assert m1.leading.wait(5)
+    assert m1.leading.wait(DEADLINE)
     t2 = threading.Thread(target=m2.run, args=(s2,), daemon=True)
     caplog.set_level(logging.INFO, logger="controllers._leader")
     t2.start()
     # m2 tried for the lease and found m1 holding it (its log line says so): only then is
     # "m2 does not lead" a finding rather than a race.
-    poll_until(lambda: any(r.getMessage() == "standing by: m1 leads" for r in caplog.records), 30,
+    poll_until(lambda: any(r.getMessage() == "standing by: m1 leads" for r in caplog.records), DEADLINE,
                "m2 standing by")
     assert not m2.leading.is_set()
     s1.set()
-    t1.join(5)
-    assert m2.leading.wait(5)
+    t1.join(DEADLINE)
+    assert m2.leading.wait(DEADLINE)
     s2.set()
-    t2.join(5)
+    t2.join(DEADLINE)
 
 
 def test_leader_that_loses_its_lease_steps_down_and_campaigns_again(registry):
@@ -52,17 +57,18 @@ def test_leader_that_loses_its_lease_steps_down_and_campaigns_again(registry):
     rc: list[int] = []
     t = threading.Thread(target=lambda: rc.append(m.run(stop)), daemon=True)
     t.start()
-    assert m.leading.wait(5)
+    assert m.leading.wait(DEADLINE)
     first = m.elector.lease_id
     registry.store.lease_revoke(first)  # e.g. the store expired it during a pause
-    deadline = time.monotonic() + 30
-    while not (m.terms == 2 and m.leading.is_set()):  # stepped down, then led again
+    deadline = time.monotonic() + DEADLINE
+    # Stepped down, then led again (">=": a starved manager may lose a 1 s lease once more).
+    while not (m.terms >= 2 and m.leading.is_set()):
         assert time.monotonic() < deadline, "the manager did not lead again"
         time.sleep(0.05)
     assert m.elector.lease_id != first
     assert t.is_alive() and rc == []  # the process did not exit
     stop.set()
-    t.join(10)
+    t.join(DEADLINE)
     assert rc == [0]
 
 
@@ -91,7 +97,7 @@ def test_a_holder_that_died_on_this_machine_is_taken_over_without_waiting_out_it
     stop = threading.Event()
     t = threading.Thread(target=lambda: done.append(standby.wait_for_leadership(stop)), daemon=True)
     t.start()
-    t.join(60)
+    t.join(DEADLINE)
     stop.set()
     assert done == [True]
     assert standby.holder() == "standby"
@@ -116,10 +122,10 @@ def test_a_holder_not_known_dead_is_waited_for(registry, who, caplog):
     t = threading.Thread(target=lambda: done.append(standby.wait_for_leadership(stop)), daemon=True)
     t.start()
     # It looked at the holder and stands by (a wrong takeover happens at that first look).
-    poll_until(lambda: any(r.getMessage() == "standing by: crashed leads" for r in caplog.records), 60,
+    poll_until(lambda: any(r.getMessage() == "standing by: crashed leads" for r in caplog.records), DEADLINE,
                "standby standing by")
     stop.set()
-    t.join(60)
+    t.join(DEADLINE)
     assert done == [False]
     assert standby.holder() == "crashed"
 

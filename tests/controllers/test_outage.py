@@ -14,6 +14,7 @@ import store as st
 from apis import App, Job, Registry
 from controllers import ControllerManager, Informer
 from store.testing import EtcdCluster, etcd_available
+from tests._deadline import DEADLINE
 
 from .conftest import make_job
 
@@ -28,7 +29,7 @@ def cluster() -> Iterator[EtcdCluster]:
         yield c
 
 
-def _until(fn: object, timeout: float = 60.0) -> None:
+def _until(fn: object, timeout: float = DEADLINE) -> None:
     deadline = time.monotonic() + timeout
     while not fn():  # type: ignore[operator]
         assert time.monotonic() < deadline, "condition not met in time"
@@ -58,7 +59,7 @@ def test_informer_and_leader_ride_through_etcd_down_and_back(cluster: EtcdCluste
         t = threading.Thread(target=lambda: rc.append(mgr.run(stop)), daemon=True)
         t.start()
         try:
-            assert mgr.leading.wait(30)
+            assert mgr.leading.wait(DEADLINE)
             cluster.members[0].kill()
             _until(lambda: "store unavailable" in caplog.text)  # someone noticed: a positive signal
             _until(lambda: not mgr.leading.is_set())  # the leader stepped down instead of exiting
@@ -71,7 +72,7 @@ def test_informer_and_leader_ride_through_etcd_down_and_back(cluster: EtcdCluste
             assert mgr.terms >= 2
         finally:
             stop.set()
-            t.join(30)
+            t.join(DEADLINE)
             inf.stop()
         assert rc == [0]
         assert "Traceback" not in caplog.text

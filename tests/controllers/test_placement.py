@@ -12,6 +12,7 @@ from controllers import ControllerManager
 from controllers.dependency import DependencyReconciler
 from controllers.hooks import NoHooks
 from controllers.placement.reconciler import PlacementReconciler
+from tests._deadline import DEADLINE
 from tests._support import poll_until, running_manager
 
 from .conftest import force, make_job
@@ -32,11 +33,11 @@ def add_node(registry: Registry, name: str, cpus: int = 64, gpus: int = 8, lease
 def settle(mgr: ControllerManager, registry: Registry, names: list[str], min_bound: int = 0) -> list[Job]:
     """The jobs once they all left CREATED, ``min_bound`` of them are bound, and the queues
     are idle (idle alone can be seen before the informer delivered the creates)."""
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + DEADLINE
     while True:
         jobs = [registry.get(Job, n) for n in names]
         ready = all(j.status.state is not JobState.CREATED for j in jobs) and len(bound(jobs)) >= min_bound
-        if ready and mgr.wait_idle(10):
+        if ready and mgr.wait_idle(DEADLINE):
             return [registry.get(Job, n) for n in names]
         assert time.monotonic() < deadline, [j.status.state for j in jobs]
         time.sleep(0.02)
@@ -70,7 +71,7 @@ def test_unschedulable_job_says_why_and_does_not_block_the_jobs_behind_it(regist
     add_node(registry, "small", cpus=8, gpus=4)
     registry.create(make_job("huge", priority=10, resources={"ranksPerNode": 8, "gpusPerRank": 1}))
     # placement has looked at huge (and found no room) before tiny queues behind it
-    poll_until(lambda: get_condition(registry.get(Job, "huge").status.conditions, "Unschedulable"), 30,
+    poll_until(lambda: get_condition(registry.get(Job, "huge").status.conditions, "Unschedulable"), DEADLINE,
                "huge marked Unschedulable")
     registry.create(make_job("tiny"))
     huge, tiny = settle(placing, registry, ["huge", "tiny"])
@@ -81,21 +82,23 @@ def test_unschedulable_job_says_why_and_does_not_block_the_jobs_behind_it(regist
 
 
 def test_jobs_of_a_lost_node_are_moved_on_and_rebound_elsewhere(registry, app, placing):
-    lease = registry.store.lease_grant(1)
+    # Revoked by the test, never left to expire: a 1 s TTL let a loaded machine lose the Node
+    # before "running" was placed on it.
+    lease = registry.store.lease_grant(DEADLINE)
     add_node(registry, "doomed", cpus=1, gpus=0, lease=lease)
     registry.create_many([make_job("running"), make_job("waiting")])
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + DEADLINE
     while registry.get(Job, "running").status.placement is None and time.monotonic() < deadline:
         time.sleep(0.01)
     force(registry, "running", JobState.RUNNING)
     registry.store.lease_revoke(lease)  # the agent died: its Node vanishes
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + DEADLINE
     while registry.get(Job, "running").status.state is not JobState.RUN_TIMEOUT and time.monotonic() < deadline:
         time.sleep(0.01)
     job = registry.get(Job, "running")
     assert job.status.state is JobState.RUN_TIMEOUT and "doomed" in job.status.message
     add_node(registry, "fresh", cpus=1, gpus=0)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + DEADLINE
     while registry.get(Job, "waiting").status.placement is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert registry.get(Job, "waiting").status.placement.nodes == ["fresh"]
@@ -111,7 +114,7 @@ def test_multi_node_job_never_lands_on_a_partly_busy_node(registry, app, placing
     assert small.status.placement is not None
     assert wide.status.placement is None  # one node is partly busy: wait
     force(registry, "small", JobState.JOB_FINISHED)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + DEADLINE
     while registry.get(Job, "wide").status.placement is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert sorted(registry.get(Job, "wide").status.placement.nodes) == ["a", "b"]
@@ -121,7 +124,7 @@ def test_higher_priority_jobs_are_placed_first(registry, app, placing):
     registry.create_many([make_job(f"low{i}") for i in range(3)] + [make_job("urgent", priority=5)])
     settle(placing, registry, ["urgent"])
     add_node(registry, "only", cpus=1, gpus=0)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + DEADLINE
     while registry.get(Job, "urgent").status.placement is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert registry.get(Job, "urgent").status.placement is not None

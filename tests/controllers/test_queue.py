@@ -7,6 +7,7 @@ import pytest
 
 from controllers import WorkQueue
 from controllers._queue import ShutDown
+from tests._deadline import DEADLINE
 
 
 def test_repeated_adds_of_a_waiting_key_collapse():
@@ -40,8 +41,10 @@ def test_add_after_delivers_at_the_time_not_before():
     q: WorkQueue[str] = WorkQueue()
     t0 = time.monotonic()
     q.add_after("a", 0.1)
-    assert q.get_batch(1, timeout=0.02) == []
-    assert q.get_batch(1, timeout=2) == ["a"]
+    early = q.get_batch(1, timeout=0.02)
+    # Nothing yet, unless this thread was held up past the delay (a loaded machine).
+    assert early == [] or time.monotonic() - t0 >= 0.1
+    assert early or q.get_batch(1, timeout=DEADLINE) == ["a"]
     assert time.monotonic() - t0 >= 0.1
 
 
@@ -60,12 +63,12 @@ def test_get_batch_wakes_a_blocked_worker_and_shutdown_ends_it():
     t = threading.Thread(target=worker, daemon=True)
     t.start()
     q.add("x")
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + DEADLINE
     while not got and time.monotonic() < deadline:
         time.sleep(0.001)
     assert got == [["x"]]
     q.shutdown()
-    assert ended.wait(30)
+    assert ended.wait(DEADLINE)
 
 
 def test_batches_are_capped():

@@ -14,12 +14,13 @@ from controllers.dependency import DependencyReconciler
 from controllers.hook import HookReconciler
 from controllers.hooks import NoHooks
 from controllers.placement.reconciler import PlacementReconciler
+from tests._deadline import DEADLINE
 from tests._support import poll_until, running_manager
 
 from .conftest import force, make_job
 from .test_placement import add_node
 
-TIMEOUT = 30
+TIMEOUT = DEADLINE
 
 
 @pytest.fixture
@@ -161,5 +162,5 @@ def test_a_waiting_condition_is_not_rewritten_while_nothing_changes(registry, ap
     add_node(registry, "n2", cpus=1, gpus=0)
     registry.create(make_job("small"))
     poll_until(lambda: registry.get(Job, "small").status.placement, TIMEOUT, "small bound")
-    assert everything.wait_idle(10)
+    assert everything.wait_idle(DEADLINE)
     assert registry.get(Job, "wait").metadata.resource_version == rv

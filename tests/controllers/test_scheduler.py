@@ -14,6 +14,7 @@ from controllers.hooks import NoHooks
 from controllers.placement.packing import NodeOccupancy, Packer
 from controllers.placement.reconciler import PlacementScheduler
 from controllers.placement.scheduler import AssumeCache, SchedulingQueue
+from tests._deadline import DEADLINE
 from tests._support import poll_until, running_manager
 
 from .conftest import force, make_job
@@ -60,17 +61,17 @@ def test_a_binding_that_conflicts_is_forgotten_and_never_double_binds_the_slot(
     moved = conflict_on_first_bindings(registry, monkeypatch)
     add_node(registry, "n0", cpus=1, gpus=0)  # room for exactly one 1-CPU job
     registry.create_many([make_job(n) for n in ("a", "b", "c")])
-    poll_until(lambda: len(holding(registry)) == 1, 60, "one job bound after the conflict")
+    poll_until(lambda: len(holding(registry)) == 1, DEADLINE, "one job bound after the conflict")
     assert moved and moved[0], "the conflict was injected"
-    assert placing.wait_idle(60)
+    assert placing.wait_idle(DEADLINE)
     first = holding(registry)
     assert len(first) == 1
     assert scheduler.assume.assumed == {} or set(scheduler.assume.assumed) <= {first[0].name}
     assert sorted(scheduler.packer.bound_jobs()) == [first[0].name]
     # the slot is freed when the job ends, and only then does the next one bind
     force(registry, first[0].name, JobState.JOB_FINISHED)
-    poll_until(lambda: (h := holding(registry)) and h[0].name != first[0].name, 60, "the next job bound")
-    assert placing.wait_idle(60)
+    poll_until(lambda: (h := holding(registry)) and h[0].name != first[0].name, DEADLINE, "the next job bound")
+    assert placing.wait_idle(DEADLINE)
     assert len(holding(registry)) == 1
     assert sorted(scheduler.packer.bound_jobs()) == [holding(registry)[0].name]
 
@@ -88,11 +89,11 @@ def test_bindings_of_one_pass_are_written_in_one_transaction(registry, app, plac
     monkeypatch.setattr(registry, "write", write)
     names = [f"j{i}" for i in range(40)]
     registry.create_many([make_job(n, resources={"nodePackingCount": 64}) for n in names])
-    poll_until(lambda: all(registry.get(Job, n).status.state is JobState.PREPROCESSED for n in names), 60,
+    poll_until(lambda: all(registry.get(Job, n).status.state is JobState.PREPROCESSED for n in names), DEADLINE,
                "every job preprocessed")
-    assert placing.wait_idle(60)
+    assert placing.wait_idle(DEADLINE)
     add_node(registry, "big", cpus=64, gpus=0)  # one node event: one pass binds all 40
-    poll_until(lambda: len(holding(registry)) == 40, 60, "all 40 bound")
+    poll_until(lambda: len(holding(registry)) == 40, DEADLINE, "all 40 bound")
     assert binding_writes and max(binding_writes) == 40
     assert scheduler.bindings_written == 40
 

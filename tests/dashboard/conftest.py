@@ -16,10 +16,10 @@ import pytest
 import store as st
 from apis import Registry
 from kubectl_like.dashboard_testing import browser_available, headless_chrome
+from tests._deadline import DEADLINE
 from tests._support import poll_until, skip_or_fail
 
 BALSAMCTL = str(Path(sys.executable).parent / "balsamctl")
-DEADLINE = 60.0  # generous: CI runs on 2 busy cores
 
 
 def balsamctl(site: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

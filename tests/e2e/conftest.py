@@ -18,6 +18,7 @@ import store as st
 from apis import App, Job, JobState, Registry, Site
 from apis._config import SiteConfig
 from controllers._leader import LEASE_PREFIX
+from tests._deadline import DEADLINE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,7 +46,7 @@ class Cluster:
         p = self._start(name, ["-m", "nodeagent", "--site", str(self.site.path), "--name", name,
                                "--cpus", str(cpus), "--gpus", str(gpus), "--lease-ttl", str(self.lease_ttl),
                                "--kill-grace", "1"])
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + DEADLINE
         from apis import Node
 
         while self.registry.try_get(Node, name) is None:
@@ -59,7 +60,7 @@ class Cluster:
         kvs = self.registry.store.range(LEASE_PREFIX).kvs
         return kvs[0].value.decode().split("\n", 1)[0] if kvs else None  # identity, then its process
 
-    def wait_leader(self, name: str, timeout: float = 60) -> None:
+    def wait_leader(self, name: str, timeout: float = DEADLINE) -> None:
         deadline = time.monotonic() + timeout
         while self.leader() != name:
             if time.monotonic() > deadline:
@@ -73,12 +74,12 @@ class Cluster:
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         p = self.procs.pop(name)
         p.send_signal(sig)
-        p.wait(20)
+        p.wait(DEADLINE)
 
     def app(self, name: str, command: str, **spec) -> App:
         return self.registry.create(App(metadata={"name": name}, spec={"command": command, **spec}))
 
-    def wait_all(self, names: list[str], timeout: float = 60) -> list[Job]:
+    def wait_all(self, names: list[str], timeout: float = DEADLINE) -> list[Job]:
         deadline = time.monotonic() + timeout
         while True:
             jobs = [self.registry.get(Job, n) for n in names]
@@ -96,7 +97,7 @@ class Cluster:
                 p.send_signal(signal.SIGTERM)
         for p in self.procs.values():
             try:
-                p.wait(15)
+                p.wait(DEADLINE)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()

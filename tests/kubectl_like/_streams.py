@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from apis import Job, JobState, Registry, advance
+from tests._deadline import DEADLINE
 
 from .conftest import balsamctl_bin
 
@@ -48,7 +49,7 @@ class Proc:
             self._lines.put(line)
         self._lines.put(None)
 
-    def line(self, timeout: float = 20.0) -> str:
+    def line(self, timeout: float = DEADLINE) -> str:
         """The next line of stdout (AssertionError if none comes within ``timeout``)."""
         try:
             line = self._lines.get(timeout=timeout)
@@ -57,7 +58,7 @@ class Proc:
         assert line is not None, f"stdout closed (exit {self.p.poll()}): {self.p.stderr.read() if self.p.stderr else ''}"
         return line
 
-    def lines(self, n: int, timeout: float = 20.0) -> list[str]:
+    def lines(self, n: int, timeout: float = DEADLINE) -> list[str]:
         return [self.line(timeout) for _ in range(n)]
 
     def no_line(self, within: float) -> None:
@@ -67,7 +68,7 @@ class Proc:
             return
         raise AssertionError(f"unexpected output: {line!r}")
 
-    def rest(self, timeout: float = 30.0) -> str:
+    def rest(self, timeout: float = DEADLINE) -> str:
         """Everything left on stdout once the process has exited (waits for it)."""
         self.wait(timeout)
         self._reader.join(timeout)
@@ -78,13 +79,13 @@ class Proc:
                 return "".join(out)
             out.append(line)
 
-    def wait(self, timeout: float = 30.0) -> int:
+    def wait(self, timeout: float = DEADLINE) -> int:
         rc = self.p.wait(timeout)
         if self.p.stderr is not None and not self.stderr:
             self.stderr = self.p.stderr.read()
         return rc
 
-    def interrupt(self, timeout: float = 30.0) -> int:
+    def interrupt(self, timeout: float = DEADLINE) -> int:
         self.p.send_signal(signal.SIGINT)
         return self.wait(timeout)
 
@@ -94,7 +95,7 @@ class Proc:
             self.p.wait()
 
 
-def wait_until(pred: object, timeout: float = 20.0, interval: float = 0.05) -> None:
+def wait_until(pred: object, timeout: float = DEADLINE, interval: float = 0.05) -> None:
     """Poll a test condition (the test's own check, not the code under test)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 import store as st
 from apis import Registry
 from kubectl_like.cli import cli
+from tests._deadline import DEADLINE
 
 if TYPE_CHECKING:  # _streams imports this module
     from ._streams import Proc
@@ -67,7 +68,7 @@ class Site:
         return Run(r.exit_code, r.stdout, r.stderr)
 
     def sh(self, *args: str, input: str | None = None, cwd: Path | None = None,
-           env: dict[str, str] | None = None, timeout: float = 60) -> Run:
+           env: dict[str, str] | None = None, timeout: float = DEADLINE) -> Run:
         """``balsamctl ARGS`` as a real process of the installed console script."""
         e = {k: v for k, v in os.environ.items() if not k.startswith("BALSAM_")}
         e["BALSAM_SITE_PATH"] = str(self.path)

@@ -90,7 +90,7 @@ def test_field_selector_applies_to_a_watch(any_site: Site, tmp_path: Path, procs
     procs.append(w)
     move(reg, "b", [JobState.READY], any_site.namespace)  # first, so that were it printed it would come first
     move(reg, "a", [JobState.READY], any_site.namespace)
-    assert w.line(timeout=90) == "job.balsam.io/a\n"  # generous: a loaded machine decides nothing
+    assert w.line() == "job.balsam.io/a\n"  # generous: a loaded machine decides nothing
     flt = Filters.parse(None, (), {}, None, None, fields=parse_field_selector("spec.workdir!=skip/me", Job))
     assert flt.matches(reg.get(Job, "a", any_site.namespace)) and not flt.matches(reg.get(Job, "b", any_site.namespace))
 

@@ -20,6 +20,7 @@ import pytest
 import store as st
 from apis import App, Job, JobState, Registry
 from kubectl_like import operator as op
+from tests._deadline import DEADLINE
 
 VERBS = {"get", "list", "watch", "create", "patch", "update", "delete"}
 CRDS = "apiextensions.k8s.io/v1/customresourcedefinitions"
@@ -74,7 +75,7 @@ async def running_operator(kmock: Any, reg: Registry, mirror: op.Mirror | None =
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(kopf.operator(registry=registry, settings=settings, clusterwide=True,
                                              stop_flag=stop, ready_flag=ready))
-    await asyncio.wait_for(ready.wait(), 5)
+    await asyncio.wait_for(ready.wait(), DEADLINE)
     try:
         yield
     finally:
@@ -82,10 +83,10 @@ async def running_operator(kmock: Any, reg: Registry, mirror: op.Mirror | None =
         # "hung" task): let the timers of freshly created CRs settle first.
         await asyncio.sleep(0.3)
         stop.set()
-        await asyncio.wait_for(task, 15)
+        await asyncio.wait_for(task, DEADLINE)
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float = 8.0, what: str = "") -> None:
+async def wait_for(predicate: Callable[[], Any], timeout: float = DEADLINE, what: str = "") -> None:
     try:
         async with asyncio.timeout(timeout):
             while not predicate():
@@ -221,7 +222,7 @@ async def test_invalid_spec_and_waiting_for_app(kmock: Any, backend: tuple[Regis
         assert 'App "hello"' in synced(live(kmock, "Job", ns, "bad"))["message"]
         assert reg.try_get(Job, "bad", ns) is None
         await post(kmock, cr("App", "hello", ns, HELLO))
-        await wait_for(lambda: reg.try_get(Job, "bad", ns) is not None, timeout=10, what="job created after App")
+        await wait_for(lambda: reg.try_get(Job, "bad", ns) is not None, what="job created after App")
         assert reg.get(Job, "bad", ns).spec.workdir == "ok/1"
 
 
@@ -256,7 +257,7 @@ async def test_restart_resumes_without_writes_or_duplicates(kmock: Any, backend:
     # Restarted: on.resume runs the sync for every CR; nothing changed, so nothing is written.
     mirror = RecordingMirror(reg)
     async with running_operator(kmock, reg, mirror):
-        await wait_for(lambda: {"r0", "r1", "r2"} <= set(mirror.synced), timeout=30,
+        await wait_for(lambda: {"r0", "r1", "r2"} <= set(mirror.synced),
                        what="the resume sync of every Job CR")
         assert reg.store.current_revision() == rev
         assert {n: reg.get(Job, n, ns).metadata.uid for n in reg.names(Job, ns)} == uids

@@ -26,8 +26,12 @@ def _site(tmp_path: Path, store_url: str, namespace: str = "default") -> Path:
     path = tmp_path / "site"
     r = CliRunner().invoke(cli, ["init", str(path), "--store", store_url, "-n", namespace], catch_exceptions=False)
     assert r.exit_code == 0, r.stderr
-    docs = [manifest("App", "nap", {"command": "sleep 0.4"})]
-    docs += [manifest("Job", f"j{i}", {"app": "nap", "workdir": f"w/{i}"}, namespace=namespace) for i in range(JOBS)]
+    # The last job runs until the test opens its gate (after the fault): up cannot have ended
+    # before the fault, however late a loaded machine lets the test thread run.
+    docs = [manifest("App", "nap", {"command": "sleep 0.4"}),
+            manifest("App", "gated", {"command": f"while [ ! -e {path / 'gate'} ]; do sleep 0.1; done"})]
+    docs += [manifest("Job", f"j{i}", {"app": "nap" if i < JOBS - 1 else "gated", "workdir": f"w/{i}"},
+                      namespace=namespace) for i in range(JOBS)]
     f = write_yaml(path / "jobs.yaml", docs)
     r = CliRunner().invoke(cli, ["apply", "-f", str(f), "--site", str(path)], catch_exceptions=False)
     assert r.exit_code == 0, r.stderr
@@ -55,6 +59,7 @@ def _up(site: Path, procs: list[Proc]) -> Proc:
 
 
 def _finishes(p: Proc, site: Path) -> None:
+    (site / "gate").touch()
     assert p.wait(240) == 0, p.stderr
     assert p.rest() == f"{JOBS} job(s): {JOBS} JOB_FINISHED, 0 FAILED\n"
     assert "Traceback" not in p.stderr, p.stderr
@@ -70,10 +75,10 @@ def test_up_rides_through_etcd_killed_and_restarted(tmp_path: Path, procs: list[
     with EtcdCluster.start(members=1) as cluster:
         site = _site(tmp_path, cluster.url, ns)
         p = _up(site, procs)
-        wait_until(lambda: _count(cluster.url, ns, JobState.JOB_FINISHED) >= 1, 120)
+        wait_until(lambda: _count(cluster.url, ns, JobState.JOB_FINISHED) >= 1)
         cluster.members[0].kill()
         # the components noticed (a positive signal, not a fixed pause) ...
-        wait_until(lambda: "store unavailable" in _logs(site), 60)
+        wait_until(lambda: "store unavailable" in _logs(site))
         cluster.members[0].restart()
         _finishes(p, site)  # ... and went on when it came back
 
@@ -83,9 +88,9 @@ def test_up_rides_through_a_full_disk_under_the_sqlite_store(tmp_path: Path, pro
         url = f"sqlite:///{disk}/store.db"
         site = _site(tmp_path, url)
         p = _up(site, procs)
-        wait_until(lambda: _count(url, "default", JobState.JOB_FINISHED) >= 1, 120)
+        wait_until(lambda: _count(url, "default", JobState.JOB_FINISHED) >= 1)
         filler = fill(disk)
-        wait_until(lambda: "disk is full" in _logs(site), 60)
+        wait_until(lambda: "disk is full" in _logs(site))
         # reads work meanwhile: get jobs opens the store and lists
         r = CliRunner().invoke(cli, ["get", "jobs", "--site", str(site)], catch_exceptions=False)
         assert r.exit_code == 0, r.stderr

@@ -19,6 +19,7 @@ from apis._roles import SITE_INDEXES
 from apis._states import JobState
 from kubectl_like.cli import cli
 from store.testing import EtcdCluster
+from tests._deadline import DEADLINE
 
 from .conftest import Run
 
@@ -36,7 +37,7 @@ def balsamctl(*args: str, store: str) -> Run:
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
     """One etcd with auth, two sites (one namespace each) and the roles of balsamctl admin."""
     root = tmp_path_factory.mktemp("sites")
-    with EtcdCluster.start(1, auth=True, timeout=30) as cluster:
+    with EtcdCluster.start(1, auth=True, timeout=DEADLINE) as cluster:
         for name in SITES:
             r = balsamctl("init", str(root / name), "--name", name, "-n", name, store=cluster.url)
             assert r.exit_code == 0, r.stderr

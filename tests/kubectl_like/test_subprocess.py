@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests._deadline import DEADLINE
+
 from .conftest import Run, Site, balsamctl_bin, hello_app, job_doc, write_yaml
 
 
@@ -16,7 +18,7 @@ def sh(*args: str, cwd: Path, env: dict[str, str] | None = None, input: str | No
     e = {k: v for k, v in os.environ.items() if not k.startswith("BALSAM_")}
     e.update(env or {})
     p = subprocess.run([balsamctl_bin(), *args], capture_output=True, text=True, cwd=cwd, env=e, input=input,
-                       timeout=60)
+                       timeout=DEADLINE)
     return Run(p.returncode, p.stdout, p.stderr)
 
 
@@ -91,7 +93,7 @@ def test_output_into_closed_pipe_is_quiet(site: Site, tmp_path: Path) -> None:
     e = {k: v for k, v in os.environ.items() if not k.startswith("BALSAM_")}
     e["BALSAM_SITE_PATH"] = str(site.path)
     p = subprocess.run(["bash", "-c", f"'{balsamctl_bin()}' get jobs -o json | head -1"], capture_output=True,
-                       text=True, env=e, timeout=60)
+                       text=True, env=e, timeout=DEADLINE)
     assert p.stdout == "{\n"
     assert p.stderr == ""
 

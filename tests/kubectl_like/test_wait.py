@@ -7,6 +7,7 @@ import time
 import pytest
 
 from apis import Job, JobState, set_condition, utcnow
+from tests._deadline import DEADLINE
 
 from ._streams import TO_FINISHED, TO_RUNNING, Proc, move
 from .conftest import Site
@@ -18,7 +19,7 @@ def test_wait_until_the_job_finishes(any_site: Site, procs: list[Proc]) -> None:
     add_app(site)
     add_job(site, "j")
     reg = site.registry()
-    w = Proc(site.path, "wait", "job/j", "--for=state=JOB_FINISHED", "--timeout", "60s")
+    w = Proc(site.path, "wait", "job/j", "--for=state=JOB_FINISHED", "--timeout", f"{DEADLINE:g}s")
     procs.append(w)
     move(reg, "j", TO_RUNNING, site.namespace)
     w.no_line(0.3)
@@ -43,7 +44,7 @@ def test_wait_times_out(site: Site) -> None:
     add_job(site, "j")
     t0 = time.monotonic()
     r = site.run("wait", "job/j", "--for=state=JOB_FINISHED", "--timeout", "1s")
-    assert 0.9 < time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 > 0.9  # no upper bound: a loaded machine may take long to start
     assert r.one_error() == "error: timed out waiting for the condition on jobs/j"
     assert r.stdout == ""
 
@@ -51,12 +52,10 @@ def test_wait_times_out(site: Site) -> None:
 def test_wait_exits_early_when_the_job_fails(site: Site, procs: list[Proc]) -> None:
     add_app(site)
     add_job(site, "j")
-    w = Proc(site.path, "wait", "job/j", "--for=state=JOB_FINISHED", "--timeout", "120s")
+    w = Proc(site.path, "wait", "job/j", "--for=state=JOB_FINISHED", "--timeout", f"{2 * DEADLINE:g}s")
     procs.append(w)
-    t0 = time.monotonic()
     move(site.registry(), "j", [JobState.FAILED])
-    assert w.wait(30) == 1
-    assert time.monotonic() - t0 < 30
+    assert w.wait(DEADLINE) == 1  # before its own --timeout: stderr names the failure, not a timeout
     assert w.stderr == "error: job j reached FAILED while waiting for state=JOB_FINISHED\n"
     # The same when it had failed before the wait started.
     r = site.run("wait", "job/j", "--for=state=JOB_FINISHED")
@@ -68,14 +67,14 @@ def test_wait_for_delete_and_for_a_condition(site: Site, procs: list[Proc]) -> N
     add_app(site)
     add_job(site, "j")
     reg = site.registry()
-    w = Proc(site.path, "wait", "job/j", "--for=condition=Unschedulable", "--timeout", "60s")
+    w = Proc(site.path, "wait", "job/j", "--for=condition=Unschedulable", "--timeout", f"{DEADLINE:g}s")
     procs.append(w)
     old = reg.get(Job, "j")
     new = old.status_copy()
     set_condition(new.status.conditions, "Unschedulable", "True", "NeverFits", "needs 99 GPUs", utcnow())
     reg.update(old, new)
     assert w.line() == "job.balsam.io/j condition met\n"
-    d = Proc(site.path, "wait", "job/j", "--for", "delete", "--timeout", "60s")
+    d = Proc(site.path, "wait", "job/j", "--for", "delete", "--timeout", f"{DEADLINE:g}s")
     procs.append(d)
     reg.delete(Job, "j")
     assert d.line() == "job.balsam.io/j condition met\n"

@@ -20,6 +20,7 @@ import pytest
 from apis import App, Job, JobState, Node, Placement, Registry, Site, advance
 from apis._config import SiteConfig
 from nodeagent import NodeAgent
+from tests._deadline import DEADLINE
 from tests._support import make_site_config, poll_until, registry_on, skip_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,8 +65,8 @@ def _agent_factory(registry: Registry, site: SiteConfig) -> Iterator[AgentFactor
 
     yield start
     for a in agents:
-        a.stop(timeout=30)
-        assert a.wait(30), f"agent {a.name} did not stop"
+        a.stop(timeout=DEADLINE)
+        assert a.wait(DEADLINE), f"agent {a.name} did not stop"
 
 
 @pytest.fixture
@@ -122,12 +123,12 @@ def set_site_launcher(registry: Registry, site: SiteConfig, launcher: str) -> No
                          spec={"path": str(site.path), "launcher": launcher}))
 
 
-def wait_until(pred: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+def wait_until(pred: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition") -> Any:
     """Poll ``pred`` (test code only) until it returns something truthy; fail after ``timeout``."""
     return poll_until(pred, timeout, what)
 
 
-def wait_state(registry: Registry, name: str, states: Iterable[JobState | str], timeout: float = 30.0,
+def wait_state(registry: Registry, name: str, states: Iterable[JobState | str], timeout: float = DEADLINE,
                namespace: str = "default") -> Job:
     want = {JobState(s) for s in states}
     last: list[Job | None] = [None]
@@ -155,7 +156,7 @@ def process_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def read_pid(path: Path, timeout: float = 30.0) -> int:
+def read_pid(path: Path, timeout: float = DEADLINE) -> int:
     text = wait_until(lambda: path.exists() and path.read_text().strip(), timeout, f"{path} to be written")
     return int(text)
 
@@ -171,7 +172,7 @@ def agent_process(registry: Registry, site: SiteConfig, *args: str) -> Iterator[
     proc = spawn_agent_process(site, *args)
     try:
         name = args[args.index("--name") + 1]
-        wait_until(lambda: node_of(registry, name), 30, "the agent to register")
+        wait_until(lambda: node_of(registry, name), DEADLINE, "the agent to register")
         yield proc
     finally:
         if proc.poll() is None:

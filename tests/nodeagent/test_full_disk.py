@@ -9,6 +9,7 @@ import pytest
 
 from apis import JobState, Registry
 from apis._config import SiteConfig
+from tests._deadline import DEADLINE
 from tests._fulldisk import fill, release, small_tmpfs
 
 from .conftest import AgentFactory, bind, make_app, make_job, wait_state, wait_until
@@ -26,10 +27,10 @@ def test_a_job_bound_while_data_is_full_runs_once_space_returns(registry: Regist
         job = make_job(registry, "hello", "j1")
         agent("n1")
         bind(registry, [job], ["n1"])
-        wait_until(lambda: "cannot start jobs now" in caplog.text, 60, "the agent to meet the full disk")
+        wait_until(lambda: "cannot start jobs now" in caplog.text, DEADLINE, "the agent to meet the full disk")
         assert registry.get(type(job), "j1").status.state is S.PREPROCESSED
         release(filler)
-        done = wait_state(registry, "j1", (S.JOB_FINISHED, S.RUN_ERROR, S.FAILED), timeout=60)
+        done = wait_state(registry, "j1", (S.JOB_FINISHED, S.RUN_ERROR, S.FAILED), timeout=DEADLINE)
         assert done.status.state is S.JOB_FINISHED, done.status.message
         assert done.status.attempts == 1
         assert (data / "work" / "j1" / "job.out").read_text() == "hello\n"

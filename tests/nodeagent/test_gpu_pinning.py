@@ -13,6 +13,7 @@ import pytest
 from apis import JobState, Node, Registry
 from apis._config import SiteConfig
 from nodeagent import GpuPinning
+from tests._deadline import DEADLINE
 
 from .conftest import AgentFactory, bind, make_app, make_job, wait_state, wait_until
 
@@ -67,14 +68,14 @@ def test_the_agent_process_takes_the_platform_and_tiles_from_its_flags(registry:
                              "--name", "aurora-node", "--cpus", "8", "--gpus", "12", "--gpu-platform", "intel",
                              "--gpu-tiles", "2", "--lease-ttl", "5"], env=env, cwd=Path(__file__).parents[2])
     try:
-        node = wait_until(lambda: registry.try_get(Node, "aurora-node"), 30, "the agent's Node")
+        node = wait_until(lambda: registry.try_get(Node, "aurora-node"), DEADLINE, "the agent's Node")
         assert node.spec.gpus == 12  # 6 GPUs x 2 tiles: 12 schedulable units
         bind(registry, [job], ["aurora-node"], cpus=[0], gpus=[10, 11])
         assert wait_state(registry, "t", FINAL).status.state is S.JOB_FINISHED
         assert out(site, "t") == "cuda=unset rocr=unset ze=5.0,5.1 order=1"
     finally:
         proc.terminate()
-        proc.wait(30)
+        proc.wait(DEADLINE)
 
 
 @pytest.mark.parametrize(("flags", "message"), [

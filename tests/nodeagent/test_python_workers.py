@@ -14,13 +14,14 @@ import pytest
 from apis import ApplicationDefinition, Job, JobState, Registry
 from apis._config import SiteConfig
 from apis._pycodec import RemoteTraceback, decode_result, encode_params
+from tests._deadline import DEADLINE
 
 from .conftest import AgentFactory, bind, make_jobs, wait_state
 from .pyapps import BadInput, Crash, Fresh, Pid, Raises, Where
 
 S = JobState
 FINAL = (S.JOB_FINISHED, S.RUN_ERROR, S.RUN_TIMEOUT, S.FAILED)
-WAIT = 90.0
+WAIT = DEADLINE
 
 
 def sync(registry: Registry, cls: type[ApplicationDefinition]) -> str:

@@ -14,6 +14,7 @@ from apis import JobState, Registry
 from apis._config import SiteConfig
 from apis._paths import UnsafePath
 from nodeagent._launch import Prepared, spawn
+from tests._deadline import DEADLINE
 
 from .conftest import AgentFactory, bind, make_app, make_job, wait_state
 
@@ -86,6 +87,6 @@ def test_a_job_starts_in_the_workdir_it_was_checked_in(tmp_path: Path) -> None:
     root = tmp_path / "data"
     (root / "work" / "j").mkdir(parents=True)
     proc = spawn(_prepared(root, "work/j", "pwd -P; echo $PWD"), subprocess.DEVNULL)
-    assert proc.wait(timeout=60) == 0
+    assert proc.wait(timeout=DEADLINE) == 0
     real = str((root / "work" / "j").resolve())
     assert (root / "work" / "j" / "job.out").read_text().splitlines()[0] == real

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 
 from store import Event, Watch
+from tests._deadline import DEADLINE
 
 
-def collect(watch: Watch, n: int, timeout: float = 10.0) -> list[Event]:
+def collect(watch: Watch, n: int, timeout: float = DEADLINE) -> list[Event]:
     """The next ``n`` events of ``watch`` (fewer only if ``timeout`` runs out)."""
     events: list[Event] = []
     deadline = time.monotonic() + timeout
@@ -19,7 +20,7 @@ def collect(watch: Watch, n: int, timeout: float = 10.0) -> list[Event]:
     return events
 
 
-def wait_until(predicate: object, timeout: float = 10.0, interval: float = 0.02) -> bool:
+def wait_until(predicate: object, timeout: float = DEADLINE, interval: float = 0.02) -> bool:
     """Poll ``predicate()`` until it is true or ``timeout`` runs out."""
     assert callable(predicate)
     deadline = time.monotonic() + timeout

@@ -8,6 +8,7 @@ import threading
 import time
 
 from store import Conflict, Store
+from tests._deadline import DEADLINE
 
 from . import _workers
 
@@ -64,17 +65,17 @@ def test_watcher_in_another_process_sees_writes_within_milliseconds(
     child = SPAWN.Process(target=_workers.watch_and_timestamp, args=(store_url, ns, n, ready, out))
     child.start()
     try:
-        assert ready.wait(60), "the watching process did not start"
+        assert ready.wait(DEADLINE), "the watching process did not start"
         sent: dict[int, float] = {}
         for i in range(n):
             t = time.time()
             sent[store.put(f"{ns}k{i}", b"x")] = t
             time.sleep(0.02)
         received = []
-        while (item := out.get(timeout=30)) is not None:
+        while (item := out.get(timeout=DEADLINE)) is not None:
             received.append(item)
     finally:
-        child.join(30)
+        child.join(DEADLINE)
         if child.is_alive():
             child.kill()
     assert [rev for _, rev, _ in received] == sorted(sent)

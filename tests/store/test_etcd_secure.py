@@ -12,13 +12,14 @@ import pytest
 from store import Forbidden, Unavailable, open_store
 from store._etcd import EtcdStore
 from store.testing import EtcdCluster
+from tests._deadline import DEADLINE
 
 pytestmark = pytest.mark.etcd
 
 
 @pytest.fixture(scope="module")
 def secure() -> Iterator[EtcdCluster]:
-    with EtcdCluster.start(3, auth=True, timeout=30) as cluster:
+    with EtcdCluster.start(3, auth=True, timeout=DEADLINE) as cluster:
         admin = EtcdStore(cluster.url)
         try:
             admin.ensure_role("team-a", [("readwrite", "/a/"), ("read", "/revision\0")])

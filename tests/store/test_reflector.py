@@ -12,8 +12,7 @@ import pytest
 from store import Store, Unavailable, Watch, open_store
 from store.reflector import Backoff, Delta, Reflector
 from store.testing import EtcdCluster, etcd_available
-
-DEADLINE = 60.0
+from tests._deadline import DEADLINE
 
 
 def decode(value: bytes) -> str:

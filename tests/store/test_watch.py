@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
 from store import Compacted, Delete, Put, Store, StoreError, WatchClosed
+from tests._deadline import DEADLINE
 
 from ._util import collect
 
@@ -140,12 +142,11 @@ def test_close_ends_a_blocked_iteration(store: Store, ns: str) -> None:
     t = threading.Thread(target=lambda: got.extend(iter(w)))
     t.start()
     store.put(ns + "x", b"1")
-    for _ in range(100):
-        if got:
-            break
+    deadline = time.monotonic() + DEADLINE
+    while not got and time.monotonic() < deadline:
         t.join(0.05)
     w.close()
-    t.join(10)
+    t.join(DEADLINE)
     assert not t.is_alive()
     assert len(got) == 1
     with pytest.raises(WatchClosed):

@@ -19,6 +19,7 @@ from controllers.dependency import DependencyReconciler
 from controllers.hook import HookReconciler
 from controllers.hooks import NoHooks
 from controllers.transfer import transfer_reconcilers
+from tests._deadline import DEADLINE
 from tests._support import poll_until, running_manager
 
 GLOBUS_EP = "aaaaaaaa-0000-4000-8000-000000000001"
@@ -68,13 +69,13 @@ def manager(registry: Registry) -> Iterator[Manager]:
             kw.setdefault("backoff", 0.05)
             recs = reconcilers if reconcilers is not None else \
                 [DependencyReconciler(hooks), HookReconciler(hooks), *transfer_reconcilers(hooks, **kw)]
-            mgr, _ = started.enter_context(running_manager(registry, recs, join_timeout=15))
+            mgr, _ = started.enter_context(running_manager(registry, recs))
             return mgr
 
         yield start
 
 
-def wait_states(registry: Registry, names: list[str], states: set[JobState], timeout: float = 20) -> list[Job]:
+def wait_states(registry: Registry, names: list[str], states: set[JobState], timeout: float = DEADLINE) -> list[Job]:
     deadline = time.monotonic() + timeout
     while True:
         jobs = [j for j in registry.get_many(Job, names) if j is not None]
@@ -86,7 +87,7 @@ def wait_states(registry: Registry, names: list[str], states: set[JobState], tim
         time.sleep(0.02)
 
 
-def wait_until(pred: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
+def wait_until(pred: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition") -> Any:
     return poll_until(pred, timeout, what)
 
 

@@ -59,7 +59,7 @@ def test_fifty_jobs_one_submit_listing_every_item_then_succeeded_moves_them_on(r
     for status in ("ACTIVE", "ACTIVE", "SUCCEEDED"):  # same URL N times: served in order
         load_response(task_doc(task_id, status, bytes_transferred=5000, files_transferred=50))
     jobs = setup(registry, site, 50)
-    manager(providers=globus, window=0.3)
+    manager(providers=globus, window=2.0, max_wait=120.0)  # one task: see test_file.py
     wait_states(registry, [j.name for j in jobs], {JobState.PREPROCESSED})
     (body,) = submits()
     assert (body["DATA_TYPE"], body["source_endpoint"], body["destination_endpoint"]) == \
@@ -80,7 +80,7 @@ def test_failed_task_is_retried_then_fails_its_jobs_with_globus_message(registry
     load_response(task_doc(task_id, "FAILED", fatal_error={"code": "PERMISSION_DENIED",
                                                            "description": "permission denied on /data"}))
     jobs = setup(registry, site, 3)
-    manager(providers=globus, max_attempts=2)
+    manager(providers=globus, max_attempts=2, window=2.0, max_wait=120.0)
     done = wait_states(registry, [j.name for j in jobs], {JobState.FAILED})
     assert len(submits()) == 2  # the first try and one retry
     assert submits()[1]["sync_level"] == 3  # the retry skips what already arrived (checksum)
@@ -96,7 +96,7 @@ def test_consent_required_becomes_a_condition_naming_the_login_command(registry,
         "code": "ConsentRequired", "message": "Missing required data_access consent",
         "request_id": "abc123", "resource": "/transfer", "required_scopes": [SCOPE]}))
     jobs = setup(registry, site, 2)
-    manager(providers=globus)
+    manager(providers=globus, window=2.0, max_wait=120.0)
 
     def job_condition():
         j = registry.get(Job, jobs[0].name)

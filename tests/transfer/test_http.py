@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from apis import JobState
+from tests._deadline import DEADLINE
 
 from .conftest import make_app, make_jobs, make_site, tasks, wait_states
 
@@ -65,13 +66,15 @@ def closed_port() -> int:
 def fast_http():
     from controllers.transfer.providers.http import HttpProvider
 
-    return {"http": lambda site: HttpProvider(retries=3, backoff=0.02, timeout=5)}
+    return {"http": lambda site: HttpProvider(retries=3, backoff=0.02, timeout=DEADLINE)}  # no test waits on it
 
 
 def test_200_is_streamed_to_the_workdir(registry, site, server, manager, fast_http):
     make_site(registry, site, web=server.url)
     make_app(registry)
-    manager(providers=fast_http)
+    # One task for the three: a window a loaded machine's pauses cannot split (the default
+    # 0.05 s could, when the jobs became READY in two batches).
+    manager(providers=fast_http, window=2.0, max_wait=120.0)
     make_jobs(registry, 3, lambda i: {"inp": f"web:/data/f{i}.dat"})
     wait_states(registry, ["j0", "j1", "j2"], {JobState.PREPROCESSED})
     got = (site.data_path / "w" / "j1" / "in.dat").read_bytes()

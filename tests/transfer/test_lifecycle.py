@@ -17,6 +17,7 @@ from controllers.transfer import transfer_reconcilers
 from controllers.transfer.providers import LocalProvider
 from kubectl_like.cli import cli
 from nodeagent import NodeAgent
+from tests._deadline import DEADLINE
 
 from .conftest import make_app, make_jobs, make_site, tasks, wait_states, wait_until
 
@@ -33,10 +34,10 @@ def test_stage_out_after_a_real_run_writes_the_result_to_its_destination(registr
     agent = NodeAgent(registry, name="n1", cpus=2, gpus=0, site_config=site, lease_ttl=5, kill_grace=1.0).start()
     try:
         make_jobs(registry, 2, lambda i: {"inp": f"local:{remote}/in.dat", "result": f"local:{remote}/out/r{i}.json"})
-        done = wait_states(registry, ["j0", "j1"], {JobState.JOB_FINISHED, JobState.FAILED}, timeout=30)
+        done = wait_states(registry, ["j0", "j1"], {JobState.JOB_FINISHED, JobState.FAILED}, timeout=DEADLINE)
     finally:
-        agent.stop(timeout=30)
-        agent.wait(30)
+        agent.stop(timeout=DEADLINE)
+        agent.wait(DEADLINE)
     for j in done:
         assert j.status.state is JobState.JOB_FINISHED, j.status.message
         states = [h.to_state.value for h in j.status.history]
@@ -61,7 +62,7 @@ class BlockingProvider(LocalProvider):
         self.release = threading.Event()
 
     def transfer_item(self, task: TransferTask, item: TransferItem, progress: Callable[[int], None]) -> int:
-        self.release.wait(30)
+        self.release.wait(DEADLINE)
         progress(1)
         return 1
 
