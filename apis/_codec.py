@@ -253,3 +253,16 @@ def stored_job_state(value: bytes) -> str | None:
     status = doc.get("status") if isinstance(doc, dict) else None
     state = status.get("state") if isinstance(status, dict) else None
     return state if isinstance(state, str) else None
+
+
+def stored_job_head(value: bytes) -> tuple[str | None, dict[str, Any]]:
+    """A stored Job's ``status.state`` (None: left out, its default) and its ``metadata`` as
+    plain JSON (camelCase keys, defaults left out), read without building the model: what
+    the Job cache asks of a job's last event before the job leaves it."""
+    doc = orjson.loads(value)
+    if not isinstance(doc, dict):
+        return None, {}
+    status = doc.get("status")
+    state = status.get("state") if isinstance(status, dict) else None
+    meta = doc.get("metadata")
+    return (state if isinstance(state, str) else None), (meta if isinstance(meta, dict) else {})
