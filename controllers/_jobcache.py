@@ -39,6 +39,8 @@ from ._informer import Indexer, Informer
 _TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
 _FAILED = JobState.FAILED.value
 _FINISHED = JobState.JOB_FINISHED.value
+_FINISHED_BYTES = b'"JOB_FINISHED"'
+_FAILED_BYTES = b'"FAILED"'
 
 
 def is_terminal(job: Job) -> bool:
@@ -72,8 +74,8 @@ class JobInformer(Informer[Job]):
 
     def _decode_fast(self, name: str, kv: st.KeyValue) -> Job | None:
         old = self._items.get(name)
-        if old is None:
-            return None
+        if old is None or not (_FINISHED_BYTES in kv.value or _FAILED_BYTES in kv.value):
+            return None  # (a byte search rules out most events before any parse)
         state, meta = stored_job_head(kv.value)
         if state not in _TERMINAL_VALUES:
             return None
