@@ -16,7 +16,8 @@ generated once from its fields, that compares each value with a constant (the de
 the default factory returns), recurses into nested models and drops a nested model whose
 fields are all left out when its default is its class's defaults; pydantic-core then writes
 that tree of dicts (datetimes, enums and ``Any`` values as a model would write them, models
-inside ``Any`` with their defaults left out too). The bytes are pydantic's own.
+inside ``Any`` with their defaults left out too). The bytes are pydantic's own: orjson writes
+the tree when it can (the same bytes, ~10x faster: issue 19), pydantic-core otherwise.
 
 A class it cannot mirror exactly (custom serializers, computed or extra fields, a field type
 it does not know) and a value of another type than its model field's (assigned without
@@ -51,6 +52,7 @@ _encoders: dict[type, _Encoder | None] = {}
 # reach models found inside ``Any`` values, as they do from ``model_dump_json``.
 _ANY = TypeAdapter(Any)
 _TO_JSON = _ANY.serializer.to_json  # TypeAdapter.dump_json's own call, without its wrapper
+_ORJSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
 def _refuse(*_: Any) -> Any:
@@ -178,7 +180,14 @@ def store_json(obj: BaseModel) -> bytes | None:
         tree = _encoder(type(obj))(obj)
     except (_Refused, KeyError):
         return None
-    return _TO_JSON(tree, by_alias=True, exclude_none=True, exclude_defaults=True)
+    try:
+        # orjson writes this tree of plain values byte for byte as pydantic does (tested:
+        # datetimes, floats, escapes, enums) in ~1/10 of the time (a finished Job: 6.5 vs
+        # 73 µs); what it does not take (sets, bytes, models or subclasses inside ``Any``,
+        # ints past 64 bits, non-str keys) raises and goes to pydantic.
+        return orjson.dumps(tree, option=_ORJSON_OPTIONS)
+    except TypeError:
+        return _TO_JSON(tree, by_alias=True, exclude_none=True, exclude_defaults=True)
 
 
 def encode(obj: BaseModel) -> bytes:
