@@ -255,7 +255,10 @@ def _event(row: tuple) -> Event:  # type: ignore[type-arg]
 class SQLiteStore(Store):
     """The store contract on a SQLite file: ``SQLiteStore("sqlite:///abs/path/store.db")``."""
 
-    def __init__(self, url: str, *, poll_interval: float = 0.001) -> None:
+    def __init__(self, url: str, *, poll_interval: float = 0.001, wake: bool = True) -> None:
+        """``poll_interval``: how often the watchers' poller asks SQLite for new writes when
+        nothing wakes it; ``wake``: other processes' commits wake it (store/_wake.py; then it
+        asks at most every 50 ms on its own), else it polls every ``poll_interval``."""
         if not url.startswith("sqlite://") or len(url) <= len("sqlite://"):
             raise Unavailable(f"not a SQLite store URL: {url!r} (expected sqlite:///PATH)")
         self.url = url
@@ -283,6 +286,7 @@ class SQLiteStore(Store):
         # Across processes (store/_wake.py): our FIFO, made with the first watch, and the
         # writer's side that wakes every other watcher of the file after each commit.
         self._listener: Listener | None = None
+        self._wake_across = wake
         self._notifier = Notifier(self.path)
         self._stop = False
 
@@ -905,7 +909,7 @@ class SQLiteStore(Store):
             # Rows up to _dispatched_id the watch replays itself; later ones come from the poller.
             w.live_from_id = max(self._dispatched_id, (start << _SEQ_BITS) - 1)
             self._watches.add(w)
-        if self._listener is None and not self._immutable:
+        if self._listener is None and self._wake_across and not self._immutable:
             try:
                 self._listener = Listener(self.path)
                 self._notifier.set_own(self._listener)
@@ -935,7 +939,8 @@ class SQLiteStore(Store):
             if not self._watches:
                 interval = _LEASE_INTERVAL
             elif listener is not None:
-                interval = min(WAKE_FALLBACK, _LEASE_INTERVAL)  # writers wake us (store/_wake.py)
+                # writers wake us (store/_wake.py); a longer poll_interval (tests) is kept
+                interval = max(self._poll_interval, min(WAKE_FALLBACK, _LEASE_INTERVAL))
             elif now - last_change < 1.0:
                 interval = self._poll_interval
             else:  # quiet for a second: poll half as often (half the idle CPU)
