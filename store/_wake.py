@@ -4,7 +4,7 @@ A watcher's poller used to ask SQLite ``PRAGMA data_version`` every millisecond:
 wake-ups a second in every process that watches (the controller manager, each node agent,
 ``up``), each costing CPU whether anything was written or not, and up to a millisecond of
 latency per process hop (a DAG hop crosses two). Here each store object that watches owns a
-FIFO in ``<store file>.wake/`` and sleeps in ``select`` on it; every writer, after each
+FIFO in ``<store file>.wake/`` and sleeps in ``poll`` on it; every writer, after each
 commit, writes one byte to every FIFO there (the listing is cached while the directory's
 mtime stays the same). The poller then wakes at once, and otherwise sleeps.
 
@@ -12,7 +12,7 @@ mtime stays the same). The poller then wakes at once, and otherwise sleeps.
   writer never sees a FIFO that has no reader yet. A FIFO whose reader is gone (a process
   killed) fails to open for writing (``ENXIO``) or to be written (``EPIPE``) and is removed.
 * A full FIFO means a wake-up is already pending: the byte is dropped.
-* The reader also holds a write end of its own FIFO (``select`` would otherwise see EOF when
+* The reader also holds a write end of its own FIFO (``poll`` would otherwise see EOF when
   no writer has it open) and uses it for wake-ups from its own process.
 * Writers that cannot reach the directory (another user, a read-only copy) do not notify; the
   poller still asks SQLite every ``FALLBACK`` seconds, so their writes are seen, later.
@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
+import math
 import os
 import select
 import threading
@@ -56,6 +57,8 @@ class Listener:
             self._w = os.open(tmp, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             self.path = os.path.join(d, name)
             os.rename(tmp, self.path)
+            self._poll = select.poll()
+            self._poll.register(self._r, select.POLLIN)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -64,8 +67,7 @@ class Listener:
 
     def wait(self, timeout: float) -> bool:
         """Sleep until a wake-up or ``timeout``; True when woken (pending wake-ups drained)."""
-        r, _, _ = select.select([self._r], [], [], timeout)
-        if not r:
+        if not self._poll.poll(max(0, math.ceil(timeout * 1000))):  # poll, not select: any fd number
             return False
         with contextlib.suppress(BlockingIOError, OSError):
             while os.read(self._r, 4096):
