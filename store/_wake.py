@@ -35,6 +35,9 @@ FALLBACK = 0.05
 #: A writer re-reads the directory at least this often even if its mtime did not move.
 RELIST = 1.0
 
+#: Longer than a kernel clock tick (file times are coarse: 1-10 ms).
+_TICK_NS = 50_000_000
+
 _ids = itertools.count()
 _TMP = ".tmp"
 
@@ -121,7 +124,10 @@ class Notifier:
         except OSError:
             mtime = -2
         now = time.monotonic()
-        if mtime == self._mtime and now - self._listed_at < RELIST:
+        # A directory's mtime moves in clock ticks (ms): within a tick of its last change a
+        # listener renamed in may not move it, so a recent mtime is listed again.
+        settled = time.time_ns() - mtime > _TICK_NS
+        if mtime == self._mtime and now - self._listed_at < RELIST and settled:
             return
         self._mtime, self._listed_at = mtime, now
         try:

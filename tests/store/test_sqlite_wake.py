@@ -72,3 +72,26 @@ def test_a_watch_sees_a_write_by_another_process_and_its_fifo_goes_when_it_is_ki
         assert not os.path.exists(os.path.join(wake_dir(str(tmp_path / "s.db")), theirs[0]))
     finally:
         store.close()
+
+
+def test_a_listener_made_right_after_a_writers_listing_is_woken_too(tmp_path: Path) -> None:
+    """Directory times move in clock ticks: a FIFO renamed in within the tick of the writer's
+    last listing must not be missed (the writer lists a recently changed directory again)."""
+    db = str(tmp_path / "s.db")
+    first = Listener(db)
+    notifier = Notifier(db)
+    try:
+        notifier.notify()
+        assert first.wait(60)
+        listed = os.stat(wake_dir(db))
+        second = Listener(db)
+        # as on a kernel whose directory times did not move within this clock tick
+        os.utime(wake_dir(db), ns=(listed.st_atime_ns, listed.st_mtime_ns))
+        try:
+            notifier.notify()
+            assert second.wait(60) and first.wait(60)
+        finally:
+            second.close()
+    finally:
+        first.close()
+        notifier.close()
