@@ -78,7 +78,10 @@ def fix_modes(site: Path, sharing: str = "private") -> int:
     for root, dirs, files in os.walk(site, followlinks=False):
         for name in dirs + files:
             p = os.path.join(root, name)
-            st = os.lstat(p)
+            try:
+                st = os.lstat(p)
+            except FileNotFoundError:  # gone meanwhile (a watcher's FIFO in store.db.wake/)
+                continue
             if stat.S_ISLNK(st.st_mode) or not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
                 continue  # links, sockets, fifos: left alone
             fix(p, st, stat.S_ISDIR(st.st_mode))

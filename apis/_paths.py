@@ -48,11 +48,17 @@ def open_dir_nofollow(root: Path, path: str | os.PathLike[str], create: bool = T
     try:
         for part in _components(root, path):
             walked = f"{walked}/{part}" if walked else part
-            if create:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, 0o777, dir_fd=fd)  # the umask makes it private
             try:
-                nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                try:
+                    nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    # Made only when missing: an existing directory costs one open, not a
+                    # failed mkdir too (the node agent walks every job's workdir twice).
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, 0o777, dir_fd=fd)  # the umask makes it private
+                    nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except OSError as e:
                 if e.errno in (errno.ELOOP, errno.ENOTDIR):
                     st = os.lstat(part, dir_fd=fd)

@@ -28,6 +28,7 @@ of the job finds this one to fence it).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -67,6 +68,14 @@ _SHELL_WORDS = frozenset(
 
 def simple_argv(command: str) -> list[str] | None:
     """The argv ``/bin/sh -c command`` would exec, when the shell would do nothing else."""
+    argv = _simple_argv(command)
+    return None if argv is None else list(argv)
+
+
+@functools.lru_cache(maxsize=1024)
+def _simple_argv(command: str) -> tuple[str, ...] | None:
+    """``simple_argv``, once per command (an ensemble's jobs repeat theirs: the regex and
+    ``shlex.split`` were ~10 µs of every launch)."""
     if not _SIMPLE.fullmatch(command):
         return None
     argv = shlex.split(command)
@@ -75,7 +84,7 @@ def simple_argv(command: str) -> list[str] | None:
     first = argv[0]
     if "/" not in first and (first in _SHELL_WORDS or "=" in first):
         return None  # a builtin, or a variable assignment
-    return argv
+    return tuple(argv)
 
 
 GPU_VARIABLES = {"nvidia": "CUDA_VISIBLE_DEVICES", "amd": "ROCR_VISIBLE_DEVICES", "intel": "ZE_AFFINITY_MASK"}
@@ -196,9 +205,13 @@ def job_workdir(data_path: Path, job: Job) -> Path:
     """The job's workdir, made, reached from ``data/`` without following a symbolic link, and
     whose ``job.out`` is not one: a link made by an earlier job (a parent) must not send this
     job's output or process outside ``data/`` (PrepareError: the job FAILS with the reason)."""
-    data_path.mkdir(parents=True, exist_ok=True)
+    out = posixpath.join(job.spec.workdir, OUTPUT_FILE)
     try:
-        return check_file_nofollow(data_path, posixpath.join(job.spec.workdir, OUTPUT_FILE)).parent
+        try:
+            return check_file_nofollow(data_path, out).parent
+        except FileNotFoundError:  # data/ itself is missing (made here, not checked per job)
+            data_path.mkdir(parents=True, exist_ok=True)
+            return check_file_nofollow(data_path, out).parent
     except UnsafePath as e:
         raise PrepareError(f"workdir: {e}") from None
 

@@ -88,6 +88,8 @@ from ._api import (
     Watch,
     WatchClosed,
 )
+from ._wake import FALLBACK as WAKE_FALLBACK
+from ._wake import Listener, Notifier
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +255,10 @@ def _event(row: tuple) -> Event:  # type: ignore[type-arg]
 class SQLiteStore(Store):
     """The store contract on a SQLite file: ``SQLiteStore("sqlite:///abs/path/store.db")``."""
 
-    def __init__(self, url: str, *, poll_interval: float = 0.001) -> None:
+    def __init__(self, url: str, *, poll_interval: float = 0.001, wake: bool = True) -> None:
+        """``poll_interval``: how often the watchers' poller asks SQLite for new writes when
+        nothing wakes it; ``wake``: other processes' commits wake it (store/_wake.py; then it
+        asks at most every 50 ms on its own), else it polls every ``poll_interval``."""
         if not url.startswith("sqlite://") or len(url) <= len("sqlite://"):
             raise Unavailable(f"not a SQLite store URL: {url!r} (expected sqlite:///PATH)")
         self.url = url
@@ -278,6 +283,11 @@ class SQLiteStore(Store):
         # (A raw lock wakes cheaper than a Condition; the poller wakes ~1000 times a second.)
         self._wake = threading.Lock()
         self._wake.acquire()
+        # Across processes (store/_wake.py): our FIFO, made with the first watch, and the
+        # writer's side that wakes every other watcher of the file after each commit.
+        self._listener: Listener | None = None
+        self._wake_across = wake
+        self._notifier = Notifier(self.path)
         self._stop = False
 
         self._compact_marks: deque[tuple[float, int]] = deque()  # (monotonic time, revision) noted
@@ -447,6 +457,7 @@ class SQLiteStore(Store):
                 raise Unavailable(f"SQLite store {self.path}: commit failed: {e}") from e
         if self._watches:
             self._poke()
+        self._notifier.notify()
 
     def _retry_busy(self, conn: sqlite3.Connection, sql: str, patience: float = 30.0) -> None:
         """Run ``sql``, retrying while another process holds the lock: 50 µs doubling to 1 ms."""
@@ -865,6 +876,9 @@ class SQLiteStore(Store):
         poller = getattr(self, "_poller", None)
         if poller is not None and poller is not threading.current_thread():
             poller.join(timeout=5)
+        if self._listener is not None:
+            self._listener.close()
+        self._notifier.close()
         with self._wlock:
             watches = list(self._watches)
         for w in watches:
@@ -895,6 +909,12 @@ class SQLiteStore(Store):
             # Rows up to _dispatched_id the watch replays itself; later ones come from the poller.
             w.live_from_id = max(self._dispatched_id, (start << _SEQ_BITS) - 1)
             self._watches.add(w)
+        if self._listener is None and self._wake_across and not self._immutable:
+            try:
+                self._listener = Listener(self.path)
+                self._notifier.set_own(self._listener)
+            except OSError as e:  # a read-only directory...: the poller asks SQLite every millisecond
+                log.debug("SQLite store %s: no wake-ups across processes (%s)", self.path, e)
         self._poke()
         return w
 
@@ -905,6 +925,9 @@ class SQLiteStore(Store):
     def _poke(self) -> None:
         with contextlib.suppress(RuntimeError):  # already released: a poke is pending
             self._wake.release()
+        listener = self._listener
+        if listener is not None:
+            listener.poke()
 
     def _run(self) -> None:
         last_version = -1
@@ -912,13 +935,20 @@ class SQLiteStore(Store):
         next_reap = now + _LEASE_INTERVAL
         last_change = now
         while True:
+            listener = self._listener
             if not self._watches:
                 interval = _LEASE_INTERVAL
+            elif listener is not None:
+                # writers wake us (store/_wake.py); a longer poll_interval (tests) is kept
+                interval = max(self._poll_interval, min(WAKE_FALLBACK, _LEASE_INTERVAL))
             elif now - last_change < 1.0:
                 interval = self._poll_interval
             else:  # quiet for a second: poll half as often (half the idle CPU)
                 interval = 2 * self._poll_interval
-            woken = self._wake.acquire(timeout=interval)
+            if listener is not None and self._watches:
+                woken = listener.wait(interval)
+            else:
+                woken = self._wake.acquire(timeout=interval)
             if self._stop:
                 break
             now = time.monotonic()

@@ -325,6 +325,7 @@ class PlacementReconciler:
                 # encode per binding, not a cache update with its indexers and handlers.
                 for o in objs:
                     self.assume.landed(o.name, int(o.metadata.resource_version or 0))
+                jobs.expect(objs)  # their events then hand out these objects: no decode (issue 19)
 
             landed = bind(ctx.registry, binds, self.assume, written)
             self.bindings_written += landed

@@ -4,6 +4,7 @@ for every kind, and objects it cannot mirror are left to pydantic."""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -60,7 +61,39 @@ def _jobs() -> list[Job]:
     nested_model_in_any = Job(app_id="hello", workdir="w/6", data={"m": JobResources(num_nodes=3)})
     state_as_str = Job(app_id="hello", workdir="w/7")
     state_as_str.status.state = "RUNNING"  # type: ignore[assignment]  # assigned without validation
-    return [plain, full, empty_placement, generated, nan, nested_model_in_any, state_as_str]
+    return [plain, full, empty_placement, generated, nan, nested_model_in_any, state_as_str, *_edge_jobs()]
+
+
+class _Str(str):
+    pass
+
+
+@dataclasses.dataclass
+class _Point:
+    x: int
+    y: float
+
+
+def _edge_jobs() -> list[Job]:
+    """Values orjson writes (or refuses, then pydantic writes them): each must come out as
+    pydantic's bytes either way (issue 19: orjson writes the encoder's tree when it can)."""
+    values: list[Any] = [
+        {"floats": [1e-5, 1e16, 0.1, 1.0, 1 / 64, -0.0, 123456789.123, 1e300, 5e-324]},
+        {"ints": [0, -1, 2**53 + 1, 2**63, -(2**63)]}, {"big": 2**70}, {"neg_big": -(2**65)},
+        {"times": [datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), datetime(2026, 1, 2, 3, 4, 5, 7),
+                   datetime(2026, 1, 2, 3, 4, 5, 1000, tzinfo=timezone(timedelta(hours=5, minutes=30)))]},
+        {"text": "\u0000\u001f\u007f\u2028\u2029 é 🎉 </script> \\ \" '"},
+        {1: "int key"}, {"nested": {"none": None, "list": [None, {"x": None}], "tuple": (1, "a")}},
+        {"sub": _Str("a str subclass")}, {"dc": _Point(1, 2.5)}, {"frozen": frozenset({1})},
+        {"delta": timedelta(seconds=90)}, {"state": JobState.RUNNING},
+    ]
+    jobs = []
+    for i, v in enumerate(values):
+        j = Job(app_id="hello", workdir=f"e/{i}", name=f"edge-{i}")
+        j.spec.data = v
+        j.status.history = [HistoryEvent(from_state=None, to_state=JobState.CREATED, time=T0)]
+        jobs.append(j)
+    return jobs
 
 
 def _others() -> list[Resource]:

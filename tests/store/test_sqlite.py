@@ -122,7 +122,8 @@ def test_replay_fails_if_compaction_comes_before_it(s: SQLiteStore) -> None:
 
 def test_live_watch_fails_if_compaction_overtakes_it(url: str) -> None:
     """Another process compacts away events this store's poller had not read yet."""
-    slow = SQLiteStore(url, poll_interval=3600)  # its poller wakes only for its own writes
+    # its poller wakes only for its own writes (no wake-ups from other processes' commits)
+    slow = SQLiteStore(url, poll_interval=3600, wake=False)
     try:
         with slow.watch("/") as w:
             # The poller has taken the watch in (it delivered our own write), then sleeps.

@@ -1,0 +1,105 @@
+"""The Job cache does not decode what it already knows (issue 19): a job's finishing event
+reaches the handlers as the cached job with its new state, and a write announced with
+``expect`` (placement's bindings) is handed out as the object written. Anything more than
+the state moving is decoded as before."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from apis import Job, JobState, Registry
+from controllers import JobInformer
+from tests._support import poll_until
+
+from .conftest import force, make_job
+
+S = JobState
+
+
+@pytest.fixture
+def cache(registry: Registry, app: Any) -> Iterator[tuple[JobInformer, list[tuple[str, Job | None, Job | None]]]]:
+    registry.create(make_job("j"))
+    jobs = JobInformer(registry)
+    seen: list[tuple[str, Job | None, Job | None]] = []
+    jobs.add_handler(lambda typ, old, new: seen.append((typ, old, new)))  # type: ignore[arg-type]
+    jobs.start()
+    try:
+        yield jobs, seen
+    finally:
+        jobs.stop()
+
+
+def _event_to(seen: list[tuple[str, Job | None, Job | None]], state: JobState) -> tuple[Job, Job]:
+    poll_until(lambda: any(n is not None and n.status.state is state for _, _, n in seen), 60,
+               f"the handlers to see {state.value}")
+    typ, old, new = next(e for e in seen if e[2] is not None and e[2].status.state is state)
+    assert typ == "MODIFIED" and old is not None and new is not None
+    return old, new
+
+
+def test_a_finishing_event_reaches_the_handlers_without_a_decode(registry: Registry, cache: Any) -> None:
+    jobs, seen = cache
+    done = force(registry, "j", S.JOB_FINISHED, return_code=0)
+    old, new = _event_to(seen, S.JOB_FINISHED)
+    assert new.spec is old.spec  # the cached job, not a new model from the bytes
+    assert new.metadata.resource_version == done.metadata.resource_version
+    assert old.status.state is S.CREATED  # the cached object itself is not changed
+    assert jobs.get("j") is None and jobs.state_of("j") is S.JOB_FINISHED
+    assert jobs.state_counts() == {"JOB_FINISHED": 1}
+
+
+def test_a_failing_event_is_remembered_as_failed(registry: Registry, cache: Any) -> None:
+    jobs, seen = cache
+    force(registry, "j", S.FAILED)
+    _event_to(seen, S.FAILED)
+    assert jobs.state_of("j") is S.FAILED and jobs.state_counts() == {"FAILED": 1}
+
+
+def test_a_finishing_event_that_changed_more_than_the_state_is_decoded(registry: Registry, cache: Any) -> None:
+    _, seen = cache
+
+    def finish_and_label(j: Job) -> None:
+        j.status.state = S.JOB_FINISHED
+        j.metadata.labels["k"] = "v"
+
+    registry.mutate(Job, "j", finish_and_label)
+    old, new = _event_to(seen, S.JOB_FINISHED)
+    assert new.metadata.labels == {"k": "v"}
+    assert new.spec is not old.spec
+
+
+def test_an_expected_write_is_handed_out_as_written_when_its_event_arrives(registry: Registry,
+                                                                           cache: Any) -> None:
+    jobs, seen = cache
+    poll_until(lambda: jobs.get("j") is not None, 60, "j in the cache")
+    cached = jobs.get("j")
+    assert cached is not None
+    new = cached.status_copy()
+    new.status.message = "bound"
+    # announce the write before it is made (its revision is the store's next: nothing else writes
+    # here), so the watch event cannot overtake the announcement
+    rev = registry.store.current_revision() + 1
+    announced = new.status_copy()
+    announced.metadata = announced.metadata.model_copy(update={"resource_version": str(rev)})
+    jobs.expect([announced])
+    _, (written,) = registry.write([], [(cached, new)])
+    assert written.metadata.resource_version == str(rev)
+    poll_until(lambda: jobs.get("j") is announced, 60, "the event to hand out the announced object")
+    assert seen[-1][2] is announced
+
+
+def test_an_expected_write_overtaken_by_another_is_dropped(registry: Registry, cache: Any) -> None:
+    jobs, _ = cache
+    poll_until(lambda: jobs.get("j") is not None, 60, "j in the cache")
+    cached = jobs.get("j")
+    assert cached is not None
+    stale = cached.status_copy()
+    stale.metadata = stale.metadata.model_copy(update={"resource_version": "1"})  # older than any event to come
+    jobs.expect([stale])
+    force(registry, "j", S.AWAITING_PARENTS)
+    poll_until(lambda: (j := jobs.get("j")) is not None and j.status.state is S.AWAITING_PARENTS, 60,
+               "the later write to be decoded")
+    assert jobs.get("j") is not stale
