@@ -44,6 +44,20 @@ _DELETED: Any = None
 
 # --- the shared watch -----------------------------------------------------------------------
 
+#: How a terminal job's stored value spells its state (the codec writes compact JSON; history
+#: entries say ``"to"``, so these appear for ``status.state`` only, or inside user data).
+_TERMINAL_MARKS = tuple(f'"state":"{s.value}"'.encode() for s in TERMINAL)
+
+
+def maybe_terminal(value: bytes) -> bool:
+    """Whether a job's stored value may be terminal: False only when it certainly is not.
+    A waited-for job is written 3-4 times on its way (bound, running, finished); only its
+    terminal write is decoded. A job with no state written is CREATED; one whose state is not
+    in the codec's compact form (``"state": "X"``, written by hand) is decoded to be sure."""
+    if any(m in value for m in _TERMINAL_MARKS):
+        return True
+    return b'"state"' in value and b'"state":"' not in value
+
 
 @dataclass(eq=False)
 class _Sink:
@@ -89,7 +103,7 @@ class JobWatcher:
     def _ensure_running(self) -> None:
         if self._thread is not None:
             return
-        self._watch = KindWatch(self.registry, Job, self.namespace, None, self._wanted)
+        self._watch = KindWatch(self.registry, Job, self.namespace, None, self._wanted, maybe_terminal)
         self.watches_opened += 1
         self._thread = threading.Thread(target=self._run, name=f"job-futures-{self.namespace}", daemon=True)
         self._thread.start()
@@ -160,7 +174,7 @@ class JobWatcher:
                 return False
             log.info("job futures: watch failed (%s); reopening and re-reading %d job(s)", err, len(self._sinks))
             try:
-                self._watch = KindWatch(self.registry, Job, self.namespace, None, self._wanted)
+                self._watch = KindWatch(self.registry, Job, self.namespace, None, self._wanted, maybe_terminal)
                 self.watches_opened += 1
                 self._check(list(self._sinks), None)
             except Exception as e2:  # noqa: BLE001 - the store is down: try again shortly

@@ -426,7 +426,7 @@ class Supervisor:
 
     # --- exits --------------------------------------------------------------------------
 
-    def on_exit(self, pid: int, code: int, died: str = "") -> None:
+    def on_exit(self, pid: int, code: int, died: str = "", outcome: dict[str, Any] | None = None) -> None:
         run = self.by_pid.pop(pid, None)
         self.lease.unguard(pid)  # reaped (or its worker is idle again): nothing of it to fence
         if run is None:
@@ -443,7 +443,7 @@ class Supervisor:
             return
         run.finished = True
         self.stats["finished"] += 1
-        handoff = read_result(run.result_path) if run.result_path else None
+        handoff = outcome if outcome is not None else read_result(run.result_path) if run.result_path else None
         if run.signalled:
             tail = output_tail(run.workdir) if run.workdir else None
             run.steps.append(Step(S.RUN_TIMEOUT, run.signalled, code, tail))
