@@ -57,6 +57,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -605,8 +606,84 @@ class ForkServerError(Exception):
     """The fork server could not be started or reached."""
 
 
+class Preforked:
+    """A fork server forked from the calling process (:func:`prefork`), not started yet as a
+    new interpreter: a ``subprocess.Popen``-like handle on it (what :class:`ForkServer` uses)."""
+
+    def __init__(self, pid: int, stdin_fd: int, stdout_fd: int) -> None:
+        self.pid = pid
+        self.stdin: IO[bytes] | None = open(stdin_fd, "wb")  # noqa: SIM115 - closed by ForkServer.close
+        self.stdout: IO[bytes] | None = open(stdout_fd, "rb", buffering=0)  # noqa: SIM115 - as Popen's
+        self.returncode: int | None = None
+        self._lock = threading.Lock()
+
+    def poll(self) -> int | None:
+        with self._lock:
+            if self.returncode is None:
+                try:
+                    pid, status = os.waitpid(self.pid, os.WNOHANG)
+                except ChildProcessError:  # reaped by someone else: it is gone all the same
+                    self.returncode = -1
+                else:
+                    if pid:
+                        self.returncode = os.waitstatus_to_exitcode(status)
+            return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.001
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"fork server {self.pid}", timeout or 0.0)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return code
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def prefork(stderr: str | os.PathLike[str] | None = None) -> Preforked:
+    """Fork a fork server from this process now, to be adopted by a :class:`ForkServer`
+    (``preforked=``). Starting one as a new interpreter costs ~0.35 s of CPU for its imports,
+    which on a busy node delays the first Python job by seconds; this process has done them
+    already, so a fork costs a few milliseconds. Call it only where a fork is safe and cheap:
+    in a command's ``main`` before it starts threads or opens store connections (the child
+    keeps none of them: every fd but its pipes and stderr is closed, and it never returns)."""
+    to_r, to_w = os.pipe()
+    from_r, from_w = os.pipe()
+    for f in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            f.flush()
+    pid = os.fork()
+    if pid == 0:  # the server: never returns
+        code = 70
+        try:
+            os.dup2(to_r, 0)
+            os.dup2(from_w, 1)
+            if stderr is not None:
+                err = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                os.dup2(err, 2)
+            os.closerange(3, _max_fd())
+            code = main()
+        finally:
+            os._exit(code)
+    os.close(to_r)
+    os.close(from_w)
+    return Preforked(pid, to_w, from_r)
+
+
+def _max_fd() -> int:
+    try:
+        return max(int(n) for n in os.listdir("/proc/self/fd")) + 1
+    except (OSError, ValueError):
+        return os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024
+
+
 class ForkServer:
-    """A handle on a fork server process, started on first use (and again after it died).
+    """A handle on a fork server process, started on first use (and again after it died;
+    first from ``preforked`` when given: see :func:`prefork`).
 
     ``spawn(token, spec)`` (a fresh child) and ``submit(token, key, app, spec)`` (a warm
     worker of pool ``key``) return the server's generation; the answers arrive through
@@ -614,13 +691,14 @@ class ForkServer:
     After :class:`ServerDied` of a generation, none of its children will be reported again."""
 
     def __init__(self, on_message: OnMessage, *, name: str = "forkserver", env: dict[str, str] | None = None,
-                 stderr: str | os.PathLike[str] | None = None) -> None:
+                 stderr: str | os.PathLike[str] | None = None, preforked: Preforked | None = None) -> None:
         self._on_message = on_message
+        self._preforked = preforked
         self._name = name
         self._env = env
         self._stderr_path = stderr
         self._lock = threading.Lock()
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: subprocess.Popen[bytes] | Preforked | None = None
         self._stdin: IO[bytes] | None = None
         self._generation = 0
         self._defined: set[str] = set()  # pools whose App code this generation of the server has
@@ -631,6 +709,22 @@ class ForkServer:
         return self._proc is not None and self._proc.poll() is None
 
     def _start(self) -> None:
+        proc: subprocess.Popen[bytes] | Preforked
+        if self._preforked is not None and self._preforked.poll() is None:
+            proc, self._preforked = self._preforked, None
+        else:
+            if self._preforked is not None:
+                log.warning("the pre-forked %s had exited (code %s); starting one", self._name, self._preforked.returncode)
+                self._preforked = None
+            proc = self._popen()
+        self._generation += 1
+        self._defined = set()
+        self._proc, self._stdin = proc, proc.stdin
+        t = threading.Thread(target=self._read_loop, args=(proc, self._generation), name=f"{self._name}-reader",
+                             daemon=True)
+        t.start()
+
+    def _popen(self) -> subprocess.Popen[bytes]:
         stderr: Any = None
         if self._stderr_path is not None:
             stderr = open(self._stderr_path, "ab")  # noqa: SIM115 - handed to the child
@@ -642,12 +736,7 @@ class ForkServer:
         finally:
             if stderr is not None:
                 stderr.close()
-        self._generation += 1
-        self._defined = set()
-        self._proc, self._stdin = proc, proc.stdin
-        t = threading.Thread(target=self._read_loop, args=(proc, self._generation), name=f"{self._name}-reader",
-                             daemon=True)
-        t.start()
+        return proc
 
     def start(self) -> None:
         """Start the server now unless it runs (it starts on first use anyway)."""
@@ -685,7 +774,7 @@ class ForkServer:
                 self._defined.add(pool[0])
             return self._generation
 
-    def _read_loop(self, proc: subprocess.Popen[bytes], generation: int) -> None:
+    def _read_loop(self, proc: subprocess.Popen[bytes] | Preforked, generation: int) -> None:
         assert proc.stdout is not None
         fd = proc.stdout.fileno()  # unbuffered reads: one call takes whatever frames are there
         reason = "its output closed"
@@ -714,6 +803,8 @@ class ForkServer:
             self._closed = True
             proc, stdin = self._proc, self._stdin
             self._proc = None
+            if proc is None and self._preforked is not None:  # never used: its stdin's EOF ends it
+                proc, stdin, self._preforked = self._preforked, self._preforked.stdin, None
         if proc is None:
             return
         with contextlib.suppress(Exception):

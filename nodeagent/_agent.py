@@ -45,6 +45,7 @@ from typing import Any
 
 import store as st
 from apis import NodeSpec, Placement, Registry, SiteConfig, StoreUnavailable, load_site_config
+from apis._forkserver import Preforked
 
 from ._launch import GpuPinning
 from ._lease import LeaseKeeper
@@ -108,7 +109,7 @@ class NodeAgent:
         log_to_file: bool = True,
         gpu_pinning: GpuPinning | None = None,
         supervisor: tuple[int, str] | None = None,
-        warm_python: bool = False,
+        warm_python: bool | Preforked = False,
     ) -> None:
         self.registry = registry
         self.store: st.Store = registry.store

@@ -37,6 +37,7 @@ from apis._forkserver import (
     ForkServer,
     ForkServerError,
     FromServer,
+    Preforked,
     ServerDied,
     Started,
     StartFailed,
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 class PythonApps:
     """The agent's fork server for Python apps; ``put`` is the agent loop's queue ``put``."""
 
-    def __init__(self, put: Post, *, log_dir: Path | None = None) -> None:
+    def __init__(self, put: Post, *, log_dir: Path | None = None, preforked: Preforked | None = None) -> None:
         self._put = put
         self._lock = threading.Lock()
         self._tokens = itertools.count(1)
@@ -61,7 +62,7 @@ class PythonApps:
         self._dead: set[int] = set()  # generations whose server died
         self.runtime_dir = Path(runtime_dir("balsam-pyapps-"))
         stderr = (log_dir / "pyapps-forkserver.log") if log_dir is not None else None
-        self._server = ForkServer(self._on_message, name="python app fork server", stderr=stderr)
+        self._server = ForkServer(self._on_message, name="python app fork server", stderr=stderr, preforked=preforked)
 
     def warm_up(self) -> None:
         """Start the fork server now, so that the site's first Python job does not wait for it."""

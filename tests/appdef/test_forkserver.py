@@ -9,7 +9,7 @@ import time
 import pytest
 
 from apis import ApplicationDefinition
-from apis._forkserver import Ended, ForkServer, ServerDied, Started
+from apis._forkserver import Ended, ForkServer, ServerDied, Started, prefork
 from apis._pycodec import encode_params
 
 pytestmark = pytest.mark.timeout(60)
@@ -169,3 +169,31 @@ def test_an_exception_in_a_warm_worker_comes_back_as_the_tasks_outcome(server, t
     assert ended.code == 1 and ended.outcome["exception"] == "ValueError: no good"
     assert "in run" in ended.outcome["traceback"]
     assert "ValueError: no good" in (tmp_path / "e1" / "job.out").read_text()
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_preforked_server_is_the_one_that_runs_the_tasks(tmp_path):
+    msgs: queue.SimpleQueue = queue.SimpleQueue()
+    pre = prefork(tmp_path / "server.log")
+    fs = ForkServer(lambda gen, m: msgs.put((gen, m)), preforked=pre)
+    try:
+        _submit(fs, Add, tmp_path, "p1", x=20, y=22)
+        _, started = _next(msgs, Started)
+        _, ended = _next(msgs, Ended)
+        assert ended.outcome["result"][0] == 42
+        assert _ppid(started.pid) == pre.pid  # forked by the pre-forked server, not a new interpreter's
+    finally:
+        fs.close()
+    assert pre.poll() is not None
+
+
+def test_closing_a_server_that_never_adopted_its_preforked_one_ends_it(tmp_path):
+    pre = prefork()
+    fs = ForkServer(lambda gen, m: None, preforked=pre)
+    assert pre.poll() is None
+    fs.close()
+    assert pre.poll() is not None
