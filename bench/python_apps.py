@@ -155,7 +155,8 @@ class Site:
         """CPU seconds so far of the controller manager, the node agent, its fork server(s)
         and their warm workers (live ones, and those reaped), and this client process."""
         ctl, agent = self.procs
-        servers = [p for p in _children(agent.pid) if "apis._forkserver" in " ".join(cmdline(p))]
+        mine = cmdline(agent.pid)  # the agent's own fork server is a fork of it (same command line)
+        servers = [p for p in _children(agent.pid) if cmdline(p) == mine or "apis._forkserver" in " ".join(cmdline(p))]
         return {
             "manager": proc_cpu(ctl.pid)["self"],
             "agent": proc_cpu(agent.pid)["self"],
