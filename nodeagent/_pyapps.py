@@ -61,6 +61,7 @@ class PythonApps:
         self._live: dict[tuple[int, int], Run] = {}  # (generation, pid) → run
         self._dead: set[int] = set()  # generations whose server died
         self.runtime_dir = Path(runtime_dir("balsam-pyapps-"))
+        self._runtime_prefix = f"{self.runtime_dir}{os.sep}"  # result_path per job without pathlib
         stderr = (log_dir / "pyapps-forkserver.log") if log_dir is not None else None
         self._server = ForkServer(self._on_message, name="python app fork server", stderr=stderr, preforked=preforked)
 
@@ -69,7 +70,7 @@ class PythonApps:
         self._server.start()
 
     def result_path(self, job_name: str, attempt: int) -> str:
-        return str(self.runtime_dir / f"{job_name}.{attempt}.json")
+        return f"{self._runtime_prefix}{job_name}.{attempt}.json"
 
     def spawn(self, run: Run, spec: dict[str, Any]) -> None:
         """Fork the job's process; ``spawned``/``spawn_failed`` and later ``exit`` reach the
