@@ -91,11 +91,13 @@ class DefinePool:
 
 @dataclass(frozen=True, slots=True)
 class Submit:
-    """client → server: run ``spec`` (``run`` task, without ``app``) in a warm worker of ``key``."""
+    """client → server: run a task in a warm worker of ``key``. ``spec`` is the task's spec
+    (``run``, without ``app``) already pickled: the server hands those bytes to the worker as
+    they are, without decoding and encoding them again."""
 
     token: Any
     key: str
-    spec: dict[str, Any]
+    spec: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,13 +242,13 @@ class _Server:
 
     # --- warm workers ---------------------------------------------------------------
 
-    def _to_worker(self, token: Any, key: str, spec: dict[str, Any]) -> None:
+    def _to_worker(self, token: Any, key: str, spec: bytes) -> None:
         """Hand the task to an idle worker of its pool, or fork one that starts with it."""
         idle = self.idle.get(key)
         while idle:
             w = idle.pop()
             try:
-                _write_msg(w.to_fd, spec)
+                _write_all(w.to_fd, len(spec).to_bytes(_HEADER, "big") + spec)  # a frame of the pickled spec
             except OSError:  # it is dying: its reaping will clean it up
                 self._retire(w)
                 continue
@@ -444,7 +446,7 @@ def _read_msg(fd: int) -> Any:
     return None if body is None else pickle.loads(body)
 
 
-def _worker(app: dict[str, Any], spec: dict[str, Any], in_fd: int, out_fd: int, devnull: int) -> NoReturn:
+def _worker(app: dict[str, Any], spec: bytes, in_fd: int, out_fd: int, devnull: int) -> NoReturn:
     """A warm worker of App code ``app``: run ``spec``, then each task the server sends, until
     its pipe closes."""
     try:
@@ -461,7 +463,7 @@ def _worker(app: dict[str, Any], spec: dict[str, Any], in_fd: int, out_fd: int, 
         os.chdir("/")
 
         loaded: Any = None
-        task: Any = dict(spec, app=app)  # the first task loads the class: load_app reads spec["app"]
+        task: Any = dict(pickle.loads(spec), app=app)  # the first task loads the class: load_app reads spec["app"]
         while task is not None:
             code, retire, loaded, outcome = _worker_task(task, loaded, devnull, _pyexec)
             _write_msg(out_fd, TaskDone(code, retire, outcome))
@@ -751,7 +753,7 @@ class ForkServer:
     def submit(self, token: Any, key: str, app: dict[str, Any], spec: dict[str, Any]) -> int:
         """Ask for a warm worker of pool ``key`` (App code ``app``, sent to the server only
         with the pool's first task) to run ``spec``; returns the generation."""
-        return self._send((key, app), Submit(token, key, spec))
+        return self._send((key, app), Submit(token, key, pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)))
 
     def _send(self, pool: tuple[str, dict[str, Any]] | None, msg: ToServer) -> int:
         data = _frame(msg)
