@@ -7,33 +7,41 @@ apps, by the controller manager for hooks). Each task still gets a process of it
 own session and process group, working directory, environment, ``stdout``/``stderr`` file,
 and nothing it does can reach the server or the next task.
 
-Protocol over the server's stdin/stdout: 4-byte big-endian length, then a pickle.
+Protocol over the server's stdin/stdout: frames of a 4-byte big-endian length and a pickle of
+one of the typed messages below (each side matches on their types; nothing is a tuple).
 
-* client → server: ``("spawn", token, spec)``; ``spec`` has ``task`` (``"run"`` or
-  ``"hook"``: a function of :mod:`apis._pyexec`), ``cwd`` (created), ``env`` (the whole
+* client → server: :class:`Spawn` (a fresh child for ``spec``: ``task`` — ``"run"`` or
+  ``"hook"``, a function of :mod:`apis._pyexec` —, ``cwd`` (created), ``env`` (the whole
   environment), ``stdout`` (file for stdout and stderr), ``append`` (else truncated), and what
-  the task needs.
-* server → client: ``("spawned", token, pid)``, ``("failed", token, message)``, and
-  ``("exit", pid, code)`` when a child ends (``code`` as ``os.waitstatus_to_exitcode``:
-  negative for a signal). A child's ``exit`` always comes after its ``spawned``.
+  the task needs); :class:`DefinePool` (a warm pool's App code, sent once per server and
+  pool); :class:`Submit` (a task for a warm worker of a defined pool).
+* server → client: :class:`Started` (token, pid), :class:`StartFailed` (token, why) and
+  :class:`Ended` (pid, code as ``os.waitstatus_to_exitcode``: negative for a signal) when a
+  child ends or a worker finishes its task. A child's ``Ended`` always comes after its
+  ``Started``. The server writes what it has to say in one write per turn of its loop, so
+  answers to several clients' tasks that became ready together cost one pipe write.
+  :class:`ServerDied` is made by the client's reader when the server goes away.
 
 When a child exits, the rest of its process group gets SIGKILL before the child is reaped (as
 the node agent's reaper does), so a task's leftovers die with it. When its stdin closes (the
 client stopped or died), the server kills every child's process group and exits.
 
-**Warm workers.** A ``run`` spec with a ``pool`` key (the node agent's: App code, App
-environment, GPU set) is not forked afresh: it goes to an idle *worker* of that key, a child
-that runs one task after another and stays warm in between (its App class loaded once, from
-the first spec it was forked with; later specs travel without ``app``). A worker is a session
-of its own, so the task's process group (what the agent signals at wall time) is the worker:
-killing the task kills the worker, which is then replaced by a fresh fork on demand. Per
-task the worker sets the task's cwd, its exact environment (variables of the task before
-are removed), ``argv`` and stdout/stderr (``dup2`` onto its output file, back to /dev/null
-after). It reports ``("done", code, retire)`` on its own pipe; the server answers the client
-``("exit", worker_pid, code)`` and parks the worker as idle, or lets it go (``retire``: the
-task raised MemoryError or a BaseException that is not SystemExit). A worker that dies while
-it holds a task (``os._exit``, a segfault, an abort, a kill) is reported as
-``("exit", pid, code, why)``: that task fails with ``why`` in its message; nothing else does.
+**Warm workers.** A :class:`Submit` (the node agent's Python apps: its ``key`` is App code, App
+environment and GPU set) is not forked afresh: it goes to an idle *worker* of that pool, a
+child that runs one task after another and stays warm in between. The App code travels once:
+the client sends a pool's :class:`DefinePool` before its first task, the server keeps it, and a
+worker forked for the pool loads the class once from its own copy of the server's memory;
+tasks carry only the job's parameters, job JSON, cwd, env. A worker is a session of its own,
+so the task's process group (what the agent signals at wall time) is the worker: killing the
+task kills the worker, which is then replaced by a fresh fork on demand. Per task the worker
+sets the task's cwd, its exact environment (variables of the task before are removed),
+``argv`` and stdout/stderr (``dup2`` onto its output file, back to /dev/null after). It
+answers :class:`TaskDone` on its own pipe with the exit code and the task's outcome (result
+or exception: no handoff file); the server answers the client ``Ended(worker pid, code,
+outcome=...)`` and parks the worker as idle, or lets it go (``retire``: the task raised
+MemoryError or a BaseException that is not SystemExit). A worker that dies while it holds a
+task (``os._exit``, a segfault, an abort, a kill) is reported as ``Ended(pid, code, died=why)``:
+that task fails with ``why`` in its message; nothing else does.
 """
 
 from __future__ import annotations
@@ -49,8 +57,10 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import IO, Any, NoReturn
 
 from . import _pyexec
@@ -60,12 +70,109 @@ log = logging.getLogger(__name__)
 _HEADER = 4
 
 
-def _write_msg(fd: int, obj: Any) -> None:
+# --- the messages -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Spawn:
+    """client → server: run ``spec`` in a fresh child."""
+
+    token: Any
+    spec: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DefinePool:
+    """client → server: the App code (``python:`` of the App) of warm pool ``key``."""
+
+    key: str
+    app: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    """client → server: run a task in a warm worker of ``key``. ``spec`` is the task's spec
+    (``run``, without ``app``) already pickled: the server hands those bytes to the worker as
+    they are, without decoding and encoding them again."""
+
+    token: Any
+    key: str
+    spec: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """server → client: the task of ``token`` runs in process ``pid`` (a worker's pid is its group)."""
+
+    token: Any
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class StartFailed:
+    token: Any
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """server → client: the task in ``pid`` ended with ``code``. ``died``: the worker died under
+    its task (how, for the job's message). ``outcome``: a warm worker's task outcome (see
+    :func:`apis._pyexec.run_loaded`); None for a fresh child (its handoff file has it)."""
+
+    pid: int
+    code: int
+    died: str = ""
+    outcome: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerDied:
+    """Made by the client's reader: the server went away; none of its tasks will be reported."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDone:
+    """worker → server: its task ended with ``code``; ``retire``: let the worker go."""
+
+    code: int
+    retire: bool
+    outcome: dict[str, Any] | None
+
+
+ToServer = Spawn | DefinePool | Submit
+FromServer = Started | StartFailed | Ended | ServerDied
+
+
+def _frame(obj: Any) -> bytes:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    buf = memoryview(len(data).to_bytes(_HEADER, "big") + data)
+    return len(data).to_bytes(_HEADER, "big") + data
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    buf = memoryview(data)
     while buf:
         n = os.write(fd, buf)
         buf = buf[n:]
+
+
+def _write_msg(fd: int, obj: Any) -> None:
+    _write_all(fd, _frame(obj))
+
+
+def _frames(buf: bytearray) -> list[Any]:
+    """The whole frames at the head of ``buf``, decoded (and removed from it)."""
+    out, pos = [], 0
+    while len(buf) - pos >= _HEADER:
+        n = int.from_bytes(buf[pos:pos + _HEADER], "big")
+        if len(buf) - pos - _HEADER < n:
+            break
+        out.append(pickle.loads(buf[pos + _HEADER:pos + _HEADER + n]))
+        pos += _HEADER + n
+    del buf[:pos]
+    return out
 
 
 # --- the server (runs in its own process) -----------------------------------------------
@@ -82,13 +189,21 @@ class _Server:
         os.set_blocking(self.wake_w, False)
         self.sel = selectors.DefaultSelector()
         self.buf = bytearray()
+        self.out: list[bytes] = []  # frames for the client, written once per turn
+        self.pools: dict[str, dict[str, Any]] = {}  # App code by pool key
         self.workers: dict[int, _Worker] = {}  # by pid
         self.idle: dict[str, list[_Worker]] = {}  # by pool key, most recently used last
         self.max_idle = max(8, 2 * (os.cpu_count() or 1))
         self._ticks = 0
 
-    def send(self, msg: Any) -> None:
-        _write_msg(self.out_fd, msg)
+    def send(self, msg: FromServer) -> None:
+        self.out.append(_frame(msg))
+
+    def _flush_out(self) -> None:
+        if self.out:
+            data = b"".join(self.out)
+            self.out.clear()
+            _write_all(self.out_fd, data)
 
     def serve(self) -> int:
         signal.set_wakeup_fd(self.wake_w)
@@ -104,60 +219,62 @@ class _Server:
                 elif key.data is not None:
                     self._read_worker(key.data)
                 elif not self._read_requests():
+                    self._flush_out()
                     self._shutdown()
                     return 0
             self._reap()
+            self._flush_out()
 
     def _read_requests(self) -> bool:
         data = os.read(self.in_fd, 1 << 16)
         if not data:
             return False
         self.buf += data
-        while len(self.buf) >= _HEADER:
-            n = int.from_bytes(self.buf[:_HEADER], "big")
-            if len(self.buf) < _HEADER + n:
-                break
-            msg = pickle.loads(self.buf[_HEADER:_HEADER + n])
-            del self.buf[:_HEADER + n]
-            if msg[0] == "spawn":
-                if msg[2].get("pool"):
-                    self._to_worker(msg[1], msg[2])
-                else:
-                    self._spawn(msg[1], msg[2])
+        for msg in _frames(self.buf):
+            match msg:
+                case Submit(token=token, key=key, spec=spec):
+                    self._to_worker(token, key, spec)
+                case DefinePool(key=key, app=app):
+                    self.pools[key] = app
+                case Spawn(token=token, spec=spec):
+                    self._spawn(token, spec)
         return True
 
     # --- warm workers ---------------------------------------------------------------
 
-    def _to_worker(self, token: Any, spec: dict[str, Any]) -> None:
+    def _to_worker(self, token: Any, key: str, spec: bytes) -> None:
         """Hand the task to an idle worker of its pool, or fork one that starts with it."""
-        key = spec["pool"]
         idle = self.idle.get(key)
         while idle:
             w = idle.pop()
             try:
-                _write_msg(w.to_fd, {k: v for k, v in spec.items() if k != "app"})
+                _write_all(w.to_fd, len(spec).to_bytes(_HEADER, "big") + spec)  # a frame of the pickled spec
             except OSError:  # it is dying: its reaping will clean it up
                 self._retire(w)
                 continue
             w.busy = True
-            self.send(("spawned", token, w.pid))
+            self.send(Started(token, w.pid))
+            return
+        app = self.pools.get(key)
+        if app is None:
+            self.send(StartFailed(token, f"no App code for worker pool {key} (a Submit before its DefinePool)"))
             return
         self._flush_std()
         try:
             to_r, to_w = os.pipe()
             from_r, from_w = os.pipe()
         except OSError as e:
-            self.send(("failed", token, f"cannot make a worker's pipes: {e}"))
+            self.send(StartFailed(token, f"cannot make a worker's pipes: {e}"))
             return
         try:
             pid = os.fork()
         except OSError as e:
             for fd in (to_r, to_w, from_r, from_w):
                 os.close(fd)
-            self.send(("failed", token, f"fork failed: {e}"))
+            self.send(StartFailed(token, f"fork failed: {e}"))
             return
         if pid == 0:  # the worker: never returns
-            _worker(spec, to_r, from_w, self.devnull)
+            _worker(app, spec, to_r, from_w, self.devnull)
         os.close(to_r)
         os.close(from_w)
         w = _Worker(pid, key, to_w, from_r)
@@ -165,28 +282,23 @@ class _Server:
         self.workers[pid] = w
         self.children.add(pid)
         self.sel.register(from_r, selectors.EVENT_READ, w)
-        self.send(("spawned", token, pid))
+        self.send(Started(token, pid))
 
     def _read_worker(self, w: _Worker) -> None:
         try:
             data = os.read(w.from_fd, 1 << 16)
         except OSError:
             data = b""
-        if not data:  # it exited (every "done" it wrote was read before this): reaping reports it
+        if not data:  # it exited (every TaskDone it wrote was read before this): reaping reports it
             self._retire(w)
             self._close_from(w)
             return
         w.buf += data
-        while len(w.buf) >= _HEADER:
-            n = int.from_bytes(w.buf[:_HEADER], "big")
-            if len(w.buf) < _HEADER + n:
-                break
-            msg = pickle.loads(w.buf[_HEADER:_HEADER + n])
-            del w.buf[:_HEADER + n]
-            if msg[0] == "done" and w.busy:
+        for msg in _frames(w.buf):
+            if isinstance(msg, TaskDone) and w.busy:
                 w.busy = False
-                self.send(("exit", w.pid, msg[1]))
-                if msg[2]:
+                self.send(Ended(w.pid, msg.code, outcome=msg.outcome))
+                if msg.retire:
                     self._retire(w)
                 else:
                     self._park(w)
@@ -230,13 +342,13 @@ class _Server:
         try:
             pid = os.fork()
         except OSError as e:
-            self.send(("failed", token, f"fork failed: {e}"))
+            self.send(StartFailed(token, f"fork failed: {e}"))
             return
         if pid == 0:  # the child: never returns
             _child(spec, self.devnull, (self.in_fd, self.out_fd, self.wake_r, self.wake_w, self.sel),
                    [fd for w in self.workers.values() for fd in (w.to_fd, w.from_fd) if fd >= 0])
         self.children.add(pid)
-        self.send(("spawned", token, pid))
+        self.send(Started(token, pid))
 
     def _reap(self) -> None:
         while self.children:
@@ -249,7 +361,7 @@ class _Server:
             pid = info.si_pid
             w = self.workers.get(pid)
             if w is not None and w.busy and w.from_fd >= 0:
-                with contextlib.suppress(OSError):  # a "done" it wrote before exiting comes first
+                with contextlib.suppress(OSError):  # a TaskDone it wrote before exiting comes first
                     os.set_blocking(w.from_fd, False)
                     self._read_worker(w)
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -261,13 +373,13 @@ class _Server:
             self.children.discard(pid)
             code = os.waitstatus_to_exitcode(status)
             if w is None:
-                self.send(("exit", pid, code))
+                self.send(Ended(pid, code))
                 continue
             del self.workers[pid]
             busy, w.busy = w.busy, False
             self._retire(w)
             if busy:
-                self.send(("exit", pid, code, _died(code)))
+                self.send(Ended(pid, code, died=_died(code)))
 
     def _shutdown(self) -> None:
         for pid in list(self.children):
@@ -334,8 +446,9 @@ def _read_msg(fd: int) -> Any:
     return None if body is None else pickle.loads(body)
 
 
-def _worker(spec: dict[str, Any], in_fd: int, out_fd: int, devnull: int) -> NoReturn:
-    """A warm worker: run ``spec``, then each task the server sends, until its pipe closes."""
+def _worker(app: dict[str, Any], spec: bytes, in_fd: int, out_fd: int, devnull: int) -> NoReturn:
+    """A warm worker of App code ``app``: run ``spec``, then each task the server sends, until
+    its pipe closes."""
     try:
         os.setsid()
         _reset_child_signals()
@@ -350,10 +463,10 @@ def _worker(spec: dict[str, Any], in_fd: int, out_fd: int, devnull: int) -> NoRe
         os.chdir("/")
 
         loaded: Any = None
-        task: Any = spec
+        task: Any = dict(pickle.loads(spec), app=app)  # the first task loads the class: load_app reads spec["app"]
         while task is not None:
-            code, retire, loaded = _worker_task(task, loaded, devnull, _pyexec)
-            _write_msg(out_fd, ("done", code, retire))
+            code, retire, loaded, outcome = _worker_task(task, loaded, devnull, _pyexec)
+            _write_msg(out_fd, TaskDone(code, retire, outcome))
             if retire:
                 break
             task = _read_msg(in_fd)
@@ -364,13 +477,20 @@ def _worker(spec: dict[str, Any], in_fd: int, out_fd: int, devnull: int) -> NoRe
     os._exit(0)
 
 
-def _worker_task(spec: dict[str, Any], loaded: Any, devnull: int, pyexec: Any) -> tuple[int, bool, Any]:
-    """One task in a warm worker: ``(exit code, retire the worker, the App class)``."""
-    code, retire = 1, False
+def _enter_workdir(cwd: str) -> None:
     try:
-        cwd = spec["cwd"]
+        os.chdir(cwd)  # the agent made it (checking it on the way): the usual case
+    except FileNotFoundError:
         os.makedirs(cwd, exist_ok=True)
         os.chdir(cwd)
+
+
+def _worker_task(spec: dict[str, Any], loaded: Any, devnull: int,
+                 pyexec: Any) -> tuple[int, bool, Any, dict[str, Any] | None]:
+    """One task in a warm worker: ``(exit code, retire the worker, the App class, outcome)``."""
+    code, retire, outcome = 1, False, None
+    try:
+        _enter_workdir(spec["cwd"])
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if spec.get("append") else os.O_TRUNC)
         out = os.open(spec["stdout"], flags, 0o660)
         os.dup2(out, 1)
@@ -379,8 +499,11 @@ def _worker_task(spec: dict[str, Any], loaded: Any, devnull: int, pyexec: Any) -
         _set_environ(spec["env"])
         sys.argv = [str(spec.get("argv0", "balsam-task"))]
         if loaded is None:
-            loaded = pyexec.load_app(spec)
-        code, error = pyexec.run_loaded(spec, loaded)
+            try:
+                loaded = pyexec.load_app(spec)
+            except Exception as e:  # noqa: BLE001 - a class that cannot be loaded fails its job
+                return 1, True, None, pyexec.failed_outcome(e)
+        code, error, outcome = pyexec.run_loaded(spec, loaded)
         retire = isinstance(error, MemoryError)  # the heap may be in pieces: start afresh
     except SystemExit as e:  # run() called sys.exit(): its code, as a process of its own would
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
@@ -396,7 +519,7 @@ def _worker_task(spec: dict[str, Any], loaded: Any, devnull: int, pyexec: Any) -
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
             os.chdir("/")
-    return (code if 0 <= code <= 255 else 1), retire, loaded
+    return (code if 0 <= code <= 255 else 1), retire, loaded, outcome
 
 
 def _set_environ(want: dict[str, str]) -> None:
@@ -477,31 +600,110 @@ def runtime_dir(prefix: str) -> str:
     return tempfile.mkdtemp(prefix=prefix, dir=base)
 
 
-#: ``on_message(generation, message)``; ``("died", reason)`` when the server goes away.
-OnMessage = Callable[[int, tuple[Any, ...]], None]
+#: ``on_message(generation, message)``; :class:`ServerDied` when the server goes away.
+OnMessage = Callable[[int, FromServer], None]
 
 
 class ForkServerError(Exception):
     """The fork server could not be started or reached."""
 
 
-class ForkServer:
-    """A handle on a fork server process, started on first use (and again after it died).
+class Preforked:
+    """A fork server forked from the calling process (:func:`prefork`), not started yet as a
+    new interpreter: a ``subprocess.Popen``-like handle on it (what :class:`ForkServer` uses)."""
 
-    ``spawn(token, spec)`` returns the server's generation; the answers arrive through
+    def __init__(self, pid: int, stdin_fd: int, stdout_fd: int) -> None:
+        self.pid = pid
+        self.stdin: IO[bytes] | None = open(stdin_fd, "wb")  # noqa: SIM115 - closed by ForkServer.close
+        self.stdout: IO[bytes] | None = open(stdout_fd, "rb", buffering=0)  # noqa: SIM115 - as Popen's
+        self.returncode: int | None = None
+        self._lock = threading.Lock()
+
+    def poll(self) -> int | None:
+        with self._lock:
+            if self.returncode is None:
+                try:
+                    pid, status = os.waitpid(self.pid, os.WNOHANG)
+                except ChildProcessError:  # reaped by someone else: it is gone all the same
+                    self.returncode = -1
+                else:
+                    if pid:
+                        self.returncode = os.waitstatus_to_exitcode(status)
+            return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.001
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"fork server {self.pid}", timeout or 0.0)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return code
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def prefork(stderr: str | os.PathLike[str] | None = None) -> Preforked:
+    """Fork a fork server from this process now, to be adopted by a :class:`ForkServer`
+    (``preforked=``). Starting one as a new interpreter costs ~0.35 s of CPU for its imports,
+    which on a busy node delays the first Python job by seconds; this process has done them
+    already, so a fork costs a few milliseconds. Call it only where a fork is safe and cheap:
+    in a command's ``main`` before it starts threads or opens store connections (the child
+    keeps none of them: every fd but its pipes and stderr is closed, and it never returns)."""
+    to_r, to_w = os.pipe()
+    from_r, from_w = os.pipe()
+    for f in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            f.flush()
+    pid = os.fork()
+    if pid == 0:  # the server: never returns
+        code = 70
+        try:
+            os.dup2(to_r, 0)
+            os.dup2(from_w, 1)
+            if stderr is not None:
+                err = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                os.dup2(err, 2)
+            os.closerange(3, _max_fd())
+            code = main()
+        finally:
+            os._exit(code)
+    os.close(to_r)
+    os.close(from_w)
+    return Preforked(pid, to_w, from_r)
+
+
+def _max_fd() -> int:
+    try:
+        return max(int(n) for n in os.listdir("/proc/self/fd")) + 1
+    except (OSError, ValueError):
+        return os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024
+
+
+class ForkServer:
+    """A handle on a fork server process, started on first use (and again after it died;
+    first from ``preforked`` when given: see :func:`prefork`).
+
+    ``spawn(token, spec)`` (a fresh child) and ``submit(token, key, app, spec)`` (a warm
+    worker of pool ``key``) return the server's generation; the answers arrive through
     ``on_message(generation, msg)`` on a reader thread, in the order the server sent them.
-    After ``("died", ...)`` of a generation, none of its children will be reported again."""
+    After :class:`ServerDied` of a generation, none of its children will be reported again."""
 
     def __init__(self, on_message: OnMessage, *, name: str = "forkserver", env: dict[str, str] | None = None,
-                 stderr: str | os.PathLike[str] | None = None) -> None:
+                 stderr: str | os.PathLike[str] | None = None, preforked: Preforked | None = None) -> None:
         self._on_message = on_message
+        self._preforked = preforked
         self._name = name
         self._env = env
         self._stderr_path = stderr
         self._lock = threading.Lock()
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: subprocess.Popen[bytes] | Preforked | None = None
         self._stdin: IO[bytes] | None = None
         self._generation = 0
+        self._defined: set[str] = set()  # pools whose App code this generation of the server has
         self._closed = False
 
     @property
@@ -509,6 +711,22 @@ class ForkServer:
         return self._proc is not None and self._proc.poll() is None
 
     def _start(self) -> None:
+        proc: subprocess.Popen[bytes] | Preforked
+        if self._preforked is not None and self._preforked.poll() is None:
+            proc, self._preforked = self._preforked, None
+        else:
+            if self._preforked is not None:
+                log.warning("the pre-forked %s had exited (code %s); starting one", self._name, self._preforked.returncode)
+                self._preforked = None
+            proc = self._popen()
+        self._generation += 1
+        self._defined = set()
+        self._proc, self._stdin = proc, proc.stdin
+        t = threading.Thread(target=self._read_loop, args=(proc, self._generation), name=f"{self._name}-reader",
+                             daemon=True)
+        t.start()
+
+    def _popen(self) -> subprocess.Popen[bytes]:
         stderr: Any = None
         if self._stderr_path is not None:
             stderr = open(self._stderr_path, "ab")  # noqa: SIM115 - handed to the child
@@ -520,11 +738,7 @@ class ForkServer:
         finally:
             if stderr is not None:
                 stderr.close()
-        self._generation += 1
-        self._proc, self._stdin = proc, proc.stdin
-        t = threading.Thread(target=self._read_loop, args=(proc, self._generation), name=f"{self._name}-reader",
-                             daemon=True)
-        t.start()
+        return proc
 
     def start(self) -> None:
         """Start the server now unless it runs (it starts on first use anyway)."""
@@ -533,33 +747,48 @@ class ForkServer:
                 self._start()
 
     def spawn(self, token: Any, spec: dict[str, Any]) -> int:
-        """Ask for a child; returns the generation its answers will carry."""
-        data = pickle.dumps(("spawn", token, spec), protocol=pickle.HIGHEST_PROTOCOL)
+        """Ask for a fresh child; returns the generation its answers will carry."""
+        return self._send(None, Spawn(token, spec))
+
+    def submit(self, token: Any, key: str, app: dict[str, Any], spec: dict[str, Any]) -> int:
+        """Ask for a warm worker of pool ``key`` (App code ``app``, sent to the server only
+        with the pool's first task) to run ``spec``; returns the generation."""
+        return self._send((key, app), Submit(token, key, pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)))
+
+    def _send(self, pool: tuple[str, dict[str, Any]] | None, msg: ToServer) -> int:
+        data = _frame(msg)
         with self._lock:
             if self._closed:
                 raise ForkServerError(f"the {self._name} is closed")
             if self._proc is None or self._proc.poll() is not None:
                 self._start()
             assert self._stdin is not None
+            fresh_pool = pool is not None and pool[0] not in self._defined
+            if pool is not None and fresh_pool:
+                data = _frame(DefinePool(*pool)) + data
             try:
-                self._stdin.write(len(data).to_bytes(_HEADER, "big") + data)
+                self._stdin.write(data)
                 self._stdin.flush()
             except (BrokenPipeError, OSError) as e:
                 self._proc = None
                 raise ForkServerError(f"the {self._name} went away: {e}") from None
+            if pool is not None and fresh_pool:
+                self._defined.add(pool[0])
             return self._generation
 
-    def _read_loop(self, proc: subprocess.Popen[bytes], generation: int) -> None:
-        f = proc.stdout
-        assert f is not None
+    def _read_loop(self, proc: subprocess.Popen[bytes] | Preforked, generation: int) -> None:
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()  # unbuffered reads: one call takes whatever frames are there
         reason = "its output closed"
+        buf = bytearray()
         try:
             while True:
-                head = f.read(_HEADER)
-                if len(head) < _HEADER:
+                data = os.read(fd, 1 << 16)  # what is there (the server writes a turn's answers at once)
+                if not data:
                     break
-                body = f.read(int.from_bytes(head, "big"))
-                self._on_message(generation, pickle.loads(body))
+                buf += data
+                for msg in _frames(buf):
+                    self._on_message(generation, msg)
         except Exception as e:  # noqa: BLE001 - the server is gone either way
             reason = f"{type(e).__name__}: {e}"
         code = proc.wait()
@@ -568,7 +797,7 @@ class ForkServer:
                 self._proc = None
         if not self._closed:
             log.warning("%s exited (code %s; %s)", self._name, code, reason)
-        self._on_message(generation, ("died", f"the {self._name} exited with code {code}"))
+        self._on_message(generation, ServerDied(f"the {self._name} exited with code {code}"))
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the server (it kills the children it still has)."""
@@ -576,6 +805,8 @@ class ForkServer:
             self._closed = True
             proc, stdin = self._proc, self._stdin
             self._proc = None
+            if proc is None and self._preforked is not None:  # never used: its stdin's EOF ends it
+                proc, stdin, self._preforked = self._preforked, self._preforked.stdin, None
         if proc is None:
             return
         with contextlib.suppress(Exception):
@@ -589,4 +820,8 @@ class ForkServer:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # The messages must be pickled as ``apis._forkserver``'s classes, not ``__main__``'s: serve
+    # from the module as its clients import it.
+    from apis._forkserver import main as _main
+
+    sys.exit(_main())

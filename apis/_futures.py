@@ -25,11 +25,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import store as st
+
 from ._context import bound_client
 from ._context import current as current_client
+from ._errors import Forbidden, StoreUnavailable
 from ._kinds import Job
 from ._outcome import JobDeleted, JobFailed, NoResult, outcome
-from ._registry import Registry, WatchEvent, kind_prefix
+from ._registry import Registry, WatchEvent, kind_prefix, object_key
 from ._states import TERMINAL, JobState
 from ._watch import KindWatch
 
@@ -43,6 +46,20 @@ _DELETED: Any = None
 
 
 # --- the shared watch -----------------------------------------------------------------------
+
+#: How a terminal job's stored value spells its state (the codec writes compact JSON; history
+#: entries say ``"to"``, so these appear for ``status.state`` only, or inside user data).
+_TERMINAL_MARKS = tuple(f'"state":"{s.value}"'.encode() for s in TERMINAL)
+
+
+def maybe_terminal(value: bytes) -> bool:
+    """Whether a job's stored value may be terminal: False only when it certainly is not.
+    A waited-for job is written 3-4 times on its way (bound, running, finished); only its
+    terminal write is decoded. A job with no state written is CREATED; one whose state is not
+    in the codec's compact form (``"state": "X"``, written by hand) is decoded to be sure."""
+    if any(m in value for m in _TERMINAL_MARKS):
+        return True
+    return b'"state"' in value and b'"state":"' not in value
 
 
 @dataclass(eq=False)
@@ -89,7 +106,7 @@ class JobWatcher:
     def _ensure_running(self) -> None:
         if self._thread is not None:
             return
-        self._watch = KindWatch(self.registry, Job, self.namespace, None, self._wanted)
+        self._watch = KindWatch(self.registry, Job, self.namespace, None, self._wanted, maybe_terminal)
         self.watches_opened += 1
         self._thread = threading.Thread(target=self._run, name=f"job-futures-{self.namespace}", daemon=True)
         self._thread.start()
@@ -101,14 +118,24 @@ class JobWatcher:
         found: list[tuple[int, str, Any]] = []
         for i in range(0, len(names), _GET_CHUNK):
             chunk = list(names[i : i + _GET_CHUNK])
-            for n, job in zip(chunk, self.registry.get_many(Job, chunk, self.namespace), strict=True):
-                if job is None:
+            for n, kv in zip(chunk, self._get_raw(chunk), strict=True):
+                if kv is None:
                     found.append((0, n, _DELETED))
-                elif job.status.state in TERMINAL:
-                    found.append((int(job.metadata.resource_version or 0), n, job))
+                elif maybe_terminal(kv.value):  # a thousand jobs just created are not decoded
+                    job = Registry.decode(Job, kv)
+                    if job.status.state in TERMINAL:
+                        found.append((kv.mod_revision, n, job))
         found.sort(key=lambda t: t[0])
         for _, n, job in found:
             self._deliver(n, job, sinks)
+
+    def _get_raw(self, names: list[str]) -> list[st.KeyValue | None]:
+        try:
+            return self.registry.store.get_many([object_key(Job, self.namespace, n) for n in names])
+        except st.Unavailable as e:
+            raise StoreUnavailable(str(e)) from None
+        except st.Forbidden as e:
+            raise Forbidden(str(e)) from None
 
     def _deliver(self, name: str, job: Any, only: set[_Sink] | None = None) -> None:
         for s in list(self._sinks.get(name, ())):
@@ -160,7 +187,7 @@ class JobWatcher:
                 return False
             log.info("job futures: watch failed (%s); reopening and re-reading %d job(s)", err, len(self._sinks))
             try:
-                self._watch = KindWatch(self.registry, Job, self.namespace, None, self._wanted)
+                self._watch = KindWatch(self.registry, Job, self.namespace, None, self._wanted, maybe_terminal)
                 self.watches_opened += 1
                 self._check(list(self._sinks), None)
             except Exception as e2:  # noqa: BLE001 - the store is down: try again shortly

@@ -85,49 +85,51 @@ def load_app(spec: dict[str, Any]) -> Any:
 
 
 def run_app(spec: dict[str, Any]) -> int:
-    """``run()`` with the job's parameters (in a fresh process); see :func:`run_loaded`."""
+    """``run()`` with the job's parameters, in a fresh process: its outcome goes to the
+    handoff file ``spec["result_path"]``; see :func:`run_loaded`."""
     try:
         cls = load_app(spec)
     except Exception as e:  # noqa: BLE001 - a class that cannot be loaded is the job's error
-        return _failed(spec, e)
-    return run_loaded(spec, cls)[0]
+        code, doc = 1, failed_outcome(e)
+    else:
+        code, _, doc = run_loaded(spec, cls)
+    _write_json(spec["result_path"], doc)
+    return code
 
 
-def _failed(spec: dict[str, Any], e: BaseException) -> int:
-
+def failed_outcome(e: BaseException) -> dict[str, Any]:
+    """The outcome of a ``run()`` that raised ``e`` (while handling it: its traceback is printed
+    to ``job.out`` too)."""
     tb = traceback.format_exc()
     sys.stderr.write(tb)
     text, pickled = encode_exception(e, tb)
     doc: dict[str, Any] = {"exception": text, "traceback": traceback_tail(tb)}
     if pickled is not None:
         doc["exceptionData"] = pickled
-    _write_json(spec["result_path"], doc)
-    return 1
+    return doc
 
 
-def run_loaded(spec: dict[str, Any], cls: Any) -> tuple[int, Exception | None]:
-    """``cls(job).run(**parameters)``; the value or exception goes to the handoff file.
-    Returns the exit code (0, or 1 when ``run()`` raised) and the exception raised."""
-
-    result_path = spec["result_path"]
-    large = os.path.join(os.getcwd(), RESULT_FILE)
+def run_loaded(spec: dict[str, Any], cls: Any) -> tuple[int, Exception | None, dict[str, Any]]:
+    """``cls(job).run(**parameters)`` in the job's cwd: the exit code (0, or 1 when ``run()``
+    raised), the exception raised, and the outcome (``{"result": ...}`` or the exception's
+    fields, see the module docstring). A warm worker sends the outcome on its pipe; a fresh
+    process writes it to its handoff file."""
+    large = RESULT_FILE  # relative: the job's cwd
     with contextlib.suppress(FileNotFoundError):
         os.unlink(large)  # an earlier attempt's
-    _extend_sys_path(spec)
     try:
         params = decode_params(spec["parameters"])
         app = cls(spec["job"])
         value = app.run(**params)  # type: ignore[attr-defined]
-        encoded, data = encode_result(value, large)
+        encoded, data = encode_result(value, os.path.abspath(large))
         if data is not None:
             tmp = large + ".tmp"
             with open(tmp, "wb") as f:
                 f.write(data)
             os.replace(tmp, large)
     except Exception as e:  # noqa: BLE001 - the app's error is the job's result
-        return _failed(spec, e), e
-    _write_json(result_path, {"result": encoded})
-    return 0, None
+        return 1, e, failed_outcome(e)
+    return 0, None, {"result": encoded}
 
 
 class _Capture:

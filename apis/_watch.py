@@ -44,23 +44,29 @@ EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 
 class KindWatch(Generic[R]):
     """One store watch on a kind's objects in a namespace, decoded into :class:`WatchEvent`
-    (``ADDED`` for a first write, ``MODIFIED``, ``DELETED``), for the names ``wants`` accepts.
+    (``ADDED`` for a first write, ``MODIFIED``, ``DELETED``), for the names ``wants`` accepts
+    (and, for writes, the stored values ``wants_value`` accepts: a cheap look at the bytes
+    before the decode).
     Raises ``store.Compacted`` when the history it needs is gone (callers relist)."""
 
     def __init__(self, registry: Registry, kind: type[R], namespace: str, start_revision: int | None,
-                 wants: Callable[[str], bool] | None = None) -> None:
+                 wants: Callable[[str], bool] | None = None,
+                 wants_value: Callable[[bytes], bool] | None = None) -> None:
         self.registry = registry
         self.kind = kind
         self.prefix = kind_prefix(kind, namespace)
         self.wants = wants
+        self.wants_value = wants_value  # a PUT whose stored bytes it refuses is not decoded (not shown)
         self.raw = registry.store.watch(self.prefix, start_revision)
 
     def poll(self, timeout: float | None) -> list[WatchEvent[R]]:
         out: list[WatchEvent[R]] = []
         plen = len(self.prefix)
-        wants = self.wants
+        wants, wants_value = self.wants, self.wants_value
         for e in self.raw.poll(timeout):
             if wants is not None and not wants(e.kv.key[plen:]):
+                continue
+            if wants_value is not None and e.type == "PUT" and not wants_value(e.kv.value):
                 continue
             out.append(self.decode(e))
         return out

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,6 +39,7 @@ from apis import _config as config
 from apis._config import SiteConfig
 
 from ._harness import Context, Result, StoreTarget, scenario
+from ._up import cmdline, proc_cpu, site_parent
 from .spawn import measure_spawn_rate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,7 +54,7 @@ class Adder(ApplicationDefinition):
 
 PARSL_SCRIPT = textwrap.dedent("""
     import concurrent.futures, json, sys, tempfile, time
-    import parsl
+    import parsl, psutil
     from parsl.config import Config
     from parsl.executors import HighThroughputExecutor
     from parsl.providers import LocalProvider
@@ -71,6 +73,19 @@ PARSL_SCRIPT = textwrap.dedent("""
         run_dir=run_dir, usage_tracking=0))
     assert add(0, 0).result() == 0
     cold = time.perf_counter() - t0
+
+    def cpu():  # this process and every process Parsl started (interchange, worker pool, workers)
+        me = psutil.Process()
+        total = 0.0
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+
+    c1 = cpu()
     t1 = time.perf_counter()
     futs = [add(i, 1) for i in range(n)]
     submitted = time.perf_counter() - t1
@@ -81,8 +96,9 @@ PARSL_SCRIPT = textwrap.dedent("""
         if first is None:
             first = time.perf_counter() - t1
     elapsed = time.perf_counter() - t1
+    cpu_s = cpu() - c1
     assert total == n * (n - 1) // 2 + n, total
-    print(json.dumps({"cold_s": cold, "submit_s": submitted, "first_s": first, "elapsed_s": elapsed}))
+    print(json.dumps({"cold_s": cold, "submit_s": submitted, "first_s": first, "elapsed_s": elapsed, "cpu_s": cpu_s}))
     parsl.dfk().cleanup()
 """)
 
@@ -110,7 +126,7 @@ class Site:
     """A site directory with a controller manager and one node agent as processes."""
 
     def __init__(self, url: str, cpus: int, namespace: str = "default") -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="balsam-bench-site-"))
+        self.dir = Path(tempfile.mkdtemp(prefix="balsam-bench-site-", dir=site_parent()))  # tmpfs, as e2e's
         path = self.dir / "site"
         (path / "data").mkdir(parents=True)
         (path / "logs").mkdir()
@@ -135,6 +151,20 @@ class Site:
                 raise RuntimeError(f"the site did not start; see {path / 'logs'}")
             time.sleep(0.05)
 
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far of the controller manager, the node agent, its fork server(s)
+        and their warm workers (live ones, and those reaped), and this client process."""
+        ctl, agent = self.procs
+        mine = cmdline(agent.pid)  # the agent's own fork server is a fork of it (same command line)
+        servers = [p for p in _children(agent.pid) if cmdline(p) == mine or "apis._forkserver" in " ".join(cmdline(p))]
+        return {
+            "manager": proc_cpu(ctl.pid)["self"],
+            "agent": proc_cpu(agent.pid)["self"],
+            "fork_server": sum(proc_cpu(p)["self"] for p in servers),
+            "workers": sum(proc_cpu(p)["children"] + sum(proc_cpu(w)["self"] for w in _children(p)) for p in servers),
+            "client": time.process_time(),
+        }
+
     def close(self) -> None:
         for p in self.procs:
             p.terminate()
@@ -145,9 +175,19 @@ class Site:
                 p.kill()
                 p.wait()
         config.reset()
-        import shutil
 
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for t in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{t}/children") as f:
+                out += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return out
 
 
 def one_by_one(runs: int, namespace: str) -> list[float]:
@@ -160,8 +200,11 @@ def one_by_one(runs: int, namespace: str) -> list[float]:
     return sorted(out)
 
 
-def run_adders(n: int, pack: int, timeout: float, namespace: str = "default") -> dict[str, Any]:
-    """Submit N Adder jobs (bulk_create) and gather them with as_completed."""
+def run_adders(n: int, pack: int, timeout: float, namespace: str = "default",
+               site: Site | None = None) -> dict[str, Any]:
+    """Submit N Adder jobs (bulk_create) and gather them with as_completed (with ``site``:
+    also the CPU milliseconds per job of each process)."""
+    cpu0 = site.cpu() if site is not None else {}
     t0 = time.perf_counter()
     jobs = [Adder.submit(f"adders/{i}", x=i, y=1, save=False, node_packing_count=pack, namespace=namespace)
             for i in range(n)]
@@ -178,9 +221,11 @@ def run_adders(n: int, pack: int, timeout: float, namespace: str = "default") ->
         if k % max(1, n // 100) == 0 or k == n:
             progress.append((round(now - t0, 3), k))
     elapsed = time.perf_counter() - t0
+    cpu1 = site.cpu() if site is not None else {}
     if total != n * (n - 1) // 2 + n:
         raise AssertionError(f"wrong sum of results: {total}")
-    return {"submit_s": t_created - t0, "first_s": first, "elapsed_s": elapsed, "progress": progress}
+    return {"submit_s": t_created - t0, "first_s": first, "elapsed_s": elapsed, "progress": progress,
+            "cpu_ms_per_job": {k: (cpu1[k] - cpu0[k]) * 1000 / n for k in cpu1}}
 
 
 def _plot(result: Result, fig: Any) -> None:
@@ -232,6 +277,9 @@ def run_python_apps(ctx: Context) -> Result:
                     ratio_to="spawn_limit", ratio_unit="× spawn limit", reference=1200.0)
             res.add("parsl_first_result_ms", p["first_s"] * 1000, "ms", "Parsl: submit → first result")
             res.add("parsl_cold_start_s", p["cold_s"], "s", "Parsl: load → first result (startup)")
+            if "cpu_s" in p:
+                res.add("parsl_cpu_ms", p["cpu_s"] * 1000 / n, "CPU ms/job",
+                        "Parsl: CPU per task, all its processes (client, interchange, workers)")
     else:
         res.note("parsl is not installed (pip install -e '.[bench]'): no Parsl baseline")
 
@@ -251,7 +299,7 @@ def run_python_apps(ctx: Context) -> Result:
                     "running site: one Adder submit → result(), p50", backend=b, runs=len(lat),
                     p90_ms=round(lat[int(len(lat) * 0.9)] * 1000, 2))
             ctx.log(f"{b}: {n:,} Adder jobs")
-            r = run_adders(n, cpus, timeout, ns)
+            r = run_adders(n, cpus, timeout, ns, site)
         finally:
             site.close()
         res.series[f"{b}.progress"] = r["progress"]
@@ -263,6 +311,10 @@ def run_python_apps(ctx: Context) -> Result:
         res.add("first_result_ms", r["first_s"] * 1000, "ms", "submit → first result (bulk_create of all N first)",
                 backend=b)
         res.add("bulk_create_s", r["submit_s"], "s", f"build + bulk_create {n:,} jobs", backend=b)
+        for who, ms in r["cpu_ms_per_job"].items():
+            res.add(f"cpu_ms_{who}", ms, "CPU ms/job", f"CPU per job: {who.replace('_', ' ')}", backend=b)
+        res.add("cpu_ms_total", sum(r["cpu_ms_per_job"].values()), "CPU ms/job", "CPU per job: all processes",
+                backend=b)
 
     ctx.per_backend(res, one)
     return res

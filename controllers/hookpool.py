@@ -38,7 +38,16 @@ from pathlib import Path
 from typing import Any
 
 from apis import App, Job, declares_hook
-from apis._forkserver import ForkServer, ForkServerError, runtime_dir
+from apis._forkserver import (
+    Ended,
+    ForkServer,
+    ForkServerError,
+    FromServer,
+    ServerDied,
+    Started,
+    StartFailed,
+    runtime_dir,
+)
 
 from .hooks import HookName, HookOutcome
 
@@ -213,38 +222,38 @@ class ProcessHookRunner:
 
     # --- the fork server's messages ---------------------------------------------------------
 
-    def _on_message(self, gen: int, msg: tuple[Any, ...]) -> None:
-        kind = msg[0]
-        if kind == "spawned":
-            with self._lock:
-                c = self._by_token.pop(msg[1], None)
-                if c is None:
-                    return
-                c.gen, c.pid = gen, msg[2]
-                self._by_pid[(gen, c.pid)] = c
-                late = c.timed_out
-            if late:
-                self._kill(c)
-        elif kind == "failed":
-            with self._lock:
-                c = self._by_token.pop(msg[1], None)
-            if c is not None:
-                self._finish(c, HookOutcome(error=f"could not start the hook process: {msg[2]}"))
-        elif kind == "exit":
-            with self._lock:
-                c = self._by_pid.pop((gen, msg[1]), None)
-            if c is not None:
-                self._finish(c, self._read_outcome(c, msg[2]))
-        elif kind == "died":
-            with self._lock:
-                self._dead.add(gen)
-                lost = [c for c in self._by_token.values() if c.gen == gen]
-                lost += [c for (g, _), c in self._by_pid.items() if g == gen]
+    def _on_message(self, gen: int, msg: FromServer) -> None:
+        match msg:
+            case Started(token=token, pid=pid):
+                with self._lock:
+                    c = self._by_token.pop(token, None)
+                    if c is None:
+                        return
+                    c.gen, c.pid = gen, pid
+                    self._by_pid[(gen, c.pid)] = c
+                    late = c.timed_out
+                if late:
+                    self._kill(c)
+            case StartFailed(token=token, message=message):
+                with self._lock:
+                    c = self._by_token.pop(token, None)
+                if c is not None:
+                    self._finish(c, HookOutcome(error=f"could not start the hook process: {message}"))
+            case Ended(pid=pid, code=code):
+                with self._lock:
+                    c = self._by_pid.pop((gen, pid), None)
+                if c is not None:
+                    self._finish(c, self._read_outcome(c, code))
+            case ServerDied(reason=reason):
+                with self._lock:
+                    self._dead.add(gen)
+                    lost = [c for c in self._by_token.values() if c.gen == gen]
+                    lost += [c for (g, _), c in self._by_pid.items() if g == gen]
+                    for c in lost:
+                        self._by_token.pop(c.token, None)
+                        self._by_pid.pop((gen, c.pid), None)
                 for c in lost:
-                    self._by_token.pop(c.token, None)
-                    self._by_pid.pop((gen, c.pid), None)
-            for c in lost:
-                self._finish(c, HookOutcome(error=f"the hook process was lost: {msg[1]}"))
+                    self._finish(c, HookOutcome(error=f"the hook process was lost: {reason}"))
 
     def _read_outcome(self, c: _Call, code: int) -> HookOutcome:
         path = Path(c.spec["result_path"])

@@ -45,6 +45,7 @@ from typing import Any
 
 import store as st
 from apis import NodeSpec, Placement, Registry, SiteConfig, StoreUnavailable, load_site_config
+from apis._forkserver import Preforked
 
 from ._launch import GpuPinning
 from ._lease import LeaseKeeper
@@ -108,7 +109,7 @@ class NodeAgent:
         log_to_file: bool = True,
         gpu_pinning: GpuPinning | None = None,
         supervisor: tuple[int, str] | None = None,
-        warm_python: bool = False,
+        warm_python: bool | Preforked = False,
     ) -> None:
         self.registry = registry
         self.store: st.Store = registry.store
@@ -313,7 +314,7 @@ class NodeAgent:
         due = [m for at, m in self._held if self._stopping or at <= now]
         self._held = [(at, m) for at, m in self._held if not (self._stopping or at <= now)]
         for m in due:
-            self.supervisor.on_exit(m.pid, m.code, m.died)
+            self.supervisor.on_exit(m.pid, m.code, m.died, m.outcome)
 
     def _next_timeout(self) -> float | None:
         now = time.monotonic()
@@ -352,12 +353,12 @@ class NodeAgent:
         match msg:
             case JobsChanged():
                 self.source.on_events(msg)
-            case Exited(pid=pid, code=code, died=died):
+            case Exited(pid=pid, code=code, died=died, outcome=outcome):
                 run = sup.by_pid.get(pid)
                 if code in _STOP_SIGNALS and not self._stopping and run is not None and not run.signalled:
                     self._held.append((time.monotonic() + HOLD_EXTERNAL_KILL_S, msg))
                 else:
-                    sup.on_exit(pid, code, died)
+                    sup.on_exit(pid, code, died, outcome)
             case Spawned(run=run, proc=proc):
                 sup.on_spawned(run, proc)
             case SpawnFailed(run=run, to=to, message=message):

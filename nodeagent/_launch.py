@@ -221,6 +221,27 @@ def is_python_app(app: App) -> bool:
     return not app.spec.command and app.spec.python is not None
 
 
+_CODE_CACHE: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
+
+
+def _python_code(app: App, gpus: list[int], pinning: GpuPinning, site_path: Path) -> tuple[dict[str, Any], str]:
+    """The App's ``python:`` reference (shared: never changed) and the pool key of its jobs on
+    ``gpus``: worked out once per App version and GPU set, not per job (a by-value class is a
+    base64 pickle of some KiB that the key hashes)."""
+    assert app.spec.python is not None
+    ck = (app.metadata.uid, app.metadata.resource_version, tuple(gpus), pinning, str(site_path))
+    hit = _CODE_CACHE.get(ck) if app.metadata.resource_version else None
+    if hit is not None:
+        return hit
+    ref = app.spec.python.model_dump(by_alias=True, exclude_none=True)
+    out = ref, pool_key(ref, app, gpus, pinning, site_path)
+    if app.metadata.resource_version:
+        if len(_CODE_CACHE) >= 256:
+            _CODE_CACHE.clear()
+        _CODE_CACHE[ck] = out
+    return out
+
+
 def pool_key(ref: dict[str, Any], app: App, gpus: list[int], pinning: GpuPinning, site_path: Path) -> str:
     """Which warm Python workers may run a job (``apis._forkserver``): the same App code
     (module/class or by-value payload), App environment and GPU set (``CUDA_VISIBLE_DEVICES``
@@ -252,9 +273,9 @@ def prepare_python(
     if store_url:
         env.setdefault("BALSAM_STORE", store_url)
     cwd = job_workdir(data_path, job)
-    ref = app.spec.python.model_dump(by_alias=True, exclude_none=True)
+    ref, key = _python_code(app, gpus, pinning, site_path)
     return {
-        "pool": None if app.spec.python.fresh_process else pool_key(ref, app, gpus, pinning, site_path),
+        "pool": None if app.spec.python.fresh_process else key,
         "task": "run",
         "cwd": str(cwd),
         "stdout": str(cwd / OUTPUT_FILE),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from apis import JobState
 
@@ -85,6 +86,7 @@ class Exited:
     pid: int
     code: int
     died: str = ""  # a warm worker that died under its job: how, for the job's message
+    outcome: dict[str, Any] | None = None  # a warm worker's job: its result or exception (no handoff file)
 
 
 Message = (JobsChanged | AppsChanged | Resync | AllocationChanged | LeaseLost | Stop | Spawned

@@ -9,12 +9,14 @@ job runs in its workdir with its environment; its ``run(**parameters)`` result o
 is handed back in a small JSON file of the agent's runtime directory and recorded with the
 job (:mod:`apis._pycodec` for the encoding and caps).
 
-The fork server reports ``(pid, exit code)`` when a job ends (the worker's pid for a warm
-worker; with the reason when the worker died under its job); this module turns its messages
-into the agent loop's own :class:`Spawned` / :class:`SpawnFailed` / :class:`Exited`, in the
-order the server sent them (a job's ``Exited`` never precedes its ``Spawned``). If the server
-dies, its running jobs are reported as killed (SIGKILL) and a new server starts on the next
-Python job.
+The App's code goes to the fork server once per pool (``ForkServer.submit``), each job's
+parameters, job JSON, cwd and env per job. The server reports ``Ended(pid, code)`` when a job
+ends (the worker's pid for a warm worker, with the job's outcome — result or exception — so
+no handoff file is written or read; with the reason when the worker died under its job); this
+module turns its typed messages into the agent loop's own :class:`Spawned` /
+:class:`SpawnFailed` / :class:`Exited`, in the order the server sent them (a job's ``Exited``
+never precedes its ``Spawned``). If the server dies, its running jobs are reported as killed
+(SIGKILL) and a new server starts on the next Python job.
 """
 from __future__ import annotations
 
@@ -30,7 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from apis import JobState
-from apis._forkserver import ForkServer, ForkServerError, runtime_dir
+from apis._forkserver import (
+    Ended,
+    ForkServer,
+    ForkServerError,
+    FromServer,
+    Preforked,
+    ServerDied,
+    Started,
+    StartFailed,
+    runtime_dir,
+)
 
 from ._messages import Exited, Post, Spawned, SpawnFailed
 from ._run import ForkedProcess, Run
@@ -41,7 +53,7 @@ log = logging.getLogger(__name__)
 class PythonApps:
     """The agent's fork server for Python apps; ``put`` is the agent loop's queue ``put``."""
 
-    def __init__(self, put: Post, *, log_dir: Path | None = None) -> None:
+    def __init__(self, put: Post, *, log_dir: Path | None = None, preforked: Preforked | None = None) -> None:
         self._put = put
         self._lock = threading.Lock()
         self._tokens = itertools.count(1)
@@ -49,15 +61,16 @@ class PythonApps:
         self._live: dict[tuple[int, int], Run] = {}  # (generation, pid) → run
         self._dead: set[int] = set()  # generations whose server died
         self.runtime_dir = Path(runtime_dir("balsam-pyapps-"))
+        self._runtime_prefix = f"{self.runtime_dir}{os.sep}"  # result_path per job without pathlib
         stderr = (log_dir / "pyapps-forkserver.log") if log_dir is not None else None
-        self._server = ForkServer(self._on_message, name="python app fork server", stderr=stderr)
+        self._server = ForkServer(self._on_message, name="python app fork server", stderr=stderr, preforked=preforked)
 
     def warm_up(self) -> None:
         """Start the fork server now, so that the site's first Python job does not wait for it."""
         self._server.start()
 
     def result_path(self, job_name: str, attempt: int) -> str:
-        return str(self.runtime_dir / f"{job_name}.{attempt}.json")
+        return f"{self._runtime_prefix}{job_name}.{attempt}.json"
 
     def spawn(self, run: Run, spec: dict[str, Any]) -> None:
         """Fork the job's process; ``spawned``/``spawn_failed`` and later ``exit`` reach the
@@ -65,8 +78,9 @@ class PythonApps:
         token = next(self._tokens)
         with self._lock:
             self._pending[token] = (0, run)
-        try:
-            gen = self._server.spawn(token, spec)  # not under the lock: the reader needs it
+        key = spec.pop("pool", None)
+        try:  # not under the lock: the reader needs it
+            gen = self._server.submit(token, key, spec.pop("app"), spec) if key else self._server.spawn(token, spec)
         except ForkServerError:
             with self._lock:
                 self._pending.pop(token, None)
@@ -78,34 +92,37 @@ class PythonApps:
                     raise ForkServerError("the python app fork server died")
                 self._pending[token] = (gen, run)
 
-    def _on_message(self, gen: int, msg: tuple[Any, ...]) -> None:
-        kind = msg[0]
+    def _on_message(self, gen: int, msg: FromServer) -> None:
         with self._lock:
-            if kind == "spawned":
-                _, run = self._pending.pop(msg[1], (0, None))
-                if run is not None:
-                    self._live[(gen, msg[2])] = run
-                    self._put(Spawned(run, ForkedProcess(msg[2])))
-            elif kind == "failed":
-                _, run = self._pending.pop(msg[1], (0, None))
-                if run is not None:
-                    self._put(SpawnFailed(run, JobState.RUN_ERROR, f"could not start the process: {msg[2]}"))
-            elif kind == "exit":
-                if self._live.pop((gen, msg[1]), None) is not None:
-                    self._put(Exited(msg[1], msg[2], msg[3] if len(msg) > 3 else ""))
-            elif kind == "died":
-                self._dead.add(gen)
-                for token, (g, run) in list(self._pending.items()):
-                    if g == gen:
-                        del self._pending[token]
-                        self._put(SpawnFailed(run, JobState.RUN_ERROR, f"could not start the process: {msg[1]}"))
-                for (g, pid), _run in list(self._live.items()):
-                    if g == gen:
-                        del self._live[(g, pid)]
-                        with contextlib.suppress(ProcessLookupError, PermissionError):
-                            os.killpg(pid, signal.SIGKILL)
-                        log.warning("python app process %d lost: %s", pid, msg[1])
-                        self._put(Exited(pid, -int(signal.SIGKILL)))
+            match msg:
+                case Started(token=token, pid=pid):
+                    _, run = self._pending.pop(token, (0, None))
+                    if run is not None:
+                        self._live[(gen, pid)] = run
+                        self._put(Spawned(run, ForkedProcess(pid)))
+                case StartFailed(token=token, message=message):
+                    _, run = self._pending.pop(token, (0, None))
+                    if run is not None:
+                        self._put(SpawnFailed(run, JobState.RUN_ERROR, f"could not start the process: {message}"))
+                case Ended(pid=pid, code=code, died=died, outcome=outcome):
+                    if self._live.pop((gen, pid), None) is not None:
+                        self._put(Exited(pid, code, died, outcome))
+                case ServerDied(reason=reason):
+                    self._server_died(gen, reason)
+
+    def _server_died(self, gen: int, reason: str) -> None:
+        self._dead.add(gen)
+        for token, (g, run) in list(self._pending.items()):
+            if g == gen:
+                del self._pending[token]
+                self._put(SpawnFailed(run, JobState.RUN_ERROR, f"could not start the process: {reason}"))
+        for (g, pid), _run in list(self._live.items()):
+            if g == gen:
+                del self._live[(g, pid)]
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+                log.warning("python app process %d lost: %s", pid, reason)
+                self._put(Exited(pid, -int(signal.SIGKILL)))
 
     def close(self) -> None:
         self._server.close()

@@ -51,6 +51,7 @@ from apis import (
     no_op_steps,
     step_work,
 )
+from apis._forkserver import Preforked
 
 from ._fence import fence_earlier_runs
 from ._launch import (
@@ -101,7 +102,7 @@ class Supervisor:
     def __init__(self, registry: Registry, site: SiteConfig, node: str, hostname: str, lease: LeaseKeeper,
                  post: Post, log: logging.Logger, *, kill_grace: float, launcher: str | None,
                  spawn_workers: int, gpu_pinning: GpuPinning, base_env: Mapping[str, str],
-                 warm_python: bool = False) -> None:
+                 warm_python: bool | Preforked = False) -> None:
         self.registry = registry
         self.site = site
         self.namespace = site.namespace
@@ -133,7 +134,8 @@ class Supervisor:
         self._pyapps_lock = threading.Lock()
         self._pyapps: PythonApps | None = None  # the Python worker pool, made on first use
         self.stats = {"launched": 0, "finished": 0, "fenced": 0}
-        self.warm_python = warm_python  # start the Python fork server with the agent, not on the first job
+        # Start the Python fork server with the agent, not on the first job (a Preforked: that one).
+        self.warm_python = warm_python
 
     def open(self, spawn_thread: Callable[..., None]) -> None:
         self._devnull = os.open(os.devnull, os.O_RDONLY)
@@ -284,7 +286,8 @@ class Supervisor:
         with self._pyapps_lock:
             if self._pyapps is None:
                 logs = self.site.logs_path
-                self._pyapps = PythonApps(self.post, log_dir=logs if logs.is_dir() else None)
+                pre = self.warm_python if isinstance(self.warm_python, Preforked) else None
+                self._pyapps = PythonApps(self.post, log_dir=logs if logs.is_dir() else None, preforked=pre)
             return self._pyapps
 
     def _spawn_python(self, run: Run, job: Job, app: App) -> None:
@@ -426,7 +429,7 @@ class Supervisor:
 
     # --- exits --------------------------------------------------------------------------
 
-    def on_exit(self, pid: int, code: int, died: str = "") -> None:
+    def on_exit(self, pid: int, code: int, died: str = "", outcome: dict[str, Any] | None = None) -> None:
         run = self.by_pid.pop(pid, None)
         self.lease.unguard(pid)  # reaped (or its worker is idle again): nothing of it to fence
         if run is None:
@@ -443,7 +446,7 @@ class Supervisor:
             return
         run.finished = True
         self.stats["finished"] += 1
-        handoff = read_result(run.result_path) if run.result_path else None
+        handoff = outcome if outcome is not None else read_result(run.result_path) if run.result_path else None
         if run.signalled:
             tail = output_tail(run.workdir) if run.workdir else None
             run.steps.append(Step(S.RUN_TIMEOUT, run.signalled, code, tail))

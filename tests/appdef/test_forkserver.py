@@ -9,7 +9,7 @@ import time
 import pytest
 
 from apis import ApplicationDefinition
-from apis._forkserver import ForkServer
+from apis._forkserver import Ended, ForkServer, ServerDied, Started, prefork
 from apis._pycodec import encode_params
 from tests._deadline import DEADLINE
 
@@ -62,26 +62,26 @@ def server():
 def _next(msgs, kind):
     while True:
         gen, m = msgs.get(timeout=DEADLINE)
-        if m[0] == kind:
+        if isinstance(m, kind):
             return gen, m
 
 
 def test_each_task_is_a_child_whose_exit_follows_its_spawn(server, tmp_path):
     fs, msgs = server
     gen = fs.spawn("a", _spec(Exit3, tmp_path, "a"))
-    got_gen, (_, token, pid) = _next(msgs, "spawned")
-    assert (got_gen, token) == (gen, "a") and pid != os.getpid()
-    _, (_, exit_pid, code) = _next(msgs, "exit")
-    assert (exit_pid, code) == (pid, 3)
+    got_gen, started = _next(msgs, Started)
+    assert (got_gen, started.token) == (gen, "a") and started.pid != os.getpid()
+    _, ended = _next(msgs, Ended)
+    assert (ended.pid, ended.code) == (started.pid, 3)
 
 
 def test_a_tasks_process_group_dies_with_it(server, tmp_path):
     fs, msgs = server
     pidfile = tmp_path / "bg.pid"
     fs.spawn("b", _spec(LeavesABackgroundProcess, tmp_path, "b", pidfile=str(pidfile)))
-    _, (_, _, pid) = _next(msgs, "spawned")
-    _, (_, _, code) = _next(msgs, "exit")
-    assert code == 0
+    _next(msgs, Started)
+    _, ended = _next(msgs, Ended)
+    assert ended.code == 0
     bg = int(pidfile.read_text())
     deadline = time.monotonic() + DEADLINE
     while _alive(bg):
@@ -94,7 +94,7 @@ def test_the_task_gets_exactly_its_environment(server, tmp_path):
 
     fs, msgs = server
     fs.spawn("c", _spec(Env, tmp_path, "c"))
-    _next(msgs, "exit")
+    _next(msgs, Ended)
     assert json.loads((tmp_path / "c.json").read_text()) == {"result": {"ONLY_HERE": "1", "HOME": None}}
 
 
@@ -109,11 +109,92 @@ def test_closing_the_server_kills_its_children_and_a_dead_server_is_reported(tmp
             time.sleep(60)
 
     fs.spawn("d", _spec(Sleeps, tmp_path, "d"))
-    _, (_, _, pid) = _next(msgs, "spawned")
+    _, started = _next(msgs, Started)
+    pid = started.pid
     assert _alive(pid)
     fs.close()
-    _next(msgs, "died")
+    _next(msgs, ServerDied)
     deadline = time.monotonic() + DEADLINE
     while _alive(pid):
         assert time.monotonic() < deadline
         time.sleep(0.02)
+
+
+class Add(ApplicationDefinition):
+    def run(self, x, y):
+        return [x + y, os.getpid()]
+
+
+def _submit(fs, cls, tmp_path, name, key="pool-a", **params):
+    spec = _spec(cls, tmp_path, name, **params)
+    return fs.submit(name, key, spec.pop("app"), spec)
+
+
+def test_warm_worker_tasks_answer_their_outcome_in_the_message_on_one_worker(server, tmp_path):
+    fs, msgs = server
+    _submit(fs, Add, tmp_path, "w1", x=1, y=2)
+    _, first = _next(msgs, Started)
+    _, ended = _next(msgs, Ended)
+    assert (ended.pid, ended.code, ended.outcome) == (first.pid, 0, {"result": [3, first.pid]})
+    assert not (tmp_path / "w1.json").exists()  # no handoff file on the warm path
+    _submit(fs, Add, tmp_path, "w2", x=5, y=5)
+    _, second = _next(msgs, Started)
+    _, ended = _next(msgs, Ended)
+    assert second.pid == first.pid and ended.outcome == {"result": [10, first.pid]}
+
+
+def test_a_pools_app_code_travels_once_per_server_and_again_to_a_new_server(server, tmp_path):
+    fs, msgs = server
+    _submit(fs, Add, tmp_path, "c1", x=1, y=1)
+    _next(msgs, Ended)
+    # Later tasks of the pool do not carry the code: a wrong one given now is never sent.
+    spec = _spec(Add, tmp_path, "c2", x=2, y=2)
+    fs.submit("c2", "pool-a", {"module": "no.such.module", "class": "Nope"}, {k: v for k, v in spec.items() if k != "app"})
+    _, ended = _next(msgs, Ended)
+    assert ended.code == 0 and ended.outcome["result"][0] == 4
+    fs._proc.kill()  # the server dies: the next one must be given the pool's code again
+    _next(msgs, ServerDied)
+    _submit(fs, Add, tmp_path, "c3", x=3, y=3)
+    _, ended = _next(msgs, Ended)
+    assert ended.code == 0 and ended.outcome["result"][0] == 6
+
+
+def test_an_exception_in_a_warm_worker_comes_back_as_the_tasks_outcome(server, tmp_path):
+    class Boom(ApplicationDefinition):
+        def run(self):
+            raise ValueError("no good")
+
+    fs, msgs = server
+    _submit(fs, Boom, tmp_path, "e1", key="pool-boom")
+    _, ended = _next(msgs, Ended)
+    assert ended.code == 1 and ended.outcome["exception"] == "ValueError: no good"
+    assert "in run" in ended.outcome["traceback"]
+    assert "ValueError: no good" in (tmp_path / "e1" / "job.out").read_text()
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_preforked_server_is_the_one_that_runs_the_tasks(tmp_path):
+    msgs: queue.SimpleQueue = queue.SimpleQueue()
+    pre = prefork(tmp_path / "server.log")
+    fs = ForkServer(lambda gen, m: msgs.put((gen, m)), preforked=pre)
+    try:
+        _submit(fs, Add, tmp_path, "p1", x=20, y=22)
+        _, started = _next(msgs, Started)
+        _, ended = _next(msgs, Ended)
+        assert ended.outcome["result"][0] == 42
+        assert _ppid(started.pid) == pre.pid  # forked by the pre-forked server, not a new interpreter's
+    finally:
+        fs.close()
+    assert pre.poll() is not None
+
+
+def test_closing_a_server_that_never_adopted_its_preforked_one_ends_it(tmp_path):
+    pre = prefork()
+    fs = ForkServer(lambda gen, m: None, preforked=pre)
+    assert pre.poll() is None
+    fs.close()
+    assert pre.poll() is not None
