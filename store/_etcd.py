@@ -182,9 +182,11 @@ def _kv(kv: Any) -> KeyValue:
 
 
 def _reads(keys: Sequence[bytes], revision: int = 0, count_only: bool = False,
-           revisions: Sequence[int] | None = None) -> Any:
+           revisions: Sequence[int] | None = None, serializable: bool = False) -> Any:
     """A txn of point reads (``TxnRequest``), built in place: three times cheaper than a
-    ``RequestOp(request_range=RangeRequest(...))`` per key, which copies each message."""
+    ``RequestOp(request_range=RangeRequest(...))`` per key, which copies each message.
+    ``serializable``: the member answers from its own state, without asking the leader
+    (a read-only txn is serializable when all its ranges are)."""
     txn = etcdrpc.TxnRequest()
     add = txn.success.add
     for i, key in enumerate(keys):
@@ -196,6 +198,8 @@ def _reads(keys: Sequence[bytes], revision: int = 0, count_only: bool = False,
             r.revision = revision
         if count_only:
             r.count_only = True
+        if serializable:
+            r.serializable = True
     return txn
 
 
@@ -284,6 +288,13 @@ def _parse_url(url: str) -> list[tuple[str, int]]:
             raise bad
         hosts.append((host, int(port)))
     return hosts
+
+
+def _token_refused(e: grpc.RpcError) -> bool:
+    """etcd refused the request's auth token: it expired or is unknown (``UNAUTHENTICATED``),
+    or it is a JWT signed before the last change of users or roles ("revision of auth store
+    is old": a JWT carries the auth revision it was issued at). A new token fixes both."""
+    return e.code() == grpc.StatusCode.UNAUTHENTICATED or "revision of auth store is old" in (e.details() or "")
 
 
 def _one_line(text: str) -> str:
@@ -399,8 +410,8 @@ class EtcdStore(Store):
                 return fn(getattr(self._client, stub), min(left, per_attempt), metadata)
             except grpc.RpcError as e:
                 code = e.code()
-                if code == grpc.StatusCode.UNAUTHENTICATED and self._creds.user and not authenticating:
-                    self._authenticate(metadata)  # the token expired (--auth-token-ttl): the request was refused
+                if _token_refused(e) and self._creds.user and not authenticating:
+                    self._authenticate(metadata)  # the token expired (--auth-token-ttl) or is stale: refused
                     if time.monotonic() >= deadline:
                         raise self._translate(e) from None
                     continue
@@ -551,9 +562,18 @@ class EtcdStore(Store):
         out: list[KeyValue | None] = []
         for start in range(0, len(deleted), self._read_chunk):
             chunk = deleted[start : start + self._read_chunk]
-            request = _reads([kv.key for kv in chunk], revisions=[kv.mod_revision - 1 for kv in chunk])
+            keys, revisions = [kv.key for kv in chunk], [kv.mod_revision - 1 for kv in chunk]
+            # Serializable: a past revision is the same on every member that has applied it,
+            # so the member need not ask the leader first (a linearizable read costs a
+            # ReadIndex round trip through Raft: on three members, messages to both peers).
+            # A member behind the revision says so; then the leader is asked.
             try:
-                response = self._txn(request, idempotent=True)
+                try:
+                    response = self._txn(_reads(keys, revisions=revisions, serializable=True), idempotent=True)
+                except StoreError as e:
+                    if "future revision" not in str(e):
+                        raise
+                    response = self._txn(_reads(keys, revisions=revisions), idempotent=True)
             except StoreError as e:
                 if "required revision has been compacted" not in str(e):
                     raise
@@ -885,6 +905,11 @@ class _WatchLost(WatchClosed, Unavailable):
     """The watch ended because no etcd member could be reached: it is both closed and unavailable."""
 
 
+class _StaleToken(Exception):
+    """A watch was refused with "permission denied": maybe for a JWT issued before the last
+    change of users or roles (renew the token and try once more)."""
+
+
 _END = object()  # in a watch's queue: nothing follows
 
 
@@ -942,6 +967,7 @@ class _EtcdWatch(Watch):
         """Open the stream and read it; when it breaks, open it again after the last event."""
         attempts = 0  # opens in a row that did not last
         failing_since = 0.0
+        renewed = False  # a permission-denied cancel has been retried with a new token
         while True:
             with self._lock:
                 if self._closed:
@@ -956,8 +982,18 @@ class _EtcdWatch(Watch):
             if error is None:
                 self._stream_created = False
                 try:
-                    if self._read(call):
+                    if self._read(call, retry_denied=self._store._creds.user is not None and not renewed):
                         return
+                except _StaleToken:
+                    # etcd 3.4 refuses a watch whose JWT predates the last change of users
+                    # or roles as "permission denied": once, with a new token, before saying so.
+                    renewed = True
+                    try:
+                        self._store._authenticate(self._store._metadata)
+                    except StoreError as e:
+                        self._finish(e)
+                        return
+                    continue
                 except (grpc.RpcError, Unavailable) as e:  # Unavailable: looking up deleted values
                     error = e
                 finally:
@@ -967,8 +1003,7 @@ class _EtcdWatch(Watch):
                     attempts = 0  # this stream worked: a new series of failures begins
             if self._closed:
                 return
-            if (isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.UNAUTHENTICATED
-                    and self._store._creds.user):
+            if isinstance(error, grpc.RpcError) and _token_refused(error) and self._store._creds.user:
                 try:  # the token expired: renew it and open the stream again at once
                     self._store._authenticate(self._store._metadata)
                     continue
@@ -994,8 +1029,9 @@ class _EtcdWatch(Watch):
                 return
             time.sleep(min(0.05 * attempts, 0.5))
 
-    def _read(self, call: Any) -> bool:
-        """Queue the stream's events until it ends (False) or ends the watch (True)."""
+    def _read(self, call: Any, retry_denied: bool = False) -> bool:
+        """Queue the stream's events until it ends (False) or ends the watch (True).
+        ``retry_denied``: a "permission denied" cancel raises :class:`_StaleToken` instead."""
         for response in call:
             if response.created:
                 self._stream_created = True
@@ -1005,6 +1041,8 @@ class _EtcdWatch(Watch):
                 return True
             if response.canceled:
                 reason = _one_line(response.cancel_reason) or "no reason given"
+                if "permission denied" in reason and retry_denied:
+                    raise _StaleToken(reason)
                 if "permission denied" in reason:
                     self._finish(Forbidden(f"etcd refused to watch {self._key.decode(errors='replace')}: {reason}"))
                 else:
