@@ -777,11 +777,11 @@ class EtcdStore(Store):
 
     # --- watch -------------------------------------------------------------------------------
 
-    def watch(self, prefix: str, start_revision: int | None = None) -> Watch:
+    def watch(self, prefix: str, start_revision: int | None = None, *, prev_values: bool = True) -> Watch:
         if start_revision is None or start_revision <= 0:
             start_revision = self.current_revision() + 1
         key = _b(prefix)
-        w = _EtcdWatch(self, key or b"\0", _prefix_end(key), start_revision)
+        w = _EtcdWatch(self, key or b"\0", _prefix_end(key), start_revision, prev_values)
         self._watches.add(w)
         return w
 
@@ -906,8 +906,8 @@ class _WatchLost(WatchClosed, Unavailable):
 
 
 class _StaleToken(Exception):
-    """A watch was refused with "permission denied": maybe for a JWT issued before the last
-    change of users or roles (renew the token and try once more)."""
+    """A watch was canceled for its token: a JWT issued before the last change of users or
+    roles (maybe, for "permission denied"): renew the token and try once more."""
 
 
 _END = object()  # in a watch's queue: nothing follows
@@ -916,8 +916,10 @@ _END = object()  # in a watch's queue: nothing follows
 class _EtcdWatch(Watch):
     """One etcd watch on its own gRPC stream, read by a daemon thread into a queue."""
 
-    def __init__(self, store: EtcdStore, key: bytes, end: bytes, start_revision: int) -> None:
+    def __init__(self, store: EtcdStore, key: bytes, end: bytes, start_revision: int,
+                 prev_values: bool = True) -> None:
         self._store = store
+        self._prev_values = prev_values  # read a DELETE's previous value (else prev is None)
         self._key, self._end = key, end
         self._next = start_revision  # the first revision not delivered yet
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -985,8 +987,9 @@ class _EtcdWatch(Watch):
                     if self._read(call, retry_denied=self._store._creds.user is not None and not renewed):
                         return
                 except _StaleToken:
-                    # etcd 3.4 refuses a watch whose JWT predates the last change of users
-                    # or roles as "permission denied": once, with a new token, before saying so.
+                    # etcd 3.4 cancels a watch whose JWT predates the last change of users or
+                    # roles ("revision of auth store is old"; "permission denied" in some
+                    # paths): once, with a new token, before saying so.
                     renewed = True
                     try:
                         self._store._authenticate(self._store._metadata)
@@ -1033,7 +1036,7 @@ class _EtcdWatch(Watch):
         """Queue the stream's events until it ends (False) or ends the watch (True).
         ``retry_denied``: a "permission denied" cancel raises :class:`_StaleToken` instead."""
         for response in call:
-            if response.created:
+            if response.created and not response.canceled:  # a refused watch comes created and canceled
                 self._stream_created = True
                 self._created.set()
             if response.compact_revision:
@@ -1041,7 +1044,7 @@ class _EtcdWatch(Watch):
                 return True
             if response.canceled:
                 reason = _one_line(response.cancel_reason) or "no reason given"
-                if "permission denied" in reason and retry_denied:
+                if retry_denied and ("permission denied" in reason or "revision of auth store is old" in reason):
                     raise _StaleToken(reason)
                 if "permission denied" in reason:
                     self._finish(Forbidden(f"etcd refused to watch {self._key.decode(errors='replace')}: {reason}"))
@@ -1055,12 +1058,13 @@ class _EtcdWatch(Watch):
         return False
 
     def _events(self, raw: Sequence[Any]) -> list[Event]:
-        """Our events for etcd's, less those already delivered; a DELETE gets the value it removed."""
+        """Our events for etcd's, less those already delivered; a DELETE gets the value it
+        removed (unless the watch was opened with ``prev_values=False``)."""
         raw = [ev for ev in raw if ev.kv.mod_revision >= self._next]
-        deleted = [ev.kv for ev in raw if ev.type == _DELETE]
+        deleted = [ev.kv for ev in raw if ev.type == _DELETE] if self._prev_values else []
         prevs = iter(self._store._values_before(deleted) if deleted else ())
         return [
-            Event("DELETE", _kv(ev.kv), next(prevs)) if ev.type == _DELETE else Event("PUT", _kv(ev.kv))
+            Event("DELETE", _kv(ev.kv), next(prevs, None)) if ev.type == _DELETE else Event("PUT", _kv(ev.kv))
             for ev in raw
         ]
 
