@@ -461,7 +461,8 @@ def _up(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="etcd-up")
     p.add_argument("--members", type=int, default=1)
     p.add_argument("--tls", action="store_true", help="a local CA and certificates; clients must present one")
-    p.add_argument("--auth", action="store_true", help="also the root user and etcd's auth on (implies --tls)")
+    p.add_argument("--auth", action="store_true",
+                   help="also the root user and etcd's auth on, JWT tokens for password users (implies --tls)")
     p.add_argument("--etcd-defaults", action="store_true", help="etcd's own limits (128 ops per txn, 1.5 MiB)")
     args = p.parse_args(argv)
     if args.members < 1:
