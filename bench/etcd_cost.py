@@ -9,7 +9,12 @@ the same Raft timing as ``sites`` (etcd's own 100 / 1000 ms), data on /dev/shm:
 * ``auth1`` — one member, TLS + auth, the client a site user under its role (signs in by
   certificate: no token);
 * ``plain3`` — three plain members (Raft: every write is replicated and fsynced three times);
-* ``secure3`` — three members, TLS + auth, a site user (what ``sites`` calls *secure*).
+* ``secure3`` — three members, TLS + auth, a site user (what ``sites`` calls *secure*);
+* ``pwsimple1`` / ``pwjwt1`` — one member, TLS + auth, the same user signing in with a
+  password instead: etcd's ``simple`` tokens vs JWTs (RS256; what ``EtcdCluster`` and
+  ``scripts/etcd-up`` start with).
+
+``BALSAM_ETCD_BIN=/path/to/etcd`` runs it all on another etcd build (3.4 against 3.5).
 
 Per cluster, one client: the serial round trip of a ``get``, a ``put`` and a create txn (a
 compare and three puts, as a job's create with its index keys) — p50 of 300 each — and the
@@ -37,21 +42,25 @@ from typing import Any
 import store as st
 from apis import Job, JobState, ObjectMeta
 from apis._roles import site_permissions
-from store.testing import EtcdCluster, etcd_available
+from store.testing import EtcdCluster, etcd_available, etcd_version
 
 from ._harness import Context, Result, Skip, StoreTarget, scenario
 from ._up import site_parent, up_site, warm_up
 
 HEARTBEAT_MS, ELECTION_MS = 100, 1000  # as bench sites
+POLL = 0.05  # s between this bench's counts while it waits for the jobs
 SITE = "polaris"
-#: name → (members, tls, auth)
-CLUSTERS: dict[str, tuple[int, bool, bool]] = {
-    "plain1": (1, False, False),
-    "tls1": (1, True, False),
-    "auth1": (1, True, True),
-    "plain3": (3, False, False),
-    "secure3": (3, True, True),
+#: name → (members, tls, auth, how the user signs in: certificate, or password with that token)
+CLUSTERS: dict[str, tuple[int, bool, bool, str]] = {
+    "plain1": (1, False, False, "cert"),
+    "tls1": (1, True, False, "cert"),
+    "auth1": (1, True, True, "cert"),
+    "plain3": (3, False, False, "cert"),
+    "secure3": (3, True, True, "cert"),
+    "pwsimple1": (1, True, True, "simple"),
+    "pwjwt1": (1, True, True, "jwt"),
 }
+PASSWORD = "etcd-cost-password"  # a throwaway cluster's
 
 
 def _p50_ms(fn: Callable[[int], Any], n: int) -> float:
@@ -101,9 +110,19 @@ def grpc_calls(endpoint: str) -> dict[str, float]:
     return out
 
 
+#: Seconds of an idle site over which the calls that come with no job are counted.
+IDLE_SECONDS = 4.0
+
+
 def calls_per_job(jobs: int) -> dict[str, float]:
     """gRPC calls per job of ``jobs`` /bin/true jobs through ``up`` (1 node) on one plain
-    member, counted by etcd (after a warm-up): the round trips a job costs, by method."""
+    member, counted by etcd (after a warm-up): the round trips a job costs, by method.
+
+    Calls that come with time rather than jobs — ``up``'s progress polling (a count per
+    state every 0.25 s) and this bench's own wait — are counted too; ``idle_<method>`` is
+    that rate (per second, the site idle, this bench polling as during the run) and
+    ``pipeline_<method>`` the calls per job less it (what the controller manager and agent
+    spend per job)."""
     with EtcdCluster.start(1, timeout=60, prefix="balsam-cost-calls.", heartbeat_ms=HEARTBEAT_MS,
                            election_ms=ELECTION_MS) as cluster, \
             tempfile.TemporaryDirectory(prefix="balsam-cost-", dir=site_parent()) as d:
@@ -113,29 +132,53 @@ def calls_per_job(jobs: int) -> dict[str, float]:
             site.create_app("true", "/bin/true")
             warm_up(site, "true", resources={"nodePackingCount": 16})
             before = grpc_calls(member.endpoint)
+            t0 = time.monotonic()
             done0 = site.count(JobState.JOB_FINISHED)
             site.create_jobs([Job(metadata=ObjectMeta(name=f"c{i}", namespace=site.namespace),
                                   spec={"app": "true", "workdir": f"c/{i}",  # type: ignore[arg-type]
                                         "resources": {"nodePackingCount": 16}}) for i in range(jobs)])
-            site.wait_finished(done0 + jobs, timeout=300 + jobs)
+            site.wait_finished(done0 + jobs, timeout=300 + jobs, poll=POLL)
             time.sleep(1.0)  # the last writes' echoes (informers, watches) settle
             after = grpc_calls(member.endpoint)
-    return {k: (after.get(k, 0.0) - before.get(k, 0.0)) / jobs for k in sorted(after)
-            if after.get(k, 0.0) != before.get(k, 0.0)}
+            elapsed = time.monotonic() - t0
+            idle0 = grpc_calls(member.endpoint)
+            t1 = time.monotonic()
+            while time.monotonic() - t1 < IDLE_SECONDS:  # poll as wait_finished did
+                site.count(JobState.JOB_FINISHED)
+                time.sleep(POLL)
+            idle1 = grpc_calls(member.endpoint)
+            idle_s = time.monotonic() - t1
+    out = {k: (after.get(k, 0.0) - before.get(k, 0.0)) / jobs for k in sorted(after)
+           if after.get(k, 0.0) != before.get(k, 0.0)}
+    for k in sorted(idle1):
+        rate = (idle1.get(k, 0.0) - idle0.get(k, 0.0)) / idle_s
+        if k in out and k != "watch_events":
+            out[f"idle_{k}"] = rate
+            out[f"pipeline_{k}"] = max(0.0, out[k] - rate * elapsed / jobs)
+    return out
 
 
-def measure(name: str, members: int, tls: bool, auth: bool, n: int, seconds: float) -> dict[str, float]:
+def measure(name: str, members: int, tls: bool, auth: bool, n: int, seconds: float,
+            sign_in: str = "cert") -> dict[str, float]:
+    token = sign_in if sign_in != "cert" else "jwt"
     with EtcdCluster.start(members, tls=tls, auth=auth, timeout=60, prefix=f"balsam-cost-{name}.",
-                           heartbeat_ms=HEARTBEAT_MS, election_ms=ELECTION_MS) as cluster:
+                           heartbeat_ms=HEARTBEAT_MS, election_ms=ELECTION_MS, auth_token=token) as cluster, \
+            tempfile.TemporaryDirectory(prefix="balsam-cost-pw-") as pw_dir:
         url = cluster.url
         if auth:
             admin = st.open_store(cluster.url)
             try:
                 admin.ensure_role(f"balsam-site-{SITE}", site_permissions(SITE))  # type: ignore[attr-defined]
-                admin.ensure_user(f"site-{SITE}", roles=[f"balsam-site-{SITE}"])  # type: ignore[attr-defined]
+                admin.ensure_user(f"site-{SITE}", password=PASSWORD if sign_in != "cert" else None,  # type: ignore[attr-defined]
+                                  roles=[f"balsam-site-{SITE}"])
             finally:
                 admin.close()
-            url = cluster.url_for(f"site-{SITE}")
+            if sign_in == "cert":
+                url = cluster.url_for(f"site-{SITE}")
+            else:  # a certificate whose CN is no user: the password's token names the user
+                pw = Path(pw_dir) / "pw"
+                pw.write_text(PASSWORD)
+                url = cluster.url_for("no-user") + f"&user=site-{SITE}&password-file={pw}"
         s = st.open_store(url)
         try:
             prefix = f"/registry/jobs/{SITE}/"
@@ -164,13 +207,14 @@ def etcd_cost(ctx: Context) -> Result:
     seconds = ctx.pick(tiny=0.5, small=1.0, default=2.0, large=5.0)
     res = Result("etcd-cost", inputs={"serial_calls": n, "concurrent_seconds": seconds, "threads": 8,
                                       "heartbeat_ms": HEARTBEAT_MS, "election_ms": ELECTION_MS,
-                                      "clusters": {k: {"members": m, "tls": t, "auth": a}
-                                                   for k, (m, t, a) in CLUSTERS.items()},
+                                      "clusters": {k: {"members": m, "tls": t, "auth": a, "sign_in": u}
+                                                   for k, (m, t, a, u) in CLUSTERS.items()},
+                                      "etcd": etcd_version(),
                                       "cpus": os.cpu_count()})
     figures: dict[str, dict[str, float]] = {}
-    for name, (members, tls, auth) in CLUSTERS.items():
-        ctx.log(f"etcd-cost: {name} ({members} member(s), tls={tls}, auth={auth})")
-        figures[name] = measure(name, members, tls, auth, n, seconds)
+    for name, (members, tls, auth, sign_in) in CLUSTERS.items():
+        ctx.log(f"etcd-cost: {name} ({members} member(s), tls={tls}, auth={auth}, sign-in {sign_in})")
+        figures[name] = measure(name, members, tls, auth, n, seconds, sign_in)
         ctx.log(f"etcd-cost: {name}: {figures[name]}")
     labels = {"get_ms": ("get round trip p50", "ms"), "put_ms": ("put round trip p50", "ms"),
               "txn_ms": ("create txn (compare + 3 puts) p50", "ms"), "puts_per_s_8": ("puts/s from 8 threads", "/s")}
@@ -184,8 +228,14 @@ def etcd_cost(ctx: Context) -> Result:
     ctx.log(f"etcd-cost: gRPC calls per job over {jobs} /bin/true jobs through up on one plain member")
     per_job = calls_per_job(jobs)
     ctx.log(f"etcd-cost: calls per job {per_job}")
-    unary = sum(v for k, v in per_job.items() if k not in ("watch_events", "Watch", "LeaseKeepAlive"))
-    res.add("unary_calls_per_job", unary, "calls", "unary gRPC calls (Range, Txn, Put, ...) per job",
+    not_unary = ("watch_events", "Watch", "LeaseKeepAlive")
+    unary = sum(v for k, v in per_job.items() if k not in not_unary and "_" not in k)
+    res.add("unary_calls_per_job", unary, "calls",
+            "unary gRPC calls (Range, Txn, Put, ...) per job, up's and this bench's polling included",
+            backend="etcd")
+    pipeline = sum(v for k, v in per_job.items() if k.startswith("pipeline_") and k[9:] not in not_unary)
+    res.add("pipeline_unary_calls_per_job", pipeline, "calls",
+            "... less the calls an idle site makes per second (up's progress polling, this bench's wait)",
             backend="etcd")
     res.add("watch_events_per_job", per_job.get("watch_events"), "events", "watch events sent per job",
             backend="etcd")

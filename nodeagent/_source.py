@@ -79,7 +79,7 @@ class JobSource:
             key = self.batch_job_key  # the prefix is the key: skip longer names under it
             watched.append((key, "batchjob", lambda k: k == key))
         for prefix, what, keep in watched:
-            r: Reflector[None] = Reflector(self.store, prefix, _nothing, key_filter=keep,
+            r: Reflector[None] = Reflector(self.store, prefix, _nothing, key_filter=keep, deleted_values=False,
                                            on_unavailable=self._unavailable(prefix))
             self._reflectors.append(r)
             spawn_thread(self._reflect, f"watch-{what}", r, what, closed)

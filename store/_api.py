@@ -311,8 +311,10 @@ class Store(abc.ABC):
 
     # watch
     @abc.abstractmethod
-    def watch(self, prefix: str, start_revision: int | None = None) -> Watch:
-        """Events for keys under ``prefix`` from ``start_revision`` (default: current+1)."""
+    def watch(self, prefix: str, start_revision: int | None = None, *, prev_values: bool = True) -> Watch:
+        """Events for keys under ``prefix`` from ``start_revision`` (default: current+1).
+        ``prev_values=False``: the caller needs no DELETE's previous value, so ``prev`` may be
+        None (the etcd backend then spares a read per batch of deletes)."""
 
     # leases
     @abc.abstractmethod

@@ -182,9 +182,11 @@ def _kv(kv: Any) -> KeyValue:
 
 
 def _reads(keys: Sequence[bytes], revision: int = 0, count_only: bool = False,
-           revisions: Sequence[int] | None = None) -> Any:
+           revisions: Sequence[int] | None = None, serializable: bool = False) -> Any:
     """A txn of point reads (``TxnRequest``), built in place: three times cheaper than a
-    ``RequestOp(request_range=RangeRequest(...))`` per key, which copies each message."""
+    ``RequestOp(request_range=RangeRequest(...))`` per key, which copies each message.
+    ``serializable``: the member answers from its own state, without asking the leader
+    (a read-only txn is serializable when all its ranges are)."""
     txn = etcdrpc.TxnRequest()
     add = txn.success.add
     for i, key in enumerate(keys):
@@ -196,6 +198,8 @@ def _reads(keys: Sequence[bytes], revision: int = 0, count_only: bool = False,
             r.revision = revision
         if count_only:
             r.count_only = True
+        if serializable:
+            r.serializable = True
     return txn
 
 
@@ -284,6 +288,13 @@ def _parse_url(url: str) -> list[tuple[str, int]]:
             raise bad
         hosts.append((host, int(port)))
     return hosts
+
+
+def _token_refused(e: grpc.RpcError) -> bool:
+    """etcd refused the request's auth token: it expired or is unknown (``UNAUTHENTICATED``),
+    or it is a JWT signed before the last change of users or roles ("revision of auth store
+    is old": a JWT carries the auth revision it was issued at). A new token fixes both."""
+    return e.code() == grpc.StatusCode.UNAUTHENTICATED or "revision of auth store is old" in (e.details() or "")
 
 
 def _one_line(text: str) -> str:
@@ -399,8 +410,8 @@ class EtcdStore(Store):
                 return fn(getattr(self._client, stub), min(left, per_attempt), metadata)
             except grpc.RpcError as e:
                 code = e.code()
-                if code == grpc.StatusCode.UNAUTHENTICATED and self._creds.user and not authenticating:
-                    self._authenticate(metadata)  # the token expired (--auth-token-ttl): the request was refused
+                if _token_refused(e) and self._creds.user and not authenticating:
+                    self._authenticate(metadata)  # the token expired (--auth-token-ttl) or is stale: refused
                     if time.monotonic() >= deadline:
                         raise self._translate(e) from None
                     continue
@@ -589,9 +600,18 @@ class EtcdStore(Store):
         out: list[KeyValue | None] = []
         for start in range(0, len(deleted), self._read_chunk):
             chunk = deleted[start : start + self._read_chunk]
-            request = _reads([kv.key for kv in chunk], revisions=[kv.mod_revision - 1 for kv in chunk])
+            keys, revisions = [kv.key for kv in chunk], [kv.mod_revision - 1 for kv in chunk]
+            # Serializable: a past revision is the same on every member that has applied it,
+            # so the member need not ask the leader first (a linearizable read costs a
+            # ReadIndex round trip through Raft: on three members, messages to both peers).
+            # A member behind the revision says so; then the leader is asked.
             try:
-                response = self._txn(request, idempotent=True)
+                try:
+                    response = self._txn(_reads(keys, revisions=revisions, serializable=True), idempotent=True)
+                except StoreError as e:
+                    if "future revision" not in str(e):
+                        raise
+                    response = self._txn(_reads(keys, revisions=revisions), idempotent=True)
             except StoreError as e:
                 if "required revision has been compacted" not in str(e):
                     raise
@@ -805,11 +825,11 @@ class EtcdStore(Store):
 
     # --- watch -------------------------------------------------------------------------------
 
-    def watch(self, prefix: str, start_revision: int | None = None) -> Watch:
+    def watch(self, prefix: str, start_revision: int | None = None, *, prev_values: bool = True) -> Watch:
         if start_revision is None or start_revision <= 0:
             start_revision = self.current_revision() + 1
         key = _b(prefix)
-        w = _EtcdWatch(self, key or b"\0", _prefix_end(key), start_revision)
+        w = _EtcdWatch(self, key or b"\0", _prefix_end(key), start_revision, prev_values)
         self._watches.add(w)
         return w
 
@@ -933,14 +953,21 @@ class _WatchLost(WatchClosed, Unavailable):
     """The watch ended because no etcd member could be reached: it is both closed and unavailable."""
 
 
+class _StaleToken(Exception):
+    """A watch was canceled for its token: a JWT issued before the last change of users or
+    roles (maybe, for "permission denied"): renew the token and try once more."""
+
+
 _END = object()  # in a watch's queue: nothing follows
 
 
 class _EtcdWatch(Watch):
     """One etcd watch on its own gRPC stream, read by a daemon thread into a queue."""
 
-    def __init__(self, store: EtcdStore, key: bytes, end: bytes, start_revision: int) -> None:
+    def __init__(self, store: EtcdStore, key: bytes, end: bytes, start_revision: int,
+                 prev_values: bool = True) -> None:
         self._store = store
+        self._prev_values = prev_values  # read a DELETE's previous value (else prev is None)
         self._key, self._end = key, end
         self._next = start_revision  # the first revision not delivered yet
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -990,6 +1017,7 @@ class _EtcdWatch(Watch):
         """Open the stream and read it; when it breaks, open it again after the last event."""
         attempts = 0  # opens in a row that did not last
         failing_since = 0.0
+        renewed = False  # a permission-denied cancel has been retried with a new token
         while True:
             with self._lock:
                 if self._closed:
@@ -1004,8 +1032,19 @@ class _EtcdWatch(Watch):
             if error is None:
                 self._stream_created = False
                 try:
-                    if self._read(call):
+                    if self._read(call, retry_denied=self._store._creds.user is not None and not renewed):
                         return
+                except _StaleToken:
+                    # etcd 3.4 cancels a watch whose JWT predates the last change of users or
+                    # roles ("revision of auth store is old"; "permission denied" in some
+                    # paths): once, with a new token, before saying so.
+                    renewed = True
+                    try:
+                        self._store._authenticate(self._store._metadata)
+                    except StoreError as e:
+                        self._finish(e)
+                        return
+                    continue
                 except (grpc.RpcError, Unavailable) as e:  # Unavailable: looking up deleted values
                     error = e
                 finally:
@@ -1015,8 +1054,7 @@ class _EtcdWatch(Watch):
                     attempts = 0  # this stream worked: a new series of failures begins
             if self._closed:
                 return
-            if (isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.UNAUTHENTICATED
-                    and self._store._creds.user):
+            if isinstance(error, grpc.RpcError) and _token_refused(error) and self._store._creds.user:
                 try:  # the token expired: renew it and open the stream again at once
                     self._store._authenticate(self._store._metadata)
                     continue
@@ -1042,10 +1080,11 @@ class _EtcdWatch(Watch):
                 return
             time.sleep(min(0.05 * attempts, 0.5))
 
-    def _read(self, call: Any) -> bool:
-        """Queue the stream's events until it ends (False) or ends the watch (True)."""
+    def _read(self, call: Any, retry_denied: bool = False) -> bool:
+        """Queue the stream's events until it ends (False) or ends the watch (True).
+        ``retry_denied``: a "permission denied" cancel raises :class:`_StaleToken` instead."""
         for response in call:
-            if response.created:
+            if response.created and not response.canceled:  # a refused watch comes created and canceled
                 self._stream_created = True
                 self._created.set()
             if response.compact_revision:
@@ -1053,6 +1092,8 @@ class _EtcdWatch(Watch):
                 return True
             if response.canceled:
                 reason = _one_line(response.cancel_reason) or "no reason given"
+                if retry_denied and ("permission denied" in reason or "revision of auth store is old" in reason):
+                    raise _StaleToken(reason)
                 if "permission denied" in reason:
                     self._finish(Forbidden(f"etcd refused to watch {self._key.decode(errors='replace')}: {reason}"))
                 else:
@@ -1065,12 +1106,13 @@ class _EtcdWatch(Watch):
         return False
 
     def _events(self, raw: Sequence[Any]) -> list[Event]:
-        """Our events for etcd's, less those already delivered; a DELETE gets the value it removed."""
+        """Our events for etcd's, less those already delivered; a DELETE gets the value it
+        removed (unless the watch was opened with ``prev_values=False``)."""
         raw = [ev for ev in raw if ev.kv.mod_revision >= self._next]
-        deleted = [ev.kv for ev in raw if ev.type == _DELETE]
+        deleted = [ev.kv for ev in raw if ev.type == _DELETE] if self._prev_values else []
         prevs = iter(self._store._values_before(deleted) if deleted else ())
         return [
-            Event("DELETE", _kv(ev.kv), next(prevs)) if ev.type == _DELETE else Event("PUT", _kv(ev.kv))
+            Event("DELETE", _kv(ev.kv), next(prevs, None)) if ev.type == _DELETE else Event("PUT", _kv(ev.kv))
             for ev in raw
         ]
 

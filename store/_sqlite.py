@@ -893,7 +893,8 @@ class SQLiteStore(Store):
     # --- watch ----------------------------------------------------------------------
 
     @_translated
-    def watch(self, prefix: str, start_revision: int | None = None) -> Watch:
+    def watch(self, prefix: str, start_revision: int | None = None, *, prev_values: bool = True) -> Watch:
+        # prev_values: SQLite's watch has the previous values at hand anyway; always given.
         conn = self._conn()
         cur, compacted = self._revisions(conn)
         start = cur + 1 if start_revision is None or start_revision <= 0 else start_revision

@@ -85,6 +85,8 @@ class Reflector(Generic[T]):
     logged and skipped; the stream goes on. ``on_unavailable(error)`` is called for every
     failed list or watch before the backoff wait; ``on_available()`` once the store answers
     again after such a failure. ``relists`` counts relists after the first list.
+    ``deleted_values=False``: the consumer needs only the keys of DELETED deltas (their
+    ``obj`` and ``kv`` are None), so no previous value is read for them.
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class Reflector(Generic[T]):
         backoff: Backoff | None = None,
         key_filter: Callable[[str], bool] | None = None,
         unseen_deletes: bool = False,
+        deleted_values: bool = True,
     ) -> None:
         if decode is None and decode_kv is None:
             raise TypeError("Reflector needs decode or decode_kv")
@@ -110,6 +113,9 @@ class Reflector(Generic[T]):
         # DELETE of a key it never saw is still yielded, with the previous value when the
         # store has it (etcd's prev_kv; SQLite's watch keeps it too), for the caller to judge.
         self.unseen_deletes = unseen_deletes
+        # False: a DELETED delta needs no last value (obj and kv None): the watch is opened
+        # with prev_values=False, so the etcd backend reads nothing per batch of deletes.
+        self.deleted_values = deleted_values
         self._decode_kv: Callable[[KeyValue], T]
         if decode_kv is not None:
             self._decode_kv = decode_kv
@@ -176,7 +182,8 @@ class Reflector(Generic[T]):
                         yield from self._list(stop)
                         need_list = False
                     first = False
-                    self._watch = self.store.watch(self.prefix, self.revision + 1)
+                    self._watch = (self.store.watch(self.prefix, self.revision + 1) if self.deleted_values
+                                   else self.store.watch(self.prefix, self.revision + 1, prev_values=False))
                     if failed:
                         failed = False
                         self.backoff.reset()
@@ -286,10 +293,10 @@ class Reflector(Generic[T]):
                             continue
                     else:
                         del known[key]
-                    obj = None
-                    if ev.prev is not None:
-                        _, obj = self._decode(ev.prev)
-                    yield Delta("DELETED", key, obj, rev, ev.prev)
+                    obj, prev = None, ev.prev if self.deleted_values else None
+                    if prev is not None:
+                        _, obj = self._decode(prev)
+                    yield Delta("DELETED", key, obj, rev, prev)
                     continue
                 old = known.get(key)
                 if old is not None and old >= rev:

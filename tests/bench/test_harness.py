@@ -57,7 +57,8 @@ EXPECTED_FIGURES = {
               "{b}.recovery_worst", "{b}.recovery_median", "{b}.no_recovery", "{b}.extra_runs_without_timeout",
               "{b}.index_problems", "{b}.leftover_processes"},
     "etcd-cost": {"{b}.plain1_put_ms", "{b}.secure3_put_ms", "{b}.plain3_puts_per_s_8", "{b}.tls1_get_ms",
-                  "{b}.auth1_txn_ms", "{b}.unary_calls_per_job", "{b}.watch_events_per_job"},
+                  "{b}.auth1_txn_ms", "{b}.unary_calls_per_job", "{b}.watch_events_per_job",
+                  "{b}.pipeline_unary_calls_per_job", "{b}.pwjwt1_puts_per_s_8", "{b}.pwsimple1_puts_per_s_8"},
     "placement": {"engine", "placements", "placements_with_events", "lower_bound_rounds", "rounds", "efficiency",
                   "unschedulable"},
 }

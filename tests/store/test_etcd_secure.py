@@ -108,3 +108,37 @@ def test_an_expired_token_is_renewed(secure: EtcdCluster, tmp_path: Path) -> Non
         w.close()
     finally:
         s.close()
+
+
+def test_password_users_get_jwt_tokens_signed_with_a_private_key(secure: EtcdCluster) -> None:
+    assert secure.certs is not None
+    for m in secure.members:
+        argv = m.argv()
+        flag = argv[argv.index("--auth-token") + 1]
+        assert flag.startswith("jwt,") and "sign-method=RS256" in flag
+    assert stat.S_IMODE((secure.certs.root / "jwt.key").stat().st_mode) == 0o600
+
+
+def test_a_token_issued_before_a_role_change_is_renewed(secure: EtcdCluster, tmp_path: Path) -> None:
+    # A JWT carries the auth revision it was issued at; etcd 3.4 refuses it once users or roles
+    # change ("revision of auth store is old"; a watch: "permission denied").
+    pw = tmp_path / "pw"
+    pw.write_text("bob-secret-pw")
+    s = EtcdStore(secure.url_for("mallory") + f"&user=bob&password-file={pw}")
+    admin = EtcdStore(secure.url)
+    try:
+        before = s._metadata
+        s.put("/a/stale-0", b"0")
+        admin.ensure_role("team-z", [("read", "/z/")])  # the auth revision moves on
+        rev = s.put("/a/stale-1", b"1")
+        assert s._metadata != before
+        assert s.get("/a/stale-1").mod_revision == rev
+        admin.ensure_role("team-y", [("read", "/y/")])
+        w = s.watch("/a/", start_revision=rev)
+        assert rev in [e.revision for e in w.poll(10)]
+        w.close()
+        with pytest.raises(Forbidden):  # a watch really refused still says so
+            s.watch("/b/")
+    finally:
+        admin.close()
+        s.close()

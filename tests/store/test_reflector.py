@@ -155,6 +155,28 @@ def test_a_resumed_stream_yields_deletes_of_unseen_keys_with_their_previous_valu
     ]
 
 
+def test_deleted_deltas_without_values_name_the_key_and_open_the_watch_without_them(store: Store, ns: str) -> None:
+    opened: list[dict[str, object]] = []
+
+    class Spy:
+        def __getattr__(self, name: str) -> object:
+            return getattr(store, name)
+
+        def watch(self, prefix: str, start_revision: int | None = None, **kw: object) -> Watch:
+            opened.append(kw)
+            return store.watch(prefix, start_revision, **kw)  # type: ignore[arg-type]
+
+    store.put(ns + "a", b"1")
+    c = Consumer(Reflector(Spy(), ns, decode, deleted_values=False))  # type: ignore[arg-type]
+    c.wait(lambda: c.syncs == 1 and "1" in c.state.values(), "the list")
+    rd = store.delete(ns + "a")
+    c.wait(lambda: any(d.type == "DELETED" for d in c.deltas), "the delete")
+    c.stop()
+    (d,) = [d for d in c.deltas if d.type == "DELETED"]
+    assert (d.key, d.revision, d.obj, d.kv) == (ns + "a", rd, None, None)
+    assert opened == [{"prev_values": False}]
+
+
 def test_resume_past_compaction_relists_and_reports_deletes_of_the_known_state(store: Store, ns: str) -> None:
     rv = store.put(ns + "a", b"1")
     store.put(ns + "gone", b"1")

@@ -68,6 +68,19 @@ def test_delete_event_carries_the_previous_value(store: Store, ns: str) -> None:
     assert (e.prev.value, e.prev.create_revision, e.prev.mod_revision, e.prev.version) == (b"v2", r1, r2, 2)
 
 
+def test_a_watch_without_previous_values_still_sees_every_delete(store: Store, ns: str, backend: str) -> None:
+    store.put(ns + "k", b"v1")
+    store.put(ns + "j", b"v1")
+    with store.watch(ns, prev_values=False) as w:
+        rk = store.delete(ns + "k")
+        rj = store.txn([], [Delete(ns + "j"), Put(ns + "k", b"again")]).revision
+        events = collect(w, 3)
+    assert [(e.type, e.kv.key, e.revision) for e in events] == [
+        ("DELETE", ns + "k", rk), ("DELETE", ns + "j", rj), ("PUT", ns + "k", rj)]
+    if backend != "sqlite":  # etcd reads no previous value then (SQLite has them at hand)
+        assert [e.prev for e in events] == [None, None, None]
+
+
 def test_txn_events_share_the_txn_revision_and_keep_op_order(store: Store, ns: str) -> None:
     store.put(ns + "gone", b"x")
     with store.watch(ns) as w:
