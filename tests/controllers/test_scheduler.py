@@ -35,18 +35,18 @@ def conflict_on_first_bindings(registry: Registry, monkeypatch: pytest.MonkeyPat
     """Make the first write that binds jobs conflict: just before it lands, every job in it
     is edited by someone else (an annotation, which placement does not look at), so its
     compare-and-swap fails and only the assume cache knows the binding did not land."""
-    real = registry.write
+    real = registry.write_status_patches
     moved: list[list[str]] = []
 
-    def write(creates: Any = (), updates: Any = (), deletes: Any = (), **kw: Any) -> Any:
-        binds = [old for old, new in updates if isinstance(new, Job) and new.status.placement is not None]
+    def write(patches: Any, **kw: Any) -> Any:
+        binds = [old for old, fields in patches if fields.get("placement") is not None]
         if binds and not moved:
             moved.append([o.name for o in binds])
             for old in binds:
                 registry.mutate(Job, old.name, lambda j: j.metadata.annotations.update({"touched": "yes"}))
-        return real(creates, updates, deletes, **kw)
+        return real(patches, **kw)
 
-    monkeypatch.setattr(registry, "write", write)
+    monkeypatch.setattr(registry, "write_status_patches", write)
     return moved
 
 
@@ -76,16 +76,16 @@ def test_a_binding_that_conflicts_is_forgotten_and_never_double_binds_the_slot(
 
 
 def test_bindings_of_one_pass_are_written_in_one_transaction(registry, app, placing, scheduler, monkeypatch):
-    real = registry.write
+    real = registry.write_status_patches
     binding_writes: list[int] = []
 
-    def write(creates: Any = (), updates: Any = (), deletes: Any = (), **kw: Any) -> Any:
-        n = sum(1 for _, new in updates if isinstance(new, Job) and new.status.placement is not None)
+    def write(patches: Any, **kw: Any) -> Any:
+        n = sum(1 for _, fields in patches if fields.get("placement") is not None)
         if n:
             binding_writes.append(n)
-        return real(creates, updates, deletes, **kw)
+        return real(patches, **kw)
 
-    monkeypatch.setattr(registry, "write", write)
+    monkeypatch.setattr(registry, "write_status_patches", write)
     names = [f"j{i}" for i in range(40)]
     registry.create_many([make_job(n, resources={"nodePackingCount": 64}) for n in names])
     poll_until(lambda: all(registry.get(Job, n).status.state is JobState.PREPROCESSED for n in names), 60,
