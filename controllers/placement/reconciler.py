@@ -263,16 +263,23 @@ class PlacementReconciler:
         else:
             # One look at each job marked since the last pass: the engine's room, then its
             # queue entry (unless the whole queue is rebuilt below).
-            binding = self.packer.binding
+            binding, release = self.packer.binding, self.packer.release
             assume = self.assume
+            assumed = assume.assumed
+            get = jobs.get
             for name in dirty:
-                cached = jobs.get(name)
-                if name in assume and assume.confirm(cached, name):
+                cached = get(name)
+                if name in assumed and assume.confirm(cached, name):
                     continue  # our binding, seen as written: the engine holds it already
-                before = binding(name)
-                self._sync_job(cached, name)
-                if binding(name) is not before:
-                    released = True
+                st = cached.status if cached is not None else None
+                if st is None or st.placement is None or not st.placement.nodes or st.state not in HOLDING:
+                    if release(name):  # holds nothing (any more): its room, if any, is free
+                        released = True
+                else:
+                    before = binding(name)
+                    self._sync_job(cached, name)
+                    if binding(name) is not before:
+                        released = True
                 if not stale:
                     track(cached, name, allowed)
 
