@@ -40,8 +40,18 @@ REGISTRY = "/registry/"
 INDEX = "/index/"
 
 
-@functools.lru_cache(maxsize=65536)
+# ``quote(value, safe="")`` for ASCII text as one str.translate: every ASCII character but
+# letters, digits and "_.-~" becomes %XX (uppercase hex), exactly as quote() writes it.
+_QUOTE_ASCII = {c: f"%{c:02X}" for c in range(128)
+                if not (chr(c).isalnum() or chr(c) in "_.-~")}
+
+
 def q(value: str) -> str:
+    """An index value percent-quoted (``urllib.parse.quote(value, safe="")``): no ``/`` or ``=``
+    left to split a key. Every job has a value of its own (its workdir), so a cache of quoted
+    values missed on nearly every call of a bulk create; ASCII takes a translate table."""
+    if value.isascii():
+        return value.translate(_QUOTE_ASCII)
     return quote(value, safe="")
 
 
