@@ -120,7 +120,9 @@ class PlacementReconciler:
         self._requests_stale = False
         self._shapes: dict[tuple[Any, ...], JobShape] = {}
         self._unschedulable: dict[str, str] = {}  # jobs carrying the condition -> its message
-        self._conditions: dict[tuple[str, str, Any], Condition] = {}  # Waiting conditions of this pass
+        # Waiting conditions of this pass and words -> (the condition, the patch of a job that had
+        # no condition: shared, as nothing edits a written list in place)
+        self._conditions: dict[tuple[str, str, Any], tuple[Condition, dict[str, Any]]] = {}
         self._nodes_changed = False
         # Jobs this pass recorded a (non-binding) step for -> the revision it was decided on:
         # if the cache still shows that revision next pass, the write did not land.
@@ -128,7 +130,10 @@ class PlacementReconciler:
         # Waiting conditions this scheduler wrote itself (not written through): job -> (the
         # cached version it was written over, reason, message), so a pass before its watch
         # event arrives does not write it again.
-        self._waiting_sent: dict[str, tuple[Job, str, str]] = {}
+        # (two dicts, no tuple per job: a first pass over 10^5 waiting jobs made 10^5 of them
+        # for the collector to walk)
+        self._waiting_sent: dict[str, Job] = {}
+        self._waiting_words_sent: dict[str, tuple[str, str]] = {}
         self._waits: list[StatusPatch] = []
         self._words: dict[tuple[str, bool], tuple[str, str]] = {}  # (engine's why, held) -> (reason, message)
         self.bindings_written = 0
@@ -323,7 +328,7 @@ class PlacementReconciler:
         binds: list[StatusPatch] = []
         self._waits = []
         get, entries, unschedulable = jobs.get, queue.entries, self._unschedulable
-        waiting_sent, assumed = self._waiting_sent, self.assume.assumed
+        waiting_sent, words_sent, assumed = self._waiting_sent, self._waiting_words_sent, self.assume.assumed
         BOUND, WAITING = Outcome.BOUND, Outcome.WAITING
         for d in decisions:
             outcome, name = d.outcome, d.job
@@ -339,6 +344,7 @@ class PlacementReconciler:
                     unschedulable.pop(name, None)
                 if waiting_sent:
                     waiting_sent.pop(name, None)
+                    words_sent.pop(name, None)
             elif outcome is WAITING:
                 prio = -entries[name][0][0]
                 held = top_waiting is not None and prio < top_waiting
@@ -372,7 +378,7 @@ class PlacementReconciler:
             return
         except StoreUnavailable:
             for job, _ in waits:
-                self._waiting_sent.pop(job.name, None)
+                self._forget_waiting(job.name)
             raise
         except (Conflict, NotFound, ApiError):
             pass
@@ -380,7 +386,7 @@ class PlacementReconciler:
             try:
                 ctx.registry.write_status_patches([w])
             except (Conflict, NotFound, ApiError):
-                self._waiting_sent.pop(w[0].name, None)
+                self._forget_waiting(w[0].name)
                 self.queue.mark(w[0].name)
 
     def _step(self, ctx: Context, job: Job, new: Job) -> None:
@@ -414,7 +420,7 @@ class PlacementReconciler:
             # not (or no longer) waiting for placement: wants_placement() is False
             self.queue.entries.pop(name, None)
             self._unschedulable.pop(name, None)
-            self._waiting_sent.pop(name, None)
+            self._forget_waiting(name)
             return
         assert job is not None
         md = job.metadata
@@ -454,8 +460,7 @@ class PlacementReconciler:
             words = self._words[(why, held)] = self._waiting_words(why, held)
         reason, message = words
         name = job.metadata.name or ""
-        sent = self._waiting_sent.get(name)
-        if sent is not None and sent[0] is job and sent[1] == reason and sent[2] == message:
+        if self._waiting_sent.get(name) is job and self._waiting_words_sent.get(name) == words:
             return  # written over this very version already; its event has not come back yet
         conds = job.status.conditions
         if conds:
@@ -464,18 +469,27 @@ class PlacementReconciler:
                     not any(c.type == "Unschedulable" for c in conds):
                 return
         key = (reason, message, now)
-        shared = self._conditions.get(key)
-        if shared is None:
+        entry = self._conditions.get(key)
+        if entry is None:
             if len(self._conditions) > 64:
                 self._conditions.clear()
-            shared = self._conditions[key] = Condition(type="Waiting", status="True", reason=reason,
-                                                       message=message, last_transition_time=now)
+            cond = Condition(type="Waiting", status="True", reason=reason, message=message,
+                             last_transition_time=now)
+            entry = self._conditions[key] = (cond, {"conditions": [cond]})
         # A patch of the conditions alone, written by the scheduler with its bindings' kind
         # of write (no Job copied here; nothing edits a shared list or condition in place).
-        self._waiting_sent[name] = (job, reason, message)
-        kept = [c for c in conds if c.type not in _NOT_KEPT_WHEN_BOUND] if conds else []
-        kept.append(shared)
-        self._waits.append((job, {"conditions": kept}))
+        self._waiting_sent[name] = job
+        self._waiting_words_sent[name] = words
+        if conds:
+            kept = [c for c in conds if c.type not in _NOT_KEPT_WHEN_BOUND]
+            kept.append(entry[0])
+            self._waits.append((job, {"conditions": kept}))
+        else:
+            self._waits.append((job, entry[1]))
+
+    def _forget_waiting(self, name: str) -> None:
+        self._waiting_sent.pop(name, None)
+        self._waiting_words_sent.pop(name, None)
 
     @staticmethod
     def _waiting_words(why: str, held: bool) -> tuple[str, str]:
