@@ -58,7 +58,8 @@ EXPECTED_FIGURES = {
               "{b}.index_problems", "{b}.leftover_processes"},
     "etcd-cost": {"{b}.plain1_put_ms", "{b}.secure3_put_ms", "{b}.plain3_puts_per_s_8", "{b}.tls1_get_ms",
                   "{b}.auth1_txn_ms", "{b}.unary_calls_per_job", "{b}.watch_events_per_job"},
-    "placement": {"engine", "placements", "placements_with_events", "lower_bound_rounds", "rounds", "efficiency",
+    "placement": {"engine", "placements", "engine_cpu", "placements_cpu", "placements_with_events",
+                  "lower_bound_rounds", "rounds", "efficiency",
                   "unschedulable"},
 }
 
