@@ -7,12 +7,15 @@ from typing import Any
 
 import pytest
 
-from apis import Job, JobState, ObjectMeta, Placement, Registry
+from apis import BatchJob, Job, JobState, Node, NodeSpec, ObjectMeta, Placement, Registry
 from controllers import ControllerManager
+from controllers._controller import Context, Request
+from controllers._informer import Informer
+from controllers._manager import job_indexers
 from controllers.dependency import DependencyReconciler
 from controllers.hooks import NoHooks
 from controllers.placement.packing import NodeOccupancy, Packer
-from controllers.placement.reconciler import PlacementScheduler
+from controllers.placement.reconciler import KEY, PlacementScheduler, patched
 from controllers.placement.scheduler import AssumeCache, SchedulingQueue
 from tests._support import poll_until, running_manager
 
@@ -121,3 +124,48 @@ def test_a_cached_version_older_than_the_binding_keeps_its_room_assumed() -> Non
     assume.landed("b", 12)
     assert assume.confirm(_cached("b", 13, None), "b") is False  # moved on since: sync from the cache
     assert "b" not in assume
+
+
+class _Recorder:
+    """A registry that keeps the scheduler's status patches: its watch events are held back
+    until the test applies them (the window this test is about)."""
+
+    def __init__(self) -> None:
+        self.rv = 100
+        self.patches: list[tuple[list[Any], int]] = []
+
+    def write_status_patches(self, patches: Any, **_: Any) -> int:
+        self.rv += 1
+        self.patches.append((list(patches), self.rv))
+        return self.rv
+
+
+def test_a_waiting_condition_is_not_written_again_before_its_event_returns() -> None:
+    reg = _Recorder()
+    informers: dict[str, Any] = {"Job": Informer(reg, Job, "default", job_indexers()),  # type: ignore[arg-type]
+                                 "Node": Informer(reg, Node, "default"),  # type: ignore[arg-type]
+                                 "BatchJob": Informer(reg, BatchJob, "default")}  # type: ignore[arg-type]
+    sched = PlacementScheduler()
+    sched.register(informers, lambda req: None)
+    informers["Node"].apply_local(Node(metadata=ObjectMeta(name="n0", namespace="default", resource_version="1"),
+                                       spec=NodeSpec(hostname="n0", cpus=1, gpus=0)))
+    for i, name in enumerate(("a", "b", "c")):
+        informers["Job"].apply_local(_cached(name, 10 + i, None))
+
+    def run_pass() -> list[tuple[str, bool]]:
+        reg.patches = []
+        sched.reconcile(Request(KEY, "default"), Context(reg, informers))  # type: ignore[arg-type]
+        return [(job.name, "placement" in fields) for batch, _ in reg.patches for job, fields in batch]
+
+    first = run_pass()
+    assert sorted(first) == [("a", True), ("b", False), ("c", False)]  # a bound, b and c told why they wait
+    held = reg.patches
+    sched.queue.mark("b", "c")  # as an event of theirs would: a pass decides them again (no room)
+    assert [p for p in run_pass() if not p[1]] == []  # the Waiting events are not back: nothing again
+    for batch, rv in held:  # now they come back
+        for job, fields in batch:
+            new = patched(job, fields)
+            new.__dict__["metadata"] = job.metadata.model_copy(update={"resource_version": str(rv)})
+            informers["Job"].apply_local(new)
+    sched.queue.mark("b", "c")
+    assert [p for p in run_pass() if not p[1]] == []  # the cache shows the same words: nothing again
