@@ -346,7 +346,8 @@ class PlacementReconciler:
                     waiting_sent.pop(name, None)
                     words_sent.pop(name, None)
             elif outcome is WAITING:
-                prio = -entries[name][0][0]
+                entry = entries.get(name)
+                prio = -entry[0][0] if entry is not None else 0
                 held = top_waiting is not None and prio < top_waiting
                 if top_waiting is None or prio > top_waiting:
                     top_waiting = prio
@@ -356,38 +357,56 @@ class PlacementReconciler:
             elif unschedulable.get(name) != d.reason:  # never fits
                 self._set_unschedulable(ctx, get(name), d.reason, now)
         queue.compact()
-        if self._waits:
-            self._write_waiting(ctx)
+        landed = 0
         if binds:
             # No write-through: each binding's watch event confirms it (the assume cache holds
             # its room meanwhile), so a pass costs what the engine decides plus one patch per
-            # binding, not a new Job, a cache update with its indexers and handlers.
-            landed = bind(ctx.registry, binds, self.assume)
+            # binding, not a new Job, a cache update with its indexers and handlers. Written
+            # before the Waiting conditions: an outage in between must not leave room assumed.
+            try:
+                landed = bind(ctx.registry, binds, self.assume)
+            except StoreUnavailable:
+                for job, _ in self._waits:
+                    self._forget_waiting(job.name)  # not written either: written again next pass
+                self._waits = []
+                raise
             self.bindings_written += landed
-            if landed < len(binds):
-                return Result(requeue_after=0.05)  # the forgotten ones wait in the queue again
+        if self._waits:
+            self._write_waiting(ctx)
+        if landed < len(binds):
+            return Result(requeue_after=0.05)  # the forgotten ones wait in the queue again
         return None
 
     def _write_waiting(self, ctx: Context) -> None:
-        """The Waiting conditions of this pass as status patches in one transaction (job by
-        job on a conflict). One that does not land is forgotten and its job looked at again
-        next pass (level-based: the cache then shows why)."""
+        """The Waiting conditions of this pass as status patches in one transaction."""
         waits, self._waits = self._waits, []
+        self._write_waits(ctx.registry, waits)
+
+    def _write_waits(self, registry: Any, waits: list[StatusPatch]) -> None:
+        """Write ``waits`` in one transaction; on a conflict, each half on its own (a first
+        pass writes ~10^5 of them: job by job would be 10^5 transactions for one moved job).
+        One that does not land is forgotten and its job marked: the next pass looks again
+        (level-based: the cache then shows why). An outage forgets them all and is raised."""
         try:
-            ctx.registry.write_status_patches(waits)
+            registry.write_status_patches(waits)
             return
         except StoreUnavailable:
             for job, _ in waits:
                 self._forget_waiting(job.name)
             raise
         except (Conflict, NotFound, ApiError):
-            pass
-        for w in waits:
-            try:
-                ctx.registry.write_status_patches([w])
-            except (Conflict, NotFound, ApiError):
-                self._forget_waiting(w[0].name)
-                self.queue.mark(w[0].name)
+            if len(waits) == 1:
+                self._forget_waiting(waits[0][0].name)
+                self.queue.mark(waits[0][0].name)
+                return
+        mid = len(waits) // 2
+        try:
+            self._write_waits(registry, waits[:mid])
+        except StoreUnavailable:
+            for job, _ in waits[mid:]:
+                self._forget_waiting(job.name)
+            raise
+        self._write_waits(registry, waits[mid:])
 
     def _step(self, ctx: Context, job: Job, new: Job) -> None:
         """Record a level-based step (the controller writes it); looked at again next pass

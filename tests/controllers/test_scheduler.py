@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from apis import BatchJob, Job, JobState, Node, NodeSpec, ObjectMeta, Placement, Registry
+from apis import BatchJob, Conflict, Job, JobState, Node, NodeSpec, ObjectMeta, Placement, Registry
 from controllers import ControllerManager
 from controllers._controller import Context, Request
 from controllers._informer import Informer
@@ -169,3 +169,34 @@ def test_a_waiting_condition_is_not_written_again_before_its_event_returns() -> 
             informers["Job"].apply_local(new)
     sched.queue.mark("b", "c")
     assert [p for p in run_pass() if not p[1]] == []  # the cache shows the same words: nothing again
+
+
+class _ConflictOn(_Recorder):
+    """Refuses every write that holds a patch of ``job`` (it moved meanwhile)."""
+
+    def __init__(self, job: str) -> None:
+        super().__init__()
+        self.job = job
+
+    def write_status_patches(self, patches: Any, **kw: Any) -> int:
+        if any(j.name == self.job for j, _ in patches):
+            raise Conflict("jobs.balsam.io", self.job)
+        return super().write_status_patches(patches, **kw)
+
+
+def test_a_waiting_condition_that_conflicts_is_forgotten_and_the_others_land() -> None:
+    reg = _ConflictOn("c")
+    informers: dict[str, Any] = {"Job": Informer(reg, Job, "default", job_indexers()),  # type: ignore[arg-type]
+                                 "Node": Informer(reg, Node, "default"),  # type: ignore[arg-type]
+                                 "BatchJob": Informer(reg, BatchJob, "default")}  # type: ignore[arg-type]
+    sched = PlacementScheduler()
+    sched.register(informers, lambda req: None)
+    informers["Node"].apply_local(Node(metadata=ObjectMeta(name="n0", namespace="default", resource_version="1"),
+                                       spec=NodeSpec(hostname="n0", cpus=1, gpus=0)))
+    for i, name in enumerate("abcdef"):
+        informers["Job"].apply_local(_cached(name, 10 + i, None))
+    sched.reconcile(Request(KEY, "default"), Context(reg, informers))  # type: ignore[arg-type]
+    written = sorted(j.name for batch, _ in reg.patches for j, fields in batch if "placement" not in fields)
+    assert written == ["b", "d", "e", "f"]
+    assert sched.queue.take_marked() == {"c"}  # looked at again next pass
+    assert "c" not in sched._waiting_sent  # nothing remembered as written for it
