@@ -53,7 +53,7 @@ TARGETS = {"count_ms": "<= 200", "selector_cli_ms": "<= 1000", "cm_rss_mib": "<=
 CLI_RUNS = 2  # each CLI figure is the median (mean) of this many runs
 IDLE_CPU = 0.10  # a controller manager using less than this share of a core ...
 IDLE_FOR = 2.0  # ... for this many seconds is idle (synced, nothing to do)
-IDLE_GROWTH_MIB = 2.0  # ... if its RSS grew by less than this meanwhile (its caches are filled)
+IDLE_GROWTH = (4.0, 0.01)  # ... if its RSS grew by less than max(MiB, share of its RSS) meanwhile
 MEMORY_SHARE = 0.5  # never start a process projected to need more than this share of MemAvailable
 
 INFORMER_SCRIPT = """
@@ -145,7 +145,7 @@ def informer_startup(url: str, ns: str, timeout: float = 1800) -> dict[str, Any]
 def controller_manager(url: str, ns: str, timeout: float = 1800) -> dict[str, Any]:
     """Start ``python -m controllers``; once it leads, has used under ``IDLE_CPU`` of a core for
     ``IDLE_FOR`` seconds (its store poller keeps ticking, so CPU never stops entirely) and its RSS
-    grew by less than ``IDLE_GROWTH_MIB`` meanwhile, it is idle: report the seconds until then
+    grew by less than ``IDLE_GROWTH`` (4 MiB or 1%) meanwhile, it is idle: report the seconds until then
     and its memory. The RSS condition matters on a loaded machine: a manager whose first list
     waits on the disk (a cold 10^6-job file) or on the CPU uses little of a core for seconds
     while its cache is still filling; it was once taken for idle there (740 MiB "idle" at 10^6
@@ -168,8 +168,9 @@ def controller_manager(url: str, ns: str, timeout: float = 1800) -> dict[str, An
             old = [s for s in samples if s[0] <= now - IDLE_FOR]
             if leading and old:
                 t_old, cpu_old, rss_old = old[-1]
+                rss_now = samples[-1][2]
                 if (samples[-1][1] - cpu_old) / (now - t_old) < IDLE_CPU and \
-                        samples[-1][2] - rss_old < IDLE_GROWTH_MIB:
+                        rss_now - rss_old < max(IDLE_GROWTH[0], IDLE_GROWTH[1] * rss_now):
                     mem = proc_rss_mib(proc.pid)
                     return {"seconds": t_old - t0, "rss_mib": mem["rss"], "peak_mib": mem["peak"],
                             "cpu_s": samples[-1][1]}
