@@ -198,6 +198,21 @@ def encode(obj: BaseModel) -> bytes:
     return out
 
 
+def encode_stored(obj: BaseModel) -> bytes:
+    """``encode(obj)`` with ``metadata.resourceVersion`` left out: what a write stores for a
+    cached object whose version the store's revision will give (the registry's patch path
+    writes a new status over a cached object without copying its metadata to clear it)."""
+    try:
+        tree = _encoder(type(obj))(obj)
+    except (_Refused, KeyError):
+        return obj.model_dump_json(by_alias=True, exclude_none=True, exclude_defaults=True,
+                                   exclude={"metadata": {"resource_version"}}).encode()
+    md = tree.get("metadata")
+    if md is not None:
+        md.pop("resourceVersion", None)
+    return _TO_JSON(tree, by_alias=True, exclude_none=True, exclude_defaults=True)
+
+
 def decode(kind: type[M], kv: st.KeyValue) -> M:
     """The object stored in ``kv``, its ``metadata.resourceVersion`` the key's mod revision."""
     obj = kind.model_validate_json(kv.value)

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 import store as st
 
 from ._codec import decode as _decode
-from ._codec import decode_value, shallow_copy
+from ._codec import decode_value, encode_stored, shallow_copy
 from ._errors import AlreadyExists, Conflict, Forbidden, Invalid, NotFound, StoreUnavailable
 from ._meta import API_VERSION, ObjectMeta, Resource, identity, set_field, utcnow
 
@@ -40,8 +40,18 @@ REGISTRY = "/registry/"
 INDEX = "/index/"
 
 
-@functools.lru_cache(maxsize=65536)
+# ``quote(value, safe="")`` for ASCII text as one str.translate: every ASCII character but
+# letters, digits and "_.-~" becomes %XX (uppercase hex), exactly as quote() writes it.
+_QUOTE_ASCII = {c: f"%{c:02X}" for c in range(128)
+                if not (chr(c).isalnum() or chr(c) in "_.-~")}
+
+
 def q(value: str) -> str:
+    """An index value percent-quoted (``urllib.parse.quote(value, safe="")``): no ``/`` or ``=``
+    left to split a key. Every job has a value of its own (its workdir), so a cache of quoted
+    values missed on nearly every call of a bulk create; ASCII takes a translate table."""
+    if value.isascii():
+        return value.translate(_QUOTE_ASCII)
     return quote(value, safe="")
 
 
@@ -492,6 +502,50 @@ class Registry:
         on ``old``'s resourceVersion. Raises Conflict (nothing written) if any moved."""
         _, updated = self.write(updates=pairs, stamp=stamp, lease=lease)
         return updated  # type: ignore[return-value]
+
+    @_wrap_store_errors
+    def write_status_patches(self, patches: Sequence[tuple[Resource, dict[str, Any]]], *,
+                             stamp: bool = True, written: builtins.list[Any] | None = None) -> int:
+        """Status edits of cached objects in ONE transaction, each a compare-and-swap on its
+        object's resourceVersion: ``(old, {status field: value})`` stores ``old`` with those
+        status fields assigned (its spec, metadata and other status fields as they are, so
+        ``generation`` does not move). The caller's objects are not touched and no object is
+        returned: a controller that follows the store sees the result in its watch (the
+        placement scheduler's bindings; kube-scheduler's shape). Per patch this builds one
+        status and one object copy and encodes it, where ``update_many`` with a built new
+        object costs six copies. Returns the revision written (0: nothing given); raises
+        Conflict / NotFound (nothing written) when one of them moved. ``written``, when given,
+        receives the objects as stored, with their new resourceVersion (an informer told to
+        expect them takes them instead of decoding their watch events: issue 19)."""
+        if not patches:
+            return 0
+        now = utcnow()
+        compares: list[st.Compare] = []
+        ops: list[st.Op] = []
+        news: builtins.list[Any] = []
+        Put, Delete, Compare = st.Put, st.Delete, st.Compare
+        for old, fields in patches:
+            status: BaseModel = old.status  # type: ignore[attr-defined]
+            if stamp and _has_field(type(status), "last_update"):
+                fields = {**fields, "last_update": now}
+            new = shallow_copy(old, {"status": shallow_copy(status, fields)})
+            if written is not None:
+                news.append(new)
+            key = object_key(type(old), old.metadata.namespace, old.name)
+            compares.append(Compare(key, "mod", "==", int(old.metadata.resource_version or 0)))
+            ops.append(Put(key, encode_stored(new)))
+            old_idx, new_idx = index_keys(old), index_keys(new)
+            if old_idx != new_idx:
+                ops.extend(Delete(k) for k in old_idx - new_idx)
+                ops.extend(Put(k, b"") for k in new_idx - old_idx)
+        res = self.store.txn(compares, ops)
+        if not res.succeeded:
+            self._raise_conflict([(o, o) for o, _ in patches])
+        if written is not None:
+            rv = str(res.revision)
+            written.extend(shallow_copy(n, {"metadata": shallow_copy(n.metadata, {"resource_version": rv})})
+                           for n in news)
+        return res.revision
 
     def _raise_conflict(self, pairs: Sequence[tuple[Resource, Resource]]) -> Any:
         keys = [object_key(type(o), o.metadata.namespace, o.name) for o, _ in pairs]

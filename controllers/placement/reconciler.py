@@ -49,6 +49,7 @@ from apis import (
     utcnow,
 )
 from apis._codec import shallow_copy
+from apis._errors import ApiError, Conflict, NotFound, StoreUnavailable
 from apis._reasons import NO_NODE_AGENT
 
 from .._controller import Context, Request, Result
@@ -57,12 +58,13 @@ from .packing import (
     Decision,
     JobShape,
     NodeOccupancy,
+    Outcome,
     Packer,
     PlacementConflict,
     PlacementRequest,
     UnknownNode,
 )
-from .scheduler import AssumeCache, SchedulingQueue, bind
+from .scheduler import AssumeCache, SchedulingQueue, StatusPatch, bind
 
 KEY = "placement"
 PLACE_CHUNK = 256
@@ -79,13 +81,13 @@ _NOT_KEPT_WHEN_BOUND = ("Unschedulable", "Waiting")
 _EMPTY_PLACEMENT = Placement()  # copied with the decision's fields (pydantic's model_construct costs 4x)
 
 
-def binding_of(job: Job, d: Decision) -> Job:
-    """``job`` bound as ``d`` says: a new status (placement, observedGeneration, the
-    Unschedulable/Waiting conditions gone) over the cached job's shared spec and metadata.
-    Built without validation or a generic copy (the scheduler's hot path: one per job bound,
-    bench placement): the decision's fields are the engine's own, already of the right types."""
-    st = job.status
-    conds = st.conditions
+def binding_fields(job: Job, d: Decision) -> dict[str, Any]:
+    """The status fields that bind ``job`` as ``d`` says (placement, observedGeneration, the
+    Unschedulable/Waiting conditions gone): the patch the binder writes over the cached job
+    (``Registry.write_status_patches``). Built without validation or a copy of the job (the
+    scheduler's hot path: one per job bound, bench placement): the decision's fields are the
+    engine's own, already of the right types."""
+    conds = job.status.conditions
     if conds:
         conds = [c for c in conds if c.type not in _NOT_KEPT_WHEN_BOUND]
     else:
@@ -93,9 +95,13 @@ def binding_of(job: Job, d: Decision) -> Job:
     placement = shallow_copy(_EMPTY_PLACEMENT, {"batch_job": d.batch_job, "nodes": list(d.nodes),
                                                 "cpus": list(d.cpus), "gpus": list(d.gpus),
                                                 "occupancy": float(d.occupancy)})
-    status = shallow_copy(st, {"placement": placement, "observed_generation": job.metadata.generation,
-                               "conditions": conds, "history": list(st.history)})
-    return shallow_copy(job, {"status": status})
+    return {"placement": placement, "observed_generation": job.metadata.generation, "conditions": conds}
+
+
+def patched(job: Job, fields: dict[str, Any]) -> Job:
+    """``job`` with the status ``fields`` of a patch assigned (what the store holds once a
+    patch of the binder lands; its watch event decodes the same)."""
+    return shallow_copy(job, {"status": shallow_copy(job.status, fields)})
 
 
 def wants_placement(job: Job) -> bool:
@@ -114,11 +120,22 @@ class PlacementReconciler:
         self._requests_stale = False
         self._shapes: dict[tuple[Any, ...], JobShape] = {}
         self._unschedulable: dict[str, str] = {}  # jobs carrying the condition -> its message
-        self._conditions: dict[tuple[str, str, Any], Condition] = {}  # Waiting conditions of this pass
+        # Waiting conditions of this pass and words -> (the condition, the patch of a job that had
+        # no condition: shared, as nothing edits a written list in place)
+        self._conditions: dict[tuple[str, str, Any], tuple[Condition, dict[str, Any]]] = {}
         self._nodes_changed = False
         # Jobs this pass recorded a (non-binding) step for -> the revision it was decided on:
         # if the cache still shows that revision next pass, the write did not land.
         self._stepped: dict[str, str | None] = {}
+        # Waiting conditions this scheduler wrote itself (not written through): job -> (the
+        # cached version it was written over, reason, message), so a pass before its watch
+        # event arrives does not write it again.
+        # (two dicts, no tuple per job: a first pass over 10^5 waiting jobs made 10^5 of them
+        # for the collector to walk)
+        self._waiting_sent: dict[str, Job] = {}
+        self._waiting_words_sent: dict[str, tuple[str, str]] = {}
+        self._waits: list[StatusPatch] = []
+        self._words: dict[tuple[str, bool], tuple[str, str]] = {}  # (engine's why, held) -> (reason, message)
         self.bindings_written = 0
 
     def register(self, informers: dict[str, Informer[Any]], enqueue: Callable[[Request], None]) -> None:
@@ -235,23 +252,41 @@ class PlacementReconciler:
         self._stepped = {}
         with self._lock:
             full, self._full_sync = self._full_sync, False
+            stale, self._requests_stale = self._requests_stale, False
+        allowed = self._allowed_fn(batchjobs)
+        queue = self.queue
+        track = self._track
         if full:
             for name in list(self.packer.bound_jobs()):
                 if name not in self.assume:
                     self._sync_job(jobs.get(name), name)
             for state in HOLDING:
                 for job in jobs.by_index("state", state.value):
-                    self._sync_job(job, job.name)
+                    p = job.status.placement
+                    if p is not None and p.nodes:  # a job that holds nothing has nothing to sync
+                        self._sync_job(job, job.metadata.name or "")
         else:
-            binding = self.packer.binding
+            # One look at each job marked since the last pass: the engine's room, then its
+            # queue entry (unless the whole queue is rebuilt below).
+            binding, release = self.packer.binding, self.packer.release
+            assume = self.assume
+            assumed = assume.assumed
+            get = jobs.get
             for name in dirty:
-                cached = jobs.get(name)
-                if name in self.assume and self.assume.confirm(cached, name):
+                cached = get(name)
+                if name in assumed and assume.confirm(cached, name):
                     continue  # our binding, seen as written: the engine holds it already
-                before = binding(name)
-                self._sync_job(cached, name)
-                if binding(name) is not before:
-                    released = True
+                st = cached.status if cached is not None else None
+                if st is None or st.placement is None or not st.placement.nodes or st.state not in HOLDING:
+                    if release(name):  # holds nothing (any more): its room, if any, is free
+                        released = True
+                else:
+                    before = binding(name)
+                    self._sync_job(cached, name)
+                    if binding(name) is not before:
+                        released = True
+                if not stale:
+                    track(cached, name, allowed)
 
         # Jobs of nodes that vanished (agent died, lease expired): move them on. Level-based:
         # every node a cached job is bound to that is not registered.
@@ -272,19 +307,12 @@ class PlacementReconciler:
                 self._step(ctx, job, new)
 
         # The queue, in priority order.
-        with self._lock:
-            stale, self._requests_stale = self._requests_stale, False
-        allowed = self._allowed_fn(batchjobs)
-        queue = self.queue
         if full or stale:
             queue.clear()
             self._unschedulable.clear()
             for state in RUNNABLE:
                 for job in jobs.by_index("state", state.value):
-                    self._track(job, job.name, allowed)
-        else:
-            for name in dirty:
-                self._track(jobs.get(name), name, allowed)
+                    track(job, job.metadata.name or "", allowed)
         if not len(queue):
             return None
         if not (full or stale or self._nodes_changed or lost_nodes or released) and \
@@ -297,41 +325,90 @@ class PlacementReconciler:
         else:
             decisions = self._place_while_room(dirty)
         top_waiting: int | None = None  # the highest priority seen waiting so far in this pass
-        binds: list[tuple[Job, Job]] = []
+        binds: list[StatusPatch] = []
+        self._waits = []
+        get, entries, unschedulable = jobs.get, queue.entries, self._unschedulable
+        waiting_sent, words_sent, assumed = self._waiting_sent, self._waiting_words_sent, self.assume.assumed
+        BOUND, WAITING = Outcome.BOUND, Outcome.WAITING
         for d in decisions:
-            if d.waiting:
-                prio = queue.priority(d.job)
-                held = top_waiting is not None and prio < top_waiting
-                top_waiting = prio if top_waiting is None else max(top_waiting, prio)
-                self._set_waiting(ctx, jobs.get(d.job), d.reason, held, top_waiting, now)
-            if d.bound:
-                placed = jobs.get(d.job)
+            outcome, name = d.outcome, d.job
+            if outcome is BOUND:
+                placed = get(name)
                 if placed is None:
-                    self.packer.release(d.job)
+                    self.packer.release(name)
                     continue
-                binds.append((placed, binding_of(placed, d)))
-                self.assume.assume(d.job, tuple(d.nodes))
-                queue.remove(d.job)
-            elif d.never_fits:
-                if self._unschedulable.get(d.job) != d.reason:
-                    self._set_unschedulable(ctx, jobs.get(d.job), d.reason, now)
-            elif d.job in self._unschedulable:
-                self._unschedulable.pop(d.job, None)  # cleared by _set_waiting's write above
+                binds.append((placed, binding_fields(placed, d)))
+                assumed[name] = (d.nodes, 0)  # AssumeCache.assume, inlined: one per binding
+                entries.pop(name, None)
+                if unschedulable:
+                    unschedulable.pop(name, None)
+                if waiting_sent:
+                    waiting_sent.pop(name, None)
+                    words_sent.pop(name, None)
+            elif outcome is WAITING:
+                entry = entries.get(name)
+                prio = -entry[0][0] if entry is not None else 0
+                held = top_waiting is not None and prio < top_waiting
+                if top_waiting is None or prio > top_waiting:
+                    top_waiting = prio
+                self._set_waiting(ctx, get(name), d.reason, held, top_waiting, now)
+                if unschedulable:
+                    unschedulable.pop(name, None)  # cleared by _set_waiting's write above
+            elif unschedulable.get(name) != d.reason:  # never fits
+                self._set_unschedulable(ctx, get(name), d.reason, now)
         queue.compact()
+        landed = 0
         if binds:
-            def written(objs: list[Any]) -> None:
-                # No write-through: each binding's watch event confirms it (the assume cache
-                # holds its room meanwhile), so a pass costs what the engine decides plus one
-                # encode per binding, not a cache update with its indexers and handlers.
-                for o in objs:
-                    self.assume.landed(o.name, int(o.metadata.resource_version or 0))
-                jobs.expect(objs)  # their events then hand out these objects: no decode (issue 19)
-
-            landed = bind(ctx.registry, binds, self.assume, written)
+            # No write-through: each binding's watch event confirms it (the assume cache holds
+            # its room meanwhile), so a pass costs what the engine decides plus one patch per
+            # binding, not a new Job, a cache update with its indexers and handlers. Written
+            # before the Waiting conditions: an outage in between must not leave room assumed.
+            written: list[Job] = []
+            try:
+                landed = bind(ctx.registry, binds, self.assume, written)
+            except StoreUnavailable:
+                for job, _ in self._waits:
+                    self._forget_waiting(job.name)  # not written either: written again next pass
+                self._waits = []
+                raise
+            jobs.expect(written)  # their events then hand out these objects: no decode (issue 19)
             self.bindings_written += landed
-            if landed < len(binds):
-                return Result(requeue_after=0.05)  # the forgotten ones wait in the queue again
+        if self._waits:
+            self._write_waiting(ctx)
+        if landed < len(binds):
+            return Result(requeue_after=0.05)  # the forgotten ones wait in the queue again
         return None
+
+    def _write_waiting(self, ctx: Context) -> None:
+        """The Waiting conditions of this pass as status patches in one transaction."""
+        waits, self._waits = self._waits, []
+        self._write_waits(ctx.registry, waits)
+
+    def _write_waits(self, registry: Any, waits: list[StatusPatch]) -> None:
+        """Write ``waits`` in one transaction; on a conflict, each half on its own (a first
+        pass writes ~10^5 of them: job by job would be 10^5 transactions for one moved job).
+        One that does not land is forgotten and its job marked: the next pass looks again
+        (level-based: the cache then shows why). An outage forgets them all and is raised."""
+        try:
+            registry.write_status_patches(waits)
+            return
+        except StoreUnavailable:
+            for job, _ in waits:
+                self._forget_waiting(job.name)
+            raise
+        except (Conflict, NotFound, ApiError):
+            if len(waits) == 1:
+                self._forget_waiting(waits[0][0].name)
+                self.queue.mark(waits[0][0].name)
+                return
+        mid = len(waits) // 2
+        try:
+            self._write_waits(registry, waits[:mid])
+        except StoreUnavailable:
+            for job, _ in waits[mid:]:
+                self._forget_waiting(job.name)
+            raise
+        self._write_waits(registry, waits[mid:])
 
     def _step(self, ctx: Context, job: Job, new: Job) -> None:
         """Record a level-based step (the controller writes it); looked at again next pass
@@ -358,17 +435,24 @@ class PlacementReconciler:
 
     def _track(self, job: Job | None, name: str, allowed: Callable[[Job], frozenset[str | None] | None]) -> None:
         """Keep ``name``'s queue entry and Unschedulable bookkeeping in step with the cache."""
-        if job is None or not wants_placement(job) or name in self.assume:
-            self.queue.remove(name)
+        st = job.status if job is not None else None
+        if st is None or st.state not in RUNNABLE or (st.placement is not None and st.placement.nodes) \
+                or job.spec.suspend or name in self.assume.assumed:  # type: ignore[union-attr]
+            # not (or no longer) waiting for placement: wants_placement() is False
+            self.queue.entries.pop(name, None)
             self._unschedulable.pop(name, None)
+            self._forget_waiting(name)
             return
-        key = (-job.spec.priority, job.metadata.creation_timestamp.timestamp() if job.metadata.creation_timestamp
-               else 0.0, name)
+        assert job is not None
+        md = job.metadata
+        ts = md.creation_timestamp
+        key = (-job.spec.priority, ts.timestamp() if ts else 0.0, name)
         self.queue.put(name, key, PlacementRequest(name, self._shape(job), allowed(job)))
-        cond = get_condition(job.status.conditions, "Unschedulable")
+        conds = st.conditions
+        cond = get_condition(conds, "Unschedulable") if conds else None
         if cond is not None:
             self._unschedulable[name] = cond.message
-        else:
+        elif self._unschedulable:
             self._unschedulable.pop(name, None)
 
     def _set_unschedulable(self, ctx: Context, job: Job | None, reason: str | None, now: Any) -> None:
@@ -390,30 +474,53 @@ class PlacementReconciler:
         thousands of jobs the same one; nothing edits a condition in place)."""
         if job is None:
             return
-        if why in ("the allocation has no nodes", "no nodes match the selector"):
-            reason, message = "NoNodes", (NO_NODE_AGENT if why == "the allocation has no nodes"
-                                          else f"{why}: no node it may use is registered")
-        elif held:
-            reason, message = "HeldByPriority", f"{why}; jobs of higher priority wait for the same room and go first"
-        else:
-            reason, message = "WaitingForCapacity", why
+        words = self._words.get((why, held))
+        if words is None:
+            if len(self._words) > 256:
+                self._words.clear()
+            words = self._words[(why, held)] = self._waiting_words(why, held)
+        reason, message = words
+        name = job.metadata.name or ""
+        if self._waiting_sent.get(name) is job and self._waiting_words_sent.get(name) == words:
+            return  # written over this very version already; its event has not come back yet
         conds = job.status.conditions
-        cur = next((c for c in conds if c.type == "Waiting"), None)
-        if cur is not None and cur.reason == reason and cur.message == message and \
-                not any(c.type == "Unschedulable" for c in conds):
-            return
+        if conds:
+            cur = next((c for c in conds if c.type == "Waiting"), None)
+            if cur is not None and cur.reason == reason and cur.message == message and \
+                    not any(c.type == "Unschedulable" for c in conds):
+                return
         key = (reason, message, now)
-        shared = self._conditions.get(key)
-        if shared is None:
+        entry = self._conditions.get(key)
+        if entry is None:
             if len(self._conditions) > 64:
                 self._conditions.clear()
-            shared = self._conditions[key] = Condition(type="Waiting", status="True", reason=reason,
-                                                       message=message, last_transition_time=now)
-        # A new status with its new conditions over the shared rest (no list of it is edited
-        # in place): 2 shallow copies where status_copy makes 4 containers.
-        status = shallow_copy(job.status, {"conditions": [c for c in conds if c.type not in _NOT_KEPT_WHEN_BOUND]
-                                           + [shared]})
-        self._step(ctx, job, shallow_copy(job, {"status": status}))
+            cond = Condition(type="Waiting", status="True", reason=reason, message=message,
+                             last_transition_time=now)
+            entry = self._conditions[key] = (cond, {"conditions": [cond]})
+        # A patch of the conditions alone, written by the scheduler with its bindings' kind
+        # of write (no Job copied here; nothing edits a shared list or condition in place).
+        self._waiting_sent[name] = job
+        self._waiting_words_sent[name] = words
+        if conds:
+            kept = [c for c in conds if c.type not in _NOT_KEPT_WHEN_BOUND]
+            kept.append(entry[0])
+            self._waits.append((job, {"conditions": kept}))
+        else:
+            self._waits.append((job, entry[1]))
+
+    def _forget_waiting(self, name: str) -> None:
+        self._waiting_sent.pop(name, None)
+        self._waiting_words_sent.pop(name, None)
+
+    @staticmethod
+    def _waiting_words(why: str, held: bool) -> tuple[str, str]:
+        """(reason, message) of the Waiting condition for the engine's ``why``."""
+        if why in ("the allocation has no nodes", "no nodes match the selector"):
+            return "NoNodes", (NO_NODE_AGENT if why == "the allocation has no nodes"
+                               else f"{why}: no node it may use is registered")
+        if held:
+            return "HeldByPriority", f"{why}; jobs of higher priority wait for the same room and go first"
+        return "WaitingForCapacity", why
 
 
 #: kube-scheduler's name for what this is.

@@ -9,15 +9,16 @@
   packing engine counts an assumed binding as taken at once (so one pass never gives a slot
   twice); a binding whose write fails is *forgotten*: its room goes back to the engine and its
   job back to the queue, so a conflict can never leave a slot bound twice.
-* :func:`bind` — every binding of a pass in ONE transaction; when that conflicts, job by job,
-  forgetting exactly the ones that did not land.
+* :func:`bind` — every binding of a pass in ONE transaction, each a status patch of the cached
+  job (``Registry.write_status_patches``: no Job built in the pass); when that conflicts, job
+  by job, forgetting exactly the ones that did not land.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from apis import Conflict, Job, NotFound, Registry
@@ -144,35 +145,44 @@ class AssumeCache:
         return name in self.assumed
 
 
-def bind(registry: Registry, bindings: list[tuple[Job, Job]], assume: AssumeCache,
-         written: Callable[[list[Any]], None]) -> int:
+#: A binding or a condition as the scheduler writes it: (the cached job, status fields to assign),
+#: stored by ``Registry.write_status_patches`` without a new Job built in the pass.
+StatusPatch = tuple[Job, dict[str, Any]]
+
+
+def bind(registry: Registry, bindings: list[StatusPatch], assume: AssumeCache,
+         written: list[Any] | None = None) -> int:
     """Write every binding in one transaction; on a conflict, job by job. Bindings that do
-    not land are forgotten (room back to the engine, job back to the queue). ``written``
-    receives what landed (their revisions for the assume cache). Returns how many landed. A store
-    outage forgets them all and is raised (the controller backs off)."""
+    not land are forgotten (room back to the engine, job back to the queue); those that land
+    are told to the assume cache with their revision. Returns how many landed. A store outage
+    forgets them all and is raised (the controller backs off). ``written`` receives the jobs
+    as stored (see ``Registry.write_status_patches``)."""
     if not bindings:
         return 0
     try:
-        _, updated = registry.write([], bindings, [])
-        written(updated)
-        return len(updated)
+        rev = registry.write_status_patches(bindings, written=written)
     except StoreUnavailable:
-        for old, _ in bindings:
-            assume.forget(old.name)
+        for job, _ in bindings:
+            assume.forget(job.name)
         raise
     except (Conflict, NotFound, ApiError):
         pass  # one of them moved meanwhile: find which
-    landed = 0
-    for i, (old, new) in enumerate(bindings):
+    else:
+        landed = assume.landed
+        for job, _ in bindings:
+            landed(job.name, rev)
+        return len(bindings)
+    n = 0
+    for i, b in enumerate(bindings):
         try:
-            _, updated = registry.write([], [(old, new)], [])
+            rev = registry.write_status_patches([b], written=written)
         except StoreUnavailable:
-            for o, _ in bindings[i:]:
-                assume.forget(o.name)
+            for job, _ in bindings[i:]:
+                assume.forget(job.name)
             raise
         except (Conflict, NotFound, ApiError):
-            assume.forget(old.name)
+            assume.forget(b[0].name)
             continue
-        written(updated)
-        landed += 1
-    return landed
+        assume.landed(b[0].name, rev)
+        n += 1
+    return n

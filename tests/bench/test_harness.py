@@ -59,7 +59,8 @@ EXPECTED_FIGURES = {
     "etcd-cost": {"{b}.plain1_put_ms", "{b}.secure3_put_ms", "{b}.plain3_puts_per_s_8", "{b}.tls1_get_ms",
                   "{b}.auth1_txn_ms", "{b}.unary_calls_per_job", "{b}.watch_events_per_job",
                   "{b}.pipeline_unary_calls_per_job", "{b}.pwjwt1_puts_per_s_8", "{b}.pwsimple1_puts_per_s_8"},
-    "placement": {"engine", "placements", "placements_with_events", "lower_bound_rounds", "rounds", "efficiency",
+    "placement": {"engine", "placements", "engine_cpu", "placements_cpu", "placements_with_events",
+                  "lower_bound_rounds", "rounds", "efficiency",
                   "unschedulable"},
 }
 

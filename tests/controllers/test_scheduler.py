@@ -7,12 +7,15 @@ from typing import Any
 
 import pytest
 
-from apis import Job, JobState, ObjectMeta, Placement, Registry
+from apis import BatchJob, Conflict, Job, JobState, Node, NodeSpec, ObjectMeta, Placement, Registry
 from controllers import ControllerManager
+from controllers._controller import Context, Request
+from controllers._informer import Informer
+from controllers._manager import job_indexers
 from controllers.dependency import DependencyReconciler
 from controllers.hooks import NoHooks
 from controllers.placement.packing import NodeOccupancy, Packer
-from controllers.placement.reconciler import PlacementScheduler
+from controllers.placement.reconciler import KEY, PlacementScheduler, patched
 from controllers.placement.scheduler import AssumeCache, SchedulingQueue
 from tests._deadline import DEADLINE
 from tests._support import poll_until, running_manager
@@ -36,18 +39,18 @@ def conflict_on_first_bindings(registry: Registry, monkeypatch: pytest.MonkeyPat
     """Make the first write that binds jobs conflict: just before it lands, every job in it
     is edited by someone else (an annotation, which placement does not look at), so its
     compare-and-swap fails and only the assume cache knows the binding did not land."""
-    real = registry.write
+    real = registry.write_status_patches
     moved: list[list[str]] = []
 
-    def write(creates: Any = (), updates: Any = (), deletes: Any = (), **kw: Any) -> Any:
-        binds = [old for old, new in updates if isinstance(new, Job) and new.status.placement is not None]
+    def write(patches: Any, **kw: Any) -> Any:
+        binds = [old for old, fields in patches if fields.get("placement") is not None]
         if binds and not moved:
             moved.append([o.name for o in binds])
             for old in binds:
                 registry.mutate(Job, old.name, lambda j: j.metadata.annotations.update({"touched": "yes"}))
-        return real(creates, updates, deletes, **kw)
+        return real(patches, **kw)
 
-    monkeypatch.setattr(registry, "write", write)
+    monkeypatch.setattr(registry, "write_status_patches", write)
     return moved
 
 
@@ -77,16 +80,16 @@ def test_a_binding_that_conflicts_is_forgotten_and_never_double_binds_the_slot(
 
 
 def test_bindings_of_one_pass_are_written_in_one_transaction(registry, app, placing, scheduler, monkeypatch):
-    real = registry.write
+    real = registry.write_status_patches
     binding_writes: list[int] = []
 
-    def write(creates: Any = (), updates: Any = (), deletes: Any = (), **kw: Any) -> Any:
-        n = sum(1 for _, new in updates if isinstance(new, Job) and new.status.placement is not None)
+    def write(patches: Any, **kw: Any) -> Any:
+        n = sum(1 for _, fields in patches if fields.get("placement") is not None)
         if n:
             binding_writes.append(n)
-        return real(creates, updates, deletes, **kw)
+        return real(patches, **kw)
 
-    monkeypatch.setattr(registry, "write", write)
+    monkeypatch.setattr(registry, "write_status_patches", write)
     names = [f"j{i}" for i in range(40)]
     registry.create_many([make_job(n, resources={"nodePackingCount": 64}) for n in names])
     poll_until(lambda: all(registry.get(Job, n).status.state is JobState.PREPROCESSED for n in names), DEADLINE,
@@ -122,3 +125,79 @@ def test_a_cached_version_older_than_the_binding_keeps_its_room_assumed() -> Non
     assume.landed("b", 12)
     assert assume.confirm(_cached("b", 13, None), "b") is False  # moved on since: sync from the cache
     assert "b" not in assume
+
+
+class _Recorder:
+    """A registry that keeps the scheduler's status patches: its watch events are held back
+    until the test applies them (the window this test is about)."""
+
+    def __init__(self) -> None:
+        self.rv = 100
+        self.patches: list[tuple[list[Any], int]] = []
+
+    def write_status_patches(self, patches: Any, **_: Any) -> int:
+        self.rv += 1
+        self.patches.append((list(patches), self.rv))
+        return self.rv
+
+
+def test_a_waiting_condition_is_not_written_again_before_its_event_returns() -> None:
+    reg = _Recorder()
+    informers: dict[str, Any] = {"Job": Informer(reg, Job, "default", job_indexers()),  # type: ignore[arg-type]
+                                 "Node": Informer(reg, Node, "default"),  # type: ignore[arg-type]
+                                 "BatchJob": Informer(reg, BatchJob, "default")}  # type: ignore[arg-type]
+    sched = PlacementScheduler()
+    sched.register(informers, lambda req: None)
+    informers["Node"].apply_local(Node(metadata=ObjectMeta(name="n0", namespace="default", resource_version="1"),
+                                       spec=NodeSpec(hostname="n0", cpus=1, gpus=0)))
+    for i, name in enumerate(("a", "b", "c")):
+        informers["Job"].apply_local(_cached(name, 10 + i, None))
+
+    def run_pass() -> list[tuple[str, bool]]:
+        reg.patches = []
+        sched.reconcile(Request(KEY, "default"), Context(reg, informers))  # type: ignore[arg-type]
+        return [(job.name, "placement" in fields) for batch, _ in reg.patches for job, fields in batch]
+
+    first = run_pass()
+    assert sorted(first) == [("a", True), ("b", False), ("c", False)]  # a bound, b and c told why they wait
+    held = reg.patches
+    sched.queue.mark("b", "c")  # as an event of theirs would: a pass decides them again (no room)
+    assert [p for p in run_pass() if not p[1]] == []  # the Waiting events are not back: nothing again
+    for batch, rv in held:  # now they come back
+        for job, fields in batch:
+            new = patched(job, fields)
+            new.__dict__["metadata"] = job.metadata.model_copy(update={"resource_version": str(rv)})
+            informers["Job"].apply_local(new)
+    sched.queue.mark("b", "c")
+    assert [p for p in run_pass() if not p[1]] == []  # the cache shows the same words: nothing again
+
+
+class _ConflictOn(_Recorder):
+    """Refuses every write that holds a patch of ``job`` (it moved meanwhile)."""
+
+    def __init__(self, job: str) -> None:
+        super().__init__()
+        self.job = job
+
+    def write_status_patches(self, patches: Any, **kw: Any) -> int:
+        if any(j.name == self.job for j, _ in patches):
+            raise Conflict("jobs.balsam.io", self.job)
+        return super().write_status_patches(patches, **kw)
+
+
+def test_a_waiting_condition_that_conflicts_is_forgotten_and_the_others_land() -> None:
+    reg = _ConflictOn("c")
+    informers: dict[str, Any] = {"Job": Informer(reg, Job, "default", job_indexers()),  # type: ignore[arg-type]
+                                 "Node": Informer(reg, Node, "default"),  # type: ignore[arg-type]
+                                 "BatchJob": Informer(reg, BatchJob, "default")}  # type: ignore[arg-type]
+    sched = PlacementScheduler()
+    sched.register(informers, lambda req: None)
+    informers["Node"].apply_local(Node(metadata=ObjectMeta(name="n0", namespace="default", resource_version="1"),
+                                       spec=NodeSpec(hostname="n0", cpus=1, gpus=0)))
+    for i, name in enumerate("abcdef"):
+        informers["Job"].apply_local(_cached(name, 10 + i, None))
+    sched.reconcile(Request(KEY, "default"), Context(reg, informers))  # type: ignore[arg-type]
+    written = sorted(j.name for batch, _ in reg.patches for j, fields in batch if "placement" not in fields)
+    assert written == ["b", "d", "e", "f"]
+    assert sched.queue.take_marked() == {"c"}  # looked at again next pass
+    assert "c" not in sched._waiting_sent  # nothing remembered as written for it

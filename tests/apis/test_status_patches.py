@@ -1,0 +1,63 @@
+"""Registry.write_status_patches: a status edit of a cached object, written without building
+the new object in the caller (the placement scheduler's bindings and Waiting conditions)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from apis import App, Conflict, Job, JobState, Placement
+from apis._registry import index_prefix, object_key
+from tests.apis.conftest import Backend
+
+
+def _preprocessed(b: Backend, name: str) -> Job:
+    if b.registry.try_get(App, "echo", b.namespace) is None:
+        b.app()
+    job = b.registry.create(Job(metadata={"name": name, "namespace": b.namespace},
+                                spec={"app": "echo", "workdir": f"w/{name}", "parameters": {"x": "1"}}))
+    new = job.status_copy()
+    new.status.state = JobState.PREPROCESSED
+    return b.registry.update(job, new)
+
+
+def test_a_patch_sets_status_fields_and_moves_the_index_keys(backend: Backend) -> None:
+    reg, ns = backend.registry, backend.namespace
+    job = _preprocessed(backend, "p1")
+    placement = Placement(nodes=["n7"], cpus=[0, 1], gpus=[], occupancy=0.5)
+    rev = reg.write_status_patches([(job, {"placement": placement, "observed_generation": 1})])
+    got = reg.get(Job, "p1", ns)
+    assert got.metadata.resource_version == str(rev)
+    assert got.status.placement == placement and got.status.observed_generation == 1
+    assert got.status.state is JobState.PREPROCESSED
+    assert got.spec == job.spec and got.metadata.generation == job.metadata.generation
+    assert got.status.last_update is not None and got.status.last_update >= job.status.last_update
+    # the node agent's index: the job now shows under its node
+    assert reg.index_names(Job, "boundnode", "n7", ns) == ["p1"]
+    # the stored bytes carry no resourceVersion (the store's revision is it)
+    raw = reg.store.get(object_key(Job, ns, "p1"))
+    assert raw is not None and "resourceVersion" not in json.loads(raw.value)["metadata"]
+    # the caller's cached object is untouched
+    assert job.status.placement is None
+    assert reg.store.count(index_prefix(Job, "boundnode", ns)) == 1
+
+
+def test_a_patch_over_a_moved_object_writes_nothing(backend: Backend) -> None:
+    reg, ns = backend.registry, backend.namespace
+    stale = _preprocessed(backend, "p2")
+    other = _preprocessed(backend, "p3")
+    reg.mutate(Job, "p2", lambda j: j.metadata.annotations.update({"touched": "yes"}), namespace=ns)
+    before = reg.store.current_revision()
+    placement = Placement(nodes=["n1"], cpus=[0], gpus=[], occupancy=1.0)
+    with pytest.raises(Conflict):
+        reg.write_status_patches([(other, {"placement": placement}), (stale, {"placement": placement})])
+    assert reg.store.current_revision() == before
+    assert reg.get(Job, "p3", ns).status.placement is None
+    assert reg.index_names(Job, "boundnode", "n1", ns) == []
+
+
+def test_no_patches_write_nothing(backend: Backend) -> None:
+    before = backend.registry.store.current_revision()
+    assert backend.registry.write_status_patches([]) == 0
+    assert backend.registry.store.current_revision() == before
