@@ -66,7 +66,7 @@ from apis._roles import SITE_INDEXES
 from controllers._leader import LEASE_PREFIX
 
 from ._harness import StoreTarget
-from ._up import CLI, bench_env, cmdline, make_site
+from ._up import CLI, bench_env, cmdline, make_site, parent_pid
 
 #: Faults that kill or stop processes of the site.
 PROCESS_FAULTS = ("manager", "agent", "up", "tree", "manager+runner", "sigstop")
@@ -261,15 +261,6 @@ class ChaosReport:
 # --- processes of a site -------------------------------------------------------------------
 
 
-def _ppid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return None if fields[0] in ("Z", "X") else int(fields[1])
-
-
 def _environ(pid: int) -> bytes:
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
@@ -287,11 +278,12 @@ class SiteProcesses:
     scripts: list[int] = field(default_factory=list)
     agents: list[int] = field(default_factory=list)
     guardians: list[int] = field(default_factory=list)
+    forkservers: list[int] = field(default_factory=list)  # the agents' Python apps' fork servers
     jobs: list[int] = field(default_factory=list)
 
     def control(self) -> list[int]:
         """Everything but the jobs' own processes."""
-        return [*self.manager, *self.runners, *self.scripts, *self.agents, *self.guardians]
+        return [*self.manager, *self.runners, *self.scripts, *self.agents, *self.guardians, *self.forkservers]
 
 
 def site_processes(site: Path) -> SiteProcesses:
@@ -305,7 +297,7 @@ def site_processes(site: Path) -> SiteProcesses:
             continue
         pid = int(entry)
         argv = cmdline(pid)
-        ppid = _ppid(pid)
+        ppid = parent_pid(pid)
         if ppid is None or pid == os.getpid():
             continue
         parents[pid] = ppid
@@ -324,6 +316,11 @@ def site_processes(site: Path) -> SiteProcesses:
             agents.add(pid)
         elif argv and argv[0].endswith("bash"):
             out.scripts.append(pid)
+    # An agent's pre-forked Python fork server has the agent's command line: not an agent.
+    forkservers = {p for p in out.agents if parents.get(p) in agents}
+    out.agents = [p for p in out.agents if p not in forkservers]
+    out.forkservers = sorted(forkservers)
+    agents -= forkservers
     for pid, ppid in parents.items():
         if ppid in agents and any(a.endswith("_guardian.py") for a in cmdline(pid)):
             out.guardians.append(pid)
@@ -337,7 +334,7 @@ def _kill(pids: list[int], sig: int = signal.SIGKILL) -> None:
 
 
 def _alive(pid: int) -> bool:
-    return _ppid(pid) is not None
+    return parent_pid(pid) is not None
 
 
 # --- the run -------------------------------------------------------------------------------

@@ -82,6 +82,23 @@ def site_processes(site: str) -> list[int]:
     return out
 
 
+def parent_pid(pid: int) -> int | None:
+    """``pid``'s parent, or None when it is gone (or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] in ("Z", "X") else int(fields[1])
+
+
+def node_agents(pids: list[int]) -> list[int]:
+    """The node agents among processes running ``-m nodeagent``: not their pre-forked Python
+    fork servers (a fork of the agent before it starts, with the agent's command line)."""
+    found = set(pids)
+    return [p for p in pids if parent_pid(p) not in found]
+
+
 def cmdline(pid: int) -> list[str]:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -162,6 +179,7 @@ class UpSite:
                     pids["controllers"] = pid
                 elif mod == "nodeagent":
                     agents.append(pid)
+            agents = node_agents(agents)
             if "controllers" in pids and len(agents) == len(self.nodes):
                 for i, pid in enumerate(sorted(agents)):
                     pids[f"agent-{i}"] = pid
