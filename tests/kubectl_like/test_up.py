@@ -1,8 +1,9 @@
 """``balsamctl up``, ``controller-manager`` and ``nodeagent`` as real processes on a real site.
 
 ``up`` runs a controller manager and, through the ``local`` scheduler plugin, a BatchJob
-(``<host>-up``) whose batch script starts the node agents: they are up's grandchildren and
-further (controller manager → local runner → bash → agents)."""
+(``<host>-up``) whose batch script starts the node agents. ``up`` starts that allocation itself
+the moment it creates the BatchJob (the batch reconciler's submit then finds it): the agents
+are up's descendants (local runner → bash → agents), beside the controller manager."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import pytest
 
 from apis import BatchJob, Job, JobState, Node
 from apis import Site as SiteResource
+from controllers._leader import LeaderElector
+from controllers.batch.local import state_dir
 from kubectl_like._up import allocation_name
 
 from ._streams import Proc, wait_until
@@ -140,8 +143,10 @@ def test_ctrl_c_stops_up_and_its_children(site: Site, procs: list[Proc], sig: si
     procs.append(p)
     reg = site.registry()
     wait_until(lambda: len(reg.list(Node, site.namespace)[0]) == 2, timeout=30)
-    assert len(children_of(p.p.pid)) == 1  # the controller manager; the agents are the allocation's
     kids = descendants(p.p.pid)
+    # The controller manager and the allocation's runner (the agents are the runner's).
+    assert len(children_of(p.p.pid)) == 2
+    assert agents_among(children_of(p.p.pid)) == set()
     assert len(agents_among(kids)) == 2
     p.p.send_signal(sig)
     assert p.wait(30) == 0  # without --until-done, a signal is how up is meant to end
@@ -348,3 +353,42 @@ def test_up_goes_on_when_its_own_output_cannot_be_written(site: Site) -> None:
                            stdout=full, stderr=full, cwd=site.path, env=env, timeout=120)
     assert p.returncode == 0
     assert state_of(site, "hello-world") is JobState.JOB_FINISHED
+
+
+def test_a_restarted_up_starts_its_agents_without_waiting_for_a_controller_manager_to_lead(
+        site: Site, procs: list[Proc]) -> None:
+    """The restart chain is not manager → submit → agents: up removes the BatchJob a killed up
+    left (its allocation ended: nothing to cancel) and starts its own allocation at once; the
+    manager, once it leads, records that very allocation (one runner, not two)."""
+    first = Proc(site.path, "up", "--cpus", "2", "--lease-ttl", "3")
+    procs.append(first)
+    reg = site.registry()
+    wait_until(lambda: [b.status.state for b in reg.list(BatchJob, site.namespace)[0]] == ["running"], timeout=90)
+    [stale] = reg.list(BatchJob, site.namespace)[0]
+    first.p.send_signal(signal.SIGKILL)
+    first.wait()
+    wait_until(lambda: reg.list(Node, site.namespace)[0] == [], timeout=90)  # its agent stopped
+    # ... and its allocation ended (its runner writes the record last): until then, it is in use.
+    record = state_dir(site.path) / f"{stale.status.scheduler_id}.record"
+    wait_until(record.exists, timeout=90)
+    assert reg.get(BatchJob, stale.name, site.namespace).metadata.uid == stale.metadata.uid  # left behind
+    # Someone else leads (alive, on this machine): up's controller manager only stands by.
+    other = LeaderElector(reg.store, site.namespace, "someone-else", ttl=3600)
+    wait_until(other.try_acquire, timeout=90)  # once the killed up's manager has let go
+    try:
+        p = Proc(site.path, "up", "--cpus", "2", "--lease-ttl", "3")
+        procs.append(p)
+        wait_until(lambda: len(reg.list(Node, site.namespace)[0]) == 1, timeout=90)
+        bj = reg.get(BatchJob, stale.name, site.namespace)
+        assert bj.metadata.uid != stale.metadata.uid  # the stale one is gone, ours is made
+        assert bj.status.state == "pending_submission"  # no controller manager has acted on it
+        [node] = reg.list(Node, site.namespace)[0]
+        assert node.spec.batch_job == bj.name
+    finally:
+        other.step_down()
+    wait_until(lambda: reg.get(BatchJob, stale.name, site.namespace).status.state == "running", timeout=90)
+    bj = reg.get(BatchJob, stale.name, site.namespace)
+    ours = [m for m in state_dir(site.path).glob("local-*.json") if bj.metadata.uid[:8] in m.read_text()]
+    assert [m.stem for m in ours] == [bj.status.scheduler_id]  # the manager recorded up's allocation
+    assert p.interrupt(90) == 0
+    assert "Traceback" not in p.stderr
