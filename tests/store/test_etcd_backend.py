@@ -39,7 +39,7 @@ def store(etcd: EtcdCluster) -> Iterator[EtcdStore]:
     s.close()
 
 
-def drain(watch, n: int, timeout: float = 10.0) -> list:
+def drain(watch, n: int, timeout: float = 60.0) -> list:  # returns as soon as n events came
     events: list = []
     deadline = time.monotonic() + timeout
     while len(events) < n and time.monotonic() < deadline:

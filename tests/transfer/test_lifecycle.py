@@ -33,7 +33,7 @@ def test_stage_out_after_a_real_run_writes_the_result_to_its_destination(registr
     agent = NodeAgent(registry, name="n1", cpus=2, gpus=0, site_config=site, lease_ttl=5, kill_grace=1.0).start()
     try:
         make_jobs(registry, 2, lambda i: {"inp": f"local:{remote}/in.dat", "result": f"local:{remote}/out/r{i}.json"})
-        done = wait_states(registry, ["j0", "j1"], {JobState.JOB_FINISHED, JobState.FAILED}, timeout=30)
+        done = wait_states(registry, ["j0", "j1"], {JobState.JOB_FINISHED, JobState.FAILED}, timeout=120)
     finally:
         agent.stop(timeout=30)
         agent.wait(30)
