@@ -81,16 +81,18 @@ def test_wall_time_ends_the_allocation_and_running_jobs_finish_in_the_next_one(
     make_app(registry, "twice", "if [ -e mark ]; then echo second; else touch mark; exec sleep 120; fi")
     names = ["a", "b"]
     make_jobs(registry, "twice", names, resources={"nodePackingCount": 2})
-    make_batchjob(registry, "short", nodes=1, wall_time_min=0.1)  # 6 s (local honors seconds)
-    wait_until(lambda: all(j.status.state is S.RUNNING for j in registry.get_many(Job, names) if j), 30,
+    # 30 s (local honors seconds): the agent must start and run both jobs within it — a Python
+    # start-up took 10 s and more at load 60 on 2 cores, and 6 s was not always enough.
+    make_batchjob(registry, "short", nodes=1, wall_time_min=0.5)
+    wait_until(lambda: all(j.status.state is S.RUNNING for j in registry.get_many(Job, names) if j), 90,
                "both jobs running")
-    ended = wait_batchjob(registry, "short", ["finished"], timeout=60)
+    ended = wait_batchjob(registry, "short", ["finished"], timeout=120)
     assert "TIMEOUT" in ended.status.message and ended.status.scheduler_state == "TIMEOUT"
     # Nothing stuck in RUNNING: the agent timed them out, the hook reconciler made them RESTART_READY.
-    wait_until(lambda: all(j.status.state is S.RESTART_READY for j in registry.get_many(Job, names) if j), 30,
+    wait_until(lambda: all(j.status.state is S.RESTART_READY for j in registry.get_many(Job, names) if j), 90,
                "jobs requeued")
     make_batchjob(registry, "second", nodes=1, wall_time_min=5)
-    done = wait_jobs(registry, names, timeout=60)
+    done = wait_jobs(registry, names, timeout=120)
     for j in done:
         assert j.status.state is S.JOB_FINISHED, (j.name, j.status.message)
         moves = [h.to_state for h in j.status.history]

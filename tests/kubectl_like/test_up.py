@@ -227,7 +227,9 @@ def test_a_second_up_beside_a_running_one_refuses_and_leaves_it_alone(site: Site
     first = Proc(site.path, "up", "--cpus", "2", "--lease-ttl", "3")
     procs.append(first)
     reg = site.registry()
-    wait_until(lambda: len(reg.list(Node, site.namespace)[0]) == 1, timeout=30)
+    wait_until(lambda: len(reg.list(Node, site.namespace)[0]) == 1, timeout=90)
+    # The agents start before the controller manager records the allocation: wait for its id.
+    wait_until(lambda: [b.status.state for b in reg.list(BatchJob, site.namespace)[0]] == ["running"], timeout=90)
     [bj] = reg.list(BatchJob, site.namespace)[0]
     code, _, err, _ = up(site, "--until-done")
     assert code == 1
@@ -384,6 +386,10 @@ def test_a_restarted_up_starts_its_agents_without_waiting_for_a_controller_manag
         assert bj.status.state == "pending_submission"  # no controller manager has acted on it
         [node] = reg.list(Node, site.namespace)[0]
         assert node.spec.batch_job == bj.name
+        # Not recorded by any manager yet, the allocation is still known to be in use here.
+        code, _, err, _ = up(site, "--until-done")
+        assert code == 1 and "error: another balsamctl up runs this site's allocation here" in err, err
+        assert reg.get(BatchJob, stale.name, site.namespace).metadata.uid == bj.metadata.uid
     finally:
         other.step_down()
     wait_until(lambda: reg.get(BatchJob, stale.name, site.namespace).status.state == "running", timeout=90)
