@@ -343,7 +343,8 @@ class Allocation:
             if FINALIZER in bj.metadata.finalizers:
                 new = bj.model_copy(deep=True)
                 new.metadata.finalizers = [f for f in bj.metadata.finalizers if f != FINALIZER]
-                self.registry.update(bj, new)  # a BatchJob already marked deleted goes with it
+                # One already marked deleted goes with it (update_many returns nothing for it).
+                self.registry.update_many([(bj, new)])
             if bj.metadata.deletion_timestamp is None:
                 self._delete()
         except (Conflict, NotFound):

@@ -18,7 +18,7 @@ import pytest
 from apis import BatchJob, Job, JobState, Node
 from apis import Site as SiteResource
 from controllers._leader import LeaderElector
-from controllers.batch.local import state_dir
+from controllers.batch.local import LocalScheduler, state_dir
 from kubectl_like._up import allocation_name
 
 from ._streams import Proc, wait_until
@@ -357,23 +357,32 @@ def test_up_goes_on_when_its_own_output_cannot_be_written(site: Site) -> None:
     assert state_of(site, "hello-world") is JobState.JOB_FINISHED
 
 
+@pytest.mark.parametrize("fault", ["up killed", "manager and runner killed"])
 def test_a_restarted_up_starts_its_agents_without_waiting_for_a_controller_manager_to_lead(
-        site: Site, procs: list[Proc]) -> None:
+        site: Site, procs: list[Proc], fault: str) -> None:
     """The restart chain is not manager → submit → agents: up removes the BatchJob a killed up
-    left (its allocation ended: nothing to cancel) and starts its own allocation at once; the
-    manager, once it leads, records that very allocation (one runner, not two)."""
+    left (running, or marked deleted by an up whose manager died; its allocation ended: nothing
+    to cancel) and starts its own allocation at once; the manager, once it leads, records that
+    very allocation (one runner, not two)."""
     first = Proc(site.path, "up", "--cpus", "2", "--lease-ttl", "3")
     procs.append(first)
     reg = site.registry()
     wait_until(lambda: [b.status.state for b in reg.list(BatchJob, site.namespace)[0]] == ["running"], timeout=90)
     [stale] = reg.list(BatchJob, site.namespace)[0]
-    first.p.send_signal(signal.SIGKILL)
-    first.wait()
+    if fault == "up killed":
+        first.p.send_signal(signal.SIGKILL)
+        first.wait()
+    else:
+        for pid in children_of(first.p.pid):  # the controller manager and the allocation's runner
+            os.kill(pid, signal.SIGKILL)
+        assert first.wait(90) == 1
     wait_until(lambda: reg.list(Node, site.namespace)[0] == [], timeout=90)  # its agent stopped
-    # ... and its allocation ended (its runner writes the record last): until then, it is in use.
-    record = state_dir(site.path) / f"{stale.status.scheduler_id}.record"
-    wait_until(record.exists, timeout=90)
-    assert reg.get(BatchJob, stale.name, site.namespace).metadata.uid == stale.metadata.uid  # left behind
+    # ... and its allocation ended (its runner is gone): until then, it is in use.
+    assert stale.status.scheduler_id
+    wait_until(lambda: not LocalScheduler(state_dir(site.path)).alive(stale.status.scheduler_id), timeout=90)
+    left = reg.get(BatchJob, stale.name, site.namespace)
+    assert left.metadata.uid == stale.metadata.uid  # left behind
+    assert (left.metadata.deletion_timestamp is not None) is (fault != "up killed")
     # Someone else leads (alive, on this machine): up's controller manager only stands by.
     other = LeaderElector(reg.store, site.namespace, "someone-else", ttl=3600)
     wait_until(other.try_acquire, timeout=90)  # once the killed up's manager has let go
