@@ -475,7 +475,8 @@ class ChaosRun:
                     if phases is not None and ev.type == "PUT":
                         if key == leader:
                             phases.setdefault("leader", now - t0)
-                        elif key.startswith(bj_prefix):
+                        elif key.startswith(bj_prefix) and ev.kv.create_revision > since_rev:
+                            # The new up's BatchJob (not the stale one it removes first).
                             phases.setdefault("batchjob", now - t0)
                             if b'"running"' in ev.kv.value and b"deletionTimestamp" not in ev.kv.value:
                                 phases.setdefault("batchjob_running", now - t0)
