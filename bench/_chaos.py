@@ -447,7 +447,8 @@ class ChaosRun:
                 return
             time.sleep(0.1)
         left = site_processes(self.root).control()
-        raise RuntimeError(f"the site did not stop within {timeout:.0f}s after a fault (pids {left}); "
+        what = "; ".join(f"{pid}: {' '.join(cmdline(pid)[:4])}" for pid in left)
+        raise RuntimeError(f"the site did not stop within {timeout:.0f}s after a fault ({what}); "
                            f"up {'ended' if self.up and self.up.poll() is not None else 'runs'}")
 
     def _restart(self) -> float:
