@@ -444,7 +444,8 @@ class ChaosRun:
                 return
             time.sleep(0.1)
         left = site_processes(self.root).control()
-        raise RuntimeError(f"the site did not stop within {timeout:.0f}s after a fault (pids {left}); "
+        what = "; ".join(f"{pid}: {' '.join(cmdline(pid)[:4])}" for pid in left)
+        raise RuntimeError(f"the site did not stop within {timeout:.0f}s after a fault ({what}); "
                            f"up {'ended' if self.up and self.up.poll() is not None else 'runs'}")
 
     def _restart(self) -> float:
@@ -472,7 +473,8 @@ class ChaosRun:
                     if phases is not None and ev.type == "PUT":
                         if key == leader:
                             phases.setdefault("leader", now - t0)
-                        elif key.startswith(bj_prefix):
+                        elif key.startswith(bj_prefix) and ev.kv.create_revision > since_rev:
+                            # The new up's BatchJob (not the stale one it removes first).
                             phases.setdefault("batchjob", now - t0)
                             if b'"running"' in ev.kv.value and b"deletionTimestamp" not in ev.kv.value:
                                 phases.setdefault("batchjob_running", now - t0)

@@ -13,6 +13,7 @@ The seed is printed and recorded (``--size`` picks the rest; ``BALSAM_CHAOS_SEED
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
@@ -22,8 +23,10 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from ._chaos import FAULT_KINDS, ChaosConfig, run_chaos
-from ._harness import Context, Result, scenario
+from store.testing import EtcdCluster, etcd_available
+
+from ._chaos import FAULT_KINDS, ChaosConfig, EtcdMemberOutage, StoreOutage, run_chaos
+from ._harness import Context, Result, StoreTarget, scenario
 from ._up import site_parent
 
 SEED_ENV = "BALSAM_CHAOS_SEED"
@@ -52,12 +55,20 @@ def chaos(ctx: Context) -> Result:
                                      "long_job_seconds": cfg.long_ticks * 0.1, "lease_ttl_s": cfg.lease_ttl})
     for backend in ctx.backends:
         kinds = cfg.kinds
-        if backend == "etcd" and "store" in kinds:
-            # The harness's etcd is a member this process cannot stop and start (it may be
-            # shared); tests/chaos runs etcd outages on a member of its own.
-            kinds = tuple(k for k in kinds if k != "store")
-            result.note("etcd: store outages left out (the harness cannot stop its etcd member; tests/chaos covers them)")
-        with ctx.fresh_store(backend) as target:
+        with contextlib.ExitStack() as stack:
+            outage: StoreOutage | None = None
+            if backend == "etcd" and not ctx.etcd_url and etcd_available():
+                # An etcd member of the run's own, so that store outages can stop and start it
+                # (as tests/chaos does); the harness's own etcd is not ours to stop.
+                cluster = stack.enter_context(EtcdCluster.start(members=1, prefix="balsam-chaos-etcd."))
+                target = StoreTarget("etcd", cluster.plain_url)
+                outage = EtcdMemberOutage(cluster.members[0])
+            else:
+                target = stack.enter_context(ctx.fresh_store(backend))
+            if backend == "etcd" and outage is None and "store" in kinds:
+                kinds = tuple(k for k in kinds if k != "store")
+                result.note("etcd: store outages left out (a shared etcd given by --etcd-url is not ours to stop; "
+                            "tests/chaos covers them)")
             ns = f"chaos-{uuid.uuid4().hex[:8]}" if target.shared else "default"
             root = Path(tempfile.mkdtemp(prefix="balsam-chaos-", dir=site_parent()))
             markers = Path(tempfile.mkdtemp(prefix="balsam-chaos-markers-"))  # off the disk that is filled
@@ -70,7 +81,7 @@ def chaos(ctx: Context) -> Result:
                 elif "disk" in kinds:
                     result.note(f"{backend}: disk faults skipped (mounting a tmpfs to fill needs root)")
                 report = run_chaos(root / "site", target, replace(cfg, kinds=kinds), namespace=ns, log=ctx.log,
-                                   markers=markers,
+                                   markers=markers, outage=outage,
                                    disk=root if mounted else None)
             finally:
                 if mounted:

@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     tune_gc("manager")  # store/process.py: why these thresholds
+    # A log line that cannot be written (the site's disk full) is lost, not printed as a
+    # "--- Logging error ---" traceback: the manager rides a full disk out (issue 12).
+    logging.raiseExceptions = False
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -24,67 +24,24 @@ another machine, or in another container, is waited for as before.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 
 import store as st
+from store.process import process_gone, process_tag
 
 from ._backoff import STORE_TROUBLE, Backoff
+
+__all__ = ["LEASE_PREFIX", "STORE_TROUBLE", "LeaderElector", "holder_is_dead", "process_tag"]
 
 log = logging.getLogger(__name__)
 
 LEASE_PREFIX = "/leases/controller-manager/"
 
 
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def _start_ticks(pid: int) -> str | None:
-    """Field 22 of /proc/PID/stat (start time in clock ticks) of a live, non-zombie process."""
-    stat = _read(f"/proc/{pid}/stat")
-    if stat is None:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return None if fields[0] in ("Z", "X") else fields[19]
-
-
-def _machine() -> str | None:
-    """``<boot id>:<pid namespace>``: where a pid names one process (None off Linux)."""
-    boot = _read("/proc/sys/kernel/random/boot_id")
-    try:
-        pidns = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return None
-    return None if boot is None else f"{boot.strip()}:{pidns}"
-
-
-def process_tag(pid: int | None = None) -> str:
-    """``<boot id>:<pid namespace>:<pid>:<start ticks>`` of a process (this one by default),
-    or "" where that cannot be told."""
-    pid = os.getpid() if pid is None else pid
-    machine, ticks = _machine(), _start_ticks(pid)
-    return f"{machine}:{pid}:{ticks}" if machine and ticks else ""
-
-
-def holder_is_dead(tag: str) -> bool:
-    """Whether the process ``tag`` names ran on this machine (same boot, same pid
-    namespace) and is gone. False when that cannot be known (another machine, no tag)."""
-    machine = _machine()
-    if not tag or not machine or not tag.startswith(machine + ":"):
-        return False
-    try:
-        pid_s, ticks = tag[len(machine) + 1 :].split(":")
-        pid = int(pid_s)
-    except ValueError:
-        return False
-    return _start_ticks(pid) != ticks
+#: Re-exported: the holder's identity in the lease's value (``store/process.py``).
+holder_is_dead = process_gone
 
 
 class LeaderElector:

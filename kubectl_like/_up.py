@@ -4,11 +4,17 @@ job is JOB_FINISHED or FAILED, or as soon as none of the rest can move.
 
 The allocation is a BatchJob like any other: ``<host>-up``, ``spec.scheduler: local`` (also on
 a Slurm site: ``up`` runs here), ``spec.nodeSize`` from ``--cpus/--gpus``, ``wallTimeMin`` from
-``--wall-time-min``. ``up`` creates it, the batch reconciler submits it, and the local
-plugin's batch script starts the N agents. One left by an ``up`` that was killed outright
-(its allocation ended with it, but no controller manager recorded that) is deleted first;
-one whose allocation still runs belongs to another ``up`` of this site, and ``up`` refuses to
-start beside it. ``up`` keeps it going: at its wall time (``status.schedulerState`` TIMEOUT)
+``--wall-time-min``. ``up`` creates it and, being the local scheduler's only client for it,
+starts the allocation at once (``LocalScheduler.submit``, idempotent by the scheduler job
+name): the N agents start up while the controller manager does, not after it has led,
+listed and submitted — on a restart, the start-up chain was manager, then agents, one after
+the other. The batch reconciler's submit finds that allocation and records it (queued,
+running) as for any other. One left by an ``up`` that was killed outright (its allocation
+ended with it, but no controller manager recorded that) is removed first — by ``up`` itself
+when its local allocation has ended (nothing is left to cancel, so its finalizer is dropped
+without waiting for a controller manager to lead), else by the batch reconciler; one whose
+allocation still runs belongs to another ``up`` of this site, and ``up`` refuses to start
+beside it. ``up`` keeps it going: at its wall time (``status.schedulerState`` TIMEOUT)
 it is submitted again. Any other end (agents that could not start or all exited, a delete by
 hand, a refused submit), or an agent of the running allocation missing longer than its lease
 allows, ends ``up`` with status 1 and the reason. On the way out ``up`` deletes it (the reconciler cancels it: the
@@ -52,6 +58,7 @@ from apis import (
     ApiError,
     BatchJob,
     BatchJobSpec,
+    Conflict,
     Job,
     JobState,
     Node,
@@ -65,7 +72,9 @@ from apis import (
     get_condition,
 )
 from controllers.batch.local import OWNER_ENV, LocalScheduler, state_dir
-from controllers.batch.scheduler import SchedulerError
+from controllers.batch.reconciler import FINALIZER
+from controllers.batch.scheduler import SchedulerError, SubmitRequest
+from controllers.batch.script import TemplateError, scheduler_job_name, script_paths, write_script
 
 TERMINAL = (JobState.JOB_FINISHED, JobState.FAILED)
 #: States a job can rest in with nothing working on it: waiting for parents or for room.
@@ -282,7 +291,8 @@ class Allocation:
         self.uid: str | None = None  # the BatchJob we made; None while (re)making it
         self.scheduler_ids: set[str] = set()  # local allocations of ours, to wait for at the end
         self.site = self._ensure_site()
-        self.local = LocalScheduler(state_dir(Path(self.site.spec.path)))
+        # Allocations started here end with this process, like those the manager starts for us.
+        self.local = LocalScheduler(state_dir(Path(self.site.spec.path)), owner=os.getpid())
         self.output = Path(self.site.spec.path) / "logs" / "batch" / f"{self.name}.out"
         self._missing: dict[str, float] = {}
         self._nodes_checked = 0.0
@@ -307,12 +317,56 @@ class Allocation:
                               scheduler="local", node_size=NodeSize(cpus=o.cpus, gpus=o.gpus)),
         )  # fmt: skip
 
+    def _local_id(self, bj: BatchJob) -> str | None:
+        """The local allocation of ``bj``: recorded, or started but not recorded yet (its up
+        starts it before the batch reconciler records it)."""
+        sid = bj.status.scheduler_id or self.local.find(scheduler_job_name(bj))
+        return sid if sid is not None and sid.startswith("local-") else None
+
     def _in_use(self, bj: BatchJob) -> bool:
         """Whether ``bj`` is another up's: live, and its local allocation still running
         (allocations end with the up they serve, so a running one has a live owner)."""
-        sid = bj.status.scheduler_id
+        sid = self._local_id(bj)
         return (bj.metadata.deletion_timestamp is None and bj.status.state in LIVE and sid is not None
-                and sid.startswith("local-") and self.local.alive(sid))
+                and self.local.alive(sid))
+
+    def _ended_here(self, bj: BatchJob) -> bool:
+        """Whether ``bj``'s allocation ran on this machine's local scheduler and has ended:
+        nothing is left for the batch reconciler to cancel."""
+        sid = self._local_id(bj)
+        return bj.spec.scheduler == "local" and sid is not None and not self.local.alive(sid)
+
+    def _remove_ended(self, bj: BatchJob) -> bool:
+        """Remove a stale BatchJob whose allocation has ended (``_ended_here``) without
+        waiting for a controller manager to lead: drop the batch finalizer (it stands for a
+        cancel, and there is nothing left to cancel), then delete. A write that races the
+        batch reconciler (Conflict) is looked at again next tick. True when it is gone."""
+        try:
+            if FINALIZER in bj.metadata.finalizers:
+                new = bj.model_copy(deep=True)
+                new.metadata.finalizers = [f for f in bj.metadata.finalizers if f != FINALIZER]
+                # One already marked deleted goes with it (update_many returns nothing for it).
+                self.registry.update_many([(bj, new)])
+            if bj.metadata.deletion_timestamp is None:
+                self._delete()
+        except (Conflict, NotFound):
+            return False
+        return self.registry.try_get(BatchJob, self.name, self.ns) is None
+
+    def _start_allocation(self, bj: BatchJob) -> None:
+        """Start ``bj``'s allocation now, as the batch reconciler will (same script, same
+        scheduler job name: its submit then finds this one). On any failure the reconciler's
+        own submit does it, and reports why."""
+        try:
+            script = write_script(bj, self.site, getattr(self.registry.store, "url", None), sys.executable)
+            sid = self.local.submit(SubmitRequest(
+                job_name=scheduler_job_name(bj), script=script, output=script_paths(bj, self.site)[1],
+                num_nodes=bj.spec.num_nodes, wall_time_min=bj.spec.wall_time_min,
+                env={NODE_LEASE_TTL_ENV: f"{self.opts.lease_ttl:g}"}))  # fmt: skip
+        except (TemplateError, SchedulerError, OSError) as e:
+            say(f"allocation {self.name} not started here ({e}); the controller manager will submit it")
+            return
+        self.scheduler_ids.add(sid)
 
     @property
     def live(self) -> bool:
@@ -322,16 +376,20 @@ class Allocation:
         """One look at the BatchJob (one read): make it (again), or say why up must end."""
         bj = self.registry.try_get(BatchJob, self.name, self.ns)
         if self.uid is None:
+            if bj is not None and self._ended_here(bj) and self._remove_ended(bj):
+                bj = None  # a stale one (or our ended one), gone now: ours is made at once
             if bj is None:
                 try:
-                    self.uid = self.registry.create(self.desired()).metadata.uid
+                    made = self.registry.create(self.desired())
                 except AlreadyExists:
                     return None  # made meanwhile: look again next tick
+                self.uid = made.metadata.uid
                 self._missing.clear()
+                self._start_allocation(made)
             elif self._in_use(bj):
                 return Outcome(1, err=f"another balsamctl up runs this site's allocation here (BatchJob {self.name}, "
-                                      f"{bj.status.scheduler_id}): stop it first")
-            elif bj.metadata.deletion_timestamp is None:
+                                      f"{self._local_id(bj)}): stop it first")
+            elif bj.metadata.deletion_timestamp is None and not self._ended_here(bj):
                 self._delete()  # a stale one, or our ended one: the reconciler removes it, then we make ours
             return None
         if bj is None or bj.metadata.uid != self.uid or bj.metadata.deletion_timestamp is not None:

@@ -58,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run a node agent; returns the exit status (0 after a clean SIGTERM/SIGINT shutdown)."""
     args = build_parser().parse_args(argv)
     tune_gc("agent")  # the process's GC settings, here and only here (store/process.py)
+    # A log line that cannot be written (the site's disk full) is lost, not printed as a
+    # "--- Logging error ---" traceback on stderr: the agent rides a full disk out (issue 12).
+    logging.raiseExceptions = False
     if args.cpus is not None and args.cpus < 1:
         print("error: --cpus must be at least 1", file=sys.stderr)
         return 2

@@ -4,6 +4,16 @@ Node status (busyCpus, busyGpus, occupancy, runningJobs, heartbeat) is written a
 ``report_interval`` seconds while it changes, and at least every :data:`HEARTBEAT_INTERVAL`
 seconds, never once per job. A write that finds the Node gone (its lease expired under us)
 posts :class:`LeaseLost`: the loop registers again.
+
+The Node carries its agent's process (annotation :data:`AGENT_PROCESS`, ``<boot id>:<pid
+namespace>:<pid>:<start ticks>``, ``store/process.py``). An agent that finds its Node still
+registered by an agent of this machine that no longer runs (``kill -9``; a restarted ``up``
+on the same login node is the common case) revokes the dead agent's lease and registers at
+once instead of waiting up to a TTL for it to expire — as a controller manager does with a
+dead leader's lease. Safe for "one live run of a job": the dead agent's guardian killed its
+jobs when the agent died, and a re-run on this host first fences any survivor of an earlier
+run (``_fence.py``); an agent on another machine, or in another pid namespace, is waited
+for as before.
 """
 
 from __future__ import annotations
@@ -25,9 +35,13 @@ from apis import (
     utcnow,
 )
 from apis._registry import kind_prefix
+from store.process import process_gone, process_tag
 
 from ._lease import LeaseKeeper
 from ._messages import LeaseLost, Post
+
+#: Annotation of a Node: the process of the agent that registered it (see the module docstring).
+AGENT_PROCESS = "balsam.io/agent-process"
 
 #: Node heartbeat is refreshed at least this often (seconds) even when nothing changes.
 HEARTBEAT_INTERVAL = 30.0
@@ -53,10 +67,32 @@ class NodeReporter:
         self.dirty = True  # usage changed since the last write
         self.last_report = 0.0
         self.writes = 0
+        self.tag = process_tag()
 
     def _object(self) -> Node:
-        return Node(metadata=ObjectMeta(name=self.name, namespace=self.namespace), spec=self.spec.model_copy(),
-                    status=NodeStatus(heartbeat=utcnow()))
+        meta = ObjectMeta(name=self.name, namespace=self.namespace,
+                          annotations={AGENT_PROCESS: self.tag} if self.tag else {})
+        return Node(metadata=meta, spec=self.spec.model_copy(), status=NodeStatus(heartbeat=utcnow()))
+
+    def _take_over_dead(self, node_key: str) -> bool:
+        """Revoke the lease of the Node at ``node_key`` if the agent that registered it ran on
+        this machine and is gone; True when it did (register again at once)."""
+        kv = self.store.get(node_key)
+        if kv is None or not kv.lease:
+            return False
+        try:
+            tag = Registry.decode(Node, kv).metadata.annotations.get(AGENT_PROCESS, "")
+        except Exception:  # noqa: BLE001 - an unreadable Node: wait for its lease as before
+            return False
+        if not process_gone(tag):
+            return False
+        self.log.warning("node %s is still registered by an agent of this machine that is gone (%s); revoking "
+                         "its lease instead of waiting for it to expire", self.name, tag)
+        try:
+            self.store.lease_revoke(kv.lease)
+        except st.LeaseNotFound:
+            pass  # expired meanwhile
+        return True
 
     def register(self) -> None:
         """Create the Node under the lease. If a Node of that name exists (a killed agent's,
@@ -78,6 +114,8 @@ class NodeReporter:
                 self.lease.grant()
                 continue
             except AlreadyExists:
+                if self._take_over_dead(node_key):
+                    continue
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self.lease.give_up()

@@ -13,11 +13,18 @@ rarer and full ones rarer still; cycles are still collected.
 
 It lives in ``store`` because every layer imports ``store`` and this imports nothing, so
 ``balsamctl --version`` pays nothing for it.
+
+Also here, for the same reason: a process's identity on this machine (:func:`process_tag`,
+:func:`process_gone`). The holder of a store lease — the leader controller manager, a node
+agent's Node — writes it beside what it holds, so that a successor on the same machine can
+tell that the holder is dead and revoke its lease at once instead of waiting out the TTL
+(``controllers/_leader.py``, ``nodeagent/_reporter.py``).
 """
 
 from __future__ import annotations
 
 import gc
+import os
 from typing import Literal
 
 Role = Literal["cli", "manager", "agent", "bench"]
@@ -44,3 +51,52 @@ def freeze_long_lived() -> None:
     """Move every object alive now into the permanent generation: caches just listed that
     live as long as the process are not walked again by full collections."""
     gc.freeze()
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _start_ticks(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks) of a live, non-zombie process."""
+    stat = _read(f"/proc/{pid}/stat")
+    if stat is None:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def _machine() -> str | None:
+    """``<boot id>:<pid namespace>``: where a pid names one process (None off Linux)."""
+    boot = _read("/proc/sys/kernel/random/boot_id")
+    try:
+        pidns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return None if boot is None else f"{boot.strip()}:{pidns}"
+
+
+def process_tag(pid: int | None = None) -> str:
+    """``<boot id>:<pid namespace>:<pid>:<start ticks>`` of a process (this one by default),
+    or "" where that cannot be told."""
+    pid = os.getpid() if pid is None else pid
+    machine, ticks = _machine(), _start_ticks(pid)
+    return f"{machine}:{pid}:{ticks}" if machine and ticks else ""
+
+
+def process_gone(tag: str) -> bool:
+    """Whether the process ``tag`` names ran on this machine (same boot, same pid
+    namespace) and is gone. False when that cannot be known (another machine, no tag)."""
+    machine = _machine()
+    if not tag or not machine or not tag.startswith(machine + ":"):
+        return False
+    try:
+        pid_s, ticks = tag[len(machine) + 1 :].split(":")
+        pid = int(pid_s)
+    except ValueError:
+        return False
+    return _start_ticks(pid) != ticks

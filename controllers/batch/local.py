@@ -12,10 +12,18 @@ The allocation inherits the controller manager's environment. When that environm
 ``BALSAM_LOCAL_OWNER=PID`` (``balsamctl up`` sets it for the controller manager it starts),
 each allocation ends, as if cancelled, when process PID ends: ``up`` killed outright leaves
 no node agent behind.
+
+A submit is idempotent by job name, across processes: ``find``, the start and the ``.json``
+are done under an exclusive ``flock`` of ``<state dir>/.submit.lock``. ``balsamctl up``
+submits its own allocation the moment it creates the BatchJob (its agents then start while
+the controller manager is still starting: the restart chain is no longer manager → submit →
+agents one after the other); the batch reconciler's submit of that BatchJob finds it and
+records its id.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -38,22 +46,26 @@ def state_dir(site_path: Path) -> Path:
     return Path(site_path) / "logs" / "batch" / "local"
 
 
-def _owner_arg() -> list[str]:
-    """``--owner PID:TICKS`` for the runner when ``BALSAM_LOCAL_OWNER`` names a process (one
-    already gone gets ticks that match nothing: the allocation ends at once)."""
-    try:
-        pid = int(os.environ.get(OWNER_ENV, ""))
-    except ValueError:
-        return []
-    return ["--owner", f"{pid}:{_start_ticks(pid) or 'gone'}"]
+def _owner_arg(owner: int | None = None) -> list[str]:
+    """``--owner PID:TICKS`` for the runner when ``owner`` (else ``BALSAM_LOCAL_OWNER``) names
+    a process (one already gone gets ticks that match nothing: the allocation ends at once)."""
+    if owner is None:
+        try:
+            owner = int(os.environ.get(OWNER_ENV, ""))
+        except ValueError:
+            return []
+    return ["--owner", f"{owner}:{_start_ticks(owner) or 'gone'}"]
 
 
 class LocalScheduler:
     name = "local"
 
-    def __init__(self, state_dir: Path, kill_wait: float = KILL_WAIT) -> None:
+    def __init__(self, state_dir: Path, kill_wait: float = KILL_WAIT, owner: int | None = None) -> None:
+        """``owner``: the pid whose end ends the allocations submitted here (default:
+        ``$BALSAM_LOCAL_OWNER``)."""
         self.state_dir = Path(state_dir)
         self.kill_wait = kill_wait
+        self.owner = owner
         self._children: dict[str, subprocess.Popen[bytes]] = {}
 
     def _meta(self, sid: str) -> dict[str, str] | None:
@@ -87,24 +99,26 @@ class LocalScheduler:
     def submit(self, req: SubmitRequest) -> str:
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
-            existing = self.find(req.job_name)
-            if existing is not None:
-                return existing
-            req.output.parent.mkdir(parents=True, exist_ok=True)
-            with open(req.output, "ab") as out:
-                proc = subprocess.Popen(
-                    [sys.executable, RUNNER,
-                     "--wall-seconds", str(req.wall_time_min * 60), "--kill-wait", str(self.kill_wait),
-                     "--record-dir", str(self.state_dir), *_owner_arg(), "--", str(req.script)],
-                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                    env={**os.environ, **req.env},
-                )  # fmt: skip
+            with open(self.state_dir / ".submit.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released with the file: one submitter at a time
+                existing = self.find(req.job_name)
+                if existing is not None:
+                    return existing
+                req.output.parent.mkdir(parents=True, exist_ok=True)
+                with open(req.output, "ab") as out:
+                    proc = subprocess.Popen(
+                        [sys.executable, RUNNER,
+                         "--wall-seconds", str(req.wall_time_min * 60), "--kill-wait", str(self.kill_wait),
+                         "--record-dir", str(self.state_dir), *_owner_arg(self.owner), "--", str(req.script)],
+                        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                        env={**os.environ, **req.env},
+                    )  # fmt: skip
+                sid = f"local-{proc.pid}"
+                self._children[sid] = proc
+                meta = {"pid": str(proc.pid), "ticks": _start_ticks(proc.pid) or "", "jobName": req.job_name}
+                (self.state_dir / f"{sid}.json").write_text(json.dumps(meta))
         except OSError as e:
             raise SchedulerError("failed", f"cannot start the local allocation: {e}") from None
-        sid = f"local-{proc.pid}"
-        meta = {"pid": str(proc.pid), "ticks": _start_ticks(proc.pid) or "", "jobName": req.job_name}
-        (self.state_dir / f"{sid}.json").write_text(json.dumps(meta))
-        self._children[sid] = proc
         return sid
 
     def status(self, ids: Sequence[str]) -> dict[str, JobInfo]:

@@ -1,8 +1,9 @@
 """``balsamctl up``, ``controller-manager`` and ``nodeagent`` as real processes on a real site.
 
 ``up`` runs a controller manager and, through the ``local`` scheduler plugin, a BatchJob
-(``<host>-up``) whose batch script starts the node agents: they are up's grandchildren and
-further (controller manager → local runner → bash → agents)."""
+(``<host>-up``) whose batch script starts the node agents. ``up`` starts that allocation itself
+the moment it creates the BatchJob (the batch reconciler's submit then finds it): the agents
+are up's descendants (local runner → bash → agents), beside the controller manager."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import pytest
 
 from apis import BatchJob, Job, JobState, Node
 from apis import Site as SiteResource
+from controllers._leader import LeaderElector
+from controllers.batch.local import LocalScheduler, state_dir
 from kubectl_like import _up
 from kubectl_like._up import allocation_name
 from tests._deadline import DEADLINE
@@ -142,8 +145,10 @@ def test_ctrl_c_stops_up_and_its_children(site: Site, procs: list[Proc], sig: si
     procs.append(p)
     reg = site.registry()
     wait_until(lambda: len(reg.list(Node, site.namespace)[0]) == 2, timeout=DEADLINE)
-    assert len(children_of(p.p.pid)) == 1  # the controller manager; the agents are the allocation's
     kids = descendants(p.p.pid)
+    # The controller manager and the allocation's runner (the agents are the runner's).
+    assert len(children_of(p.p.pid)) == 2
+    assert agents_among(children_of(p.p.pid)) == set()
     assert len(agents_among(kids)) == 2
     p.p.send_signal(sig)
     assert p.wait(DEADLINE) == 0  # without --until-done, a signal is how up is meant to end
@@ -226,6 +231,8 @@ def test_a_second_up_beside_a_running_one_refuses_and_leaves_it_alone(site: Site
     procs.append(first)
     reg = site.registry()
     wait_until(lambda: len(reg.list(Node, site.namespace)[0]) == 1, timeout=DEADLINE)
+    # The agents start before the controller manager records the allocation: wait for its id.
+    wait_until(lambda: [b.status.state for b in reg.list(BatchJob, site.namespace)[0]] == ["running"], timeout=DEADLINE)
     [bj] = reg.list(BatchJob, site.namespace)[0]
     code, _, err, _ = up(site, "--until-done")
     assert code == 1
@@ -370,3 +377,55 @@ def test_until_done_is_not_done_while_a_job_is_counted_in_two_states(site: Site,
     monkeypatch.setattr(_up, "state_counts", lambda r, ns: {**real(r, ns), JobState.RUNNING: 1})
     counts, done = _up.all_done(reg, site.namespace)
     assert not done
+
+
+@pytest.mark.parametrize("fault", ["up killed", "manager and runner killed"])
+def test_a_restarted_up_starts_its_agents_without_waiting_for_a_controller_manager_to_lead(
+        site: Site, procs: list[Proc], fault: str) -> None:
+    """The restart chain is not manager → submit → agents: up removes the BatchJob a killed up
+    left (running, or marked deleted by an up whose manager died; its allocation ended: nothing
+    to cancel) and starts its own allocation at once; the manager, once it leads, records that
+    very allocation (one runner, not two)."""
+    first = Proc(site.path, "up", "--cpus", "2", "--lease-ttl", "3")
+    procs.append(first)
+    reg = site.registry()
+    wait_until(lambda: [b.status.state for b in reg.list(BatchJob, site.namespace)[0]] == ["running"], timeout=DEADLINE)
+    [stale] = reg.list(BatchJob, site.namespace)[0]
+    if fault == "up killed":
+        first.p.send_signal(signal.SIGKILL)
+        first.wait()
+    else:
+        for pid in children_of(first.p.pid):  # the controller manager and the allocation's runner
+            os.kill(pid, signal.SIGKILL)
+        assert first.wait(DEADLINE) == 1
+    wait_until(lambda: reg.list(Node, site.namespace)[0] == [], timeout=DEADLINE)  # its agent stopped
+    # ... and its allocation ended (its runner is gone): until then, it is in use.
+    assert stale.status.scheduler_id
+    wait_until(lambda: not LocalScheduler(state_dir(site.path)).alive(stale.status.scheduler_id), timeout=DEADLINE)
+    left = reg.get(BatchJob, stale.name, site.namespace)
+    assert left.metadata.uid == stale.metadata.uid  # left behind
+    assert (left.metadata.deletion_timestamp is not None) is (fault != "up killed")
+    # Someone else leads (alive, on this machine): up's controller manager only stands by.
+    other = LeaderElector(reg.store, site.namespace, "someone-else", ttl=3600)
+    wait_until(other.try_acquire, timeout=DEADLINE)  # once the killed up's manager has let go
+    try:
+        p = Proc(site.path, "up", "--cpus", "2", "--lease-ttl", "3")
+        procs.append(p)
+        wait_until(lambda: len(reg.list(Node, site.namespace)[0]) == 1, timeout=DEADLINE)
+        bj = reg.get(BatchJob, stale.name, site.namespace)
+        assert bj.metadata.uid != stale.metadata.uid  # the stale one is gone, ours is made
+        assert bj.status.state == "pending_submission"  # no controller manager has acted on it
+        [node] = reg.list(Node, site.namespace)[0]
+        assert node.spec.batch_job == bj.name
+        # Not recorded by any manager yet, the allocation is still known to be in use here.
+        code, _, err, _ = up(site, "--until-done")
+        assert code == 1 and "error: another balsamctl up runs this site's allocation here" in err, err
+        assert reg.get(BatchJob, stale.name, site.namespace).metadata.uid == bj.metadata.uid
+    finally:
+        other.step_down()
+    wait_until(lambda: reg.get(BatchJob, stale.name, site.namespace).status.state == "running", timeout=DEADLINE)
+    bj = reg.get(BatchJob, stale.name, site.namespace)
+    ours = [m for m in state_dir(site.path).glob("local-*.json") if bj.metadata.uid[:8] in m.read_text()]
+    assert [m.stem for m in ours] == [bj.status.scheduler_id]  # the manager recorded up's allocation
+    assert p.interrupt(DEADLINE) == 0
+    assert "Traceback" not in p.stderr
