@@ -17,6 +17,7 @@ import pytest
 
 from apis import BatchJob, Job, JobState, Node
 from apis import Site as SiteResource
+from bench._up import node_agents
 from controllers._leader import LeaderElector
 from controllers.batch.local import LocalScheduler, state_dir
 from kubectl_like import _up
@@ -59,7 +60,7 @@ def agents_among(pids: set[int]) -> set[int]:
             continue
         if b"nodeagent" in argv and b"--batch-job" in argv:
             found.add(pid)
-    return found
+    return set(node_agents(sorted(found)))  # not their pre-forked fork servers (same command line)
 
 
 def alive(pid: int) -> bool:
