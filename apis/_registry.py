@@ -559,7 +559,11 @@ class Registry:
         raise Conflict("objects", "?", "concurrent write")
 
     def update(self, old: R, new: R) -> R:
-        return self.update_many([(old, new)])[0]
+        """Write ``new`` over ``old`` (CAS on ``old``'s resourceVersion). An update that removes
+        the last finalizer of an object marked deleted deletes it (Kubernetes' contract): then
+        ``new`` is returned as written last, as the API server answers such an update."""
+        updated = self.update_many([(old, new)])
+        return updated[0] if updated else new
 
     def mutate(self, kind: type[R], name: str, fn: Callable[[R], R | None], namespace: str = "default",
                retries: int = 50) -> R:

@@ -34,6 +34,19 @@ def test_delete_with_a_finalizer_marks_and_removing_it_deletes(registry: Registr
     assert updated == [] and registry.try_get(BatchJob, "b") is None
 
 
+def test_an_update_that_removes_the_last_finalizer_deletes_and_answers_with_the_object(
+        registry: Registry) -> None:
+    # up's removal of a stale BatchJob died with IndexError here (update_many returns only the
+    # objects still stored).
+    registry.create(BatchJob(metadata={"name": "b", "finalizers": ["x.io/f"]}))  # type: ignore[arg-type]
+    registry.delete(BatchJob, "b")
+    cur = registry.get(BatchJob, "b")
+    new = cur.model_copy(deep=True)
+    new.metadata.finalizers = []
+    assert registry.update(cur, new).metadata.finalizers == []
+    assert registry.try_get(BatchJob, "b") is None
+
+
 def test_delete_without_finalizers_is_immediate(registry: Registry) -> None:
     registry.create(BatchJob(metadata={"name": "plain"}))  # type: ignore[arg-type]
     registry.delete(BatchJob, "plain")
