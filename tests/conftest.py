@@ -3,6 +3,7 @@ directory on a SQLite store (suites with sites of their own override ``site``/``
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,13 @@ from apis._config import SiteConfig
 from store.testing import ETCD_BIN, ETCD_DEFAULT_LIMITS, EtcdCluster, etcd_available
 from tests._deadline import DEADLINE
 from tests._support import make_site_config, registry_on, skip_or_fail
+
+# A suite started in the background by a non-interactive shell (`nohup ./scripts/test &`, a CI
+# runner's job) inherits SIGINT ignored, and so would every balsamctl it starts: Python installs
+# no Ctrl-C handler then, and the tests that press Ctrl-C on `get -w` or `up` waited out their
+# deadlines. A handled signal is reset to the default at exec: the children get Ctrl-C back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
