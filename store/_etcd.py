@@ -116,6 +116,19 @@ _CHANNEL_OPTIONS = [  # a list of tuples: the library's docstring says dict, whi
 _DELETE = kv_pb2.Event.DELETE  # the type of a delete event
 
 _FAILOVER = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# What etcd says, with status UNKNOWN, when a member could not serve a request in time while
+# the cluster changes leader (a linearizable read waiting for a read index, a proposal that
+# timed out): transient like the codes above — a node agent crashed on the first of these when
+# the Raft leader was killed mid-run.
+_TRANSIENT_UNKNOWN = ("context deadline exceeded", "request timed out", "leader changed", "no leader",
+                      "timed out waiting for read index")
+
+
+def _transient(e: grpc.RpcError) -> bool:
+    code = e.code()
+    if code in _FAILOVER:
+        return True
+    return code == grpc.StatusCode.UNKNOWN and any(w in (e.details() or "") for w in _TRANSIENT_UNKNOWN)
 
 # One attempt of a call waits this long (plus 1 s per 200 kB of request) before it is sent
 # to another member: a request caught on a follower whose leader died would otherwise wait for
@@ -409,13 +422,12 @@ class EtcdStore(Store):
                 left = max(0.05, deadline - time.monotonic())
                 return fn(getattr(self._client, stub), min(left, per_attempt), metadata)
             except grpc.RpcError as e:
-                code = e.code()
                 if _token_refused(e) and self._creds.user and not authenticating:
                     self._authenticate(metadata)  # the token expired (--auth-token-ttl) or is stale: refused
                     if time.monotonic() >= deadline:
                         raise self._translate(e) from None
                     continue
-                if code not in _FAILOVER:
+                if not _transient(e):
                     raise self._translate(e) from None
                 error = e
             except NoServerAvailableError:  # every member failed within retry_after seconds
@@ -1061,7 +1073,7 @@ class _EtcdWatch(Watch):
                 except StoreError as e:
                     self._finish(e)
                     return
-            if isinstance(error, grpc.RpcError) and error.code() not in _FAILOVER:
+            if isinstance(error, grpc.RpcError) and not _transient(error):
                 self._finish(self._store._translate(error))
                 return
             # The stream broke (its member died) or ended: resume on a live member, within the

@@ -454,3 +454,40 @@ def test_a_lost_reply_does_not_hide_a_real_conflict(store: EtcdStore, lossy: _Lo
     with pytest.raises(Conflict):
         store.put("/t/lost/c", b"mine", expect_revision=0)
     assert store.get("/t/lost/c").value == b"theirs"
+
+
+class _TimedOutOnce:
+    """The KV stub, except that the next read txn fails as a member answers while the cluster
+    changes leader: status UNKNOWN, "context deadline exceeded" (seen when the Raft leader was
+    killed mid-run: a node agent crashed on it)."""
+
+    def __init__(self, stub: object) -> None:
+        self._stub, self.left = stub, 1
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stub, name)
+
+    def Txn(self, request, timeout, metadata=None):  # type: ignore[no-untyped-def]  # noqa: N802 - gRPC's name
+        if self.left:
+            self.left -= 1
+            raise _ServerTimedOut()
+        return self._stub.Txn(request, timeout, metadata=metadata)
+
+
+class _ServerTimedOut(grpc.RpcError):
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNKNOWN
+
+    def details(self) -> str:
+        return "context deadline exceeded"
+
+
+@pytest.mark.etcd
+def test_a_server_side_timeout_during_a_leader_change_is_retried(store: EtcdStore,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    store.put("/t/elect/a", b"1")
+    client = store._client
+    flaky = _TimedOutOnce(client.kvstub)
+    monkeypatch.setattr(type(client), "kvstub", property(lambda self: flaky))
+    assert [kv.value if kv else None for kv in store.get_many(["/t/elect/a"])] == [b"1"]
+    assert flaky.left == 0
