@@ -26,6 +26,8 @@ import threading
 import time
 from pathlib import Path
 
+from store.process import start_ticks
+
 log = logging.getLogger(__name__)
 
 #: Environment of a job: ``<namespace>/<job name>``, its identity for fencing.
@@ -35,18 +37,9 @@ SUPERVISOR_ENV = "BALSAM_AGENT_SUPERVISOR"
 _GUARDIAN = str(Path(__file__).with_name("_guardian.py"))
 
 
-def process_start_ticks(pid: int) -> str | None:
-    """The start time (clock ticks, field 22 of /proc/PID/stat) of a live process, or None
-    if it is gone or a zombie: with the pid, it names one process even after pid reuse."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":
-        return None
-    return fields[19]
+#: The start time (clock ticks) of a live process, or None if it is gone or a zombie: with the
+#: pid, it names one process even after pid reuse (the one reader of /proc/PID/stat for it).
+process_start_ticks = start_ticks
 
 
 def parse_supervisor(value: str | None) -> tuple[int, str] | None:

@@ -61,7 +61,7 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _start_ticks(pid: int) -> str | None:
+def start_ticks(pid: int) -> str | None:
     """Field 22 of /proc/PID/stat (start time in clock ticks) of a live, non-zombie process."""
     stat = _read(f"/proc/{pid}/stat")
     if stat is None:
@@ -84,7 +84,7 @@ def process_tag(pid: int | None = None) -> str:
     """``<boot id>:<pid namespace>:<pid>:<start ticks>`` of a process (this one by default),
     or "" where that cannot be told."""
     pid = os.getpid() if pid is None else pid
-    machine, ticks = _machine(), _start_ticks(pid)
+    machine, ticks = _machine(), start_ticks(pid)
     return f"{machine}:{pid}:{ticks}" if machine and ticks else ""
 
 
@@ -99,4 +99,4 @@ def process_gone(tag: str) -> bool:
         pid = int(pid_s)
     except ValueError:
         return False
-    return _start_ticks(pid) != ticks
+    return start_ticks(pid) != ticks
