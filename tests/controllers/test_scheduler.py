@@ -141,8 +141,8 @@ class _Recorder:
         return self.rv
 
 
-def test_a_waiting_condition_is_not_written_again_before_its_event_returns() -> None:
-    reg = _Recorder()
+def _scheduler_with_one_slot(reg: _Recorder) -> tuple[PlacementScheduler, dict[str, Any]]:
+    """A scheduler on local informers over ``reg`` with one node of one CPU."""
     informers: dict[str, Any] = {"Job": Informer(reg, Job, "default", job_indexers()),  # type: ignore[arg-type]
                                  "Node": Informer(reg, Node, "default"),  # type: ignore[arg-type]
                                  "BatchJob": Informer(reg, BatchJob, "default")}  # type: ignore[arg-type]
@@ -150,6 +150,12 @@ def test_a_waiting_condition_is_not_written_again_before_its_event_returns() -> 
     sched.register(informers, lambda req: None)
     informers["Node"].apply_local(Node(metadata=ObjectMeta(name="n0", namespace="default", resource_version="1"),
                                        spec=NodeSpec(hostname="n0", cpus=1, gpus=0)))
+    return sched, informers
+
+
+def test_a_waiting_condition_is_not_written_again_before_its_event_returns() -> None:
+    reg = _Recorder()
+    sched, informers = _scheduler_with_one_slot(reg)
     for i, name in enumerate(("a", "b", "c")):
         informers["Job"].apply_local(_cached(name, 10 + i, None))
 
@@ -187,13 +193,7 @@ class _ConflictOn(_Recorder):
 
 def test_a_waiting_condition_that_conflicts_is_forgotten_and_the_others_land() -> None:
     reg = _ConflictOn("c")
-    informers: dict[str, Any] = {"Job": Informer(reg, Job, "default", job_indexers()),  # type: ignore[arg-type]
-                                 "Node": Informer(reg, Node, "default"),  # type: ignore[arg-type]
-                                 "BatchJob": Informer(reg, BatchJob, "default")}  # type: ignore[arg-type]
-    sched = PlacementScheduler()
-    sched.register(informers, lambda req: None)
-    informers["Node"].apply_local(Node(metadata=ObjectMeta(name="n0", namespace="default", resource_version="1"),
-                                       spec=NodeSpec(hostname="n0", cpus=1, gpus=0)))
+    sched, informers = _scheduler_with_one_slot(reg)
     for i, name in enumerate("abcdef"):
         informers["Job"].apply_local(_cached(name, 10 + i, None))
     sched.reconcile(Request(KEY, "default"), Context(reg, informers))  # type: ignore[arg-type]
