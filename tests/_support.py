@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -16,6 +17,7 @@ import store as st
 from apis import Registry
 from apis._config import SiteConfig
 from controllers import ControllerManager
+from store.process import process_gone, process_tag
 from tests._deadline import DEADLINE
 
 
@@ -78,3 +80,25 @@ def poll_until(pred: Callable[[], Any], timeout: float = DEADLINE, what: str = "
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}", pytrace=False)
         time.sleep(interval)
+
+
+def dead_process_tag() -> str:
+    """The process tag (store.process) of a process of this machine that has exited, as a
+    kill -9'd controller manager's or node agent's."""
+    p = subprocess.Popen(["sleep", "300"])
+    tag = process_tag(p.pid)
+    p.kill()
+    p.wait()
+    assert tag and process_gone(tag)
+    return tag
+
+
+def tag_not_known_dead(who: str) -> str:
+    """A holder's process tag that must not be judged dead: ``"alive here"`` (this process),
+    ``"on another machine"`` (another kernel's boot id), or ``"no process named"`` (empty)."""
+    if who == "alive here":
+        return process_tag()
+    if who == "on another machine":
+        boot, rest = dead_process_tag().split(":", 1)
+        return f"{'0' * len(boot)}:{rest}"  # another kernel's boot id: its pids are not ours to judge
+    return ""

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
 import threading
 import time
 
@@ -10,7 +9,7 @@ import pytest
 from controllers import ControllerManager, LeaderElector
 from controllers._leader import LEASE_PREFIX, holder_is_dead, process_tag
 from tests._deadline import DEADLINE
-from tests._support import poll_until
+from tests._support import dead_process_tag, poll_until, tag_not_known_dead
 
 
 def test_standby_takes_over_when_the_leaders_lease_expires(registry):
@@ -72,16 +71,6 @@ def test_leader_that_loses_its_lease_steps_down_and_campaigns_again(registry):
     assert rc == [0]
 
 
-def _dead_process_tag() -> str:
-    """The tag of a process of this machine that has exited (as a kill -9'd manager's)."""
-    p = subprocess.Popen(["sleep", "300"])
-    tag = process_tag(p.pid)
-    p.kill()
-    p.wait()
-    assert tag
-    return tag
-
-
 def _crashed_holder(registry, tag: str, ttl: float = 3600) -> int:
     """A leader lease as a manager that then died writes it, with a TTL nobody waits out."""
     lease = registry.store.lease_grant(ttl)
@@ -90,7 +79,7 @@ def _crashed_holder(registry, tag: str, ttl: float = 3600) -> int:
 
 
 def test_a_holder_that_died_on_this_machine_is_taken_over_without_waiting_out_its_lease(registry, caplog):
-    _crashed_holder(registry, _dead_process_tag())  # an hour's TTL: waiting it out would time out
+    _crashed_holder(registry, dead_process_tag())  # an hour's TTL: waiting it out would time out
     standby = LeaderElector(registry.store, "default", "standby", ttl=3600)
     caplog.set_level(logging.WARNING, logger="controllers._leader")
     done: list[bool] = []
@@ -106,13 +95,7 @@ def test_a_holder_that_died_on_this_machine_is_taken_over_without_waiting_out_it
 
 @pytest.mark.parametrize("who", ["alive here", "on another machine", "no process named"])
 def test_a_holder_not_known_dead_is_waited_for(registry, who, caplog):
-    if who == "alive here":
-        tag = process_tag()  # this very process
-    elif who == "on another machine":
-        boot, rest = _dead_process_tag().split(":", 1)
-        tag = f"{'0' * len(boot)}:{rest}"  # another kernel's boot id: its pids are not ours to judge
-    else:
-        tag = ""
+    tag = tag_not_known_dead(who)
     assert not holder_is_dead(tag)
     _crashed_holder(registry, tag)
     standby = LeaderElector(registry.store, "default", "standby", ttl=1)
@@ -131,6 +114,6 @@ def test_a_holder_not_known_dead_is_waited_for(registry, who, caplog):
 
 
 def test_holder_is_dead_reads_the_tag_of_a_process():
-    assert holder_is_dead(_dead_process_tag())
+    assert holder_is_dead(dead_process_tag())
     assert not holder_is_dead(process_tag())
     assert not holder_is_dead("garbage")

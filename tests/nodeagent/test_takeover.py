@@ -3,27 +3,16 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from apis import AlreadyExists, Node, NodeSpec, ObjectMeta, Registry
 from apis._config import SiteConfig
 from apis._registry import object_key
 from nodeagent._reporter import AGENT_PROCESS
-from store.process import process_gone, process_tag
+from store.process import process_tag
+from tests._support import dead_process_tag, tag_not_known_dead
 
 from .conftest import AgentFactory
-
-
-def _dead_process_tag() -> str:
-    """The tag of a process of this machine that has exited (as a kill -9'd agent's)."""
-    p = subprocess.Popen(["sleep", "300"])
-    tag = process_tag(p.pid)
-    p.kill()
-    p.wait()
-    assert tag and process_gone(tag)
-    return tag
 
 
 def _left_behind(registry: Registry, name: str, tag: str) -> int:
@@ -36,7 +25,7 @@ def _left_behind(registry: Registry, name: str, tag: str) -> int:
 
 def test_a_node_whose_agent_died_on_this_machine_is_taken_over_without_waiting_out_its_lease(
         registry: Registry, site: SiteConfig, agent: AgentFactory) -> None:
-    old = _left_behind(registry, "n1", _dead_process_tag())
+    old = _left_behind(registry, "n1", dead_process_tag())
     a = agent("n1", register_timeout=120)  # returns once registered: waiting an hour would time out
     node = registry.get(Node, "n1")
     assert a.lease != old
@@ -47,13 +36,7 @@ def test_a_node_whose_agent_died_on_this_machine_is_taken_over_without_waiting_o
 @pytest.mark.parametrize("who", ["alive here", "on another machine", "no process named"])
 def test_a_node_whose_agent_is_not_known_dead_is_waited_for(registry: Registry, site: SiteConfig,
                                                             agent: AgentFactory, who: str) -> None:
-    if who == "alive here":
-        tag = process_tag()  # this very process
-    elif who == "on another machine":
-        boot, rest = _dead_process_tag().split(":", 1)
-        tag = f"{'0' * len(boot)}:{rest}"  # another kernel's boot id: its pids are not ours to judge
-    else:
-        tag = ""
+    tag = tag_not_known_dead(who)
     old = _left_behind(registry, "n1", tag)
     with pytest.raises(AlreadyExists):
         agent("n1", register_timeout=0.5)
