@@ -104,6 +104,16 @@ def patched(job: Job, fields: dict[str, Any]) -> Job:
     return shallow_copy(job, {"status": shallow_copy(job.status, fields)})
 
 
+def _unschedulable_message(job: Job) -> str | None:
+    """The message of ``job``'s Unschedulable condition (None without one): another writer
+    that drops or rewrites it must bring the job back to the scheduler, which writes it."""
+    conds = job.status.conditions
+    if not conds:
+        return None
+    cond = get_condition(conds, "Unschedulable")
+    return cond.message if cond is not None else None
+
+
 def wants_placement(job: Job) -> bool:
     return job.status.state in RUNNABLE and not holds_resources(job) and not job.spec.suspend
 
@@ -125,7 +135,7 @@ class PlacementReconciler:
         self._conditions: dict[tuple[str, str, Any], tuple[Condition, dict[str, Any]]] = {}
         self._nodes_changed = False
         # Jobs this pass recorded a (non-binding) step for -> the revision it was decided on:
-        # if the cache still shows that revision next pass, the write did not land.
+        # all of them are looked at again next pass (whether the step landed or not).
         self._stepped: dict[str, str | None] = {}
         # Waiting conditions this scheduler wrote itself (not written through): job -> (the
         # cached version it was written over, reason, message), so a pass before its watch
@@ -156,6 +166,7 @@ class PlacementReconciler:
                     and old.spec.suspend == new.spec.suspend
                     and old.spec.resources == new.spec.resources
                     and old.metadata.labels == new.metadata.labels
+                    and _unschedulable_message(old) == _unschedulable_message(new)
                 )
                 relevant = not same
             if relevant:
@@ -245,10 +256,13 @@ class PlacementReconciler:
         released = False  # some room changed hands since the last pass
         gone = set(self._sync_nodes(nodes))
         dirty = self.queue.take_marked()
-        for name, rv in self._stepped.items():  # a step of the last pass that did not land
-            j = jobs.get(name)
-            if j is not None and j.metadata.resource_version == rv:
-                dirty.add(name)
+        # Every job the last pass wrote a step for is looked at again. Its step may not have
+        # landed: a conflict with a write whose event was still on its way (our own Waiting
+        # condition, say) leaves the cache at a newer version than the one the step was
+        # decided on, and that event changes nothing the handler marks for. The look is
+        # cheap: the cache then shows the step (written through) or shows it missing, and
+        # the Unschedulable memo is reset from what it shows.
+        dirty.update(self._stepped)
         self._stepped = {}
         with self._lock:
             full, self._full_sync = self._full_sync, False

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from apis import BatchJob, Conflict, Job, JobState, Node, NodeSpec, ObjectMeta, Placement, Registry
+from apis._meta import get_condition, set_condition
 from controllers import ControllerManager
 from controllers._controller import Context, Request
 from controllers._informer import Informer
@@ -201,3 +202,44 @@ def test_a_waiting_condition_that_conflicts_is_forgotten_and_the_others_land() -
     assert written == ["b", "d", "e", "f"]
     assert sched.queue.take_marked() == {"c"}  # looked at again next pass
     assert "c" not in sched._waiting_sent  # nothing remembered as written for it
+
+
+def _unschedulable_steps(sched: PlacementScheduler, reg: _Recorder, informers: dict[str, Any]) -> list[str]:
+    """One pass; the jobs it writes an Unschedulable condition for (the steps are not written:
+    the test decides what the cache shows next)."""
+    ctx = Context(reg, informers)  # type: ignore[arg-type]
+    sched.reconcile(Request(KEY, "default"), ctx)
+    return [new.name for _, new in ctx.writes.updates
+            if get_condition(new.status.conditions, "Unschedulable") is not None]
+
+
+def _never_fits(rv: int, message: str | None = None) -> Job:
+    j = _cached("wide", rv, None)
+    j.spec.resources.ranks_per_node = 2  # the only node has one CPU
+    if message is not None:
+        set_condition(j.status.conditions, "Unschedulable", "True", "NeverFits", message)
+    return j
+
+
+def test_an_unschedulable_step_that_did_not_land_is_written_again_after_a_newer_version_arrives() -> None:
+    """The step was decided on a version the store had already moved past (its write
+    conflicts); the newer version's event changes nothing placement reads. The next pass
+    must still write the condition: a job that never fits without it strands `up --until-done`."""
+    reg = _Recorder()
+    sched, informers = _scheduler_with_one_slot(reg)
+    informers["Job"].apply_local(_never_fits(10))
+    assert _unschedulable_steps(sched, reg, informers) == ["wide"]
+    informers["Job"].apply_local(_never_fits(11))  # another writer's version, no condition
+    assert _unschedulable_steps(sched, reg, informers) == ["wide"]
+
+
+def test_an_unschedulable_condition_dropped_by_another_writer_is_written_again() -> None:
+    reg = _Recorder()
+    sched, informers = _scheduler_with_one_slot(reg)
+    informers["Job"].apply_local(_never_fits(10))
+    assert _unschedulable_steps(sched, reg, informers) == ["wide"]
+    message = "needs 2 CPUs per node; largest node has 1"
+    informers["Job"].apply_local(_never_fits(11, message))  # the step landed
+    assert _unschedulable_steps(sched, reg, informers) == []  # nothing to write again
+    informers["Job"].apply_local(_never_fits(12))  # someone removed it
+    assert _unschedulable_steps(sched, reg, informers) == ["wide"]
