@@ -52,6 +52,7 @@ import logging
 import os
 import pickle
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -594,10 +595,43 @@ def main() -> int:
 
 def runtime_dir(prefix: str) -> str:
     """A private directory for handoff files: in /dev/shm (node-local memory) when there is
-    one, else the system's temporary directory."""
+    one, else the system's temporary directory. Its name carries our pid; the directories of
+    processes that are gone (a ``kill -9``ed agent cannot remove its own) are removed first,
+    so a login node's /dev/shm does not fill with one per killed agent."""
     shm = "/dev/shm"
-    base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
-    return tempfile.mkdtemp(prefix=prefix, dir=base)
+    base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
+    remove_stale_runtime_dirs(base, prefix)
+    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base)
+
+
+def remove_stale_runtime_dirs(base: str, prefix: str) -> int:
+    """Remove our own ``prefix<pid>-*`` directories in ``base`` whose process no longer exists;
+    returns how many. A pid reused since is taken as alive (its directory stays)."""
+    removed = 0
+    uid = os.getuid()
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return 0
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        pid_text = name[len(prefix):].partition("-")[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        path = os.path.join(base, name)
+        try:
+            if os.lstat(path).st_uid != uid:
+                continue  # another user's (or a link): not ours to judge
+            os.kill(int(pid_text), 0)
+            continue  # alive
+        except ProcessLookupError:
+            pass
+        except OSError:  # gone meanwhile, or a live process of another user
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 #: ``on_message(generation, message)``; :class:`ServerDied` when the server goes away.

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import queue
+import subprocess
 import time
 
 import pytest
 
 from apis import ApplicationDefinition
-from apis._forkserver import Ended, ForkServer, ServerDied, Started, prefork
+from apis._forkserver import Ended, ForkServer, ServerDied, Started, prefork, remove_stale_runtime_dirs
 from apis._pycodec import encode_params
 from tests._deadline import DEADLINE
 
@@ -198,3 +199,22 @@ def test_closing_a_server_that_never_adopted_its_preforked_one_ends_it(tmp_path)
     assert pre.poll() is None
     fs.close()
     assert pre.poll() is not None
+
+
+def test_runtime_dirs_of_processes_that_are_gone_are_removed_and_live_ones_kept(tmp_path) -> None:
+    """A kill -9'd agent cannot remove its handoff directory: the next one made removes it."""
+    p = subprocess.Popen(["sleep", "300"])
+    dead_pid = p.pid
+    p.kill()
+    p.wait()
+    dead = tmp_path / f"balsam-t-{dead_pid}-abc"
+    live = tmp_path / f"balsam-t-{os.getppid()}-def"
+    mine = tmp_path / f"balsam-t-{os.getpid()}-ghi"
+    other = tmp_path / f"balsam-other-{dead_pid}-x"
+    unnamed = tmp_path / "balsam-t-noname"
+    for d in (dead, live, mine, other, unnamed):
+        d.mkdir()
+    (dead / "result.json").write_text("{}")
+    assert remove_stale_runtime_dirs(str(tmp_path), "balsam-t-") == 1
+    assert not dead.exists()
+    assert live.exists() and mine.exists() and other.exists() and unnamed.exists()
