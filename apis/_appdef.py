@@ -41,6 +41,7 @@ import sys
 import textwrap
 import threading
 import weakref
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -55,6 +56,10 @@ from ._templates import template_variables
 
 if TYPE_CHECKING:
     from ._registry import Registry
+
+#: ``map()``: jobs in its first write (small, so that the site starts at once), then per write.
+MAP_FIRST_CHUNK = 64
+MAP_CHUNK = 512
 
 HOOKS = ("preprocess", "postprocess", "handle_error", "handle_timeout")
 
@@ -350,6 +355,38 @@ class ApplicationDefinition:
         if save:
             job.save()
         return job
+
+    @classmethod
+    def map(cls, workdir: str | Callable[[int], str], args: Iterable[Mapping[str, Any]], *,
+            first_chunk: int = MAP_FIRST_CHUNK, chunk: int = MAP_CHUNK, **job_kw: Any) -> list[Job]:
+        """One saved Job per item of ``args`` (the ``run()`` keywords, or the parameters of a
+        command App), created in bulk: ``Adder.map("adders/{i}", ({"x": i, "y": 1} for i in
+        range(n)))``. ``workdir``: a format string of ``{i}`` (the item's index), or a function
+        of it. ``job_kw``: Job keywords shared by every job (``tags``, ``node_packing_count``...).
+
+        Each job is checked as ``submit()`` checks it (``run()``'s signature, the Job's own
+        validation), but they are written ``first_chunk`` and then ``chunk`` at a time, each
+        chunk in one transaction as soon as it is built: the site starts the first jobs while
+        the rest are being made (a bulk_create of them all would start nothing before the
+        last one is built). A refused chunk raises (jobs of earlier chunks stay created, as
+        with ``bulk_create``). Returns the created jobs, in the order of ``args``."""
+        unknown = sorted(set(job_kw) - JOB_KEYWORDS)
+        if unknown:
+            raise TypeError(f"{cls.__name__}.map(): unknown Job keyword(s) {', '.join(unknown)} "
+                            "(run() arguments go in the items of args)")
+        name_of = workdir.format if isinstance(workdir, str) else None
+        made: list[Job] = []
+        todo: list[Job] = []
+        size = max(1, first_chunk)
+        for i, params in enumerate(args):
+            wd = name_of(i=i) if name_of is not None else workdir(i)  # type: ignore[operator]
+            todo.append(cls.submit(wd, save=False, **job_kw, parameters=dict(params)))
+            if len(todo) >= size:
+                made += Job.objects.bulk_create(todo)
+                todo, size = [], max(1, chunk)
+        if todo:
+            made += Job.objects.bulk_create(todo)
+        return made
 
     @classmethod
     def _check_parameters(cls, params: dict[str, Any]) -> None:
