@@ -346,15 +346,25 @@ class ApplicationDefinition:
         job_kw = {k: v for k, v in kwargs.items() if k in JOB_KEYWORDS}
         params = dict(job_kw.pop("parameters", None) or {})
         params.update({k: v for k, v in kwargs.items() if k not in JOB_KEYWORDS})
-        cls._check_parameters(params)
-        namespace = str(job_kw.get("namespace") or current_client().namespace)
-        job_kw["namespace"] = namespace
-        app = cls._ensure_app(namespace)
-        encoded = encode_params(params) if cls.is_python_app() else params
-        job = Job.model_validate({"app_id": app, "workdir": str(workdir), "parameters": encoded, **job_kw})
+        job = cls._new_job(str(workdir), params, cls._job_keywords(job_kw))
         if save:
             job.save()
         return job
+
+    @classmethod
+    def _job_keywords(cls, job_kw: dict[str, Any]) -> dict[str, Any]:
+        """The Job keywords of ``submit``/``map`` with the namespace and this App resolved (the
+        App synced once if it does not exist): what every job of one call shares."""
+        namespace = str(job_kw.get("namespace") or current_client().namespace)
+        return {**job_kw, "namespace": namespace, "app_id": cls._ensure_app(namespace)}
+
+    @classmethod
+    def _new_job(cls, workdir: str, params: dict[str, Any], shared: dict[str, Any]) -> Job:
+        """One unsaved Job: its parameters checked against ``run()`` (or the declared ones)
+        and encoded, the Job validated as any Job is."""
+        cls._check_parameters(params)
+        encoded = encode_params(params) if cls.is_python_app() else params
+        return Job.model_validate({**shared, "workdir": workdir, "parameters": encoded})
 
     @classmethod
     def map(cls, workdir: str | Callable[[int], str], args: Iterable[Mapping[str, Any]], *,
@@ -370,17 +380,18 @@ class ApplicationDefinition:
         the rest are being made (a bulk_create of them all would start nothing before the
         last one is built). A refused chunk raises (jobs of earlier chunks stay created, as
         with ``bulk_create``). Returns the created jobs, in the order of ``args``."""
-        unknown = sorted(set(job_kw) - JOB_KEYWORDS)
+        unknown = sorted((set(job_kw) - JOB_KEYWORDS) | (set(job_kw) & {"parameters"}))
         if unknown:
             raise TypeError(f"{cls.__name__}.map(): unknown Job keyword(s) {', '.join(unknown)} "
                             "(run() arguments go in the items of args)")
         name_of = workdir.format if isinstance(workdir, str) else None
+        shared = cls._job_keywords(dict(job_kw))
         made: list[Job] = []
         todo: list[Job] = []
         size = max(1, first_chunk)
         for i, params in enumerate(args):
             wd = name_of(i=i) if name_of is not None else workdir(i)  # type: ignore[operator]
-            todo.append(cls.submit(wd, save=False, **job_kw, parameters=dict(params)))
+            todo.append(cls._new_job(str(wd), dict(params), shared))
             if len(todo) >= size:
                 made += Job.objects.bulk_create(todo)
                 todo, size = [], max(1, chunk)
