@@ -148,6 +148,8 @@ def test_map_takes_a_workdir_function_and_checks_each_item_like_submit(site):
         Adder.map("test/map-bad/{i}", [{"x": 1, "z": 2}], **PACK)
     with pytest.raises(TypeError, match="unknown Job keyword"):
         Adder.map("test/map-bad/{i}", [{"x": 1, "y": 2}], colour="red")
+    with pytest.raises(TypeError, match="parameters"):  # the items are the parameters
+        Adder.map("test/map-bad/{i}", [{"x": 1, "y": 2}], parameters={"x": 1})
     assert Job.objects.count() == n
 
 
