@@ -41,6 +41,7 @@ import sys
 import textwrap
 import threading
 import weakref
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -55,6 +56,10 @@ from ._templates import template_variables
 
 if TYPE_CHECKING:
     from ._registry import Registry
+
+#: ``map()``: jobs in its first write (small, so that the site starts at once), then per write.
+MAP_FIRST_CHUNK = 64
+MAP_CHUNK = 512
 
 HOOKS = ("preprocess", "postprocess", "handle_error", "handle_timeout")
 
@@ -341,15 +346,58 @@ class ApplicationDefinition:
         job_kw = {k: v for k, v in kwargs.items() if k in JOB_KEYWORDS}
         params = dict(job_kw.pop("parameters", None) or {})
         params.update({k: v for k, v in kwargs.items() if k not in JOB_KEYWORDS})
-        cls._check_parameters(params)
-        namespace = str(job_kw.get("namespace") or current_client().namespace)
-        job_kw["namespace"] = namespace
-        app = cls._ensure_app(namespace)
-        encoded = encode_params(params) if cls.is_python_app() else params
-        job = Job.model_validate({"app_id": app, "workdir": str(workdir), "parameters": encoded, **job_kw})
+        job = cls._new_job(str(workdir), params, cls._job_keywords(job_kw))
         if save:
             job.save()
         return job
+
+    @classmethod
+    def _job_keywords(cls, job_kw: dict[str, Any]) -> dict[str, Any]:
+        """The Job keywords of ``submit``/``map`` with the namespace and this App resolved (the
+        App synced once if it does not exist): what every job of one call shares."""
+        namespace = str(job_kw.get("namespace") or current_client().namespace)
+        return {**job_kw, "namespace": namespace, "app_id": cls._ensure_app(namespace)}
+
+    @classmethod
+    def _new_job(cls, workdir: str, params: dict[str, Any], shared: dict[str, Any]) -> Job:
+        """One unsaved Job: its parameters checked against ``run()`` (or the declared ones)
+        and encoded, the Job validated as any Job is."""
+        cls._check_parameters(params)
+        encoded = encode_params(params) if cls.is_python_app() else params
+        return Job.model_validate({**shared, "workdir": workdir, "parameters": encoded})
+
+    @classmethod
+    def map(cls, workdir: str | Callable[[int], str], args: Iterable[Mapping[str, Any]], *,
+            first_chunk: int = MAP_FIRST_CHUNK, chunk: int = MAP_CHUNK, **job_kw: Any) -> list[Job]:
+        """One saved Job per item of ``args`` (the ``run()`` keywords, or the parameters of a
+        command App), created in bulk: ``Adder.map("adders/{i}", ({"x": i, "y": 1} for i in
+        range(n)))``. ``workdir``: a format string of ``{i}`` (the item's index), or a function
+        of it. ``job_kw``: Job keywords shared by every job (``tags``, ``node_packing_count``...).
+
+        Each job is checked as ``submit()`` checks it (``run()``'s signature, the Job's own
+        validation), but they are written ``first_chunk`` and then ``chunk`` at a time, each
+        chunk in one transaction as soon as it is built: the site starts the first jobs while
+        the rest are being made (a bulk_create of them all would start nothing before the
+        last one is built). A refused chunk raises (jobs of earlier chunks stay created, as
+        with ``bulk_create``). Returns the created jobs, in the order of ``args``."""
+        unknown = sorted((set(job_kw) - JOB_KEYWORDS) | (set(job_kw) & {"parameters"}))
+        if unknown:
+            raise TypeError(f"{cls.__name__}.map(): unknown Job keyword(s) {', '.join(unknown)} "
+                            "(run() arguments go in the items of args)")
+        name_of = workdir.format if isinstance(workdir, str) else None
+        shared = cls._job_keywords(dict(job_kw))
+        made: list[Job] = []
+        todo: list[Job] = []
+        size = max(1, first_chunk)
+        for i, params in enumerate(args):
+            wd = name_of(i=i) if name_of is not None else workdir(i)  # type: ignore[operator]
+            todo.append(cls._new_job(str(wd), dict(params), shared))
+            if len(todo) >= size:
+                made += Job.objects.bulk_create(todo)
+                todo, size = [], max(1, chunk)
+        if todo:
+            made += Job.objects.bulk_create(todo)
+        return made
 
     @classmethod
     def _check_parameters(cls, params: dict[str, Any]) -> None:

@@ -160,6 +160,39 @@ def test_a_pools_app_code_travels_once_per_server_and_again_to_a_new_server(serv
     assert ended.code == 0 and ended.outcome["result"][0] == 6
 
 
+class EnvAndMess(ApplicationDefinition):
+    def run(self, mess):
+        seen = {k: os.environ.get(k) for k in ("ONLY_HERE", "JOB_VAR", "LEFT_BY_A_JOB", "BASE_ONLY")}
+        if mess:  # what a job does to its interpreter's environment must not reach the next job
+            os.environ["LEFT_BY_A_JOB"] = "x"
+            os.environ["ONLY_HERE"] = "changed"
+            os.environ.pop("BASE_ONLY", None)
+        return [seen, os.getpid()]
+
+
+def test_warm_tasks_get_exactly_their_environment_whatever_a_job_before_did_to_it(server, tmp_path):
+    fs, msgs = server
+    outcomes = []
+    for i, env in enumerate([
+        {"ONLY_HERE": "1", "JOB_VAR": "a", "BASE_ONLY": "b"},
+        {"ONLY_HERE": "1", "JOB_VAR": "b", "BASE_ONLY": "b"},  # after a job that changed the environment
+        {"ONLY_HERE": "1", "NEW": "n"},                       # one of the first removed, one added
+    ]):
+        spec = _spec(EnvAndMess, tmp_path, f"env{i}", mess=True)
+        spec["env"] = env
+        fs.submit(f"env{i}", "pool-env", spec.pop("app"), spec)
+        _next(msgs, Started)
+        _, ended = _next(msgs, Ended)
+        assert ended.code == 0, ended
+        outcomes.append(ended.outcome["result"])
+    assert len({pid for _, pid in outcomes}) == 1  # one warm worker ran them all
+    assert [seen for seen, _ in outcomes] == [
+        {"ONLY_HERE": "1", "JOB_VAR": "a", "LEFT_BY_A_JOB": None, "BASE_ONLY": "b"},
+        {"ONLY_HERE": "1", "JOB_VAR": "b", "LEFT_BY_A_JOB": None, "BASE_ONLY": "b"},
+        {"ONLY_HERE": "1", "JOB_VAR": None, "LEFT_BY_A_JOB": None, "BASE_ONLY": None},
+    ]
+
+
 def test_an_exception_in_a_warm_worker_comes_back_as_the_tasks_outcome(server, tmp_path):
     class Boom(ApplicationDefinition):
         def run(self):

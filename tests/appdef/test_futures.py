@@ -129,6 +129,30 @@ def test_submit_save_false_for_bulk_create_and_wait_all(site):
     assert sorted(j.result() for j in res.done) == [2 * i for i in range(20)]
 
 
+def test_map_creates_one_job_per_item_in_chunks_in_order_and_each_result_comes_back(site):
+    site_job_count = Job.objects.count()
+    jobs = Adder.map("test/map/{i}", ({"x": i, "y": 10} for i in range(23)), first_chunk=4, chunk=8, **PACK)
+    assert [j.workdir.as_posix() for j in jobs] == [f"test/map/{i}" for i in range(23)]
+    assert all(j.metadata.resource_version for j in jobs)  # saved, each
+    assert Job.objects.count() == site_job_count + 23
+    assert [j.spec.resources.node_packing_count for j in jobs] == [4] * 23
+    assert sorted(j.result() for j in Job.objects.as_completed(jobs, timeout=DEADLINE)) == [i + 10 for i in range(23)]
+
+
+def test_map_takes_a_workdir_function_and_checks_each_item_like_submit(site):
+    jobs = Adder.map(lambda i: f"test/map-fn/{i:03d}", [{"x": 1, "y": 2}], **PACK)
+    assert [j.workdir.as_posix() for j in jobs] == ["test/map-fn/000"]
+    assert jobs[0].result(timeout=DEADLINE) == 3
+    n = Job.objects.count()
+    with pytest.raises(TypeError):  # not a parameter of run(): refused before anything is written
+        Adder.map("test/map-bad/{i}", [{"x": 1, "z": 2}], **PACK)
+    with pytest.raises(TypeError, match="unknown Job keyword"):
+        Adder.map("test/map-bad/{i}", [{"x": 1, "y": 2}], colour="red")
+    with pytest.raises(TypeError, match="parameters"):  # the items are the parameters
+        Adder.map("test/map-bad/{i}", [{"x": 1, "y": 2}], parameters={"x": 1})
+    assert Job.objects.count() == n
+
+
 def test_wait_first_completed_returns_with_the_fast_job_done(site):
     slow = Sleeper.submit("test/wait-first/slow", seconds=30, **PACK)
     fast = Adder.submit("test/wait-first/fast", x=1, y=1, **PACK)
