@@ -29,6 +29,7 @@ from ._config import (
     SiteConfig,
     load_site_config,
     open_registry,
+    open_registry_waiting,
     resolve_store_url,
     site_config,
 )
@@ -201,6 +202,7 @@ __all__ = [
     "kind_for",
     "load_site_config",
     "open_registry",
+    "open_registry_waiting",
     "parse_object",
     "parse_selector",
     "parse_state",

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +139,39 @@ def open_registry(url: str) -> Registry:
             except st.Forbidden as e:
                 raise Forbidden(str(e)) from None
             _registries[url] = reg
+        return reg
+
+
+#: Waits between tries of a store that does not answer at start-up: 0.1 s, doubling, at most this.
+STORE_WAIT_MAX = 2.0
+
+
+def open_registry_waiting(url: str, *, say: Callable[[str], None],
+                          give_up: Callable[[], str] = lambda: "") -> Registry | None:
+    """:func:`open_registry`, waiting while the store does not answer: a component started
+    during a store outage (an agent an allocation starts then, a manager ``up`` restarts)
+    waits for the store with backoff instead of exiting, as it would ride the outage out had it
+    started before. ``say`` gets one line when the wait begins and one when it ends. Returns
+    None when ``give_up()`` gives a reason (said too): a signal, a supervisor gone. Errors
+    other than an unreachable store (refused credentials, a bad URL) are raised at once."""
+    delay = 0.1
+    waited = False
+    while True:
+        try:
+            reg = open_registry(url)
+        except StoreUnavailable as e:
+            if not waited:
+                say(f"store unavailable ({e}); waiting for it")
+                waited = True
+            why = give_up()
+            if why:
+                say(why)
+                return None
+            time.sleep(delay)
+            delay = min(STORE_WAIT_MAX, delay * 2)
+            continue
+        if waited:
+            say("store reachable again")
         return reg
 
 

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 
-from apis import ApiError, load_site_config, open_registry, resolve_store_url
+from apis import ApiError, load_site_config, open_registry_waiting, resolve_store_url
 from apis._modes import apply_umask
 from store.process import tune_gc
 
@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds a hook may run before it is killed and its job FAILED, unless its App "
                         "says otherwise (default: 300)")
     args = p.parse_args(argv)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     try:
         url = resolve_store_url(args.store, args.site)
         namespace = args.namespace or "default"
@@ -49,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
             filename=log_file, level=args.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s %(message)s",
         )
-        registry = open_registry(url)
+        # Started during a store outage (up restarts us, an operator starts us): wait for it.
+        registry = open_registry_waiting(
+            url, say=lambda line: print(line, file=sys.stderr, flush=True),
+            give_up=lambda: "stopped while waiting for the store" if stop.is_set() else "")
+        if registry is None:
+            return 0
         hooks = ProcessHookRunner(store_url=url, site_path=site_path, workers=args.hook_workers,
                                   timeout=args.hook_timeout,
                                   log_dir=site_path / "logs" if site_path is not None else None,
@@ -62,9 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     # A log line that cannot be written (the site's disk full) is lost, not printed as a
     # "--- Logging error ---" traceback: the manager rides a full disk out (issue 12).
     logging.raiseExceptions = False
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     return mgr.run(stop)
 
 

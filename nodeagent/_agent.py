@@ -171,7 +171,8 @@ class NodeAgent:
 
     def run(self) -> None:
         """Register and run in this thread until :meth:`stop` (or a signal handler calling it)."""
-        self._register_or_close()
+        if not self._register_or_close():
+            return  # stopped while waiting for the store
         self._run_loop_guarded()
         if self.error is not None:
             raise self.error
@@ -230,17 +231,23 @@ class NodeAgent:
 
     # --- registration ------------------------------------------------------------------
 
-    def _register_or_close(self) -> None:
+    def _register_or_close(self) -> bool:
         try:
-            self._register()
+            registered = self._register()
         except BaseException:
             self._close()
             raise
+        if not registered:
+            self._close()
+        return registered
 
-    def _register(self) -> None:
+    def _register(self) -> bool:
+        """Take a lease and write our Node, waiting while the store does not answer (an
+        allocation may start us during a store outage); False if stopped meanwhile."""
         self.supervisor.warm_up()
         self.leases.open()
-        self.reporter.register()
+        if not self._until_store_answers(self._take_node):
+            return False
         self.log.info("registered node %s (host %s, %d cpus, %d gpus%s) under lease %d", self.name, self.hostname,
                       self.cpus, self.gpus, f", batch job {self.batch_job}" if self.batch_job else "", self.lease)
         self.supervisor.open(self._spawn_thread)
@@ -249,6 +256,34 @@ class NodeAgent:
         self._q.put(Resync())
         if self.batch_job:
             self._q.put(AllocationChanged())
+        return True
+
+    def _take_node(self) -> None:
+        self.leases.grant()
+        self.reporter.register()
+
+    def _until_store_answers(self, fn: Callable[[], None]) -> bool:
+        """``fn()``, tried again with backoff (0.1 s doubling to 2 s) while the store is
+        unreachable; one log line when the wait begins and one when it ends. False when a stop
+        was asked for, or supervision was lost, meanwhile."""
+        delay, waited = 0.1, False
+        while True:
+            try:
+                fn()
+            except (StoreUnavailable, st.Unavailable) as e:
+                if not waited:
+                    self.log.warning("store unavailable (%s); waiting for it to register node %s", e, self.name)
+                    waited = True
+                why = self._stop_requested or self.leases.supervision_lost()
+                if why:
+                    self.log.warning("node %s not registered: %s", self.name, why)
+                    return False
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
+                continue
+            if waited:
+                self.log.warning("store reachable again; registering node %s", self.name)
+            return True
 
     def _reregister(self) -> None:
         """Our lease expired under us (the store was unreachable, the process was stopped):

@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-from apis import ApiError, load_site_config, open_registry, resolve_store_url
+from apis import ApiError, Registry, load_site_config, open_registry_waiting, resolve_store_url
 from apis._forkserver import prefork
 from apis._modes import apply_umask
-from store.process import tune_gc
+from store.process import start_ticks, tune_gc
 
 from ._agent import NodeAgent
 from ._fence import SUPERVISOR_ENV, parse_supervisor
@@ -52,6 +52,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between SIGTERM and SIGKILL when a job is killed (default: 5)")
     p.add_argument("-v", "--verbose", action="store_true", help="also log to stderr")
     return p
+
+
+def _open_registry(url: str, supervisor: tuple[int, str] | None) -> Registry | None:
+    """The store, waited for while it does not answer (an allocation may start us during a
+    store outage); None if we are stopped, or our allocation's runner ends, meanwhile."""
+    stopped: list[str] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopped.append(f"stopped by {signal.Signals(signum).name} while waiting for the store")
+
+    def give_up() -> str:
+        if stopped:
+            return stopped[0]
+        if supervisor is not None and start_ticks(supervisor[0]) != supervisor[1]:
+            return f"stopped: its allocation runner (pid {supervisor[0]}) is gone"
+        return ""
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return open_registry_waiting(url, say=lambda line: print(line, file=sys.stderr, flush=True),
+                                     give_up=give_up)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,12 +114,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # of CPU that delayed the site's first Python job (issue 14).
         logs = site.logs_path
         python_server = prefork(logs / "pyapps-forkserver.log" if logs.is_dir() else None)
-        registry = open_registry(resolve_store_url(args.store, args.site))
+        supervisor = parse_supervisor(os.environ.get(SUPERVISOR_ENV))
+        registry = _open_registry(resolve_store_url(args.store, args.site), supervisor)
+        if registry is None:
+            return 0
         agent = NodeAgent(
             registry, name=args.name, cpus=args.cpus, gpus=args.gpus, hostname=args.hostname,
             batch_job=args.batch_job, site_config=site, lease_ttl=args.lease_ttl, kill_grace=args.kill_grace,
             gpu_pinning=GpuPinning(args.gpu_platform, args.gpu_tiles),
-            supervisor=parse_supervisor(os.environ.get(SUPERVISOR_ENV)), warm_python=python_server,
+            supervisor=supervisor, warm_python=python_server,
         )  # fmt: skip
     except (ApiError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

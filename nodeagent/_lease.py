@@ -44,9 +44,9 @@ class LeaseKeeper:
         self.fenced_at = 0.0  # when the guardian last killed our jobs (a late renewal)
 
     def open(self) -> None:
-        """Start the guardian and take the first lease."""
-        self.guardian = Guardian(self.fence_margin)
-        self.grant()
+        """Start the guardian (the first lease is taken with :meth:`grant`)."""
+        if self.guardian is None:
+            self.guardian = Guardian(self.fence_margin)
 
     def grant(self) -> None:
         sent = time.monotonic()

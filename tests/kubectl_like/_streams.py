@@ -41,6 +41,10 @@ class Proc:
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        # stderr is read as it comes (a test may wait for a line of it; a full pipe would block)
+        self._err: list[str] = []
+        self._err_reader = threading.Thread(target=self._read_err, daemon=True)
+        self._err_reader.start()
         self.stderr = ""
 
     def _read(self) -> None:
@@ -49,13 +53,22 @@ class Proc:
             self._lines.put(line)
         self._lines.put(None)
 
+    def _read_err(self) -> None:
+        assert self.p.stderr is not None
+        for line in self.p.stderr:
+            self._err.append(line)
+
+    def err_so_far(self) -> str:
+        """What the process has written to stderr until now."""
+        return "".join(self._err)
+
     def line(self, timeout: float = DEADLINE) -> str:
         """The next line of stdout (AssertionError if none comes within ``timeout``)."""
         try:
             line = self._lines.get(timeout=timeout)
         except queue.Empty:
             raise AssertionError(f"no output within {timeout}s") from None
-        assert line is not None, f"stdout closed (exit {self.p.poll()}): {self.p.stderr.read() if self.p.stderr else ''}"
+        assert line is not None, f"stdout closed (exit {self.p.poll()}): {self.err_so_far()}"
         return line
 
     def lines(self, n: int, timeout: float = DEADLINE) -> list[str]:
@@ -81,8 +94,8 @@ class Proc:
 
     def wait(self, timeout: float = DEADLINE) -> int:
         rc = self.p.wait(timeout)
-        if self.p.stderr is not None and not self.stderr:
-            self.stderr = self.p.stderr.read()
+        self._err_reader.join(timeout)
+        self.stderr = self.err_so_far()
         return rc
 
     def interrupt(self, timeout: float = DEADLINE) -> int:

@@ -97,3 +97,30 @@ def test_up_rides_through_a_full_disk_under_the_sqlite_store(tmp_path: Path, pro
         assert len(r.stdout.splitlines()) == JOBS + 1
         release(filler)
         _finishes(p, site)
+
+
+@pytest.mark.etcd
+def test_a_node_agent_and_a_controller_manager_started_during_an_etcd_outage_wait_for_it(
+        tmp_path: Path, procs: list[Proc]) -> None:
+    """An allocation (or up's restart) may start them while the store is away: they say so
+    once and go on when it answers, instead of exiting (an allocation whose agents exit ends)."""
+    if not etcd_available():
+        pytest.skip("no etcd binary")
+    ns = f"t-{uuid.uuid4().hex[:10]}"
+    with EtcdCluster.start(members=1) as cluster:
+        site = _site(tmp_path, cluster.url, ns)
+        (site / "gate").touch()
+        cluster.members[0].kill()
+        agent = Proc(site, "nodeagent", "--name", "n0", "--cpus", "2", "--lease-ttl", "3")
+        manager = Proc(site, "controller-manager", "--lease-ttl", "3")
+        procs += [agent, manager]
+        for p in (agent, manager):
+            wait_until(lambda p=p: "store unavailable" in p.err_so_far())
+            assert p.p.poll() is None, p.err_so_far()  # waiting, not exited
+        cluster.members[0].restart()
+        wait_until(lambda: _count(cluster.url, ns, JobState.JOB_FINISHED) == JOBS)
+        for p in (agent, manager):
+            p.p.terminate()
+            assert p.wait() == 0, p.stderr
+            assert "Traceback" not in p.stderr
+        assert "Traceback" not in _logs(site)
