@@ -144,7 +144,16 @@ def engine_drain(jobs: list[Job], nodes: int) -> dict[str, Any]:
     has room (as the reconciler's incremental passes do), then releases what it bound."""
     packer = Packer(NodeOccupancy(f"n{i:04d}", NODE_CPUS, NODE_GPUS) for i in range(nodes))
     order = sorted(jobs, key=lambda j: (-j.spec.priority, j.metadata.creation_timestamp, j.name))
-    pending = [PlacementRequest(j.name, JobShape.from_resources(j.spec.resources)) for j in order]
+    # (job, request of its packing group): the form the scheduler's queue holds, built before
+    # the timing as the scheduler builds its entries when a job is queued
+    templates: dict[JobShape, PlacementRequest] = {}
+    pending: list[tuple[str, PlacementRequest]] = []
+    for j in order:
+        shape = JobShape.from_resources(j.spec.resources)
+        t = templates.get(shape)
+        if t is None:
+            t = templates[shape] = PlacementRequest("", shape)
+        pending.append((j.name, t))
     rounds = placed = 0
     secs = cpu = 0.0
     first: dict[str, Any] = {}
@@ -153,11 +162,11 @@ def engine_drain(jobs: list[Job], nodes: int) -> dict[str, Any]:
         decided: list[Decision] = []
         i = 0
         while i < len(pending) and packer.has_room():
-            decided.extend(packer.place(pending[i : i + PLACE_CHUNK]))
+            decided.extend(packer.place_pairs(pending[i : i + PLACE_CHUNK]))
             i += PLACE_CHUNK
         bound = [d.job for d in decided if d.bound]
         gone = {d.job for d in decided if d.bound or d.never_fits}
-        pending = [r for r in pending if r.job not in gone]
+        pending = [r for r in pending if r[0] not in gone]
         for name in bound:
             packer.release(name)
         dt = time.perf_counter() - t0

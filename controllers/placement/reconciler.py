@@ -79,6 +79,11 @@ def holds_resources(job: Job) -> bool:
 
 _NOT_KEPT_WHEN_BOUND = ("Unschedulable", "Waiting")
 _EMPTY_PLACEMENT = Placement()  # copied with the decision's fields (pydantic's model_construct costs 4x)
+#: (nodes, cpus, gpus, occupancy, batch job) -> its Placement, shared by every binding that gets
+#: the same room (a slot freed and taken again gets the same ids): nothing edits a placement in
+#: place (a status edit assigns a new one), so one object serves all. Bounded: cleared when full.
+_PLACEMENTS: dict[tuple[Any, ...], Placement] = {}
+_PLACEMENTS_MAX = 1 << 17
 
 
 def binding_fields(job: Job, d: Decision) -> dict[str, Any]:
@@ -92,9 +97,14 @@ def binding_fields(job: Job, d: Decision) -> dict[str, Any]:
         conds = [c for c in conds if c.type not in _NOT_KEPT_WHEN_BOUND]
     else:
         conds = []
-    placement = shallow_copy(_EMPTY_PLACEMENT, {"batch_job": d.batch_job, "nodes": list(d.nodes),
-                                                "cpus": list(d.cpus), "gpus": list(d.gpus),
-                                                "occupancy": float(d.occupancy)})
+    room = d[2:7]  # (nodes, cpus, gpus, occupancy, batch_job)
+    placement = _PLACEMENTS.get(room)
+    if placement is None:
+        if len(_PLACEMENTS) >= _PLACEMENTS_MAX:
+            _PLACEMENTS.clear()
+        placement = _PLACEMENTS[room] = shallow_copy(
+            _EMPTY_PLACEMENT, {"batch_job": d.batch_job, "nodes": list(d.nodes), "cpus": list(d.cpus),
+                               "gpus": list(d.gpus), "occupancy": float(d.occupancy)})
     return {"placement": placement, "observed_generation": job.metadata.generation, "conditions": conds}
 
 
@@ -119,6 +129,7 @@ class PlacementReconciler:
         self._full_sync = True
         self._requests_stale = False
         self._shapes: dict[tuple[Any, ...], JobShape] = {}
+        self._templates: dict[tuple[JobShape, frozenset[str | None] | None], PlacementRequest] = {}
         self._unschedulable: dict[str, str] = {}  # jobs carrying the condition -> its message
         # Waiting conditions of this pass and words -> (the condition, the patch of a job that had
         # no condition: shared, as nothing edits a written list in place)
@@ -188,6 +199,17 @@ class PlacementReconciler:
             shape = self._shapes[key] = JobShape.from_resources(r)
         return shape
 
+    def _template(self, job: Job, allowed: frozenset[str | None] | None) -> PlacementRequest:
+        """The request of ``job``'s packing group (shape, selector), one per group: the queue
+        holds ``(name, template)`` and no request object per job."""
+        shape = self._shape(job)
+        t = self._templates.get((shape, allowed))
+        if t is None:
+            if len(self._templates) > 4096:
+                self._templates.clear()
+            t = self._templates[(shape, allowed)] = PlacementRequest("", shape, allowed)
+        return t
+
     def _sync_nodes(self, nodes: Informer[Node]) -> list[str]:
         """Add new nodes, remove vanished ones; returns the names of vanished nodes."""
         live = {n.name: n for n in nodes.items()}
@@ -209,19 +231,21 @@ class PlacementReconciler:
         bound. So a pass over a 10k backlog on a full allocation costs what it binds, not 10k
         decisions (a full pass still runs when nodes or selectors change)."""
         queue = self.queue
+        packer = self.packer
         out: list[Decision] = []
-        seen: set[str] = set()
-        names = queue.in_order()
-        while self.packer.has_room():
-            chunk = list(itertools.islice(names, PLACE_CHUNK))
+        pairs = queue.pairs_in_order()
+        while packer.has_room():
+            chunk = list(itertools.islice(pairs, PLACE_CHUNK))
             if not chunk:
                 break
-            seen.update(chunk)
-            out.extend(self.packer.place(queue.requests(chunk)))
+            out.extend(packer.place_pairs(chunk))
         entries = queue.entries
-        rest = sorted((entries[n][0], n) for n in dirty if n in entries and n not in seen)
-        if rest:
-            out.extend(self.packer.place(queue.requests([n for _, n in rest])))
+        queued = [n for n in dirty if n in entries]  # usually none: the dirty jobs mostly ended
+        if queued:
+            seen = {d.job for d in out}
+            rest = sorted((entries[n][0], n) for n in queued if n not in seen)
+            if rest:
+                out.extend(packer.place_pairs(queue.requests([n for _, n in rest])))
         return out
 
     def _sync_job(self, job: Job | None, name: str) -> None:
@@ -321,7 +345,7 @@ class PlacementReconciler:
             # finished jobs that held nothing): no room was freed and nothing new waits.
             return None
         if full or stale or self._nodes_changed:
-            decisions = self.packer.place(queue.requests(list(queue.in_order())))
+            decisions = self.packer.place_pairs(queue.pairs_in_order())
         else:
             decisions = self._place_while_room(dirty)
         top_waiting: int | None = None  # the highest priority seen waiting so far in this pass
@@ -447,7 +471,7 @@ class PlacementReconciler:
         md = job.metadata
         ts = md.creation_timestamp
         key = (-job.spec.priority, ts.timestamp() if ts else 0.0, name)
-        self.queue.put(name, key, PlacementRequest(name, self._shape(job), allowed(job)))
+        self.queue.put(name, key, self._template(job, allowed(job)))
         conds = st.conditions
         cond = get_condition(conds, "Unschedulable") if conds else None
         if cond is not None:

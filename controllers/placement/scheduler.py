@@ -60,9 +60,15 @@ class SchedulingQueue:
         return len(self.entries)
 
     def put(self, name: str, key: SortKey, request: PlacementRequest) -> None:
+        """Queue ``name`` with its sort key and the request of its packing group (a template
+        shared by every job of that shape and selector: its ``job`` is not read)."""
         prev = self.entries.get(name)
-        if prev is None or prev[0] != key:
+        if prev is None:
             self._order_stale = True
+        elif prev[0] != key:
+            self._order_stale = True
+        elif prev[1] is request:
+            return
         self.entries[name] = (key, request)
 
     def remove(self, name: str) -> None:
@@ -75,21 +81,34 @@ class SchedulingQueue:
         e = self.entries.get(name)
         return -e[0][0] if e is not None else 0
 
-    def in_order(self) -> Iterator[str]:
-        """Pending names, highest priority first, oldest first within one priority."""
+    def _ordered(self) -> tuple[list[tuple[SortKey, str]], int]:
         if self._order_stale:
-            self._order = sorted((key, name) for name, (key, _) in self.entries.items())
+            self._order = sorted([(key, name) for name, (key, _) in self.entries.items()])
             self._order_stale = False
             self._head = 0
         order, head, entries = self._order, self._head, self.entries
         while head < len(order) and order[head][1] not in entries:
             head += 1  # bound since: no pass needs to walk past them again
         self._head = head
+        return order, head
+
+    def in_order(self) -> Iterator[str]:
+        """Pending names, highest priority first, oldest first within one priority."""
+        order, head = self._ordered()
+        entries = self.entries
         return (name for _, name in itertools.islice(order, head, None) if name in entries)
 
-    def requests(self, names: Iterator[str] | list[str]) -> Iterator[PlacementRequest]:
+    def pairs_in_order(self) -> Iterator[tuple[str, PlacementRequest]]:
+        """``(name, request)`` of the pending jobs in priority order: what ``Packer.place_pairs``
+        takes, one dict lookup per job."""
+        order, head = self._ordered()
+        get = self.entries.get
+        return ((name, e[1]) for _, name in itertools.islice(order, head, None) if (e := get(name)) is not None)
+
+    def requests(self, names: Iterator[str] | list[str]) -> Iterator[tuple[str, PlacementRequest]]:
+        """``(name, request)`` of queued ``names``, for ``Packer.place_pairs``."""
         entries = self.entries
-        return (entries[n][1] for n in names)
+        return ((n, entries[n][1]) for n in names)
 
     def compact(self) -> None:
         if len(self._order) > 2 * len(self.entries) + 64:
