@@ -354,6 +354,7 @@ class PlacementReconciler:
         get, entries, unschedulable = jobs.get, queue.entries, self._unschedulable
         waiting_sent, words_sent, assumed = self._waiting_sent, self._waiting_words_sent, self.assume.assumed
         BOUND, WAITING = Outcome.BOUND, Outcome.WAITING
+        cell: list[int] = [0]  # the revision this pass's bindings land at (AssumeCache: one per batch)
         for d in decisions:
             outcome, name = d.outcome, d.job
             if outcome is BOUND:
@@ -362,7 +363,7 @@ class PlacementReconciler:
                     self.packer.release(name)
                     continue
                 binds.append((placed, binding_fields(placed, d)))
-                assumed[name] = (d.nodes, 0)  # AssumeCache.assume, inlined: one per binding
+                assumed[name] = (d[2], cell)  # AssumeCache.assume, inlined: one per binding
                 entries.pop(name, None)
                 if unschedulable:
                     unschedulable.pop(name, None)
@@ -389,7 +390,7 @@ class PlacementReconciler:
             # before the Waiting conditions: an outage in between must not leave room assumed.
             written: list[Job] = []
             try:
-                landed = bind(ctx.registry, binds, self.assume, written)
+                landed = bind(ctx.registry, binds, self.assume, written, cell)
             except StoreUnavailable:
                 for job, _ in self._waits:
                     self._forget_waiting(job.name)  # not written either: written again next pass

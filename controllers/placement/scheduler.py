@@ -111,31 +111,40 @@ class SchedulingQueue:
         return ((n, entries[n][1]) for n in names)
 
     def compact(self) -> None:
-        if len(self._order) > 2 * len(self.entries) + 64:
+        # entries before the head are skipped already: only the ones behind it count
+        if len(self._order) - self._head > 2 * len(self.entries) + 64:
             entries = self.entries
             self._order = [(k, n) for k, n in self._order if n in entries]
             self._head = 0
 
 
+#: The revision a binding landed at (0 until then), in a one-item list: every binding of one
+#: pass shares one cell, so the batch's landing is told to the assume cache in one store, not
+#: one per binding.
+RevisionCell = list[int]
+
+
 class AssumeCache:
     """Bindings written (or about to be) but not yet seen in the Job cache: job -> (node
-    names, the revision the binding was written at; 0 until it lands). The cache is not
-    written through: the binding's own watch event confirms it (kube-scheduler's shape), and
-    until then an older cached version of the job leaves the engine's room taken."""
+    names, the cell holding the revision the binding was written at; 0 until it lands). The
+    cache is not written through: the binding's own watch event confirms it (kube-scheduler's
+    shape), and until then an older cached version of the job leaves the engine's room taken."""
 
     def __init__(self, packer: Packer, queue: SchedulingQueue) -> None:
         self.packer = packer
         self.queue = queue
-        self.assumed: dict[str, tuple[tuple[str, ...], int]] = {}
+        self.assumed: dict[str, tuple[tuple[str, ...], RevisionCell]] = {}
 
-    def assume(self, job: str, nodes: tuple[str, ...]) -> None:
-        self.assumed[job] = (nodes, 0)
+    def assume(self, job: str, nodes: tuple[str, ...], cell: RevisionCell | None = None) -> None:
+        """Hold ``job``'s binding; ``cell``: the revision cell of its batch (shared)."""
+        self.assumed[job] = (nodes, [0] if cell is None else cell)
 
     def landed(self, job: str, revision: int) -> None:
-        """The binding's write landed at ``revision``: cached versions older than it predate it."""
+        """The binding's write landed at ``revision``: cached versions older than it predate it.
+        (The job gets a cell of its own: the rest of its batch may not have landed.)"""
         entry = self.assumed.get(job)
         if entry is not None:
-            self.assumed[job] = (entry[0], revision)
+            self.assumed[job] = (entry[0], [revision])
 
     def forget(self, job: str) -> None:
         """The binding did not land: give its room back and queue the job again."""
@@ -150,7 +159,8 @@ class AssumeCache:
         entry = self.assumed.get(name)
         if entry is None:
             return False
-        nodes, revision = entry
+        nodes, cell = entry
+        revision = cell[0]
         if job is not None and revision and int(job.metadata.resource_version or 0) < revision:
             return True
         del self.assumed[name]
@@ -170,12 +180,13 @@ StatusPatch = tuple[Job, dict[str, Any]]
 
 
 def bind(registry: Registry, bindings: list[StatusPatch], assume: AssumeCache,
-         written: list[Any] | None = None) -> int:
+         written: list[Any] | None = None, cell: RevisionCell | None = None) -> int:
     """Write every binding in one transaction; on a conflict, job by job. Bindings that do
     not land are forgotten (room back to the engine, job back to the queue); those that land
     are told to the assume cache with their revision. Returns how many landed. A store outage
     forgets them all and is raised (the controller backs off). ``written`` receives the jobs
-    as stored (see ``Registry.write_status_patches``)."""
+    as stored (see ``Registry.write_status_patches``). ``cell``: the revision cell every
+    binding of the batch was assumed with (one store tells them all that they landed)."""
     if not bindings:
         return 0
     try:
@@ -187,9 +198,12 @@ def bind(registry: Registry, bindings: list[StatusPatch], assume: AssumeCache,
     except (Conflict, NotFound, ApiError):
         pass  # one of them moved meanwhile: find which
     else:
-        landed = assume.landed
-        for job, _ in bindings:
-            landed(job.name, rev)
+        if cell is not None:
+            cell[0] = rev
+        else:
+            landed = assume.landed
+            for job, _ in bindings:
+                landed(job.name, rev)
         return len(bindings)
     n = 0
     for i, b in enumerate(bindings):
