@@ -17,7 +17,7 @@ running site. Figures:
   the informer events that drive it (the write-through of binds and finishes);
 * the first pass alone (an empty allocation meets the whole backlog);
 * **baseline** of the same run: the bare packing engine (``Packer.place`` / ``release``) on
-  the same requests in the same rounds, offered the same way (priority order, ``PLACE_CHUNK``
+  the same requests in the same rounds, offered the same way (priority order, ``chunk_sizes()``
   at a time while a node has room) — the reconciler's ratio to it is its overhead;
 * **packing efficiency** = lower bound ÷ rounds used, where the lower bound is
   ``ceil(max(Σ CPUs / cluster CPUs, Σ GPUs / cluster GPUs, Σ occupancy / nodes))`` over the
@@ -44,7 +44,7 @@ from controllers._controller import Request
 from controllers._informer import Informer
 from controllers._manager import job_indexers
 from controllers.placement.packing import Decision, JobShape, NodeOccupancy, Packer, PlacementRequest
-from controllers.placement.reconciler import KEY, PLACE_CHUNK, PlacementReconciler, patched
+from controllers.placement.reconciler import KEY, PlacementReconciler, chunk_sizes, patched
 from store.process import freeze_long_lived
 
 from ._harness import Context, Result, scenario
@@ -140,7 +140,7 @@ def _fill(shapes: list[JobShape], nodes: int) -> dict[str, float]:
 
 def engine_drain(jobs: list[Job], nodes: int) -> dict[str, Any]:
     """The bare packing engine on the same requests, round by round (the baseline): each round
-    offers the pending requests in priority order, ``PLACE_CHUNK`` at a time while some node
+    offers the pending requests in priority order, in the scheduler's chunks while some node
     has room (as the reconciler's incremental passes do), then releases what it bound."""
     packer = Packer(NodeOccupancy(f"n{i:04d}", NODE_CPUS, NODE_GPUS) for i in range(nodes))
     order = sorted(jobs, key=lambda j: (-j.spec.priority, j.metadata.creation_timestamp, j.name))
@@ -161,9 +161,11 @@ def engine_drain(jobs: list[Job], nodes: int) -> dict[str, Any]:
         t0, c0 = time.perf_counter(), time.process_time()
         decided: list[Decision] = []
         i = 0
+        sizes = chunk_sizes()
         while i < len(pending) and packer.has_room():
-            decided.extend(packer.place_pairs(pending[i : i + PLACE_CHUNK]))
-            i += PLACE_CHUNK
+            size = next(sizes)
+            decided.extend(packer.place_pairs(pending[i : i + size]))
+            i += size
         bound = [d.job for d in decided if d.bound]
         gone = {d.job for d in decided if d.bound or d.never_fits}
         pending = [r for r in pending if r[0] not in gone]

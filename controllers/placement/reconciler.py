@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from apis import (
@@ -68,6 +68,18 @@ from .scheduler import AssumeCache, SchedulingQueue, StatusPatch, bind
 
 KEY = "placement"
 PLACE_CHUNK = 256
+FIRST_CHUNK = 16
+
+
+def chunk_sizes() -> Iterator[int]:
+    """How many queued jobs a pass offers the engine at a time while some node has room:
+    16, doubling to PLACE_CHUNK. A trickle pass (one slot freed, thousands waiting) then
+    decides ~16 jobs, not 256; a pass that fills 1,000 nodes reaches full chunks at once."""
+    size = FIRST_CHUNK
+    while True:
+        yield size
+        if size < PLACE_CHUNK:
+            size = min(2 * size, PLACE_CHUNK)
 RUNNABLE = (JobState.PREPROCESSED, JobState.RESTART_READY)
 HOLDING = (JobState.PREPROCESSED, JobState.RESTART_READY, JobState.RUNNING)
 
@@ -225,7 +237,7 @@ class PlacementReconciler:
         return gone
 
     def _place_while_room(self, dirty: set[str]) -> list[Decision]:
-        """The queue in priority order, PLACE_CHUNK at a time, while some node has room;
+        """The queue in priority order, in chunks (``chunk_sizes``), while some node has room;
         then the changed jobs not reached (their Unschedulable bookkeeping). A job not reached
         stays WAITING, which needs no write: with no room anywhere nothing behind it could be
         bound. So a pass over a 10k backlog on a full allocation costs what it binds, not 10k
@@ -234,8 +246,9 @@ class PlacementReconciler:
         packer = self.packer
         out: list[Decision] = []
         pairs = queue.pairs_in_order()
+        sizes = chunk_sizes()
         while packer.has_room():
-            chunk = list(itertools.islice(pairs, PLACE_CHUNK))
+            chunk = list(itertools.islice(pairs, next(sizes)))
             if not chunk:
                 break
             out.extend(packer.place_pairs(chunk))

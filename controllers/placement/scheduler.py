@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import threading
 from collections.abc import Iterator
@@ -30,15 +31,22 @@ SortKey = tuple[Any, ...]
 
 
 class SchedulingQueue:
-    """Pending jobs: name -> (sort key, request), and their priority order."""
+    """Pending jobs: name -> (sort key, request, ticket), and their priority order.
+
+    The order is a sorted list of ``(key, name, ticket)``; an item counts while the job's
+    entry still has that ticket (a job re-queued or re-keyed gets a new one, and its old item
+    is skipped). Jobs queued since the last pass are merged in by binary insertion when they
+    are few (the trickle of a running site: a pass costs what changed, not a sort of
+    thousands waiting) and by one sort of the live items when they are many."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._marked: set[str] = set()
-        self.entries: dict[str, tuple[SortKey, PlacementRequest]] = {}
-        self._order: list[tuple[SortKey, str]] = []
-        self._order_stale = False
-        self._head = 0  # every entry of _order before this index has left the queue
+        self.entries: dict[str, tuple[SortKey, PlacementRequest, int]] = {}
+        self._order: list[tuple[SortKey, str, int]] = []
+        self._added: list[tuple[SortKey, str, int]] = []
+        self._tickets = itertools.count(1)
+        self._head = 0  # every item of _order before this index has left the queue
 
     # --- fed by informer events (any thread) ---------------------------------------------
 
@@ -63,31 +71,45 @@ class SchedulingQueue:
         """Queue ``name`` with its sort key and the request of its packing group (a template
         shared by every job of that shape and selector: its ``job`` is not read)."""
         prev = self.entries.get(name)
-        if prev is None:
-            self._order_stale = True
-        elif prev[0] != key:
-            self._order_stale = True
-        elif prev[1] is request:
+        if prev is not None and prev[0] == key:
+            if prev[1] is not request:
+                self.entries[name] = (prev[0], request, prev[2])
             return
-        self.entries[name] = (key, request)
+        ticket = next(self._tickets)
+        self.entries[name] = (key, request, ticket)
+        self._added.append((key, name, ticket))
 
     def remove(self, name: str) -> None:
         self.entries.pop(name, None)
 
     def clear(self) -> None:
         self.entries.clear()
+        self._order = []
+        self._added = []
+        self._head = 0
 
     def priority(self, name: str) -> int:
         e = self.entries.get(name)
         return -e[0][0] if e is not None else 0
 
-    def _ordered(self) -> tuple[list[tuple[SortKey, str]], int]:
-        if self._order_stale:
-            self._order = sorted([(key, name) for name, (key, _) in self.entries.items()])
-            self._order_stale = False
-            self._head = 0
-        order, head, entries = self._order, self._head, self.entries
-        while head < len(order) and order[head][1] not in entries:
+    def _ordered(self) -> tuple[list[tuple[SortKey, str, int]], int]:
+        order, head, get = self._order, self._head, self.entries.get
+        added = self._added
+        if added:
+            self._added = []
+            if len(added) * 16 > len(order) - head:  # many: one sort of the live items
+                live = [it for it in itertools.islice(order, head, None)
+                        if (e := get(it[1])) is not None and e[2] == it[2]]
+                live.extend(added)
+                live.sort()
+                self._order = order = live
+                head = 0
+            else:  # few (a trickle): binary insertion behind the head
+                insort = bisect.insort
+                for it in added:
+                    insort(order, it, head)
+        n = len(order)
+        while head < n and ((e := get(order[head][1])) is None or e[2] != order[head][2]):
             head += 1  # bound since: no pass needs to walk past them again
         self._head = head
         return order, head
@@ -95,15 +117,17 @@ class SchedulingQueue:
     def in_order(self) -> Iterator[str]:
         """Pending names, highest priority first, oldest first within one priority."""
         order, head = self._ordered()
-        entries = self.entries
-        return (name for _, name in itertools.islice(order, head, None) if name in entries)
+        get = self.entries.get
+        return (it[1] for it in itertools.islice(order, head, None)
+                if (e := get(it[1])) is not None and e[2] == it[2])
 
     def pairs_in_order(self) -> Iterator[tuple[str, PlacementRequest]]:
         """``(name, request)`` of the pending jobs in priority order: what ``Packer.place_pairs``
         takes, one dict lookup per job."""
         order, head = self._ordered()
         get = self.entries.get
-        return ((name, e[1]) for _, name in itertools.islice(order, head, None) if (e := get(name)) is not None)
+        return ((it[1], e[1]) for it in itertools.islice(order, head, None)
+                if (e := get(it[1])) is not None and e[2] == it[2])
 
     def requests(self, names: Iterator[str] | list[str]) -> Iterator[tuple[str, PlacementRequest]]:
         """``(name, request)`` of queued ``names``, for ``Packer.place_pairs``."""
@@ -113,8 +137,9 @@ class SchedulingQueue:
     def compact(self) -> None:
         # entries before the head are skipped already: only the ones behind it count
         if len(self._order) - self._head > 2 * len(self.entries) + 64:
-            entries = self.entries
-            self._order = [(k, n) for k, n in self._order if n in entries]
+            get = self.entries.get
+            self._order = [it for it in itertools.islice(self._order, self._head, None)
+                           if (e := get(it[1])) is not None and e[2] == it[2]]
             self._head = 0
 
 
