@@ -260,6 +260,66 @@ def reconciler_drain(jobs: list[Job], nodes: int, log: Callable[[str], None]) ->
             "unschedulable": len(unschedulable)}
 
 
+TRICKLE_SLOTS = 8
+
+
+def trickle(waiting: int, passes: int) -> dict[str, Any]:
+    """The running site's regime (issue 14's Python apps): one node of ``TRICKLE_SLOTS`` CPUs,
+    ``waiting`` one-CPU jobs queued; each pass follows one job ending and one new job
+    arriving. CPU per pass of ``reconcile()``: it should not grow with ``waiting``."""
+    reg = _NoStore()
+    informers: dict[str, Any] = {
+        "Job": Informer(reg, Job, "default", job_indexers()),
+        "Node": Informer(reg, Node, "default"),
+        "BatchJob": Informer(reg, BatchJob, "default"),
+    }
+    rec = PlacementReconciler()
+    rec.register(informers, lambda req: None)
+    informers["Node"].apply_local(Node(metadata=ObjectMeta(name="t0", namespace="default", resourceVersion="1"),
+                                       spec=NodeSpec(hostname="t0", cpus=TRICKLE_SLOTS, gpus=0)))
+    jobs_inf: Informer[Job] = informers["Job"]
+    t0 = utcnow()
+
+    def job(i: int) -> Job:
+        j = Job(metadata=ObjectMeta(name=f"t{i:07d}", namespace="default", resourceVersion="1",
+                                    creationTimestamp=t0 + timedelta(microseconds=i)),
+                spec={"app": "a", "workdir": f"t/{i}", "resources": {"nodePackingCount": TRICKLE_SLOTS}})  # type: ignore[arg-type]
+        j.status.state = JobState.PREPROCESSED
+        return j
+
+    for i in range(waiting):
+        jobs_inf.apply_local(job(i))
+
+    def run() -> tuple[float, list[Job]]:
+        c0 = time.process_time()
+        rec.reconcile(Request(KEY, "default"), ReconcileContext(reg, informers))
+        cpu = time.process_time() - c0
+        binds, waits = delivered(reg.patches)
+        reg.patches = []
+        for w in waits:
+            jobs_inf.apply_local(w)
+        for b in binds:
+            jobs_inf.apply_local(b)
+        return cpu, binds
+
+    _, running = run()
+    cpu = 0.0
+    placed = 0
+    for p in range(passes):
+        done = running.pop(0)
+        fin = done.status_copy()
+        fin.status.state = JobState.JOB_FINISHED
+        reg.rv += 1
+        fin.metadata = done.metadata.model_copy(update={"resource_version": str(reg.rv)})
+        jobs_inf.apply_local(fin)
+        jobs_inf.apply_local(job(waiting + p))
+        c, bound = run()
+        cpu += c
+        placed += len(bound)
+        running.extend(bound)
+    return {"waiting": waiting, "passes": passes, "placed": placed, "cpu_ms_per_pass": cpu * 1000 / passes}
+
+
 def _plot(result: Result, fig: Any) -> None:
     ax1, ax2 = fig.subplots(1, 2)
     names = [("engine", "packing engine\n(baseline)"), ("placements", "PlacementReconciler\n(reconcile only)"),
@@ -340,5 +400,18 @@ def run_placement(ctx: Context) -> Result:
         res.note(f"{rec['unschedulable']} jobs marked Unschedulable, expected {never}")
     if rec["placed"] != n - never:
         res.note(f"the reconciler placed {rec['placed']:,} jobs, expected {n - never:,}")
-    res.series = {"engine": eng, "reconciler": {k: v for k, v in rec.items()}, "load_s": rec["load_s"]}
+    small, big = ctx.pick(tiny=200, small=1_000, default=5_000, large=5_000), ctx.pick(
+        tiny=800, small=4_000, default=20_000, large=20_000)
+    ctx.log(f"trickle: {TRICKLE_SLOTS} slots, {small:,} then {big:,} waiting, one ends and one arrives per pass")
+    tr = [trickle(w, 200) for w in (small, big)]
+    res.add("trickle_small", tr[0]["cpu_ms_per_pass"], "CPU ms/pass",
+            f"trickle pass: {TRICKLE_SLOTS} slots, {small:,} waiting (one ends, one arrives)", baseline=True,
+            placed=tr[0]["placed"])
+    res.add("trickle_big", tr[1]["cpu_ms_per_pass"], "CPU ms/pass",
+            f"trickle pass: {TRICKLE_SLOTS} slots, {big:,} waiting (a pass should cost what changed)",
+            ratio_to="trickle_small", ratio_unit=f"× the pass at {small:,} waiting", placed=tr[1]["placed"])
+    for t in tr:
+        if t["placed"] != t["passes"]:
+            res.note(f"trickle at {t['waiting']:,} waiting placed {t['placed']} in {t['passes']} passes")
+    res.series = {"trickle": tr, "engine": eng, "reconciler": {k: v for k, v in rec.items()}, "load_s": rec["load_s"]}
     return res
