@@ -109,6 +109,21 @@ def index_keys(obj: Resource) -> set[str]:
     return out
 
 
+def _keys_of(obj: Resource, entries: Iterable[tuple[str, str]]) -> list[str]:
+    """The index keys of ``entries`` (a subset of ``obj``'s index entries), as ``index_keys``
+    writes them."""
+    md = obj.metadata
+    ns, name = md.namespace, md.name or ""
+    bases = _index_bases(obj.PLURAL, ns)
+    out = []
+    for i, v in entries:
+        base = bases.get(i)
+        if base is None:
+            base = bases[i] = f"{INDEX}{obj.PLURAL}/{i}/{ns}/"
+        out.append(f"{base}{q(v)}/{name}")
+    return out
+
+
 def name_from_index_key(key: str) -> str:
     return key.rsplit("/", 1)[1]
 
@@ -534,10 +549,13 @@ class Registry:
             key = object_key(type(old), old.metadata.namespace, old.name)
             compares.append(Compare(key, "mod", "==", int(old.metadata.resource_version or 0)))
             ops.append(Put(key, encode_stored(new)))
-            old_idx, new_idx = index_keys(old), index_keys(new)
-            if old_idx != new_idx:
-                ops.extend(Delete(k) for k in old_idx - new_idx)
-                ops.extend(Put(k, b"") for k in new_idx - old_idx)
+            # Index keys moved by the difference of the index entries: only the entries that
+            # changed are quoted and formatted (a binding: node and boundnode; the labels,
+            # app, workdir and parents of a status patch never move).
+            old_e, new_e = old.index_entries(), new.index_entries()  # type: ignore[attr-defined]
+            if old_e != new_e:
+                ops.extend(Delete(k) for k in _keys_of(old, old_e - new_e))
+                ops.extend(Put(k, b"") for k in _keys_of(new, new_e - old_e))
         res = self.store.txn(compares, ops)
         if not res.succeeded:
             self._raise_conflict([(o, o) for o, _ in patches])

@@ -17,7 +17,7 @@ running site. Figures:
   the informer events that drive it (the write-through of binds and finishes);
 * the first pass alone (an empty allocation meets the whole backlog);
 * **baseline** of the same run: the bare packing engine (``Packer.place`` / ``release``) on
-  the same requests in the same rounds, offered the same way (priority order, ``PLACE_CHUNK``
+  the same requests in the same rounds, offered the same way (priority order, ``chunk_sizes()``
   at a time while a node has room) — the reconciler's ratio to it is its overhead;
 * **packing efficiency** = lower bound ÷ rounds used, where the lower bound is
   ``ceil(max(Σ CPUs / cluster CPUs, Σ GPUs / cluster GPUs, Σ occupancy / nodes))`` over the
@@ -44,7 +44,7 @@ from controllers._controller import Request
 from controllers._informer import Informer
 from controllers._manager import job_indexers
 from controllers.placement.packing import Decision, JobShape, NodeOccupancy, Packer, PlacementRequest
-from controllers.placement.reconciler import KEY, PLACE_CHUNK, PlacementReconciler, patched
+from controllers.placement.reconciler import KEY, PlacementReconciler, chunk_sizes, patched
 from store.process import freeze_long_lived
 
 from ._harness import Context, Result, scenario
@@ -140,11 +140,20 @@ def _fill(shapes: list[JobShape], nodes: int) -> dict[str, float]:
 
 def engine_drain(jobs: list[Job], nodes: int) -> dict[str, Any]:
     """The bare packing engine on the same requests, round by round (the baseline): each round
-    offers the pending requests in priority order, ``PLACE_CHUNK`` at a time while some node
+    offers the pending requests in priority order, in the scheduler's chunks while some node
     has room (as the reconciler's incremental passes do), then releases what it bound."""
     packer = Packer(NodeOccupancy(f"n{i:04d}", NODE_CPUS, NODE_GPUS) for i in range(nodes))
     order = sorted(jobs, key=lambda j: (-j.spec.priority, j.metadata.creation_timestamp, j.name))
-    pending = [PlacementRequest(j.name, JobShape.from_resources(j.spec.resources)) for j in order]
+    # (job, request of its packing group): the form the scheduler's queue holds, built before
+    # the timing as the scheduler builds its entries when a job is queued
+    templates: dict[JobShape, PlacementRequest] = {}
+    pending: list[tuple[str, PlacementRequest]] = []
+    for j in order:
+        shape = JobShape.from_resources(j.spec.resources)
+        t = templates.get(shape)
+        if t is None:
+            t = templates[shape] = PlacementRequest("", shape)
+        pending.append((j.name, t))
     rounds = placed = 0
     secs = cpu = 0.0
     first: dict[str, Any] = {}
@@ -152,12 +161,14 @@ def engine_drain(jobs: list[Job], nodes: int) -> dict[str, Any]:
         t0, c0 = time.perf_counter(), time.process_time()
         decided: list[Decision] = []
         i = 0
+        sizes = chunk_sizes()
         while i < len(pending) and packer.has_room():
-            decided.extend(packer.place(pending[i : i + PLACE_CHUNK]))
-            i += PLACE_CHUNK
+            size = next(sizes)
+            decided.extend(packer.place_pairs(pending[i : i + size]))
+            i += size
         bound = [d.job for d in decided if d.bound]
         gone = {d.job for d in decided if d.bound or d.never_fits}
-        pending = [r for r in pending if r.job not in gone]
+        pending = [r for r in pending if r[0] not in gone]
         for name in bound:
             packer.release(name)
         dt = time.perf_counter() - t0
@@ -249,6 +260,66 @@ def reconciler_drain(jobs: list[Job], nodes: int, log: Callable[[str], None]) ->
             "unschedulable": len(unschedulable)}
 
 
+TRICKLE_SLOTS = 8
+
+
+def trickle(waiting: int, passes: int) -> dict[str, Any]:
+    """The running site's regime (issue 14's Python apps): one node of ``TRICKLE_SLOTS`` CPUs,
+    ``waiting`` one-CPU jobs queued; each pass follows one job ending and one new job
+    arriving. CPU per pass of ``reconcile()``: it should not grow with ``waiting``."""
+    reg = _NoStore()
+    informers: dict[str, Any] = {
+        "Job": Informer(reg, Job, "default", job_indexers()),
+        "Node": Informer(reg, Node, "default"),
+        "BatchJob": Informer(reg, BatchJob, "default"),
+    }
+    rec = PlacementReconciler()
+    rec.register(informers, lambda req: None)
+    informers["Node"].apply_local(Node(metadata=ObjectMeta(name="t0", namespace="default", resourceVersion="1"),
+                                       spec=NodeSpec(hostname="t0", cpus=TRICKLE_SLOTS, gpus=0)))
+    jobs_inf: Informer[Job] = informers["Job"]
+    t0 = utcnow()
+
+    def job(i: int) -> Job:
+        j = Job(metadata=ObjectMeta(name=f"t{i:07d}", namespace="default", resourceVersion="1",
+                                    creationTimestamp=t0 + timedelta(microseconds=i)),
+                spec={"app": "a", "workdir": f"t/{i}", "resources": {"nodePackingCount": TRICKLE_SLOTS}})  # type: ignore[arg-type]
+        j.status.state = JobState.PREPROCESSED
+        return j
+
+    for i in range(waiting):
+        jobs_inf.apply_local(job(i))
+
+    def run() -> tuple[float, list[Job]]:
+        c0 = time.process_time()
+        rec.reconcile(Request(KEY, "default"), ReconcileContext(reg, informers))
+        cpu = time.process_time() - c0
+        binds, waits = delivered(reg.patches)
+        reg.patches = []
+        for w in waits:
+            jobs_inf.apply_local(w)
+        for b in binds:
+            jobs_inf.apply_local(b)
+        return cpu, binds
+
+    _, running = run()
+    cpu = 0.0
+    placed = 0
+    for p in range(passes):
+        done = running.pop(0)
+        fin = done.status_copy()
+        fin.status.state = JobState.JOB_FINISHED
+        reg.rv += 1
+        fin.metadata = done.metadata.model_copy(update={"resource_version": str(reg.rv)})
+        jobs_inf.apply_local(fin)
+        jobs_inf.apply_local(job(waiting + p))
+        c, bound = run()
+        cpu += c
+        placed += len(bound)
+        running.extend(bound)
+    return {"waiting": waiting, "passes": passes, "placed": placed, "cpu_ms_per_pass": cpu * 1000 / passes}
+
+
 def _plot(result: Result, fig: Any) -> None:
     ax1, ax2 = fig.subplots(1, 2)
     names = [("engine", "packing engine\n(baseline)"), ("placements", "PlacementReconciler\n(reconcile only)"),
@@ -329,5 +400,18 @@ def run_placement(ctx: Context) -> Result:
         res.note(f"{rec['unschedulable']} jobs marked Unschedulable, expected {never}")
     if rec["placed"] != n - never:
         res.note(f"the reconciler placed {rec['placed']:,} jobs, expected {n - never:,}")
-    res.series = {"engine": eng, "reconciler": {k: v for k, v in rec.items()}, "load_s": rec["load_s"]}
+    small, big = ctx.pick(tiny=200, small=1_000, default=5_000, large=5_000), ctx.pick(
+        tiny=800, small=4_000, default=20_000, large=20_000)
+    ctx.log(f"trickle: {TRICKLE_SLOTS} slots, {small:,} then {big:,} waiting, one ends and one arrives per pass")
+    tr = [trickle(w, 200) for w in (small, big)]
+    res.add("trickle_small", tr[0]["cpu_ms_per_pass"], "CPU ms/pass",
+            f"trickle pass: {TRICKLE_SLOTS} slots, {small:,} waiting (one ends, one arrives)", baseline=True,
+            placed=tr[0]["placed"])
+    res.add("trickle_big", tr[1]["cpu_ms_per_pass"], "CPU ms/pass",
+            f"trickle pass: {TRICKLE_SLOTS} slots, {big:,} waiting (a pass should cost what changed)",
+            ratio_to="trickle_small", ratio_unit=f"× the pass at {small:,} waiting", placed=tr[1]["placed"])
+    for t in tr:
+        if t["placed"] != t["passes"]:
+            res.note(f"trickle at {t['waiting']:,} waiting placed {t['placed']} in {t['passes']} passes")
+    res.series = {"trickle": tr, "engine": eng, "reconciler": {k: v for k, v in rec.items()}, "load_s": rec["load_s"]}
     return res

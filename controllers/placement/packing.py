@@ -619,6 +619,13 @@ class Packer:
         Bindings are recorded at once (``release`` undoes one if its write fails). A job the
         packer already holds a binding for gets that binding back.
         """
+        return self.place_pairs((r.job, r) for r in requests)
+
+    def place_pairs(self, pairs: Iterable[tuple[str, PlacementRequest]]) -> list[Decision]:
+        """:meth:`place` for ``(job, request)`` pairs: the request stands for its packing group
+        (shape and selector; its own ``job`` is not read), so a caller holding many pending
+        jobs keeps one request per group, shared, and no object per job (the scheduler's
+        queue: ``(job, template)``, built when the job is queued)."""
         self._pass += 1
         pass_id = self._pass
         groups = self._groups
@@ -631,8 +638,7 @@ class Packer:
         new_tuple = tuple.__new__  # Decision without NamedTuple's Python-level __new__
         n_slots = len(slots)
 
-        for req in requests:
-            job = req.job
+        for job, req in pairs:
             prior = bindings.get(job)
             if prior is not None:
                 append(prior)

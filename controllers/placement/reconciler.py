@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from apis import (
@@ -68,6 +68,18 @@ from .scheduler import AssumeCache, SchedulingQueue, StatusPatch, bind
 
 KEY = "placement"
 PLACE_CHUNK = 256
+FIRST_CHUNK = 16
+
+
+def chunk_sizes() -> Iterator[int]:
+    """How many queued jobs a pass offers the engine at a time while some node has room:
+    16, doubling to PLACE_CHUNK. A trickle pass (one slot freed, thousands waiting) then
+    decides ~16 jobs, not 256; a pass that fills 1,000 nodes reaches full chunks at once."""
+    size = FIRST_CHUNK
+    while True:
+        yield size
+        if size < PLACE_CHUNK:
+            size = min(2 * size, PLACE_CHUNK)
 RUNNABLE = (JobState.PREPROCESSED, JobState.RESTART_READY)
 HOLDING = (JobState.PREPROCESSED, JobState.RESTART_READY, JobState.RUNNING)
 
@@ -79,6 +91,11 @@ def holds_resources(job: Job) -> bool:
 
 _NOT_KEPT_WHEN_BOUND = ("Unschedulable", "Waiting")
 _EMPTY_PLACEMENT = Placement()  # copied with the decision's fields (pydantic's model_construct costs 4x)
+#: (nodes, cpus, gpus, occupancy, batch job) -> its Placement, shared by every binding that gets
+#: the same room (a slot freed and taken again gets the same ids): nothing edits a placement in
+#: place (a status edit assigns a new one), so one object serves all. Bounded: cleared when full.
+_PLACEMENTS: dict[tuple[Any, ...], Placement] = {}
+_PLACEMENTS_MAX = 1 << 17
 
 
 def binding_fields(job: Job, d: Decision) -> dict[str, Any]:
@@ -92,9 +109,14 @@ def binding_fields(job: Job, d: Decision) -> dict[str, Any]:
         conds = [c for c in conds if c.type not in _NOT_KEPT_WHEN_BOUND]
     else:
         conds = []
-    placement = shallow_copy(_EMPTY_PLACEMENT, {"batch_job": d.batch_job, "nodes": list(d.nodes),
-                                                "cpus": list(d.cpus), "gpus": list(d.gpus),
-                                                "occupancy": float(d.occupancy)})
+    room = d[2:7]  # (nodes, cpus, gpus, occupancy, batch_job)
+    placement = _PLACEMENTS.get(room)
+    if placement is None:
+        if len(_PLACEMENTS) >= _PLACEMENTS_MAX:
+            _PLACEMENTS.clear()
+        placement = _PLACEMENTS[room] = shallow_copy(
+            _EMPTY_PLACEMENT, {"batch_job": d.batch_job, "nodes": list(d.nodes), "cpus": list(d.cpus),
+                               "gpus": list(d.gpus), "occupancy": float(d.occupancy)})
     return {"placement": placement, "observed_generation": job.metadata.generation, "conditions": conds}
 
 
@@ -129,6 +151,7 @@ class PlacementReconciler:
         self._full_sync = True
         self._requests_stale = False
         self._shapes: dict[tuple[Any, ...], JobShape] = {}
+        self._templates: dict[tuple[JobShape, frozenset[str | None] | None], PlacementRequest] = {}
         self._unschedulable: dict[str, str] = {}  # jobs carrying the condition -> its message
         # Waiting conditions of this pass and words -> (the condition, the patch of a job that had
         # no condition: shared, as nothing edits a written list in place)
@@ -199,6 +222,17 @@ class PlacementReconciler:
             shape = self._shapes[key] = JobShape.from_resources(r)
         return shape
 
+    def _template(self, job: Job, allowed: frozenset[str | None] | None) -> PlacementRequest:
+        """The request of ``job``'s packing group (shape, selector), one per group: the queue
+        holds ``(name, template)`` and no request object per job."""
+        shape = self._shape(job)
+        t = self._templates.get((shape, allowed))
+        if t is None:
+            if len(self._templates) > 4096:
+                self._templates.clear()
+            t = self._templates[(shape, allowed)] = PlacementRequest("", shape, allowed)
+        return t
+
     def _sync_nodes(self, nodes: Informer[Node]) -> list[str]:
         """Add new nodes, remove vanished ones; returns the names of vanished nodes."""
         live = {n.name: n for n in nodes.items()}
@@ -214,25 +248,28 @@ class PlacementReconciler:
         return gone
 
     def _place_while_room(self, dirty: set[str]) -> list[Decision]:
-        """The queue in priority order, PLACE_CHUNK at a time, while some node has room;
+        """The queue in priority order, in chunks (``chunk_sizes``), while some node has room;
         then the changed jobs not reached (their Unschedulable bookkeeping). A job not reached
         stays WAITING, which needs no write: with no room anywhere nothing behind it could be
         bound. So a pass over a 10k backlog on a full allocation costs what it binds, not 10k
         decisions (a full pass still runs when nodes or selectors change)."""
         queue = self.queue
+        packer = self.packer
         out: list[Decision] = []
-        seen: set[str] = set()
-        names = queue.in_order()
-        while self.packer.has_room():
-            chunk = list(itertools.islice(names, PLACE_CHUNK))
+        pairs = queue.pairs_in_order()
+        sizes = chunk_sizes()
+        while packer.has_room():
+            chunk = list(itertools.islice(pairs, next(sizes)))
             if not chunk:
                 break
-            seen.update(chunk)
-            out.extend(self.packer.place(queue.requests(chunk)))
+            out.extend(packer.place_pairs(chunk))
         entries = queue.entries
-        rest = sorted((entries[n][0], n) for n in dirty if n in entries and n not in seen)
-        if rest:
-            out.extend(self.packer.place(queue.requests([n for _, n in rest])))
+        queued = [n for n in dirty if n in entries]  # usually none: the dirty jobs mostly ended
+        if queued:
+            seen = {d.job for d in out}
+            rest = sorted((entries[n][0], n) for n in queued if n not in seen)
+            if rest:
+                out.extend(packer.place_pairs(queue.requests([n for _, n in rest])))
         return out
 
     def _sync_job(self, job: Job | None, name: str) -> None:
@@ -335,7 +372,7 @@ class PlacementReconciler:
             # finished jobs that held nothing): no room was freed and nothing new waits.
             return None
         if full or stale or self._nodes_changed:
-            decisions = self.packer.place(queue.requests(list(queue.in_order())))
+            decisions = self.packer.place_pairs(queue.pairs_in_order())
         else:
             decisions = self._place_while_room(dirty)
         top_waiting: int | None = None  # the highest priority seen waiting so far in this pass
@@ -344,6 +381,7 @@ class PlacementReconciler:
         get, entries, unschedulable = jobs.get, queue.entries, self._unschedulable
         waiting_sent, words_sent, assumed = self._waiting_sent, self._waiting_words_sent, self.assume.assumed
         BOUND, WAITING = Outcome.BOUND, Outcome.WAITING
+        cell: list[int] = [0]  # the revision this pass's bindings land at (AssumeCache: one per batch)
         for d in decisions:
             outcome, name = d.outcome, d.job
             if outcome is BOUND:
@@ -352,7 +390,7 @@ class PlacementReconciler:
                     self.packer.release(name)
                     continue
                 binds.append((placed, binding_fields(placed, d)))
-                assumed[name] = (d.nodes, 0)  # AssumeCache.assume, inlined: one per binding
+                assumed[name] = (d[2], cell)  # AssumeCache.assume, inlined: one per binding
                 entries.pop(name, None)
                 if unschedulable:
                     unschedulable.pop(name, None)
@@ -379,7 +417,7 @@ class PlacementReconciler:
             # before the Waiting conditions: an outage in between must not leave room assumed.
             written: list[Job] = []
             try:
-                landed = bind(ctx.registry, binds, self.assume, written)
+                landed = bind(ctx.registry, binds, self.assume, written, cell)
             except StoreUnavailable:
                 for job, _ in self._waits:
                     self._forget_waiting(job.name)  # not written either: written again next pass
@@ -461,7 +499,7 @@ class PlacementReconciler:
         md = job.metadata
         ts = md.creation_timestamp
         key = (-job.spec.priority, ts.timestamp() if ts else 0.0, name)
-        self.queue.put(name, key, PlacementRequest(name, self._shape(job), allowed(job)))
+        self.queue.put(name, key, self._template(job, allowed(job)))
         conds = st.conditions
         cond = get_condition(conds, "Unschedulable") if conds else None
         if cond is not None:

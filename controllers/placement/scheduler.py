@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import threading
 from collections.abc import Iterator
@@ -30,15 +31,22 @@ SortKey = tuple[Any, ...]
 
 
 class SchedulingQueue:
-    """Pending jobs: name -> (sort key, request), and their priority order."""
+    """Pending jobs: name -> (sort key, request, ticket), and their priority order.
+
+    The order is a sorted list of ``(key, name, ticket)``; an item counts while the job's
+    entry still has that ticket (a job re-queued or re-keyed gets a new one, and its old item
+    is skipped). Jobs queued since the last pass are merged in by binary insertion when they
+    are few (the trickle of a running site: a pass costs what changed, not a sort of
+    thousands waiting) and by one sort of the live items when they are many."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._marked: set[str] = set()
-        self.entries: dict[str, tuple[SortKey, PlacementRequest]] = {}
-        self._order: list[tuple[SortKey, str]] = []
-        self._order_stale = False
-        self._head = 0  # every entry of _order before this index has left the queue
+        self.entries: dict[str, tuple[SortKey, PlacementRequest, int]] = {}
+        self._order: list[tuple[SortKey, str, int]] = []
+        self._added: list[tuple[SortKey, str, int]] = []
+        self._tickets = itertools.count(1)
+        self._head = 0  # every item of _order before this index has left the queue
 
     # --- fed by informer events (any thread) ---------------------------------------------
 
@@ -60,63 +68,108 @@ class SchedulingQueue:
         return len(self.entries)
 
     def put(self, name: str, key: SortKey, request: PlacementRequest) -> None:
+        """Queue ``name`` with its sort key and the request of its packing group (a template
+        shared by every job of that shape and selector: its ``job`` is not read)."""
         prev = self.entries.get(name)
-        if prev is None or prev[0] != key:
-            self._order_stale = True
-        self.entries[name] = (key, request)
+        if prev is not None and prev[0] == key:
+            if prev[1] is not request:
+                self.entries[name] = (prev[0], request, prev[2])
+            return
+        ticket = next(self._tickets)
+        self.entries[name] = (key, request, ticket)
+        self._added.append((key, name, ticket))
 
     def remove(self, name: str) -> None:
         self.entries.pop(name, None)
 
     def clear(self) -> None:
         self.entries.clear()
+        self._order = []
+        self._added = []
+        self._head = 0
 
     def priority(self, name: str) -> int:
         e = self.entries.get(name)
         return -e[0][0] if e is not None else 0
 
-    def in_order(self) -> Iterator[str]:
-        """Pending names, highest priority first, oldest first within one priority."""
-        if self._order_stale:
-            self._order = sorted((key, name) for name, (key, _) in self.entries.items())
-            self._order_stale = False
-            self._head = 0
-        order, head, entries = self._order, self._head, self.entries
-        while head < len(order) and order[head][1] not in entries:
+    def _ordered(self) -> tuple[list[tuple[SortKey, str, int]], int]:
+        order, head, get = self._order, self._head, self.entries.get
+        added = self._added
+        if added:
+            self._added = []
+            if len(added) * 16 > len(order) - head:  # many: one sort of the live items
+                live = [it for it in itertools.islice(order, head, None)
+                        if (e := get(it[1])) is not None and e[2] == it[2]]
+                live.extend(added)
+                live.sort()
+                self._order = order = live
+                head = 0
+            else:  # few (a trickle): binary insertion behind the head
+                insort = bisect.insort
+                for it in added:
+                    insort(order, it, head)
+        n = len(order)
+        while head < n and ((e := get(order[head][1])) is None or e[2] != order[head][2]):
             head += 1  # bound since: no pass needs to walk past them again
         self._head = head
-        return (name for _, name in itertools.islice(order, head, None) if name in entries)
+        return order, head
 
-    def requests(self, names: Iterator[str] | list[str]) -> Iterator[PlacementRequest]:
+    def in_order(self) -> Iterator[str]:
+        """Pending names, highest priority first, oldest first within one priority."""
+        order, head = self._ordered()
+        get = self.entries.get
+        return (it[1] for it in itertools.islice(order, head, None)
+                if (e := get(it[1])) is not None and e[2] == it[2])
+
+    def pairs_in_order(self) -> Iterator[tuple[str, PlacementRequest]]:
+        """``(name, request)`` of the pending jobs in priority order: what ``Packer.place_pairs``
+        takes, one dict lookup per job."""
+        order, head = self._ordered()
+        get = self.entries.get
+        return ((it[1], e[1]) for it in itertools.islice(order, head, None)
+                if (e := get(it[1])) is not None and e[2] == it[2])
+
+    def requests(self, names: Iterator[str] | list[str]) -> Iterator[tuple[str, PlacementRequest]]:
+        """``(name, request)`` of queued ``names``, for ``Packer.place_pairs``."""
         entries = self.entries
-        return (entries[n][1] for n in names)
+        return ((n, entries[n][1]) for n in names)
 
     def compact(self) -> None:
-        if len(self._order) > 2 * len(self.entries) + 64:
-            entries = self.entries
-            self._order = [(k, n) for k, n in self._order if n in entries]
+        # entries before the head are skipped already: only the ones behind it count
+        if len(self._order) - self._head > 2 * len(self.entries) + 64:
+            get = self.entries.get
+            self._order = [it for it in itertools.islice(self._order, self._head, None)
+                           if (e := get(it[1])) is not None and e[2] == it[2]]
             self._head = 0
+
+
+#: The revision a binding landed at (0 until then), in a one-item list: every binding of one
+#: pass shares one cell, so the batch's landing is told to the assume cache in one store, not
+#: one per binding.
+RevisionCell = list[int]
 
 
 class AssumeCache:
     """Bindings written (or about to be) but not yet seen in the Job cache: job -> (node
-    names, the revision the binding was written at; 0 until it lands). The cache is not
-    written through: the binding's own watch event confirms it (kube-scheduler's shape), and
-    until then an older cached version of the job leaves the engine's room taken."""
+    names, the cell holding the revision the binding was written at; 0 until it lands). The
+    cache is not written through: the binding's own watch event confirms it (kube-scheduler's
+    shape), and until then an older cached version of the job leaves the engine's room taken."""
 
     def __init__(self, packer: Packer, queue: SchedulingQueue) -> None:
         self.packer = packer
         self.queue = queue
-        self.assumed: dict[str, tuple[tuple[str, ...], int]] = {}
+        self.assumed: dict[str, tuple[tuple[str, ...], RevisionCell]] = {}
 
-    def assume(self, job: str, nodes: tuple[str, ...]) -> None:
-        self.assumed[job] = (nodes, 0)
+    def assume(self, job: str, nodes: tuple[str, ...], cell: RevisionCell | None = None) -> None:
+        """Hold ``job``'s binding; ``cell``: the revision cell of its batch (shared)."""
+        self.assumed[job] = (nodes, [0] if cell is None else cell)
 
     def landed(self, job: str, revision: int) -> None:
-        """The binding's write landed at ``revision``: cached versions older than it predate it."""
+        """The binding's write landed at ``revision``: cached versions older than it predate it.
+        (The job gets a cell of its own: the rest of its batch may not have landed.)"""
         entry = self.assumed.get(job)
         if entry is not None:
-            self.assumed[job] = (entry[0], revision)
+            self.assumed[job] = (entry[0], [revision])
 
     def forget(self, job: str) -> None:
         """The binding did not land: give its room back and queue the job again."""
@@ -131,7 +184,8 @@ class AssumeCache:
         entry = self.assumed.get(name)
         if entry is None:
             return False
-        nodes, revision = entry
+        nodes, cell = entry
+        revision = cell[0]
         if job is not None and revision and int(job.metadata.resource_version or 0) < revision:
             return True
         del self.assumed[name]
@@ -151,12 +205,13 @@ StatusPatch = tuple[Job, dict[str, Any]]
 
 
 def bind(registry: Registry, bindings: list[StatusPatch], assume: AssumeCache,
-         written: list[Any] | None = None) -> int:
+         written: list[Any] | None = None, cell: RevisionCell | None = None) -> int:
     """Write every binding in one transaction; on a conflict, job by job. Bindings that do
     not land are forgotten (room back to the engine, job back to the queue); those that land
     are told to the assume cache with their revision. Returns how many landed. A store outage
     forgets them all and is raised (the controller backs off). ``written`` receives the jobs
-    as stored (see ``Registry.write_status_patches``)."""
+    as stored (see ``Registry.write_status_patches``). ``cell``: the revision cell every
+    binding of the batch was assumed with (one store tells them all that they landed)."""
     if not bindings:
         return 0
     try:
@@ -168,9 +223,12 @@ def bind(registry: Registry, bindings: list[StatusPatch], assume: AssumeCache,
     except (Conflict, NotFound, ApiError):
         pass  # one of them moved meanwhile: find which
     else:
-        landed = assume.landed
-        for job, _ in bindings:
-            landed(job.name, rev)
+        if cell is not None:
+            cell[0] = rev
+        else:
+            landed = assume.landed
+            for job, _ in bindings:
+                landed(job.name, rev)
         return len(bindings)
     n = 0
     for i, b in enumerate(bindings):

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from apis import App, Conflict, Job, JobState, Placement
-from apis._registry import index_prefix, object_key
+from apis._registry import index_keys, index_prefix, object_key
 from tests.apis.conftest import Backend
 
 
@@ -61,3 +61,24 @@ def test_no_patches_write_nothing(backend: Backend) -> None:
     before = backend.registry.store.current_revision()
     assert backend.registry.write_status_patches([]) == 0
     assert backend.registry.store.current_revision() == before
+
+
+def test_a_patch_leaves_exactly_the_index_keys_of_the_object_it_stored(backend: Backend) -> None:
+    """Only the index entries that changed are rewritten (a state and a placement here, the
+    labels, app, workdir and parameters untouched): what stays is what a full re-index gives."""
+    reg, ns = backend.registry, backend.namespace
+    job = _preprocessed(backend, "p2")
+    placement = Placement(nodes=["n1", "n2"], cpus=[0], gpus=[], occupancy=1.0)
+    reg.write_status_patches([(job, {"placement": placement})])
+    bound = reg.get(Job, "p2", ns)
+    reg.write_status_patches([(bound, {"state": JobState.JOB_FINISHED})])
+    done = reg.get(Job, "p2", ns)
+
+    def stored_keys() -> set[str]:
+        return {kv.key for kv in reg.store.range("/index/jobs/").kvs
+                if kv.key.endswith("/p2") and kv.key.split("/")[4] == ns}
+
+    assert stored_keys() == index_keys(done)
+    assert reg.index_names(Job, "boundnode", "n1", ns) == [] and reg.index_names(Job, "node", "n2", ns) == ["p2"]
+    assert reg.index_names(Job, "state", "JOB_FINISHED", ns) == ["p2"]
+    assert reg.index_names(Job, "state", "PREPROCESSED", ns) == []

@@ -61,7 +61,7 @@ EXPECTED_FIGURES = {
                   "{b}.pipeline_unary_calls_per_job", "{b}.pwjwt1_puts_per_s_8", "{b}.pwsimple1_puts_per_s_8"},
     "placement": {"engine", "placements", "engine_cpu", "placements_cpu", "placements_with_events",
                   "lower_bound_rounds", "rounds", "efficiency",
-                  "unschedulable"},
+                  "unschedulable", "trickle_small", "trickle_big"},
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,9 +16,9 @@ from controllers._informer import Informer
 from controllers._manager import job_indexers
 from controllers.dependency import DependencyReconciler
 from controllers.hooks import NoHooks
-from controllers.placement.packing import NodeOccupancy, Packer
-from controllers.placement.reconciler import KEY, PlacementScheduler, patched
-from controllers.placement.scheduler import AssumeCache, SchedulingQueue
+from controllers.placement.packing import JobShape, NodeOccupancy, Packer, PlacementRequest
+from controllers.placement.reconciler import FIRST_CHUNK, KEY, PlacementScheduler, patched
+from controllers.placement.scheduler import AssumeCache, SchedulingQueue, bind
 from tests._deadline import DEADLINE
 from tests._support import poll_until, running_manager
 
@@ -243,3 +244,125 @@ def test_an_unschedulable_condition_dropped_by_another_writer_is_written_again()
     assert _unschedulable_steps(sched, reg, informers) == []  # nothing to write again
     informers["Job"].apply_local(_never_fits(12))  # someone removed it
     assert _unschedulable_steps(sched, reg, informers) == ["wide"]
+
+
+def test_the_queue_offers_each_waiting_job_once_in_priority_order_as_jobs_come_go_and_change() -> None:
+    """Few additions are merged by binary insertion, many by one sort; a job re-queued or
+    re-keyed (its priority changed) is offered once, at its new place, never twice."""
+    rng = random.Random(7)
+    q = SchedulingQueue()
+    template = PlacementRequest("", JobShape())
+    keys: dict[str, tuple[Any, ...]] = {}
+
+    def put(name: str) -> None:
+        keys[name] = (-rng.randint(0, 3), rng.random(), name)
+        q.put(name, keys[name], template)
+
+    for i in range(500):  # many at once: the sort path
+        put(f"j{i}")
+    for step in range(60):
+        offered = list(q.pairs_in_order())
+        names = [n for n, _ in offered]
+        assert len(names) == len(set(names)), "a job offered twice"
+        assert names == sorted(keys, key=keys.__getitem__), f"step {step}: not in priority order"
+        assert all(r is template for _, r in offered)
+        for n in rng.sample(names, min(len(names), rng.randint(0, 12))):  # bound or gone
+            q.remove(n)
+            del keys[n]
+        for n in rng.sample(sorted(keys), min(len(keys), 3)):  # re-keyed (priority edited)
+            put(n)
+        for i in range(rng.randint(0, 5)):  # a trickle of new ones: the insertion path
+            put(f"s{step}-{i}")
+        if step % 20 == 19:
+            for i in range(200):  # a burst: the sort path again
+                put(f"b{step}-{i}")
+        q.compact()
+    assert list(q.in_order()) == sorted(keys, key=keys.__getitem__)
+
+
+class _ConflictOnce(_Recorder):
+    """The batch write conflicts (``job`` moved meanwhile); then ``job`` alone keeps conflicting."""
+
+    def __init__(self, job: str) -> None:
+        super().__init__()
+        self.job = job
+
+    def write_status_patches(self, patches: Any, **kw: Any) -> int:
+        if any(j.name == self.job for j, _ in patches):
+            raise Conflict("jobs.balsam.io", self.job)
+        return super().write_status_patches(patches, **kw)
+
+
+def test_a_batch_shares_one_revision_cell_and_after_a_conflict_each_landed_binding_has_its_own() -> None:
+    packer = Packer([NodeOccupancy("n0", 4, 0)])
+    queue = SchedulingQueue()
+    assume = AssumeCache(packer, queue)
+    shape = JobShape(node_packing_count=4)
+    decisions = packer.place_pairs((n, PlacementRequest("", shape)) for n in ("a", "b", "c"))
+    assert all(d.bound for d in decisions)
+    cell: list[int] = [0]
+    for d in decisions:
+        assume.assume(d.job, d.nodes, cell)
+    binds: list[Any] = [(_cached(d.job, 10 + i, None), {"placement": None}) for i, d in enumerate(decisions)]
+
+    ok = _Recorder()
+    assert bind(ok, binds, assume, cell=cell) == 3  # type: ignore[arg-type]
+    assert cell == [ok.rv]  # one store told all three
+    assert {assume.assumed[n][1][0] for n in "abc"} == {ok.rv}
+
+    cell2: list[int] = [0]
+    for n in "abc":
+        assume.assume(n, ("n0",), cell2)
+    reg = _ConflictOnce("b")
+    assert bind(reg, binds, assume, cell=cell2) == 2  # type: ignore[arg-type]
+    assert cell2 == [0]  # the batch did not land as one
+    assert "b" not in assume  # forgotten: its room back to the engine, the job queued again
+    assert packer.binding("b") is None and sorted(packer.bound_jobs()) == ["a", "c"]
+    assert queue.take_marked() == {"b"}
+    revs = {n: assume.assumed[n][1] for n in "ac"}
+    assert revs["a"] is not revs["c"] and revs["a"][0] > 0 and revs["c"][0] > revs["a"][0]
+
+
+def test_a_trickle_pass_decides_a_first_chunk_not_the_whole_backlog() -> None:
+    """One slot, 300 jobs waiting: once the full first pass has told each why it waits, a pass
+    after the bound job ends offers the engine FIRST_CHUNK jobs, not the backlog."""
+    reg = _Recorder()
+    sched, informers = _scheduler_with_one_slot(reg)
+    for i in range(300):
+        informers["Job"].apply_local(_cached(f"j{i:03d}", 10 + i, None))
+    offered: list[int] = []
+    real = sched.packer.place_pairs
+
+    def place_pairs(pairs: Any) -> Any:
+        out = real(pairs)
+        offered.append(len(out))
+        return out
+
+    sched.packer.place_pairs = place_pairs  # type: ignore[method-assign]
+
+    def run_pass() -> list[Job]:
+        reg.patches = []
+        offered.clear()
+        sched.reconcile(Request(KEY, "default"), Context(reg, informers))  # type: ignore[arg-type]
+        out = []
+        for batch, rv in reg.patches:
+            for job, fields in batch:
+                new = patched(job, fields)
+                new.__dict__["metadata"] = job.metadata.model_copy(update={"resource_version": str(rv)})
+                informers["Job"].apply_local(new)
+                if "placement" in fields:
+                    out.append(new)
+        return out
+
+    bound = run_pass()
+    assert [j.name for j in bound] == ["j000"] and sum(offered) == 300  # the first pass: everyone
+    for k in range(1, 4):
+        done = bound[0].status_copy()
+        done.status.state = JobState.JOB_FINISHED
+        done.metadata.resource_version = str(reg.rv + 1)
+        reg.rv += 1
+        informers["Job"].apply_local(done)
+        sched.queue.mark(done.name)
+        bound = run_pass()
+        assert [j.name for j in bound] == [f"j{k:03d}"]
+        assert sum(offered) <= FIRST_CHUNK
