@@ -122,6 +122,10 @@ class Supervisor:
         self.runs: dict[str, Run] = {}  # by job name: launched, or failed to launch, not yet written off
         self.by_pid: dict[int, Run] = {}  # runs whose process is (or was just) alive
         self.spawning = 0  # runs handed to the spawners whose outcome is not back yet
+        # Runs we cancelled whose process may still start or live (handed to a spawner, or
+        # signalled and not reaped): no new run of the job starts until theirs is gone. A
+        # spawner thread still preparing the old run is invisible to the fence's /proc scan.
+        self.draining: dict[str, Run] = {}
         self.starts_deferred: str | None = None  # why jobs cannot be started now (a full disk...)
         self._launcher_override = launcher
         self._spawn_q: queue.SimpleQueue[_Order | None] = queue.SimpleQueue()
@@ -133,7 +137,7 @@ class Supervisor:
         self._reaper: Reaper | None = None
         self._pyapps_lock = threading.Lock()
         self._pyapps: PythonApps | None = None  # the Python worker pool, made on first use
-        self.stats = {"launched": 0, "finished": 0, "fenced": 0}
+        self.stats = {"launched": 0, "finished": 0, "fenced": 0, "held_back": 0}
         # Start the Python fork server with the agent, not on the first job (a Preforked: that one).
         self.warm_python = warm_python
 
@@ -172,6 +176,9 @@ class Supervisor:
         False if the store did not answer (the job is queued again)."""
         placement = job.status.placement
         assert placement is not None
+        if job.name in self.draining:
+            self.stats["held_back"] += 1
+            return True  # observed again when the cancelled run is gone (_drained)
         run = Run(name=job.name, snapshot=job, placement=placement)
         try:
             app = self.app(job.spec.app)
@@ -340,8 +347,16 @@ class Supervisor:
         if wall > 0:
             self._timer(time.monotonic() + wall * 60.0, run, signal.SIGTERM)
 
+    def _drained(self, run: Run) -> None:
+        """``run``'s process is gone (or never started): if it was cancelled, its job may run
+        again here, so it is looked at again."""
+        if self.draining.get(run.name) is run:
+            del self.draining[run.name]
+            self.source.recheck.add(run.name)
+
     def on_spawn_failed(self, run: Run, to: JobState, message: str) -> None:
         self.spawning -= 1
+        self._drained(run)
         if run.cancelled or self.runs.get(run.name) is not run:
             return
         self.log.warning("job %s: %s", run.name, message)
@@ -351,6 +366,7 @@ class Supervisor:
         """The machine, not the job, kept it from starting: launch it again after a backoff
         (one log line per episode; the job's state and attempts are untouched)."""
         self.spawning -= 1
+        self._drained(run)
         if run.cancelled or self.runs.get(run.name) is not run:
             return
         del self.runs[run.name]
@@ -362,6 +378,7 @@ class Supervisor:
 
     def on_spawn_skipped(self, run: Run) -> None:
         self.spawning -= 1
+        self._drained(run)
         if self.runs.get(run.name) is run:
             del self.runs[run.name]  # still bound; the placement reconciler unbinds it
 
@@ -418,6 +435,8 @@ class Supervisor:
         """The job is no longer ours to run: kill it (now, or when its spawn returns),
         forget its unwritten steps."""
         run.cancelled = run.cancelled or why
+        if not run.exited:
+            self.draining[run.name] = run
         if run.live:
             self.log.info("killing job %s: %s", run.name, why)
             self.signal(run, signal.SIGTERM)
@@ -435,6 +454,7 @@ class Supervisor:
         if run is None:
             return
         run.exited = True
+        self._drained(run)
         if (code == -signal.SIGKILL and not run.signalled and not run.cancelled
                 and self.lease.killed_by_guardian(run.spawned_at)):
             run.signalled = (f"killed by the job guardian of {self.node}: the node's lease was about to expire "

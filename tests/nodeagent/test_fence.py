@@ -8,10 +8,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-from apis import JobState, Registry
+import pytest
+
+import nodeagent._supervisor as supervisor_module
+from apis import Job, JobState, Registry
 from apis._config import SiteConfig
 from nodeagent._fence import JOB_KEY_ENV, Guardian, process_start_ticks
 from tests._deadline import DEADLINE
@@ -187,3 +191,44 @@ def test_guardian_keeps_a_group_guarded_again_before_its_batched_removal_goes_ou
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+
+
+def test_a_job_unbound_and_bound_again_while_its_first_run_is_being_started_never_runs_twice_at_once(
+        registry: Registry, site: SiteConfig, agent: AgentFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spawner thread still starting a cancelled run is invisible to the fence's /proc scan
+    (no process yet, or one not yet exec'd): the job's next run must wait until that run is
+    gone. bench chaos found two runs alive at once after a node was taken over (its jobs
+    unbound and bound again while the agent was starting them)."""
+    entered, gate = threading.Event(), threading.Event()
+    pids: list[int] = []
+    first_gone_at_second_start: list[bool] = []
+    real_spawn = supervisor_module.spawn
+
+    def first_spawn_held(prepared: object, stdin: int) -> object:
+        if not entered.is_set():
+            entered.set()
+            assert gate.wait(DEADLINE)
+        else:  # the next run: the first must have started and be gone by now
+            first_gone_at_second_start.append(bool(pids) and process_start_ticks(pids[0]) is None)
+        proc = real_spawn(prepared, stdin)  # type: ignore[arg-type]
+        pids.append(proc.pid)
+        return proc
+
+    monkeypatch.setattr(supervisor_module, "spawn", first_spawn_held)
+    make_app(registry, "sleeper", "sleep 300")
+    job = make_job(registry, "sleeper", "j1")
+    a = agent("n1")
+    bind(registry, [job], ["n1"])
+    assert entered.wait(DEADLINE), "the agent did not start the first run"
+
+    def unbind(j: Job) -> None:
+        j.status.placement = None
+
+    # unbound and bound again (other CPUs: the agent may read both writes as one)
+    bind(registry, [registry.mutate(Job, "j1", unbind)], ["n1"], cpus=[1])
+    # the agent has handled the binding again: the second run started, or was held back
+    wait_until(lambda: first_gone_at_second_start or a.stats["held_back"] >= 1, DEADLINE,
+               "the new binding to be handled")
+    gate.set()
+    wait_until(lambda: len(pids) == 2, DEADLINE, "the second run to start")
+    assert first_gone_at_second_start == [True]
