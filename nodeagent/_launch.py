@@ -331,12 +331,25 @@ class Launched:
 _DIRECT = sys.version_info[:2] == (3, 11) and getattr(subprocess, "_USE_VFORK", False)
 
 
+#: ``NAME=value`` bytes of the environment entries met lately: a node's jobs share all but a few
+#: (the agent's own environment), so each launch encodes only those (~17 → ~4 µs for 50).
+_ENV_BYTES: dict[tuple[str, str], bytes] = {}
+_ENV_BYTES_MAX = 4096
+
+
 def _env_list(env: Mapping[str, str]) -> list[bytes]:
     out = []
-    for k, v in env.items():
-        if "=" in k:
-            raise ValueError(f"illegal environment variable name: {k!r}")
-        out.append(os.fsencode(k) + b"=" + os.fsencode(v))
+    cache = _ENV_BYTES
+    for kv in env.items():
+        b = cache.get(kv)
+        if b is None:
+            k, v = kv
+            if "=" in k:
+                raise ValueError(f"illegal environment variable name: {k!r}")
+            if len(cache) >= _ENV_BYTES_MAX:
+                cache.clear()  # the per-job entries (BALSAM_JOB_ID...) would fill it
+            b = cache[kv] = os.fsencode(k) + b"=" + os.fsencode(v)
+        out.append(b)
     return out
 
 

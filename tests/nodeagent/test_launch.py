@@ -106,3 +106,12 @@ def test_spawning_leaks_no_file_descriptor(tmp_path: Path, spawn_path: str) -> N
     for cmd in ("true", "no-such-program-here", "echo $HOME"):
         _run_spawned(_spawn_prepared(tmp_path, cmd))
     assert set(os.listdir("/proc/self/fd")) <= before
+
+
+def test_each_job_gets_its_own_values_of_the_variables_jobs_share(tmp_path: Path, spawn_path: str) -> None:
+    for i in range(3):
+        code, out = _run_spawned(_spawn_prepared(tmp_path, "sh -c 'echo $BALSAM_JOB_ID $SHARED'",
+                                                 {"BALSAM_JOB_ID": f"j{i}", "SHARED": "s"}))
+        assert (code, out) == (0, f"j{i} s\n")
+    with pytest.raises(ValueError, match="illegal environment variable name"):
+        spawn(_spawn_prepared(tmp_path, "true", {"A=B": "x"}), subprocess.DEVNULL)
