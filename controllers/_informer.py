@@ -57,7 +57,9 @@ class Informer(Generic[R]):
         #: ``expect``/``apply_local``, and never decoded)
         self._held: dict[str, int] = {}
         self._parked: dict[str, list[Delta[R | None]]] = {}
-        self._parking: set[tuple[str, int]] = set()  # (name, revision) that _decode left undecoded
+        #: id -> value that _decode left undecoded because its name was held (the value itself is
+        #: kept, so its id is not reused before _apply takes it)
+        self._undecoded: dict[int, st.KeyValue] = {}
         self.kind = kind
         self.namespace = namespace
         self._indexers: dict[str, Indexer[R]] = dict(indexers or {})
@@ -281,7 +283,7 @@ class Informer(Generic[R]):
         if self._rv.get(name, 0) >= rev or self._recent.get(name, 0) >= rev:
             return None
         if self._held and name in self._held:
-            self._parking.add((name, rev))  # decoded (if at all) when released: see _apply
+            self._undecoded[id(kv)] = kv  # decoded (if at all) when released: see _apply
             return None
         if self._expected:
             exp = self._expected.pop(name, None)
@@ -328,8 +330,8 @@ class Informer(Generic[R]):
             return
         self.revision = max(self.revision, d.revision)
         name = d.key[self._prefix_len:]
-        if self._parking and (name, d.revision) in self._parking:
-            self._parking.discard((name, d.revision))
+        kv = d.kv
+        if kv is not None and self._undecoded and self._undecoded.pop(id(kv), None) is kv and d.type != "DELETED":
             if not self._park(d, name):  # released meanwhile: handled as if not held
                 self._apply_parked(d)
             return

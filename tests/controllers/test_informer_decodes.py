@@ -164,3 +164,4 @@ def test_a_delete_under_a_hold_waits_for_the_release_and_keeps_its_order(registr
     jobs.release(["j"])
     assert jobs.get("j") is None
     assert [(typ, new) for typ, _, new in seen[-2:]] == [("MODIFIED", written), ("DELETED", None)]
+    assert not jobs._undecoded and not jobs._parked  # nothing left behind
