@@ -29,6 +29,7 @@ from apis._meta import set_field
 
 from ._backoff import MAX_BACKOFF, STORE_TROUBLE
 from ._events import EventRecorder, PendingEvent, job_events
+from ._informer import Informer
 from ._queue import ShutDown, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,28 @@ class Controller:
         for _, w in per_key:
             merged.extend(w)
         self._annotate(merged)
+        held = self._hold(merged)
+        try:
+            self._write(per_key, merged)
+        finally:
+            for cache, names in held:
+                cache.release(names)
+
+    def _hold(self, writes: Writes) -> list[tuple[Informer[Any], list[str]]]:
+        """Tell the caches of the objects about to be written to hold their watch events until
+        the writes are over: those events are then our own objects (``apply_local``), not
+        decoded again, even when the watch brings them before the write returns."""
+        by_cache: dict[int, tuple[Informer[Any], list[str]]] = {}
+        for obj in [*writes.creates, *(old for old, _ in writes.updates)]:
+            cache = self.caches.get(obj.KIND)
+            if isinstance(cache, Informer):
+                by_cache.setdefault(id(cache), (cache, []))[1].append(obj.name)
+        held = list(by_cache.values())
+        for cache, names in held:
+            cache.hold(names)
+        return held
+
+    def _write(self, per_key: list[tuple[Request, Writes]], merged: Writes) -> None:
         try:
             written = write_batch(self.registry, merged)
             self.writes += 1

@@ -52,6 +52,14 @@ class Informer(Generic[R]):
         #: name -> (revision, object): our own writes not applied to the cache (``expect``),
         #: handed out when their watch event arrives instead of decoding the stored bytes
         self._expected: dict[str, tuple[int, R]] = {}
+        #: name -> how many of our writes of it are in flight (``hold``): its watch events wait,
+        #: undecoded, in ``_parked`` until ``release`` (then most are our own, announced by
+        #: ``expect``/``apply_local``, and never decoded)
+        self._held: dict[str, int] = {}
+        self._parked: dict[str, list[Delta[R | None]]] = {}
+        #: id -> value that _decode left undecoded because its name was held (the value itself is
+        #: kept, so its id is not reused before _apply takes it)
+        self._undecoded: dict[int, st.KeyValue] = {}
         self.kind = kind
         self.namespace = namespace
         self._indexers: dict[str, Indexer[R]] = dict(indexers or {})
@@ -180,6 +188,45 @@ class Informer(Generic[R]):
             if rv:
                 self._expected[obj.name] = (rv, obj)  # one dict store: atomic under the GIL
 
+    def hold(self, names: Iterable[str]) -> None:
+        """Our own writes of ``names`` are about to be made: their watch events, which may
+        arrive before the writer can announce what it wrote (``expect``, ``apply_local``),
+        wait undecoded until :meth:`release`. Every ``hold`` needs its ``release``."""
+        with self._lock:
+            held = self._held
+            for n in names:
+                held[n] = held.get(n, 0) + 1
+
+    def release(self, names: Iterable[str]) -> None:
+        """The writes of ``names`` are over (announced with ``expect``/``apply_local`` when
+        they landed): the events parked meanwhile are handled now, in order, on this thread;
+        one that is our announced write is not decoded, one of another writer is."""
+        todo: list[Delta[R | None]] = []
+        with self._lock:
+            held = self._held
+            for n in names:
+                left = held.get(n, 0) - 1
+                if left > 0:
+                    held[n] = left
+                    continue
+                held.pop(n, None)
+                todo.extend(self._parked.pop(n, ()))
+        for d in todo:
+            self._apply_parked(d)
+
+    def _apply_parked(self, d: Delta[R | None]) -> None:
+        if d.type != "DELETED" and d.kv is not None:
+            d = Delta(d.type, d.key, self._decode(d.kv), d.revision, d.kv)
+        self._apply(d)
+
+    def _park(self, d: Delta[R | None], name: str) -> bool:
+        """Keep ``d`` for ``release`` if a write of ``name`` is still held (True)."""
+        with self._lock:
+            if name in self._held:
+                self._parked.setdefault(name, []).append(d)
+                return True
+        return False
+
     def remove_local(self, name: str, rv: int) -> None:
         with self._lock:
             res = self._store_locked(name, None, rv)
@@ -235,6 +282,9 @@ class Informer(Generic[R]):
         rev = kv.mod_revision
         if self._rv.get(name, 0) >= rev or self._recent.get(name, 0) >= rev:
             return None
+        if self._held and name in self._held:
+            self._undecoded[id(kv)] = kv  # decoded (if at all) when released: see _apply
+            return None
         if self._expected:
             exp = self._expected.pop(name, None)
             if exp is not None:
@@ -280,6 +330,13 @@ class Informer(Generic[R]):
             return
         self.revision = max(self.revision, d.revision)
         name = d.key[self._prefix_len:]
+        kv = d.kv
+        if kv is not None and self._undecoded and self._undecoded.pop(id(kv), None) is kv and d.type != "DELETED":
+            if not self._park(d, name):  # released meanwhile: handled as if not held
+                self._apply_parked(d)
+            return
+        if d.type == "DELETED" and self._held and self._park(d, name):
+            return  # after the held write's event, in order
         try:
             if d.type == "DELETED":
                 self._expected.pop(name, None)

@@ -416,6 +416,8 @@ class PlacementReconciler:
             # binding, not a new Job, a cache update with its indexers and handlers. Written
             # before the Waiting conditions: an outage in between must not leave room assumed.
             written: list[Job] = []
+            names = [job.name for job, _ in binds]
+            jobs.hold(names)  # their events wait for expect(): these objects, no decode (issue 19)
             try:
                 landed = bind(ctx.registry, binds, self.assume, written, cell)
             except StoreUnavailable:
@@ -423,7 +425,9 @@ class PlacementReconciler:
                     self._forget_waiting(job.name)  # not written either: written again next pass
                 self._waits = []
                 raise
-            jobs.expect(written)  # their events then hand out these objects: no decode (issue 19)
+            finally:
+                jobs.expect(written)
+                jobs.release(names)
             self.bindings_written += landed
         if self._waits:
             self._write_waiting(ctx)
@@ -434,15 +438,23 @@ class PlacementReconciler:
     def _write_waiting(self, ctx: Context) -> None:
         """The Waiting conditions of this pass as status patches in one transaction."""
         waits, self._waits = self._waits, []
-        self._write_waits(ctx.registry, waits)
+        written: list[Job] = []
+        jobs = ctx.caches["Job"]
+        names = [job.name for job, _ in waits]
+        jobs.hold(names)  # their events wait for expect(): these objects, no decode (issue 19)
+        try:
+            self._write_waits(ctx.registry, waits, written)
+        finally:
+            jobs.expect(written)
+            jobs.release(names)
 
-    def _write_waits(self, registry: Any, waits: list[StatusPatch]) -> None:
+    def _write_waits(self, registry: Any, waits: list[StatusPatch], written: list[Job]) -> None:
         """Write ``waits`` in one transaction; on a conflict, each half on its own (a first
         pass writes ~10^5 of them: job by job would be 10^5 transactions for one moved job).
         One that does not land is forgotten and its job marked: the next pass looks again
         (level-based: the cache then shows why). An outage forgets them all and is raised."""
         try:
-            registry.write_status_patches(waits)
+            registry.write_status_patches(waits, written=written)
             return
         except StoreUnavailable:
             for job, _ in waits:
@@ -455,12 +467,12 @@ class PlacementReconciler:
                 return
         mid = len(waits) // 2
         try:
-            self._write_waits(registry, waits[:mid])
+            self._write_waits(registry, waits[:mid], written)
         except StoreUnavailable:
             for job, _ in waits[mid:]:
                 self._forget_waiting(job.name)
             raise
-        self._write_waits(registry, waits[mid:])
+        self._write_waits(registry, waits[mid:], written)
 
     def _step(self, ctx: Context, job: Job, new: Job) -> None:
         """Record a level-based step (the controller writes it); looked at again next pass

@@ -103,3 +103,65 @@ def test_an_expected_write_overtaken_by_another_is_dropped(registry: Registry, c
     poll_until(lambda: (j := jobs.get("j")) is not None and j.status.state is S.AWAITING_PARENTS, 60,
                "the later write to be decoded")
     assert jobs.get("j") is not stale
+
+
+# --- a write held before it is made (hold / release): its event may come first ---------------
+
+
+def _cached(jobs: JobInformer) -> Job:
+    poll_until(lambda: jobs.get("j") is not None, 60, "j in the cache")
+    job = jobs.get("j")
+    assert job is not None
+    return job
+
+
+def _seen_up_to(jobs: JobInformer, rev: int) -> None:
+    poll_until(lambda: jobs.revision >= rev, 60, f"the informer to reach revision {rev}")
+
+
+def test_a_held_write_whose_event_comes_first_is_handed_out_as_written(registry: Registry, cache: Any) -> None:
+    jobs, seen = cache
+    cached = _cached(jobs)
+    new = cached.status_copy()
+    new.status.message = "bound"
+    jobs.hold(["j"])
+    _, (written,) = registry.write([], [(cached, new)])
+    _seen_up_to(jobs, int(written.metadata.resource_version or 0))  # the event came before the announcement
+    assert jobs.get("j") is cached and all(n is not written for _, _, n in seen)
+    jobs.expect([written])
+    jobs.release(["j"])
+    assert jobs.get("j") is written  # handed out as written: not decoded
+    assert seen[-1] == ("MODIFIED", cached, written)
+
+
+def test_another_writers_event_under_a_hold_is_decoded_at_the_release(registry: Registry, cache: Any) -> None:
+    jobs, seen = cache
+    cached = _cached(jobs)
+    jobs.hold(["j"])
+    moved = force(registry, "j", S.AWAITING_PARENTS)
+    _seen_up_to(jobs, int(moved.metadata.resource_version or 0))
+    assert jobs.get("j") is cached
+    jobs.release(["j"])  # our own write failed: nothing announced
+    now = jobs.get("j")
+    assert now is not None and now.status.state is S.AWAITING_PARENTS
+    assert now.metadata.resource_version == moved.metadata.resource_version
+    assert seen[-1][0] == "MODIFIED" and seen[-1][2] is now
+
+
+def test_a_delete_under_a_hold_waits_for_the_release_and_keeps_its_order(registry: Registry, cache: Any) -> None:
+    jobs, seen = cache
+    cached = _cached(jobs)
+    new = cached.status_copy()
+    new.status.message = "bound"
+    jobs.hold(["j"])
+    jobs.hold(["j"])  # two writes in flight: the first release does not let the events go
+    _, (written,) = registry.write([], [(cached, new)])
+    registry.delete(Job, "j")
+    _seen_up_to(jobs, int(written.metadata.resource_version or 0) + 1)
+    jobs.expect([written])
+    jobs.release(["j"])
+    assert jobs.get("j") is cached
+    jobs.release(["j"])
+    assert jobs.get("j") is None
+    assert [(typ, new) for typ, _, new in seen[-2:]] == [("MODIFIED", written), ("DELETED", None)]
+    assert not jobs._undecoded and not jobs._parked  # nothing left behind
