@@ -60,6 +60,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import heapq
+import json
 import logging
 import os
 import sqlite3
@@ -825,14 +826,32 @@ class SQLiteStore(Store):
             for c in compares
         )
         ops = success if ok else failure
-        unknown = [op.key for op in ops if op.key not in known]
+        has_idx = self._has_idx
+        # Index entries put by a txn without Gets (a bulk create's) need no state read first:
+        # they are inserted as new, and only those that existed are looked at (_put_entries).
+        deferred: dict[str, int] = {}  # entry -> lease
+        if has_idx and not any(type(op) is Get for op in ops):
+            unknown = []
+            for op in ops:
+                key = op.key
+                if key in known:
+                    continue
+                if type(op) is Put and not op.value and key.startswith(INDEX_PREFIX) and _REC not in key:
+                    deferred[key] = op.lease  # type: ignore[attr-defined]
+                else:
+                    unknown.append(key)
+            if deferred:
+                for key in self._valued_entries(conn).intersection(deferred):
+                    del deferred[key]  # in kv now: the general path
+                    unknown.append(key)
+        else:
+            unknown = [op.key for op in ops if op.key not in known]
         if unknown:
             state.update(self._states(conn, unknown))
 
         rev = cur + 1
         base = rev << _SEQ_BITS
         seq = 0
-        has_idx = self._has_idx
         log_rows: list[tuple[int, str, int, int, int, int, int | None, bytes | None]] = []
         idx_rows: list[tuple[str, int, int, int, int]] = []  # index entries put
         idx_recs: list[str] = []  # their events, and those of entries deleted (idx_log)
@@ -850,6 +869,11 @@ class SQLiteStore(Store):
             key = op.key
             if t is Put:
                 assert isinstance(op, Put)
+                if key in deferred:
+                    if op.lease:
+                        leases.add(op.lease)
+                    responses.append(None)
+                    continue
                 st = state.get(key)
                 cr, ver = (rev, 1) if st is None else (st[1], st[2] + 1)
                 lease = op.lease
@@ -900,7 +924,7 @@ class SQLiteStore(Store):
             vals = self._values(conn, [st[0] for _, _, st in pending_gets])
             for i, key, (lid, cr, ver, lease, _) in pending_gets:
                 responses[i] = KeyValue(key, vals[lid], cr, lid >> _SEQ_BITS, ver, lease)
-        if not log_rows and not idx_recs:
+        if not log_rows and not idx_recs and not deferred:
             return TxnResult(ok, cur, responses)
         if leases:
             have = {
@@ -932,10 +956,53 @@ class SQLiteStore(Store):
         if idx_rows:
             idx_rows.sort()  # in key order: one walk along the b-tree's pages
             conn.executemany("INSERT OR REPLACE INTO idx VALUES (?,?,?,?,?)", idx_rows)
+        if deferred:
+            self._put_entries(conn, rev, deferred, idx_recs)
         if idx_recs:
             conn.execute("INSERT INTO idx_log VALUES (?, ?)", (rev, _REC.join(idx_recs)))
         conn.execute("UPDATE meta SET current_revision = ?", (rev,))
         return TxnResult(ok, rev, responses)
+
+    @staticmethod
+    def _valued_entries(conn: sqlite3.Connection) -> set[str]:
+        """Keys under the index prefix that kv holds (valued ones: a kind's index schema)."""
+        return {r[0] for r in conn.execute(
+            "SELECT name FROM kv WHERE name >= ? AND name < ?", (INDEX_PREFIX, _INDEX_END)).fetchall()}
+
+    @staticmethod
+    def _put_entries(conn: sqlite3.Connection, rev: int, entries: dict[str, int], recs: list[str]) -> None:
+        """Put index entries whose state was not read: all are inserted as new in one statement
+        (SQLite parses the names' JSON array and sorts them); when fewer rows went in than
+        were given, the ones that existed are read and updated as re-puts (create revision
+        kept, version + 1). Their events are added to ``recs``."""
+        names = list(entries)
+        leased = any(entries.values())
+        if leased:
+            doc = json.dumps([[k, entries[k]] for k in names], ensure_ascii=False)
+            sql = ("INSERT OR IGNORE INTO idx SELECT value ->> 0, ?1, ?1, 1, value ->> 1"
+                   " FROM json_each(?2) ORDER BY 1")
+        else:
+            doc = json.dumps(names, ensure_ascii=False)
+            sql = "INSERT OR IGNORE INTO idx SELECT value, ?1, ?1, 1, 0 FROM json_each(?2) ORDER BY 1"
+        inserted = conn.execute(sql, (rev, doc)).rowcount
+        if inserted == len(names):
+            recs.extend(names if not leased else
+                        [k if not entries[k] else f"{k}{_FLD}P{_FLD}{rev}{_FLD}1{_FLD}{entries[k]}" for k in names])
+            return
+        names_doc = doc if not leased else json.dumps(names, ensure_ascii=False)
+        existed = {r[0]: r[1:] for r in conn.execute(
+            "SELECT name, create_revision, version FROM idx WHERE name IN (SELECT value FROM json_each(?))"
+            " AND rev != ?", (names_doc, rev)).fetchall()}
+        updates = []
+        for k in names:
+            lease = entries[k]
+            if k in existed:
+                cr, ver = existed[k]
+                updates.append((rev, ver + 1, lease, k))
+                recs.append(f"{k}{_FLD}P{_FLD}{cr}{_FLD}{ver + 1}{_FLD}{lease}")
+            else:
+                recs.append(k if not lease else f"{k}{_FLD}P{_FLD}{rev}{_FLD}1{_FLD}{lease}")
+        conn.executemany("UPDATE idx SET rev = ?, version = ?, lease = ? WHERE name = ?", updates)
 
     # --- leases ---------------------------------------------------------------------
 

@@ -126,3 +126,16 @@ def test_a_watch_of_entries_from_a_compacted_revision_is_refused(store: Store, i
     with store.watch(ix, start_revision=r2 + 1) as w:
         assert [(e.kv.key) for e in collect(w, 1)] == [ix + "c"]
     assert store.count(ix) == 3
+
+
+def test_entries_put_again_by_a_txn_without_gets_keep_their_create_revision(store: Store, ix: str) -> None:
+    r1 = store.txn([], [Put(ix + "a", b""), Put(ix + "b", b""), Put(ix + "ü/ß", b"")]).revision
+    lease = store.lease_grant(60)
+    with store.watch(ix) as w:
+        r2 = store.txn([], [Put(ix + "a", b"", lease), Put(ix + "c", b""), Put(ix + "ü/ß", b"")]).revision
+        events = collect(w, 3)
+    assert sorted((e.kv.key, e.revision, e.kv.create_revision, e.kv.version, e.kv.lease) for e in events) == [
+        (ix + "a", r2, r1, 2, lease), (ix + "c", r2, r2, 1, 0), (ix + "ü/ß", r2, r1, 2, 0)]
+    a = store.get(ix + "a")
+    assert a is not None and (a.create_revision, a.mod_revision, a.version, a.lease) == (r1, r2, 2, lease)
+    assert [kv.key for kv in store.range(ix).kvs] == [ix + "a", ix + "b", ix + "c", ix + "ü/ß"]
