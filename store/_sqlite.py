@@ -12,8 +12,23 @@ Layout of the file:
   name): ``log_id`` points at its log row, so ``mod_revision = log_id >> 24``.
   Rows are small (no value), so ``count`` and ``keys_only`` ranges walk a
   compact b-tree, and get/range never do latest-per-name scans of the log.
+* ``idx`` (schema 2) — *index entries*: keys under ``/index/`` written with an empty value
+  (the registry's secondary indexes), ``WITHOUT ROWID``, keyed by name, with their mod and
+  create revision, version and lease. They have no ``log`` and no ``kv`` rows: a bulk create
+  of a job with 5 index keys writes 1 log row, 1 kv row and 5 idx rows, not 6 + 6.
+* ``idx_log`` — one row per txn that changed index entries: ``(rev, changes)``, the entries'
+  events as text (records joined by NUL; a new entry without a lease is just its key, others
+  carry their create revision, version, lease and, for a delete, the previous revision).
+  Watches read it beside ``log`` when their prefix can hold index entries, and place each
+  txn's entry events after its log rows. Compaction drops its rows at or below the
+  compacted revision (``idx`` holds the state). A valued key under ``/index/`` (a kind's
+  index schema) is an ordinary key in ``log``/``kv``; a key moves between the two tables
+  when its value becomes or stops being empty, and is never in both.
 * ``lease`` — ``(id, ttl, expiry)`` with ``expiry`` in wall-clock seconds.
-* ``meta`` — one row: ``current_revision``, ``compact_revision``.
+* ``meta`` — one row: ``current_revision``, ``compact_revision``, ``schema_version`` (2). A
+  schema-1 file (index entries in log and kv) is migrated when a process first opens it
+  (entries moved to ``idx``, their log rows dropped, the log compacted to the current
+  revision, so watches from before relist); a file of a newer schema is refused in one line.
 
 Writers take SQLite's write lock with ``BEGIN IMMEDIATE`` (and, within one
 process, a mutex first, so threads queue instead of sleeping in SQLite's busy
