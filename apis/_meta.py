@@ -6,6 +6,7 @@ import functools
 import os
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Self, TypeVar
@@ -97,6 +98,41 @@ def random_suffix(n: int = 10) -> str:
     return _base36(int.from_bytes(secrets.token_bytes(8)), n)
 
 
+# Generated names: a stem of 6 random base36 characters per process, then a counter of 4
+# written most significant first, so that the names one process generates sort in the order
+# it made them. A store's b-trees (SQLite's kv and idx: the object key and every index key
+# end with the name) then take a bulk create's keys as appends next to each other, not as
+# inserts spread over every page: at 10^6 jobs, 7.5k → 21k jobs/s in the raw SQL model
+# (docs/design.md, "SQLite bulk_create"). Still 10 base36 characters. Two processes collide
+# only if they draw the same stem (1 in 2.2e9 per pair) and reach the same counts; the
+# create then fails AlreadyExists, as a random collision would.
+_SERIAL_SPAN = 36**4  # names per stem; then a new stem
+_BASE36_MSB = [_BASE36[r // 36] + _BASE36[r % 36] for r in range(36 * 36)]
+_serial_lock = threading.Lock()
+_serial: list[Any] = ["", _SERIAL_SPAN]  # [stem, next count]: a stem is drawn on first use
+
+
+def _new_serial() -> None:
+    _serial[0] = _base36(int.from_bytes(secrets.token_bytes(4)) & 0x7FFFFFFF, 6)
+    _serial[1] = 0
+
+
+os.register_at_fork(after_in_child=lambda: _serial.__setitem__(1, _SERIAL_SPAN))  # a child draws its own
+
+
+def serial_suffix() -> str:
+    """The next generated-name suffix of this process (10 base36 characters, see above)."""
+    with _serial_lock:
+        n = _serial[1]
+        if n >= _SERIAL_SPAN:
+            _new_serial()
+            n = 0
+        _serial[1] = n + 1
+        stem = _serial[0]
+    hi, lo = divmod(n, 1296)
+    return f"{stem}{_BASE36_MSB[hi]}{_BASE36_MSB[lo]}"
+
+
 def _uuid4_str(b: bytes) -> str:
     """``str(uuid.UUID(bytes=b, version=4))`` for 16 random bytes, without the UUID object."""
     h = bytearray(b)
@@ -127,15 +163,14 @@ def set_field(m: BaseModel, name: str, value: Any) -> None:
 def identity(md: ObjectMeta, now: datetime | None = None) -> dict[str, Any]:
     """What the server assigns on create, as field values for ``md``: name (from
     generateName, when there is no name), uid, creationTimestamp and generation (kept where set)."""
-    rnd = os.urandom(24)  # one read for both: 8 bytes of name suffix, 16 of uid
     out: dict[str, Any] = {}
     if not md.name:
         prefix = md.generate_name
         if not prefix:
             raise ValueError("metadata.name: Required value: name or generateName is required")
-        name = prefix + _base36(int.from_bytes(rnd[:8]), 10)
+        name = prefix + serial_suffix()
         out["name"] = name if _generated_names_valid(prefix) else validate_name(name)
-    out["uid"] = md.uid or _uuid4_str(rnd[8:])
+    out["uid"] = md.uid or _uuid4_str(os.urandom(16))
     out["creation_timestamp"] = md.creation_timestamp or now or utcnow()
     out["generation"] = md.generation or 1
     return out

@@ -12,8 +12,23 @@ Layout of the file:
   name): ``log_id`` points at its log row, so ``mod_revision = log_id >> 24``.
   Rows are small (no value), so ``count`` and ``keys_only`` ranges walk a
   compact b-tree, and get/range never do latest-per-name scans of the log.
+* ``idx`` (schema 2) — *index entries*: keys under ``/index/`` written with an empty value
+  (the registry's secondary indexes), ``WITHOUT ROWID``, keyed by name, with their mod and
+  create revision, version and lease. They have no ``log`` and no ``kv`` rows: a bulk create
+  of a job with 5 index keys writes 1 log row, 1 kv row and 5 idx rows, not 6 + 6.
+* ``idx_log`` — one row per txn that changed index entries: ``(rev, changes)``, the entries'
+  events as text (records joined by NUL; a new entry without a lease is just its key, others
+  carry their create revision, version, lease and, for a delete, the previous revision).
+  Watches read it beside ``log`` when their prefix can hold index entries, and place each
+  txn's entry events after its log rows. Compaction drops its rows at or below the
+  compacted revision (``idx`` holds the state). A valued key under ``/index/`` (a kind's
+  index schema) is an ordinary key in ``log``/``kv``; a key moves between the two tables
+  when its value becomes or stops being empty, and is never in both.
 * ``lease`` — ``(id, ttl, expiry)`` with ``expiry`` in wall-clock seconds.
-* ``meta`` — one row: ``current_revision``, ``compact_revision``.
+* ``meta`` — one row: ``current_revision``, ``compact_revision``, ``schema_version`` (2). A
+  schema-1 file (index entries in log and kv) is migrated when a process first opens it
+  (entries moved to ``idx``, their log rows dropped, the log compacted to the current
+  revision, so watches from before relist); a file of a newer schema is refused in one line.
 
 Writers take SQLite's write lock with ``BEGIN IMMEDIATE`` (and, within one
 process, a mutex first, so threads queue instead of sleeping in SQLite's busy
@@ -59,6 +74,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import heapq
+import json
 import logging
 import os
 import sqlite3
@@ -96,6 +113,7 @@ log = logging.getLogger(__name__)
 _SEQ_BITS = 24  # log.id = revision << 24 | position in the txn
 _MAX_TXN_OPS = 1 << _SEQ_BITS
 _IN_CHUNK = 500  # keys per "name IN (...)" statement
+_IDX_CHUNK = 2000  # index entries per "name IN (...)" probe of idx (a bulk create probes 50k)
 _EVENT_CHUNK = 5000  # log rows read per statement by watches
 _LEASE_INTERVAL = 0.1  # seconds between checks for expired leases
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
@@ -110,7 +128,7 @@ CREATE TABLE IF NOT EXISTS meta (
     compact_revision INTEGER NOT NULL,
     schema_version INTEGER NOT NULL
 );
-INSERT OR IGNORE INTO meta VALUES (0, 1, 0, 1);
+INSERT OR IGNORE INTO meta VALUES (0, 1, 0, 2);
 CREATE TABLE IF NOT EXISTS log (
     id INTEGER PRIMARY KEY,            -- revision << 24 | seq
     name TEXT NOT NULL,
@@ -135,20 +153,48 @@ CREATE TABLE IF NOT EXISTS lease (
     expiry REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS lease_by_expiry ON lease (expiry);
+""" + """;
+CREATE TABLE IF NOT EXISTS idx (
+    name TEXT PRIMARY KEY,
+    rev INTEGER NOT NULL,              -- mod revision
+    create_revision INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    lease INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idx_by_lease ON idx (lease) WHERE lease != 0;
+CREATE TABLE IF NOT EXISTS idx_log (
+    rev INTEGER PRIMARY KEY,           -- one row per txn that changed index entries
+    changes TEXT NOT NULL              -- its entry events, see _idx_record
+);
 """
+SCHEMA_VERSION = 2  # 1: index entries in kv and log like every key (migrated on open)
+
+#: Keys under this prefix written with an empty value are *index entries* (the registry's
+#: secondary indexes, apis/_registry.py): kept in ``idx`` with one row per txn in ``idx_log``
+#: for watches, never in ``log``/``kv``. Every other key (a valued one under it too) as before.
+INDEX_PREFIX = "/index/"
+_INDEX_END = "/index0"
+# An index entry's event in ``idx_log.changes``: records joined by NUL, fields by \x01.
+_REC, _FLD = "\x00", "\x01"
+_IDX_SEQ = (1 << 24) - 1  # an idx_log event's position in its revision: after the log rows
 
 # kv columns for a KeyValue without its value, and with it (joined to its log row).
 _KV_META = "name, log_id, create_revision, version, lease"
 _KV_ROW_VALUES = "k.name, l.value, k.create_revision, k.log_id >> 24, k.version, k.lease"
 _KV_ROW_KEYS = "k.name, X'', k.create_revision, k.log_id >> 24, k.version, k.lease"
+_IDX_ROW = "name, X'', create_revision, rev, version, lease"  # an index entry as a KeyValue row
 _EVENT_COLS = (
     "l.id, l.name, l.deleted, l.create_revision, l.version, l.lease, l.value,"
     " p.id, p.create_revision, p.version, p.lease, p.value"
     " FROM log l LEFT JOIN log p ON l.deleted = 1 AND p.id = l.prev_id"
 )
 
-# (log_id, create_revision, version, lease) of a live key
-_State = tuple[int, int, int, int]
+# (log_id, create_revision, version, lease, in idx) of a live key
+_State = tuple[int, int, int, int, bool]
+
+
+def _first(row: tuple) -> str:  # type: ignore[type-arg]
+    return row[0]  # type: ignore[no-any-return]
 
 
 def _prefix_end(prefix: str) -> str | None:
@@ -243,6 +289,21 @@ def _check_branch(ops: Sequence[Op]) -> None:
             seen.add(key)
 
 
+def _merged(
+    events: list[tuple[int, str, Event]], more: list[tuple[int, str, Event]]
+) -> list[tuple[int, str, Event]]:
+    """Two lists of (position, key, event), each in position order, as one."""
+    if not more:
+        return events
+    if not events:
+        return more
+    return list(heapq.merge(events, more, key=_first_int))
+
+
+def _first_int(item: tuple[int, str, Event]) -> int:
+    return item[0]
+
+
 def _event(row: tuple) -> Event:  # type: ignore[type-arg]
     lid, name, deleted, cr, ver, lease, value, pid, pcr, pver, plse, pval = row
     rev = lid >> _SEQ_BITS
@@ -293,6 +354,7 @@ class SQLiteStore(Store):
         self._compact_marks: deque[tuple[float, int]] = deque()  # (monotonic time, revision) noted
         self._unwritable = False  # the poller's last write failed (full disk...): said once
         self._immutable = False  # opened as a read-only snapshot (a full disk, see _open)
+        self._has_idx = False  # the file has schema 2's idx/idx_log (see _open)
         self._create_private()
         try:
             self._open()
@@ -363,6 +425,14 @@ class SQLiteStore(Store):
                         c.execute(stmt)
         elif not self._immutable and conn.execute("PRAGMA journal_mode").fetchall()[0][0] != "wal":
             conn.execute("PRAGMA journal_mode=WAL").fetchall()
+        version = int(conn.execute("SELECT schema_version FROM meta").fetchall()[0][0])
+        if version > SCHEMA_VERSION:
+            raise Unavailable(f"SQLite store {self.path} has schema {version}, newer than this balsamctl's "
+                              f"({SCHEMA_VERSION}): upgrade balsamctl")
+        if version < SCHEMA_VERSION and not self._immutable:
+            self._migrate()
+            version = SCHEMA_VERSION
+        self._has_idx = version >= 2
         if self._immutable:
             return
         try:
@@ -370,6 +440,36 @@ class SQLiteStore(Store):
         except (sqlite3.Error, Unavailable) as e:
             # A full disk: reads still work; the next writer (or our poller) reaps.
             log.info("SQLite store %s: cannot reap expired leases now (%s)", self.path, e)
+
+    def _migrate(self) -> None:
+        """Schema 1 → 2, once, by whichever process opens the file first: index entries move
+        from kv (and their history from the log) to ``idx``. The log's history is cut at the
+        current revision (watches from before it get Compacted and relist)."""
+        try:
+            with self._writing() as c:
+                if int(c.execute("SELECT schema_version FROM meta").fetchall()[0][0]) >= SCHEMA_VERSION:
+                    return  # another process did it meanwhile
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        c.execute(stmt)
+                rng = (INDEX_PREFIX, _INDEX_END)
+                c.execute(
+                    "INSERT INTO idx SELECT k.name, k.log_id >> 24, k.create_revision, k.version, k.lease"
+                    " FROM kv k CROSS JOIN log l ON l.id = k.log_id"
+                    " WHERE k.name >= ? AND k.name < ? AND length(l.value) = 0 AND instr(k.name, char(0)) = 0",
+                    rng,
+                )
+                c.execute("DELETE FROM log WHERE name >= ? AND name < ? AND name IN (SELECT name FROM idx)", rng)
+                c.execute("DELETE FROM kv WHERE name >= ? AND name < ? AND name IN (SELECT name FROM idx)", rng)
+                c.execute(
+                    "UPDATE meta SET schema_version = ?, compact_revision = MAX(compact_revision, current_revision)",
+                    (SCHEMA_VERSION,),
+                )
+        except (sqlite3.Error, Unavailable) as e:
+            raise Unavailable(
+                f"cannot migrate SQLite store {self.path} to schema {SCHEMA_VERSION}: {e} "
+                "(free the disk and open it again; it is migrated on its first open)"
+            ) from e
 
     def _snapshot_possible(self) -> bool:
         """A store file exists and holds everything committed (no -wal beside it, or an empty
@@ -492,14 +592,34 @@ class SQLiteStore(Store):
         row = conn.execute("SELECT current_revision, compact_revision FROM meta").fetchall()
         return row[0][0], row[0][1]
 
-    @staticmethod
-    def _states(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, _State]:
+    def _states(self, conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, _State]:
+        """The live state of each key that exists; an index entry's (in ``idx``) has its
+        log id as ``rev << 24 | _IDX_SEQ`` and ``True`` as its fifth field."""
         out: dict[str, _State] = {}
+        ordered = sorted(set(keys))
+        entries: list[str] = []
+        if self._has_idx:
+            # Keys under the index prefix live in idx, but for the few valued ones (a kind's
+            # index schema): one short range read of kv instead of a kv probe per entry.
+            entries = [k for k in ordered if k.startswith(INDEX_PREFIX)]
+            if entries:
+                valued = {r[0] for r in conn.execute(
+                    "SELECT name FROM kv WHERE name >= ? AND name < ?", (INDEX_PREFIX, _INDEX_END)).fetchall()}
+                if len(entries) == len(ordered) and not valued:
+                    ordered = []
+                else:
+                    plain = [k for k in ordered if not k.startswith(INDEX_PREFIX) or k in valued]
+                    entries = [k for k in entries if k not in valued]
+                    ordered = plain
         # In key order: each IN (...) list then probes neighbouring b-tree pages.
-        for chunk in _chunks(sorted(set(keys))):
+        for chunk in _chunks(ordered):
             sql = _in_sql(f"SELECT {_KV_META} FROM kv WHERE name IN ({{}})", len(chunk))
             for name, lid, cr, ver, lease in conn.execute(sql, chunk).fetchall():
-                out[name] = (lid, cr, ver, lease)
+                out[name] = (lid, cr, ver, lease, False)
+        for chunk in _chunks(entries, _IDX_CHUNK):
+            sql = _in_sql("SELECT name, rev, create_revision, version, lease FROM idx WHERE name IN ({})", len(chunk))
+            for name, rev, cr, ver, lease in conn.execute(sql, chunk).fetchall():
+                out[name] = (rev << _SEQ_BITS | _IDX_SEQ, cr, ver, lease, True)
         return out
 
     @staticmethod
@@ -524,7 +644,13 @@ class SQLiteStore(Store):
             )
             .fetchall()
         )
-        return KeyValue(*rows[0]) if rows else None
+        if rows:
+            return KeyValue(*rows[0])
+        if self._has_idx and key.startswith(INDEX_PREFIX):
+            rows = self._conn().execute(f"SELECT {_IDX_ROW} FROM idx WHERE name = ?", (key,)).fetchall()
+            if rows:
+                return KeyValue(*rows[0])
+        return None
 
     @_translated
     def get_many(self, keys: Sequence[str]) -> list[KeyValue | None]:
@@ -539,6 +665,12 @@ class SQLiteStore(Store):
                 )
                 for row in conn.execute(sql, chunk).fetchall():
                     found[row[0]] = KeyValue(*row)
+            if self._has_idx:
+                entries = [k for k in distinct if k.startswith(INDEX_PREFIX) and k not in found]
+                for chunk in _chunks(entries):
+                    sql = _in_sql(f"SELECT {_IDX_ROW} FROM idx WHERE name IN ({{}})", len(chunk))
+                    for row in conn.execute(sql, chunk).fetchall():
+                        found[row[0]] = KeyValue(*row)
         return [found.get(k) for k in keys]
 
     @_translated
@@ -555,9 +687,18 @@ class SQLiteStore(Store):
         cols = _KV_ROW_KEYS if keys_only else _KV_ROW_VALUES
         join = "" if keys_only else " CROSS JOIN log l ON l.id = k.log_id"
         sql = f"SELECT {cols} FROM kv k{join} WHERE {where} ORDER BY k.name LIMIT ?"
+        lim = limit + 1 if limit else -1
         with self._reading() as conn:
             rev, _ = self._revisions(conn)
-            rows = conn.execute(sql, (*params, limit + 1 if limit else -1)).fetchall()
+            rows = conn.execute(sql, (*params, lim)).fetchall()
+            if self._overlaps_idx(prefix):
+                # Index entries from their own table, merged in key order.
+                iwhere, iparams = self._key_range(prefix, start_after, "name")
+                irows = conn.execute(
+                    f"SELECT {_IDX_ROW} FROM idx WHERE {iwhere} ORDER BY name LIMIT ?", (*iparams, lim)
+                ).fetchall()
+                if irows:
+                    rows = list(heapq.merge(rows, irows, key=_first)) if rows else irows
         more = bool(limit) and len(rows) > limit
         if more:
             del rows[limit:]
@@ -582,10 +723,19 @@ class SQLiteStore(Store):
             params.append(end)
         return " AND ".join(conds), params
 
+    def _overlaps_idx(self, prefix: str) -> bool:
+        """Whether keys under ``prefix`` may be index entries (kept in ``idx``)."""
+        return self._has_idx and (prefix.startswith(INDEX_PREFIX) or INDEX_PREFIX.startswith(prefix))
+
     @_translated
     def count(self, prefix: str) -> int:
         where, params = self._key_range(prefix, None)
-        rows = self._conn().execute(f"SELECT COUNT(*) FROM kv k WHERE {where}", params).fetchall()
+        sql = f"SELECT COUNT(*) FROM kv k WHERE {where}"
+        if self._overlaps_idx(prefix):
+            iwhere, _ = self._key_range(prefix, None, "name")
+            sql = f"SELECT ({sql}) + (SELECT COUNT(*) FROM idx WHERE {iwhere})"
+            params = params * 2
+        rows = self._conn().execute(sql, params).fetchall()
         return int(rows[0][0])
 
     @_translated
@@ -599,21 +749,40 @@ class SQLiteStore(Store):
         with self._reading() as conn:
             sized = []
             for p in distinct:
-                where, params = self._key_range(p, None)
-                sized.append((conn.execute(f"SELECT COUNT(*) FROM kv k WHERE {where}", params).fetchall()[0][0], p))
+                sized.append((self._count_in(conn, p), p))
             sized.sort()
             if sized[0][0] == 0:
                 return []
             base = sized[0][1]
-            where, params = self._key_range(base, None)
             start = len(base) + 1  # substr() counts characters from 1, as len() does
-            exists = "".join(f" AND EXISTS (SELECT 1 FROM kv x{i} WHERE x{i}.name = ? || substr(k.name, {start}))"
-                             for i in range(len(sized) - 1))
+            params: list[str] = []
+            exists = ""
+            for i, (_, p) in enumerate(sized[1:]):
+                # An index entry is in idx (or, valued or from before schema 2, in kv).
+                probe = f"EXISTS (SELECT 1 FROM kv x{i} WHERE x{i}.name = ? || substr(k.name, {start}))"
+                params.append(p)
+                if self._overlaps_idx(p):
+                    probe = (f"(EXISTS (SELECT 1 FROM idx y{i} WHERE y{i}.name = ? || substr(k.name, {start}))"
+                             f" OR {probe})")
+                    params.insert(len(params) - 1, p)
+                exists += f" AND {probe}"
+            where, wparams = self._key_range(base, None)
             rows = conn.execute(
-                f"SELECT substr(k.name, {start}) FROM kv k WHERE {where}{exists} ORDER BY k.name",
-                (*params, *(p for _, p in sized[1:])),
+                f"SELECT substr(k.name, {start}) FROM kv k WHERE {where}{exists}", (*wparams, *params)
             ).fetchall()
-        return [r[0] for r in rows]
+            if self._overlaps_idx(base):
+                where, wparams = self._key_range(base, None)
+                rows += conn.execute(
+                    f"SELECT substr(k.name, {start}) FROM idx k WHERE {where}{exists}", (*wparams, *params)
+                ).fetchall()
+        return sorted(r[0] for r in rows)
+
+    def _count_in(self, conn: sqlite3.Connection, prefix: str) -> int:
+        where, params = self._key_range(prefix, None)
+        n = int(conn.execute(f"SELECT COUNT(*) FROM kv k WHERE {where}", params).fetchall()[0][0])
+        if self._overlaps_idx(prefix):
+            n += int(conn.execute(f"SELECT COUNT(*) FROM idx k WHERE {where}", params).fetchall()[0][0])
+        return n
 
     @_translated
     def current_revision(self) -> int:
@@ -666,12 +835,32 @@ class SQLiteStore(Store):
         known = set(ckeys)
         cvalues: dict[int, bytes] = {}
         if any(c.target == "value" for c in compares):
-            cvalues = self._values(conn, [state[c.key][0] for c in compares if c.key in state])
+            cvalues = self._values(conn, [state[c.key][0] for c in compares if c.key in state and not state[c.key][4]])
         ok = all(
-            _compare_holds(c, st := state.get(c.key), cvalues.get(st[0]) if st else None) for c in compares
+            _compare_holds(c, st := state.get(c.key), (b"" if st[4] else cvalues.get(st[0])) if st else None)
+            for c in compares
         )
         ops = success if ok else failure
-        unknown = [op.key for op in ops if op.key not in known]
+        has_idx = self._has_idx
+        # Index entries put by a txn without Gets (a bulk create's) need no state read first:
+        # they are inserted as new, and only those that existed are looked at (_put_entries).
+        deferred: dict[str, int] = {}  # entry -> lease
+        if has_idx and not any(type(op) is Get for op in ops):
+            unknown = []
+            for op in ops:
+                key = op.key
+                if key in known:
+                    continue
+                if type(op) is Put and not op.value and key.startswith(INDEX_PREFIX) and _REC not in key:
+                    deferred[key] = op.lease  # type: ignore[attr-defined]
+                else:
+                    unknown.append(key)
+            if deferred:
+                for key in self._valued_entries(conn).intersection(deferred):
+                    del deferred[key]  # in kv now: the general path
+                    unknown.append(key)
+        else:
+            unknown = [op.key for op in ops if op.key not in known]
         if unknown:
             state.update(self._states(conn, unknown))
 
@@ -679,43 +868,68 @@ class SQLiteStore(Store):
         base = rev << _SEQ_BITS
         seq = 0
         log_rows: list[tuple[int, str, int, int, int, int, int | None, bytes | None]] = []
+        idx_rows: list[tuple[str, int, int, int, int]] = []  # index entries put
+        idx_recs: list[str] = []  # their events, and those of entries deleted (idx_log)
+        idx_gone: list[str] = []  # entries deleted, or now valued keys (kv)
+        kv_gone: list[str] = []  # keys of kv that are index entries now (no tombstone row)
         deleted = False
         leases: set[int] = set()
         responses: list[KeyValue | bool | None] = []
-        written: dict[str, int] = {}  # key -> its row in log_rows, for a later Get of this txn
+        # key -> (deleted, create_revision, version, lease, value) as this txn wrote it, for a
+        # later Get of this txn
+        written: dict[str, tuple[int, int, int, int, bytes | None]] = {}
         pending_gets: list[tuple[int, str, _State]] = []
         for op in ops:
             t = type(op)
             key = op.key
             if t is Put:
                 assert isinstance(op, Put)
+                if key in deferred:
+                    if op.lease:
+                        leases.add(op.lease)
+                    responses.append(None)
+                    continue
                 st = state.get(key)
-                written[key] = len(log_rows)
-                if st is None:
-                    log_rows.append((base | seq, key, 0, rev, 1, op.lease, None, op.value))
+                cr, ver = (rev, 1) if st is None else (st[1], st[2] + 1)
+                lease = op.lease
+                if has_idx and not op.value and key.startswith(INDEX_PREFIX) and _REC not in key:
+                    idx_rows.append((key, rev, cr, ver, lease))
+                    idx_recs.append(key if cr == rev and ver == 1 and not lease
+                                    else f"{key}{_FLD}P{_FLD}{cr}{_FLD}{ver}{_FLD}{lease}")
+                    if st is not None and not st[4]:
+                        kv_gone.append(key)
+                    written[key] = (0, cr, ver, lease, b"")
                 else:
-                    log_rows.append((base | seq, key, 0, st[1], st[2] + 1, op.lease, st[0], op.value))
-                seq += 1
-                if op.lease:
-                    leases.add(op.lease)
+                    log_rows.append((base | seq, key, 0, cr, ver, lease, None if st is None or st[4] else st[0], op.value))
+                    seq += 1
+                    if st is not None and st[4]:
+                        idx_gone.append(key)
+                    written[key] = (0, cr, ver, lease, op.value)
+                if lease:
+                    leases.add(lease)
                 responses.append(None)
             elif t is Delete:
                 st = state.get(key)
                 if st is None:
                     responses.append(False)
                 else:
-                    written[key] = len(log_rows)
-                    log_rows.append((base | seq, key, 1, 0, 0, 0, st[0], None))
-                    seq += 1
-                    deleted = True
+                    if st[4]:
+                        idx_gone.append(key)
+                        idx_recs.append(f"{key}{_FLD}D{_FLD}{st[1]}{_FLD}{st[2]}{_FLD}{st[3]}{_FLD}{st[0] >> _SEQ_BITS}")
+                    else:
+                        log_rows.append((base | seq, key, 1, 0, 0, 0, st[0], None))
+                        seq += 1
+                        deleted = True
+                    written[key] = (1, 0, 0, 0, None)
                     responses.append(True)
             elif t is Get:
                 if key in written:
-                    _, _, gone, cr, ver, lease, _, value = log_rows[written[key]]
-                    assert value is not None or gone
+                    gone, cr, ver, lease, value = written[key]
                     responses.append(None if gone else KeyValue(key, value or b"", cr, rev, ver, lease))
                 elif (st := state.get(key)) is None:
                     responses.append(None)
+                elif st[4]:
+                    responses.append(KeyValue(key, b"", st[1], st[0] >> _SEQ_BITS, st[2], st[3]))
                 else:
                     pending_gets.append((len(responses), key, st))
                     responses.append(None)
@@ -723,9 +937,9 @@ class SQLiteStore(Store):
                 raise TypeError(f"not a txn op: {op!r}")
         if pending_gets:
             vals = self._values(conn, [st[0] for _, _, st in pending_gets])
-            for i, key, (lid, cr, ver, lease) in pending_gets:
+            for i, key, (lid, cr, ver, lease, _) in pending_gets:
                 responses[i] = KeyValue(key, vals[lid], cr, lid >> _SEQ_BITS, ver, lease)
-        if not log_rows:
+        if not log_rows and not idx_recs and not deferred:
             return TxnResult(ok, cur, responses)
         if leases:
             have = {
@@ -736,21 +950,74 @@ class SQLiteStore(Store):
             }
             if missing := leases - have:
                 raise LeaseNotFound(f"lease {min(missing)} not found")
-        conn.executemany("INSERT INTO log VALUES (?,?,?,?,?,?,?,?)", log_rows)
-        # kv follows from the rows just written (cheaper than binding every row twice).
-        span = (base, base | seq)
-        conn.execute(
-            "INSERT OR REPLACE INTO kv SELECT name, id, create_revision, version, lease FROM log"
-            " WHERE id >= ? AND id < ? AND deleted = 0 ORDER BY name",
-            span,
-        )
-        if deleted:
+        if log_rows:
+            conn.executemany("INSERT INTO log VALUES (?,?,?,?,?,?,?,?)", log_rows)
+            # kv follows from the rows just written (cheaper than binding every row twice).
+            span = (base, base | seq)
             conn.execute(
-                "DELETE FROM kv WHERE name IN (SELECT name FROM log WHERE id >= ? AND id < ? AND deleted = 1)",
+                "INSERT OR REPLACE INTO kv SELECT name, id, create_revision, version, lease FROM log"
+                " WHERE id >= ? AND id < ? AND deleted = 0 ORDER BY name",
                 span,
             )
+            if deleted:
+                conn.execute(
+                    "DELETE FROM kv WHERE name IN (SELECT name FROM log WHERE id >= ? AND id < ? AND deleted = 1)",
+                    span,
+                )
+        if idx_gone:
+            conn.executemany("DELETE FROM idx WHERE name = ?", [(k,) for k in idx_gone])
+        if kv_gone:
+            conn.executemany("DELETE FROM kv WHERE name = ?", [(k,) for k in kv_gone])
+        if idx_rows:
+            idx_rows.sort()  # in key order: one walk along the b-tree's pages
+            conn.executemany("INSERT OR REPLACE INTO idx VALUES (?,?,?,?,?)", idx_rows)
+        if deferred:
+            self._put_entries(conn, rev, deferred, idx_recs)
+        if idx_recs:
+            conn.execute("INSERT INTO idx_log VALUES (?, ?)", (rev, _REC.join(idx_recs)))
         conn.execute("UPDATE meta SET current_revision = ?", (rev,))
         return TxnResult(ok, rev, responses)
+
+    @staticmethod
+    def _valued_entries(conn: sqlite3.Connection) -> set[str]:
+        """Keys under the index prefix that kv holds (valued ones: a kind's index schema)."""
+        return {r[0] for r in conn.execute(
+            "SELECT name FROM kv WHERE name >= ? AND name < ?", (INDEX_PREFIX, _INDEX_END)).fetchall()}
+
+    @staticmethod
+    def _put_entries(conn: sqlite3.Connection, rev: int, entries: dict[str, int], recs: list[str]) -> None:
+        """Put index entries whose state was not read: all are inserted as new in one statement
+        (SQLite parses the names' JSON array and sorts them); when fewer rows went in than
+        were given, the ones that existed are read and updated as re-puts (create revision
+        kept, version + 1). Their events are added to ``recs``."""
+        names = list(entries)
+        leased = any(entries.values())
+        if leased:
+            doc = json.dumps([[k, entries[k]] for k in names], ensure_ascii=False)
+            sql = ("INSERT OR IGNORE INTO idx SELECT value ->> 0, ?1, ?1, 1, value ->> 1"
+                   " FROM json_each(?2) ORDER BY 1")
+        else:
+            doc = json.dumps(names, ensure_ascii=False)
+            sql = "INSERT OR IGNORE INTO idx SELECT value, ?1, ?1, 1, 0 FROM json_each(?2) ORDER BY 1"
+        inserted = conn.execute(sql, (rev, doc)).rowcount
+        if inserted == len(names):
+            recs.extend(names if not leased else
+                        [k if not entries[k] else f"{k}{_FLD}P{_FLD}{rev}{_FLD}1{_FLD}{entries[k]}" for k in names])
+            return
+        names_doc = doc if not leased else json.dumps(names, ensure_ascii=False)
+        existed = {r[0]: r[1:] for r in conn.execute(
+            "SELECT name, create_revision, version FROM idx WHERE name IN (SELECT value FROM json_each(?))"
+            " AND rev != ?", (names_doc, rev)).fetchall()}
+        updates = []
+        for k in names:
+            lease = entries[k]
+            if k in existed:
+                cr, ver = existed[k]
+                updates.append((rev, ver + 1, lease, k))
+                recs.append(f"{k}{_FLD}P{_FLD}{cr}{_FLD}{ver + 1}{_FLD}{lease}")
+            else:
+                recs.append(k if not lease else f"{k}{_FLD}P{_FLD}{rev}{_FLD}1{_FLD}{lease}")
+        conn.executemany("UPDATE idx SET rev = ?, version = ?, lease = ? WHERE name = ?", updates)
 
     # --- leases ---------------------------------------------------------------------
 
@@ -795,6 +1062,9 @@ class SQLiteStore(Store):
                 "SELECT name FROM kv WHERE lease = ? AND lease != 0 ORDER BY name", (lease_id,)
             ).fetchall()
         ]
+        if self._has_idx:
+            names += [r[0] for r in conn.execute(
+                "SELECT name FROM idx WHERE lease = ? AND lease != 0 ORDER BY name", (lease_id,)).fetchall()]
         if names:
             self._txn_in(conn, (), [Delete(n) for n in names], ())
         return True
@@ -837,6 +1107,8 @@ class SQLiteStore(Store):
                 (lo, hi),
             )
             conn.execute("DELETE FROM log WHERE id >= ? AND id < ? AND deleted = 1", (lo, hi))
+            if self._has_idx:  # index entries keep no history: idx holds their state
+                conn.execute("DELETE FROM idx_log WHERE rev >= ? AND rev <= ?", (done + 1, revision))
             conn.execute("UPDATE meta SET compact_revision = ?", (revision,))
 
     def _auto_compact(self) -> None:
@@ -1004,17 +1276,52 @@ class SQLiteStore(Store):
                     w._fail(Compacted(max(w.live_from_id + 1, lo) >> _SEQ_BITS, compacted))
                 self._dispatch([], lost_to)
                 lo = lost_to + 1
-            where, params = self._watched_ranges()
+            where, params, kept = self._watched_ranges()
+            entries = [p for p in kept if self._overlaps_idx(p)]
             while lo < hi:
                 rows = conn.execute(
                     f"SELECT {_EVENT_COLS} WHERE l.id >= ? AND l.id < ? AND ({where}) ORDER BY l.id LIMIT ?",
                     (lo, hi, *params, _EVENT_CHUNK),
                 ).fetchall()
                 last = rows[-1][0] if len(rows) == _EVENT_CHUNK else hi - 1
-                self._dispatch([(r[0], r[1], _event(r)) for r in rows], last)
+                events = [(r[0], r[1], _event(r)) for r in rows]
+                if entries:
+                    events = _merged(events, self._idx_events(conn, lo, last, tuple(entries)))
+                self._dispatch(events, last)
                 lo = last + 1
 
-    def _watched_ranges(self) -> tuple[str, list[str]]:
+    @staticmethod
+    def _idx_events(
+        conn: sqlite3.Connection, lo: int, hi: int, prefixes: tuple[str, ...]
+    ) -> list[tuple[int, str, Event]]:
+        """Events of index entries (``idx_log``) whose position lies in [lo, hi] and whose key
+        starts with one of ``prefixes``; all of a txn's sit after its log rows."""
+        out: list[tuple[int, str, Event]] = []
+        for rev, changes in conn.execute(
+            "SELECT rev, changes FROM idx_log WHERE rev >= ? AND rev <= ? ORDER BY rev",
+            (lo >> _SEQ_BITS, hi >> _SEQ_BITS),
+        ).fetchall():
+            lid = rev << _SEQ_BITS | _IDX_SEQ
+            if lid < lo or lid > hi:
+                continue
+            for rec in changes.split(_REC):
+                if not rec.startswith(prefixes):
+                    continue
+                key, sep, rest = rec.partition(_FLD)
+                if not key.startswith(prefixes):
+                    continue
+                if not sep:  # a new entry without a lease: the common case, written shortest
+                    out.append((lid, key, Event("PUT", KeyValue(key, b"", rev, rev, 1, 0))))
+                    continue
+                f = rest.split(_FLD)
+                if f[0] == "P":
+                    out.append((lid, key, Event("PUT", KeyValue(key, b"", int(f[1]), rev, int(f[2]), int(f[3])))))
+                else:
+                    prev = KeyValue(key, b"", int(f[1]), int(f[4]), int(f[2]), int(f[3]))
+                    out.append((lid, key, Event("DELETE", KeyValue(key, b"", 0, rev, 0, 0), prev)))
+        return out
+
+    def _watched_ranges(self) -> tuple[str, list[str], list[str]]:
         """SQL condition matching only keys some open watch covers: the rows of other keys
         (index keys, other kinds) are never read or turned into objects."""
         with self._wlock:
@@ -1024,13 +1331,13 @@ class SQLiteStore(Store):
             if not kept or not pfx.startswith(kept[-1]):
                 kept.append(pfx)
         if not kept or kept == [""]:
-            return "1", []
+            return "1", [], [""]
         parts, params = [], []
         for pfx in kept:
             where, ps = self._key_range(pfx, None, "l.name")
             parts.append(f"({where})")
             params.extend(ps)
-        return " OR ".join(parts), params
+        return " OR ".join(parts), params, kept
 
     def _dispatch(self, events: list[tuple[int, str, Event]], upto: int) -> None:
         with self._wlock:
@@ -1052,8 +1359,12 @@ class SQLiteStore(Store):
                 f"SELECT {_EVENT_COLS} WHERE l.id >= ? AND l.id <= ? AND {where} ORDER BY l.id LIMIT ?",
                 (w.next_id, upto, *params, _EVENT_CHUNK),
             ).fetchall()
-        w.next_id = rows[-1][0] + 1 if len(rows) == _EVENT_CHUNK else upto + 1
-        return [_event(r) for r in rows]
+            last = rows[-1][0] if len(rows) == _EVENT_CHUNK else upto
+            events = [(r[0], r[1], _event(r)) for r in rows]
+            if self._overlaps_idx(w.prefix):
+                events = _merged(events, self._idx_events(conn, w.next_id, last, (w.prefix,)))
+        w.next_id = last + 1
+        return [ev for _, _, ev in events]
 
 
 class _SQLiteWatch(Watch):
