@@ -183,14 +183,19 @@ def engine_drain(jobs: list[Job], nodes: int) -> dict[str, Any]:
     return {"rounds": rounds, "placed": placed, "seconds": secs, "cpu_s": cpu, "first": first}
 
 
-def reconciler_drain(jobs: list[Job], nodes: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """Drain the backlog through PlacementReconciler on real informers (see the module doc)."""
+def _informers() -> tuple[_NoStore, dict[str, Any]]:
+    """A registry that writes nothing (see the module doc) and the scheduler's informers on it."""
     reg = _NoStore()
-    informers: dict[str, Any] = {
+    return reg, {
         "Job": Informer(reg, Job, "default", job_indexers()),
         "Node": Informer(reg, Node, "default"),
         "BatchJob": Informer(reg, BatchJob, "default"),
     }
+
+
+def reconciler_drain(jobs: list[Job], nodes: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Drain the backlog through PlacementReconciler on real informers (see the module doc)."""
+    reg, informers = _informers()
     rec = PlacementReconciler()
     queued: list[Request] = []
     rec.register(informers, queued.append)
@@ -267,12 +272,7 @@ def trickle(waiting: int, passes: int) -> dict[str, Any]:
     """The running site's regime (issue 14's Python apps): one node of ``TRICKLE_SLOTS`` CPUs,
     ``waiting`` one-CPU jobs queued; each pass follows one job ending and one new job
     arriving. CPU per pass of ``reconcile()``: it should not grow with ``waiting``."""
-    reg = _NoStore()
-    informers: dict[str, Any] = {
-        "Job": Informer(reg, Job, "default", job_indexers()),
-        "Node": Informer(reg, Node, "default"),
-        "BatchJob": Informer(reg, BatchJob, "default"),
-    }
+    reg, informers = _informers()
     rec = PlacementReconciler()
     rec.register(informers, lambda req: None)
     informers["Node"].apply_local(Node(metadata=ObjectMeta(name="t0", namespace="default", resourceVersion="1"),

@@ -181,7 +181,8 @@ def test_a_waiting_condition_is_not_written_again_before_its_event_returns() -> 
 
 
 class _ConflictOn(_Recorder):
-    """Refuses every write that holds a patch of ``job`` (it moved meanwhile)."""
+    """Refuses every write that holds a patch of ``job`` (it moved meanwhile): a batch with it
+    conflicts, and so does ``job`` alone."""
 
     def __init__(self, job: str) -> None:
         super().__init__()
@@ -280,19 +281,6 @@ def test_the_queue_offers_each_waiting_job_once_in_priority_order_as_jobs_come_g
     assert list(q.in_order()) == sorted(keys, key=keys.__getitem__)
 
 
-class _ConflictOnce(_Recorder):
-    """The batch write conflicts (``job`` moved meanwhile); then ``job`` alone keeps conflicting."""
-
-    def __init__(self, job: str) -> None:
-        super().__init__()
-        self.job = job
-
-    def write_status_patches(self, patches: Any, **kw: Any) -> int:
-        if any(j.name == self.job for j, _ in patches):
-            raise Conflict("jobs.balsam.io", self.job)
-        return super().write_status_patches(patches, **kw)
-
-
 def test_a_batch_shares_one_revision_cell_and_after_a_conflict_each_landed_binding_has_its_own() -> None:
     packer = Packer([NodeOccupancy("n0", 4, 0)])
     queue = SchedulingQueue()
@@ -313,7 +301,7 @@ def test_a_batch_shares_one_revision_cell_and_after_a_conflict_each_landed_bindi
     cell2: list[int] = [0]
     for n in "abc":
         assume.assume(n, ("n0",), cell2)
-    reg = _ConflictOnce("b")
+    reg = _ConflictOn("b")
     assert bind(reg, binds, assume, cell=cell2) == 2  # type: ignore[arg-type]
     assert cell2 == [0]  # the batch did not land as one
     assert "b" not in assume  # forgotten: its room back to the engine, the job queued again
