@@ -34,6 +34,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 import os
 import posixpath
 import re
@@ -314,7 +315,9 @@ class Launched:
         if timeout is not None:
             pidfd = os.pidfd_open(self.pid)
             try:
-                if not select.select([pidfd], [], [], timeout)[0]:
+                poller = select.poll()  # not select(): a process with 1,024 fds open gets higher numbers
+                poller.register(pidfd, select.POLLIN)
+                if not poller.poll(max(0, math.ceil(timeout * 1000))):
                     raise subprocess.TimeoutExpired(str(self.pid), timeout)
             finally:
                 os.close(pidfd)

@@ -115,3 +115,21 @@ def test_each_job_gets_its_own_values_of_the_variables_jobs_share(tmp_path: Path
         assert (code, out) == (0, f"j{i} s\n")
     with pytest.raises(ValueError, match="illegal environment variable name"):
         spawn(_spawn_prepared(tmp_path, "true", {"A=B": "x"}), subprocess.DEVNULL)
+
+
+def test_waiting_with_a_timeout_works_when_the_process_has_more_than_1024_fds_open() -> None:
+    """The full suite's process had over 1,024 fds open: select() refused the pidfd."""
+    if not nodeagent._launch._DIRECT:
+        pytest.skip("the direct launch path is CPython 3.11's only")
+    held: list[int] = []
+    try:
+        while not held or held[-1] < 1100:
+            held.append(os.dup(0))
+        proc = nodeagent._launch._fork_exec(["sleep", "30"], "/", dict(os.environ), held[0], held[0])
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=DEADLINE) == -signal.SIGKILL
+    finally:
+        for fd in held:
+            os.close(fd)
