@@ -414,7 +414,13 @@ class NodeAgent:
                 self._retrying(msg, self._check_allocation)
             case LeaseLost(lease=lease):
                 if lease == self.lease and not self._stopping:
-                    self._retrying(msg, self._reregister)
+                    # An agent whose allocation's runner is gone stops; it must not come
+                    # back under a new lease (its Node would outlive the allocation).
+                    lost = self.leases.supervision_lost()
+                    if lost:
+                        self._begin_stop(lost)
+                    else:
+                        self._retrying(msg, self._reregister)
             case Stop(reason=reason):
                 self._begin_stop(reason)
 

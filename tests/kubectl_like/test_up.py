@@ -412,9 +412,15 @@ def test_a_restarted_up_starts_its_agents_without_waiting_for_a_controller_manag
     try:
         p = Proc(site.path, "up", "--cpus", "2", "--lease-ttl", "3")
         procs.append(p)
-        wait_until(lambda: len(reg.list(Node, site.namespace)[0]) == 1, timeout=DEADLINE)
+
+        def ours_registered() -> bool:  # the stale one gone, ours made, and our agent's Node
+            bj = reg.try_get(BatchJob, stale.name, site.namespace)
+            nodes = reg.list(Node, site.namespace)[0]
+            return (bj is not None and bj.metadata.uid != stale.metadata.uid and len(nodes) == 1
+                    and nodes[0].metadata.creation_timestamp >= bj.metadata.creation_timestamp)
+
+        wait_until(ours_registered, timeout=DEADLINE)
         bj = reg.get(BatchJob, stale.name, site.namespace)
-        assert bj.metadata.uid != stale.metadata.uid  # the stale one is gone, ours is made
         assert bj.status.state == "pending_submission"  # no controller manager has acted on it
         [node] = reg.list(Node, site.namespace)[0]
         assert node.spec.batch_job == bj.name

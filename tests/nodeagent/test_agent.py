@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from apis import AlreadyExists, App, AppParameter, BatchJob, Job, JobState, Node
 from apis._config import SiteConfig
 from apis._registry import object_key
 from nodeagent import _agent as nodeagent_agent
+from nodeagent._fence import process_start_ticks
+from nodeagent._messages import LeaseLost
 from nodeagent._reporter import HEARTBEAT_INTERVAL
 from tests._deadline import DEADLINE
 
@@ -627,3 +630,20 @@ def test_job_with_stage_out_transfers_stops_at_postprocessed_for_the_transfer(
     assert done.status.state is S.POSTPROCESSED, done.status.message
     assert [h.to_state for h in done.status.history][-3:] == [S.RUNNING, S.RUN_DONE, S.POSTPROCESSED]
     assert done.status.return_code == 0
+
+
+def test_an_agent_whose_runner_is_gone_stops_on_a_lost_lease_instead_of_registering_again(
+        registry: Registry, site: SiteConfig, agent: AgentFactory) -> None:
+    """Its Node would otherwise come back under a new lease after the allocation ended (a
+    restarted up then saw the dead allocation's Node)."""
+    runner = subprocess.Popen(["sleep", "300"])
+    ticks = process_start_ticks(runner.pid)
+    assert ticks is not None
+    a = agent("n1", lease_ttl=60, supervisor=(runner.pid, ticks))  # keepalive checks every 20 s
+    runner.kill()
+    runner.wait()
+    lease = a.lease
+    a._q.put(LeaseLost(lease))  # as the keepalive thread posts it
+    assert a.wait(DEADLINE), "the agent did not stop"
+    assert a.lease == lease  # no new lease taken
+    assert registry.try_get(Node, "n1") is None
