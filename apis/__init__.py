@@ -31,6 +31,7 @@ from ._config import (
     open_registry,
     open_registry_waiting,
     resolve_store_url,
+    retry_while_store_unavailable,
     site_config,
 )
 from ._errors import (
@@ -203,6 +204,7 @@ __all__ = [
     "load_site_config",
     "open_registry",
     "open_registry_waiting",
+    "retry_while_store_unavailable",
     "parse_object",
     "parse_selector",
     "parse_state",

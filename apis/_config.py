@@ -15,7 +15,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ruamel.yaml import YAML
 
@@ -25,6 +25,8 @@ from ._context import set_process_default
 from ._errors import Forbidden, SiteNotFound, StoreUnavailable
 from ._modes import SHARING, modes_for
 from ._registry import Registry
+
+T = TypeVar("T")
 
 SETTINGS_FILE = "settings.yml"
 
@@ -146,22 +148,24 @@ def open_registry(url: str) -> Registry:
 STORE_WAIT_MAX = 2.0
 
 
-def open_registry_waiting(url: str, *, say: Callable[[str], None],
-                          give_up: Callable[[], str] = lambda: "") -> Registry | None:
-    """:func:`open_registry`, waiting while the store does not answer: a component started
-    during a store outage (an agent an allocation starts then, a manager ``up`` restarts)
-    waits for the store with backoff instead of exiting, as it would ride the outage out had it
-    started before. ``say`` gets one line when the wait begins and one when it ends. Returns
-    None when ``give_up()`` gives a reason (said too): a signal, a supervisor gone. Errors
-    other than an unreachable store (refused credentials, a bad URL) are raised at once."""
+def retry_while_store_unavailable(fn: Callable[[], T], *, say: Callable[[str], None],
+                                  give_up: Callable[[], str] = lambda: "", doing: str = "",
+                                  unavailable: tuple[type[BaseException], ...] = (StoreUnavailable,)) -> T | None:
+    """``fn()``, tried again with backoff (0.1 s doubling to :data:`STORE_WAIT_MAX`) while it
+    raises one of ``unavailable``: a component started during a store outage (an agent an
+    allocation starts then, a manager ``up`` restarts) waits for the store instead of exiting,
+    as it would ride the outage out had it started before. ``say`` gets one line when the wait
+    begins and one when it ends (``doing`` ends both: "; registering node n1"). Returns None
+    when ``give_up()`` gives a reason (said too): a stop asked for, a supervisor gone. Other
+    errors (refused credentials, a bad URL) are raised at once."""
     delay = 0.1
     waited = False
     while True:
         try:
-            reg = open_registry(url)
-        except StoreUnavailable as e:
+            result = fn()
+        except unavailable as e:
             if not waited:
-                say(f"store unavailable ({e}); waiting for it")
+                say(f"store unavailable ({e}); waiting for it{doing}")
                 waited = True
             why = give_up()
             if why:
@@ -171,8 +175,15 @@ def open_registry_waiting(url: str, *, say: Callable[[str], None],
             delay = min(STORE_WAIT_MAX, delay * 2)
             continue
         if waited:
-            say("store reachable again")
-        return reg
+            say(f"store reachable again{doing}")
+        return result
+
+
+def open_registry_waiting(url: str, *, say: Callable[[str], None],
+                          give_up: Callable[[], str] = lambda: "") -> Registry | None:
+    """:func:`open_registry`, waiting while the store does not answer
+    (:func:`retry_while_store_unavailable`)."""
+    return retry_while_store_unavailable(lambda: open_registry(url), say=say, give_up=give_up)
 
 
 def default_namespace() -> str:

@@ -44,7 +44,15 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import store as st
-from apis import NodeSpec, Placement, Registry, SiteConfig, StoreUnavailable, load_site_config
+from apis import (
+    NodeSpec,
+    Placement,
+    Registry,
+    SiteConfig,
+    StoreUnavailable,
+    load_site_config,
+    retry_while_store_unavailable,
+)
 from apis._forkserver import Preforked
 
 from ._launch import GpuPinning
@@ -263,27 +271,20 @@ class NodeAgent:
         self.reporter.register()
 
     def _until_store_answers(self, fn: Callable[[], None]) -> bool:
-        """``fn()``, tried again with backoff (0.1 s doubling to 2 s) while the store is
-        unreachable; one log line when the wait begins and one when it ends. False when a stop
+        """``fn()``, tried again with backoff while the store is unreachable. False when a stop
         was asked for, or supervision was lost, meanwhile."""
-        delay, waited = 0.1, False
-        while True:
-            try:
-                fn()
-            except (StoreUnavailable, st.Unavailable) as e:
-                if not waited:
-                    self.log.warning("store unavailable (%s); waiting for it to register node %s", e, self.name)
-                    waited = True
-                why = self._stop_requested or self.leases.supervision_lost()
-                if why:
-                    self.log.warning("node %s not registered: %s", self.name, why)
-                    return False
-                time.sleep(delay)
-                delay = min(2.0, delay * 2)
-                continue
-            if waited:
-                self.log.warning("store reachable again; registering node %s", self.name)
+        def take() -> bool:
+            fn()
             return True
+
+        done = retry_while_store_unavailable(
+            take, say=self.log.warning, doing=f"; registering node {self.name}",
+            give_up=lambda: self._not_registered_because(self._stop_requested or self.leases.supervision_lost()),
+            unavailable=(StoreUnavailable, st.Unavailable))
+        return bool(done)
+
+    def _not_registered_because(self, why: str) -> str:
+        return f"node {self.name} not registered: {why}" if why else ""
 
     def _reregister(self) -> None:
         """Our lease expired under us (the store was unreachable, the process was stopped):

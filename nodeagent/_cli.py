@@ -17,10 +17,10 @@ from types import FrameType
 from apis import ApiError, Registry, load_site_config, open_registry_waiting, resolve_store_url
 from apis._forkserver import prefork
 from apis._modes import apply_umask
-from store.process import start_ticks, tune_gc
+from store.process import tune_gc
 
 from ._agent import NodeAgent
-from ._fence import SUPERVISOR_ENV, parse_supervisor
+from ._fence import SUPERVISOR_ENV, parse_supervisor, runner_gone
 from ._launch import GPU_VARIABLES, GpuPinning
 
 #: Default of ``--lease-ttl`` when set (``balsamctl up`` passes its own to its allocation's agents).
@@ -65,9 +65,7 @@ def _open_registry(url: str, supervisor: tuple[int, str] | None) -> Registry | N
     def give_up() -> str:
         if stopped:
             return stopped[0]
-        if supervisor is not None and start_ticks(supervisor[0]) != supervisor[1]:
-            return f"stopped: its allocation runner (pid {supervisor[0]}) is gone"
-        return ""
+        return runner_gone(supervisor)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

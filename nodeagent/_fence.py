@@ -42,6 +42,14 @@ _GUARDIAN = str(Path(__file__).with_name("_guardian.py"))
 process_start_ticks = start_ticks
 
 
+def runner_gone(supervisor: tuple[int, str] | None) -> str:
+    """Why an agent must stop because the allocation runner that started it is gone, or ""
+    (no runner named, or it still lives): the one check of the supervisor's identity."""
+    if supervisor is not None and process_start_ticks(supervisor[0]) != supervisor[1]:
+        return f"stopped: its allocation runner (pid {supervisor[0]}) is gone"
+    return ""
+
+
 def parse_supervisor(value: str | None) -> tuple[int, str] | None:
     """``PID:TICKS`` from :data:`SUPERVISOR_ENV`; None when unset or malformed."""
     if not value or ":" not in value:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import store as st
 
-from ._fence import Guardian, process_start_ticks
+from ._fence import Guardian, runner_gone
 from ._messages import LeaseLost, Post, Stop
 
 
@@ -84,8 +84,9 @@ class LeaseKeeper:
 
     def supervision_lost(self) -> str:
         """Why this agent must stop on its own, or "": its runner or its guardian is gone."""
-        if self.supervisor is not None and process_start_ticks(self.supervisor[0]) != self.supervisor[1]:
-            return f"stopped: its allocation runner (pid {self.supervisor[0]}) is gone"
+        gone = runner_gone(self.supervisor)
+        if gone:
+            return gone
         if self.guardian is not None and not self.guardian.alive():
             return "stopped: its job guardian is gone (its jobs would outlive it unsupervised)"
         return ""
