@@ -118,7 +118,9 @@ def _others() -> list[Resource]:
 
 
 @pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")  # a state assigned as str, on purpose
-@pytest.mark.parametrize("obj", [*_jobs(), *_others()], ids=lambda o: f"{o.KIND}-{o.metadata.name or ''}")
+# A generated name is random: the id names its prefix, so every xdist worker collects the same ids.
+@pytest.mark.parametrize("obj", [*_jobs(), *_others()],
+                         ids=lambda o: f"{o.KIND}-{o.metadata.generate_name or o.metadata.name or ''}")
 def test_same_bytes_as_pydantic(obj: Resource) -> None:
     assert obj.to_json() == pydantic_json(obj)
     if obj.KIND == "Job" and obj.spec.resources.wall_time_min == float("inf"):  # type: ignore[attr-defined]
