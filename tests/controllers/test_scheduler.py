@@ -100,7 +100,9 @@ def test_bindings_of_one_pass_are_written_in_one_transaction(registry, app, plac
     add_node(registry, "big", cpus=64, gpus=0)  # one node event: one pass binds all 40
     poll_until(lambda: len(holding(registry)) == 40, DEADLINE, "all 40 bound")
     assert binding_writes and max(binding_writes) == 40
-    assert scheduler.bindings_written == 40
+    # The jobs are bound in the store the moment the transaction commits; the scheduler counts
+    # them when write_status_patches returns, a moment later in its own thread.
+    poll_until(lambda: scheduler.bindings_written == 40, DEADLINE, "the scheduler to count its 40 bindings")
 
 
 def _cached(name: str, rv: int, nodes: list[str] | None) -> Job:
