@@ -1,13 +1,16 @@
 """Jobs as futures: ``job.result()``, ``done()``, ``Job.objects.wait()`` / ``as_completed()``.
 
-Everything that waits, waits on ONE typed watch per (store, namespace) in the process — the
-:class:`JobWatcher`, a :class:`apis._watch.KindWatch` on the jobs — whose typed events say
-when a job is terminal or deleted. A thousand outstanding futures cost one watch and one
-dictionary lookup per job event; only events of waited-for jobs are decoded (the name is read
-from the key first). Nothing polls the store: a
-waiter subscribes its names (the watch is opened first if needed), then reads their current
-state once (``get_many``), then takes what the watch delivers. The watch is closed again after
-``IDLE_CLOSE`` seconds without waiters.
+Everything that waits, waits on ONE set of store watches per (store, namespace) in the process
+— the :class:`JobWatcher` — on index entries, not on the jobs: the terminal states' entries
+(``/index/jobs/state/<ns>/JOB_FINISHED/<name>``, ``FAILED``; a job's entry appears when it
+ends) and the App index (a job's entry vanishes when the job is deleted). A job is written
+4-6 times on its way (created, bound, running, finished, the manager's steps); its entries
+there change twice (created, finished), and carry no value: the watch reads no job's bytes
+until one it names is waited for and terminal, then reads and decodes that job once. A
+thousand outstanding futures cost one set of watches and one dictionary lookup per entry
+event. Nothing polls the store: a waiter subscribes its names (the watches are opened first
+if needed), then reads their current state once (``get_many``), then takes what the watches
+deliver. They are closed again after ``IDLE_CLOSE`` seconds without waiters.
 
 Completion order: jobs already finished when a wait starts come first, in the order of their
 last write (resourceVersion); then each job as its terminal write arrives.
@@ -32,9 +35,8 @@ from ._context import current as current_client
 from ._errors import Forbidden, StoreUnavailable
 from ._kinds import Job
 from ._outcome import JobDeleted, JobFailed, NoResult, outcome
-from ._registry import Registry, WatchEvent, kind_prefix, object_key
+from ._registry import Registry, index_prefix, object_key
 from ._states import TERMINAL, JobState
-from ._watch import KindWatch
 
 __all__ = ["JobDeleted", "JobFailed", "NoResult", "WaitResult", "as_completed", "outcome", "wait", "wait_one"]
 
@@ -54,9 +56,9 @@ _TERMINAL_MARKS = tuple(f'"state":"{s.value}"'.encode() for s in TERMINAL)
 
 def maybe_terminal(value: bytes) -> bool:
     """Whether a job's stored value may be terminal: False only when it certainly is not.
-    A waited-for job is written 3-4 times on its way (bound, running, finished); only its
-    terminal write is decoded. A job with no state written is CREATED; one whose state is not
-    in the codec's compact form (``"state": "X"``, written by hand) is decoded to be sure."""
+    A waiter's first read of a thousand jobs just created decodes none of them. A job with no
+    state written is CREATED; one whose state is not in the codec's compact form
+    (``"state": "X"``, written by hand) is decoded to be sure."""
     if any(m in value for m in _TERMINAL_MARKS):
         return True
     return b'"state"' in value and b'"state":"' not in value
@@ -67,18 +69,29 @@ class _Sink:
     q: queue.SimpleQueue[tuple[str, Any]] = field(default_factory=queue.SimpleQueue)
 
 
+def watched_prefixes(namespace: str) -> list[tuple[str, bool]]:
+    """What the futures watch, as ``(prefix, deletions)``: the index entries of the terminal
+    states (a job's entry appears there when it ends: a PUT), and the App index (a job's
+    entry vanishes when the job is deleted: a DELETE). Index entries carry no value; a job
+    is read only when one of its entries there names a waited-for job."""
+    return [*((index_prefix(Job, "state", namespace, s.value), False) for s in sorted(TERMINAL)),
+            (index_prefix(Job, "app", namespace), True)]
+
+
 class JobWatcher:
-    """One store watch on ``/registry/jobs/<namespace>/`` shared by every waiter of the process."""
+    """The store watches (:func:`watched_prefixes`) shared by every waiter of the process in
+    one namespace: one thread each, one generation for the set (reopened together)."""
 
     def __init__(self, registry: Registry, namespace: str) -> None:
         self.registry = registry
         self.namespace = namespace
-        self.prefix = kind_prefix(Job, namespace)
+        self.prefixes = watched_prefixes(namespace)
         self._lock = threading.RLock()
         self._sinks: dict[str, set[_Sink]] = {}
-        self._watch: KindWatch[Job] | None = None
-        self._thread: threading.Thread | None = None
-        self.watches_opened = 0  # for tests: how many store watches this watcher opened
+        self._watches: list[st.Watch] = []
+        self._gen = 0  # bumped whenever the set of watches is closed or opened
+        self._idle_since: float | None = None
+        self.watches_opened = 0  # for tests: how many sets of store watches this watcher opened
 
     # waiters' side
 
@@ -88,8 +101,9 @@ class JobWatcher:
         with self._lock:
             for n in names:
                 self._sinks.setdefault(n, set()).add(sink)
-            self._ensure_running()
-            # Under the lock, so the watch thread cannot deliver a later completion first.
+            if not self._watches:
+                self._open()
+            # Under the lock, so the watch threads cannot deliver a later completion first.
             self._check(names, {sink})
 
     def unsubscribe(self, names: Sequence[str], sink: _Sink) -> None:
@@ -101,18 +115,36 @@ class JobWatcher:
                     if not s:
                         del self._sinks[n]
 
-    # the watch
+    # the watches
 
-    def _ensure_running(self) -> None:
-        if self._thread is not None:
-            return
-        self._watch = KindWatch(self.registry, Job, self.namespace, None, self._wanted, maybe_terminal)
+    def _open(self) -> None:
+        """Open every watch from one revision and start a thread on each (under the lock)."""
+        store = self.registry.store
+        rev = store.current_revision()
+        opened: list[st.Watch] = []
+        try:
+            for prefix, _ in self.prefixes:
+                opened.append(store.watch(prefix, rev + 1, prev_values=False))
+        except Exception:
+            for w in opened:
+                with contextlib.suppress(Exception):
+                    w.close()
+            raise
+        self._gen += 1
+        self._watches = opened
+        self._idle_since = None
         self.watches_opened += 1
-        self._thread = threading.Thread(target=self._run, name=f"job-futures-{self.namespace}", daemon=True)
-        self._thread.start()
+        for w, (_, deletions) in zip(opened, self.prefixes, strict=True):
+            threading.Thread(target=self._run, args=(self._gen, w, deletions), daemon=True,
+                             name=f"job-futures-{self.namespace}").start()
 
-    def _wanted(self, name: str) -> bool:
-        return name in self._sinks
+    def _close(self) -> None:
+        """Close the watches (under the lock); their threads see the new generation and end."""
+        self._gen += 1
+        for w in self._watches:
+            with contextlib.suppress(Exception):
+                w.close()
+        self._watches = []
 
     def _check(self, names: Sequence[str], sinks: set[_Sink] | None) -> None:
         found: list[tuple[int, str, Any]] = []
@@ -142,58 +174,63 @@ class JobWatcher:
             if only is None or s in only:
                 s.q.put((name, job))
 
-    def _run(self) -> None:
-        idle_since: float | None = None
+    def _run(self, gen: int, w: st.Watch, deletions: bool) -> None:
         while True:
-            w = self._watch
             try:
-                assert w is not None
                 events = w.poll(1.0)
+                if events:
+                    self._handle(gen, events, deletions)
             except Exception as e:  # noqa: BLE001 - Compacted, a closed or failed watch: reopen
-                if not self._reopen(e):
-                    return
-                continue
-            if events:
-                self._handle(events)
+                self._reopen(gen, e)
+                return
             with self._lock:
-                if self._sinks:
-                    idle_since = None
-                    continue
-                now = time.monotonic()
-                idle_since = idle_since or now
-                if now - idle_since >= IDLE_CLOSE:
-                    self._thread = None
-                    self._watch = None
+                if gen != self._gen:  # closed or reopened meanwhile
                     with contextlib.suppress(Exception):
                         w.close()
                     return
-
-    def _handle(self, events: list[WatchEvent[Job]]) -> None:
-        with self._lock:
-            for e in events:
-                name = e.object.name
-                if name not in self._sinks:
+                if self._sinks:
+                    self._idle_since = None
                     continue
-                if e.type == "DELETED":
-                    self._deliver(name, _DELETED)
-                elif e.object.status.state in TERMINAL:
-                    self._deliver(name, e.object)
+                now = time.monotonic()
+                self._idle_since = self._idle_since or now
+                if now - self._idle_since >= IDLE_CLOSE:
+                    self._close()
+                    return
 
-    def _reopen(self, err: Exception) -> bool:
+    def _handle(self, gen: int, events: list[st.Event], deletions: bool) -> None:
+        """A waited-for job entered a terminal state (or lost its App entry): read it and
+        deliver it if it is terminal (or gone). Its entry's event says which job, not that
+        it still is so: the read decides."""
+        want = "DELETE" if deletions else "PUT"
         with self._lock:
-            if not self._sinks:
-                self._thread = None
-                self._watch = None
-                return False
-            log.info("job futures: watch failed (%s); reopening and re-reading %d job(s)", err, len(self._sinks))
-            try:
-                self._watch = KindWatch(self.registry, Job, self.namespace, None, self._wanted, maybe_terminal)
-                self.watches_opened += 1
-                self._check(list(self._sinks), None)
-            except Exception as e2:  # noqa: BLE001 - the store is down: try again shortly
-                log.warning("job futures: cannot watch: %s", e2)
-                time.sleep(0.5)
-        return True
+            if gen != self._gen:
+                return
+            names = [n for n in dict.fromkeys(e.kv.key.rpartition("/")[2] for e in events if e.type == want)
+                     if n in self._sinks]
+            if names:
+                self._check(names, None)
+
+    def _reopen(self, gen: int, err: Exception) -> None:
+        """One of the watches failed: close them all, open them again and re-read every
+        waited-for job (what ended meanwhile is found by the read)."""
+        while True:
+            with self._lock:
+                if gen != self._gen:  # closed, or another thread reopened them
+                    return
+                self._close()
+                gen = self._gen
+                if not self._sinks:
+                    return
+                log.info("job futures: watch failed (%s); reopening and re-reading %d job(s)", err, len(self._sinks))
+                try:
+                    self._open()
+                    self._check(list(self._sinks), None)
+                    return
+                except Exception as e2:  # noqa: BLE001 - the store is down: try again shortly
+                    log.warning("job futures: cannot watch: %s", e2)
+                    err = e2
+                    gen = self._gen
+            time.sleep(0.5)
 
 
 _watchers: dict[tuple[int, str], JobWatcher] = {}

@@ -8,10 +8,11 @@ with the job as last read (:func:`still_ours`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from apis import RUNNABLE, Job, JobState, Placement
+from apis import RUNNABLE, Job, JobState, Placement, utcnow
 
 S = JobState
 
@@ -40,6 +41,7 @@ class Step:
     return_code: int | None = None
     output_tail: str | None = None
     result: dict[str, Any] | None = None  # a Python app's handoff: result or exception
+    at: datetime = field(default_factory=utcnow)  # when it happened (history's time, not the write's)
 
 
 @dataclass(eq=False)

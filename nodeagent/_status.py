@@ -3,9 +3,12 @@
 Each loop turn ends with :meth:`StatusWriter.flush`: every run with unwritten steps goes out in
 ONE ``Registry.update_many`` transaction (CAS on each job; one per :data:`CHUNK` jobs). Under
 load, work piles up while a turn runs, so batches grow by themselves; idle, a single exit is
-written at once. Results (urgent) go out within :data:`BATCH_WINDOW` of the previous job write;
-a lone ``→ RUNNING`` waits up to :data:`START_DELAY`, so a job that starts and ends within that
-time is written once (``→ RUNNING → RUN_DONE``; history keeps both steps).
+written at once. Results (urgent) go out within :data:`BATCH_WINDOW` of the previous job write.
+A ``→ RUNNING`` with nothing after it is written only once it is :data:`START_DELAY` old, each
+run on its own clock: a batch of results does not take along the runs that started a moment
+ago (with 8 warm workers, 7 of them at every flush). So a job that starts and ends within
+that time is written once (``→ RUNNING → RUN_DONE``); history keeps both steps, each with the
+time it happened (:attr:`Step.at`), not the time of the write.
 
 If the CAS fails (someone else wrote one of the jobs), the writer re-reads those jobs and has
 the job source observe them: a job the user moved away (``FAILED``, ``RESTART_READY``,
@@ -19,7 +22,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from apis import Conflict, Job, JobState, NotFound, Registry, StoreUnavailable, transition, utcnow
+from apis import Conflict, Job, JobState, NotFound, Registry, StoreUnavailable, transition
 
 from ._run import Run, copy_job
 
@@ -41,9 +44,8 @@ _FINAL = (S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT)
 def apply_steps(run: Run, base: Job) -> Job:
     """``base`` with the run's unwritten steps applied (a copy)."""
     new = copy_job(base)
-    now = utcnow()
     for step in run.steps:
-        transition(new, step.to, step.message, now=now)
+        transition(new, step.to, step.message, now=step.at)
         if step.to is S.RUNNING:
             new.status.attempts += 1
             new.status.return_code = None
@@ -66,6 +68,8 @@ class StatusWriter:
         self.source: JobSource  # set by the agent once all parts exist
         self.supervisor: Supervisor
         self.dirty: dict[str, Run] = {}
+        self._fresh: dict[str, float] = {}  # dirty runs whose only steps are → RUNNING: since when
+        self.start_delay = START_DELAY
         self._urgent_since: float | None = None
         self._start_since: float | None = None
         self._last_write = 0.0
@@ -76,13 +80,17 @@ class StatusWriter:
         self.dirty[run.name] = run
         now = time.monotonic()
         if urgent:
+            self._fresh.pop(run.name, None)
             if self._urgent_since is None:
                 self._urgent_since = now
-        elif self._start_since is None:
-            self._start_since = now
+        else:
+            self._fresh.setdefault(run.name, now)
+            if self._start_since is None:
+                self._start_since = now
 
     def forget(self, run: Run) -> None:
         self.dirty.pop(run.name, None)
+        self._fresh.pop(run.name, None)
         run.steps.clear()
 
     def due(self, *, stopping: bool, retry_at: float, others_running: bool = True) -> float | None:
@@ -96,7 +104,7 @@ class StatusWriter:
         if self._urgent_since is not None:
             due = max(self._urgent_since, self._last_write + BATCH_WINDOW) if others_running else self._urgent_since
         else:
-            due = (self._start_since or 0.0) + START_DELAY
+            due = (self._start_since or 0.0) + self.start_delay
         return max(due, retry_at)
 
     def flush(self, *, stopping: bool, retry_at: float, others_running: bool = True) -> bool:
@@ -104,16 +112,28 @@ class StatusWriter:
         due = self.due(stopping=stopping, retry_at=retry_at, others_running=others_running)
         if due is None or due > time.monotonic():
             return True
-        runs = list(self.dirty.values())
+        # A run whose → RUNNING is younger than START_DELAY stays for later: its result may
+        # still come in time to share one write with it.
+        ripe = time.monotonic() - self.start_delay
+        fresh = self._fresh
+        runs = [r for r in self.dirty.values() if stopping or fresh.get(r.name, 0.0) <= ripe]
         ok = True
         for i in range(0, len(runs), CHUNK):
             ok = self._write(runs[i : i + CHUNK], stopping) and ok
         self._last_write = time.monotonic()
         if not self.dirty:
             self._urgent_since = self._start_since = None
+        else:
+            left = [t for n, t in fresh.items() if n in self.dirty]
+            self._start_since = min(left) if left else None
+            if len(left) == len(self.dirty):  # every result went out: only fresh starts wait
+                self._urgent_since = None
+            elif self._urgent_since is None:  # refused or conflicting: the rest is still due
+                self._urgent_since = time.monotonic()
         return ok
 
     def _write(self, runs: list[Run], stopping: bool) -> bool:
+        starts = self._fresh
         for _attempt in range(5):
             runs = [r for r in runs if self.dirty.get(r.name) is r and r.steps]
             if not runs:
@@ -142,6 +162,7 @@ class StatusWriter:
                     r.attempt = new.status.attempts
                 r.steps.clear()
                 del self.dirty[r.name]
+                starts.pop(r.name, None)
                 if r.finished:
                     self.supervisor.forget(r)
             return True

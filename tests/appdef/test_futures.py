@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -211,9 +212,32 @@ def test_a_thousand_outstanding_futures_share_one_store_watch(site):
     res = Job.objects.wait(jobs, timeout=0.5)
     assert len(res.not_done) >= 990
     assert watcher.watches_opened - opened <= 1
-    assert len(reg.store._watches) <= max(before, 1)
+    assert len(reg.store._watches) <= max(before, len(futures.watched_prefixes("default")))
     Job.objects.filter(tags={"batch": "many"}).update(state="FAILED")
     assert Job.objects.wait(jobs, timeout=DEADLINE).not_done == []
+
+
+def test_the_futures_watch_index_entries_not_the_jobs_themselves():
+    prefixes = futures.watched_prefixes("ns1")
+    assert all(p.startswith("/index/jobs/") and "/ns1/" in p for p, _ in prefixes)
+    assert sorted(p.split("/")[-2] for p, deletions in prefixes if not deletions) == ["FAILED", "JOB_FINISHED"]
+
+
+def test_a_waited_job_deleted_before_it_ends_wakes_its_waiter_with_job_deleted(site):
+    reg = apis.default_registry()
+    watcher = futures.watcher_for(reg, "default")
+    job = Sleeper.submit("test/deleted", seconds=600)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(Job.objects.wait, [job], timeout=DEADLINE)
+        deadline = time.monotonic() + DEADLINE
+        while job.name not in watcher._sinks:  # the waiter has read it (not terminal): the watch decides
+            assert time.monotonic() < deadline and not waiting.done()
+            time.sleep(0.01)
+        Job.objects.get(name=job.name).delete()
+        res = waiting.result(timeout=DEADLINE)
+    assert [j.name for j in res.done] == [job.name]
+    with pytest.raises(futures.JobDeleted):
+        futures.outcome(job)  # what result() raises for it
 
 
 def test_a_class_defined_in_main_runs_by_value(site, tmp_path):
