@@ -17,6 +17,7 @@ from typing import Any
 
 from apis import App, Job, JobState, no_op_steps, step_work, transfer_slots, transition
 from apis._codec import shallow_copy
+from apis._meta import set_field
 from apis._states import PRE_READY, release_steps
 
 from .hooks import HookRunner
@@ -80,13 +81,16 @@ def steps_to_preprocessed(job: Job, app: App | None, hooks: HookRunner,
     return release_steps(state, bool(parents)) + rest
 
 
-def collapsed_fields(job: Job, steps: list[tuple[JobState, str]], now: datetime) -> dict[str, Any]:
+def collapsed_fields(job: Job, steps: list[tuple[JobState, str]], now: datetime, by: str) -> dict[str, Any]:
     """The status fields (state, message, history) of ``job`` once ``steps`` are taken, each
-    step in the history with ``now`` and its message, as :func:`apis.transition` records it
-    (the same checks against the table, the same cap). ``job`` is not touched: the fields are
-    a patch for ``Registry.write_status_patches``."""
+    step in the history with ``now``, its message and ``by`` (the component: describe's FROM),
+    as :func:`apis.transition` records it (the same checks against the table, the same cap).
+    ``job`` is not touched: the fields are a patch for ``Registry.write_status_patches``
+    (which, unlike a controller's write, stamps no ``by`` itself)."""
     work = shallow_copy(job, {"status": shallow_copy(job.status, {"history": list(job.status.history)})})
     for state, msg in steps:
         transition(work, state, msg, now=now)
     st = work.status
+    for ev in st.history[len(st.history) - len(steps):]:
+        set_field(ev, "by", by)
     return {"state": st.state, "message": st.message, "history": st.history}

@@ -140,7 +140,7 @@ def released_fields(job: Job, fields: dict[str, Any], steps: list[tuple[JobState
     """A binding's ``fields`` for a job placement releases as well: the collapsed ``steps``
     (state, message, history) and the parents' conditions gone."""
     conds = [c for c in fields["conditions"] if c.type not in _NOT_KEPT_WHEN_RELEASED]
-    return {**fields, **collapsed_fields(job, steps, now), "conditions": conds}
+    return {**fields, **collapsed_fields(job, steps, now, KEY), "conditions": conds}
 
 
 def patched(job: Job, fields: dict[str, Any]) -> Job:
@@ -673,7 +673,7 @@ class PlacementReconciler:
         if steps is not None:
             kept = [c for c in conds if c.type not in _NOT_KEPT_WHEN_RELEASED]
             kept.append(entry[0])
-            self._waits.append((job, {"conditions": kept, **collapsed_fields(job, steps, now)}))
+            self._waits.append((job, {"conditions": kept, **collapsed_fields(job, steps, now, KEY)}))
         elif conds:
             kept = [c for c in conds if c.type not in _NOT_KEPT_WHEN_BOUND]
             kept.append(entry[0])

@@ -99,6 +99,7 @@ def test_plain_job_is_released_and_bound_in_one_write_with_every_step_in_history
     assert job.status.state is JobState.PREPROCESSED
     assert steps(job) == PLAIN
     assert len({h.time for h in job.status.history}) == 1  # one write, one time
+    assert [h.by for h in job.status.history] == ["placement"] * 3  # describe's FROM
     assert job.status.placement.nodes == ["n0"]
     assert job.status.observed_generation == job.metadata.generation
     assert releasing.wait_idle(DEADLINE)
@@ -147,6 +148,7 @@ def test_child_is_released_by_its_binding_when_the_last_parent_finishes(registry
     assert steps(kid) == [("CREATED", "AWAITING_PARENTS", "waiting for 2 parent(s)"),
                           ("AWAITING_PARENTS", "READY", "all parents finished"), *RELEASED]
     assert get_condition(kid.status.conditions, "Waiting") is None
+    assert [h.by for h in kid.status.history] == ["dependency", "placement", "placement", "placement"]
     assert releasing.wait_idle(DEADLINE)
     # dependency wrote AWAITING_PARENTS (with its condition); placement wrote READY … and the binding
     assert [w[1] for w in writes.by_job["kid"]][-1:] == ["PREPROCESSED"]
