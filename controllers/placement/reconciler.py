@@ -239,9 +239,14 @@ class PlacementReconciler:
                     self._requests_stale = True  # which batch jobs a job may use has changed
             on_other(typ, old, new)
 
+        replayed = False
+
         def on_app(typ: str, old: App | None, new: App | None) -> None:
-            if typ == "ADDED" or (old is not None and new is not None and old.spec == new.spec):
-                return  # (a new App: its jobs were the dependency reconciler's while it was missing)
+            # A job whose App was not cached when a pass looked at it was left out; once the App
+            # arrives (or changes), its pre-READY jobs are looked at again. (Not the Apps replayed
+            # at registration: the first pass is a full one and looks at every job.)
+            if not replayed or (old is not None and new is not None and old.spec == new.spec):
+                return
             name = (new or old).name  # type: ignore[union-attr]
             marked = [j.name for s in PRE_READY for j in jobs.by_index("state", s.value) if j.spec.app == name]
             if marked:
@@ -251,6 +256,7 @@ class PlacementReconciler:
         jobs.add_handler(on_job)  # type: ignore[arg-type]
         if releases and self._apps is not None:
             self._apps.add_handler(on_app)  # type: ignore[arg-type]
+            replayed = True
         informers["Node"].add_handler(on_other)
         informers["BatchJob"].add_handler(on_batchjob)
         enqueue(Request(KEY, ns))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from apis import App, Job, JobState, Registry, Site, get_condition
+from apis import App, BatchJob, Job, JobState, Node, NodeSpec, ObjectMeta, Registry, Site, get_condition
 from controllers import ControllerManager
 from controllers._controller import Context, Request
 from controllers._informer import Informer
@@ -20,7 +20,7 @@ from controllers.dependency import DependencyReconciler
 from controllers.hook import HookReconciler
 from controllers.hookpool import ProcessHookRunner
 from controllers.hooks import HookRunner, NoHooks
-from controllers.placement.reconciler import PlacementReconciler
+from controllers.placement.reconciler import KEY, PlacementReconciler
 from tests._deadline import DEADLINE
 from tests._support import poll_until, running_manager
 
@@ -271,3 +271,42 @@ def test_dependency_reconcile_writes_nothing_for_a_job_placement_releases(regist
         rec.reconcile(Request("plain"), ctx)
         expected = [JobState.PREPROCESSED] if with_app else [JobState.STAGED_IN]
         assert [new.status.state for _, new in ctx.writes.updates] == expected
+
+
+class _Recorder:
+    """A registry that keeps the scheduler's status patches (their events never come back)."""
+
+    def __init__(self) -> None:
+        self.rv = 100
+        self.patches: list[tuple[Any, dict[str, Any]]] = []
+
+    def write_status_patches(self, patches: Any, **_: Any) -> int:
+        self.rv += 1
+        self.patches.extend(patches)
+        return self.rv
+
+
+def test_a_job_left_out_while_its_app_was_not_cached_is_released_when_the_app_arrives() -> None:
+    """Placement looked before the App's event (the job is then the dependency reconciler's,
+    which may look after it and leave the job to placement): the App's arrival marks it again."""
+    reg = _Recorder()
+    informers: dict[str, Any] = {"Job": Informer(reg, Job, "default", job_indexers()),  # type: ignore[arg-type]
+                                 "App": Informer(reg, App, "default"),  # type: ignore[arg-type]
+                                 "Node": Informer(reg, Node, "default"),  # type: ignore[arg-type]
+                                 "BatchJob": Informer(reg, BatchJob, "default")}  # type: ignore[arg-type]
+    sched = PlacementReconciler(NoHooks())
+    sched.register(informers, lambda req: None)
+    informers["Node"].apply_local(Node(metadata=ObjectMeta(name="n0", namespace="default", resource_version="1"),
+                                       spec=NodeSpec(hostname="n0", cpus=1, gpus=0)))
+    informers["Job"].apply_local(Job(metadata=ObjectMeta(name="a", namespace="default", resource_version="10"),
+                                     spec={"app": "hello", "workdir": "a"}))  # type: ignore[arg-type]
+
+    def run_pass() -> list[tuple[str, str, bool]]:
+        reg.patches = []
+        sched.reconcile(Request(KEY, "default"), Context(reg, informers))  # type: ignore[arg-type]
+        return [(job.name, JobState(f.get("state", job.status.state)).value, "placement" in f) for job, f in reg.patches]
+
+    assert run_pass() == []  # no App cached: not placement's to release
+    informers["App"].apply_local(App(metadata=ObjectMeta(name="hello", namespace="default", resource_version="11"),
+                                     spec={"command": "echo hi"}))  # type: ignore[arg-type]
+    assert run_pass() == [("a", "PREPROCESSED", True)]
