@@ -121,6 +121,24 @@ def no_op_steps(state: JobState, needs: Callable[[StepWork], bool],
     return out
 
 
+#: States a job is in before it is released (its parents finished, or none): the dependency
+#: reconciler's, or placement's when every step up to PREPROCESSED is a no-op (issue 19).
+PRE_READY: frozenset[JobState] = frozenset({S.CREATED, S.AWAITING_PARENTS, S.READY})
+
+
+def release_steps(state: JobState, has_parents: bool) -> list[tuple[JobState, str]]:
+    """The steps, as (state, message), that release a job in ``state`` whose parents are all
+    JOB_FINISHED (or that has none) up to READY: the moves and words of the dependency
+    reconciler, whoever writes them (it, or placement in the write that binds the job)."""
+    if state is S.CREATED:
+        if not has_parents:
+            return [(S.READY, "no parents")]
+        return [(S.AWAITING_PARENTS, "waiting for parents"), (S.READY, "all parents finished")]
+    if state is S.AWAITING_PARENTS:
+        return [(S.READY, "all parents finished")]
+    return []
+
+
 def parse_state(value: str) -> JobState:
     """``JobState`` from its name (case-insensitive); ValueError names the valid ones."""
     try:

@@ -6,8 +6,8 @@ Per backend, on a fresh store and site run by ``balsamctl up --nodes 1 --cpus 64
   ``bash -c 'echo $EPOCHREALTIME > start; echo $EPOCHREALTIME > end'`` (exec'ed directly: a
   plain word list), so each job stamps its own first and last moment with the machine's clock.
   Hop latency = child's ``start`` − parent's ``end``: parent exit → agent (RUN_DONE … JOB_FINISHED
-  in one write when the App has no postprocess hook and nothing is staged out) → dependency
-  reconciler (child → READY … PREPROCESSED) → placement (bind) → agent → child process; the
+  in one write when the App has no postprocess hook and nothing is staged out) → placement
+  (child → READY … PREPROCESSED and bound, one write: issue 19) → agent → child process; the
   p50 of each of the three parts is reported too, from the jobs' history times. p50/p99/max over the N−1 hops. (The stamps are
   taken inside bash, so a hop also holds bash's exit and the next bash's start-up: ~1 ms
   more than the system's own latency.)
@@ -75,8 +75,9 @@ def _chain(site: UpSite, n: int) -> dict[str, Any]:
     stamps = [_stamps(site, f"chain/{name}") for name in names]
     hops = [(stamps[i][0] - stamps[i - 1][1]) * 1000 for i in range(1, n)]
     # Where a hop goes, from the jobs' own history times (each process's clock at its write):
-    # parent exit → its JOB_FINISHED write (node agent) → the child's READY write (dependency
-    # reconciler) → the child's start (placement binds it, the agent launches it).
+    # parent exit → its JOB_FINISHED write (node agent) → the child's READY (placement's write
+    # that releases and binds it; the dependency reconciler's for a child with work before it
+    # runs) → the child's start (the agent's watch and launch).
     done = site.registry.get_many(Job, names, ns)
     finished = [_entered(j, JobState.JOB_FINISHED) for j in done]
     ready = [_entered(j, JobState.READY) for j in done]
@@ -199,8 +200,8 @@ def run_dag(ctx: Context) -> Result:
                 ratio_to="stamp_launch_ms", ratio_unit="× one launch")
         res.add("chain_max_ms", c["max_ms"], "ms", "chain hop max", backend=b)
         for part, words in (("exit_to_finished", "parent exit → its JOB_FINISHED write (agent)"),
-                            ("finished_to_ready", "→ child READY write (dependency reconciler)"),
-                            ("ready_to_start", "→ child start (placement bind, agent launch)")):
+                            ("finished_to_ready", "→ child READY (placement's releasing bind)"),
+                            ("ready_to_start", "→ child start (agent watch, launch)")):
             res.add(f"chain_{part}_p50_ms", c[f"{part}_p50_ms"], "ms", f"hop p50 part: {words}", backend=b)
         res.add("chain_seconds", c["seconds"], "s", f"chain of {n}: create → last finished", backend=b)
         res.add("fanout_first_ms", f["fanout_first_ms"], "ms", "fan-out: root exit → first child start", backend=b)

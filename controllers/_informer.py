@@ -135,9 +135,12 @@ class Informer(Generic[R]):
                     del self._index[index][v]
 
     def _store_locked(self, name: str, obj: R | None, rv: int) -> tuple[EventType, R | None] | None:
-        """Put ``obj`` (None: delete) in the cache if ``rv`` is newer; returns the event."""
+        """Put ``obj`` (None: delete) in the cache if ``rv`` is newer; returns the event. Newer
+        than what left the cache too (``_recent``): a held write's event applied by the writer's
+        thread at ``release`` may come after the watch's thread applied the job's end and evicted
+        it, and must not bring the job back (issue 19: placement then held its room forever)."""
         cur_rv = self._rv.get(name, 0)
-        if rv and rv < cur_rv:
+        if rv and (rv < cur_rv or rv <= self._recent.get(name, 0)):
             return None
         old = self._items.get(name)
         for index in self._indexers:

@@ -43,7 +43,10 @@ def default_reconcilers(hooks: HookRunner) -> list[Any]:
     from .placement.reconciler import PlacementReconciler
     from .transfer import transfer_reconcilers
 
-    return [DependencyReconciler(hooks), HookReconciler(hooks), PlacementReconciler(), *transfer_reconcilers(hooks),
+    # Placement releases the jobs whose steps up to PREPROCESSED are all no-ops, in the write
+    # that binds them; the dependency reconciler leaves those to it (issue 19: one writer each).
+    return [DependencyReconciler(hooks, placement_binds_ready=True), HookReconciler(hooks),
+            PlacementReconciler(hooks), *transfer_reconcilers(hooks),
             BatchJobReconciler(), ElasticQueueReconciler()]
 
 

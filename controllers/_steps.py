@@ -1,16 +1,32 @@
 """No-op steps collapse: a step with nothing to do completes in the same write as the step
 before it, yet every state still lands in ``status.history`` (ARCHITECTURE.md §4). Which steps
-are no-ops, and when, is declared in the state table (``apis.NO_OP_STEPS``)."""
+are no-ops, and when, is declared in the state table (``apis.NO_OP_STEPS``).
+
+A job whose every step up to PREPROCESSED is a no-op — its parents all JOB_FINISHED (or none),
+no stage-in transfer, an App in the cache that declares no ``preprocess`` hook, not suspended —
+is released by placement, in the one write that binds it (or gives it its Waiting/Unschedulable
+condition): :func:`steps_to_preprocessed` decides it, the same function for the dependency
+reconciler (which then leaves the job alone) and for placement (which then takes it), so one
+reconciler owns each such move (issue 19)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from apis import App, Job, JobState, no_op_steps, step_work, transfer_slots, transition
+from apis._codec import shallow_copy
+from apis._meta import set_field
+from apis._states import PRE_READY, release_steps
 
 from .hooks import HookRunner
 
-__all__ = ["collapse_from_postprocessed", "collapse_from_ready", "transfer_slots"]
+__all__ = ["collapse_from_postprocessed", "collapse_from_ready", "collapsed_fields", "steps_to_preprocessed",
+           "transfer_slots"]
+
+#: Conditions of a job that waits for its parents, gone once it is released.
+PARENT_CONDITIONS = ("Waiting", "ParentFailed", "ParentMissing")
 
 
 def _collapse(job: Job, app: App | None, hooks: HookRunner | None, now: datetime) -> None:
@@ -35,3 +51,46 @@ def collapse_from_postprocessed(job: Job, app: App | None, now: datetime) -> Non
     """POSTPROCESSED → STAGED_OUT → JOB_FINISHED when there is nothing to stage out."""
     if job.status.state is JobState.POSTPROCESSED:
         _collapse(job, app, None, now)
+
+
+def steps_to_preprocessed(job: Job, app: App | None, hooks: HookRunner,
+                          state_of: Callable[[str], JobState | None]) -> list[tuple[JobState, str]] | None:
+    """Every step, as (state, message), that takes ``job`` from CREATED, AWAITING_PARENTS or
+    READY to PREPROCESSED when each of them is a no-op (the release of
+    :func:`apis._states.release_steps`, then the table's READY → STAGED_IN → PREPROCESSED);
+    None when one has work or cannot be decided yet: a parent not JOB_FINISHED (``state_of``
+    answers from the Job cache), a stage-in transfer, an App not cached or one with a
+    ``preprocess`` hook, a suspended job, a job in another state."""
+    state = job.status.state
+    if state not in PRE_READY or job.spec.suspend or app is None:
+        return None
+    parents = job.spec.parents
+    if state is not JobState.READY:
+        for p in parents:
+            if state_of(p) is not JobState.JOB_FINISHED:
+                return None
+
+    def needs(work: str) -> bool:
+        if work == "preprocess":
+            return hooks.has_hook(app, "preprocess")
+        return step_work(job, app, work)
+
+    rest = no_op_steps(JobState.READY, needs)
+    if not rest or rest[-1][0] is not JobState.PREPROCESSED:
+        return None
+    return release_steps(state, bool(parents)) + rest
+
+
+def collapsed_fields(job: Job, steps: list[tuple[JobState, str]], now: datetime, by: str) -> dict[str, Any]:
+    """The status fields (state, message, history) of ``job`` once ``steps`` are taken, each
+    step in the history with ``now``, its message and ``by`` (the component: describe's FROM),
+    as :func:`apis.transition` records it (the same checks against the table, the same cap).
+    ``job`` is not touched: the fields are a patch for ``Registry.write_status_patches``
+    (which, unlike a controller's write, stamps no ``by`` itself)."""
+    work = shallow_copy(job, {"status": shallow_copy(job.status, {"history": list(job.status.history)})})
+    for state, msg in steps:
+        transition(work, state, msg, now=now)
+    st = work.status
+    for ev in st.history[len(st.history) - len(steps):]:
+        set_field(ev, "by", by)
+    return {"state": st.state, "message": st.message, "history": st.history}

@@ -4,6 +4,13 @@ scan). A FAILED parent keeps the child waiting with a ``ParentFailed`` condition
 (``onParentFailure: Wait``, Balsam's behaviour) or fails it, and its children in turn
 (``Fail``). Then no-op steps collapse into the same write (READY → STAGED_IN → PREPROCESSED).
 
+With ``placement_binds_ready`` (the manager's default set of reconcilers), a job whose every
+step up to PREPROCESSED is a no-op (``controllers/_steps.steps_to_preprocessed``: parents all
+finished or none, no stage-in, an App without a ``preprocess`` hook) is left to placement,
+which releases it in the write that binds it: one writer per move, and no write, event or
+reconcile here for a plain job (issue 19). Jobs with pending, failed or missing parents are
+still this reconciler's, as are jobs with transfers or hooks, whatever placement does.
+
 A waiting job carries ``Waiting``/``WaitingForParents`` (its message stays the same while it
 waits, so no write per finished parent; ``describe`` adds the parents' states when it reads).
 An edit of ``spec.parents`` that closes a cycle (a create cannot: ``apis/_dag.py`` refuses it)
@@ -15,13 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from apis import App, Job, JobState, advance, remove_condition, set_condition, transition, utcnow
+from apis import App, Job, JobState, remove_condition, set_condition, transition, utcnow
 from apis._dag import cycle_text, find_cycle
+from apis._states import TERMINAL, release_steps
 
 from ._controller import Context, Request, Result
 from ._informer import Informer
 from ._jobcache import job_state
-from ._steps import collapse_from_ready
+from ._steps import collapse_from_ready, steps_to_preprocessed
 from .hooks import HookRunner
 
 WAITING = (JobState.CREATED, JobState.AWAITING_PARENTS)
@@ -30,8 +38,11 @@ WAITING = (JobState.CREATED, JobState.AWAITING_PARENTS)
 class DependencyReconciler:
     name = "dependency"
 
-    def __init__(self, hooks: HookRunner) -> None:
+    def __init__(self, hooks: HookRunner, placement_binds_ready: bool = False) -> None:
         self.hooks = hooks
+        #: Placement releases the jobs whose steps up to PREPROCESSED are all no-ops (it must
+        #: run with the same ``hooks``: ``default_reconcilers`` builds the pair).
+        self.placement_binds_ready = placement_binds_ready
         # Waiting jobs whose ancestry is known to hold no cycle through them: a later walk
         # stops there, so walking every new job of a long chain costs O(chain), not O(chain²).
         # Valid until parent links change: an edit of spec.parents, or a job made under a name
@@ -43,6 +54,7 @@ class DependencyReconciler:
 
     def register(self, informers: dict[str, Informer], enqueue: Callable[[Request], None]) -> None:
         jobs: Informer[Job] = informers["Job"]
+        apps: Informer[App] = informers["App"]
 
         def on_job(typ: str, old: Job | None, new: Job | None) -> None:
             relinked = (old is not None and new is not None and old.spec.parents != new.spec.parents) or \
@@ -51,20 +63,40 @@ class DependencyReconciler:
                 self._acyclic.clear()
             elif new is None or new.status.state not in WAITING:
                 self._acyclic.discard((new or old).name)  # type: ignore[union-attr]
-            if new is not None and new.status.state in WAITING:
-                enqueue(Request(new.name, new.namespace))
-            # A parent reached an end (or vanished): look at its children.
+            if new is not None and new.status.state in WAITING and not (
+                    not new.spec.parents and self._placements(new, apps, jobs)):
+                enqueue(Request(new.name, new.namespace))  # (a parentless plain job: placement's)
+            # A parent reached an end, vanished, or left an end (a user's retry): look at its
+            # children (one that placement would have released may have to wait again).
             cur = new or old
             if cur is None:
                 return
-            ended = new is None or new.status.state in (JobState.JOB_FINISHED, JobState.FAILED)
+            ended = new is None or new.status.state in TERMINAL
             changed = old is None or new is None or old.status.state != new.status.state
-            if ended and changed:
+            if changed and (ended or (old is not None and old.status.state in TERMINAL)):
                 for child in jobs.by_index("children", cur.name):
                     if child.status.state in WAITING:
                         enqueue(Request(child.name, child.namespace))
 
+        def on_app(typ: str, old: App | None, new: App | None) -> None:
+            # An App edited or deleted may add a hook or stage-in slot to a job placement was
+            # to release (a new App changes nothing: its jobs were ours while it was missing).
+            if typ == "ADDED" or (old is not None and new is not None and old.spec == new.spec):
+                return
+            name = (new or old).name  # type: ignore[union-attr]
+            for state in WAITING:
+                for j in jobs.by_index("state", state.value):
+                    if j.spec.app == name:
+                        enqueue(Request(j.name, j.namespace))
+
         jobs.add_handler(on_job)  # type: ignore[arg-type]
+        if self.placement_binds_ready:
+            apps.add_handler(on_app)  # type: ignore[arg-type]
+
+    def _placements(self, job: Job, apps: Informer[App], jobs: Informer[Job]) -> bool:
+        """Whether placement releases ``job`` (every step up to PREPROCESSED a no-op)."""
+        return self.placement_binds_ready and steps_to_preprocessed(
+            job, apps.get(job.spec.app), self.hooks, lambda p: job_state(jobs, p)) is not None
 
     def reconcile(self, req: Request, ctx: Context) -> Result | None:
         jobs: Informer[Job] = ctx.caches["Job"]
@@ -103,16 +135,14 @@ class DependencyReconciler:
             set_condition(new.status.conditions, "Failed", "True", "ParentFailed", msg, now)
             transition(new, JobState.FAILED, msg, now=now)
         elif not pending and not missing:
-            if new.status.state is JobState.CREATED and not job.spec.parents:
-                advance(new, [JobState.READY], "no parents", now)
-            else:
-                if new.status.state is JobState.CREATED:
-                    advance(new, [JobState.AWAITING_PARENTS], "waiting for parents", now)
-                advance(new, [JobState.READY], "all parents finished", now)
+            apps: Informer[App] = ctx.caches["App"]
+            if self._placements(job, apps, jobs):
+                return None  # placement releases it in the write that binds it
+            for state, step_msg in release_steps(new.status.state, bool(job.spec.parents)):
+                transition(new, state, step_msg, now=now)
             remove_condition(new.status.conditions, "ParentFailed")
             remove_condition(new.status.conditions, "ParentMissing")
             remove_condition(new.status.conditions, "Waiting")
-            apps: Informer[App] = ctx.caches["App"]
             collapse_from_ready(new, apps.get(job.spec.app), self.hooks, now)
         else:
             if new.status.state is JobState.CREATED:

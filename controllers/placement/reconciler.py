@@ -26,6 +26,15 @@ so bursts of events collapse into one pass. A pass
    higher priority wait for the same room and go first) or ``NoNodes``. Its words stay the same
    while the situation does, and it is written only when it changes (a job bound clears it in
    its binding write), so a long backlog costs one write per job, not one per pass.
+
+Given the manager's hook runner (``hooks``), it also releases the jobs whose every step up to
+PREPROCESSED is a no-op (``controllers/_steps.steps_to_preprocessed``: parents all finished or
+none, no stage-in, an App without a ``preprocess`` hook, not suspended) straight from CREATED,
+AWAITING_PARENTS or READY: they are queued like PREPROCESSED jobs, and the one write the pass
+makes for such a job — its binding, or its Waiting/Unschedulable condition — carries the
+collapsed steps (… → READY → STAGED_IN → PREPROCESSED, each in the history with its time and
+message). The dependency reconciler, built with ``placement_binds_ready``, leaves those jobs
+alone; every other job still comes here as PREPROCESSED (issue 19).
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from apis import (
+    App,
     BatchJob,
     Condition,
     Job,
@@ -51,9 +61,13 @@ from apis import (
 from apis._codec import shallow_copy
 from apis._errors import ApiError, Conflict, NotFound, StoreUnavailable
 from apis._reasons import NO_NODE_AGENT
+from apis._states import PRE_READY, TERMINAL
 
 from .._controller import Context, Request, Result
 from .._informer import Informer
+from .._jobcache import job_state
+from .._steps import PARENT_CONDITIONS, collapsed_fields, steps_to_preprocessed
+from ..hooks import HookRunner
 from .packing import (
     Decision,
     JobShape,
@@ -90,6 +104,8 @@ def holds_resources(job: Job) -> bool:
 
 
 _NOT_KEPT_WHEN_BOUND = ("Unschedulable", "Waiting")
+#: ... and when it is released by placement (the dependency reconciler's conditions too).
+_NOT_KEPT_WHEN_RELEASED = ("Unschedulable", *PARENT_CONDITIONS)
 _EMPTY_PLACEMENT = Placement()  # copied with the decision's fields (pydantic's model_construct costs 4x)
 #: (nodes, cpus, gpus, occupancy, batch job) -> its Placement, shared by every binding that gets
 #: the same room (a slot freed and taken again gets the same ids): nothing edits a placement in
@@ -120,6 +136,13 @@ def binding_fields(job: Job, d: Decision) -> dict[str, Any]:
     return {"placement": placement, "observed_generation": job.metadata.generation, "conditions": conds}
 
 
+def released_fields(job: Job, fields: dict[str, Any], steps: list[tuple[JobState, str]], now: Any) -> dict[str, Any]:
+    """A binding's ``fields`` for a job placement releases as well: the collapsed ``steps``
+    (state, message, history) and the parents' conditions gone."""
+    conds = [c for c in fields["conditions"] if c.type not in _NOT_KEPT_WHEN_RELEASED]
+    return {**fields, **collapsed_fields(job, steps, now, KEY), "conditions": conds}
+
+
 def patched(job: Job, fields: dict[str, Any]) -> Job:
     """``job`` with the status ``fields`` of a patch assigned (what the store holds once a
     patch of the binder lands; its watch event decodes the same)."""
@@ -143,7 +166,12 @@ def wants_placement(job: Job) -> bool:
 class PlacementReconciler:
     name = "placement"
 
-    def __init__(self) -> None:
+    def __init__(self, hooks: HookRunner | None = None) -> None:
+        #: Given, placement releases jobs whose steps up to PREPROCESSED are no-ops (the
+        #: dependency reconciler must then be built with ``placement_binds_ready``).
+        self.hooks = hooks
+        self._apps: Informer[App] | None = None
+        self._jobs: Informer[Job] | None = None
         self.packer = Packer()
         self.queue = SchedulingQueue()
         self.assume = AssumeCache(self.packer, self.queue)
@@ -174,8 +202,11 @@ class PlacementReconciler:
     def register(self, informers: dict[str, Informer[Any]], enqueue: Callable[[Request], None]) -> None:
         jobs: Informer[Job] = informers["Job"]
         ns = jobs.namespace
+        releases = self.hooks is not None
+        self._jobs, self._apps = jobs, informers.get("App")
 
         def on_job(typ: str, old: Job | None, new: Job | None) -> None:
+            releasable = releases and self._mark_releasable(jobs, old, new)
             relevant = False
             for j in (old, new):
                 if j is not None and (holds_resources(j) or wants_placement(j)):
@@ -195,6 +226,8 @@ class PlacementReconciler:
             if relevant:
                 self.queue.mark((new or old).name)  # type: ignore[union-attr]
                 enqueue(Request(KEY, ns))
+            elif releasable:
+                enqueue(Request(KEY, ns))
 
         def on_other(typ: str, old: Any, new: Any) -> None:
             if typ != "MODIFIED" or old is None or new is None or old.spec != new.spec:
@@ -206,10 +239,56 @@ class PlacementReconciler:
                     self._requests_stale = True  # which batch jobs a job may use has changed
             on_other(typ, old, new)
 
+        replayed = False
+
+        def on_app(typ: str, old: App | None, new: App | None) -> None:
+            # A job whose App was not cached when a pass looked at it was left out; once the App
+            # arrives (or changes), its pre-READY jobs are looked at again. (Not the Apps replayed
+            # at registration: the first pass is a full one and looks at every job.)
+            if not replayed or (old is not None and new is not None and old.spec == new.spec):
+                return
+            name = (new or old).name  # type: ignore[union-attr]
+            marked = [j.name for s in PRE_READY for j in jobs.by_index("state", s.value) if j.spec.app == name]
+            if marked:
+                self.queue.mark(*marked)
+                enqueue(Request(KEY, ns))
+
         jobs.add_handler(on_job)  # type: ignore[arg-type]
+        if releases and self._apps is not None:
+            self._apps.add_handler(on_app)  # type: ignore[arg-type]
+            replayed = True
         informers["Node"].add_handler(on_other)
         informers["BatchJob"].add_handler(on_batchjob)
         enqueue(Request(KEY, ns))
+
+    def _mark_releasable(self, jobs: Informer[Job], old: Job | None, new: Job | None) -> bool:
+        """Mark a job that placement may release (a pre-READY job that changed, or left), and
+        the pre-READY children of a job that reached, or left, an end; True when it marked
+        some (the pass decides)."""
+        marked = False
+        if new is not None and new.status.state in PRE_READY:
+            self.queue.mark(new.name)
+            marked = True
+        elif old is not None and old.status.state in PRE_READY:
+            self.queue.mark(old.name)  # left (its entry goes unless it is RUNNABLE now)
+            marked = True
+        if old is not None and new is not None and old.status.state == new.status.state:
+            return marked
+        cur = new or old
+        if cur is not None and ((new is None or new.status.state in TERMINAL)
+                                or (old is not None and old.status.state in TERMINAL)):
+            kids = [c.name for c in jobs.by_index("children", cur.name) if c.status.state in PRE_READY]
+            if kids:
+                self.queue.mark(*kids)
+                marked = True
+        return marked
+
+    def release_steps(self, job: Job) -> list[tuple[JobState, str]] | None:
+        """The collapsed steps with which placement releases ``job`` (None: not its to release)."""
+        if self.hooks is None or self._apps is None or self._jobs is None:
+            return None
+        jobs = self._jobs
+        return steps_to_preprocessed(job, self._apps.get(job.spec.app), self.hooks, lambda p: job_state(jobs, p))
 
     # --- sync ----------------------------------------------------------------------------
 
@@ -361,7 +440,7 @@ class PlacementReconciler:
         if full or stale:
             queue.clear()
             self._unschedulable.clear()
-            for state in RUNNABLE:
+            for state in (*RUNNABLE, *PRE_READY) if self.hooks is not None else RUNNABLE:
                 for job in jobs.by_index("state", state.value):
                     track(job, job.metadata.name or "", allowed)
         if not len(queue):
@@ -389,7 +468,15 @@ class PlacementReconciler:
                 if placed is None:
                     self.packer.release(name)
                     continue
-                binds.append((placed, binding_fields(placed, d)))
+                fields = binding_fields(placed, d)
+                if placed.status.state in PRE_READY:  # released in its binding: one write
+                    steps = self.release_steps(placed)
+                    if steps is None:  # no longer ours to release (its event marked it)
+                        self.packer.release(name)
+                        entries.pop(name, None)
+                        continue
+                    fields = released_fields(placed, fields, steps, now)
+                binds.append((placed, fields))
                 assumed[name] = (d[2], cell)  # AssumeCache.assume, inlined: one per binding
                 entries.pop(name, None)
                 if unschedulable:
@@ -406,8 +493,10 @@ class PlacementReconciler:
                 self._set_waiting(ctx, get(name), d.reason, held, top_waiting, now)
                 if unschedulable:
                     unschedulable.pop(name, None)  # cleared by _set_waiting's write above
-            elif unschedulable.get(name) != d.reason:  # never fits
-                self._set_unschedulable(ctx, get(name), d.reason, now)
+            else:  # never fits
+                never = get(name)
+                if unschedulable.get(name) != d.reason or (never is not None and never.status.state in PRE_READY):
+                    self._set_unschedulable(ctx, never, d.reason, now)
         queue.compact()
         landed = 0
         if binds:
@@ -500,14 +589,21 @@ class PlacementReconciler:
     def _track(self, job: Job | None, name: str, allowed: Callable[[Job], frozenset[str | None] | None]) -> None:
         """Keep ``name``'s queue entry and Unschedulable bookkeeping in step with the cache."""
         st = job.status if job is not None else None
-        if st is None or st.state not in RUNNABLE or (st.placement is not None and st.placement.nodes) \
-                or job.spec.suspend or name in self.assume.assumed:  # type: ignore[union-attr]
-            # not (or no longer) waiting for placement: wants_placement() is False
+        if st is None or name in self.assume.assumed:
+            ok = False
+        elif st.state in PRE_READY:
+            ok = self.release_steps(job) is not None  # type: ignore[arg-type]
+        else:
+            ok = st.state in RUNNABLE and not (st.placement is not None and st.placement.nodes) \
+                and not job.spec.suspend  # type: ignore[union-attr]
+        if not ok:
+            # not (or no longer) waiting for placement: wants_placement() is False (and it is
+            # not a job placement releases)
             self.queue.entries.pop(name, None)
             self._unschedulable.pop(name, None)
             self._forget_waiting(name)
             return
-        assert job is not None
+        assert job is not None and st is not None
         md = job.metadata
         ts = md.creation_timestamp
         key = (-job.spec.priority, ts.timestamp() if ts else 0.0, name)
@@ -523,6 +619,15 @@ class PlacementReconciler:
         if job is None:
             return
         new = job.status_copy()
+        if job.status.state in PRE_READY:  # released in the write that says why it waits
+            steps = self.release_steps(job)
+            if steps is None:
+                self._drop(job.name)
+                return
+            for state, msg in steps:
+                transition(new, state, msg, now=now)
+            for t in PARENT_CONDITIONS:
+                remove_condition(new.status.conditions, t)
         if reason is None:
             remove_condition(new.status.conditions, "Unschedulable")
             self._unschedulable.pop(job.name, None)
@@ -547,8 +652,14 @@ class PlacementReconciler:
         name = job.metadata.name or ""
         if self._waiting_sent.get(name) is job and self._waiting_words_sent.get(name) == words:
             return  # written over this very version already; its event has not come back yet
+        steps: list[tuple[JobState, str]] | None = None
+        if job.status.state in PRE_READY:  # released in the write of its condition
+            steps = self.release_steps(job)
+            if steps is None:
+                self._drop(name)
+                return
         conds = job.status.conditions
-        if conds:
+        if conds and steps is None:
             cur = next((c for c in conds if c.type == "Waiting"), None)
             if cur is not None and cur.reason == reason and cur.message == message and \
                     not any(c.type == "Unschedulable" for c in conds):
@@ -565,12 +676,23 @@ class PlacementReconciler:
         # of write (no Job copied here; nothing edits a shared list or condition in place).
         self._waiting_sent[name] = job
         self._waiting_words_sent[name] = words
-        if conds:
+        if steps is not None:
+            kept = [c for c in conds if c.type not in _NOT_KEPT_WHEN_RELEASED]
+            kept.append(entry[0])
+            self._waits.append((job, {"conditions": kept, **collapsed_fields(job, steps, now, KEY)}))
+        elif conds:
             kept = [c for c in conds if c.type not in _NOT_KEPT_WHEN_BOUND]
             kept.append(entry[0])
             self._waits.append((job, {"conditions": kept}))
         else:
             self._waits.append((job, entry[1]))
+
+    def _drop(self, name: str) -> None:
+        """``name`` is no longer placement's to release: out of the queue (its event marked it
+        already; the dependency reconciler, enqueued by the same event, takes it)."""
+        self.queue.entries.pop(name, None)
+        self._unschedulable.pop(name, None)
+        self._forget_waiting(name)
 
     def _forget_waiting(self, name: str) -> None:
         self._waiting_sent.pop(name, None)

@@ -165,3 +165,35 @@ def test_a_delete_under_a_hold_waits_for_the_release_and_keeps_its_order(registr
     assert jobs.get("j") is None
     assert [(typ, new) for typ, _, new in seen[-2:]] == [("MODIFIED", written), ("DELETED", None)]
     assert not jobs._undecoded and not jobs._parked  # nothing left behind
+
+
+def test_a_released_write_overtaken_by_the_jobs_end_does_not_bring_it_back(
+        registry: Registry, cache: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A held write's event is applied by the writer's thread at the release; the job may end
+    meanwhile (a trivial job runs in ms), its finishing event applied by the watch's thread and
+    the job evicted, before the writer's older event is stored. The older event must not put
+    the job back: placement would hold its room forever (a bench chain stalled on it)."""
+    jobs, seen = cache
+    cached = _cached(jobs)
+    new = cached.status_copy()
+    new.status.message = "bound"
+    jobs.hold(["j"])
+    _, (written,) = registry.write([], [(cached, new)])
+    rv = int(written.metadata.resource_version or 0)
+    _seen_up_to(jobs, rv)  # parked
+    decode = jobs._decode
+
+    def decode_then_finish(kv: Any) -> Any:
+        obj = decode(kv)
+        if kv.mod_revision == rv:  # the writer's event, decoded at the release: now the job ends
+            done = force(registry, "j", S.JOB_FINISHED)
+            _seen_up_to(jobs, int(done.metadata.resource_version or 0))
+            assert jobs.get("j") is None  # ended and evicted by the watch's thread
+        return obj
+
+    monkeypatch.setattr(jobs, "_decode", decode_then_finish)
+    jobs.expect([written])
+    jobs.release(["j"])
+    assert jobs.get("j") is None
+    assert jobs.state_of("j") is S.JOB_FINISHED
+    assert seen[-1][2] is not None and seen[-1][2].status.state is S.JOB_FINISHED

@@ -18,9 +18,16 @@ from tests._support import poll_until, running_manager
 from .conftest import force, make_job
 
 
-@pytest.fixture
-def placing(registry: Registry) -> Iterator[ControllerManager]:
-    with running_manager(registry, [DependencyReconciler(NoHooks()), PlacementReconciler()]) as (mgr, _):
+@pytest.fixture(params=["dependency-releases", "placement-releases"])
+def placing(request, registry: Registry) -> Iterator[ControllerManager]:
+    """Dependency and placement; with ``placement-releases`` (the manager's default pair), plain
+    jobs are released by placement in their binding write instead of by the dependency step."""
+    hooks = NoHooks()
+    if request.param == "placement-releases":
+        recs = [DependencyReconciler(hooks, placement_binds_ready=True), PlacementReconciler(hooks)]
+    else:
+        recs = [DependencyReconciler(hooks), PlacementReconciler()]
+    with running_manager(registry, recs) as (mgr, _):
         yield mgr
 
 

@@ -26,14 +26,17 @@ from .conftest import force, make_job
 from .test_placement import add_node
 
 
-@pytest.fixture
-def scheduler() -> PlacementScheduler:
-    return PlacementScheduler()
+@pytest.fixture(params=["dependency-releases", "placement-releases"])
+def scheduler(request) -> PlacementScheduler:
+    """The scheduler; with ``placement-releases`` it also releases plain jobs from CREATED in
+    the write that binds them (the manager's default), so every conflict below meets that write."""
+    return PlacementScheduler(NoHooks()) if request.param == "placement-releases" else PlacementScheduler()
 
 
 @pytest.fixture
 def placing(registry: Registry, scheduler: PlacementScheduler) -> Iterator[ControllerManager]:
-    with running_manager(registry, [DependencyReconciler(NoHooks()), scheduler]) as (mgr, _):
+    dep = DependencyReconciler(NoHooks(), placement_binds_ready=scheduler.hooks is not None)
+    with running_manager(registry, [dep, scheduler]) as (mgr, _):
         yield mgr
 
 

@@ -5,8 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from apis import App, BatchJob, HistoryEvent, Job, JobState, Placement, set_condition, utcnow
+from ruamel.yaml import YAML
+
+from apis import App, BatchJob, HistoryEvent, Job, JobState, Node, Placement, set_condition, utcnow
 from apis._registry import index_prefix
+from apis.analytics import EventLogQuery
+from controllers._manager import default_reconcilers
+from controllers.hooks import NoHooks
+from tests._deadline import DEADLINE
+from tests._support import poll_until, running_manager
 
 from .conftest import Site, hello_app, job_doc, write_yaml
 
@@ -201,3 +208,29 @@ def test_delete_races_with_a_writer_leave_no_stale_index(site: Site, tmp_path: P
     assert r.exit_code == 0, r.stderr
     assert reg.count(Job) == 0
     assert index_keys_left(site, "READY") == 0 and index_keys_left(site, "CREATED") == 0
+
+
+def test_a_job_released_by_placement_shows_every_collapsed_step(site: Site, tmp_path: Path) -> None:
+    """The manager's default reconcilers release a plain job in its binding write (issue 19):
+    describe, `get -o yaml` and the analytics event log still list each step, by placement."""
+    reg = site.registry()
+    apply(site, tmp_path, [hello_app()])
+    reg.create(Node(metadata={"name": "n0", "namespace": site.namespace},  # type: ignore[arg-type]
+                    spec={"hostname": "n0", "cpus": 4, "gpus": 0}))
+    with running_manager(reg, default_reconcilers(NoHooks())) as (mgr, _):
+        apply(site, tmp_path, [job_doc("plain", "w/plain", parameters={"name": "x"})], name="j.yaml")
+        poll_until(lambda: reg.get(Job, "plain", site.namespace).status.placement is not None, DEADLINE, "bound")
+        assert mgr.wait_idle(DEADLINE)
+    steps = [("READY", "no parents"), ("STAGED_IN", "no stage-in transfers"), ("PREPROCESSED", "no preprocess hook")]
+    out = site.run("describe", "job", "plain").stdout
+    rows = [ln.split(None, 4) for ln in out.split("\nEvents:", 1)[1].splitlines() if ln.strip()][2:]
+    assert [(r[1], r[3], r[4]) for r in rows] == [(s, "placement", m) for s, m in steps]
+    doc = YAML(typ="safe").load(site.run("get", "job", "plain", "-o", "yaml").stdout)
+    hist = doc["status"]["history"]
+    assert [(h["from"], h["to"], h["message"], h["by"]) for h in hist] == [
+        ("CREATED", "READY", "no parents", "placement"), ("READY", "STAGED_IN", "no stage-in transfers", "placement"),
+        ("STAGED_IN", "PREPROCESSED", "no preprocess hook", "placement")]
+    assert doc["status"]["state"] == "PREPROCESSED" and doc["status"]["placement"]["nodes"] == ["n0"]
+    log = EventLogQuery(reg, site.namespace).filter(job_id="plain").order_by("timestamp")
+    assert [(e.from_state, e.to_state) for e in log] == [
+        ("CREATED", "READY"), ("READY", "STAGED_IN"), ("STAGED_IN", "PREPROCESSED")]
