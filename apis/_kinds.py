@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import math
 import posixpath
+from collections.abc import Hashable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
@@ -249,6 +250,10 @@ class Job(BalsamJobMixin, ClientMixin, Resource):
                 # stops holding it (finished, failed, unbound, deleted).
                 out |= {("boundnode", n) for n in status.placement.nodes}
         return out
+
+    def references_key(self) -> Hashable:
+        spec = self.spec
+        return ("Job", self.metadata.namespace, spec.app, spec.site, *spec.parents)
 
     def references(self) -> list[Reference]:
         """Its parents, its App and the Site it names: all in its namespace."""

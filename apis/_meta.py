@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 import threading
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Self, TypeVar
@@ -313,6 +314,11 @@ class Resource(Model):
     def references(self) -> list[Reference]:
         """Objects that must exist when this one is created (none by default)."""
         return []
+
+    def references_key(self) -> Hashable | None:
+        """A value that decides :meth:`references`: objects of one kind with equal keys have
+        equal references (a write asks one of them); None: ask each object."""
+        return None
 
     def model_post_init(self, __context: Any) -> None:
         if not self.kind:

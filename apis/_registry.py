@@ -329,10 +329,20 @@ class Registry:
         One compare per distinct referenced key: a bulk create of 10k jobs of one app needs
         one "app exists" compare, not 10k identical ones for the store to evaluate."""
         refs: dict[str, None] = {}  # ordered set of keys that must exist
+        # Objects whose references_key() is equal have equal references: a batch of jobs of one
+        # App in one namespace asks references() once, not once per job.
+        seen: set[Any] = set()
         for o in objs:
+            rk = o.references_key()
+            if rk is not None:
+                if rk in seen:
+                    continue
+                seen.add(rk)
             for r in o.references():
                 refs[f"{REGISTRY}{r.plural}/{r.namespace}/{r.name}"] = None
-        if refs:  # what this write creates itself need not exist before
+        # What this write creates itself need not exist before (only a kind it creates can be).
+        kinds = tuple({kind_prefix(type(o)) for o in objs})
+        if any(k.startswith(kinds) for k in refs):
             for o in objs:
                 refs.pop(object_key(type(o), o.metadata.namespace, o.name), None)
         return [st.Compare(k, "create", ">", 0) for k in refs]
@@ -444,12 +454,8 @@ class Registry:
             check(self, created, [(o, n) for (o, _), n in zip(updates, updated, strict=True)])
         compares: list[st.Compare] = []
         ops: list[st.Op] = []
-        Put, Compare = st.Put, st.Compare
-        for o in created:
-            key = object_key(type(o), o.metadata.namespace, o.name)
-            compares.append(Compare(key, "create", "==", 0))  # absent
-            ops.append(Put(key, o.to_json(), lease))
-            ops.extend([Put(k, b"", lease) for k in index_keys(o)])
+        if created:
+            self._create_ops(created, lease, compares, ops)
         compares += self._admission(created)
         finalized: set[int] = set()
         for (old, _), n in zip(updates, updated, strict=True):
@@ -495,6 +501,36 @@ class Registry:
             for o in (*created, *updated):
                 set_field(o.metadata, "resource_version", rv)
         return created, [u for u in updated if id(u) not in finalized]
+
+    @staticmethod
+    def _create_ops(created: Sequence[Resource], lease: int, compares: builtins.list[st.Compare],
+                    ops: builtins.list[st.Op]) -> None:
+        """The compares and puts that create ``created``: per object an "absent" compare and a
+        put of its JSON, then its index keys (as ``index_keys`` writes them), grouped by index
+        value: each value is quoted once per batch, not once per object (a bulk create repeats
+        a handful of states, apps and labels), and the keys come out in key order when the
+        names do (generated ones do), which the store's sort of the entries then finds done."""
+        Put, Compare = st.Put, st.Compare
+        groups: dict[tuple[str, str], dict[tuple[str, str], builtins.list[str]]] = {}
+        for o in created:
+            md = o.metadata
+            ns, name, plural = md.namespace, md.name or "", o.PLURAL
+            key = f"{REGISTRY}{plural}/{ns}/{name}"
+            compares.append(Compare(key, "create", "==", 0))  # absent
+            ops.append(Put(key, o.to_json(), lease))
+            g = groups.get((plural, ns))
+            if g is None:
+                g = groups[(plural, ns)] = {}
+            for e in o.index_entries():
+                names = g.get(e)
+                if names is None:
+                    g[e] = [name]
+                else:
+                    names.append(name)
+        prefixed = sorted((f"{INDEX}{plural}/{i}/{ns}/{q(v)}/", names)
+                          for (plural, ns), g in groups.items() for (i, v), names in g.items())
+        for prefix, names in prefixed:
+            ops.extend([Put(prefix + n, b"", lease) for n in names])
 
     def _explain_failure(self, created: Sequence[Resource], pairs: Sequence[tuple[Resource, Resource]]) -> None:
         if created:
