@@ -30,7 +30,7 @@ import store as st
 from ._codec import decode as _decode
 from ._codec import decode_value, encode_stored, shallow_copy
 from ._errors import AlreadyExists, Conflict, Forbidden, Invalid, NotFound, StoreUnavailable
-from ._meta import API_VERSION, ObjectMeta, Resource, identity, set_field, utcnow
+from ._meta import API_VERSION, ObjectMeta, Resource, identity, serial_suffixes, set_field, utcnow, uuid4_strs
 
 R = TypeVar("R", bound=Resource)
 T = TypeVar("T", bound=Resource)
@@ -365,12 +365,18 @@ class Registry:
     def _prepare_creates(self, objs: Sequence[R], now: datetime) -> builtins.list[R]:
         out: list[R] = []
         seen: set[tuple[str, str, str]] = set()
-        for o in objs:
+        # The batch's generated-name suffixes and uids, drawn at once (one lock, one urandom).
+        suffixes = iter(serial_suffixes(sum(1 for o in objs if not o.metadata.name)))
+        uids = uuid4_strs(len(objs))
+        for o, uid in zip(objs, uids, strict=True):
             # A copy of the object, its metadata and status (the caller's are not touched), with
             # the identity the server assigns and status.lastUpdate: each copied once, with its
             # new fields (what _copy_for_write, ensure_identity and _stamp do, in fewer calls).
             md0 = o.metadata
-            md = shallow_copy(md0, {**identity(md0, now), "resource_version": None, "generation": 1})
+            fill = identity(md0, now, None if md0.name else next(suffixes), uid)
+            fill["resource_version"] = None
+            fill["generation"] = 1
+            md = shallow_copy(md0, fill)
             assign: dict[str, Any] = {"metadata": md}
             status = getattr(o, "status", None)
             if isinstance(status, BaseModel):

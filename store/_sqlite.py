@@ -845,20 +845,29 @@ class SQLiteStore(Store):
         # Index entries put by a txn without Gets (a bulk create's) need no state read first:
         # they are inserted as new, and only those that existed are looked at (_put_entries).
         deferred: dict[str, int] = {}  # entry -> lease
+        # The ops the loop below looks at, and their positions (the others are deferred puts).
+        rest: Sequence[Op] = ops
+        slots: list[int] = []
         if has_idx and not any(type(op) is Get for op in ops):
             unknown = []
-            for op in ops:
+            rest = []
+            for i, op in enumerate(ops):
                 key = op.key
-                if key in known:
-                    continue
                 if type(op) is Put and not op.value and key.startswith(INDEX_PREFIX) and _REC not in key:
-                    deferred[key] = op.lease  # type: ignore[attr-defined]
-                else:
+                    deferred[key] = op.lease
+                    continue
+                rest.append(op)
+                slots.append(i)
+                if key not in known:
                     unknown.append(key)
             if deferred:
-                for key in self._valued_entries(conn).intersection(deferred):
+                valued = self._valued_entries(conn).intersection(deferred)
+                for key in valued:
                     del deferred[key]  # in kv now: the general path
                     unknown.append(key)
+                if valued:
+                    slots = [i for i, op in enumerate(ops) if op.key not in deferred]
+                    rest = [ops[i] for i in slots]
         else:
             unknown = [op.key for op in ops if op.key not in known]
         if unknown:
@@ -879,16 +888,11 @@ class SQLiteStore(Store):
         # later Get of this txn
         written: dict[str, tuple[int, int, int, int, bytes | None]] = {}
         pending_gets: list[tuple[int, str, _State]] = []
-        for op in ops:
+        for op in rest:
             t = type(op)
             key = op.key
             if t is Put:
                 assert isinstance(op, Put)
-                if key in deferred:
-                    if op.lease:
-                        leases.add(op.lease)
-                    responses.append(None)
-                    continue
                 st = state.get(key)
                 cr, ver = (rev, 1) if st is None else (st[1], st[2] + 1)
                 lease = op.lease
@@ -939,6 +943,14 @@ class SQLiteStore(Store):
             vals = self._values(conn, [st[0] for _, _, st in pending_gets])
             for i, key, (lid, cr, ver, lease, _) in pending_gets:
                 responses[i] = KeyValue(key, vals[lid], cr, lid >> _SEQ_BITS, ver, lease)
+        if deferred:
+            # The deferred puts' responses (None, as every put's) around the others'.
+            full: list[KeyValue | bool | None] = [None] * len(ops)
+            for i, r in zip(slots, responses, strict=True):
+                full[i] = r
+            responses = full
+            leases.update(deferred.values())
+            leases.discard(0)
         if not log_rows and not idx_recs and not deferred:
             return TxnResult(ok, cur, responses)
         if leases:
