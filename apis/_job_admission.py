@@ -166,7 +166,8 @@ def admit_job_parameters(registry: Registry, creates: Sequence[Resource],
             own = {o.name: o for o in written if isinstance(o, Site) and o.metadata.namespace == ns}
             stored = [s for s in registry.list(Site, ns)[0] if s.name not in own]
             sites[ns] = [*stored, *own.values()]
-        check_job_fits(job, app, sites[ns])
+        if sites[ns] or job.spec.site:  # with neither, nothing can refuse it
+            check_job_fits(job, app, sites[ns])
 
 
 if admit_job_parameters not in ADMISSION_CHECKS:

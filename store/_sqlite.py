@@ -836,10 +836,14 @@ class SQLiteStore(Store):
         cvalues: dict[int, bytes] = {}
         if any(c.target == "value" for c in compares):
             cvalues = self._values(conn, [state[c.key][0] for c in compares if c.key in state and not state[c.key][4]])
-        ok = all(
-            _compare_holds(c, st := state.get(c.key), (b"" if st[4] else cvalues.get(st[0])) if st else None)
-            for c in compares
-        )
+        ok = True
+        for c in compares:
+            st = state.get(c.key)
+            if st is None and c.value == 0 and c.op == "==" and c.target != "value" and type(c.value) is int:
+                continue  # "absent" (a create's compare): a missing key's revisions are 0
+            if not _compare_holds(c, st, (b"" if st[4] else cvalues.get(st[0])) if st else None):
+                ok = False
+                break
         ops = success if ok else failure
         has_idx = self._has_idx
         # Index entries put by a txn without Gets (a bulk create's) need no state read first:
