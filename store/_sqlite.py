@@ -220,6 +220,19 @@ def _chunks(seq: Sequence[str], n: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
         yield seq[i : i + n]
 
 
+_JSON_ESCAPED = bytes(range(32)) + b'"\\'  # what JSON escapes in a string (ensure_ascii=False)
+
+
+def _json_strings(names: list[str]) -> str:
+    """``json.dumps(names, ensure_ascii=False)``, joined directly when no name holds a
+    character JSON escapes (index keys are percent-quoted values and object names): the
+    JSON encoder takes ~2.8 µs per job for a bulk create's 5 entries per job, this ~1.6."""
+    flat = "".join(names).encode("utf-8", "surrogatepass")
+    if len(flat.translate(None, _JSON_ESCAPED)) != len(flat):
+        return json.dumps(names, ensure_ascii=False)
+    return '["' + '", "'.join(names) + '"]' if names else "[]"
+
+
 def _compare_holds(c: Compare, st: _State | None, value: bytes | None) -> bool:
     a: int | bytes
     if c.target == "value":
@@ -1003,18 +1016,21 @@ class SQLiteStore(Store):
     @staticmethod
     def _put_entries(conn: sqlite3.Connection, rev: int, entries: dict[str, int], recs: list[str]) -> None:
         """Put index entries whose state was not read: all are inserted as new in one statement
-        (SQLite parses the names' JSON array and sorts them); when fewer rows went in than
-        were given, the ones that existed are read and updated as re-puts (create revision
-        kept, version + 1). Their events are added to ``recs``."""
-        names = list(entries)
+        (SQLite parses the names' JSON array); when fewer rows went in than were given, the
+        ones that existed are read and updated as re-puts (create revision kept, version + 1).
+        Their events are added to ``recs``."""
+        # In key order, so each insert lands beside the last one. Python's sort, not SQLite's
+        # ORDER BY: the registry hands a bulk create's entries over grouped by index value,
+        # names ascending, i.e. sorted or nearly, which Python's sort sees in one pass (SQLite's
+        # sorter does the whole n log n: 7.5 -> 4.8 µs per job for 5 entries, raw model).
+        names = sorted(entries)
         leased = any(entries.values())
         if leased:
             doc = json.dumps([[k, entries[k]] for k in names], ensure_ascii=False)
-            sql = ("INSERT OR IGNORE INTO idx SELECT value ->> 0, ?1, ?1, 1, value ->> 1"
-                   " FROM json_each(?2) ORDER BY 1")
+            sql = "INSERT OR IGNORE INTO idx SELECT value ->> 0, ?1, ?1, 1, value ->> 1 FROM json_each(?2)"
         else:
-            doc = json.dumps(names, ensure_ascii=False)
-            sql = "INSERT OR IGNORE INTO idx SELECT value, ?1, ?1, 1, 0 FROM json_each(?2) ORDER BY 1"
+            doc = _json_strings(names)
+            sql = "INSERT OR IGNORE INTO idx SELECT value, ?1, ?1, 1, 0 FROM json_each(?2)"
         inserted = conn.execute(sql, (rev, doc)).rowcount
         if inserted == len(names):
             recs.extend(names if not leased else
