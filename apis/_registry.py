@@ -341,7 +341,7 @@ class Registry:
             for r in o.references():
                 refs[f"{REGISTRY}{r.plural}/{r.namespace}/{r.name}"] = None
         # What this write creates itself need not exist before (only a kind it creates can be).
-        kinds = tuple({kind_prefix(type(o)) for o in objs})
+        kinds = tuple(kind_prefix(t) for t in {type(o) for o in objs})
         if any(k.startswith(kinds) for k in refs):
             for o in objs:
                 refs.pop(object_key(type(o), o.metadata.namespace, o.name), None)
