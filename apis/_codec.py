@@ -229,6 +229,7 @@ def decode_value(kind: type[M], value: bytes, revision: int | None = None) -> M:
 
 
 _setattr = object.__setattr__
+_new = object.__new__  # what a model class's __new__ is (BaseModel defines none)
 _PRIVATE: dict[type, bool] = {}
 
 
@@ -246,7 +247,7 @@ def shallow_copy(m: M, assign: dict[str, Any] | None = None) -> M:
     extra and private attributes) without its generic ``copy.copy`` calls; then the plain
     fields in ``assign`` assigned as ``set_field`` does."""
     cls = type(m)
-    new = cls.__new__(cls)
+    new = _new(cls)
     fields = m.__dict__.copy()
     if assign:
         fields.update(assign)

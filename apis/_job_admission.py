@@ -63,6 +63,9 @@ def check_job_parameters(job: Job, app: App, rules: tuple[frozenset[str], frozen
     (``rules``: ``app_parameter_rules(app)``, when the caller has it)."""
     required, names = rules or app_parameter_rules(app)
     given = job.spec.parameters
+    keys = given.keys()
+    if keys >= required and (app.spec.python is not None or keys <= names):
+        return  # the usual case, in two set comparisons
     missing = [n for n in required if n not in given]
     if missing:
         missing.sort()
@@ -163,7 +166,8 @@ def admit_job_parameters(registry: Registry, creates: Sequence[Resource],
             own = {o.name: o for o in written if isinstance(o, Site) and o.metadata.namespace == ns}
             stored = [s for s in registry.list(Site, ns)[0] if s.name not in own]
             sites[ns] = [*stored, *own.values()]
-        check_job_fits(job, app, sites[ns])
+        if sites[ns] or job.spec.site:  # with neither, nothing can refuse it
+            check_job_fits(job, app, sites[ns])
 
 
 if admit_job_parameters not in ADMISSION_CHECKS:

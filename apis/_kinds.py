@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import math
 import posixpath
+from collections.abc import Hashable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
@@ -234,14 +235,16 @@ class Job(BalsamJobMixin, ClientMixin, Resource):
     def index_entries(self) -> set[tuple[str, str]]:
         """Labels, state, app, workdir, site (when it names one), parents, and the nodes it
         is placed on (``boundnode`` while it holds them: what a node agent watches)."""
-        out = {("label", f"{k}={v}") for k, v in self.metadata.labels.items()}
         spec, status = self.spec, self.status
-        out.add(("state", str(status.state)))
-        out.add(("app", spec.app))
-        out.add(("workdir", spec.workdir))
+        # One set display and updates from lists: a bulk create asks this of every job.
+        out = {("state", str(status.state)), ("app", spec.app), ("workdir", spec.workdir)}
+        labels = self.metadata.labels
+        if labels:
+            out.update([("label", f"{k}={v}") for k, v in labels.items()])
         if spec.site:
             out.add(("site", spec.site))
-        out |= {("parent", p) for p in spec.parents}
+        if spec.parents:
+            out.update([("parent", p) for p in spec.parents])
         if status.placement is not None:
             out |= {("node", n) for n in status.placement.nodes}
             if status.state in _HOLDS_NODE:
@@ -249,6 +252,13 @@ class Job(BalsamJobMixin, ClientMixin, Resource):
                 # stops holding it (finished, failed, unbound, deleted).
                 out |= {("boundnode", n) for n in status.placement.nodes}
         return out
+
+    def references_key(self) -> Hashable:
+        spec = self.spec
+        parents = spec.parents
+        if parents:
+            return ("Job", self.metadata.namespace, spec.app, spec.site, *parents)
+        return ("Job", self.metadata.namespace, spec.app, spec.site)
 
     def references(self) -> list[Reference]:
         """Its parents, its App and the Site it names: all in its namespace."""

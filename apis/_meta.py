@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 import threading
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Self, TypeVar
@@ -133,6 +134,34 @@ def serial_suffix() -> str:
     return f"{stem}{_BASE36_MSB[hi]}{_BASE36_MSB[lo]}"
 
 
+def serial_suffixes(n: int) -> list[str]:
+    """The next ``n`` generated-name suffixes of this process (``serial_suffix`` ``n`` times,
+    under one lock: a bulk create takes its batch's names at once)."""
+    out: list[str] = []
+    with _serial_lock:
+        while len(out) < n:
+            c = _serial[1]
+            if c >= _SERIAL_SPAN:
+                _new_serial()
+                c = 0
+            end = min(_SERIAL_SPAN, c + n - len(out))
+            stem, msb = _serial[0], _BASE36_MSB
+            out.extend([f"{stem}{msb[k // 1296]}{msb[k % 1296]}" for k in range(c, end)])
+            _serial[1] = end
+    return out
+
+
+_UUID_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+def uuid4_strs(n: int) -> list[str]:
+    """``n`` random uuid4 strings from one ``os.urandom`` call (as ``_uuid4_str``: the version
+    nibble 4, the variant bits 10)."""
+    x, v = os.urandom(16 * n).hex(), _UUID_VARIANT
+    return [f"{x[i:i + 8]}-{x[i + 8:i + 12]}-4{x[i + 13:i + 16]}-{v[x[i + 16]]}{x[i + 17:i + 20]}-{x[i + 20:i + 32]}"
+            for i in range(0, 32 * n, 32)]
+
+
 def _uuid4_str(b: bytes) -> str:
     """``str(uuid.UUID(bytes=b, version=4))`` for 16 random bytes, without the UUID object."""
     h = bytearray(b)
@@ -160,17 +189,20 @@ def set_field(m: BaseModel, name: str, value: Any) -> None:
     m.__pydantic_fields_set__.add(name)
 
 
-def identity(md: ObjectMeta, now: datetime | None = None) -> dict[str, Any]:
+def identity(md: ObjectMeta, now: datetime | None = None, suffix: str | None = None,
+             uid: str | None = None) -> dict[str, Any]:
     """What the server assigns on create, as field values for ``md``: name (from
-    generateName, when there is no name), uid, creationTimestamp and generation (kept where set)."""
+    generateName, when there is no name), uid, creationTimestamp and generation (kept where set).
+    ``suffix``/``uid``: a generated-name suffix and a uid drawn beforehand (a batch draws its
+    own at once: ``serial_suffixes``, ``uuid4_strs``)."""
     out: dict[str, Any] = {}
     if not md.name:
         prefix = md.generate_name
         if not prefix:
             raise ValueError("metadata.name: Required value: name or generateName is required")
-        name = prefix + serial_suffix()
+        name = prefix + (suffix or serial_suffix())
         out["name"] = name if _generated_names_valid(prefix) else validate_name(name)
-    out["uid"] = md.uid or _uuid4_str(os.urandom(16))
+    out["uid"] = md.uid or uid or _uuid4_str(os.urandom(16))
     out["creation_timestamp"] = md.creation_timestamp or now or utcnow()
     out["generation"] = md.generation or 1
     return out
@@ -313,6 +345,11 @@ class Resource(Model):
     def references(self) -> list[Reference]:
         """Objects that must exist when this one is created (none by default)."""
         return []
+
+    def references_key(self) -> Hashable | None:
+        """A value that decides :meth:`references`: objects of one kind with equal keys have
+        equal references (a write asks one of them); None: ask each object."""
+        return None
 
     def model_post_init(self, __context: Any) -> None:
         if not self.kind:

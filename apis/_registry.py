@@ -30,7 +30,7 @@ import store as st
 from ._codec import decode as _decode
 from ._codec import decode_value, encode_stored, shallow_copy
 from ._errors import AlreadyExists, Conflict, Forbidden, Invalid, NotFound, StoreUnavailable
-from ._meta import API_VERSION, ObjectMeta, Resource, identity, set_field, utcnow
+from ._meta import API_VERSION, ObjectMeta, Resource, identity, serial_suffixes, set_field, utcnow, uuid4_strs
 
 R = TypeVar("R", bound=Resource)
 T = TypeVar("T", bound=Resource)
@@ -329,10 +329,20 @@ class Registry:
         One compare per distinct referenced key: a bulk create of 10k jobs of one app needs
         one "app exists" compare, not 10k identical ones for the store to evaluate."""
         refs: dict[str, None] = {}  # ordered set of keys that must exist
+        # Objects whose references_key() is equal have equal references: a batch of jobs of one
+        # App in one namespace asks references() once, not once per job.
+        seen: set[Any] = set()
         for o in objs:
+            rk = o.references_key()
+            if rk is not None:
+                if rk in seen:
+                    continue
+                seen.add(rk)
             for r in o.references():
                 refs[f"{REGISTRY}{r.plural}/{r.namespace}/{r.name}"] = None
-        if refs:  # what this write creates itself need not exist before
+        # What this write creates itself need not exist before (only a kind it creates can be).
+        kinds = tuple(kind_prefix(t) for t in {type(o) for o in objs})
+        if any(k.startswith(kinds) for k in refs):
             for o in objs:
                 refs.pop(object_key(type(o), o.metadata.namespace, o.name), None)
         return [st.Compare(k, "create", ">", 0) for k in refs]
@@ -355,12 +365,18 @@ class Registry:
     def _prepare_creates(self, objs: Sequence[R], now: datetime) -> builtins.list[R]:
         out: list[R] = []
         seen: set[tuple[str, str, str]] = set()
-        for o in objs:
+        # The batch's generated-name suffixes and uids, drawn at once (one lock, one urandom).
+        suffixes = iter(serial_suffixes(sum(1 for o in objs if not o.metadata.name)))
+        uids = uuid4_strs(len(objs))
+        for o, uid in zip(objs, uids, strict=True):
             # A copy of the object, its metadata and status (the caller's are not touched), with
             # the identity the server assigns and status.lastUpdate: each copied once, with its
             # new fields (what _copy_for_write, ensure_identity and _stamp do, in fewer calls).
             md0 = o.metadata
-            md = shallow_copy(md0, {**identity(md0, now), "resource_version": None, "generation": 1})
+            fill = identity(md0, now, None if md0.name else next(suffixes), uid)
+            fill["resource_version"] = None
+            fill["generation"] = 1
+            md = shallow_copy(md0, fill)
             assign: dict[str, Any] = {"metadata": md}
             status = getattr(o, "status", None)
             if isinstance(status, BaseModel):
@@ -444,12 +460,8 @@ class Registry:
             check(self, created, [(o, n) for (o, _), n in zip(updates, updated, strict=True)])
         compares: list[st.Compare] = []
         ops: list[st.Op] = []
-        Put, Compare = st.Put, st.Compare
-        for o in created:
-            key = object_key(type(o), o.metadata.namespace, o.name)
-            compares.append(Compare(key, "create", "==", 0))  # absent
-            ops.append(Put(key, o.to_json(), lease))
-            ops.extend([Put(k, b"", lease) for k in index_keys(o)])
+        if created:
+            self._create_ops(created, lease, compares, ops)
         compares += self._admission(created)
         finalized: set[int] = set()
         for (old, _), n in zip(updates, updated, strict=True):
@@ -495,6 +507,36 @@ class Registry:
             for o in (*created, *updated):
                 set_field(o.metadata, "resource_version", rv)
         return created, [u for u in updated if id(u) not in finalized]
+
+    @staticmethod
+    def _create_ops(created: Sequence[Resource], lease: int, compares: builtins.list[st.Compare],
+                    ops: builtins.list[st.Op]) -> None:
+        """The compares and puts that create ``created``: per object an "absent" compare and a
+        put of its JSON, then its index keys (as ``index_keys`` writes them), grouped by index
+        value: each value is quoted once per batch, not once per object (a bulk create repeats
+        a handful of states, apps and labels), and the keys come out in key order when the
+        names do (generated ones do), which the store's sort of the entries then finds done."""
+        Put, Compare = st.Put, st.Compare
+        groups: dict[tuple[str, str], dict[tuple[str, str], builtins.list[str]]] = {}
+        for o in created:
+            md = o.metadata
+            ns, name, plural = md.namespace, md.name or "", o.PLURAL
+            key = f"{REGISTRY}{plural}/{ns}/{name}"
+            compares.append(Compare(key, "create", "==", 0))  # absent
+            ops.append(Put(key, o.to_json(), lease))
+            g = groups.get((plural, ns))
+            if g is None:
+                g = groups[(plural, ns)] = {}
+            for e in o.index_entries():
+                names = g.get(e)
+                if names is None:
+                    g[e] = [name]
+                else:
+                    names.append(name)
+        prefixed = sorted((f"{INDEX}{plural}/{i}/{ns}/{q(v)}/", names)
+                          for (plural, ns), g in groups.items() for (i, v), names in g.items())
+        for prefix, names in prefixed:
+            ops.extend([Put(prefix + n, b"", lease) for n in names])
 
     def _explain_failure(self, created: Sequence[Resource], pairs: Sequence[tuple[Resource, Resource]]) -> None:
         if created:

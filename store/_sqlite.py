@@ -220,6 +220,19 @@ def _chunks(seq: Sequence[str], n: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
         yield seq[i : i + n]
 
 
+_JSON_ESCAPED = bytes(range(32)) + b'"\\'  # what JSON escapes in a string (ensure_ascii=False)
+
+
+def _json_strings(names: list[str]) -> str:
+    """``json.dumps(names, ensure_ascii=False)``, joined directly when no name holds a
+    character JSON escapes (index keys are percent-quoted values and object names): the
+    JSON encoder takes ~2.8 µs per job for a bulk create's 5 entries per job, this ~1.6."""
+    flat = "".join(names).encode("utf-8", "surrogatepass")
+    if len(flat.translate(None, _JSON_ESCAPED)) != len(flat):
+        return json.dumps(names, ensure_ascii=False)
+    return '["' + '", "'.join(names) + '"]' if names else "[]"
+
+
 def _compare_holds(c: Compare, st: _State | None, value: bytes | None) -> bool:
     a: int | bytes
     if c.target == "value":
@@ -836,29 +849,42 @@ class SQLiteStore(Store):
         cvalues: dict[int, bytes] = {}
         if any(c.target == "value" for c in compares):
             cvalues = self._values(conn, [state[c.key][0] for c in compares if c.key in state and not state[c.key][4]])
-        ok = all(
-            _compare_holds(c, st := state.get(c.key), (b"" if st[4] else cvalues.get(st[0])) if st else None)
-            for c in compares
-        )
+        ok = True
+        for c in compares:
+            st = state.get(c.key)
+            if st is None and c.value == 0 and c.op == "==" and c.target != "value" and type(c.value) is int:
+                continue  # "absent" (a create's compare): a missing key's revisions are 0
+            if not _compare_holds(c, st, (b"" if st[4] else cvalues.get(st[0])) if st else None):
+                ok = False
+                break
         ops = success if ok else failure
         has_idx = self._has_idx
         # Index entries put by a txn without Gets (a bulk create's) need no state read first:
         # they are inserted as new, and only those that existed are looked at (_put_entries).
         deferred: dict[str, int] = {}  # entry -> lease
+        # The ops the loop below looks at, and their positions (the others are deferred puts).
+        rest: Sequence[Op] = ops
+        slots: list[int] = []
         if has_idx and not any(type(op) is Get for op in ops):
             unknown = []
-            for op in ops:
+            rest = []
+            for i, op in enumerate(ops):
                 key = op.key
-                if key in known:
-                    continue
                 if type(op) is Put and not op.value and key.startswith(INDEX_PREFIX) and _REC not in key:
-                    deferred[key] = op.lease  # type: ignore[attr-defined]
-                else:
+                    deferred[key] = op.lease
+                    continue
+                rest.append(op)
+                slots.append(i)
+                if key not in known:
                     unknown.append(key)
             if deferred:
-                for key in self._valued_entries(conn).intersection(deferred):
+                valued = self._valued_entries(conn).intersection(deferred)
+                for key in valued:
                     del deferred[key]  # in kv now: the general path
                     unknown.append(key)
+                if valued:
+                    slots = [i for i, op in enumerate(ops) if op.key not in deferred]
+                    rest = [ops[i] for i in slots]
         else:
             unknown = [op.key for op in ops if op.key not in known]
         if unknown:
@@ -879,16 +905,11 @@ class SQLiteStore(Store):
         # later Get of this txn
         written: dict[str, tuple[int, int, int, int, bytes | None]] = {}
         pending_gets: list[tuple[int, str, _State]] = []
-        for op in ops:
+        for op in rest:
             t = type(op)
             key = op.key
             if t is Put:
                 assert isinstance(op, Put)
-                if key in deferred:
-                    if op.lease:
-                        leases.add(op.lease)
-                    responses.append(None)
-                    continue
                 st = state.get(key)
                 cr, ver = (rev, 1) if st is None else (st[1], st[2] + 1)
                 lease = op.lease
@@ -939,6 +960,14 @@ class SQLiteStore(Store):
             vals = self._values(conn, [st[0] for _, _, st in pending_gets])
             for i, key, (lid, cr, ver, lease, _) in pending_gets:
                 responses[i] = KeyValue(key, vals[lid], cr, lid >> _SEQ_BITS, ver, lease)
+        if deferred:
+            # The deferred puts' responses (None, as every put's) around the others'.
+            full: list[KeyValue | bool | None] = [None] * len(ops)
+            for i, r in zip(slots, responses, strict=True):
+                full[i] = r
+            responses = full
+            leases.update(deferred.values())
+            leases.discard(0)
         if not log_rows and not idx_recs and not deferred:
             return TxnResult(ok, cur, responses)
         if leases:
@@ -987,18 +1016,21 @@ class SQLiteStore(Store):
     @staticmethod
     def _put_entries(conn: sqlite3.Connection, rev: int, entries: dict[str, int], recs: list[str]) -> None:
         """Put index entries whose state was not read: all are inserted as new in one statement
-        (SQLite parses the names' JSON array and sorts them); when fewer rows went in than
-        were given, the ones that existed are read and updated as re-puts (create revision
-        kept, version + 1). Their events are added to ``recs``."""
-        names = list(entries)
+        (SQLite parses the names' JSON array); when fewer rows went in than were given, the
+        ones that existed are read and updated as re-puts (create revision kept, version + 1).
+        Their events are added to ``recs``."""
+        # In key order, so each insert lands beside the last one. Python's sort, not SQLite's
+        # ORDER BY: the registry hands a bulk create's entries over grouped by index value,
+        # names ascending, i.e. sorted or nearly, which Python's sort sees in one pass (SQLite's
+        # sorter does the whole n log n: 7.5 -> 4.8 µs per job for 5 entries, raw model).
+        names = sorted(entries)
         leased = any(entries.values())
         if leased:
             doc = json.dumps([[k, entries[k]] for k in names], ensure_ascii=False)
-            sql = ("INSERT OR IGNORE INTO idx SELECT value ->> 0, ?1, ?1, 1, value ->> 1"
-                   " FROM json_each(?2) ORDER BY 1")
+            sql = "INSERT OR IGNORE INTO idx SELECT value ->> 0, ?1, ?1, 1, value ->> 1 FROM json_each(?2)"
         else:
-            doc = json.dumps(names, ensure_ascii=False)
-            sql = "INSERT OR IGNORE INTO idx SELECT value, ?1, ?1, 1, 0 FROM json_each(?2) ORDER BY 1"
+            doc = _json_strings(names)
+            sql = "INSERT OR IGNORE INTO idx SELECT value, ?1, ?1, 1, 0 FROM json_each(?2)"
         inserted = conn.execute(sql, (rev, doc)).rowcount
         if inserted == len(names):
             recs.extend(names if not leased else

@@ -51,3 +51,28 @@ def test_a_forked_child_draws_a_stem_of_its_own() -> None:
     assert len(child) == 3 and child == sorted(child)
     assert child[0][:6] != parent[0][:6]  # another stem (equal with odds 1 in 2.2e9)
     assert not set(child) & set(parent)
+
+
+def test_a_batch_of_suffixes_continues_the_sequence_across_a_new_stem() -> None:
+    from apis import _meta
+
+    before = serial_suffix()
+    batch = _meta.serial_suffixes(5)
+    after = serial_suffix()
+    assert [before, *batch, after] == sorted([before, *batch, after]) and len({before, *batch, after}) == 7
+    _meta._serial[1] = _meta._SERIAL_SPAN - 2  # two names left on this stem
+    crossing = _meta.serial_suffixes(4)
+    assert [s[6:] for s in crossing] == ["zzzy", "zzzz", "0000", "0001"]
+    assert crossing[0][:6] == crossing[1][:6] != crossing[2][:6] == crossing[3][:6]
+
+
+def test_batch_uids_are_random_version_4_uuids() -> None:
+    import uuid
+
+    from apis._meta import uuid4_strs
+
+    uids = uuid4_strs(500)
+    assert len(set(uids)) == 500
+    for u in uids:
+        parsed = uuid.UUID(u)
+        assert str(parsed) == u and parsed.version == 4 and parsed.variant == uuid.RFC_4122

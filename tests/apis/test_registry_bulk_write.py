@@ -72,3 +72,29 @@ def test_a_big_write_and_a_big_read_leave_the_collector_alone(reg: Registry, mon
     assert len(list(Job.objects.using(reg).all())) == BIG
     assert states and all(states)
     assert gc.isenabled() and gc.get_threshold() == threshold
+
+
+def test_index_keys_of_a_batch_are_those_of_each_job(reg: Registry) -> None:
+    """The batch path groups index keys by value (each quoted once): the keys written are
+    still exactly ``index_keys`` of each job, names given out of order and values that need
+    quoting included."""
+    from apis._registry import index_keys
+
+    jobs = [Job(name=f"j{n}", app_id="hello", workdir=f"w/{i % 3}", tags={"example.com/x": f"v.{i % 2}", "run": str(i)})
+            for i, n in enumerate([5, 1, 9, 3, 7, 2])]
+    created = Job.objects.using(reg).bulk_create(jobs)
+    want = set().union(*(index_keys(j) for j in created))
+    got = {kv.key for kv in reg.store.range("/index/jobs/", keys_only=True).kvs}
+    assert got == want
+    assert Job.objects.using(reg).filter(selector="example.com/x=v.1").count() == 3
+
+
+def test_jobs_with_other_references_each_get_their_compares(reg: Registry) -> None:
+    """References are asked once per distinct references_key: jobs of one batch that name
+    another parent or a missing app are still each checked."""
+    a, b = Job.objects.using(reg).bulk_create(_jobs(2))
+    created = Job.objects.using(reg).bulk_create([*_jobs(2, parents=[a.id]), *_jobs(2, parents=[b.id])])
+    assert len(created) == 4
+    with pytest.raises(Invalid, match='spec.parents: Not found: "gone"'):
+        Job.objects.using(reg).bulk_create([*_jobs(2, parents=[a.id]), *_jobs(1, parents=["gone"])])
+    assert Job.objects.using(reg).count() == 6

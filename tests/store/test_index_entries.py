@@ -139,3 +139,17 @@ def test_entries_put_again_by_a_txn_without_gets_keep_their_create_revision(stor
     a = store.get(ix + "a")
     assert a is not None and (a.create_revision, a.mod_revision, a.version, a.lease) == (r1, r2, 2, lease)
     assert [kv.key for kv in store.range(ix).kvs] == [ix + "a", ix + "b", ix + "c", ix + "ü/ß"]
+
+
+def test_entries_written_out_of_order_with_characters_json_escapes(store: Store, ix: str) -> None:
+    """A txn's entries are sorted by the store and handed to SQLite as one JSON array: names
+    given in any order, and names holding quotes, backslashes, control characters or
+    non-ASCII text, all read back as written, in key order."""
+    odd = ["z", 'q"uote', "back\\slash", "tab\there", "nul\x00", "é\u2028", "a"]
+    rev = store.txn([], [Put(ix + "odd/" + n, b"") for n in odd]).revision
+    res = store.range(ix + "odd/")
+    assert [kv.key for kv in res.kvs] == sorted(ix + "odd/" + n for n in odd)
+    assert {(kv.create_revision, kv.mod_revision, kv.version) for kv in res.kvs} == {(rev, rev, 1)}
+    plain = [f"{i:03d}" for i in range(50, 0, -1)]
+    store.txn([], [Put(ix + "plain/" + n, b"") for n in plain])
+    assert [kv.key for kv in store.range(ix + "plain/", keys_only=True).kvs] == sorted(ix + "plain/" + n for n in plain)
