@@ -210,7 +210,10 @@ def encode_stored(obj: BaseModel) -> bytes:
     md = tree.get("metadata")
     if md is not None:
         md.pop("resourceVersion", None)
-    return _TO_JSON(tree, by_alias=True, exclude_none=True, exclude_defaults=True)
+    try:
+        return orjson.dumps(tree, option=_ORJSON_OPTIONS)  # as store_json: ~1/10 of pydantic's time
+    except TypeError:
+        return _TO_JSON(tree, by_alias=True, exclude_none=True, exclude_defaults=True)
 
 
 def decode(kind: type[M], kv: st.KeyValue) -> M:

@@ -116,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         registry = _open_registry(resolve_store_url(args.store, args.site), supervisor)
         if registry is None:
             return 0
+        if hasattr(registry.store, "wake_own_writes"):
+            # SQLite: our own job writes need not wake our watches (they follow what others
+            # bind to us); one poller wake-up and catch-up fewer per agent commit.
+            setattr(registry.store, "wake_own_writes", False)  # noqa: B010 - not on every Store
         agent = NodeAgent(
             registry, name=args.name, cpus=args.cpus, gpus=args.gpus, hostname=args.hostname,
             batch_job=args.batch_job, site_config=site, lease_ttl=args.lease_ttl, kill_grace=args.kill_grace,

@@ -1,7 +1,9 @@
 """The status writer: every job transition that became ready, in one compare-and-swap write.
 
 Each loop turn ends with :meth:`StatusWriter.flush`: every run with unwritten steps goes out in
-ONE ``Registry.update_many`` transaction (CAS on each job; one per :data:`CHUNK` jobs). Under
+ONE transaction of status patches (``Registry.write_status_patches``: CAS on each job; one per
+:data:`CHUNK` jobs; the job as last read or written plus the steps' status fields, no copy,
+decode or validation of the whole job). Under
 load, work piles up while a turn runs, so batches grow by themselves; idle, a single exit is
 written at once. Results (urgent) go out within :data:`BATCH_WINDOW` of the previous job write.
 A ``→ RUNNING`` with nothing after it is written only once it is :data:`START_DELAY` old, each
@@ -20,9 +22,21 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from apis import Conflict, Job, JobState, NotFound, Registry, StoreUnavailable, transition
+from apis import (
+    TRANSITIONS,
+    Conflict,
+    HistoryEvent,
+    Job,
+    JobState,
+    NotFound,
+    Registry,
+    StoreUnavailable,
+    transition,
+)
+from apis._lifecycle import HISTORY_CAP
+from apis._states import check_transition
 
 from ._run import Run, copy_job
 
@@ -59,6 +73,43 @@ def apply_steps(run: Run, base: Job) -> Job:
                 new.status.exception = step.result.get("exception")
                 new.status.exception_data = step.result.get("exceptionData")
     return new
+
+
+def status_patch(run: Run, base: Job) -> dict[str, Any]:
+    """The status fields :func:`apply_steps` would change, as a patch of ``base``'s status
+    (for ``Registry.write_status_patches``: the job is not copied, decoded or validated again,
+    only the status is shallow-copied and the object encoded once). The same moves, checks
+    and history entries as :func:`~apis.transition`, each step at its own time."""
+    st = base.status
+    state = st.state
+    history = list(st.history)
+    f: dict[str, Any] = {}
+    for step in run.steps:
+        to = step.to
+        if to not in TRANSITIONS[state]:
+            check_transition(state, to)  # raises IllegalTransition, as transition() does
+        history.append(HistoryEvent(from_state=state, to_state=to, time=step.at, message=step.message))  # type: ignore[call-arg]  # alias 'from'/'to'
+        state = to
+        f["message"] = step.message
+        if to is S.RUNNING:
+            f["start_time"] = step.at
+            f["attempts"] = f.get("attempts", st.attempts) + 1
+            f["return_code"] = f["output_tail"] = f["result"] = f["exception"] = f["exception_data"] = None
+        elif to in _FINAL:
+            f["end_time"] = step.at
+            f["return_code"] = step.return_code
+            f["output_tail"] = step.output_tail
+            if step.result is not None:
+                f["result"] = step.result.get("result")
+                f["exception"] = step.result.get("exception")
+                f["exception_data"] = step.result.get("exceptionData")
+        elif to is S.RESTART_READY:
+            f["placement"] = None
+    if len(history) > HISTORY_CAP:
+        del history[: len(history) - HISTORY_CAP]
+    f["state"] = state
+    f["history"] = history
+    return f
 
 
 class StatusWriter:
@@ -138,9 +189,10 @@ class StatusWriter:
             runs = [r for r in runs if self.dirty.get(r.name) is r and r.steps]
             if not runs:
                 return True
-            pairs = [(r.snapshot, apply_steps(r, r.snapshot)) for r in runs]
+            patches = [(r.snapshot, status_patch(r, r.snapshot)) for r in runs]
+            written: list[Job] = []
             try:
-                written = self.registry.update_many(pairs)
+                self.registry.write_status_patches(patches, written=written)
             except (Conflict, NotFound):
                 self.stats["conflicts"] += 1
                 try:

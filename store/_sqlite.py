@@ -343,6 +343,11 @@ class SQLiteStore(Store):
         if not os.path.isdir(parent):
             raise Unavailable(f"cannot open SQLite store {self.path}: directory {parent} does not exist")
         self._poll_interval = poll_interval
+        # Whether this process's own commits wake its watchers at once. A node agent sets it
+        # False: its watches (the jobs bound to it, Apps, its BatchJob) never need its own job
+        # writes soon, so its poller catches them up with the next other writer's wake-up (or
+        # the WAKE_FALLBACK poll) instead of once per agent commit (issue 19, fifth round).
+        self.wake_own_writes = True
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
@@ -568,7 +573,7 @@ class SQLiteStore(Store):
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
                 raise Unavailable(f"SQLite store {self.path}: commit failed: {e}") from e
-        if self._watches:
+        if self._watches and self.wake_own_writes:
             self._poke()
         self._notifier.notify()
 

@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 from apis import App, BatchJob, Job, Site
-from apis._codec import store_json
+from apis._codec import encode_stored, store_json
 from apis._kinds import (
     Condition,
     HistoryEvent,
@@ -127,6 +127,17 @@ def test_same_bytes_as_pydantic(obj: Resource) -> None:
         return  # pydantic writes infinity as null, which it does not read back (either way)
     again = type(obj).model_validate_json(obj.to_json())
     assert again.to_json() == obj.to_json()
+
+
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")
+@pytest.mark.parametrize("obj", [*_jobs(), *_others()],
+                         ids=lambda o: f"{o.KIND}-{o.metadata.generate_name or o.metadata.name or ''}")
+def test_the_patch_path_stores_the_same_bytes_without_the_resource_version(obj: Resource) -> None:
+    # encode_stored (Registry.write_status_patches) writes through orjson as to_json does
+    versioned = obj.model_copy(update={"metadata": obj.metadata.model_copy(update={"resource_version": "42"})})
+    assert b"42" in versioned.to_json()
+    assert encode_stored(versioned) == obj.model_copy(
+        update={"metadata": obj.metadata.model_copy(update={"resource_version": None})}).to_json()
 
 
 def test_the_fast_path_is_taken_for_every_kind() -> None:

@@ -12,9 +12,12 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from apis import Job, JobState, Registry, utcnow
+import orjson
+
+from apis import Job, JobState, Registry, transition, utcnow
+from apis._registry import object_key
 from nodeagent._run import Run, Step
-from nodeagent._status import StatusWriter
+from nodeagent._status import StatusWriter, apply_steps
 
 from .conftest import bind, make_app, make_jobs
 
@@ -97,3 +100,82 @@ def test_a_stopping_agent_writes_every_start_at_once(registry: Registry) -> None
 
     assert registry.get(Job, run.name).status.state is S.RUNNING
     assert not w.dirty
+
+
+def _stored(registry: Registry, job: Job) -> dict[str, Any]:
+    """The stored document of ``job`` with the write's own stamps taken out."""
+    doc = orjson.loads(registry.store.get(object_key(Job, job.metadata.namespace, job.name)).value)  # type: ignore[union-attr]
+    doc["status"].pop("lastUpdate", None)
+    doc["metadata"].pop("resourceVersion", None)
+    return doc
+
+
+def _index_keys(registry: Registry) -> list[str]:
+    return sorted(kv.key for kv in registry.store.range("/index/jobs/", keys_only=True).kvs if "/workdir/" not in kv.key)
+
+
+def test_the_status_patch_stores_what_a_whole_job_update_stored(registry: Registry) -> None:
+    # Two runs through the same steps: one written as a status patch (the writer), the
+    # other with the whole-job path it replaced (apply_steps + update_many). Same documents
+    # and the same index keys (the boundnode entry gone with JOB_FINISHED), every step in history.
+    a, b = _runs(registry, 2)
+    t0 = utcnow() - timedelta(seconds=3)
+    steps = [Step(S.RUNNING, "started on n1", at=t0), Step(S.RUN_DONE, "exited with code 0", 0, "out\n",
+                                                            at=t0 + timedelta(seconds=1)),
+             *(Step(to, "no postprocess", at=t0 + timedelta(seconds=2)) for to in (S.POSTPROCESSED, S.STAGED_OUT,
+                                                                                    S.JOB_FINISHED))]
+    w, _ = _writer(registry, start_delay=0.0)
+    a.steps += steps
+    a.finished = True
+    w.mark(a, urgent=True)
+    assert w.flush(stopping=False, retry_at=0.0, others_running=False)
+    b.steps += steps
+    registry.update_many([(b.snapshot, apply_steps(b, b.snapshot))])
+
+    da, db = _stored(registry, registry.get(Job, a.name)), _stored(registry, registry.get(Job, b.name))
+    da["metadata"].pop("name"), db["metadata"].pop("name")
+    da["metadata"].pop("uid"), db["metadata"].pop("uid")
+    da["spec"].pop("workdir"), db["spec"].pop("workdir")
+    ha, hb = da["status"].pop("history"), db["status"].pop("history")  # the binds' own steps: their times differ
+    assert ha[-5:] == hb[-5:] and len(ha) == len(hb) == len(a.snapshot.status.history)
+    assert [h["to"] for h in ha[-5:]] == ["RUNNING", "RUN_DONE", "POSTPROCESSED", "STAGED_OUT", "JOB_FINISHED"]
+    assert da == db
+    assert da["status"]["attempts"] == 1 and da["status"]["returnCode"] == 0 and da["status"]["outputTail"] == "out\n"
+    keys = _index_keys(registry)
+    assert [k.replace(f"/{a.name}", "/X") for k in keys if k.endswith(f"/{a.name}")] == \
+        [k.replace(f"/{b.name}", "/X") for k in keys if k.endswith(f"/{b.name}")]
+    assert not any("/boundnode/" in k for k in keys)
+    # the run's snapshot is the job as written: its resourceVersion is the next CAS base
+    assert a.snapshot.metadata.resource_version == registry.get(Job, a.name).metadata.resource_version
+    assert a.snapshot.status.state is S.JOB_FINISHED
+
+
+def test_a_status_patch_never_overwrites_a_job_moved_meanwhile(registry: Registry) -> None:
+    (run,) = _runs(registry, 1)
+    moved = registry.get(Job, run.name)
+    user = moved.model_copy(deep=True)
+    transition(user, S.FAILED, "failed by a user", by_user=True)
+    registry.update_many([(moved, user)])
+
+    class _Source:
+        def __init__(self) -> None:
+            self.observed: list[tuple[str, Job | None]] = []
+
+        def read(self, names: list[str]) -> list[tuple[str, Job | None]]:
+            return list(zip(names, registry.get_many(Job, names), strict=True))
+
+        def observe(self, name: str, job: Job | None, *, stopping: bool) -> None:
+            self.observed.append((name, job))
+            w.forget(run)  # what the job source does for a job moved away: cancel, drop the result
+
+    w, sup = _writer(registry, start_delay=0.0)
+    src = _Source()
+    w.source = src  # type: ignore[assignment]
+    run.steps += [Step(S.RUNNING, "started on n1"), Step(S.RUN_DONE, "exited with code 0", 0)]
+    w.mark(run, urgent=True)
+
+    assert w.flush(stopping=False, retry_at=0.0, others_running=False)
+
+    assert w.stats["conflicts"] == 1 and w.stats["job_writes"] == 0
+    assert [n for n, _ in src.observed] == [run.name]
+    assert registry.get(Job, run.name).status.state is S.FAILED

@@ -95,3 +95,23 @@ def test_a_listener_made_right_after_a_writers_listing_is_woken_too(tmp_path: Pa
     finally:
         first.close()
         notifier.close()
+
+
+def test_a_store_not_woken_by_its_own_writes_still_delivers_them_in_order(tmp_path: Path) -> None:
+    # The node agent's setting: its own commits do not poke its poller; they are caught up
+    # with the next other writer's wake-up or the fallback poll, in revision order.
+    url = f"sqlite://{tmp_path}/s.db"
+    store, other = open_store(url), open_store(url)
+    try:
+        store.wake_own_writes = False  # type: ignore[attr-defined]
+        w = store.watch("/k/")
+        store.put("/k/own-1", b"1")
+        other.put("/k/other", b"2")
+        store.put("/k/own-2", b"3")
+        events: list = []
+        poll_until(lambda: bool(events.extend(w.poll(1))) or len(events) >= 3, 60, "all three writes")
+        assert [e.kv.key for e in events] == ["/k/own-1", "/k/other", "/k/own-2"]
+        assert [e.kv.mod_revision for e in events] == sorted(e.kv.mod_revision for e in events)
+    finally:
+        other.close()
+        store.close()
