@@ -119,13 +119,21 @@ def _seen_up_to(jobs: JobInformer, rev: int) -> None:
     poll_until(lambda: jobs.revision >= rev, 60, f"the informer to reach revision {rev}")
 
 
-def test_a_held_write_whose_event_comes_first_is_handed_out_as_written(registry: Registry, cache: Any) -> None:
-    jobs, seen = cache
+def _held_write(registry: Registry, jobs: JobInformer, holds: int = 1) -> tuple[Job, Job]:
+    """The cached ``j`` and the stored result of a status write to it made under ``holds``
+    holds (the writer's side of hold/release): (cached, written)."""
     cached = _cached(jobs)
     new = cached.status_copy()
     new.status.message = "bound"
-    jobs.hold(["j"])
+    for _ in range(holds):
+        jobs.hold(["j"])
     _, (written,) = registry.write([], [(cached, new)])
+    return cached, written
+
+
+def test_a_held_write_whose_event_comes_first_is_handed_out_as_written(registry: Registry, cache: Any) -> None:
+    jobs, seen = cache
+    cached, written = _held_write(registry, jobs)
     _seen_up_to(jobs, int(written.metadata.resource_version or 0))  # the event came before the announcement
     assert jobs.get("j") is cached and all(n is not written for _, _, n in seen)
     jobs.expect([written])
@@ -150,12 +158,7 @@ def test_another_writers_event_under_a_hold_is_decoded_at_the_release(registry: 
 
 def test_a_delete_under_a_hold_waits_for_the_release_and_keeps_its_order(registry: Registry, cache: Any) -> None:
     jobs, seen = cache
-    cached = _cached(jobs)
-    new = cached.status_copy()
-    new.status.message = "bound"
-    jobs.hold(["j"])
-    jobs.hold(["j"])  # two writes in flight: the first release does not let the events go
-    _, (written,) = registry.write([], [(cached, new)])
+    cached, written = _held_write(registry, jobs, holds=2)  # two writes in flight: the first release does not let the events go
     registry.delete(Job, "j")
     _seen_up_to(jobs, int(written.metadata.resource_version or 0) + 1)
     jobs.expect([written])
@@ -174,11 +177,7 @@ def test_a_released_write_overtaken_by_the_jobs_end_does_not_bring_it_back(
     the job evicted, before the writer's older event is stored. The older event must not put
     the job back: placement would hold its room forever (a bench chain stalled on it)."""
     jobs, seen = cache
-    cached = _cached(jobs)
-    new = cached.status_copy()
-    new.status.message = "bound"
-    jobs.hold(["j"])
-    _, (written,) = registry.write([], [(cached, new)])
+    cached, written = _held_write(registry, jobs)
     rv = int(written.metadata.resource_version or 0)
     _seen_up_to(jobs, rv)  # parked
     decode = jobs._decode
