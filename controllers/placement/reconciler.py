@@ -170,6 +170,13 @@ class PlacementReconciler:
         #: Given, placement releases jobs whose steps up to PREPROCESSED are no-ops (the
         #: dependency reconciler must then be built with ``placement_binds_ready``).
         self.hooks = hooks
+        self.bindings_written = 0
+        self._new_term()
+
+    def _new_term(self) -> None:
+        """Everything placement knows comes from one term's informers: a controller manager
+        that lost its lease and leads again registers the same reconciler on new informers,
+        which list afresh, so nothing assumed, queued or remembered from the old term stays."""
         self._apps: Informer[App] | None = None
         self._jobs: Informer[Job] | None = None
         self.packer = Packer()
@@ -197,9 +204,9 @@ class PlacementReconciler:
         self._waiting_words_sent: dict[str, tuple[str, str]] = {}
         self._waits: list[StatusPatch] = []
         self._words: dict[tuple[str, bool], tuple[str, str]] = {}  # (engine's why, held) -> (reason, message)
-        self.bindings_written = 0
 
     def register(self, informers: dict[str, Informer[Any]], enqueue: Callable[[Request], None]) -> None:
+        self._new_term()
         jobs: Informer[Job] = informers["Job"]
         ns = jobs.namespace
         releases = self.hooks is not None

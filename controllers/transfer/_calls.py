@@ -49,6 +49,7 @@ class _PollState:
 
 class ProviderCalls:
     def __init__(self, workers: int = 2) -> None:
+        self._workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="transfer-call")
         self._lock = threading.Lock()
         self._outcomes: dict[str, dict[Hashable, Outcome]] = {}  # task name -> key -> outcome
@@ -145,4 +146,13 @@ class ProviderCalls:
             self._wake(name)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """End a term: queued calls are cancelled, running ones finish on their own. The
+        reconciler that owns this may lead again (a controller manager that lost its lease
+        and won it back reuses reconcilers it was given): the next term gets a fresh pool,
+        and calls and polls cancelled here count as not started, so they are made again."""
+        with self._lock:
+            pool = self._pool
+            self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="transfer-call")
+            self._running.clear()
+            self._polls.clear()
+        pool.shutdown(wait=False, cancel_futures=True)

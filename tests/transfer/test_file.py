@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 from apis import JobState, get_condition
+from tests._deadline import DEADLINE
+from tests._support import poll_until
 
 from .conftest import make_app, make_jobs, make_site, tasks, wait_states
 
@@ -142,3 +144,22 @@ def test_a_stage_in_destination_that_is_a_symlink_is_not_written_through(registr
     (bad,) = wait_states(registry, ["j0"], {JobState.PREPROCESSED, JobState.FAILED})
     assert bad.status.state is JobState.FAILED and "symbolic link" in bad.status.message
     assert victim.read_text() == "precious"
+
+
+def test_transfers_run_again_after_the_manager_loses_its_lease_and_leads_again(registry, site, remote, manager):
+    """A manager given its reconcilers reuses them in its next term: the transfer reconciler's
+    provider calls ended with the lost term must start again in the new one (a loaded CI box
+    lost a test manager's 2 s lease, and every later stage-in failed "after shutdown")."""
+    make_site(registry, site)
+    make_app(registry)
+    for i in range(2):
+        (remote / f"in{i}.dat").write_text(f"input {i}\n")
+    mgr = manager(window=0.05, max_wait=5.0)
+    make_jobs(registry, 1, lambda i: {"inp": f"local:{remote}/in0.dat"}, prefix="before")
+    wait_states(registry, ["before0"], DONE_IN)
+    first = mgr.elector.lease_id
+    registry.store.lease_revoke(first)  # the store expired it during a pause
+    poll_until(lambda: mgr.terms >= 2 and mgr.leading.is_set(), DEADLINE, "the manager to lead again")
+    make_jobs(registry, 1, lambda i: {"inp": f"local:{remote}/in1.dat"}, prefix="after")
+    (after,) = wait_states(registry, ["after0"], DONE_IN)
+    assert (site.data_path / "w" / "after0" / "in.dat").read_text() == "input 1\n"
