@@ -61,13 +61,18 @@ def test_concurrent_jobs_on_one_node_get_disjoint_gpus(cluster: Cluster):
 def test_diamond_dag_runs_in_dependency_order(any_cluster: Cluster):
     c = any_cluster
     c.app("timed", TIMED, parameters=SECS)
+    # The siblings wait (at most 60 s) until both have started (with top: 3 starts in dag/), so
+    # "they ran at once" does not hang on the machine's pace: two 0.2 s runs missed each other
+    # on a loaded box.
+    c.app("gated", GATED, parameters={"n": {"required": True}})
     c.agent("d0", cpus=4)
     c.controller()
     spec = {"app": "timed", "parameters": {"secs": "0.2"}, "resources": {"nodePackingCount": 4}}
+    sibling = {**spec, "app": "gated", "parameters": {"n": "3"}, "parents": ["top"]}
     c.registry.create_many([
         Job(metadata={"name": "top"}, spec={**spec, "workdir": "dag/top"}),
-        Job(metadata={"name": "left"}, spec={**spec, "workdir": "dag/left", "parents": ["top"]}),
-        Job(metadata={"name": "right"}, spec={**spec, "workdir": "dag/right", "parents": ["top"]}),
+        Job(metadata={"name": "left"}, spec={**sibling, "workdir": "dag/left"}),
+        Job(metadata={"name": "right"}, spec={**sibling, "workdir": "dag/right"}),
         Job(metadata={"name": "bottom"}, spec={**spec, "workdir": "dag/bottom", "parents": ["left", "right"]}),
     ])
     done = {j.name: j for j in c.wait_all(["top", "left", "right", "bottom"])}
