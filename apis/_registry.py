@@ -66,7 +66,7 @@ def kind_prefix(kind: type[Resource], namespace: str | None = None) -> str:
 
 @functools.lru_cache(maxsize=65536)
 def index_prefix(kind: type[Resource], index: str, namespace: str, value: str | None = None) -> str:
-    base = f"{INDEX}{kind.PLURAL}/{index}/{namespace}/"
+    base = _index_bases(kind.PLURAL, namespace)[index]
     return base if value is None else f"{base}{q(value)}/"
 
 
@@ -90,38 +90,38 @@ def index_entries(obj: Resource) -> set[tuple[str, str]]:
     return obj.index_entries()
 
 
+class _IndexBases(dict[str, str]):
+    """``index -> /index/<plural>/<index>/<namespace>/`` of one kind and namespace, each made
+    the first time it is asked for: the one place an index key's shape is spelled."""
+
+    def __init__(self, plural: str, namespace: str) -> None:
+        super().__init__()
+        self.plural, self.namespace = plural, namespace
+
+    def __missing__(self, index: str) -> str:
+        base = self[index] = f"{INDEX}{self.plural}/{index}/{self.namespace}/"
+        return base
+
+
 @functools.lru_cache(maxsize=1024)
-def _index_bases(plural: str, namespace: str) -> dict[str, str]:
-    """``index -> /index/<plural>/<index>/<namespace>/``, filled as indexes are met."""
-    return {}
+def _index_bases(plural: str, namespace: str) -> _IndexBases:
+    return _IndexBases(plural, namespace)
 
 
 def index_keys(obj: Resource) -> set[str]:
     md = obj.metadata
-    ns, name = md.namespace, md.name or ""
-    bases = _index_bases(obj.PLURAL, ns)
-    out = set()
-    for i, v in index_entries(obj):
-        base = bases.get(i)
-        if base is None:
-            base = bases[i] = f"{INDEX}{obj.PLURAL}/{i}/{ns}/"
-        out.add(f"{base}{q(v)}/{name}")
-    return out
+    name = md.name or ""
+    bases = _index_bases(obj.PLURAL, md.namespace)
+    return {f"{bases[i]}{q(v)}/{name}" for i, v in index_entries(obj)}
 
 
 def _keys_of(obj: Resource, entries: Iterable[tuple[str, str]]) -> list[str]:
     """The index keys of ``entries`` (a subset of ``obj``'s index entries), as ``index_keys``
     writes them."""
     md = obj.metadata
-    ns, name = md.namespace, md.name or ""
-    bases = _index_bases(obj.PLURAL, ns)
-    out = []
-    for i, v in entries:
-        base = bases.get(i)
-        if base is None:
-            base = bases[i] = f"{INDEX}{obj.PLURAL}/{i}/{ns}/"
-        out.append(f"{base}{q(v)}/{name}")
-    return out
+    name = md.name or ""
+    bases = _index_bases(obj.PLURAL, md.namespace)
+    return [f"{bases[i]}{q(v)}/{name}" for i, v in entries]
 
 
 def name_from_index_key(key: str) -> str:
@@ -533,7 +533,7 @@ class Registry:
                     g[e] = [name]
                 else:
                     names.append(name)
-        prefixed = sorted((f"{INDEX}{plural}/{i}/{ns}/{q(v)}/", names)
+        prefixed = sorted((f"{_index_bases(plural, ns)[i]}{q(v)}/", names)
                           for (plural, ns), g in groups.items() for (i, v), names in g.items())
         for prefix, names in prefixed:
             ops.extend([Put(prefix + n, b"", lease) for n in names])
