@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import store as st
@@ -146,3 +147,9 @@ def job_state(jobs: Informer[Any], name: str) -> JobState | None:
         return jobs.state_of(name)
     job = jobs.get(name)
     return None if job is None else job.status.state  # type: ignore[no-any-return]
+
+
+def jobs_of_app(jobs: Informer[Any], app: str, states: Iterable[JobState]) -> list[Job]:
+    """The cached jobs in ``states`` that run ``app`` (an App that changes may change what
+    their next steps are)."""
+    return [j for s in states for j in jobs.by_index("state", s.value) if j.spec.app == app]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from apis import App, Job, JobState, no_op_steps, step_work, transfer_slots, transition
+from apis import App, Job, JobState, no_op_steps, remove_condition, step_work, transfer_slots, transition
 from apis._codec import shallow_copy
 from apis._meta import set_field
 from apis._states import PRE_READY, release_steps
@@ -23,7 +23,7 @@ from apis._states import PRE_READY, release_steps
 from .hooks import HookRunner
 
 __all__ = ["collapse_from_postprocessed", "collapse_from_ready", "collapsed_fields", "steps_to_preprocessed",
-           "transfer_slots"]
+           "take_release_steps", "transfer_slots"]
 
 #: Conditions of a job that waits for its parents, gone once it is released.
 PARENT_CONDITIONS = ("Waiting", "ParentFailed", "ParentMissing")
@@ -79,6 +79,16 @@ def steps_to_preprocessed(job: Job, app: App | None, hooks: HookRunner,
     if not rest or rest[-1][0] is not JobState.PREPROCESSED:
         return None
     return release_steps(state, bool(parents)) + rest
+
+
+def take_release_steps(job: Job, steps: list[tuple[JobState, str]], now: datetime) -> None:
+    """Take ``steps`` (a release: :func:`apis._states.release_steps`, or all of
+    :func:`steps_to_preprocessed`) on ``job`` in place, and drop the conditions of a job that
+    waited for its parents."""
+    for state, msg in steps:
+        transition(job, state, msg, now=now)
+    for t in PARENT_CONDITIONS:
+        remove_condition(job.status.conditions, t)
 
 
 def collapsed_fields(job: Job, steps: list[tuple[JobState, str]], now: datetime, by: str) -> dict[str, Any]:

@@ -28,8 +28,8 @@ from apis._states import TERMINAL, release_steps
 
 from ._controller import Context, Request, Result
 from ._informer import Informer
-from ._jobcache import job_state
-from ._steps import collapse_from_ready, steps_to_preprocessed
+from ._jobcache import job_state, jobs_of_app
+from ._steps import collapse_from_ready, steps_to_preprocessed, take_release_steps
 from .hooks import HookRunner
 
 WAITING = (JobState.CREATED, JobState.AWAITING_PARENTS)
@@ -83,11 +83,8 @@ class DependencyReconciler:
             # to release (a new App changes nothing: its jobs were ours while it was missing).
             if typ == "ADDED" or (old is not None and new is not None and old.spec == new.spec):
                 return
-            name = (new or old).name  # type: ignore[union-attr]
-            for state in WAITING:
-                for j in jobs.by_index("state", state.value):
-                    if j.spec.app == name:
-                        enqueue(Request(j.name, j.namespace))
+            for j in jobs_of_app(jobs, (new or old).name, WAITING):  # type: ignore[union-attr]
+                enqueue(Request(j.name, j.namespace))
 
         jobs.add_handler(on_job)  # type: ignore[arg-type]
         if self.placement_binds_ready:
@@ -138,11 +135,7 @@ class DependencyReconciler:
             apps: Informer[App] = ctx.caches["App"]
             if self._placements(job, apps, jobs):
                 return None  # placement releases it in the write that binds it
-            for state, step_msg in release_steps(new.status.state, bool(job.spec.parents)):
-                transition(new, state, step_msg, now=now)
-            remove_condition(new.status.conditions, "ParentFailed")
-            remove_condition(new.status.conditions, "ParentMissing")
-            remove_condition(new.status.conditions, "Waiting")
+            take_release_steps(new, release_steps(new.status.state, bool(job.spec.parents)), now)
             collapse_from_ready(new, apps.get(job.spec.app), self.hooks, now)
         else:
             if new.status.state is JobState.CREATED:

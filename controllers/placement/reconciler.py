@@ -65,8 +65,8 @@ from apis._states import PRE_READY, TERMINAL
 
 from .._controller import Context, Request, Result
 from .._informer import Informer
-from .._jobcache import job_state
-from .._steps import PARENT_CONDITIONS, collapsed_fields, steps_to_preprocessed
+from .._jobcache import job_state, jobs_of_app
+from .._steps import PARENT_CONDITIONS, collapsed_fields, steps_to_preprocessed, take_release_steps
 from ..hooks import HookRunner
 from .packing import (
     Decision,
@@ -254,8 +254,7 @@ class PlacementReconciler:
             # at registration: the first pass is a full one and looks at every job.)
             if not replayed or (old is not None and new is not None and old.spec == new.spec):
                 return
-            name = (new or old).name  # type: ignore[union-attr]
-            marked = [j.name for s in PRE_READY for j in jobs.by_index("state", s.value) if j.spec.app == name]
+            marked = [j.name for j in jobs_of_app(jobs, (new or old).name, PRE_READY)]  # type: ignore[union-attr]
             if marked:
                 self.queue.mark(*marked)
                 enqueue(Request(KEY, ns))
@@ -606,9 +605,7 @@ class PlacementReconciler:
         if not ok:
             # not (or no longer) waiting for placement: wants_placement() is False (and it is
             # not a job placement releases)
-            self.queue.entries.pop(name, None)
-            self._unschedulable.pop(name, None)
-            self._forget_waiting(name)
+            self._drop(name)
             return
         assert job is not None and st is not None
         md = job.metadata
@@ -631,10 +628,7 @@ class PlacementReconciler:
             if steps is None:
                 self._drop(job.name)
                 return
-            for state, msg in steps:
-                transition(new, state, msg, now=now)
-            for t in PARENT_CONDITIONS:
-                remove_condition(new.status.conditions, t)
+            take_release_steps(new, steps, now)
         if reason is None:
             remove_condition(new.status.conditions, "Unschedulable")
             self._unschedulable.pop(job.name, None)
@@ -695,8 +689,9 @@ class PlacementReconciler:
             self._waits.append((job, entry[1]))
 
     def _drop(self, name: str) -> None:
-        """``name`` is no longer placement's to release: out of the queue (its event marked it
-        already; the dependency reconciler, enqueued by the same event, takes it)."""
+        """``name`` is no longer placement's (bound, gone, or not one it releases: its event
+        marked it already; the dependency reconciler, enqueued by the same event, takes it):
+        out of the queue and of the condition bookkeeping."""
         self.queue.entries.pop(name, None)
         self._unschedulable.pop(name, None)
         self._forget_waiting(name)
