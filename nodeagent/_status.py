@@ -33,12 +33,11 @@ from apis import (
     NotFound,
     Registry,
     StoreUnavailable,
-    transition,
 )
 from apis._lifecycle import HISTORY_CAP
 from apis._states import check_transition
 
-from ._run import Run, copy_job
+from ._run import Run
 
 if TYPE_CHECKING:
     from ._source import JobSource
@@ -55,31 +54,12 @@ START_DELAY = 0.01
 _FINAL = (S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT)
 
 
-def apply_steps(run: Run, base: Job) -> Job:
-    """``base`` with the run's unwritten steps applied (a copy)."""
-    new = copy_job(base)
-    for step in run.steps:
-        transition(new, step.to, step.message, now=step.at)
-        if step.to is S.RUNNING:
-            new.status.attempts += 1
-            new.status.return_code = None
-            new.status.output_tail = None
-            new.status.result = new.status.exception = new.status.exception_data = None
-        elif step.to in _FINAL:
-            new.status.return_code = step.return_code
-            new.status.output_tail = step.output_tail
-            if step.result is not None:
-                new.status.result = step.result.get("result")
-                new.status.exception = step.result.get("exception")
-                new.status.exception_data = step.result.get("exceptionData")
-    return new
-
-
 def status_patch(run: Run, base: Job) -> dict[str, Any]:
-    """The status fields :func:`apply_steps` would change, as a patch of ``base``'s status
+    """The status fields the run's unwritten steps change, as a patch of ``base``'s status
     (for ``Registry.write_status_patches``: the job is not copied, decoded or validated again,
     only the status is shallow-copied and the object encoded once). The same moves, checks
-    and history entries as :func:`~apis.transition`, each step at its own time."""
+    and history entries as :func:`~apis.transition`, each step at its own time (the test of
+    the status writer holds it to a whole-job update made with ``transition``)."""
     st = base.status
     state = st.state
     history = list(st.history)

@@ -16,8 +16,8 @@ import orjson
 
 from apis import Job, JobState, Registry, transition, utcnow
 from apis._registry import object_key
-from nodeagent._run import Run, Step
-from nodeagent._status import StatusWriter, apply_steps
+from nodeagent._run import Run, Step, copy_job
+from nodeagent._status import StatusWriter
 
 from .conftest import bind, make_app, make_jobs
 
@@ -114,9 +114,30 @@ def _index_keys(registry: Registry) -> list[str]:
     return sorted(kv.key for kv in registry.store.range("/index/jobs/", keys_only=True).kvs if "/workdir/" not in kv.key)
 
 
+def _whole_job_update(run: Run, base: Job) -> Job:
+    """The whole-job path the status patch replaced: ``base`` copied, each step taken with
+    ``transition`` and the run's fields set on the copy (the reference the patch must match)."""
+    new = copy_job(base)
+    for step in run.steps:
+        transition(new, step.to, step.message, now=step.at)
+        if step.to is S.RUNNING:
+            new.status.attempts += 1
+            new.status.return_code = None
+            new.status.output_tail = None
+            new.status.result = new.status.exception = new.status.exception_data = None
+        elif step.to in (S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT):
+            new.status.return_code = step.return_code
+            new.status.output_tail = step.output_tail
+            if step.result is not None:
+                new.status.result = step.result.get("result")
+                new.status.exception = step.result.get("exception")
+                new.status.exception_data = step.result.get("exceptionData")
+    return new
+
+
 def test_the_status_patch_stores_what_a_whole_job_update_stored(registry: Registry) -> None:
     # Two runs through the same steps: one written as a status patch (the writer), the
-    # other with the whole-job path it replaced (apply_steps + update_many). Same documents
+    # other with the whole-job path it replaced (_whole_job_update + update_many). Same documents
     # and the same index keys (the boundnode entry gone with JOB_FINISHED), every step in history.
     a, b = _runs(registry, 2)
     t0 = utcnow() - timedelta(seconds=3)
@@ -130,7 +151,7 @@ def test_the_status_patch_stores_what_a_whole_job_update_stored(registry: Regist
     w.mark(a, urgent=True)
     assert w.flush(stopping=False, retry_at=0.0, others_running=False)
     b.steps += steps
-    registry.update_many([(b.snapshot, apply_steps(b, b.snapshot))])
+    registry.update_many([(b.snapshot, _whole_job_update(b, b.snapshot))])
 
     da, db = _stored(registry, registry.get(Job, a.name)), _stored(registry, registry.get(Job, b.name))
     da["metadata"].pop("name"), db["metadata"].pop("name")
