@@ -7,17 +7,19 @@ apps, by the controller manager for hooks). Each task still gets a process of it
 own session and process group, working directory, environment, ``stdout``/``stderr`` file,
 and nothing it does can reach the server or the next task.
 
-Protocol over the server's stdin/stdout: frames of a 4-byte big-endian length and a pickle of
-one of the typed messages below (each side matches on their types; nothing is a tuple).
+Protocol over the server's stdin (a Unix socket, so that fds can travel with a request) and
+stdout (a pipe): frames of a 4-byte big-endian length and a pickle of one of the typed
+messages below (each side matches on their types; nothing is a tuple).
 
 * client → server: :class:`Spawn` (a fresh child for ``spec``: ``task`` — ``"run"`` or
   ``"hook"``, a function of :mod:`apis._pyexec` —, ``cwd`` (created), ``env`` (the whole
   environment), ``stdout`` (file for stdout and stderr), ``append`` (else truncated), and what
   the task needs); :class:`DefinePool` (a warm pool's App code, sent once per server and
-  pool); :class:`Submit` (a task for a warm worker of a defined pool).
+  pool); :class:`Submit` (fork a warm worker of a defined pool that starts with this task;
+  sent with one fd, ``SCM_RIGHTS``: the worker's end of its own socket to the client).
 * server → client: :class:`Started` (token, pid), :class:`StartFailed` (token, why) and
-  :class:`Ended` (pid, code as ``os.waitstatus_to_exitcode``: negative for a signal) when a
-  child ends or a worker finishes its task. A child's ``Ended`` always comes after its
+  :class:`Ended` (pid, code as ``os.waitstatus_to_exitcode``: negative for a signal) when any
+  child ends, a warm worker included. A child's ``Ended`` always comes after its
   ``Started``. The server writes what it has to say in one write per turn of its loop, so
   answers to several clients' tasks that became ready together cost one pipe write.
   :class:`ServerDied` is made by the client's reader when the server goes away.
@@ -26,22 +28,23 @@ When a child exits, the rest of its process group gets SIGKILL before the child 
 the node agent's reaper does), so a task's leftovers die with it. When its stdin closes (the
 client stopped or died), the server kills every child's process group and exits.
 
-**Warm workers.** A :class:`Submit` (the node agent's Python apps: its ``key`` is App code, App
+**Warm workers.** A task of the node agent's Python apps (its pool ``key`` is App code, App
 environment and GPU set) is not forked afresh: it goes to an idle *worker* of that pool, a
-child that runs one task after another and stays warm in between. The App code travels once:
-the client sends a pool's :class:`DefinePool` before its first task, the server keeps it, and a
-worker forked for the pool loads the class once from its own copy of the server's memory;
-tasks carry only the job's parameters, job JSON, cwd, env. A worker is a session of its own,
-so the task's process group (what the agent signals at wall time) is the worker: killing the
-task kills the worker, which is then replaced by a fresh fork on demand. Per task the worker
-sets the task's cwd, its exact environment (variables of the task before are removed),
-``argv`` and stdout/stderr (``dup2`` onto its output file, back to /dev/null after). It
-answers :class:`TaskDone` on its own pipe with the exit code and the task's outcome (result
-or exception: no handoff file); the server answers the client ``Ended(worker pid, code,
-outcome=...)`` and parks the worker as idle, or lets it go (``retire``: the task raised
-MemoryError or a BaseException that is not SystemExit). A worker that dies while it holds a
-task (``os._exit``, a segfault, an abort, a kill) is reported as ``Ended(pid, code, died=why)``:
-that task fails with ``why`` in its message; nothing else does.
+child that runs one task after another and stays warm in between. The client
+(:class:`ForkServer`) keeps the idle workers and talks to each on its own socket: a task is
+one frame of its pickled spec written there, and the worker answers :class:`TaskDone` there
+(exit code, the task's outcome — result or exception: no handoff file —, and whether to
+``retire``: the task raised MemoryError or a BaseException that is not SystemExit). The
+server is asked only when a pool has no idle worker: it forks one with the task (the App code
+travels once per server and pool, :class:`DefinePool`; a worker loads the class once from
+its own copy of the server's memory) and reports its end like any child's. A worker is a
+session of its own, so the task's process group (what the agent signals at wall time) is the
+worker: killing the task kills the worker, and the next task gets a new one. Per task the
+worker sets the task's cwd, its exact environment (variables of the task before are
+removed), ``argv`` and stdout/stderr (``dup2`` onto its output file, back to /dev/null
+after). A worker that dies while it holds a task (``os._exit``, a segfault, an abort, a kill)
+is reported by the client as ``Ended(pid, code, died=why)`` once the server says it ended and
+what it wrote before is read: that task fails with ``why`` in its message; nothing else does.
 """
 
 from __future__ import annotations
