@@ -112,10 +112,12 @@ class Submit:
 
 @dataclass(frozen=True, slots=True)
 class Started:
-    """server → client: the task of ``token`` runs in process ``pid`` (a worker's pid is its group)."""
+    """server → client: the task of ``token`` runs in process ``pid`` (a worker's pid is its group).
+    ``forked``: ``pid`` is a new process (False: a warm worker that ran tasks before)."""
 
     token: Any
     pid: int
+    forked: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,14 @@ class Ended:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerGone:
+    """Made by the client's reader: warm worker ``pid`` ended (after its task's ``Ended``, if
+    it held one). Its pid may be reused from now on."""
+
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
 class ServerDied:
     """Made by the client's reader: the server went away; none of its tasks will be reported."""
 
@@ -153,7 +163,7 @@ class TaskDone:
 
 
 ToServer = Spawn | DefinePool | Submit
-FromServer = Started | StartFailed | Ended | ServerDied
+FromServer = Started | StartFailed | Ended | WorkerGone | ServerDied
 
 
 def _frame(obj: Any) -> bytes:
@@ -771,7 +781,7 @@ class ForkServer:
                 except OSError:  # it is dying: the server's word of its end cleans it up
                     continue
                 p.token = token
-                self._on_message(self._generation, Started(token, p.pid))
+                self._on_message(self._generation, Started(token, p.pid, forked=False))
                 return self._generation
             data = _frame(Submit(token, key, body))
             if key not in self._defined:
@@ -874,6 +884,7 @@ class ForkServer:
                     if p.token is not None:  # it died under its task: the task fails, saying how
                         p.token = None
                         self._on_message(gen, Ended(pid, code, died=_died(code)))
+                    self._on_message(gen, WorkerGone(pid))
                     return
         self._on_message(gen, msg)  # a fresh child's (or a failed start's): as the server said
 
