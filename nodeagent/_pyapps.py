@@ -6,17 +6,20 @@ fork server (:mod:`apis._forkserver`, started with the CLI's agent, else on the 
 job) instead of an exec'ed one: a warm worker of its pool key (App code, App environment,
 GPU set; ``_launch.pool_key``), or a fresh fork when the App asks for ``freshProcess``. The
 job runs in its workdir with its environment; its ``run(**parameters)`` result or exception
-is handed back in a small JSON file of the agent's runtime directory and recorded with the
-job (:mod:`apis._pycodec` for the encoding and caps).
+is recorded with the job (:mod:`apis._pycodec` for the encoding and caps): a warm worker
+answers it with the job's end, a fresh process writes it to a small JSON file of the agent's
+runtime directory.
 
 The App's code goes to the fork server once per pool (``ForkServer.submit``), each job's
-parameters, job JSON, cwd and env per job. The server reports ``Ended(pid, code)`` when a job
-ends (the worker's pid for a warm worker, with the job's outcome — result or exception — so
-no handoff file is written or read; with the reason when the worker died under its job); this
-module turns its typed messages into the agent loop's own :class:`Spawned` /
-:class:`SpawnFailed` / :class:`Exited`, in the order the server sent them (a job's ``Exited``
-never precedes its ``Spawned``). If the server dies, its running jobs are reported as killed
-(SIGKILL) and a new server starts on the next Python job.
+parameters, job JSON, cwd and env per job — straight to an idle warm worker on its own
+socket, which answers there (the server only forks workers and reports their ends). The
+``Ended(pid, code)`` of a job (the worker's pid for a warm worker, with the job's outcome, or
+with the reason when the worker died under its job) and the ``Started`` before it become the
+agent loop's own :class:`Spawned` / :class:`SpawnFailed` / :class:`Exited`, in order (a job's
+``Exited`` never precedes its ``Spawned``). Every process started is guarded by the job
+guardian as soon as it is known: a warm worker once for its whole life (unguarded when it
+ends), a fresh one until the agent reaps it. If the server dies, its running jobs are reported
+as killed (SIGKILL) and a new server starts on the next Python job.
 """
 from __future__ import annotations
 
