@@ -7,17 +7,19 @@ apps, by the controller manager for hooks). Each task still gets a process of it
 own session and process group, working directory, environment, ``stdout``/``stderr`` file,
 and nothing it does can reach the server or the next task.
 
-Protocol over the server's stdin/stdout: frames of a 4-byte big-endian length and a pickle of
-one of the typed messages below (each side matches on their types; nothing is a tuple).
+Protocol over the server's stdin (a Unix socket, so that fds can travel with a request) and
+stdout (a pipe): frames of a 4-byte big-endian length and a pickle of one of the typed
+messages below (each side matches on their types; nothing is a tuple).
 
 * client → server: :class:`Spawn` (a fresh child for ``spec``: ``task`` — ``"run"`` or
   ``"hook"``, a function of :mod:`apis._pyexec` —, ``cwd`` (created), ``env`` (the whole
   environment), ``stdout`` (file for stdout and stderr), ``append`` (else truncated), and what
   the task needs); :class:`DefinePool` (a warm pool's App code, sent once per server and
-  pool); :class:`Submit` (a task for a warm worker of a defined pool).
+  pool); :class:`Submit` (fork a warm worker of a defined pool that starts with this task;
+  sent with one fd, ``SCM_RIGHTS``: the worker's end of its own socket to the client).
 * server → client: :class:`Started` (token, pid), :class:`StartFailed` (token, why) and
-  :class:`Ended` (pid, code as ``os.waitstatus_to_exitcode``: negative for a signal) when a
-  child ends or a worker finishes its task. A child's ``Ended`` always comes after its
+  :class:`Ended` (pid, code as ``os.waitstatus_to_exitcode``: negative for a signal) when any
+  child ends, a warm worker included. A child's ``Ended`` always comes after its
   ``Started``. The server writes what it has to say in one write per turn of its loop, so
   answers to several clients' tasks that became ready together cost one pipe write.
   :class:`ServerDied` is made by the client's reader when the server goes away.
@@ -26,34 +28,40 @@ When a child exits, the rest of its process group gets SIGKILL before the child 
 the node agent's reaper does), so a task's leftovers die with it. When its stdin closes (the
 client stopped or died), the server kills every child's process group and exits.
 
-**Warm workers.** A :class:`Submit` (the node agent's Python apps: its ``key`` is App code, App
+**Warm workers.** A task of the node agent's Python apps (its pool ``key`` is App code, App
 environment and GPU set) is not forked afresh: it goes to an idle *worker* of that pool, a
-child that runs one task after another and stays warm in between. The App code travels once:
-the client sends a pool's :class:`DefinePool` before its first task, the server keeps it, and a
-worker forked for the pool loads the class once from its own copy of the server's memory;
-tasks carry only the job's parameters, job JSON, cwd, env. A worker is a session of its own,
-so the task's process group (what the agent signals at wall time) is the worker: killing the
-task kills the worker, which is then replaced by a fresh fork on demand. Per task the worker
-sets the task's cwd, its exact environment (variables of the task before are removed),
-``argv`` and stdout/stderr (``dup2`` onto its output file, back to /dev/null after). It
-answers :class:`TaskDone` on its own pipe with the exit code and the task's outcome (result
-or exception: no handoff file); the server answers the client ``Ended(worker pid, code,
-outcome=...)`` and parks the worker as idle, or lets it go (``retire``: the task raised
-MemoryError or a BaseException that is not SystemExit). A worker that dies while it holds a
-task (``os._exit``, a segfault, an abort, a kill) is reported as ``Ended(pid, code, died=why)``:
-that task fails with ``why`` in its message; nothing else does.
+child that runs one task after another and stays warm in between. The client
+(:class:`ForkServer`) keeps the idle workers and talks to each on its own socket: a task is
+one frame of its pickled spec written there, and the worker answers :class:`TaskDone` there
+(exit code, the task's outcome — result or exception: no handoff file —, and whether to
+``retire``: the task raised MemoryError or a BaseException that is not SystemExit). The
+server is asked only when a pool has no idle worker: it forks one with the task (the App code
+travels once per server and pool, :class:`DefinePool`; a worker loads the class once from
+its own copy of the server's memory) and reports its end like any child's. A worker is a
+session of its own, so the task's process group (what the agent signals at wall time) is the
+worker: killing the task kills the worker, and the next task gets a new one. Per task the
+worker sets the task's cwd, its exact environment (variables of the task before are
+removed), ``argv`` and stdout/stderr (``dup2`` onto its output file, back to /dev/null
+after). A worker that dies while it holds a task (``os._exit``, a segfault, an abort, a kill)
+is reported by the client as ``Ended(pid, code, died=why)`` once the server says it ended and
+what it wrote before is read: that task fails with ``why`` in its message; nothing else does.
 """
 
 from __future__ import annotations
 
+import array
+import collections
 import contextlib
 import gc
 import logging
 import os
 import pickle
+import select
 import selectors
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -69,6 +77,7 @@ from . import _pyexec
 log = logging.getLogger(__name__)
 
 _HEADER = 4
+_FDS_SPACE = socket.CMSG_SPACE(64 * array.array("i").itemsize)  # fds one read of the server may bring
 
 
 # --- the messages -------------------------------------------------------------------------
@@ -103,10 +112,12 @@ class Submit:
 
 @dataclass(frozen=True, slots=True)
 class Started:
-    """server → client: the task of ``token`` runs in process ``pid`` (a worker's pid is its group)."""
+    """server → client: the task of ``token`` runs in process ``pid`` (a worker's pid is its group).
+    ``forked``: ``pid`` is a new process (False: a warm worker that ran tasks before)."""
 
     token: Any
     pid: int
+    forked: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +139,14 @@ class Ended:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerGone:
+    """Made by the client's reader: warm worker ``pid`` ended (after its task's ``Ended``, if
+    it held one). Its pid may be reused from now on."""
+
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
 class ServerDied:
     """Made by the client's reader: the server went away; none of its tasks will be reported."""
 
@@ -144,7 +163,7 @@ class TaskDone:
 
 
 ToServer = Spawn | DefinePool | Submit
-FromServer = Started | StartFailed | Ended | ServerDied
+FromServer = Started | StartFailed | Ended | WorkerGone | ServerDied
 
 
 def _frame(obj: Any) -> bytes:
@@ -183,6 +202,10 @@ class _Server:
     def __init__(self, in_fd: int, out_fd: int) -> None:
         self.in_fd = in_fd
         self.out_fd = out_fd
+        # A socket (the clients of this module make one) also carries the fds of Submit: each
+        # warm worker's own socket to the client. A pipe (an older client) carries no fds.
+        self.in_sock = socket.socket(fileno=os.dup(in_fd)) if stat.S_ISSOCK(os.fstat(in_fd).st_mode) else None
+        self.fds: collections.deque[int] = collections.deque()  # received, not yet claimed by a Submit
         self.children: set[int] = set()
         self.devnull = os.open(os.devnull, os.O_RDWR)
         self.wake_r, self.wake_w = os.pipe()
@@ -192,10 +215,6 @@ class _Server:
         self.buf = bytearray()
         self.out: list[bytes] = []  # frames for the client, written once per turn
         self.pools: dict[str, dict[str, Any]] = {}  # App code by pool key
-        self.workers: dict[int, _Worker] = {}  # by pid
-        self.idle: dict[str, list[_Worker]] = {}  # by pool key, most recently used last
-        self.max_idle = max(8, 2 * (os.cpu_count() or 1))
-        self._ticks = 0
 
     def send(self, msg: FromServer) -> None:
         self.out.append(_frame(msg))
@@ -217,8 +236,6 @@ class _Server:
                     with contextlib.suppress(BlockingIOError):
                         while os.read(self.wake_r, 4096):
                             pass
-                elif key.data is not None:
-                    self._read_worker(key.data)
                 elif not self._read_requests():
                     self._flush_out()
                     self._shutdown()
@@ -227,14 +244,22 @@ class _Server:
             self._flush_out()
 
     def _read_requests(self) -> bool:
-        data = os.read(self.in_fd, 1 << 16)
+        if self.in_sock is not None:
+            data, anc, _flags, _addr = self.in_sock.recvmsg(1 << 16, _FDS_SPACE)
+            for level, kind, raw in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds = array.array("i")
+                    fds.frombytes(raw[: len(raw) - len(raw) % fds.itemsize])
+                    self.fds.extend(fds)
+        else:
+            data = os.read(self.in_fd, 1 << 16)
         if not data:
             return False
         self.buf += data
         for msg in _frames(self.buf):
             match msg:
                 case Submit(token=token, key=key, spec=spec):
-                    self._to_worker(token, key, spec)
+                    self._fork_worker(token, key, spec)
                 case DefinePool(key=key, app=app):
                     self.pools[key] = app
                 case Spawn(token=token, spec=spec):
@@ -243,93 +268,30 @@ class _Server:
 
     # --- warm workers ---------------------------------------------------------------
 
-    def _to_worker(self, token: Any, key: str, spec: bytes) -> None:
-        """Hand the task to an idle worker of its pool, or fork one that starts with it."""
-        idle = self.idle.get(key)
-        while idle:
-            w = idle.pop()
+    def _fork_worker(self, token: Any, key: str, spec: bytes) -> None:
+        """Fork a worker of pool ``key`` that starts with task ``spec`` and talks to the client
+        on the socket that came with the Submit (its fd, in order)."""
+        if not self.fds:
+            self.send(StartFailed(token, "a Submit without its worker's socket"))
+            return
+        sock = self.fds.popleft()
+        try:
+            app = self.pools.get(key)
+            if app is None:
+                self.send(StartFailed(token, f"no App code for worker pool {key} (a Submit before its DefinePool)"))
+                return
+            self._flush_std()
             try:
-                _write_all(w.to_fd, len(spec).to_bytes(_HEADER, "big") + spec)  # a frame of the pickled spec
-            except OSError:  # it is dying: its reaping will clean it up
-                self._retire(w)
-                continue
-            w.busy = True
-            self.send(Started(token, w.pid))
-            return
-        app = self.pools.get(key)
-        if app is None:
-            self.send(StartFailed(token, f"no App code for worker pool {key} (a Submit before its DefinePool)"))
-            return
-        self._flush_std()
-        try:
-            to_r, to_w = os.pipe()
-            from_r, from_w = os.pipe()
-        except OSError as e:
-            self.send(StartFailed(token, f"cannot make a worker's pipes: {e}"))
-            return
-        try:
-            pid = os.fork()
-        except OSError as e:
-            for fd in (to_r, to_w, from_r, from_w):
-                os.close(fd)
-            self.send(StartFailed(token, f"fork failed: {e}"))
-            return
-        if pid == 0:  # the worker: never returns
-            _worker(app, spec, to_r, from_w, self.devnull)
-        os.close(to_r)
-        os.close(from_w)
-        w = _Worker(pid, key, to_w, from_r)
-        w.busy = True
-        self.workers[pid] = w
-        self.children.add(pid)
-        self.sel.register(from_r, selectors.EVENT_READ, w)
-        self.send(Started(token, pid))
-
-    def _read_worker(self, w: _Worker) -> None:
-        try:
-            data = os.read(w.from_fd, 1 << 16)
-        except OSError:
-            data = b""
-        if not data:  # it exited (every TaskDone it wrote was read before this): reaping reports it
-            self._retire(w)
-            self._close_from(w)
-            return
-        w.buf += data
-        for msg in _frames(w.buf):
-            if isinstance(msg, TaskDone) and w.busy:
-                w.busy = False
-                self.send(Ended(w.pid, msg.code, outcome=msg.outcome))
-                if msg.retire:
-                    self._retire(w)
-                else:
-                    self._park(w)
-
-    def _park(self, w: _Worker) -> None:
-        self._ticks += 1
-        w.parked = self._ticks
-        self.idle.setdefault(w.key, []).append(w)
-        if sum(len(v) for v in self.idle.values()) > self.max_idle:  # let the least recently used go
-            self._retire(min((v[0] for v in self.idle.values() if v), key=lambda x: x.parked))
-
-    def _retire(self, w: _Worker) -> None:
-        """No more tasks for ``w``: closing its pipe ends it (once its task, if any, is over)."""
-        idle = self.idle.get(w.key)
-        if idle and w in idle:
-            idle.remove(w)
-        if w.to_fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(w.to_fd)
-            w.to_fd = -1
-        if not w.busy:
-            self._close_from(w)
-
-    def _close_from(self, w: _Worker) -> None:
-        if w.from_fd >= 0:
-            with contextlib.suppress(KeyError, ValueError):
-                self.sel.unregister(w.from_fd)
-            with contextlib.suppress(OSError):
-                os.close(w.from_fd)
-            w.from_fd = -1
+                pid = os.fork()
+            except OSError as e:
+                self.send(StartFailed(token, f"fork failed: {e}"))
+                return
+            if pid == 0:  # the worker: never returns
+                _worker(app, spec, sock, self.devnull)
+            self.children.add(pid)
+            self.send(Started(token, pid))
+        finally:
+            os.close(sock)
 
     # --- fresh children ---------------------------------------------------------------
 
@@ -347,7 +309,7 @@ class _Server:
             return
         if pid == 0:  # the child: never returns
             _child(spec, self.devnull, (self.in_fd, self.out_fd, self.wake_r, self.wake_w, self.sel),
-                   [fd for w in self.workers.values() for fd in (w.to_fd, w.from_fd) if fd >= 0])
+                   [*self.fds, *([self.in_sock.fileno()] if self.in_sock is not None else [])])
         self.children.add(pid)
         self.send(Started(token, pid))
 
@@ -360,11 +322,6 @@ class _Server:
             if info is None:
                 return
             pid = info.si_pid
-            w = self.workers.get(pid)
-            if w is not None and w.busy and w.from_fd >= 0:
-                with contextlib.suppress(OSError):  # a TaskDone it wrote before exiting comes first
-                    os.set_blocking(w.from_fd, False)
-                    self._read_worker(w)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)  # its group, while the zombie pins the id
             try:
@@ -372,15 +329,7 @@ class _Server:
             except ChildProcessError:
                 continue
             self.children.discard(pid)
-            code = os.waitstatus_to_exitcode(status)
-            if w is None:
-                self.send(Ended(pid, code))
-                continue
-            del self.workers[pid]
-            busy, w.busy = w.busy, False
-            self._retire(w)
-            if busy:
-                self.send(Ended(pid, code, died=_died(code)))
+            self.send(Ended(pid, os.waitstatus_to_exitcode(status)))
 
     def _shutdown(self) -> None:
         for pid in list(self.children):
@@ -393,18 +342,6 @@ class _Server:
         for pid in list(self.children):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-
-
-class _Worker:
-    """The server's handle on a warm worker."""
-
-    __slots__ = ("pid", "key", "to_fd", "from_fd", "buf", "busy", "parked")
-
-    def __init__(self, pid: int, key: str, to_fd: int, from_fd: int) -> None:
-        self.pid, self.key, self.to_fd, self.from_fd = pid, key, to_fd, from_fd
-        self.buf = bytearray()
-        self.busy = False
-        self.parked = 0
 
 
 def _died(code: int) -> str:
@@ -447,18 +384,19 @@ def _read_msg(fd: int) -> Any:
     return None if body is None else pickle.loads(body)
 
 
-def _worker(app: dict[str, Any], spec: bytes, in_fd: int, out_fd: int, devnull: int) -> NoReturn:
-    """A warm worker of App code ``app``: run ``spec``, then each task the server sends, until
-    its pipe closes."""
+def _worker(app: dict[str, Any], spec: bytes, sock: int, devnull: int) -> NoReturn:
+    """A warm worker of App code ``app``: run ``spec``, then each task the client sends on
+    ``sock`` (its own socket to the client, which it answers there), until it closes."""
     try:
         os.setsid()
         _reset_child_signals()
-        keep = {in_fd, out_fd, devnull, 2}
+        keep = {sock, devnull, 2}
         for name in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else []:
             fd = int(name)
             if fd > 2 and fd not in keep:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+        os.set_inheritable(sock, False)  # a process the job forks must not hold the client's socket
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)
         os.chdir("/")
@@ -467,11 +405,11 @@ def _worker(app: dict[str, Any], spec: bytes, in_fd: int, out_fd: int, devnull: 
         task: Any = dict(pickle.loads(spec), app=app)  # the first task loads the class: load_app reads spec["app"]
         while task is not None:
             code, retire, loaded, outcome = _worker_task(task, loaded, devnull, _pyexec)
-            _write_msg(out_fd, TaskDone(code, retire, outcome))
+            _write_msg(sock, TaskDone(code, retire, outcome))
             if retire:
                 break
-            task = _read_msg(in_fd)
-    except BaseException:  # noqa: BLE001 - the worker is lost; the server reports its task
+            task = _read_msg(sock)  # a frame of the pickled spec
+    except BaseException:  # noqa: BLE001 - the worker is lost; the client reports its task
         with contextlib.suppress(Exception):
             traceback.print_exc()
         os._exit(70)
@@ -644,11 +582,12 @@ class ForkServerError(Exception):
 
 class Preforked:
     """A fork server forked from the calling process (:func:`prefork`), not started yet as a
-    new interpreter: a ``subprocess.Popen``-like handle on it (what :class:`ForkServer` uses)."""
+    new interpreter: a ``subprocess.Popen``-like handle on it (what :class:`ForkServer` uses);
+    ``requests`` is the socket of its requests (its stdin)."""
 
-    def __init__(self, pid: int, stdin_fd: int, stdout_fd: int) -> None:
+    def __init__(self, pid: int, requests: socket.socket, stdout_fd: int) -> None:
         self.pid = pid
-        self.stdin: IO[bytes] | None = open(stdin_fd, "wb")  # noqa: SIM115 - closed by ForkServer.close
+        self.requests: socket.socket | None = requests
         self.stdout: IO[bytes] | None = open(stdout_fd, "rb", buffering=0)  # noqa: SIM115 - as Popen's
         self.returncode: int | None = None
         self._lock = threading.Lock()
@@ -687,7 +626,7 @@ def prefork(stderr: str | os.PathLike[str] | None = None) -> Preforked:
     already, so a fork costs a few milliseconds. Call it only where a fork is safe and cheap:
     in a command's ``main`` before it starts threads or opens store connections (the child
     keeps none of them: every fd but its pipes and stderr is closed, and it never returns)."""
-    to_r, to_w = os.pipe()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     from_r, from_w = os.pipe()
     for f in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
@@ -696,7 +635,7 @@ def prefork(stderr: str | os.PathLike[str] | None = None) -> Preforked:
     if pid == 0:  # the server: never returns
         code = 70
         try:
-            os.dup2(to_r, 0)
+            os.dup2(theirs.fileno(), 0)
             os.dup2(from_w, 1)
             if stderr is not None:
                 err = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -705,9 +644,9 @@ def prefork(stderr: str | os.PathLike[str] | None = None) -> Preforked:
             code = main()
         finally:
             os._exit(code)
-    os.close(to_r)
+    theirs.close()
     os.close(from_w)
-    return Preforked(pid, to_w, from_r)
+    return Preforked(pid, ours, from_r)
 
 
 def _max_fd() -> int:
@@ -717,14 +656,38 @@ def _max_fd() -> int:
         return os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024
 
 
+class _Peer:
+    """The client's end of a warm worker: its socket, its pool, the task it holds."""
+
+    __slots__ = ("pid", "key", "sock", "gen", "buf", "token", "parked", "gone")
+
+    def __init__(self, pid: int, key: str, sock: socket.socket, gen: int) -> None:
+        self.pid, self.key, self.sock, self.gen = pid, key, sock, gen
+        self.buf = bytearray()
+        self.token: Any = None  # the task it runs; None: idle
+        self.parked = 0
+        self.gone = False  # its socket is closed (retired, or the server reported its end)
+
+
 class ForkServer:
     """A handle on a fork server process, started on first use (and again after it died;
     first from ``preforked`` when given: see :func:`prefork`).
 
     ``spawn(token, spec)`` (a fresh child) and ``submit(token, key, app, spec)`` (a warm
     worker of pool ``key``) return the server's generation; the answers arrive through
-    ``on_message(generation, msg)`` on a reader thread, in the order the server sent them.
-    After :class:`ServerDied` of a generation, none of its children will be reported again."""
+    ``on_message(generation, msg)``, in order for each task (``Started`` before ``Ended``).
+    After :class:`ServerDied` of a generation, none of its children will be reported again.
+
+    **Warm workers answer here, not through the server.** This side keeps each pool's idle
+    workers; a task for a pool with an idle worker is written to that worker's own socket and
+    its ``Started`` is made here; the worker's ``TaskDone`` comes back on the same socket
+    (read by the reader thread, with the server's output, in one ``epoll``) and becomes the
+    task's ``Ended``. Only a pool without an idle worker asks the server: a :class:`Submit`
+    carrying (``SCM_RIGHTS``) one end of a new socket pair, which the worker forked for it
+    keeps. The server reports every child's end (``Ended(pid, code)``); for a worker that held
+    a task, whatever it wrote before dying is read first, and a task it never answered fails
+    with the reason (``died``). So per warm task the server does nothing: no read, no write,
+    no wake-up (issue 14, fifth round)."""
 
     def __init__(self, on_message: OnMessage, *, name: str = "forkserver", env: dict[str, str] | None = None,
                  stderr: str | os.PathLike[str] | None = None, preforked: Preforked | None = None) -> None:
@@ -735,10 +698,17 @@ class ForkServer:
         self._stderr_path = stderr
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | Preforked | None = None
-        self._stdin: IO[bytes] | None = None
+        self._requests: socket.socket | None = None
         self._generation = 0
         self._defined: set[str] = set()  # pools whose App code this generation of the server has
         self._closed = False
+        self._peers: dict[int, _Peer] = {}  # this generation's workers by pid
+        self._by_fd: dict[int, _Peer] = {}  # … by their socket's fd (the reader's epoll)
+        self._idle: dict[str, list[_Peer]] = {}  # by pool key, most recently used last
+        self._forking: dict[Any, tuple[str, socket.socket]] = {}  # token → (pool, our end) of a worker asked for
+        self._epoll: select.epoll | None = None
+        self._ticks = 0
+        self.max_idle = max(8, 2 * (os.cpu_count() or 1))
 
     @property
     def running(self) -> bool:
@@ -748,31 +718,38 @@ class ForkServer:
         proc: subprocess.Popen[bytes] | Preforked
         if self._preforked is not None and self._preforked.poll() is None:
             proc, self._preforked = self._preforked, None
+            requests = proc.requests
+            proc.requests = None
         else:
             if self._preforked is not None:
                 log.warning("the pre-forked %s had exited (code %s); starting one", self._name, self._preforked.returncode)
                 self._preforked = None
-            proc = self._popen()
+            proc, requests = self._popen()
+        self._forget_workers()
         self._generation += 1
         self._defined = set()
-        self._proc, self._stdin = proc, proc.stdin
-        t = threading.Thread(target=self._read_loop, args=(proc, self._generation), name=f"{self._name}-reader",
-                             daemon=True)
+        self._proc, self._requests = proc, requests
+        self._epoll = select.epoll()
+        t = threading.Thread(target=self._read_loop, args=(proc, self._generation, self._epoll),
+                             name=f"{self._name}-reader", daemon=True)
         t.start()
 
-    def _popen(self) -> subprocess.Popen[bytes]:
+    def _popen(self) -> tuple[subprocess.Popen[bytes], socket.socket]:
         stderr: Any = None
         if self._stderr_path is not None:
             stderr = open(self._stderr_path, "ab")  # noqa: SIM115 - handed to the child
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "apis._forkserver"], stdin=subprocess.PIPE,
+            proc = subprocess.Popen([sys.executable, "-m", "apis._forkserver"], stdin=theirs.fileno(),
                                     stdout=subprocess.PIPE, stderr=stderr, env=self._env, close_fds=True)
         except OSError as e:
+            ours.close()
             raise ForkServerError(f"cannot start the {self._name}: {e}") from None
         finally:
+            theirs.close()
             if stderr is not None:
                 stderr.close()
-        return proc
+        return proc, ours
 
     def start(self) -> None:
         """Start the server now unless it runs (it starts on first use anyway)."""
@@ -782,70 +759,220 @@ class ForkServer:
 
     def spawn(self, token: Any, spec: dict[str, Any]) -> int:
         """Ask for a fresh child; returns the generation its answers will carry."""
-        return self._send(None, Spawn(token, spec))
-
-    def submit(self, token: Any, key: str, app: dict[str, Any], spec: dict[str, Any]) -> int:
-        """Ask for a warm worker of pool ``key`` (App code ``app``, sent to the server only
-        with the pool's first task) to run ``spec``; returns the generation."""
-        return self._send((key, app), Submit(token, key, pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)))
-
-    def _send(self, pool: tuple[str, dict[str, Any]] | None, msg: ToServer) -> int:
-        data = _frame(msg)
+        data = _frame(Spawn(token, spec))
         with self._lock:
-            if self._closed:
-                raise ForkServerError(f"the {self._name} is closed")
-            if self._proc is None or self._proc.poll() is not None:
-                self._start()
-            assert self._stdin is not None
-            fresh_pool = pool is not None and pool[0] not in self._defined
-            if pool is not None and fresh_pool:
-                data = _frame(DefinePool(*pool)) + data
-            try:
-                self._stdin.write(data)
-                self._stdin.flush()
-            except (BrokenPipeError, OSError) as e:
-                self._proc = None
-                raise ForkServerError(f"the {self._name} went away: {e}") from None
-            if pool is not None and fresh_pool:
-                self._defined.add(pool[0])
+            self._ensure()
+            self._request(data)
             return self._generation
 
-    def _read_loop(self, proc: subprocess.Popen[bytes] | Preforked, generation: int) -> None:
+    def submit(self, token: Any, key: str, app: dict[str, Any], spec: dict[str, Any]) -> int:
+        """Run ``spec`` in a warm worker of pool ``key`` (App code ``app``, sent to the server
+        only with the pool's first fork); returns the generation. An idle worker gets the task
+        on its own socket (its ``Started`` is delivered before this returns); otherwise the
+        server forks one for it."""
+        body = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            self._ensure()
+            idle = self._idle.get(key)
+            while idle:
+                p = idle.pop()
+                try:
+                    p.sock.sendall(len(body).to_bytes(_HEADER, "big") + body)
+                except OSError:  # it is dying: the server's word of its end cleans it up
+                    continue
+                p.token = token
+                self._on_message(self._generation, Started(token, p.pid, forked=False))
+                return self._generation
+            data = _frame(Submit(token, key, body))
+            if key not in self._defined:
+                data = _frame(DefinePool(key, app)) + data
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                self._request(data, theirs.fileno())
+            except BaseException:
+                ours.close()
+                raise
+            finally:
+                theirs.close()
+            self._defined.add(key)
+            self._forking[token] = (key, ours)
+            return self._generation
+
+    def _ensure(self) -> None:
+        """The server runs (under the lock)."""
+        if self._closed:
+            raise ForkServerError(f"the {self._name} is closed")
+        if self._proc is None or self._proc.poll() is not None:
+            self._start()
+
+    def _request(self, data: bytes, fd: int = -1) -> None:
+        """Write a request (with ``fd`` passed along) to the server, under the lock."""
+        assert self._requests is not None
+        try:
+            if fd >= 0:
+                fds = array.array("i", [fd])
+                n = self._requests.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)], socket.MSG_NOSIGNAL)
+                data = data[n:]
+            if data:
+                self._requests.sendall(data, socket.MSG_NOSIGNAL)
+        except OSError as e:
+            self._proc = None
+            raise ForkServerError(f"the {self._name} went away: {e}") from None
+
+    # --- the reader thread ------------------------------------------------------------------
+
+    def _read_loop(self, proc: subprocess.Popen[bytes] | Preforked, generation: int, ep: select.epoll) -> None:
         assert proc.stdout is not None
         fd = proc.stdout.fileno()  # unbuffered reads: one call takes whatever frames are there
         reason = "its output closed"
         buf = bytearray()
+        ep.register(fd, select.EPOLLIN)
         try:
             while True:
-                data = os.read(fd, 1 << 16)  # what is there (the server writes a turn's answers at once)
-                if not data:
-                    break
-                buf += data
-                for msg in _frames(buf):
-                    self._on_message(generation, msg)
+                try:
+                    events = ep.poll()
+                except InterruptedError:
+                    continue
+                for efd, _ in events:
+                    if efd != fd:
+                        self._from_worker(generation, efd)
+                        continue
+                    data = os.read(fd, 1 << 16)  # what is there (the server writes a turn's answers at once)
+                    if not data:
+                        raise EOFError
+                    buf += data
+                    for msg in _frames(buf):
+                        self._from_server(generation, msg)
+        except EOFError:
+            pass
         except Exception as e:  # noqa: BLE001 - the server is gone either way
             reason = f"{type(e).__name__}: {e}"
         code = proc.wait()
         with self._lock:
             if self._proc is proc:
                 self._proc = None
+            if self._generation == generation:
+                self._forget_workers()
+        ep.close()
         if not self._closed:
             log.warning("%s exited (code %s; %s)", self._name, code, reason)
         self._on_message(generation, ServerDied(f"the {self._name} exited with code {code}"))
+
+    def _from_server(self, gen: int, msg: FromServer) -> None:
+        with self._lock:
+            match msg:
+                case Started(token=token, pid=pid) if token in self._forking:
+                    key, sock = self._forking.pop(token)
+                    p = _Peer(pid, key, sock, gen)
+                    p.token = token
+                    if gen == self._generation:
+                        self._peers[pid] = p
+                        self._by_fd[sock.fileno()] = p
+                        assert self._epoll is not None
+                        self._epoll.register(sock.fileno(), select.EPOLLIN)
+                    else:
+                        self._drop(p)
+                    self._on_message(gen, msg)  # under the lock, as the worker's Ended will be
+                    return
+                case StartFailed(token=token) if token in self._forking:
+                    self._forking.pop(token)[1].close()
+                case Ended(pid=pid, code=code) if pid in self._peers:
+                    p = self._peers.pop(pid)
+                    self._read_peer(gen, p)  # what it wrote before it died comes first
+                    self._unpark(p)
+                    self._drop(p)
+                    if p.token is not None:  # it died under its task: the task fails, saying how
+                        p.token = None
+                        self._on_message(gen, Ended(pid, code, died=_died(code)))
+                    self._on_message(gen, WorkerGone(pid))
+                    return
+        self._on_message(gen, msg)  # a fresh child's (or a failed start's): as the server said
+
+    def _from_worker(self, gen: int, fd: int) -> None:
+        with self._lock:
+            p = self._by_fd.get(fd)
+            if p is not None and p.gen == gen:
+                self._read_peer(gen, p)
+
+    def _read_peer(self, gen: int, p: _Peer) -> None:
+        """Take what worker ``p`` wrote (under the lock): its TaskDone ends its task."""
+        if p.gone:
+            return
+        eof = False
+        try:
+            while True:
+                data = p.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+                if not data:
+                    eof = True
+                    break
+                p.buf += data
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            eof = True
+        for msg in _frames(p.buf):
+            if isinstance(msg, TaskDone) and p.token is not None:
+                p.token = None
+                self._on_message(gen, Ended(p.pid, msg.code, outcome=msg.outcome))
+                if msg.retire:
+                    self._drop(p)
+                else:
+                    self._park(p)
+        if eof:  # it is ending: the server's Ended says how, and fails its task if it held one
+            self._unpark(p)
+            self._drop(p)
+
+    def _park(self, p: _Peer) -> None:
+        self._ticks += 1
+        p.parked = self._ticks
+        self._idle.setdefault(p.key, []).append(p)
+        if sum(len(v) for v in self._idle.values()) > self.max_idle:  # let the least recently used go
+            lru = min((v[0] for v in self._idle.values() if v), key=lambda x: x.parked)
+            self._unpark(lru)
+            self._drop(lru)  # its socket closes: it exits, the server reaps it
+
+    def _unpark(self, p: _Peer) -> None:
+        idle = self._idle.get(p.key)
+        if idle and p in idle:
+            idle.remove(p)
+
+    def _drop(self, p: _Peer) -> None:
+        """Close our end of ``p``'s socket (a worker exits when it reads its end)."""
+        if p.gone:
+            return
+        p.gone = True
+        fd = p.sock.fileno()
+        if self._by_fd.get(fd) is p:
+            del self._by_fd[fd]
+            if self._epoll is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    self._epoll.unregister(fd)
+        p.sock.close()
+
+    def _forget_workers(self) -> None:
+        """A server's end (or a new one): its workers' sockets are closed (under the lock)."""
+        for p in list(self._peers.values()):
+            self._drop(p)
+        self._peers.clear()
+        self._by_fd.clear()
+        self._idle.clear()
+        for _, sock in self._forking.values():
+            sock.close()
+        self._forking.clear()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the server (it kills the children it still has)."""
         with self._lock:
             self._closed = True
-            proc, stdin = self._proc, self._stdin
+            proc, requests = self._proc, self._requests
             self._proc = None
             if proc is None and self._preforked is not None:  # never used: its stdin's EOF ends it
-                proc, stdin, self._preforked = self._preforked, self._preforked.stdin, None
+                proc, requests, self._preforked = self._preforked, self._preforked.requests, None
         if proc is None:
             return
         with contextlib.suppress(Exception):
-            assert stdin is not None
-            stdin.close()
+            assert requests is not None
+            requests.close()
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -294,7 +294,8 @@ class Supervisor:
             if self._pyapps is None:
                 logs = self.site.logs_path
                 pre = self.warm_python if isinstance(self.warm_python, Preforked) else None
-                self._pyapps = PythonApps(self.post, log_dir=logs if logs.is_dir() else None, preforked=pre)
+                self._pyapps = PythonApps(self.post, log_dir=logs if logs.is_dir() else None, preforked=pre,
+                                          guard=self.lease.guard, unguard=self.lease.unguard)
             return self._pyapps
 
     def _spawn_python(self, run: Run, job: Job, app: App) -> None:
@@ -329,8 +330,6 @@ class Supervisor:
         run.proc, run.pid = proc, proc.pid
         run.spawned_at = time.monotonic()
         self.by_pid[proc.pid] = run
-        if run.result_path:
-            self.lease.guard(proc.pid)  # a Python app's process (forked by the fork server)
         self.stats["launched"] += 1
         self.mark_usage()
         if run.cancelled or self.runs.get(run.name) is not run:
@@ -450,7 +449,8 @@ class Supervisor:
 
     def on_exit(self, pid: int, code: int, died: str = "", outcome: dict[str, Any] | None = None) -> None:
         run = self.by_pid.pop(pid, None)
-        self.lease.unguard(pid)  # reaped (or its worker is idle again): nothing of it to fence
+        if run is None or not run.worker:  # a warm worker lives on: the Python pool unguards it at its end
+            self.lease.unguard(pid)  # reaped: nothing of it to fence
         if run is None:
             return
         run.exited = True

@@ -251,3 +251,62 @@ def test_runtime_dirs_of_processes_that_are_gone_are_removed_and_live_ones_kept(
     assert remove_stale_runtime_dirs(str(tmp_path), "balsam-t-") == 1
     assert not dead.exists()
     assert live.exists() and mine.exists() and other.exists() and unnamed.exists()
+
+
+def test_a_warm_worker_answers_its_tasks_while_the_server_is_stopped(server, tmp_path):
+    """Tasks of an idle worker go to the worker and come back from it: the server is not on
+    their path (issue 14, fifth round). Stopped with SIGSTOP, it cannot have relayed them."""
+    import signal
+
+    fs, msgs = server
+    _submit(fs, Add, tmp_path, "s1", x=1, y=1)
+    _, first = _next(msgs, Started)
+    _next(msgs, Ended)
+    server_pid = fs._proc.pid
+    os.kill(server_pid, signal.SIGSTOP)
+    try:
+        for i in range(3):
+            _submit(fs, Add, tmp_path, f"s{i + 2}", x=i, y=10)
+            _, started = _next(msgs, Started)
+            _, ended = _next(msgs, Ended)
+            assert started.pid == first.pid and ended.outcome == {"result": [i + 10, first.pid]}
+    finally:
+        os.kill(server_pid, signal.SIGCONT)
+
+
+def test_a_worker_killed_while_idle_fails_no_task_and_the_next_task_gets_a_new_one(server, tmp_path):
+    import signal
+
+    fs, msgs = server
+    _submit(fs, Add, tmp_path, "k1", x=1, y=1)
+    _, first = _next(msgs, Started)
+    _next(msgs, Ended)
+    os.kill(first.pid, signal.SIGKILL)
+    deadline = time.monotonic() + DEADLINE
+    while first.pid in fs._peers:  # reaped by the server, whose word reaches the client's reader
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    _submit(fs, Add, tmp_path, "k2", x=2, y=2)
+    _, second = _next(msgs, Started)
+    _, ended = _next(msgs, Ended)
+    assert second.pid != first.pid and (ended.code, ended.died) == (0, "")
+    assert ended.outcome == {"result": [4, second.pid]}
+    assert msgs.empty()  # no Ended for the idle worker's death: it held no task
+
+
+def test_a_worker_killed_under_its_task_fails_that_task_saying_how(server, tmp_path):
+    import signal
+
+    class Sleeps(ApplicationDefinition):
+        def run(self):
+            import time
+
+            time.sleep(60)
+
+    fs, msgs = server
+    _submit(fs, Sleeps, tmp_path, "d1", key="pool-sleep")
+    _, started = _next(msgs, Started)
+    os.kill(started.pid, signal.SIGKILL)
+    _, ended = _next(msgs, Ended)
+    assert ended.pid == started.pid and ended.code == -signal.SIGKILL
+    assert "killed by SIGKILL" in ended.died and ended.outcome is None
