@@ -78,7 +78,7 @@ from .packing import (
     PlacementRequest,
     UnknownNode,
 )
-from .scheduler import AssumeCache, SchedulingQueue, StatusPatch, bind
+from .scheduler import CONFIRMED, GONE, AssumeCache, SchedulingQueue, StatusPatch, bind
 
 KEY = "placement"
 PLACE_CHUNK = 256
@@ -184,6 +184,9 @@ class PlacementReconciler:
         self.assume = AssumeCache(self.packer, self.queue)
         self._lock = threading.Lock()
         self._full_sync = True
+        #: Which batch jobs a job may use, as of the last pass (or registration): the event
+        #: handler builds queue entries with it; a selector change rebuilds them all.
+        self._allowed: Callable[[Job], frozenset[str | None] | None] | None = None
         self._requests_stale = False
         self._shapes: dict[tuple[Any, ...], JobShape] = {}
         self._templates: dict[tuple[JobShape, frozenset[str | None] | None], PlacementRequest] = {}
@@ -231,7 +234,7 @@ class PlacementReconciler:
                 )
                 relevant = not same
             if relevant:
-                self.queue.mark((new or old).name)  # type: ignore[union-attr]
+                self._note((new or old).name, new)  # type: ignore[union-attr]
                 enqueue(Request(KEY, ns))
             elif releasable:
                 enqueue(Request(KEY, ns))
@@ -259,6 +262,7 @@ class PlacementReconciler:
                 self.queue.mark(*marked)
                 enqueue(Request(KEY, ns))
 
+        self._allowed = self._allowed_fn(informers["BatchJob"])
         jobs.add_handler(on_job)  # type: ignore[arg-type]
         if releases and self._apps is not None:
             self._apps.add_handler(on_app)  # type: ignore[arg-type]
@@ -288,6 +292,41 @@ class PlacementReconciler:
                 self.queue.mark(*kids)
                 marked = True
         return marked
+
+    def _note(self, name: str, new: Job | None) -> None:
+        """What an event of a job placement cares about means for the next pass, decided on
+        the informer's thread (kube-scheduler's queue is fed by its event handlers), so a pass
+        does what changed without reading the job again: it ended or left (``GONE``: its room
+        back by name), it shows the binding the scheduler assumed (``CONFIRMED``), or it waits
+        for room (its queue entry, built here). Anything else is marked: the pass reads the
+        cache (level-based; so does a relist, whose differences arrive as events)."""
+        queue = self.queue
+        if new is None:
+            queue.note(name, GONE)
+            return
+        st = new.status
+        state = st.state
+        if state in TERMINAL:
+            queue.note(name, GONE)
+            return
+        p = st.placement
+        if p is not None and p.nodes:
+            if state in RUNNABLE:
+                assumed = self.assume.assumed.get(name)
+                if assumed is not None and assumed[0] == tuple(p.nodes):
+                    queue.note(name, CONFIRMED)
+                    return
+            queue.mark(name)
+            return
+        allowed = self._allowed
+        if state in RUNNABLE and allowed is not None and not new.spec.suspend:
+            conds = st.conditions
+            cond = get_condition(conds, "Unschedulable") if conds else None
+            ts = new.metadata.creation_timestamp
+            key = (-new.spec.priority, ts.timestamp() if ts else 0.0, name)
+            queue.note(name, (key, self._template(new, allowed(new)), cond.message if cond is not None else None))
+            return
+        queue.mark(name)
 
     def release_steps(self, job: Job) -> list[tuple[JobState, str]] | None:
         """The collapsed steps with which placement releases ``job`` (None: not its to release)."""
@@ -389,9 +428,34 @@ class PlacementReconciler:
         with self._lock:
             full, self._full_sync = self._full_sync, False
             stale, self._requests_stale = self._requests_stale, False
-        allowed = self._allowed_fn(batchjobs)
+        allowed = self._allowed = self._allowed_fn(batchjobs)
         queue = self.queue
         track = self._track
+        # What the events since the last pass said, applied without reading the jobs again.
+        arrived: list[str] = []  # queued by their events since the last pass
+        events = queue.take_events()
+        if events:
+            assumed = self.assume.assumed
+            binding_of, release = self.packer.binding, self.packer.release
+            unschedulable, put = self._unschedulable, queue.put
+            for name, what in events.items():
+                if what is GONE:  # ended or deleted: its room back, out of every book
+                    if assumed:
+                        assumed.pop(name, None)
+                    if release(name):
+                        released = True
+                    self._drop(name)
+                elif what is CONFIRMED:  # our binding, seen as written: the engine holds it already
+                    assumed.pop(name, None)
+                elif stale or name in assumed or binding_of(name) is not None:
+                    dirty.add(name)  # a binding to undo or to confirm first: the cache decides
+                else:
+                    put(name, what[0], what[1])
+                    if what[2] is not None:
+                        unschedulable[name] = what[2]
+                    elif unschedulable:
+                        unschedulable.pop(name, None)
+                    arrived.append(name)
         if full:
             for name in list(self.packer.bound_jobs()):
                 if name not in self.assume:
@@ -401,7 +465,7 @@ class PlacementReconciler:
                     p = job.status.placement
                     if p is not None and p.nodes:  # a job that holds nothing has nothing to sync
                         self._sync_job(job, job.metadata.name or "")
-        else:
+        if dirty:
             # One look at each job marked since the last pass: the engine's room, then its
             # queue entry (unless the whole queue is rebuilt below).
             binding, release = self.packer.binding, self.packer.release
@@ -442,8 +506,9 @@ class PlacementReconciler:
                 self.packer.release(job.name)
                 self._step(ctx, job, new)
 
-        # The queue, in priority order.
-        if full or stale:
+        # The queue, in priority order: built by the events (the registration's replay
+        # included); rebuilt from the cache when the batch jobs' selectors changed.
+        if stale:
             queue.clear()
             self._unschedulable.clear()
             for state in (*RUNNABLE, *PRE_READY) if self.hooks is not None else RUNNABLE:
@@ -451,7 +516,7 @@ class PlacementReconciler:
                     track(job, job.metadata.name or "", allowed)
         if not len(queue):
             return None
-        if not (full or stale or self._nodes_changed or lost_nodes or released) and \
+        if not (full or stale or self._nodes_changed or lost_nodes or released or arrived) and \
                 not any(name in queue for name in dirty):
             # Only jobs that left the queue changed (our own bindings written through, or
             # finished jobs that held nothing): no room was freed and nothing new waits.
@@ -459,7 +524,7 @@ class PlacementReconciler:
         if full or stale or self._nodes_changed:
             decisions = self.packer.place_pairs(queue.pairs_in_order())
         else:
-            decisions = self._place_while_room(dirty)
+            decisions = self._place_while_room(dirty.union(arrived) if arrived else dirty)
         top_waiting: int | None = None  # the highest priority seen waiting so far in this pass
         binds: list[StatusPatch] = []
         self._waits = []
