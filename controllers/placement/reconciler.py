@@ -113,6 +113,9 @@ _PLACEMENTS: dict[tuple[Any, ...], Placement] = {}
 _PLACEMENTS_MAX = 1 << 17
 
 
+#: The conditions of a job bound that had none but the ones a binding drops: one empty list,
+#: shared (nothing edits a cached object's list in place; ``status_copy`` copies it).
+_NO_CONDITIONS: list[Condition] = []
 _PLACEMENT_FIELDS_SET = set(Placement.model_fields)  # every field set: shared (adding one changes nothing)
 _new_object, _set_attr = object.__new__, object.__setattr__
 
@@ -569,7 +572,10 @@ class PlacementReconciler:
                 st = placed.status
                 # binding_fields(placed, d), inlined: one per job bound
                 conds = st.conditions
-                conds = [c for c in conds if c.type not in _NOT_KEPT_WHEN_BOUND] if conds else []
+                if not conds or (len(conds) == 1 and conds[0].type in _NOT_KEPT_WHEN_BOUND):
+                    conds = _NO_CONDITIONS  # the usual: none, or the Waiting one it had
+                else:
+                    conds = [c for c in conds if c.type not in _NOT_KEPT_WHEN_BOUND]
                 room = d[2:7]
                 placement = placements.get(room)
                 if placement is None:
@@ -659,7 +665,7 @@ class PlacementReconciler:
         waits, self._waits = self._waits, []
         written: list[Job] = []
         jobs = ctx.caches["Job"]
-        names = [job.name for job, _ in waits]
+        names = [job.metadata.name or "" for job, _ in waits]
         jobs.hold(names)  # their events wait for expect(): these objects, no decode (issue 19)
         try:
             self._write_waits(ctx.registry, waits, written)
