@@ -37,12 +37,13 @@ class _Lane:
     insertion when few, one sort of the lane when many). ``head``: every item before it has
     left the queue."""
 
-    __slots__ = ("items", "added", "head")
+    __slots__ = ("items", "added", "head", "walked")
 
     def __init__(self) -> None:
         self.items: list[tuple[SortKey, str, int]] = []
         self.added: list[tuple[SortKey, str, int]] = []
         self.head = 0
+        self.walked = 0  # how far the last walk went: ``compact`` drops the items that left before it
 
 
 #: What a job's last informer event told the scheduler, handed to its next pass
@@ -179,10 +180,16 @@ class SchedulingQueue:
         takes, one dict lookup per job."""
         get = self.entries.get
         for lane in self._ordered():
-            for it in itertools.islice(lane.items, lane.head, None):
+            items = lane.items
+            i, n = lane.head, len(items)
+            while i < n:
+                it = items[i]
+                i += 1
                 e = get(it[1])
                 if e is not None and e[2] == it[2]:
+                    lane.walked = i
                     yield it[1], e[1]
+            lane.walked = n
 
     def requests(self, names: Iterator[str] | list[str]) -> Iterator[tuple[str, PlacementRequest]]:
         """``(name, request)`` of queued ``names``, for ``Packer.place_pairs``."""
@@ -190,10 +197,20 @@ class SchedulingQueue:
         return ((n, entries[n][1]) for n in names)
 
     def compact(self) -> None:
+        """Drop the items that left the queue: those a walk went over (a pass binds jobs
+        scattered behind ones that wait; without this every later pass walks past them
+        again), and all of them once they outnumber the queue."""
+        get = self.entries.get
+        for lane in self._lanes.values():
+            head, walked = lane.head, lane.walked
+            if walked > head:
+                items = lane.items
+                items[head:walked] = [it for it in itertools.islice(items, head, walked)
+                                      if (e := get(it[1])) is not None and e[2] == it[2]]
+            lane.walked = 0
         # entries before a lane's head are skipped already: only the ones behind it count
         behind = sum(len(lane.items) - lane.head + len(lane.added) for lane in self._lanes.values())
         if behind > 2 * len(self.entries) + 64:
-            get = self.entries.get
             for lane in self._lanes.values():
                 lane.items = [it for it in itertools.islice(lane.items, lane.head, None)
                               if (e := get(it[1])) is not None and e[2] == it[2]]
