@@ -252,8 +252,7 @@ class PlacementReconciler:
                     and _unschedulable_message(old) == _unschedulable_message(new)
                 )
                 relevant = not same
-            if relevant:
-                self._note((new or old).name, new)  # type: ignore[union-attr]
+            if relevant and self._note((new or old).name, new):  # type: ignore[union-attr]
                 enqueue(Request(KEY, ns))
             elif releasable:
                 enqueue(Request(KEY, ns))
@@ -312,31 +311,36 @@ class PlacementReconciler:
                 marked = True
         return marked
 
-    def _note(self, name: str, new: Job | None) -> None:
+    def _note(self, name: str, new: Job | None) -> bool:
         """What an event of a job placement cares about means for the next pass, decided on
         the informer's thread (kube-scheduler's queue is fed by its event handlers), so a pass
         does what changed without reading the job again: it ended or left (``GONE``: its room
         back by name), it shows the binding the scheduler assumed (``CONFIRMED``), or it waits
         for room (its queue entry, built here). Anything else is marked: the pass reads the
-        cache (level-based; so does a relist, whose differences arrive as events)."""
+        cache (level-based; so does a relist, whose differences arrive as events). False when
+        the event needs no pass: a job that started on exactly the room the engine holds for it."""
         queue = self.queue
         if new is None:
             queue.note(name, GONE)
-            return
+            return True
         st = new.status
         state = st.state
         if state in TERMINAL:
             queue.note(name, GONE)
-            return
+            return True
         p = st.placement
         if p is not None and p.nodes:
-            if state in RUNNABLE:
+            if state in HOLDING:
                 assumed = self.assume.assumed.get(name)
                 if assumed is not None and assumed[0] == tuple(p.nodes):
-                    queue.note(name, CONFIRMED)
-                    return
+                    queue.note(name, CONFIRMED)  # our binding (bound, or started already)
+                    return True
+                held = self.packer.binding(name)
+                if assumed is None and held is not None and held[2] == tuple(p.nodes) and \
+                        held[3] == tuple(p.cpus) and held[4] == tuple(p.gpus):
+                    return False  # started where it was bound (and confirmed): nothing changed here
             queue.mark(name)
-            return
+            return True
         allowed = self._allowed
         if state in RUNNABLE and allowed is not None and not new.spec.suspend:
             conds = st.conditions
@@ -344,8 +348,9 @@ class PlacementReconciler:
             ts = new.metadata.creation_timestamp
             key = (-new.spec.priority, ts.timestamp() if ts else 0.0, name)
             queue.note(name, (key, self._template(new, allowed(new)), cond.message if cond is not None else None))
-            return
+            return True
         queue.mark(name)
+        return True
 
     def release_steps(self, job: Job) -> list[tuple[JobState, str]] | None:
         """The collapsed steps with which placement releases ``job`` (None: not its to release)."""
