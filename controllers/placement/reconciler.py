@@ -1,7 +1,8 @@
 """The placement scheduler: binds PREPROCESSED / RESTART_READY jobs to nodes.
 
-It has kube-scheduler's shape (controllers/placement/scheduler.py): informer events mark jobs
-in its own :class:`SchedulingQueue`; a pass places the queue with the packing engine; bindings
+It has kube-scheduler's shape (controllers/placement/scheduler.py): informer events feed its
+own :class:`SchedulingQueue` (an entry built at event time, a job's end, its binding seen; the
+rest marked for the pass to read); a pass places the queue with the packing engine; bindings
 are *assumed* in the engine at once and written in one batch by :func:`bind`, which forgets
 (room back, job re-queued) every binding that did not land. The other steps of a pass (the
 Waiting/Unschedulable conditions, moving the jobs of lost nodes on) are level-based and go
@@ -12,8 +13,9 @@ One request per namespace ("the allocation"): every relevant change (a job becom
 or leaves a node, a node comes or goes, a batch job's selector changes) enqueues the same key,
 so bursts of events collapse into one pass. A pass
 
-1. syncs the :class:`Packer` with the informer caches — nodes added/removed, and the jobs
-   marked since the last pass (so a pass does not re-read 100k bound jobs);
+1. syncs the :class:`Packer` with the informer caches — nodes added/removed, what the events
+   since the last pass said (an ended job's room back by name, new entries queued) and the
+   jobs marked (so a pass does not re-read 100k bound jobs);
 2. moves the jobs of vanished nodes on (every node the Job cache's node index names that is
    not registered: level-based) (RUNNING → RUN_TIMEOUT "node X lost", bound but not
    started → unbound) so nothing strands when an agent dies;

@@ -1,10 +1,13 @@
 """Placement in kube-scheduler's shape: a scheduling queue, an assume cache, a batched binder.
 
 * :class:`SchedulingQueue` — the jobs that wait for room, in priority order (higher
-  ``spec.priority`` first, then oldest). Informer events only *mark* jobs (``mark``); the
-  scheduler's pass re-reads each marked job from the cache and keeps its entry in step
-  (``track``). The order is re-sorted only after additions; a head index skips entries that
-  left, so a pass over a full allocation costs what it binds.
+  ``spec.priority`` first, then oldest). It is fed by the informer's event handlers, as
+  kube-scheduler's is: an event that makes a job wait brings its entry, built on the
+  informer's thread (``note``); one that ends it says ``GONE`` (its room back by name), one
+  that shows the assumed binding ``CONFIRMED``; anything else *marks* the job (``mark``) and
+  the pass reads it from the cache (``track``). One lane per priority, appended in creation
+  order (never re-sorted); a head index and a compaction of what a walk went over skip the
+  entries that left, so a pass over a full allocation costs what it binds.
 * :class:`AssumeCache` — bindings decided and written but not yet seen in the Job cache. The
   packing engine counts an assumed binding as taken at once (so one pass never gives a slot
   twice); a binding whose write fails is *forgotten*: its room goes back to the engine and its
