@@ -339,7 +339,7 @@ class PlacementReconciler:
                     return True
                 held = self.packer.binding(name)
                 if assumed is None and held is not None and held[2] == tuple(p.nodes) and \
-                        held[3] == tuple(p.cpus) and held[4] == tuple(p.gpus):
+                        held[3] == tuple(p.cpus) and held[4] == tuple(p.gpus) and held[5] == p.occupancy:
                     return False  # started where it was bound (and confirmed): nothing changed here
             queue.mark(name)
             return True

@@ -462,3 +462,37 @@ def test_a_new_term_rebuilds_the_queue_from_the_cache_and_a_selector_change_rebu
     _finish(reg, informers, bound[0])
     assert [j.name for j in _one_pass(again, reg, informers)] == ["a"]  # n0 belongs to no batch job
     assert {r.batch_jobs for _, r in again.queue.pairs_in_order()} == {frozenset({None})}
+
+
+def test_a_job_that_starts_where_it_was_bound_needs_no_pass_and_its_end_frees_the_slot() -> None:
+    reg = _Recorder()
+    informers: dict[str, Any] = {"Job": Informer(reg, Job, "default", job_indexers()),  # type: ignore[arg-type]
+                                 "Node": Informer(reg, Node, "default"),  # type: ignore[arg-type]
+                                 "BatchJob": Informer(reg, BatchJob, "default")}  # type: ignore[arg-type]
+    sched = PlacementScheduler()
+    requests: list[Request] = []
+    sched.register(informers, requests.append)
+    informers["Node"].apply_local(Node(metadata=ObjectMeta(name="n0", namespace="default", resource_version="1"),
+                                       spec=NodeSpec(hostname="n0", cpus=1, gpus=0)))
+    for i, name in enumerate("ab"):
+        informers["Job"].apply_local(_cached(name, 10 + i, None))
+    bound = _one_pass(sched, reg, informers)
+    assert [j.name for j in bound] == ["a"]
+    assert _one_pass(sched, reg, informers) == [] and sched.assume.assumed == {}  # confirmed
+    requests.clear()
+    running = bound[0].status_copy()
+    running.status.state = JobState.RUNNING
+    reg.rv += 1
+    running.metadata = bound[0].metadata.model_copy(update={"resource_version": str(reg.rv)})
+    informers["Job"].apply_local(running)
+    assert requests == []  # nothing for placement to do
+    assert sched.packer.node("n0").running_jobs == ["a"]
+    moved = running.status_copy()  # someone else's binding of it elsewhere on n0: a pass looks
+    moved.status.placement = Placement(nodes=["n0"], cpus=[0], gpus=[], occupancy=0.5)
+    reg.rv += 1
+    moved.metadata = running.metadata.model_copy(update={"resource_version": str(reg.rv)})
+    informers["Job"].apply_local(moved)
+    assert requests and "a" in sched.queue.take_marked()
+    _finish(reg, informers, moved)
+    assert [j.name for j in _one_pass(sched, reg, informers)] == ["b"]
+    assert sched.packer.node("n0").running_jobs == ["b"]
