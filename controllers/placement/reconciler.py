@@ -333,13 +333,12 @@ class PlacementReconciler:
         p = st.placement
         if p is not None and p.nodes:
             if state in HOLDING:
-                assumed = self.assume.assumed.get(name)
-                if assumed is not None and assumed[0] == tuple(p.nodes):
-                    queue.note(name, CONFIRMED)  # our binding (bound, or started already)
-                    return True
                 held = self.packer.binding(name)
-                if assumed is None and held is not None and held[2] == tuple(p.nodes) and \
-                        held[3] == tuple(p.cpus) and held[4] == tuple(p.gpus) and held[5] == p.occupancy:
+                if held is not None and held[2] == tuple(p.nodes) and held[3] == tuple(p.cpus) and \
+                        held[4] == tuple(p.gpus) and held[5] == p.occupancy:  # the room the engine holds
+                    if name in self.assume.assumed:
+                        queue.note(name, CONFIRMED)  # our binding (bound, or started already)
+                        return True
                     return False  # started where it was bound (and confirmed): nothing changed here
             queue.mark(name)
             return True
