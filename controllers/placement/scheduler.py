@@ -53,7 +53,7 @@ class _Lane:
 #: (``SchedulingQueue.note``): the job ended or was deleted (its room back, out of the queue) ...
 GONE = "gone"
 #: ... or the event shows the binding the scheduler assumed (stop assuming). Anything else
-#: noted is a queue entry ``(key, request, job, Unschedulable message)`` built at event time.
+#: noted is a queue entry ``(key, request, Unschedulable message or None)`` built at event time.
 CONFIRMED = "confirmed"
 
 
@@ -88,7 +88,7 @@ class SchedulingQueue:
 
     def note(self, name: str, what: Any) -> None:
         """What the last event of ``name`` says (the latest wins): ``GONE``, ``CONFIRMED`` or an
-        entry ``(key, request, job, Unschedulable message)``."""
+        entry ``(key, request, Unschedulable message or None)``."""
         with self._lock:
             self._events[name] = what
 
