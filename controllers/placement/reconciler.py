@@ -1,7 +1,8 @@
 """The placement scheduler: binds PREPROCESSED / RESTART_READY jobs to nodes.
 
-It has kube-scheduler's shape (controllers/placement/scheduler.py): informer events mark jobs
-in its own :class:`SchedulingQueue`; a pass places the queue with the packing engine; bindings
+It has kube-scheduler's shape (controllers/placement/scheduler.py): informer events feed its
+own :class:`SchedulingQueue` (an entry built at event time, a job's end, its binding seen; the
+rest marked for the pass to read); a pass places the queue with the packing engine; bindings
 are *assumed* in the engine at once and written in one batch by :func:`bind`, which forgets
 (room back, job re-queued) every binding that did not land. The other steps of a pass (the
 Waiting/Unschedulable conditions, moving the jobs of lost nodes on) are level-based and go
@@ -12,8 +13,9 @@ One request per namespace ("the allocation"): every relevant change (a job becom
 or leaves a node, a node comes or goes, a batch job's selector changes) enqueues the same key,
 so bursts of events collapse into one pass. A pass
 
-1. syncs the :class:`Packer` with the informer caches — nodes added/removed, and the jobs
-   marked since the last pass (so a pass does not re-read 100k bound jobs);
+1. syncs the :class:`Packer` with the informer caches — nodes added/removed, what the events
+   since the last pass said (an ended job's room back by name, new entries queued) and the
+   jobs marked (so a pass does not re-read 100k bound jobs);
 2. moves the jobs of vanished nodes on (every node the Job cache's node index names that is
    not registered: level-based) (RUNNING → RUN_TIMEOUT "node X lost", bound but not
    started → unbound) so nothing strands when an agent dies;
@@ -78,7 +80,7 @@ from .packing import (
     PlacementRequest,
     UnknownNode,
 )
-from .scheduler import AssumeCache, SchedulingQueue, StatusPatch, bind
+from .scheduler import CONFIRMED, GONE, AssumeCache, SchedulingQueue, StatusPatch, bind
 
 KEY = "placement"
 PLACE_CHUNK = 256
@@ -106,12 +108,35 @@ def holds_resources(job: Job) -> bool:
 _NOT_KEPT_WHEN_BOUND = ("Unschedulable", "Waiting")
 #: ... and when it is released by placement (the dependency reconciler's conditions too).
 _NOT_KEPT_WHEN_RELEASED = ("Unschedulable", *PARENT_CONDITIONS)
-_EMPTY_PLACEMENT = Placement()  # copied with the decision's fields (pydantic's model_construct costs 4x)
 #: (nodes, cpus, gpus, occupancy, batch job) -> its Placement, shared by every binding that gets
 #: the same room (a slot freed and taken again gets the same ids): nothing edits a placement in
 #: place (a status edit assigns a new one), so one object serves all. Bounded: cleared when full.
 _PLACEMENTS: dict[tuple[Any, ...], Placement] = {}
 _PLACEMENTS_MAX = 1 << 17
+
+
+#: The conditions of a job bound that had none but the ones a binding drops: one empty list,
+#: shared (nothing edits a cached object's list in place; ``status_copy`` copies it).
+_NO_CONDITIONS: list[Condition] = []
+_PLACEMENT_FIELDS_SET = set(Placement.model_fields)  # every field set: shared (adding one changes nothing)
+_new_object, _set_attr = object.__new__, object.__setattr__
+
+
+def _placement(room: tuple[Any, ...]) -> Placement:
+    """The ``Placement`` of a decision's ``room`` (nodes, cpus, gpus, occupancy, batch job), made
+    without validation (the engine's own values, of the right types) and kept in
+    ``_PLACEMENTS``: pydantic's ``model_construct`` costs 4x, a copy of an empty one 2x."""
+    if len(_PLACEMENTS) >= _PLACEMENTS_MAX:
+        _PLACEMENTS.clear()
+    nodes, cpus, gpus, occupancy, batch_job = room
+    p = _new_object(Placement)
+    _set_attr(p, "__dict__", {"batch_job": batch_job, "nodes": list(nodes), "cpus": list(cpus), "gpus": list(gpus),
+                              "occupancy": float(occupancy)})
+    _set_attr(p, "__pydantic_extra__", None)
+    _set_attr(p, "__pydantic_fields_set__", _PLACEMENT_FIELDS_SET)
+    _set_attr(p, "__pydantic_private__", None)
+    _PLACEMENTS[room] = p
+    return p
 
 
 def binding_fields(job: Job, d: Decision) -> dict[str, Any]:
@@ -128,11 +153,7 @@ def binding_fields(job: Job, d: Decision) -> dict[str, Any]:
     room = d[2:7]  # (nodes, cpus, gpus, occupancy, batch_job)
     placement = _PLACEMENTS.get(room)
     if placement is None:
-        if len(_PLACEMENTS) >= _PLACEMENTS_MAX:
-            _PLACEMENTS.clear()
-        placement = _PLACEMENTS[room] = shallow_copy(
-            _EMPTY_PLACEMENT, {"batch_job": d.batch_job, "nodes": list(d.nodes), "cpus": list(d.cpus),
-                               "gpus": list(d.gpus), "occupancy": float(d.occupancy)})
+        placement = _placement(room)
     return {"placement": placement, "observed_generation": job.metadata.generation, "conditions": conds}
 
 
@@ -184,6 +205,9 @@ class PlacementReconciler:
         self.assume = AssumeCache(self.packer, self.queue)
         self._lock = threading.Lock()
         self._full_sync = True
+        #: Which batch jobs a job may use, as of the last pass (or registration): the event
+        #: handler builds queue entries with it; a selector change rebuilds them all.
+        self._allowed: Callable[[Job], frozenset[str | None] | None] | None = None
         self._requests_stale = False
         self._shapes: dict[tuple[Any, ...], JobShape] = {}
         self._templates: dict[tuple[JobShape, frozenset[str | None] | None], PlacementRequest] = {}
@@ -230,8 +254,7 @@ class PlacementReconciler:
                     and _unschedulable_message(old) == _unschedulable_message(new)
                 )
                 relevant = not same
-            if relevant:
-                self.queue.mark((new or old).name)  # type: ignore[union-attr]
+            if relevant and self._note((new or old).name, new):  # type: ignore[union-attr]
                 enqueue(Request(KEY, ns))
             elif releasable:
                 enqueue(Request(KEY, ns))
@@ -259,6 +282,7 @@ class PlacementReconciler:
                 self.queue.mark(*marked)
                 enqueue(Request(KEY, ns))
 
+        self._allowed = self._allowed_fn(informers["BatchJob"])
         jobs.add_handler(on_job)  # type: ignore[arg-type]
         if releases and self._apps is not None:
             self._apps.add_handler(on_app)  # type: ignore[arg-type]
@@ -288,6 +312,46 @@ class PlacementReconciler:
                 self.queue.mark(*kids)
                 marked = True
         return marked
+
+    def _note(self, name: str, new: Job | None) -> bool:
+        """What an event of a job placement cares about means for the next pass, decided on
+        the informer's thread (kube-scheduler's queue is fed by its event handlers), so a pass
+        does what changed without reading the job again: it ended or left (``GONE``: its room
+        back by name), it shows the binding the scheduler assumed (``CONFIRMED``), or it waits
+        for room (its queue entry, built here). Anything else is marked: the pass reads the
+        cache (level-based; so does a relist, whose differences arrive as events). False when
+        the event needs no pass: a job that started on exactly the room the engine holds for it."""
+        queue = self.queue
+        if new is None:
+            queue.note(name, GONE)
+            return True
+        st = new.status
+        state = st.state
+        if state in TERMINAL:
+            queue.note(name, GONE)
+            return True
+        p = st.placement
+        if p is not None and p.nodes:
+            if state in HOLDING:
+                held = self.packer.binding(name)
+                if held is not None and held[2] == tuple(p.nodes) and held[3] == tuple(p.cpus) and \
+                        held[4] == tuple(p.gpus) and held[5] == p.occupancy:  # the room the engine holds
+                    if name in self.assume.assumed:
+                        queue.note(name, CONFIRMED)  # our binding (bound, or started already)
+                        return True
+                    return False  # started where it was bound (and confirmed): nothing changed here
+            queue.mark(name)
+            return True
+        allowed = self._allowed
+        if state in RUNNABLE and allowed is not None and not new.spec.suspend:
+            conds = st.conditions
+            cond = get_condition(conds, "Unschedulable") if conds else None
+            ts = new.metadata.creation_timestamp
+            key = (-new.spec.priority, ts.timestamp() if ts else 0.0, name)
+            queue.note(name, (key, self._template(new, allowed(new)), cond.message if cond is not None else None))
+            return True
+        queue.mark(name)
+        return True
 
     def release_steps(self, job: Job) -> list[tuple[JobState, str]] | None:
         """The collapsed steps with which placement releases ``job`` (None: not its to release)."""
@@ -389,19 +453,52 @@ class PlacementReconciler:
         with self._lock:
             full, self._full_sync = self._full_sync, False
             stale, self._requests_stale = self._requests_stale, False
-        allowed = self._allowed_fn(batchjobs)
+        allowed = self._allowed = self._allowed_fn(batchjobs)
         queue = self.queue
         track = self._track
+        # What the events since the last pass said, applied without reading the jobs again.
+        arrived: list[str] = []  # queued by their events since the last pass
+        events = queue.take_events()
+        if events:
+            assumed = self.assume.assumed
+            binding_of, release = self.packer.binding, self.packer.release
+            unschedulable, put, entries = self._unschedulable, queue.put, queue.entries
+            waiting_sent, words_sent = self._waiting_sent, self._waiting_words_sent
+            for name, what in events.items():
+                if what is GONE:  # ended or deleted: its room back, out of every book
+                    if assumed:
+                        assumed.pop(name, None)
+                    if release(name):
+                        released = True
+                    if name in entries:
+                        del entries[name]
+                    if unschedulable:
+                        unschedulable.pop(name, None)
+                    if waiting_sent:
+                        waiting_sent.pop(name, None)
+                        words_sent.pop(name, None)
+                elif what is CONFIRMED:  # our binding, seen as written: the engine holds it already
+                    assumed.pop(name, None)
+                elif stale or name in assumed or binding_of(name) is not None:
+                    dirty.add(name)  # a binding to undo or to confirm first: the cache decides
+                else:
+                    put(name, what[0], what[1])
+                    if what[2] is not None:
+                        unschedulable[name] = what[2]
+                    elif unschedulable:
+                        unschedulable.pop(name, None)
+                    arrived.append(name)
         if full:
             for name in list(self.packer.bound_jobs()):
                 if name not in self.assume:
                     self._sync_job(jobs.get(name), name)
-            for state in HOLDING:
-                for job in jobs.by_index("state", state.value):
-                    p = job.status.placement
-                    if p is not None and p.nodes:  # a job that holds nothing has nothing to sync
+            # Bound jobs through the node index: a job that holds nothing has nothing to sync
+            # (was every PREPROCESSED job: the whole backlog, 0.1 s at 10^5 waiting).
+            for node_name in jobs.index_values("node"):
+                for job in jobs.by_index("node", node_name):
+                    if holds_resources(job):
                         self._sync_job(job, job.metadata.name or "")
-        else:
+        if dirty:
             # One look at each job marked since the last pass: the engine's room, then its
             # queue entry (unless the whole queue is rebuilt below).
             binding, release = self.packer.binding, self.packer.release
@@ -442,8 +539,9 @@ class PlacementReconciler:
                 self.packer.release(job.name)
                 self._step(ctx, job, new)
 
-        # The queue, in priority order.
-        if full or stale:
+        # The queue, in priority order: built by the events (the registration's replay
+        # included); rebuilt from the cache when the batch jobs' selectors changed.
+        if stale:
             queue.clear()
             self._unschedulable.clear()
             for state in (*RUNNABLE, *PRE_READY) if self.hooks is not None else RUNNABLE:
@@ -451,7 +549,7 @@ class PlacementReconciler:
                     track(job, job.metadata.name or "", allowed)
         if not len(queue):
             return None
-        if not (full or stale or self._nodes_changed or lost_nodes or released) and \
+        if not (full or stale or self._nodes_changed or lost_nodes or released or arrived) and \
                 not any(name in queue for name in dirty):
             # Only jobs that left the queue changed (our own bindings written through, or
             # finished jobs that held nothing): no room was freed and nothing new waits.
@@ -459,23 +557,38 @@ class PlacementReconciler:
         if full or stale or self._nodes_changed:
             decisions = self.packer.place_pairs(queue.pairs_in_order())
         else:
-            decisions = self._place_while_room(dirty)
+            decisions = self._place_while_room(dirty.union(arrived) if arrived else dirty)
         top_waiting: int | None = None  # the highest priority seen waiting so far in this pass
         binds: list[StatusPatch] = []
         self._waits = []
         get, entries, unschedulable = jobs.get, queue.entries, self._unschedulable
         waiting_sent, words_sent, assumed = self._waiting_sent, self._waiting_words_sent, self.assume.assumed
+        placements, words_of, waits = _PLACEMENTS, self._words, self._waits
+        shared: dict[tuple[str, str], dict[str, Any]] = {}  # words -> the patch of a job with no condition
+        names: list[str] = []
         BOUND, WAITING = Outcome.BOUND, Outcome.WAITING
         cell: list[int] = [0]  # the revision this pass's bindings land at (AssumeCache: one per batch)
         for d in decisions:
-            outcome, name = d.outcome, d.job
+            outcome, name = d[1], d[0]
             if outcome is BOUND:
                 placed = get(name)
                 if placed is None:
                     self.packer.release(name)
                     continue
-                fields = binding_fields(placed, d)
-                if placed.status.state in PRE_READY:  # released in its binding: one write
+                st = placed.status
+                # binding_fields(placed, d), inlined: one per job bound
+                conds = st.conditions
+                if not conds or (len(conds) == 1 and conds[0].type in _NOT_KEPT_WHEN_BOUND):
+                    conds = _NO_CONDITIONS  # the usual: none, or the Waiting one it had
+                else:
+                    conds = [c for c in conds if c.type not in _NOT_KEPT_WHEN_BOUND]
+                room = d[2:7]
+                placement = placements.get(room)
+                if placement is None:
+                    placement = _placement(room)
+                fields = {"placement": placement, "observed_generation": placed.metadata.generation,
+                          "conditions": conds}
+                if st.state in PRE_READY:  # released in its binding: one write
                     steps = self.release_steps(placed)
                     if steps is None:  # no longer ours to release (its event marked it)
                         self.packer.release(name)
@@ -483,6 +596,7 @@ class PlacementReconciler:
                         continue
                     fields = released_fields(placed, fields, steps, now)
                 binds.append((placed, fields))
+                names.append(name)
                 assumed[name] = (d[2], cell)  # AssumeCache.assume, inlined: one per binding
                 entries.pop(name, None)
                 if unschedulable:
@@ -496,13 +610,36 @@ class PlacementReconciler:
                 held = top_waiting is not None and prio < top_waiting
                 if top_waiting is None or prio > top_waiting:
                     top_waiting = prio
-                self._set_waiting(ctx, get(name), d.reason, held, top_waiting, now)
+                waiter = get(name)
+                if waiter is not None:
+                    st = waiter.status
+                    words = words_of.get((d[7], held))
+                    if words is not None and st.state not in PRE_READY:
+                        conds = st.conditions
+                        if not conds:  # the usual first word: one patch shared by all such jobs
+                            if waiting_sent.get(name) is not waiter or words_sent.get(name) != words:
+                                patch = shared.get(words)
+                                if patch is None:
+                                    patch = shared[words] = self._waiting_patch(words, now)[1]
+                                waiting_sent[name] = waiter
+                                words_sent[name] = words
+                                waits.append((waiter, patch))
+                            if unschedulable:
+                                unschedulable.pop(name, None)
+                            continue
+                        if len(conds) == 1:
+                            c = conds[0]
+                            if c.type == "Waiting" and c.reason == words[0] and c.message == words[1]:
+                                if unschedulable:
+                                    unschedulable.pop(name, None)
+                                continue  # says so already
+                self._set_waiting(ctx, waiter, d[7], held, top_waiting, now)
                 if unschedulable:
                     unschedulable.pop(name, None)  # cleared by _set_waiting's write above
             else:  # never fits
                 never = get(name)
-                if unschedulable.get(name) != d.reason or (never is not None and never.status.state in PRE_READY):
-                    self._set_unschedulable(ctx, never, d.reason, now)
+                if unschedulable.get(name) != d[7] or (never is not None and never.status.state in PRE_READY):
+                    self._set_unschedulable(ctx, never, d[7], now)
         queue.compact()
         landed = 0
         if binds:
@@ -511,7 +648,6 @@ class PlacementReconciler:
             # binding, not a new Job, a cache update with its indexers and handlers. Written
             # before the Waiting conditions: an outage in between must not leave room assumed.
             written: list[Job] = []
-            names = [job.name for job, _ in binds]
             jobs.hold(names)  # their events wait for expect(): these objects, no decode (issue 19)
             try:
                 landed = bind(ctx.registry, binds, self.assume, written, cell)
@@ -535,7 +671,7 @@ class PlacementReconciler:
         waits, self._waits = self._waits, []
         written: list[Job] = []
         jobs = ctx.caches["Job"]
-        names = [job.name for job, _ in waits]
+        names = [job.metadata.name or "" for job, _ in waits]
         jobs.hold(names)  # their events wait for expect(): these objects, no decode (issue 19)
         try:
             self._write_waits(ctx.registry, waits, written)
@@ -665,14 +801,7 @@ class PlacementReconciler:
             if cur is not None and cur.reason == reason and cur.message == message and \
                     not any(c.type == "Unschedulable" for c in conds):
                 return
-        key = (reason, message, now)
-        entry = self._conditions.get(key)
-        if entry is None:
-            if len(self._conditions) > 64:
-                self._conditions.clear()
-            cond = Condition(type="Waiting", status="True", reason=reason, message=message,
-                             last_transition_time=now)
-            entry = self._conditions[key] = (cond, {"conditions": [cond]})
+        entry = self._waiting_patch(words, now)
         # A patch of the conditions alone, written by the scheduler with its bindings' kind
         # of write (no Job copied here; nothing edits a shared list or condition in place).
         self._waiting_sent[name] = job
@@ -687,6 +816,20 @@ class PlacementReconciler:
             self._waits.append((job, {"conditions": kept}))
         else:
             self._waits.append((job, entry[1]))
+
+    def _waiting_patch(self, words: tuple[str, str], now: Any) -> tuple[Condition, dict[str, Any]]:
+        """The Waiting condition saying ``words`` at ``now``, and the patch of a job that has no
+        condition: made once per pass and words, shared (nothing edits a written list or
+        condition in place)."""
+        key = (*words, now)
+        entry = self._conditions.get(key)
+        if entry is None:
+            if len(self._conditions) > 64:
+                self._conditions.clear()
+            cond = Condition(type="Waiting", status="True", reason=words[0], message=words[1],
+                             last_transition_time=now)
+            entry = self._conditions[key] = (cond, {"conditions": [cond]})
+        return entry
 
     def _drop(self, name: str) -> None:
         """``name`` is no longer placement's (bound, gone, or not one it releases: its event

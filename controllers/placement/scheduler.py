@@ -1,10 +1,13 @@
 """Placement in kube-scheduler's shape: a scheduling queue, an assume cache, a batched binder.
 
 * :class:`SchedulingQueue` — the jobs that wait for room, in priority order (higher
-  ``spec.priority`` first, then oldest). Informer events only *mark* jobs (``mark``); the
-  scheduler's pass re-reads each marked job from the cache and keeps its entry in step
-  (``track``). The order is re-sorted only after additions; a head index skips entries that
-  left, so a pass over a full allocation costs what it binds.
+  ``spec.priority`` first, then oldest). It is fed by the informer's event handlers, as
+  kube-scheduler's is: an event that makes a job wait brings its entry, built on the
+  informer's thread (``note``); one that ends it says ``GONE`` (its room back by name), one
+  that shows the assumed binding ``CONFIRMED``; anything else *marks* the job (``mark``) and
+  the pass reads it from the cache (``track``). One lane per priority, appended in creation
+  order (never re-sorted); a head index and a compaction of what a walk went over skip the
+  entries that left, so a pass over a full allocation costs what it binds.
 * :class:`AssumeCache` — bindings decided and written but not yet seen in the Job cache. The
   packing engine counts an assumed binding as taken at once (so one pass never gives a slot
   twice); a binding whose write fails is *forgotten*: its room goes back to the engine and its
@@ -30,23 +33,52 @@ from .packing import Packer, PlacementRequest
 SortKey = tuple[Any, ...]
 
 
+class _Lane:
+    """The queued jobs of one priority, oldest first: ``(key, name, ticket)`` items. A job
+    queued after every item of its lane (the usual case: jobs arrive in creation order) is
+    appended; one that is older waits in ``added`` for the next ``ordered()`` (binary
+    insertion when few, one sort of the lane when many). ``head``: every item before it has
+    left the queue."""
+
+    __slots__ = ("items", "added", "head", "walked")
+
+    def __init__(self) -> None:
+        self.items: list[tuple[SortKey, str, int]] = []
+        self.added: list[tuple[SortKey, str, int]] = []
+        self.head = 0
+        self.walked = 0  # how far the last walk went: ``compact`` drops the items that left before it
+
+
+#: What a job's last informer event told the scheduler, handed to its next pass
+#: (``SchedulingQueue.note``): the job ended or was deleted (its room back, out of the queue) ...
+GONE = "gone"
+#: ... or the event shows the binding the scheduler assumed (stop assuming). Anything else
+#: noted is a queue entry ``(key, request, Unschedulable message or None)`` built at event time.
+CONFIRMED = "confirmed"
+
+
 class SchedulingQueue:
     """Pending jobs: name -> (sort key, request, ticket), and their priority order.
 
-    The order is a sorted list of ``(key, name, ticket)``; an item counts while the job's
-    entry still has that ticket (a job re-queued or re-keyed gets a new one, and its old item
-    is skipped). Jobs queued since the last pass are merged in by binary insertion when they
-    are few (the trickle of a running site: a pass costs what changed, not a sort of
-    thousands waiting) and by one sort of the live items when they are many."""
+    The order is one :class:`_Lane` per priority (``key[0]``, highest first), each oldest
+    first; an item counts while the job's entry still has that ticket (a job re-queued or
+    re-keyed gets a new one, and its old item is skipped). Jobs arrive in creation order, so a
+    lane is appended to and never sorted; an older arrival (a re-keyed job, a relist) is merged
+    by binary insertion when few and one sort of the lane when many. A pass costs what
+    changed, not a sort of thousands waiting.
+
+    Fed by informer events (kube-scheduler's shape): a handler ``note``s what an event says
+    about a job (an entry built at event time, ``GONE``, ``CONFIRMED``) or ``mark``s the job
+    for the pass to read from the cache; the pass takes both (``take_events``,
+    ``take_marked``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._marked: set[str] = set()
+        self._events: dict[str, Any] = {}
         self.entries: dict[str, tuple[SortKey, PlacementRequest, int]] = {}
-        self._order: list[tuple[SortKey, str, int]] = []
-        self._added: list[tuple[SortKey, str, int]] = []
+        self._lanes: dict[Any, _Lane] = {}
         self._tickets = itertools.count(1)
-        self._head = 0  # every item of _order before this index has left the queue
 
     # --- fed by informer events (any thread) ---------------------------------------------
 
@@ -54,9 +86,20 @@ class SchedulingQueue:
         with self._lock:
             self._marked.update(names)
 
+    def note(self, name: str, what: Any) -> None:
+        """What the last event of ``name`` says (the latest wins): ``GONE``, ``CONFIRMED`` or an
+        entry ``(key, request, Unschedulable message or None)``."""
+        with self._lock:
+            self._events[name] = what
+
     def take_marked(self) -> set[str]:
         with self._lock:
             out, self._marked = self._marked, set()
+        return out
+
+    def take_events(self) -> dict[str, Any]:
+        with self._lock:
+            out, self._events = self._events, {}
         return out
 
     # --- the scheduler's own thread -------------------------------------------------------
@@ -73,61 +116,83 @@ class SchedulingQueue:
         prev = self.entries.get(name)
         if prev is not None and prev[0] == key:
             if prev[1] is not request:
-                self.entries[name] = (prev[0], request, prev[2])
+                self.entries[name] = (key, request, prev[2])
             return
         ticket = next(self._tickets)
         self.entries[name] = (key, request, ticket)
-        self._added.append((key, name, ticket))
+        lane = self._lanes.get(key[0])
+        if lane is None:
+            lane = self._lanes[key[0]] = _Lane()
+        items = lane.items
+        if not lane.added and (len(items) == lane.head or items[-1][0] < key):
+            items.append((key, name, ticket))
+        else:
+            lane.added.append((key, name, ticket))
 
     def remove(self, name: str) -> None:
         self.entries.pop(name, None)
 
     def clear(self) -> None:
         self.entries.clear()
-        self._order = []
-        self._added = []
-        self._head = 0
+        self._lanes.clear()
 
     def priority(self, name: str) -> int:
         e = self.entries.get(name)
         return -e[0][0] if e is not None else 0
 
-    def _ordered(self) -> tuple[list[tuple[SortKey, str, int]], int]:
-        order, head, get = self._order, self._head, self.entries.get
-        added = self._added
-        if added:
-            self._added = []
-            if len(added) * 16 > len(order) - head:  # many: one sort of the live items
-                live = [it for it in itertools.islice(order, head, None)
-                        if (e := get(it[1])) is not None and e[2] == it[2]]
-                live.extend(added)
-                live.sort()
-                self._order = order = live
-                head = 0
-            else:  # few (a trickle): binary insertion behind the head
-                insort = bisect.insort
-                for it in added:
-                    insort(order, it, head)
-        n = len(order)
-        while head < n and ((e := get(order[head][1])) is None or e[2] != order[head][2]):
-            head += 1  # bound since: no pass needs to walk past them again
-        self._head = head
-        return order, head
+    def _ordered(self) -> list[_Lane]:
+        """The lanes, highest priority first, each merged and its head moved past the items
+        that left."""
+        get = self.entries.get
+        lanes = self._lanes
+        out = []
+        for k in sorted(lanes):
+            lane = lanes[k]
+            items, head, added = lane.items, lane.head, lane.added
+            if added:
+                lane.added = []
+                if len(added) * 16 > len(items) - head:  # many: one sort of the live items
+                    live = [it for it in itertools.islice(items, head, None)
+                            if (e := get(it[1])) is not None and e[2] == it[2]]
+                    live.extend(added)
+                    live.sort()
+                    lane.items = items = live
+                    head = 0
+                else:  # few (a trickle): binary insertion behind the head
+                    insort = bisect.insort
+                    for it in added:
+                        insort(items, it, head)
+            n = len(items)
+            while head < n and ((e := get(items[head][1])) is None or e[2] != items[head][2]):
+                head += 1  # bound since: no pass needs to walk past them again
+            lane.head = head
+            if head == n:
+                lane.items, lane.head = [], 0
+                if not lane.added:
+                    del lanes[k]
+                continue
+            out.append(lane)
+        return out
 
     def in_order(self) -> Iterator[str]:
         """Pending names, highest priority first, oldest first within one priority."""
-        order, head = self._ordered()
-        get = self.entries.get
-        return (it[1] for it in itertools.islice(order, head, None)
-                if (e := get(it[1])) is not None and e[2] == it[2])
+        return (name for name, _ in self.pairs_in_order())
 
     def pairs_in_order(self) -> Iterator[tuple[str, PlacementRequest]]:
         """``(name, request)`` of the pending jobs in priority order: what ``Packer.place_pairs``
         takes, one dict lookup per job."""
-        order, head = self._ordered()
         get = self.entries.get
-        return ((it[1], e[1]) for it in itertools.islice(order, head, None)
-                if (e := get(it[1])) is not None and e[2] == it[2])
+        for lane in self._ordered():
+            items = lane.items
+            i, n = lane.head, len(items)
+            while i < n:
+                it = items[i]
+                i += 1
+                e = get(it[1])
+                if e is not None and e[2] == it[2]:
+                    lane.walked = i
+                    yield it[1], e[1]
+            lane.walked = n
 
     def requests(self, names: Iterator[str] | list[str]) -> Iterator[tuple[str, PlacementRequest]]:
         """``(name, request)`` of queued ``names``, for ``Packer.place_pairs``."""
@@ -135,12 +200,25 @@ class SchedulingQueue:
         return ((n, entries[n][1]) for n in names)
 
     def compact(self) -> None:
-        # entries before the head are skipped already: only the ones behind it count
-        if len(self._order) - self._head > 2 * len(self.entries) + 64:
-            get = self.entries.get
-            self._order = [it for it in itertools.islice(self._order, self._head, None)
-                           if (e := get(it[1])) is not None and e[2] == it[2]]
-            self._head = 0
+        """Drop the items that left the queue: those a walk went over (a pass binds jobs
+        scattered behind ones that wait; without this every later pass walks past them
+        again), and all of them once they outnumber the queue."""
+        get = self.entries.get
+        for lane in self._lanes.values():
+            head, walked = lane.head, lane.walked
+            if walked > head:
+                items = lane.items
+                items[head:walked] = [it for it in itertools.islice(items, head, walked)
+                                      if (e := get(it[1])) is not None and e[2] == it[2]]
+            lane.walked = 0
+        # entries before a lane's head are skipped already: only the ones behind it count
+        behind = sum(len(lane.items) - lane.head + len(lane.added) for lane in self._lanes.values())
+        if behind > 2 * len(self.entries) + 64:
+            for lane in self._lanes.values():
+                lane.items = [it for it in itertools.islice(lane.items, lane.head, None)
+                              if (e := get(it[1])) is not None and e[2] == it[2]]
+                lane.added = [it for it in lane.added if (e := get(it[1])) is not None and e[2] == it[2]]
+                lane.head = 0
 
 
 #: The revision a binding landed at (0 until then), in a one-item list: every binding of one

@@ -359,3 +359,140 @@ def test_a_trickle_pass_decides_a_first_chunk_not_the_whole_backlog() -> None:
         bound = run_pass()
         assert [j.name for j in bound] == [f"j{k:03d}"]
         assert sum(offered) <= FIRST_CHUNK
+
+
+def _deliver(reg: _Recorder, informers: dict[str, Any]) -> list[Job]:
+    """The scheduler's recorded writes as their watch events: applied to the cache; returns
+    the bindings."""
+    out = []
+    for batch, rv in reg.patches:
+        for job, fields in batch:
+            new = patched(job, fields)
+            new.__dict__["metadata"] = job.metadata.model_copy(update={"resource_version": str(rv)})
+            informers["Job"].apply_local(new)
+            if "placement" in fields:
+                out.append(new)
+    reg.patches = []
+    return out
+
+
+def _one_pass(sched: PlacementScheduler, reg: _Recorder, informers: dict[str, Any]) -> list[Job]:
+    sched.reconcile(Request(KEY, "default"), Context(reg, informers))  # type: ignore[arg-type]
+    return _deliver(reg, informers)
+
+
+def _finish(reg: _Recorder, informers: dict[str, Any], job: Job) -> None:
+    done = job.status_copy()
+    done.status.state = JobState.JOB_FINISHED
+    reg.rv += 1
+    done.metadata = job.metadata.model_copy(update={"resource_version": str(reg.rv)})
+    informers["Job"].apply_local(done)
+
+
+def test_a_binding_whose_write_fails_gives_its_slot_back_and_binds_once_when_it_lands() -> None:
+    """The pass assumes its binding in the engine at once; a write that does not land returns
+    the slot and queues the job again. The slot is never held for two jobs, and the job's own
+    events (its binding seen: CONFIRMED; its end: GONE) are what the next passes go by."""
+    reg = _ConflictOn("a")
+    sched, informers = _scheduler_with_one_slot(reg)
+    for i, name in enumerate("abc"):
+        informers["Job"].apply_local(_cached(name, 10 + i, None))
+    assert _one_pass(sched, reg, informers) == []  # a was decided, its write refused
+    assert sched.packer.binding("a") is None and list(sched.packer.bound_jobs()) == []
+    assert sched.assume.assumed == {} and "a" in sched.queue.take_marked()
+    sched.queue.mark("a")
+    reg.job = ""  # the store takes writes again
+    bound = _one_pass(sched, reg, informers)
+    assert [j.name for j in bound] == ["a"]  # the oldest, once: b and c still wait
+    assert list(sched.packer.bound_jobs()) == ["a"] and sched.packer.node("n0").running_jobs == ["a"]
+    assert _one_pass(sched, reg, informers) == []  # its event confirmed the binding: no second one
+    assert sched.assume.assumed == {}
+    _finish(reg, informers, bound[0])  # GONE: the slot comes back by name, no cache read
+    assert [j.name for j in _one_pass(sched, reg, informers)] == ["b"]
+    assert sched.packer.node("n0").running_jobs == ["b"]
+
+
+def _with_priority(job: Job, priority: int, rv: int) -> Job:
+    """``job`` with ``priority``, another writer's version at ``rv``."""
+    new = job.model_copy(deep=True)
+    new.spec.priority = priority
+    new.metadata.resource_version = str(rv)
+    return new
+
+
+def test_a_job_whose_priority_changes_is_reordered_by_its_event() -> None:
+    reg = _Recorder()
+    sched, informers = _scheduler_with_one_slot(reg)
+    for i, name in enumerate("abcd"):  # one age: by name
+        informers["Job"].apply_local(_cached(name, 10 + i, None))
+    bound = _one_pass(sched, reg, informers)
+    assert [j.name for j in bound] == ["a"]
+    reg.rv += 1
+    informers["Job"].apply_local(_with_priority(informers["Job"].get("d"), 5, reg.rv))  # d jumps the queue
+    assert _one_pass(sched, reg, informers) == []  # no room meanwhile
+    assert list(sched.queue.in_order()) == ["d", "b", "c"]
+    _finish(reg, informers, bound[0])
+    bound = _one_pass(sched, reg, informers)
+    assert [j.name for j in bound] == ["d"]
+    reg.rv += 1
+    informers["Job"].apply_local(_with_priority(informers["Job"].get("b"), -1, reg.rv))  # and b falls back
+    _finish(reg, informers, bound[0])
+    assert [j.name for j in _one_pass(sched, reg, informers)] == ["c"]
+    assert list(sched.queue.in_order()) == ["b"]
+
+
+def test_a_new_term_rebuilds_the_queue_from_the_cache_and_a_selector_change_rebuilds_the_requests() -> None:
+    """The queue is fed by events; a scheduler registered again (a new leader term, fresh
+    informers that listed) gets every job replayed and rebuilds its queue and bindings from
+    them alone; a batch job's selector change rebuilds every request from the cache."""
+    reg = _Recorder()
+    sched, informers = _scheduler_with_one_slot(reg)
+    for i, name in enumerate("abcd"):
+        informers["Job"].apply_local(_with_priority(_cached(name, 10 + i, None), 1 if name == "c" else 0, 10 + i))
+    bound = _one_pass(sched, reg, informers)
+    assert [j.name for j in bound] == ["c"]
+    again = PlacementScheduler()
+    again.register(informers, lambda req: None)  # the replay of the cache is its only input
+    assert _one_pass(again, reg, informers) == []  # c holds the slot: its binding was rebuilt
+    assert list(again.packer.bound_jobs()) == ["c"]
+    assert list(again.queue.in_order()) == ["a", "b", "d"]
+    informers["BatchJob"].apply_local(BatchJob(metadata=ObjectMeta(name="bj", namespace="default",
+                                                                   resource_version="70"),
+                                               spec={"selector": {"team": "x"}}))  # type: ignore[arg-type]
+    _finish(reg, informers, bound[0])
+    assert [j.name for j in _one_pass(again, reg, informers)] == ["a"]  # n0 belongs to no batch job
+    assert {r.batch_jobs for _, r in again.queue.pairs_in_order()} == {frozenset({None})}
+
+
+def test_a_job_that_starts_where_it_was_bound_needs_no_pass_and_its_end_frees_the_slot() -> None:
+    reg = _Recorder()
+    informers: dict[str, Any] = {"Job": Informer(reg, Job, "default", job_indexers()),  # type: ignore[arg-type]
+                                 "Node": Informer(reg, Node, "default"),  # type: ignore[arg-type]
+                                 "BatchJob": Informer(reg, BatchJob, "default")}  # type: ignore[arg-type]
+    sched = PlacementScheduler()
+    requests: list[Request] = []
+    sched.register(informers, requests.append)
+    informers["Node"].apply_local(Node(metadata=ObjectMeta(name="n0", namespace="default", resource_version="1"),
+                                       spec=NodeSpec(hostname="n0", cpus=1, gpus=0)))
+    for i, name in enumerate("ab"):
+        informers["Job"].apply_local(_cached(name, 10 + i, None))
+    bound = _one_pass(sched, reg, informers)
+    assert [j.name for j in bound] == ["a"]
+    assert _one_pass(sched, reg, informers) == [] and sched.assume.assumed == {}  # confirmed
+    requests.clear()
+    running = bound[0].status_copy()
+    running.status.state = JobState.RUNNING
+    reg.rv += 1
+    running.metadata = bound[0].metadata.model_copy(update={"resource_version": str(reg.rv)})
+    informers["Job"].apply_local(running)
+    assert requests == []  # nothing for placement to do
+    assert sched.packer.node("n0").running_jobs == ["a"]
+    moved = running.status_copy()  # someone else's binding of it elsewhere on n0: a pass looks
+    moved.status.placement = Placement(nodes=["n0"], cpus=[0], gpus=[], occupancy=0.5)
+    reg.rv += 1
+    moved.metadata = running.metadata.model_copy(update={"resource_version": str(reg.rv)})
+    informers["Job"].apply_local(moved)
+    assert requests and "a" in sched.queue.take_marked()
+    _finish(reg, informers, moved)
+    assert [j.name for j in _one_pass(sched, reg, informers)] == ["b"]
+    assert sched.packer.node("n0").running_jobs == ["b"]
