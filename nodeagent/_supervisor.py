@@ -235,11 +235,13 @@ class Supervisor:
                 run, prepare, job, app,
                 data_path=self.site.data_path, site_path=self.site.path, base_env=self.base_env,
                 launcher=order.launcher, hosts=order.hosts, gpus=run.placement.gpus, pinning=self.gpu_pinning,
+                open_dir=True,  # the workdir walked once: the spawn starts the job in the directory checked
             )  # fmt: skip
             if prepared is None:
                 continue
             run.workdir = prepared.cwd
             if not self._fenced(run, job):
+                prepared.close()
                 continue
             try:
                 proc = spawn(prepared, self._devnull)
