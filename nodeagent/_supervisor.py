@@ -5,8 +5,9 @@ Python worker pool.
   watch says otherwise; the hosts of a multi-node placement) and hands it to spawner threads:
   render, create the workdir, fork/exec. Several run at once (``fork_exec`` and ``mkdir``
   release the GIL, so children's start-up overlaps with the loop's reads and writes; one
-  thread spawns ~550/s here, four ~1,700-2,300/s). A Python app's job goes to the Python
-  worker pool instead (``_pyapps.py``: a warm interpreter, or a fresh fork).
+  thread spawns ~550/s here, four ~1,700-2,300/s; eight, the default, start a burst of freed
+  slots sooner, so exits and writes batch better: issue 19, sixth round). A Python app's job
+  goes to the Python worker pool instead (``_pyapps.py``: a warm interpreter, or a fresh fork).
 * **Exits** come from the reaper (``_reaper.py``: epoll on pidfds) or from the Python pool,
   always after their :class:`Spawned`. **Wall time** is a timer heap: SIGTERM at the wall
   time, SIGKILL ``kill_grace`` later, to the job's process group.
