@@ -86,6 +86,15 @@ def safe_dir(root: Path, path: str | os.PathLike[str], create: bool = True) -> P
 def check_file_nofollow(root: Path, path: str | os.PathLike[str]) -> Path:
     """``root/path`` for a file we are about to write or read: its directory reached without
     links (made when missing) and the file itself not a link. Returns the absolute path."""
+    checked, fd = open_file_dir_nofollow(root, path)
+    os.close(fd)
+    return checked
+
+
+def open_file_dir_nofollow(root: Path, path: str | os.PathLike[str]) -> tuple[Path, int]:
+    """:func:`check_file_nofollow`, keeping the directory it reached open: ``(root/path, fd of
+    its directory)`` — the caller closes the fd (the node agent starts a job in it, so the
+    workdir is walked once per launch, not twice)."""
     parts = _components(root, path)
     if not parts:
         raise UnsafePath(f'"{path}" is {root} itself, not a file under it')
@@ -101,9 +110,10 @@ def check_file_nofollow(root: Path, path: str | os.PathLike[str]) -> Path:
                     f'"{root.joinpath(*parts)}" is a symbolic link (to "{os.readlink(parts[-1], dir_fd=fd)}"); '
                     f"paths under {root} are not followed through links"
                 )
-    finally:
+    except BaseException:
         os.close(fd)
-    return root.joinpath(*parts)
+        raise
+    return root.joinpath(*parts), fd
 
 
 SETTINGS_FILE = "settings.yml"

@@ -113,7 +113,7 @@ class NodeAgent:
         report_interval: float = 0.5,
         register_timeout: float | None = None,
         launcher: str | None = None,
-        spawn_workers: int = 4,
+        spawn_workers: int = 8,
         log_to_file: bool = True,
         gpu_pinning: GpuPinning | None = None,
         supervisor: tuple[int, str] | None = None,

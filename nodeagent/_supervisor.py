@@ -5,8 +5,9 @@ Python worker pool.
   watch says otherwise; the hosts of a multi-node placement) and hands it to spawner threads:
   render, create the workdir, fork/exec. Several run at once (``fork_exec`` and ``mkdir``
   release the GIL, so children's start-up overlaps with the loop's reads and writes; one
-  thread spawns ~550/s here, four ~1,700-2,300/s). A Python app's job goes to the Python
-  worker pool instead (``_pyapps.py``: a warm interpreter, or a fresh fork).
+  thread spawns ~550/s here, four ~1,700-2,300/s; eight, the default, start a burst of freed
+  slots sooner, so exits and writes batch better: issue 19, sixth round). A Python app's job
+  goes to the Python worker pool instead (``_pyapps.py``: a warm interpreter, or a fresh fork).
 * **Exits** come from the reaper (``_reaper.py``: epoll on pidfds) or from the Python pool,
   always after their :class:`Spawned`. **Wall time** is a timer heap: SIGTERM at the wall
   time, SIGKILL ``kill_grace`` later, to the job's process group.
@@ -235,11 +236,13 @@ class Supervisor:
                 run, prepare, job, app,
                 data_path=self.site.data_path, site_path=self.site.path, base_env=self.base_env,
                 launcher=order.launcher, hosts=order.hosts, gpus=run.placement.gpus, pinning=self.gpu_pinning,
+                open_dir=True,  # the workdir walked once: the spawn starts the job in the directory checked
             )  # fmt: skip
             if prepared is None:
                 continue
             run.workdir = prepared.cwd
             if not self._fenced(run, job):
+                prepared.close()
                 continue
             try:
                 proc = spawn(prepared, self._devnull)

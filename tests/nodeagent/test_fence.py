@@ -232,3 +232,28 @@ def test_a_job_unbound_and_bound_again_while_its_first_run_is_being_started_neve
     gate.set()
     wait_until(lambda: len(pids) == 2, DEADLINE, "the second run to start")
     assert first_gone_at_second_start == [True]
+
+
+def test_the_guardian_applies_every_line_of_a_burst_taken_in_gulps() -> None:
+    """The guardian reads its pipe in gulps (a pause after each read): registrations and
+    removals written one by one, across several gulps, all count when the agent goes."""
+    procs = [subprocess.Popen(["sleep", "60"], start_new_session=True) for _ in range(12)]
+    g = Guardian(margin=0.5)
+    try:
+        for i, p in enumerate(procs):
+            g.add(p.pid)
+            if i % 4 == 0:
+                time.sleep(0.006)  # a gulp boundary now and then
+        for p in procs[::2]:
+            g.remove(p.pid)
+    finally:
+        g.close()
+    try:
+        for p in procs[1::2]:
+            assert p.wait(DEADLINE) == -signal.SIGKILL
+        assert all(p.poll() is None for p in procs[::2])  # removed: left alone
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 import nodeagent._launch
-from nodeagent._launch import OUTPUT_FILE, Prepared, output_tail, simple_argv, spawn
+from apis import App, Job
+from apis._templates import render_command
+from nodeagent._launch import OUTPUT_FILE, Prepared, job_command, output_tail, simple_argv, spawn
 from tests._deadline import DEADLINE
 
 
@@ -133,3 +135,17 @@ def test_waiting_with_a_timeout_works_when_the_process_has_more_than_1024_fds_op
     finally:
         for fd in held:
             os.close(fd)
+
+
+@pytest.mark.parametrize("template", ["/bin/true", "echo hi\n", "printf '%s' x y", "echo {{ 'braces' }}",
+                                      "echo {{ [1, 2, 3] | random }}{{ [4, 5, 6] | random }}"])
+def test_a_command_without_parameters_is_what_its_template_renders_to(template: str) -> None:
+    """The constant-command shortcut (rendered once per template) gives jinja's own result;
+    a template with jinja syntax is rendered per job (a ``random`` filter stays random)."""
+    app = App(metadata={"name": "a"}, spec={"command": template})  # type: ignore[arg-type]
+    jobs = [Job(metadata={"name": f"j{i}"}, spec={"app": "a", "workdir": "w"}) for i in range(40)]  # type: ignore[arg-type]
+    commands = {job_command(j, app, "none", ["h"]) for j in jobs}
+    if "random" in template:
+        assert len(commands) > 1
+    else:
+        assert commands == {render_command(template, {}, {})}

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from apis import JobState, Registry
+from apis import App, Job, JobState, Registry
 from apis._config import SiteConfig
 from apis._paths import UnsafePath
-from nodeagent._launch import Prepared, spawn
+from nodeagent._launch import Prepared, PrepareError, prepare, spawn
 from tests._deadline import DEADLINE
 
 from .conftest import AgentFactory, bind, make_app, make_job, wait_state
@@ -90,3 +90,51 @@ def test_a_job_starts_in_the_workdir_it_was_checked_in(tmp_path: Path) -> None:
     assert proc.wait(timeout=DEADLINE) == 0
     real = str((root / "work" / "j").resolve())
     assert (root / "work" / "j" / "job.out").read_text().splitlines()[0] == real
+
+
+def test_a_workdir_kept_open_from_its_check_runs_the_job_there_even_if_swapped_for_a_link(tmp_path: Path) -> None:
+    """The agent's own path (``prepare(..., open_dir=True)``): the workdir is walked once and
+    the job starts in the directory that walk opened, so a link swapped in after the check
+    changes nothing: the job runs and writes in the directory checked, nothing lands outside,
+    and no descriptor is left open."""
+    root, outside = tmp_path / "data", tmp_path / "outside"
+    outside.mkdir()
+    root.mkdir()
+    app = App(metadata={"name": "a"}, spec={"command": "pwd -P > where"})  # type: ignore[arg-type]
+    job = Job(metadata={"name": "child"}, spec={"app": "a", "workdir": "work/child"})  # type: ignore[arg-type]
+    fds = set(os.listdir("/proc/self/fd"))
+    p = prepare(job, app, data_path=root, site_path=tmp_path, base_env={"PATH": os.environ["PATH"]},
+                launcher="none", hosts=["h"], gpus=[], open_dir=True)
+    assert p.dirfd >= 0
+    (root / "work" / "child").rename(root / "work" / "was-child")
+    (root / "work" / "child").symlink_to(outside)
+    assert spawn(p, subprocess.DEVNULL).wait(timeout=DEADLINE) == 0
+    assert list(outside.iterdir()) == []
+    assert (root / "work" / "was-child" / "where").read_text().strip() == str((root / "work" / "was-child").resolve())
+    assert set(os.listdir("/proc/self/fd")) <= fds
+
+
+def test_a_workdir_kept_open_and_not_spawned_is_closed(tmp_path: Path) -> None:
+    app = App(metadata={"name": "a"}, spec={"command": "true"})  # type: ignore[arg-type]
+    job = Job(metadata={"name": "j"}, spec={"app": "a", "workdir": "w/j"})  # type: ignore[arg-type]
+    fds = set(os.listdir("/proc/self/fd"))
+    p = prepare(job, app, data_path=tmp_path / "data", site_path=tmp_path, base_env={}, launcher="none",
+                hosts=["h"], gpus=[], open_dir=True)
+    assert (tmp_path / "data" / "w" / "j").is_dir() and p.dirfd >= 0
+    p.close()
+    p.close()  # twice is harmless
+    assert p.dirfd == -1 and set(os.listdir("/proc/self/fd")) <= fds
+
+
+def test_a_job_out_link_is_refused_when_the_workdir_is_kept_open(tmp_path: Path) -> None:
+    root, outside = tmp_path / "data", tmp_path / "outside"
+    (root / "w").mkdir(parents=True)
+    outside.mkdir()
+    (root / "w" / "job.out").symlink_to(outside / "stolen")
+    app = App(metadata={"name": "a"}, spec={"command": "true"})  # type: ignore[arg-type]
+    job = Job(metadata={"name": "j"}, spec={"app": "a", "workdir": "w"})  # type: ignore[arg-type]
+    fds = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(PrepareError, match="symbolic link"):
+        prepare(job, app, data_path=root, site_path=tmp_path, base_env={}, launcher="none", hosts=["h"], gpus=[],
+                open_dir=True)
+    assert set(os.listdir("/proc/self/fd")) <= fds
