@@ -111,6 +111,12 @@ class Informer(Generic[R]):
             names = self._index[index].get(value, ())
             return [self._items[n] for n in names if n in self._items]
 
+    def indexed(self, index: str, value: str) -> bool:
+        """Whether any cached object has ``value`` in ``index`` (no lock, no list: one dict
+        read, atomic under the GIL; what a handler asks on every event before it looks)."""
+        by_value = self._index.get(index)
+        return bool(by_value and by_value.get(value))
+
     def index_values(self, index: str) -> list[str]:
         with self._lock:
             return [v for v, names in self._index[index].items() if names]

@@ -254,5 +254,6 @@ def test_an_index_whose_value_did_not_move_keeps_answering(registry: Registry, a
         poll_until(lambda: jobs.index_values("node") == ["n2"], 60, "j on n2 only")
         assert [x.name for x in jobs.by_index("state", "RUNNING")] == ["j"]
         assert jobs.by_index("node", "n1") == []
+        assert jobs.indexed("node", "n2") and not jobs.indexed("node", "n1") and not jobs.indexed("nodes", "n2")
     finally:
         jobs.stop()
