@@ -45,7 +45,7 @@ def _versions(reg: Registry, n: int, prefix: str) -> dict[str, list[Any]]:
                                    spec={"app": "true", "workdir": f"w/{i}",  # type: ignore[arg-type]
                                          "resources": {"nodePackingCount": 64}}) for i in range(n)])
     out: dict[str, list[Any]] = {"created": [reg.store.get(f"{key}{i}") for i in range(n)]}
-    steps: list[tuple[str, Callable[[Job], None]]] = [
+    steps: list[tuple[str, Callable[[Job], object]]] = [
         ("waiting", lambda j: advance(j, [S.READY, S.STAGED_IN, S.PREPROCESSED])),
         ("bound", lambda j: setattr(j.status, "placement", Placement(nodes=["n1"], cpus=[0], occupancy=1 / 64))),
         ("finished", lambda j: advance(j, [S.RUNNING, S.RUN_DONE, S.POSTPROCESSED, S.STAGED_OUT, S.JOB_FINISHED])),
