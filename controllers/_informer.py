@@ -111,6 +111,12 @@ class Informer(Generic[R]):
             names = self._index[index].get(value, ())
             return [self._items[n] for n in names if n in self._items]
 
+    def indexed(self, index: str, value: str) -> bool:
+        """Whether any cached object has ``value`` in ``index`` (no lock, no list: one dict
+        read, atomic under the GIL; what a handler asks on every event before it looks)."""
+        by_value = self._index.get(index)
+        return bool(by_value and by_value.get(value))
+
     def index_values(self, index: str) -> list[str]:
         with self._lock:
             return [v for v, names in self._index[index].items() if names]
@@ -134,6 +140,32 @@ class Informer(Generic[R]):
                 if not s:
                     del self._index[index][v]
 
+    def _reindex(self, name: str, obj: R) -> None:
+        """Index ``obj`` under ``name``, touching only the indexes whose values moved: most
+        events of a job change one index at most (a bind moves ``node``, not ``state`` or
+        ``children``), and a value set left empty and made again costs two dict writes."""
+        for index, fn in self._indexers.items():
+            values = tuple(fn(obj))
+            keys = self._keys[index]
+            before = keys.get(name)
+            if before == values:
+                continue
+            by_value = self._index[index]
+            if before:
+                for v in before:
+                    s = by_value.get(v)
+                    if s is not None:
+                        s.discard(name)
+                        if not s:
+                            del by_value[v]
+            keys[name] = values
+            for v in values:
+                by_value[v].add(name)
+
+    def _unindex(self, name: str) -> None:
+        for index in self._indexers:
+            self._index_remove(index, name)
+
     def _store_locked(self, name: str, obj: R | None, rv: int) -> tuple[EventType, R | None] | None:
         """Put ``obj`` (None: delete) in the cache if ``rv`` is newer; returns the event. Newer
         than what left the cache too (``_recent``): a held write's event applied by the writer's
@@ -143,9 +175,8 @@ class Informer(Generic[R]):
         if rv and (rv < cur_rv or rv <= self._recent.get(name, 0)):
             return None
         old = self._items.get(name)
-        for index in self._indexers:
-            self._index_remove(index, name)
         if obj is None:
+            self._unindex(name)
             if old is None:
                 return None
             del self._items[name]
@@ -153,9 +184,28 @@ class Informer(Generic[R]):
             return "DELETED", old
         self._items[name] = obj
         self._rv[name] = rv
-        for index, fn in self._indexers.items():
-            self._index_add(index, fn, name, obj)
+        self._reindex(name, obj)
         return ("ADDED" if old is None else "MODIFIED"), old
+
+    def _leave_locked(self, name: str, obj: R, rv: int) -> tuple[EventType, R | None] | None:
+        """``_store_locked`` for an object that leaves the cache with this event (``evict``):
+        the old version goes at once, without indexing the new one only to take it out again
+        (a trivial job's finishing event); the handlers still receive old -> new. The caller
+        accounts, then calls ``_evicted``."""
+        if rv and (rv < self._rv.get(name, 0) or rv <= self._recent.get(name, 0)):
+            return None
+        old = self._items.pop(name, None)
+        self._rv.pop(name, None)
+        self._unindex(name)
+        self._remember_left(name, rv)
+        return ("ADDED" if old is None else "MODIFIED"), old
+
+    def _remember_left(self, name: str, rv: int) -> None:
+        recent = self._recent
+        recent[name] = rv
+        recent.move_to_end(name)
+        while len(recent) > self.RECENT_CAP:
+            recent.popitem(last=False)
 
     def _emit(self, typ: EventType, old: R | None, new: R | None) -> None:
         for h in self._handlers:
@@ -248,14 +298,10 @@ class Informer(Generic[R]):
         with self._lock:
             if self._items.get(name) is not obj:
                 return
-            for index in self._indexers:
-                self._index_remove(index, name)
+            self._unindex(name)
             del self._items[name]
             self._rv.pop(name, None)
-            self._recent[name] = rv
-            self._recent.move_to_end(name)
-            while len(self._recent) > self.RECENT_CAP:
-                self._recent.popitem(last=False)
+            self._remember_left(name, rv)
             self._evicted(name, obj)
 
     def _evicted(self, name: str, obj: R) -> None:
@@ -356,13 +402,15 @@ class Informer(Generic[R]):
             obj = d.obj
             if obj is None:
                 return  # already in the cache (apply_local), or kept out of it (peek_evict)
+            leaves = self._evict is not None and self._evict(obj)
             with self._lock:
-                res = self._store_locked(name, obj, d.revision)
+                res = (self._leave_locked if leaves else self._store_locked)(name, obj, d.revision)
                 if res is not None:
                     self._account(name, res[1], obj, d.type == "MODIFIED")
+                    if leaves:
+                        self._evicted(name, obj)  # (after _account: it reads what left before)
             if res is not None:
                 self._emit(res[0], res[1], obj)
-                self._maybe_evict(name, obj, d.revision)
         except Exception:
             log.exception("cannot apply %s delta for %s", d.type, d.key)
 

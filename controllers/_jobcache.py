@@ -38,6 +38,8 @@ from apis._codec import shallow_copy, stored_job_head, stored_job_state
 from ._informer import Indexer, Informer
 
 _TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
+#: stored value -> member: a dict lookup, not ``JobState(value)`` (EnumMeta.__call__, ~7x dearer)
+_STATE_OF: dict[str, JobState] = {s.value: s for s in JobState}
 _FAILED = JobState.FAILED.value
 _FINISHED = JobState.JOB_FINISHED.value
 _FINISHED_BYTES = b'"JOB_FINISHED"'
@@ -85,7 +87,7 @@ class JobInformer(Informer[Job]):
                 or meta.get("annotations", {}) != md.annotations or "deletionTimestamp" in meta
                 or meta.get("finalizers", []) != md.finalizers):
             return None  # more than the state moved: decode it
-        status = shallow_copy(old.status, {"state": JobState(state)})
+        status = shallow_copy(old.status, {"state": _STATE_OF[state]})
         metadata = shallow_copy(md, {"resource_version": str(kv.mod_revision)})
         return shallow_copy(old, {"status": status, "metadata": metadata})
 
@@ -95,9 +97,11 @@ class JobInformer(Informer[Job]):
         return _FAILED if name in self._failed else _FINISHED
 
     def _account(self, name: str, old: Job | None, new: Job | None, existed: bool) -> None:
+        # (A JobState is a StrEnum: a member is its value as a dict key, so the counts take
+        # members as they are, without the enum's slow ``.value`` property, ~0.5 µs a read.)
         counts = self._counts
         if old is not None:
-            before: str | None = old.status.state.value
+            before: str | None = old.status.state
         elif existed:
             before = self._evicted_state(name)
             self._failed.discard(name)
@@ -108,7 +112,7 @@ class JobInformer(Informer[Job]):
             if counts[before] <= 0:
                 del counts[before]
         if new is not None:
-            counts[new.status.state.value] += 1
+            counts[new.status.state] += 1
 
     def _evicted(self, name: str, obj: Job) -> None:
         if obj.status.state is JobState.FAILED:
@@ -131,13 +135,13 @@ class JobInformer(Informer[Job]):
         if job is not None:
             return job.status.state
         if self.is_evicted(name):
-            return JobState(self._evicted_state(name))
+            return _STATE_OF[self._evicted_state(name)]
         return None
 
     def state_counts(self) -> dict[str, int]:
         """How many jobs are in each state (every job of the namespace, live or not)."""
         with self._lock:
-            return dict(self._counts)
+            return {str(k): v for k, v in self._counts.items()}
 
 
 def job_state(jobs: Informer[Any], name: str) -> JobState | None:

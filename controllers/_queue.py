@@ -45,6 +45,11 @@ class WorkQueue(Generic[K]):
     # --- adding ------------------------------------------------------------------
 
     def add(self, key: K) -> None:
+        if key in self._dirty:
+            # Already waiting (queued, or parked while processing): nothing to do, and no lock.
+            # Safe without it: the key leaves ``_dirty`` only when a worker takes it, after
+            # this caller's change was made, so that worker sees the change.
+            return
         with self._cond:
             self._add_locked(key)
 

