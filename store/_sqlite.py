@@ -870,7 +870,8 @@ class SQLiteStore(Store):
         # The ops the loop below looks at, and their positions (the others are deferred puts).
         rest: Sequence[Op] = ops
         slots: list[int] = []
-        if has_idx and not any(type(op) is Get for op in ops):
+        gets = Get in set(map(type, ops))  # a Get may read what this txn wrote (``written``)
+        if has_idx and not gets:
             unknown = []
             rest = []
             for i, op in enumerate(ops):
@@ -899,6 +900,7 @@ class SQLiteStore(Store):
         base = rev << _SEQ_BITS
         seq = 0
         log_rows: list[tuple[int, str, int, int, int, int, int | None, bytes | None]] = []
+        new_rows: list[tuple[int, str, int, int, bytearray]] = []  # puts of keys that did not exist
         idx_rows: list[tuple[str, int, int, int, int]] = []  # index entries put
         idx_recs: list[str] = []  # their events, and those of entries deleted (idx_log)
         idx_gone: list[str] = []  # entries deleted, or now valued keys (kv)
@@ -924,13 +926,23 @@ class SQLiteStore(Store):
                                     else f"{key}{_FLD}P{_FLD}{cr}{_FLD}{ver}{_FLD}{lease}")
                     if st is not None and not st[4]:
                         kv_gone.append(key)
-                    written[key] = (0, cr, ver, lease, b"")
-                else:
-                    log_rows.append((base | seq, key, 0, cr, ver, lease, None if st is None or st[4] else st[0], op.value))
+                    if gets:
+                        written[key] = (0, cr, ver, lease, b"")
+                elif st is None:
+                    # A new key (every put of a create): fewer columns bound, and the value as a
+                    # bytearray, which sqlite3 binds without its adapter look-up (two failed
+                    # attribute look-ups per bytes or None parameter: ~0.5 µs per row).
+                    new_rows.append((base | seq, key, rev, lease, bytearray(op.value)))
                     seq += 1
-                    if st is not None and st[4]:
+                    if gets:
+                        written[key] = (0, cr, ver, lease, op.value)
+                else:
+                    log_rows.append((base | seq, key, 0, cr, ver, lease, None if st[4] else st[0], op.value))
+                    seq += 1
+                    if st[4]:
                         idx_gone.append(key)
-                    written[key] = (0, cr, ver, lease, op.value)
+                    if gets:
+                        written[key] = (0, cr, ver, lease, op.value)
                 if lease:
                     leases.add(lease)
                 responses.append(None)
@@ -973,7 +985,7 @@ class SQLiteStore(Store):
             responses = full
             leases.update(deferred.values())
             leases.discard(0)
-        if not log_rows and not idx_recs and not deferred:
+        if not log_rows and not new_rows and not idx_recs and not deferred:
             return TxnResult(ok, cur, responses)
         if leases:
             have = {
@@ -984,8 +996,12 @@ class SQLiteStore(Store):
             }
             if missing := leases - have:
                 raise LeaseNotFound(f"lease {min(missing)} not found")
+        if new_rows:
+            conn.executemany("INSERT INTO log (id, name, deleted, create_revision, version, lease, value)"
+                             " VALUES (?, ?, 0, ?, 1, ?, ?)", new_rows)
         if log_rows:
             conn.executemany("INSERT INTO log VALUES (?,?,?,?,?,?,?,?)", log_rows)
+        if log_rows or new_rows:
             # kv follows from the rows just written (cheaper than binding every row twice).
             span = (base, base | seq)
             conn.execute(
