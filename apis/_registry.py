@@ -572,7 +572,9 @@ class Registry:
             self._explain_failure(created, [*updates, *((o, o) for o in deletes if check_deletes)])
         if not dry_run:
             rv = str(revision)
-            for o in (*created, *updated):
+            for o in created:  # resourceVersion is in each created metadata's fields set already
+                o.metadata.__dict__["resource_version"] = rv
+            for o in updated:
                 set_field(o.metadata, "resource_version", rv)
         return created, [u for u in updated if id(u) not in finalized]
 
