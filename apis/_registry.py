@@ -374,7 +374,8 @@ class Registry:
 
     def _prepare_creates(self, objs: Sequence[R], now: datetime, lease: int = 0,
                          compares: builtins.list[st.Compare] | None = None,
-                         ops: builtins.list[st.Op] | None = None) -> builtins.list[R]:
+                         ops: builtins.list[st.Op] | None = None,
+                         entries: builtins.list[str] | None = None) -> builtins.list[R]:
         """A copy of each object, its metadata and status (the caller's are not touched), with
         the identity the server assigns (as ``identity``: name from generateName, uid,
         creationTimestamp; generation 1) and status.lastUpdate; each model copied once with its
@@ -384,7 +385,8 @@ class Registry:
         in the CPU's caches: a batch of 10k jobs is larger than them, and every further pass
         over it reads memory again), what creates them: per object an "absent" compare and a
         put of its JSON into ``compares``/``ops``, then every object's index keys (as
-        ``index_keys`` writes them) grouped by index value: each value is quoted once per
+        ``index_keys`` writes them) into ``entries`` (``Store.txn_with_entries``: key strings,
+        not one ``Put`` each), grouped by index value: each value is quoted once per
         batch, not once per object (a bulk create repeats a handful of states, apps and
         labels), and the keys come out in key order when the names do (generated ones do),
         which the store's sort of the entries then finds done."""
@@ -396,9 +398,10 @@ class Registry:
         copiers: dict[type, Callable[[Any, dict[str, Any]], Any]] = {}
         stamps: dict[type, dict[str, Any] | None] = {}  # status class -> its stamp
         Put, Compare = st.Put, st.Compare
-        build = ops is not None and compares is not None
+        build = ops is not None and compares is not None and entries is not None
         cmps: list[st.Compare] = compares if compares is not None else []
         puts: list[st.Op] = ops if ops is not None else []
+        keys: list[str] = entries if entries is not None else []
         groups: dict[tuple[str, str], dict[tuple[str, str], builtins.list[str]]] = {}
         g: dict[tuple[str, str], builtins.list[str]] = {}
         g_of: tuple[str, str] | None = None
@@ -456,7 +459,7 @@ class Registry:
             prefixed = sorted((f"{_index_bases(plural, ns)[i]}{q(v)}/", names)
                               for (plural, ns), g in groups.items() for (i, v), names in g.items())
             for prefix, names in prefixed:
-                puts.extend([Put(prefix + n, b"", lease) for n in names])
+                keys.extend([prefix + n for n in names])
         return out
 
     @staticmethod
@@ -525,8 +528,9 @@ class Registry:
         now = utcnow()
         compares: list[st.Compare] = []
         ops: list[st.Op] = []
+        entries: list[str] = []  # the creates' index keys, put with an empty value after ops
         # The creates' copies and their ops in one pass (the checks below only read them).
-        created = self._prepare_creates(creates, now, lease, compares, ops)
+        created = self._prepare_creates(creates, now, lease, compares, ops, entries)
         updated = [self._prepare_update(o, n, now, stamp) for o, n in updates]
         for check in ADMISSION_CHECKS:
             check(self, created, [(o, n) for (o, _), n in zip(updates, updated, strict=True)])
@@ -566,7 +570,7 @@ class Registry:
             ok = self.store.txn(compares, [], []).succeeded
             revision = 0
         else:
-            res = self.store.txn(compares, ops)
+            res = self.store.txn_with_entries(compares, ops, entries, lease) if entries else self.store.txn(compares, ops)
             ok, revision = res.succeeded, res.revision
         if not ok:
             self._explain_failure(created, [*updates, *((o, o) for o in deletes if check_deletes)])

@@ -77,6 +77,7 @@ import functools
 import heapq
 import json
 import logging
+import operator
 import os
 import sqlite3
 import threading
@@ -288,6 +289,9 @@ def _translated(fn: Callable[Concatenate[SQLiteStore, _P], _T]) -> Callable[Conc
 
 class InvalidRequest(StoreError, ValueError):
     """A request the store refuses before running it (as etcd does): nothing was written."""
+
+
+_KEY = operator.attrgetter("key")
 
 
 def _check_branch(ops: Sequence[Op]) -> None:
@@ -839,13 +843,28 @@ class SQLiteStore(Store):
         with self._writing() as conn:
             return self._txn_in(conn, compares, success, failure)
 
+    @_translated
+    def txn_with_entries(self, compares: Sequence[Compare], success: Sequence[Op], entries: Sequence[str],
+                         lease: int = 0) -> TxnResult:
+        if not entries:
+            return self.txn(compares, success)
+        _check_branch(success)
+        if len(success) + len(entries) >= _MAX_TXN_OPS:
+            raise InvalidRequest(f"a txn branch holds at most {_MAX_TXN_OPS - 1} ops, got {len(success) + len(entries)}")
+        with self._writing() as conn:
+            return self._txn_in(conn, compares, success, (), entries, lease)
+
     def _txn_in(
         self,
         conn: sqlite3.Connection,
         compares: Sequence[Compare],
         success: Sequence[Op],
         failure: Sequence[Op],
+        entries: Sequence[str] = (),
+        entry_lease: int = 0,
     ) -> TxnResult:
+        """The txn on ``conn`` (a write transaction). ``entries`` (``txn_with_entries``): keys
+        put with an empty value after ``success`` when the compares hold, no responses."""
         cur, _ = self._revisions(conn)
         # Compares: the state of every compared key (absent ones are known absent too).
         ckeys = [c.key for c in compares]
@@ -864,13 +883,27 @@ class SQLiteStore(Store):
                 break
         ops = success if ok else failure
         has_idx = self._has_idx
+        gets = Get in set(map(type, ops))  # a Get may read what this txn wrote (``written``)
+        extra: dict[str, int] = {}  # entries given as keys (txn_with_entries), when they are written
+        if ok and entries:
+            extra = dict.fromkeys(entries, entry_lease)
+            # Their own path only where every one is an index entry (a key between the index
+            # prefix and its end, without the event separator) of a txn without Gets, none
+            # written twice; else they are Puts like any other (the same result, slower).
+            if (len(extra) != len(entries) or not has_idx or gets
+                    or min(extra) < INDEX_PREFIX or max(extra) >= _INDEX_END or _REC in "".join(extra)
+                    or not extra.keys().isdisjoint(map(_KEY, ops))
+                    or not self._valued_entries(conn).isdisjoint(extra)):
+                expanded = [*ops, *(Put(k, b"", entry_lease) for k in entries)]
+                _check_branch(expanded)
+                res = self._txn_in(conn, compares, expanded, ())
+                return TxnResult(res.succeeded, res.revision, res.responses[:len(ops)])
         # Index entries put by a txn without Gets (a bulk create's) need no state read first:
         # they are inserted as new, and only those that existed are looked at (_put_entries).
         deferred: dict[str, int] = {}  # entry -> lease
         # The ops the loop below looks at, and their positions (the others are deferred puts).
         rest: Sequence[Op] = ops
         slots: list[int] = []
-        gets = Get in set(map(type, ops))  # a Get may read what this txn wrote (``written``)
         if has_idx and not gets:
             unknown = []
             rest = []
@@ -891,6 +924,7 @@ class SQLiteStore(Store):
                 if valued:
                     slots = [i for i, op in enumerate(ops) if op.key not in deferred]
                     rest = [ops[i] for i in slots]
+            deferred.update(extra)
         else:
             unknown = [op.key for op in ops if op.key not in known]
         if unknown:
