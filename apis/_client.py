@@ -286,14 +286,18 @@ class Manager(Generic[R]):
                 return captured
         client = self.client
         ns = client.namespace
+        jobs = self.model.KIND == "Job"
+        sited = []  # jobs that name a site
         for obj in items:  # client.in_namespace(obj), the namespace asked once per call
             meta = obj.metadata
             if "namespace" not in meta.__pydantic_fields_set__ and ns != meta.namespace:
                 meta.namespace = ns
+            if jobs and getattr(getattr(obj, "spec", None), "site", None):
+                sited.append(obj)
         out: list[R] = []
         reg = client.registry
-        if self.model.KIND == "Job":
-            place_jobs(reg, items)  # a job naming its site goes to that Site's namespace
+        if sited:
+            place_jobs(reg, sited)  # a job naming its site goes to that Site's namespace
         i = 0
         while i < len(items):
             size = min(batch_size, _fits.get(reg, batch_size))

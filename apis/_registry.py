@@ -173,6 +173,16 @@ def _wrap_store_errors(fn: Callable[..., F]) -> Callable[..., F]:
     return inner
 
 
+def _suffix_runs(most: int) -> Iterator[str]:
+    """Generated-name suffixes (``serial_suffixes``) for up to ``most`` names, drawn in runs of
+    up to 1,024 as they are asked for (one lock per run): a batch whose objects are named
+    draws none, and a batch's generated names stay consecutive."""
+    while most > 0:
+        run = serial_suffixes(min(most, 1024))
+        most -= len(run)
+        yield from run
+
+
 class Registry:
     """The typed layer over a :class:`store.Store` that every surface (CLI, Python
     client, controllers, node agents) writes through."""
@@ -392,8 +402,9 @@ class Registry:
         which the store's sort of the entries then finds done."""
         out: list[R] = []
         seen: set[str] = set()  # object keys: one object twice in one request is refused
-        # The batch's generated-name suffixes and uids, drawn at once (one lock, one urandom).
-        suffixes = iter(serial_suffixes(sum(1 for o in objs if not o.metadata.name)))
+        # The batch's generated-name suffixes (in runs: no pass over the objects to count the
+        # names to make) and uids (one urandom call) drawn together.
+        suffixes = _suffix_runs(len(objs))
         uids = uuid4_strs(len(objs))
         copiers: dict[type, Callable[[Any, dict[str, Any]], Any]] = {}
         stamps: dict[type, dict[str, Any] | None] = {}  # status class -> its stamp

@@ -11,7 +11,7 @@ clock, and reports µs per job for:
 2. the admission checks (``ADMISSION_CHECKS``: parameters, site fit, transfers, cycles);
 3. serialization: ``Resource.to_json``;
 4. reference compares: ``Registry._admission``;
-5. the store transaction: ``Store.txn``;
+5. the store transaction: ``Store.txn`` / ``Store.txn_with_entries``;
 and what is left (the client's ``bulk_create`` around ``write``: namespaces, binding the new
 objects to the client). GC time is measured separately and overlaps the phases it
 interrupts. Not in the default run.
@@ -67,6 +67,7 @@ def _timers(store: st.Store, acc: dict[str, float]) -> Iterator[None]:
     checks = list(_registry.ADMISSION_CHECKS)
     _registry.ADMISSION_CHECKS[:] = [timing("checks", c) for c in checks]
     store.txn = timing("txn", store.txn)  # type: ignore[method-assign]
+    store.txn_with_entries = timing("txn", store.txn_with_entries)  # type: ignore[method-assign]
     try:
         yield
     finally:
@@ -74,6 +75,7 @@ def _timers(store: st.Store, acc: dict[str, float]) -> Iterator[None]:
             setattr(owner, name, fn)
         _registry.ADMISSION_CHECKS[:] = checks
         del store.txn
+        del store.txn_with_entries
         acc["prepare"] -= acc["to_json"]  # to_json runs inside _prepare_creates
 
 
