@@ -1012,12 +1012,13 @@ class SQLiteStore(Store):
             for i, key, (lid, cr, ver, lease, _) in pending_gets:
                 responses[i] = KeyValue(key, vals[lid], cr, lid >> _SEQ_BITS, ver, lease)
         if deferred:
-            # The deferred puts' responses (None, as every put's) around the others'.
-            full: list[KeyValue | bool | None] = [None] * len(ops)
-            for i, r in zip(slots, responses, strict=True):
-                full[i] = r
-            responses = full
-            leases.update(deferred.values())
+            if len(responses) != len(ops):
+                # The deferred puts' responses (None, as every put's) around the others'.
+                full: list[KeyValue | bool | None] = [None] * len(ops)
+                for i, r in zip(slots, responses, strict=True):
+                    full[i] = r
+                responses = full
+            leases.update(set(deferred.values()))
             leases.discard(0)
         if not log_rows and not new_rows and not idx_recs and not deferred:
             return TxnResult(ok, cur, responses)
