@@ -851,8 +851,11 @@ class SQLiteStore(Store):
         _check_branch(success)
         if len(success) + len(entries) >= _MAX_TXN_OPS:
             raise InvalidRequest(f"a txn branch holds at most {_MAX_TXN_OPS - 1} ops, got {len(success) + len(entries)}")
+        given = dict.fromkeys(entries, lease)  # one C pass, which also finds a key given twice
+        if len(given) != len(entries) or not given.keys().isdisjoint(map(_KEY, success)):
+            _check_branch([*success, *(Put(k, b"", lease) for k in entries)])  # raises, naming the key
         with self._writing() as conn:
-            return self._txn_in(conn, compares, success, (), entries, lease)
+            return self._txn_in(conn, compares, success, (), given)
 
     def _txn_in(
         self,
@@ -860,11 +863,11 @@ class SQLiteStore(Store):
         compares: Sequence[Compare],
         success: Sequence[Op],
         failure: Sequence[Op],
-        entries: Sequence[str] = (),
-        entry_lease: int = 0,
+        entries: dict[str, int] | None = None,
     ) -> TxnResult:
         """The txn on ``conn`` (a write transaction). ``entries`` (``txn_with_entries``): keys
-        put with an empty value after ``success`` when the compares hold, no responses."""
+        (none in ``success``) put with an empty value under their lease after ``success`` when
+        the compares hold, without responses."""
         cur, _ = self._revisions(conn)
         # Compares: the state of every compared key (absent ones are known absent too).
         ckeys = [c.key for c in compares]
@@ -886,16 +889,13 @@ class SQLiteStore(Store):
         gets = Get in set(map(type, ops))  # a Get may read what this txn wrote (``written``)
         extra: dict[str, int] = {}  # entries given as keys (txn_with_entries), when they are written
         if ok and entries:
-            extra = dict.fromkeys(entries, entry_lease)
+            extra = entries
             # Their own path only where every one is an index entry (a key between the index
-            # prefix and its end, without the event separator) of a txn without Gets, none
-            # written twice; else they are Puts like any other (the same result, slower).
-            if (len(extra) != len(entries) or not has_idx or gets
-                    or min(extra) < INDEX_PREFIX or max(extra) >= _INDEX_END or _REC in "".join(extra)
-                    or not extra.keys().isdisjoint(map(_KEY, ops))
-                    or not self._valued_entries(conn).isdisjoint(extra)):
-                expanded = [*ops, *(Put(k, b"", entry_lease) for k in entries)]
-                _check_branch(expanded)
+            # prefix and its end, without the event separator) of a txn without Gets; else
+            # they are Puts like any other (the same result, slower).
+            if (not has_idx or gets or min(extra) < INDEX_PREFIX or max(extra) >= _INDEX_END
+                    or _REC in "".join(extra) or not self._valued_entries(conn).isdisjoint(extra)):
+                expanded = [*ops, *(Put(k, b"", lease) for k, lease in extra.items())]
                 res = self._txn_in(conn, compares, expanded, ())
                 return TxnResult(res.succeeded, res.revision, res.responses[:len(ops)])
         # Index entries put by a txn without Gets (a bulk create's) need no state read first:

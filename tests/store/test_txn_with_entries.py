@@ -73,6 +73,9 @@ def test_a_key_written_twice_is_refused_and_nothing_written(store: Store, ns: st
     with pytest.raises(StoreError):
         store.txn_with_entries([], [Put(ix + "a", b"")], [ix + "a"])
     assert store.current_revision() == before
+    store.put(ns + "there", b"x")
+    with pytest.raises(StoreError):  # refused as a request, whatever its compares would say
+        store.txn_with_entries([Compare.absent(ns + "there")], [], [ix + "b", ix + "b"])
     assert store.get(ns + "obj") is None and store.get(ix + "a") is None
 
 
