@@ -26,9 +26,10 @@ def _check(app: App) -> None:
 
 def admit_apps(_registry: Registry, creates: Sequence[Resource], pairs: Sequence[tuple[Resource, Resource]]) -> None:
     """The admission check ``Registry.write`` runs on every write (``ADMISSION_CHECKS``)."""
-    for obj in creates:
-        if type(obj) is App:
-            _check(obj)
+    if App in set(map(type, creates)):
+        for obj in creates:
+            if type(obj) is App:
+                _check(obj)
     for old, new in pairs:
         if type(new) is App and old.spec.command != new.spec.command:  # type: ignore[attr-defined]
             _check(new)

@@ -21,7 +21,7 @@ from . import _context
 from ._balsam import apply_fields
 from ._config import default_namespace as site_namespace_default
 from ._config import load_site_config, open_registry, resolve_store_url
-from ._context import ClientMixin, bind
+from ._context import ClientMixin, bind, bind_all
 from ._errors import Conflict, DoesNotExist, MultipleObjectsReturned
 from ._futures import as_completed, wait, wait_one
 from ._query import QuerySet
@@ -285,12 +285,19 @@ class Manager(Generic[R]):
             if captured is not None:
                 return captured
         client = self.client
-        for obj in items:
-            client.in_namespace(obj)
+        ns = client.namespace
+        jobs = self.model.KIND == "Job"
+        sited = []  # jobs that name a site
+        for obj in items:  # client.in_namespace(obj), the namespace asked once per call
+            meta = obj.metadata
+            if "namespace" not in meta.__pydantic_fields_set__ and ns != meta.namespace:
+                meta.namespace = ns
+            if jobs and getattr(getattr(obj, "spec", None), "site", None):
+                sited.append(obj)
         out: list[R] = []
         reg = client.registry
-        if self.model.KIND == "Job":
-            place_jobs(reg, items)  # a job naming its site goes to that Site's namespace
+        if sited:
+            place_jobs(reg, sited)  # a job naming its site goes to that Site's namespace
         i = 0
         while i < len(items):
             size = min(batch_size, _fits.get(reg, batch_size))
@@ -305,8 +312,7 @@ class Manager(Generic[R]):
                 _fits[reg] = max(1, size // 2)
                 continue
             i += size
-        for o in out:
-            bind(o, client)
+        bind_all(out, client)
         return out
 
     # --- futures (Python App Futures in the seed), built on the watch of apis._watch

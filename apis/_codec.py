@@ -267,6 +267,41 @@ def shallow_copy(m: M, assign: dict[str, Any] | None = None) -> M:
     return new
 
 
+def copier(cls: type[M]) -> Callable[[M, dict[str, Any]], M]:
+    """``shallow_copy(m, assign)`` for objects of exactly ``cls``, with what depends on the
+    class alone (its private attributes) decided once: a bulk create copies three models per
+    object (10k objects per call), where the generic function's per-call look-ups were a
+    third of the copy."""
+    new_obj, setattr_ = _new, _setattr
+    undefined = PydanticUndefined
+
+    if _has_private(cls):
+        def copy(m: M, assign: dict[str, Any]) -> M:
+            new = new_obj(cls)
+            fields = m.__dict__.copy()
+            fields.update(assign)
+            setattr_(new, "__dict__", fields)
+            extra = m.__pydantic_extra__
+            setattr_(new, "__pydantic_extra__", extra if extra is None else extra.copy())
+            setattr_(new, "__pydantic_fields_set__", m.__pydantic_fields_set__ | assign.keys())
+            priv = m.__pydantic_private__
+            setattr_(new, "__pydantic_private__",
+                     None if priv is None else {k: v for k, v in priv.items() if v is not undefined})
+            return new
+    else:
+        def copy(m: M, assign: dict[str, Any]) -> M:
+            new = new_obj(cls)
+            fields = m.__dict__.copy()
+            fields.update(assign)
+            setattr_(new, "__dict__", fields)
+            extra = m.__pydantic_extra__
+            setattr_(new, "__pydantic_extra__", extra if extra is None else extra.copy())
+            setattr_(new, "__pydantic_fields_set__", m.__pydantic_fields_set__ | assign.keys())
+            setattr_(new, "__pydantic_private__", None)
+            return new
+    return copy
+
+
 def deep_copy(m: M) -> M:
     """A copy that shares nothing mutable with ``m`` (what a writer edits when ``m`` is a
     cached object)."""

@@ -11,7 +11,7 @@ module imports nothing of ours but the errors, so every other layer may import i
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ._errors import DoesNotExist, MultipleObjectsReturned
@@ -110,6 +110,16 @@ def bind(obj: Any, client: ClientPort) -> Any:
     if priv is not None:
         priv["_client"] = ClientRef(client)
     return obj
+
+
+def bind_all(objs: Iterable[Any], client: ClientPort) -> None:
+    """``bind(o, client)`` for each of ``objs``, with one reference for them all (it is
+    immutable; copies share theirs too)."""
+    ref = ClientRef(client)
+    for o in objs:
+        priv = o.__pydantic_private__
+        if priv is not None:
+            priv["_client"] = ref
 
 
 def bound_client(obj: Any) -> ClientPort | None:

@@ -181,6 +181,12 @@ def _generated_names_valid(prefix: str) -> bool:
     return True
 
 
+def generated_name(prefix: str, suffix: str) -> str:
+    """``prefix + suffix`` as a generated name, validated unless every such name is valid."""
+    name = prefix + suffix
+    return name if _generated_names_valid(prefix) else validate_name(name)
+
+
 def set_field(m: BaseModel, name: str, value: Any) -> None:
     """``m.name = value`` for a plain field of a model without validate_assignment, as pydantic
     does it (the value in ``__dict__``, the name in the fields set) minus its per-assignment

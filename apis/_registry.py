@@ -27,10 +27,20 @@ from pydantic import BaseModel, ValidationError
 
 import store as st
 
+from ._codec import copier, decode_value, encode_stored, shallow_copy
 from ._codec import decode as _decode
-from ._codec import decode_value, encode_stored, shallow_copy
 from ._errors import AlreadyExists, Conflict, Forbidden, Invalid, NotFound, StoreUnavailable
-from ._meta import API_VERSION, ObjectMeta, Resource, identity, serial_suffixes, set_field, utcnow, uuid4_strs
+from ._meta import (
+    API_VERSION,
+    ObjectMeta,
+    Resource,
+    generated_name,
+    identity,
+    serial_suffixes,
+    set_field,
+    utcnow,
+    uuid4_strs,
+)
 
 R = TypeVar("R", bound=Resource)
 T = TypeVar("T", bound=Resource)
@@ -161,6 +171,16 @@ def _wrap_store_errors(fn: Callable[..., F]) -> Callable[..., F]:
     inner.__name__ = fn.__name__
     inner.__doc__ = fn.__doc__
     return inner
+
+
+def _suffix_runs(most: int) -> Iterator[str]:
+    """Generated-name suffixes (``serial_suffixes``) for up to ``most`` names, drawn in runs of
+    up to 1,024 as they are asked for (one lock per run): a batch whose objects are named
+    draws none, and a batch's generated names stay consecutive."""
+    while most > 0:
+        run = serial_suffixes(min(most, 1024))
+        most -= len(run)
+        yield from run
 
 
 class Registry:
@@ -362,32 +382,95 @@ class Registry:
                                    f'"{r.name}"{r.note}')
         return Conflict("objects", ",".join(o.name for o in objs[:3]), "concurrent write")
 
-    def _prepare_creates(self, objs: Sequence[R], now: datetime) -> builtins.list[R]:
+    def _prepare_creates(self, objs: Sequence[R], now: datetime, lease: int = 0,
+                         compares: builtins.list[st.Compare] | None = None,
+                         ops: builtins.list[st.Op] | None = None,
+                         entries: builtins.list[str] | None = None) -> builtins.list[R]:
+        """A copy of each object, its metadata and status (the caller's are not touched), with
+        the identity the server assigns (as ``identity``: name from generateName, uid,
+        creationTimestamp; generation 1) and status.lastUpdate; each model copied once with its
+        new fields by a copier made once per class (``apis._codec.copier``).
+
+        With ``ops``, in the same pass over the objects (each copy is encoded while it is still
+        in the CPU's caches: a batch of 10k jobs is larger than them, and every further pass
+        over it reads memory again), what creates them: per object an "absent" compare and a
+        put of its JSON into ``compares``/``ops``, then every object's index keys (as
+        ``index_keys`` writes them) into ``entries`` (``Store.txn_with_entries``: key strings,
+        not one ``Put`` each), grouped by index value: each value is quoted once per
+        batch, not once per object (a bulk create repeats a handful of states, apps and
+        labels), and the keys come out in key order when the names do (generated ones do),
+        which the store's sort of the entries then finds done."""
         out: list[R] = []
-        seen: set[tuple[str, str, str]] = set()
-        # The batch's generated-name suffixes and uids, drawn at once (one lock, one urandom).
-        suffixes = iter(serial_suffixes(sum(1 for o in objs if not o.metadata.name)))
+        seen: set[str] = set()  # object keys: one object twice in one request is refused
+        # The batch's generated-name suffixes (in runs: no pass over the objects to count the
+        # names to make) and uids (one urandom call) drawn together.
+        suffixes = _suffix_runs(len(objs))
         uids = uuid4_strs(len(objs))
+        copiers: dict[type, Callable[[Any, dict[str, Any]], Any]] = {}
+        stamps: dict[type, dict[str, Any] | None] = {}  # status class -> its stamp
+        Put, Compare = st.Put, st.Compare
+        build = ops is not None and compares is not None and entries is not None
+        cmps: list[st.Compare] = compares if compares is not None else []
+        puts: list[st.Op] = ops if ops is not None else []
+        keys: list[str] = entries if entries is not None else []
+        groups: dict[tuple[str, str], dict[tuple[str, str], builtins.list[str]]] = {}
+        g: dict[tuple[str, str], builtins.list[str]] = {}
+        g_of: tuple[str, str] | None = None
         for o, uid in zip(objs, uids, strict=True):
-            # A copy of the object, its metadata and status (the caller's are not touched), with
-            # the identity the server assigns and status.lastUpdate: each copied once, with its
-            # new fields (what _copy_for_write, ensure_identity and _stamp do, in fewer calls).
             md0 = o.metadata
-            fill = identity(md0, now, None if md0.name else next(suffixes), uid)
-            fill["resource_version"] = None
-            fill["generation"] = 1
-            md = shallow_copy(md0, fill)
+            d = md0.__dict__
+            name = d["name"]
+            if not name:
+                prefix = d["generate_name"]
+                if not prefix:
+                    identity(md0)  # raises: name or generateName is required
+                name = generated_name(prefix, next(suffixes))
+                fill = {"name": name, "uid": d["uid"] or uid, "creation_timestamp": d["creation_timestamp"] or now,
+                        "generation": 1, "resource_version": None}
+            else:
+                fill = {"uid": d["uid"] or uid, "creation_timestamp": d["creation_timestamp"] or now,
+                        "generation": 1, "resource_version": None}
+            t: type = type(md0)
+            if (copy := copiers.get(t)) is None:
+                copy = copiers[t] = copier(t)
+            md = copy(md0, fill)
             assign: dict[str, Any] = {"metadata": md}
             status = getattr(o, "status", None)
             if isinstance(status, BaseModel):
-                stamp = {"last_update": now} if _has_field(type(status), "last_update") else None
-                assign["status"] = shallow_copy(status, stamp)
-            n = shallow_copy(o, assign)
-            ident = (n.PLURAL, md.namespace, md.name or "")
-            if ident in seen:
+                t = type(status)
+                if (copy := copiers.get(t)) is None:
+                    copy = copiers[t] = copier(t)
+                    stamps[t] = {"last_update": now} if _has_field(t, "last_update") else None
+                stamp = stamps[t]
+                assign["status"] = copy(status, stamp) if stamp is not None else shallow_copy(status)
+            t = type(o)
+            if (copy := copiers.get(t)) is None:
+                copy = copiers[t] = copier(t)
+            n = copy(o, assign)
+            plural, ns = n.PLURAL, d["namespace"]
+            key = f"{REGISTRY}{plural}/{ns}/{name}"
+            if key in seen:
                 raise Invalid(f'{n.resource_name()} "{n.name}" appears twice in one request')
-            seen.add(ident)
+            seen.add(key)
             out.append(n)
+            if not build:
+                continue
+            cmps.append(Compare(key, "create", "==", 0))  # absent
+            puts.append(Put(key, n.to_json(), lease))
+            if g_of != (plural, ns):
+                g_of = (plural, ns)
+                g = groups.setdefault(g_of, {})
+            for e in n.index_entries():
+                names = g.get(e)
+                if names is None:
+                    g[e] = [name]
+                else:
+                    names.append(name)
+        if build:
+            prefixed = sorted((f"{_index_bases(plural, ns)[i]}{q(v)}/", names)
+                              for (plural, ns), g in groups.items() for (i, v), names in g.items())
+            for prefix, names in prefixed:
+                keys.extend([prefix + n for n in names])
         return out
 
     @staticmethod
@@ -454,14 +537,14 @@ class Registry:
         lease: int,
     ) -> tuple[builtins.list[Resource], builtins.list[Resource]]:
         now = utcnow()
-        created = self._prepare_creates(creates, now)
+        compares: list[st.Compare] = []
+        ops: list[st.Op] = []
+        entries: list[str] = []  # the creates' index keys, put with an empty value after ops
+        # The creates' copies and their ops in one pass (the checks below only read them).
+        created = self._prepare_creates(creates, now, lease, compares, ops, entries)
         updated = [self._prepare_update(o, n, now, stamp) for o, n in updates]
         for check in ADMISSION_CHECKS:
             check(self, created, [(o, n) for (o, _), n in zip(updates, updated, strict=True)])
-        compares: list[st.Compare] = []
-        ops: list[st.Op] = []
-        if created:
-            self._create_ops(created, lease, compares, ops)
         compares += self._admission(created)
         finalized: set[int] = set()
         for (old, _), n in zip(updates, updated, strict=True):
@@ -498,45 +581,17 @@ class Registry:
             ok = self.store.txn(compares, [], []).succeeded
             revision = 0
         else:
-            res = self.store.txn(compares, ops)
+            res = self.store.txn_with_entries(compares, ops, entries, lease) if entries else self.store.txn(compares, ops)
             ok, revision = res.succeeded, res.revision
         if not ok:
             self._explain_failure(created, [*updates, *((o, o) for o in deletes if check_deletes)])
         if not dry_run:
             rv = str(revision)
-            for o in (*created, *updated):
+            for o in created:  # resourceVersion is in each created metadata's fields set already
+                o.metadata.__dict__["resource_version"] = rv
+            for o in updated:
                 set_field(o.metadata, "resource_version", rv)
         return created, [u for u in updated if id(u) not in finalized]
-
-    @staticmethod
-    def _create_ops(created: Sequence[Resource], lease: int, compares: builtins.list[st.Compare],
-                    ops: builtins.list[st.Op]) -> None:
-        """The compares and puts that create ``created``: per object an "absent" compare and a
-        put of its JSON, then its index keys (as ``index_keys`` writes them), grouped by index
-        value: each value is quoted once per batch, not once per object (a bulk create repeats
-        a handful of states, apps and labels), and the keys come out in key order when the
-        names do (generated ones do), which the store's sort of the entries then finds done."""
-        Put, Compare = st.Put, st.Compare
-        groups: dict[tuple[str, str], dict[tuple[str, str], builtins.list[str]]] = {}
-        for o in created:
-            md = o.metadata
-            ns, name, plural = md.namespace, md.name or "", o.PLURAL
-            key = f"{REGISTRY}{plural}/{ns}/{name}"
-            compares.append(Compare(key, "create", "==", 0))  # absent
-            ops.append(Put(key, o.to_json(), lease))
-            g = groups.get((plural, ns))
-            if g is None:
-                g = groups[(plural, ns)] = {}
-            for e in o.index_entries():
-                names = g.get(e)
-                if names is None:
-                    g[e] = [name]
-                else:
-                    names.append(name)
-        prefixed = sorted((f"{_index_bases(plural, ns)[i]}{q(v)}/", names)
-                          for (plural, ns), g in groups.items() for (i, v), names in g.items())
-        for prefix, names in prefixed:
-            ops.extend([Put(prefix + n, b"", lease) for n in names])
 
     def _explain_failure(self, created: Sequence[Resource], pairs: Sequence[tuple[Resource, Resource]]) -> None:
         if created:

@@ -4,14 +4,14 @@ Runs the ``store`` scenario's bulk create once more with light timers around eac
 ``Registry.write`` (one ``perf_counter`` pair per call, ~0.3 µs) and a ``gc.callbacks``
 clock, and reports µs per job for:
 
-1. pydantic model work: ``Registry._prepare_creates`` (copies of the Job, its metadata and
-   status; name, uid, timestamps) — the caller's own ``Job(...)`` construction is shown apart;
+1. model work and ops: ``Registry._prepare_creates`` without its ``to_json`` calls (copies of
+   the Job, its metadata and status; name, uid, timestamps; object keys, index entries
+   grouped by value, compare and put objects: one pass since issue 13c) — the caller's own
+   ``Job(...)`` construction is shown apart;
 2. the admission checks (``ADMISSION_CHECKS``: parameters, site fit, transfers, cycles);
-3. ops: ``Registry._create_ops`` without its ``to_json`` calls (object keys, index entries
-   grouped by value, compare and put objects);
-4. serialization: ``Resource.to_json``;
-5. reference compares: ``Registry._admission``;
-6. the store transaction: ``Store.txn``;
+3. serialization: ``Resource.to_json``;
+4. reference compares: ``Registry._admission``;
+5. the store transaction: ``Store.txn`` / ``Store.txn_with_entries``;
 and what is left (the client's ``bulk_create`` around ``write``: namespaces, binding the new
 objects to the client). GC time is measured separately and overlaps the phases it
 interrupts. Not in the default run.
@@ -33,9 +33,8 @@ from ._harness import Context, Result, StoreTarget, scenario
 from .store import make_jobs
 
 PHASES = [
-    ("prepare", "pydantic: copy + identity (_prepare_creates)"),
+    ("prepare", "copies, identity, keys, ops (_prepare_creates less to_json)"),
     ("checks", "admission checks (ADMISSION_CHECKS)"),
-    ("create_ops", "keys, index entries, ops (_create_ops less to_json)"),
     ("to_json", "serialization (Resource.to_json)"),
     ("admission", "reference compares (_admission)"),
     ("txn", "store txn (Store.txn)"),
@@ -59,16 +58,16 @@ def _timers(store: st.Store, acc: dict[str, float]) -> Iterator[None]:
     saved = [
         (_registry.Registry, "_prepare_creates", _registry.Registry.__dict__["_prepare_creates"]),
         (_meta.Resource, "to_json", _meta.Resource.__dict__["to_json"]),
-        (_registry.Registry, "_create_ops", _registry.Registry.__dict__["_create_ops"]),
         (_registry.Registry, "_admission", _registry.Registry.__dict__["_admission"]),
     ]
-    names = {"_prepare_creates": "prepare", "to_json": "to_json", "_create_ops": "create_ops", "_admission": "admission"}
+    names = {"_prepare_creates": "prepare", "to_json": "to_json", "_admission": "admission"}
     for owner, name, fn in saved:
         wrapped = timing(names[name], fn.__func__ if isinstance(fn, staticmethod) else fn)
         setattr(owner, name, staticmethod(wrapped) if isinstance(fn, staticmethod) else wrapped)
     checks = list(_registry.ADMISSION_CHECKS)
     _registry.ADMISSION_CHECKS[:] = [timing("checks", c) for c in checks]
     store.txn = timing("txn", store.txn)  # type: ignore[method-assign]
+    store.txn_with_entries = timing("txn", store.txn_with_entries)  # type: ignore[method-assign]
     try:
         yield
     finally:
@@ -76,7 +75,8 @@ def _timers(store: st.Store, acc: dict[str, float]) -> Iterator[None]:
             setattr(owner, name, fn)
         _registry.ADMISSION_CHECKS[:] = checks
         del store.txn
-        acc["create_ops"] -= acc["to_json"]  # to_json runs inside _create_ops
+        del store.txn_with_entries
+        acc["prepare"] -= acc["to_json"]  # to_json runs inside _prepare_creates
 
 
 @contextmanager

@@ -30,13 +30,13 @@ def _jobs(n: int, app: str = "hello", parents: list[str] | None = None) -> list[
 def test_one_admission_compare_per_referenced_key(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     parent = Job.objects.using(reg).bulk_create(_jobs(1))[0]
     seen: list[list[st.Compare]] = []
-    real = reg.store.txn
+    real = reg.store.txn_with_entries
 
-    def spy(compares, success, failure=()):  # type: ignore[no-untyped-def]
+    def spy(compares, success, entries, lease=0):  # type: ignore[no-untyped-def]
         seen.append(list(compares))
-        return real(compares, success, failure)
+        return real(compares, success, entries, lease)
 
-    monkeypatch.setattr(reg.store, "txn", spy)
+    monkeypatch.setattr(reg.store, "txn_with_entries", spy)
     created = Job.objects.using(reg).bulk_create(_jobs(50, parents=[parent.id]))
     assert len(created) == 50
     refs = [c for c in seen[0] if c.target == "create" and c.op == ">"]
@@ -57,7 +57,7 @@ def test_a_big_write_and_a_big_read_leave_the_collector_alone(reg: Registry, mon
     must never turn the collector off (not even for the length of the call)."""
     threshold = gc.get_threshold()
     states: list[bool] = []
-    for method in ("txn", "get_many", "range"):
+    for method in ("txn", "txn_with_entries", "get_many", "range"):
         real = getattr(reg.store, method)
 
         def spy(*a, _real=real, **kw):  # type: ignore[no-untyped-def]
