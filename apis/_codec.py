@@ -275,30 +275,20 @@ def copier(cls: type[M]) -> Callable[[M, dict[str, Any]], M]:
     new_obj, setattr_ = _new, _setattr
     undefined = PydanticUndefined
 
-    if _has_private(cls):
-        def copy(m: M, assign: dict[str, Any]) -> M:
-            new = new_obj(cls)
-            fields = m.__dict__.copy()
-            fields.update(assign)
-            setattr_(new, "__dict__", fields)
-            extra = m.__pydantic_extra__
-            setattr_(new, "__pydantic_extra__", extra if extra is None else extra.copy())
-            setattr_(new, "__pydantic_fields_set__", m.__pydantic_fields_set__ | assign.keys())
-            priv = m.__pydantic_private__
-            setattr_(new, "__pydantic_private__",
-                     None if priv is None else {k: v for k, v in priv.items() if v is not undefined})
-            return new
-    else:
-        def copy(m: M, assign: dict[str, Any]) -> M:
-            new = new_obj(cls)
-            fields = m.__dict__.copy()
-            fields.update(assign)
-            setattr_(new, "__dict__", fields)
-            extra = m.__pydantic_extra__
-            setattr_(new, "__pydantic_extra__", extra if extra is None else extra.copy())
-            setattr_(new, "__pydantic_fields_set__", m.__pydantic_fields_set__ | assign.keys())
-            setattr_(new, "__pydantic_private__", None)
-            return new
+    has_private = _has_private(cls)
+
+    def copy(m: M, assign: dict[str, Any]) -> M:
+        new = new_obj(cls)
+        fields = m.__dict__.copy()
+        fields.update(assign)
+        setattr_(new, "__dict__", fields)
+        extra = m.__pydantic_extra__
+        setattr_(new, "__pydantic_extra__", extra if extra is None else extra.copy())
+        setattr_(new, "__pydantic_fields_set__", m.__pydantic_fields_set__ | assign.keys())
+        priv = m.__pydantic_private__ if has_private else None
+        setattr_(new, "__pydantic_private__",
+                 None if priv is None else {k: v for k, v in priv.items() if v is not undefined})
+        return new
     return copy
 
 

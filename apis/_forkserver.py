@@ -280,11 +280,8 @@ class _Server:
             if app is None:
                 self.send(StartFailed(token, f"no App code for worker pool {key} (a Submit before its DefinePool)"))
                 return
-            self._flush_std()
-            try:
-                pid = os.fork()
-            except OSError as e:
-                self.send(StartFailed(token, f"fork failed: {e}"))
+            pid = self._fork(token)
+            if pid is None:
                 return
             if pid == 0:  # the worker: never returns
                 _worker(app, spec, sock, self.devnull)
@@ -295,17 +292,21 @@ class _Server:
 
     # --- fresh children ---------------------------------------------------------------
 
-    def _flush_std(self) -> None:
+    def _fork(self, token: Any) -> int | None:
+        """``os.fork()`` with our buffered output flushed first (a child must not write it
+        again); ``None`` when the fork failed, the agent told with StartFailed."""
         for f in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 f.flush()
-
-    def _spawn(self, token: Any, spec: dict[str, Any]) -> None:
-        self._flush_std()
         try:
-            pid = os.fork()
+            return os.fork()
         except OSError as e:
             self.send(StartFailed(token, f"fork failed: {e}"))
+            return None
+
+    def _spawn(self, token: Any, spec: dict[str, Any]) -> None:
+        pid = self._fork(token)
+        if pid is None:
             return
         if pid == 0:  # the child: never returns
             _child(spec, self.devnull, (self.in_fd, self.out_fd, self.wake_r, self.wake_w, self.sel),

@@ -337,15 +337,7 @@ def test_a_trickle_pass_decides_a_first_chunk_not_the_whole_backlog() -> None:
         reg.patches = []
         offered.clear()
         sched.reconcile(Request(KEY, "default"), Context(reg, informers))  # type: ignore[arg-type]
-        out = []
-        for batch, rv in reg.patches:
-            for job, fields in batch:
-                new = patched(job, fields)
-                new.__dict__["metadata"] = job.metadata.model_copy(update={"resource_version": str(rv)})
-                informers["Job"].apply_local(new)
-                if "placement" in fields:
-                    out.append(new)
-        return out
+        return _deliver(reg, informers)
 
     bound = run_pass()
     assert [j.name for j in bound] == ["j000"] and sum(offered) == 300  # the first pass: everyone
