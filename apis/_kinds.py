@@ -210,6 +210,7 @@ class Job(BalsamJobMixin, ClientMixin, Resource):
     # workdir (always one entry) and site (only when named: most jobs name none) answer
     # ``--field-selector spec.workdir=/spec.site=`` and ``filter(workdir=/site_name=)``.
     INDEXES_SINCE: ClassVar[dict[int, tuple[str, ...]]] = {2: ("workdir", "site")}
+    INDEXED_STATUS: ClassVar[frozenset[str] | None] = frozenset({"state", "placement"})
 
     spec: JobSpec
     status: JobStatus = Field(default_factory=JobStatus)
@@ -235,9 +236,9 @@ class Job(BalsamJobMixin, ClientMixin, Resource):
     def index_entries(self) -> set[tuple[str, str]]:
         """Labels, state, app, workdir, site (when it names one), parents, and the nodes it
         is placed on (``boundnode`` while it holds them: what a node agent watches)."""
-        spec, status = self.spec, self.status
+        spec = self.spec
         # One set display and updates from lists: a bulk create asks this of every job.
-        out = {("state", str(status.state)), ("app", spec.app), ("workdir", spec.workdir)}
+        out = {("app", spec.app), ("workdir", spec.workdir)}
         labels = self.metadata.labels
         if labels:
             out.update([("label", f"{k}={v}") for k, v in labels.items()])
@@ -245,6 +246,12 @@ class Job(BalsamJobMixin, ClientMixin, Resource):
             out.add(("site", spec.site))
         if spec.parents:
             out.update([("parent", p) for p in spec.parents])
+        return out | self.status_index_entries()
+
+    def status_index_entries(self) -> set[tuple[str, str]]:
+        """The entries ``status.state`` and ``status.placement`` decide (``INDEXED_STATUS``)."""
+        status = self.status
+        out = {("state", str(status.state))}
         if status.placement is not None:
             out |= {("node", n) for n in status.placement.nodes}
             if status.state in _HOLDS_NODE:

@@ -339,6 +339,10 @@ class Resource(Model):
     #: objects without those entries, so ``Registry.index_ready`` re-indexes it (or a query
     #: checks those fields on the objects instead). Version 1 is what every kind began with.
     INDEXES_SINCE: ClassVar[dict[int, tuple[str, ...]]] = {}
+    #: The status fields ``index_entries`` reads, when the kind can say so: a status patch
+    #: that assigns none of them moves no index key, and one that does moves only the entries
+    #: of ``status_index_entries`` (``Registry.write_status_patches``). None: any may.
+    INDEXED_STATUS: ClassVar[frozenset[str] | None] = None
 
     api_version: str = API_VERSION
     kind: str = ""
@@ -347,6 +351,10 @@ class Resource(Model):
     def index_entries(self) -> set[tuple[str, str]]:
         """(index, value) pairs under which the object is findable: its labels; kinds add theirs."""
         return {("label", f"{k}={v}") for k, v in self.metadata.labels.items()}
+
+    def status_index_entries(self) -> set[tuple[str, str]]:
+        """The part of ``index_entries`` that ``INDEXED_STATUS`` decides (kinds that declare it)."""
+        return self.index_entries()
 
     def references(self) -> list[Reference]:
         """Objects that must exist when this one is created (none by default)."""

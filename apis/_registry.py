@@ -637,19 +637,34 @@ class Registry:
         news: builtins.list[Any] = []
         Put, Delete, Compare = st.Put, st.Delete, st.Compare
         for old, fields in patches:
+            cls = type(old)
             status: BaseModel = old.status  # type: ignore[attr-defined]
             if stamp and _has_field(type(status), "last_update"):
                 fields = {**fields, "last_update": now}
-            new = shallow_copy(old, {"status": shallow_copy(status, fields)})
+            md = old.metadata
             if written is not None:
+                # The object handed back gets its own metadata now (its resourceVersion is
+                # set in place once the revision is known): three copies a patch, not four.
+                md = shallow_copy(md)
+                new = shallow_copy(old, {"status": shallow_copy(status, fields), "metadata": md})
                 news.append(new)
-            key = object_key(type(old), old.metadata.namespace, old.name)
-            compares.append(Compare(key, "mod", "==", int(old.metadata.resource_version or 0)))
+            else:
+                new = shallow_copy(old, {"status": shallow_copy(status, fields)})
+            key = f"{REGISTRY}{cls.PLURAL}/{md.namespace}/{md.name}"  # object_key, inlined
+            compares.append(Compare(key, "mod", "==", int(md.resource_version or 0)))
             ops.append(Put(key, encode_stored(new)))
             # Index keys moved by the difference of the index entries: only the entries that
             # changed are quoted and formatted (a binding: node and boundnode; the labels,
-            # app, workdir and parents of a status patch never move).
-            old_e, new_e = old.index_entries(), new.index_entries()  # type: ignore[attr-defined]
+            # app, workdir and parents of a status patch never move). A kind that names the
+            # status fields its entries read (INDEXED_STATUS) is compared on those entries
+            # alone, and not at all when the patch assigns none of them (a condition).
+            indexed = cls.INDEXED_STATUS  # type: ignore[attr-defined]
+            if indexed is None:
+                old_e, new_e = old.index_entries(), new.index_entries()  # type: ignore[attr-defined]
+            elif indexed.isdisjoint(fields):
+                continue
+            else:
+                old_e, new_e = old.status_index_entries(), new.status_index_entries()  # type: ignore[attr-defined]
             if old_e != new_e:
                 ops.extend(Delete(k) for k in _keys_of(old, old_e - new_e))
                 ops.extend(Put(k, b"") for k in _keys_of(new, new_e - old_e))
@@ -658,8 +673,11 @@ class Registry:
             self._raise_conflict([(o, o) for o, _ in patches])
         if written is not None:
             rv = str(res.revision)
-            written.extend(shallow_copy(n, {"metadata": shallow_copy(n.metadata, {"resource_version": rv})})
-                           for n in news)
+            for n in news:
+                nmd = n.metadata  # its own copy (above), unseen by anyone so far
+                nmd.__dict__["resource_version"] = rv
+                nmd.__pydantic_fields_set__.add("resource_version")
+            written.extend(news)
         return res.revision
 
     def _raise_conflict(self, pairs: Sequence[tuple[Resource, Resource]]) -> Any:

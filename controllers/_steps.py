@@ -17,6 +17,7 @@ from typing import Any
 
 from apis import App, Job, JobState, no_op_steps, remove_condition, step_work, transfer_slots, transition
 from apis._codec import shallow_copy
+from apis._lifecycle import HISTORY_CAP
 from apis._meta import set_field
 from apis._states import PRE_READY, release_steps
 
@@ -24,6 +25,11 @@ from .hooks import HookRunner
 
 __all__ = ["collapse_from_postprocessed", "collapse_from_ready", "collapsed_fields", "steps_to_preprocessed",
            "take_release_steps", "transfer_slots"]
+
+#: collapsed_fields' shared history entries: (from, steps, time, by) -> (state, message, entries);
+#: a pass has one time, so a handful of keys live at once.
+_COLLAPSED: dict[tuple[Any, ...], tuple[JobState, str, tuple[Any, ...]]] = {}
+_COLLAPSED_MAX = 64
 
 #: Conditions of a job that waits for its parents, gone once it is released.
 PARENT_CONDITIONS = ("Waiting", "ParentFailed", "ParentMissing")
@@ -96,11 +102,26 @@ def collapsed_fields(job: Job, steps: list[tuple[JobState, str]], now: datetime,
     step in the history with ``now``, its message and ``by`` (the component: describe's FROM),
     as :func:`apis.transition` records it (the same checks against the table, the same cap).
     ``job`` is not touched: the fields are a patch for ``Registry.write_status_patches``
-    (which, unlike a controller's write, stamps no ``by`` itself)."""
-    work = shallow_copy(job, {"status": shallow_copy(job.status, {"history": list(job.status.history)})})
-    for state, msg in steps:
-        transition(work, state, msg, now=now)
-    st = work.status
-    for ev in st.history[len(st.history) - len(steps):]:
-        set_field(ev, "by", by)
-    return {"state": st.state, "message": st.message, "history": st.history}
+    (which, unlike a controller's write, stamps no ``by`` itself).
+
+    The new history entries are made once per (from state, steps, time, component) and shared
+    by every job of a pass that takes the same steps (issue 19, seventh round: a pass releasing
+    a backlog made three validated ``HistoryEvent``s per job, ~8% of placement's thread).
+    Nothing edits a written history entry in place (as with the shared Waiting conditions)."""
+    key = (job.status.state, tuple(steps), now, by)
+    hit = _COLLAPSED.get(key)
+    if hit is None:
+        work = shallow_copy(job, {"status": shallow_copy(job.status, {"history": []})})
+        for state, msg in steps:
+            transition(work, state, msg, now=now)
+        ws = work.status
+        for ev in ws.history:
+            set_field(ev, "by", by)
+        if len(_COLLAPSED) >= _COLLAPSED_MAX:
+            _COLLAPSED.clear()
+        hit = _COLLAPSED[key] = (ws.state, ws.message, tuple(ws.history))
+    state, message, entries = hit
+    history = [*job.status.history, *entries]
+    if len(history) > HISTORY_CAP:
+        del history[: len(history) - HISTORY_CAP]
+    return {"state": state, "message": message, "history": history}

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from apis import App, Conflict, Job, JobState, Placement
+from apis import App, Condition, Conflict, Job, JobState, Placement
 from apis._registry import index_keys, index_prefix, object_key
 from tests.apis.conftest import Backend
 
@@ -82,3 +82,38 @@ def test_a_patch_leaves_exactly_the_index_keys_of_the_object_it_stored(backend: 
     assert reg.index_names(Job, "boundnode", "n1", ns) == [] and reg.index_names(Job, "node", "n2", ns) == ["p2"]
     assert reg.index_names(Job, "state", "JOB_FINISHED", ns) == ["p2"]
     assert reg.index_names(Job, "state", "PREPROCESSED", ns) == []
+
+
+def test_a_conditions_patch_moves_no_index_key_and_a_state_patch_only_the_state_keys(backend: Backend) -> None:
+    """Job names the status fields its index entries read (``INDEXED_STATUS``): a patch of
+    the conditions alone writes the object and no index key; a state step moves the state
+    keys and nothing else. What stays is what a full re-index gives."""
+    reg, ns = backend.registry, backend.namespace
+    job = _preprocessed(backend, "p4")
+    before = {kv.key for kv in reg.store.range("/index/jobs/").kvs if kv.key.endswith("/p4")}
+    waiting = Condition(type="Waiting", status="True", reason="WaitingForCapacity", message="no room")
+    rev = reg.write_status_patches([(job, {"conditions": [waiting]})])
+    entries = [kv for kv in reg.store.range("/index/jobs/").kvs if kv.key.endswith("/p4")]
+    assert entries and all(kv.mod_revision < rev for kv in entries)  # none rewritten
+    got = reg.get(Job, "p4", ns)
+    assert {kv.key for kv in reg.store.range("/index/jobs/").kvs if kv.key.endswith("/p4")} == before == index_keys(got)
+    reg.write_status_patches([(got, {"state": JobState.RUNNING})])
+    running = reg.get(Job, "p4", ns)
+    assert {kv.key for kv in reg.store.range("/index/jobs/").kvs if kv.key.endswith("/p4")} == index_keys(running)
+    assert reg.index_names(Job, "state", "RUNNING", ns) == ["p4"]
+    assert reg.index_names(Job, "state", "PREPROCESSED", ns) == []
+
+
+def test_the_written_objects_carry_their_revision_and_share_no_metadata_with_the_cached_ones(
+        backend: Backend) -> None:
+    reg, ns = backend.registry, backend.namespace
+    a, b = _preprocessed(backend, "p5"), _preprocessed(backend, "p6")
+    rv_a = a.metadata.resource_version
+    placement = Placement(nodes=["n1"], cpus=[0], gpus=[], occupancy=1.0)
+    written: list[Job] = []
+    rev = reg.write_status_patches([(a, {"placement": placement}), (b, {"placement": placement})], written=written)
+    assert [w.name for w in written] == ["p5", "p6"]
+    for w, old in zip(written, (a, b), strict=True):
+        assert w.metadata.resource_version == str(rev) and w.metadata is not old.metadata
+        assert w == reg.get(Job, old.name, ns)
+    assert a.metadata.resource_version == rv_a and a.status.placement is None  # the cached one untouched
