@@ -35,7 +35,8 @@ from ._harness import Context, Result, StoreTarget, scenario
 from ._up import UpSite, site_parent, up_site, warm_up
 
 STAMP = "bash -c 'echo $EPOCHREALTIME > start; echo $EPOCHREALTIME > end'"
-TARGETS = {"p50": "<= 20", "p99": "<= 100"}
+# Issue 19's hop goals, per backend (issue 5's were p50 <= 20, p99 <= 100 ms on both).
+TARGETS = {"sqlite": {"p50": "<= 5", "p99": "<= 20"}, "etcd": {"p50": None, "p99": "<= 100"}}
 PACKING = 64
 
 
@@ -194,9 +195,9 @@ def run_dag(ctx: Context) -> Result:
     ctx.per_backend(res, lambda t: per.__setitem__(t.backend, _run_backend(ctx, t, n, m)))
     for b, d in per.items():
         c, f = d["chain"], d["fan"]
-        res.add("chain_p50_ms", c["p50_ms"], "ms", f"chain hop p50 ({n} jobs)", backend=b, target=TARGETS["p50"],
+        res.add("chain_p50_ms", c["p50_ms"], "ms", f"chain hop p50 ({n} jobs)", backend=b, target=TARGETS.get(b, {}).get("p50"),
                 ratio_to="stamp_launch_ms", ratio_unit="× one launch")
-        res.add("chain_p99_ms", c["p99_ms"], "ms", "chain hop p99", backend=b, target=TARGETS["p99"],
+        res.add("chain_p99_ms", c["p99_ms"], "ms", "chain hop p99", backend=b, target=TARGETS.get(b, {}).get("p99"),
                 ratio_to="stamp_launch_ms", ratio_unit="× one launch")
         res.add("chain_max_ms", c["max_ms"], "ms", "chain hop max", backend=b)
         for part, words in (("exit_to_finished", "parent exit → its JOB_FINISHED write (agent)"),
