@@ -82,13 +82,7 @@ def _rounds(ctx: Context, n: int, rounds: int, per: dict[str, list[float]]) -> N
         reg.create(App(metadata={"name": "true"}, spec={"command": "/bin/true"}))  # type: ignore[arg-type]
         for r in range(rounds):
             mgr = ControllerManager(reg)
-            mgr._build()
-            for inf in mgr.informers.values():
-                inf.start()
-            for ctl in mgr.controllers:
-                register = getattr(ctl.reconciler, "register", None)
-                if register is not None:
-                    register(mgr.informers, ctl.queue.add)
+            mgr.wire()
             for inf in mgr.informers.values():
                 inf.stop()  # the events are handed over below, on this thread
             jobs = mgr.informers["Job"]

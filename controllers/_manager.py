@@ -87,8 +87,10 @@ class ControllerManager:
         reconcilers = self._reconcilers if self._reconcilers is not None else default_reconcilers(self.hooks)
         self.controllers = [Controller(r, reg, self.informers) for r in reconcilers]
 
-    def start(self) -> None:
-        """Start informers and controllers (assumes leadership is held or not needed)."""
+    def wire(self) -> None:
+        """Build the informers and controllers, start the informers and register each
+        reconciler's handlers on them; the controllers' loops are not started (``start``
+        does; ``bench informer`` drives the handlers itself)."""
         self._build()
         for inf in self.informers.values():
             inf.start()
@@ -96,6 +98,11 @@ class ControllerManager:
             register = getattr(ctl.reconciler, "register", None)
             if register is not None:
                 register(self.informers, ctl.enqueue)
+
+    def start(self) -> None:
+        """Start informers and controllers (assumes leadership is held or not needed)."""
+        self.wire()
+        for ctl in self.controllers:
             ctl.start()
         if self.freeze_gc:
             # The caches just listed live as long as the process: keep the cyclic GC from
