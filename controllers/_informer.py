@@ -146,19 +146,11 @@ class Informer(Generic[R]):
         ``children``), and a value set left empty and made again costs two dict writes."""
         for index, fn in self._indexers.items():
             values = tuple(fn(obj))
-            keys = self._keys[index]
-            before = keys.get(name)
-            if before == values:
+            if self._keys[index].get(name) == values:
                 continue
+            self._index_remove(index, name)
+            self._keys[index][name] = values
             by_value = self._index[index]
-            if before:
-                for v in before:
-                    s = by_value.get(v)
-                    if s is not None:
-                        s.discard(name)
-                        if not s:
-                            del by_value[v]
-            keys[name] = values
             for v in values:
                 by_value[v].add(name)
 

@@ -144,6 +144,16 @@ class JobInformer(Informer[Job]):
             return {str(k): v for k, v in self._counts.items()}
 
 
+def crossed_an_end(old: Job | None, new: Job | None) -> bool:
+    """Whether a job's event moves it across an end: it reached one, vanished, or left one (a
+    user's retry). Its children's fate may change with it."""
+    if new is None:
+        return old is not None
+    if old is not None and old.status.state == new.status.state:
+        return False
+    return new.status.state in TERMINAL or (old is not None and old.status.state in TERMINAL)
+
+
 def job_state(jobs: Informer[Any], name: str) -> JobState | None:
     """``name``'s state from a Job cache: a :class:`JobInformer` answers for jobs that left
     it too; a plain informer only for those it holds."""

@@ -21,6 +21,8 @@ from apis._lifecycle import HISTORY_CAP
 from apis._meta import set_field
 from apis._states import PRE_READY, release_steps
 
+from ._informer import Informer
+from ._jobcache import job_state
 from .hooks import HookRunner
 
 __all__ = ["collapse_from_postprocessed", "collapse_from_ready", "collapsed_fields", "steps_to_preprocessed",
@@ -86,6 +88,13 @@ def steps_to_preprocessed(job: Job, app: App | None, hooks: HookRunner,
         return None
     return release_steps(state, bool(parents)) + rest
 
+
+
+def cached_release_steps(job: Job, apps: Informer[App], jobs: Informer[Job],
+                         hooks: HookRunner) -> list[tuple[JobState, str]] | None:
+    """:func:`steps_to_preprocessed` with the App and the parents' states read from the
+    controller manager's caches (what placement and the dependency reconciler both ask)."""
+    return steps_to_preprocessed(job, apps.get(job.spec.app), hooks, lambda p: job_state(jobs, p))
 
 def take_release_steps(job: Job, steps: list[tuple[JobState, str]], now: datetime) -> None:
     """Take ``steps`` (a release: :func:`apis._states.release_steps`, or all of

@@ -24,12 +24,12 @@ from collections.abc import Callable
 
 from apis import App, Job, JobState, remove_condition, set_condition, transition, utcnow
 from apis._dag import cycle_text, find_cycle
-from apis._states import TERMINAL, release_steps
+from apis._states import release_steps
 
 from ._controller import Context, Request, Result
 from ._informer import Informer
-from ._jobcache import job_state, jobs_of_app
-from ._steps import collapse_from_ready, steps_to_preprocessed, take_release_steps
+from ._jobcache import crossed_an_end, job_state, jobs_of_app
+from ._steps import cached_release_steps, collapse_from_ready, take_release_steps
 from .hooks import HookRunner
 
 WAITING = (JobState.CREATED, JobState.AWAITING_PARENTS)
@@ -72,12 +72,7 @@ class DependencyReconciler:
             # A parent reached an end, vanished, or left an end (a user's retry): look at its
             # children (one that placement would have released may have to wait again).
             cur = new or old
-            if cur is None:
-                return
-            ended = new is None or new.status.state in TERMINAL
-            changed = old is None or new is None or old.status.state != new.status.state
-            if changed and (ended or (old is not None and old.status.state in TERMINAL)) and \
-                    jobs.indexed("children", cur.name):
+            if cur is not None and crossed_an_end(old, new) and jobs.indexed("children", cur.name):
                 for child in jobs.by_index("children", cur.name):
                     if child.status.state in WAITING:
                         enqueue(Request(child.name, child.namespace))
@@ -96,8 +91,7 @@ class DependencyReconciler:
 
     def _placements(self, job: Job, apps: Informer[App], jobs: Informer[Job]) -> bool:
         """Whether placement releases ``job`` (every step up to PREPROCESSED a no-op)."""
-        return self.placement_binds_ready and steps_to_preprocessed(
-            job, apps.get(job.spec.app), self.hooks, lambda p: job_state(jobs, p)) is not None
+        return self.placement_binds_ready and cached_release_steps(job, apps, jobs, self.hooks) is not None
 
     def reconcile(self, req: Request, ctx: Context) -> Result | None:
         jobs: Informer[Job] = ctx.caches["Job"]

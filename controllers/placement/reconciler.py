@@ -67,8 +67,8 @@ from apis._states import PRE_READY, TERMINAL
 
 from .._controller import Context, Request, Result
 from .._informer import Informer
-from .._jobcache import job_state, jobs_of_app
-from .._steps import PARENT_CONDITIONS, collapsed_fields, steps_to_preprocessed, take_release_steps
+from .._jobcache import crossed_an_end, jobs_of_app
+from .._steps import PARENT_CONDITIONS, cached_release_steps, collapsed_fields, take_release_steps
 from ..hooks import HookRunner
 from .packing import (
     Decision,
@@ -137,24 +137,6 @@ def _placement(room: tuple[Any, ...]) -> Placement:
     _set_attr(p, "__pydantic_private__", None)
     _PLACEMENTS[room] = p
     return p
-
-
-def binding_fields(job: Job, d: Decision) -> dict[str, Any]:
-    """The status fields that bind ``job`` as ``d`` says (placement, observedGeneration, the
-    Unschedulable/Waiting conditions gone): the patch the binder writes over the cached job
-    (``Registry.write_status_patches``). Built without validation or a copy of the job (the
-    scheduler's hot path: one per job bound, bench placement): the decision's fields are the
-    engine's own, already of the right types."""
-    conds = job.status.conditions
-    if conds:
-        conds = [c for c in conds if c.type not in _NOT_KEPT_WHEN_BOUND]
-    else:
-        conds = []
-    room = d[2:7]  # (nodes, cpus, gpus, occupancy, batch_job)
-    placement = _PLACEMENTS.get(room)
-    if placement is None:
-        placement = _placement(room)
-    return {"placement": placement, "observed_generation": job.metadata.generation, "conditions": conds}
 
 
 def released_fields(job: Job, fields: dict[str, Any], steps: list[tuple[JobState, str]], now: Any) -> dict[str, Any]:
@@ -305,8 +287,7 @@ class PlacementReconciler:
         if old is not None and new is not None and old.status.state == new.status.state:
             return marked
         cur = new or old
-        if cur is not None and ((new is None or new.status.state in TERMINAL)
-                                or (old is not None and old.status.state in TERMINAL)):
+        if cur is not None and crossed_an_end(old, new) and jobs.indexed("children", cur.name):
             kids = [c.name for c in jobs.by_index("children", cur.name) if c.status.state in PRE_READY]
             if kids:
                 self.queue.mark(*kids)
@@ -357,8 +338,7 @@ class PlacementReconciler:
         """The collapsed steps with which placement releases ``job`` (None: not its to release)."""
         if self.hooks is None or self._apps is None or self._jobs is None:
             return None
-        jobs = self._jobs
-        return steps_to_preprocessed(job, self._apps.get(job.spec.app), self.hooks, lambda p: job_state(jobs, p))
+        return cached_release_steps(job, self._apps, self._jobs, self.hooks)
 
     # --- sync ----------------------------------------------------------------------------
 
@@ -576,7 +556,9 @@ class PlacementReconciler:
                     self.packer.release(name)
                     continue
                 st = placed.status
-                # binding_fields(placed, d), inlined: one per job bound
+                # The binding's status fields (placement, observedGeneration, the Waiting and
+                # Unschedulable conditions gone), built here without validation or a copy of
+                # the job: one per job bound; the decision's fields are the engine's own.
                 conds = st.conditions
                 if not conds or (len(conds) == 1 and conds[0].type in _NOT_KEPT_WHEN_BOUND):
                     conds = _NO_CONDITIONS  # the usual: none, or the Waiting one it had
