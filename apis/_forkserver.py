@@ -61,7 +61,6 @@ import selectors
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
@@ -202,9 +201,9 @@ class _Server:
     def __init__(self, in_fd: int, out_fd: int) -> None:
         self.in_fd = in_fd
         self.out_fd = out_fd
-        # A socket (the clients of this module make one) also carries the fds of Submit: each
-        # warm worker's own socket to the client. A pipe (an older client) carries no fds.
-        self.in_sock = socket.socket(fileno=os.dup(in_fd)) if stat.S_ISSOCK(os.fstat(in_fd).st_mode) else None
+        # A socket (every client of this module makes one: ``ForkServer``, ``prefork``): it also
+        # carries the fds of Submit, each warm worker's own socket to the client.
+        self.in_sock = socket.socket(fileno=os.dup(in_fd))
         self.fds: collections.deque[int] = collections.deque()  # received, not yet claimed by a Submit
         self.children: set[int] = set()
         self.devnull = os.open(os.devnull, os.O_RDWR)
@@ -244,15 +243,12 @@ class _Server:
             self._flush_out()
 
     def _read_requests(self) -> bool:
-        if self.in_sock is not None:
-            data, anc, _flags, _addr = self.in_sock.recvmsg(1 << 16, _FDS_SPACE)
-            for level, kind, raw in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds = array.array("i")
-                    fds.frombytes(raw[: len(raw) - len(raw) % fds.itemsize])
-                    self.fds.extend(fds)
-        else:
-            data = os.read(self.in_fd, 1 << 16)
+        data, anc, _flags, _addr = self.in_sock.recvmsg(1 << 16, _FDS_SPACE)
+        for level, kind, raw in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(raw[: len(raw) - len(raw) % fds.itemsize])
+                self.fds.extend(fds)
         if not data:
             return False
         self.buf += data
@@ -310,7 +306,7 @@ class _Server:
             return
         if pid == 0:  # the child: never returns
             _child(spec, self.devnull, (self.in_fd, self.out_fd, self.wake_r, self.wake_w, self.sel),
-                   [*self.fds, *([self.in_sock.fileno()] if self.in_sock is not None else [])])
+                   [*self.fds, self.in_sock.fileno()])
         self.children.add(pid)
         self.send(Started(token, pid))
 
@@ -472,7 +468,7 @@ def _set_environ(want: dict[str, str]) -> None:
             env[k] = v
 
 
-def _child(spec: dict[str, Any], devnull: int, inherited: tuple[Any, ...], worker_fds: list[int]) -> None:
+def _child(spec: dict[str, Any], devnull: int, inherited: tuple[Any, ...], server_fds: list[int]) -> None:
     code = 1
     try:
         os.setsid()
@@ -483,7 +479,9 @@ def _child(spec: dict[str, Any], devnull: int, inherited: tuple[Any, ...], worke
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        for fd in worker_fds:  # else a worker let go would not see its pipe close while we live
+        # The server's other fds: its request socket's duplicate, and workers' sockets received
+        # but not yet given to a worker (kept open here, a worker would not see its client go).
+        for fd in server_fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
         cwd = spec["cwd"]
@@ -778,7 +776,7 @@ class ForkServer:
             while idle:
                 p = idle.pop()
                 try:
-                    p.sock.sendall(len(body).to_bytes(_HEADER, "big") + body)
+                    p.sock.sendall(len(body).to_bytes(_HEADER, "big") + body, socket.MSG_NOSIGNAL)
                 except OSError:  # it is dying: the server's word of its end cleans it up
                     continue
                 p.token = token

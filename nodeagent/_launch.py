@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from apis import App, Job
-from apis._paths import UnsafePath, check_file_nofollow, open_dir_nofollow, open_file_dir_nofollow
+from apis._paths import UnsafePath, open_dir_nofollow, open_file_dir_nofollow
 from apis._templates import render_command
 
 from ._fence import JOB_KEY_ENV
@@ -238,15 +238,9 @@ def job_workdir(data_path: Path, job: Job) -> Path:
     """The job's workdir, made, reached from ``data/`` without following a symbolic link, and
     whose ``job.out`` is not one: a link made by an earlier job (a parent) must not send this
     job's output or process outside ``data/`` (PrepareError: the job FAILS with the reason)."""
-    out = posixpath.join(job.spec.workdir, OUTPUT_FILE)
-    try:
-        try:
-            return check_file_nofollow(data_path, out).parent
-        except FileNotFoundError:  # data/ itself is missing (made here, not checked per job)
-            data_path.mkdir(parents=True, exist_ok=True)
-            return check_file_nofollow(data_path, out).parent
-    except UnsafePath as e:
-        raise PrepareError(f"workdir: {e}") from None
+    path, fd = _open_workdir(data_path, job)
+    os.close(fd)
+    return path
 
 
 def _open_workdir(data_path: Path, job: Job) -> tuple[Path, int]:

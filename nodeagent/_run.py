@@ -88,11 +88,3 @@ def still_ours(run: Run, job: Job | None, node: str) -> str:
         return ""
     st_msg = f": {job.status.message}" if job.status.message else ""
     return f"the job was moved to {job.status.state.value}{st_msg}"
-
-
-def copy_job(job: Job) -> Job:
-    """A copy whose status we may transition (history list copied, entries shared)."""
-    n = job.model_copy()
-    n.status = job.status.model_copy()
-    n.status.history = list(job.status.history)
-    return n

@@ -16,7 +16,7 @@ import orjson
 
 from apis import Job, JobState, Registry, transition, utcnow
 from apis._registry import object_key
-from nodeagent._run import Run, Step, copy_job
+from nodeagent._run import Run, Step
 from nodeagent._status import StatusWriter
 
 from .conftest import bind, make_app, make_jobs
@@ -117,7 +117,9 @@ def _index_keys(registry: Registry) -> list[str]:
 def _whole_job_update(run: Run, base: Job) -> Job:
     """The whole-job path the status patch replaced: ``base`` copied, each step taken with
     ``transition`` and the run's fields set on the copy (the reference the patch must match)."""
-    new = copy_job(base)
+    new = base.model_copy()  # a copy whose status the steps may transition
+    new.status = base.status.model_copy()
+    new.status.history = list(base.status.history)
     for step in run.steps:
         transition(new, step.to, step.message, now=step.at)
         if step.to is S.RUNNING:
