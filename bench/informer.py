@@ -79,32 +79,35 @@ def _feed(jobs: Any, kvs: list[st.KeyValue], typ: str, expect: list[Job] | None 
 def _rounds(ctx: Context, n: int, rounds: int, per: dict[str, list[float]]) -> None:
     with tempfile.TemporaryDirectory(prefix="balsam-informer-") as d:
         reg = Registry(st.open_store(f"sqlite:///{Path(d) / 'store.db'}"))
-        reg.create(App(metadata={"name": "true"}, spec={"command": "/bin/true"}))  # type: ignore[arg-type]
-        for r in range(rounds):
-            mgr = ControllerManager(reg)
-            mgr.wire()
-            for inf in mgr.informers.values():
-                inf.stop()  # the events are handed over below, on this thread
-            jobs = mgr.informers["Job"]
-            v = _versions(reg, n, f"r{r}-")
-            gc.collect()
-            gc.freeze()
-            try:
-                kv0 = v["created"][0]
-                t = time.thread_time()
-                for _ in range(1000):
-                    decode(Job, kv0)
-                per["decode"].append((time.thread_time() - t) / 1000 * 1e6)
-                per["create"].append(_feed(jobs, v["created"], "ADDED"))
-                per["waiting"].append(_feed(jobs, v["waiting"], "MODIFIED", v["waiting_objs"]))
-                per["bind"].append(_feed(jobs, v["bound"], "MODIFIED", v["bound_objs"]))
-                per["finish"].append(_feed(jobs, v["finished"], "MODIFIED"))
-            finally:
-                gc.unfreeze()
-            if len(jobs) != 0:
-                raise RuntimeError(f"{len(jobs)} finished jobs still in the cache")
-            ctx.log(f"round {r + 1}: µs/event create {per['create'][-1]:.1f}, waiting {per['waiting'][-1]:.1f}, "
-                    f"bind {per['bind'][-1]:.1f}, finish {per['finish'][-1]:.1f}; decode {per['decode'][-1]:.1f}")
+        try:
+            reg.create(App(metadata={"name": "true"}, spec={"command": "/bin/true"}))  # type: ignore[arg-type]
+            for r in range(rounds):
+                mgr = ControllerManager(reg)
+                mgr.wire()
+                for inf in mgr.informers.values():
+                    inf.stop()  # the events are handed over below, on this thread
+                jobs = mgr.informers["Job"]
+                v = _versions(reg, n, f"r{r}-")
+                gc.collect()
+                gc.freeze()
+                try:
+                    kv0 = v["created"][0]
+                    t = time.thread_time()
+                    for _ in range(1000):
+                        decode(Job, kv0)
+                    per["decode"].append((time.thread_time() - t) / 1000 * 1e6)
+                    per["create"].append(_feed(jobs, v["created"], "ADDED"))
+                    per["waiting"].append(_feed(jobs, v["waiting"], "MODIFIED", v["waiting_objs"]))
+                    per["bind"].append(_feed(jobs, v["bound"], "MODIFIED", v["bound_objs"]))
+                    per["finish"].append(_feed(jobs, v["finished"], "MODIFIED"))
+                finally:
+                    gc.unfreeze()
+                if len(jobs) != 0:
+                    raise RuntimeError(f"{len(jobs)} finished jobs still in the cache")
+                ctx.log(f"round {r + 1}: µs/event create {per['create'][-1]:.1f}, waiting {per['waiting'][-1]:.1f}, "
+                        f"bind {per['bind'][-1]:.1f}, finish {per['finish'][-1]:.1f}; decode {per['decode'][-1]:.1f}")
+        finally:
+            reg.store.close()
 
 
 @scenario("informer", help="the manager's Job cache per trivial job: create, own Waiting, own bind, finish events "
