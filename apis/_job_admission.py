@@ -34,10 +34,9 @@ Apps and Sites count.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
 
 from ._errors import Invalid
-from ._kinds import App, Job, NodeDefaults, Site
+from ._kinds import App, Job, NodeDefaults, Site, created_jobs
 from ._meta import Resource
 from ._registry import ADMISSION_CHECKS, Registry
 from ._templates import TemplateError, template_variables
@@ -137,8 +136,7 @@ def admit_job_parameters(registry: Registry, creates: Sequence[Resource],
                          updates: Sequence[tuple[Resource, Resource]]) -> None:
     """The admission check ``Registry.write`` runs on every write (``ADMISSION_CHECKS``). An App
     that does not exist is left to the registry's own "app exists" compare."""
-    kinds = set(map(type, creates))  # a bulk create's: one kind, and the filters below skip their pass
-    jobs: list[Job] = cast("list[Job]", list(creates)) if kinds == {Job} else [o for o in creates if isinstance(o, Job)]
+    jobs, others = created_jobs(creates)
     for old, new in updates:
         if isinstance(new, Job) and isinstance(old, Job) and new.spec is not old.spec and (
             new.spec.parameters != old.spec.parameters or new.spec.app != old.spec.app
@@ -147,7 +145,7 @@ def admit_job_parameters(registry: Registry, creates: Sequence[Resource],
             jobs.append(new)
     if not jobs:
         return
-    written = [*(creates if kinds != {Job} else ()), *(n for _, n in updates)]
+    written = [*others, *(n for _, n in updates)]
     apps: dict[tuple[str, str], App | None] = {
         (o.metadata.namespace, o.name): o for o in written if isinstance(o, App)
     }
@@ -163,9 +161,7 @@ def admit_job_parameters(registry: Registry, creates: Sequence[Resource],
             rule = rules.get(key)
             if rule is None:
                 rule = rules[key] = app_parameter_rules(app)
-            keys = job.spec.parameters.keys()
-            if not (keys >= rule[0] and (app.spec.python is not None or keys <= rule[1])):
-                check_job_parameters(job, app, rule)  # refuses it (the usual case is decided above)
+            check_job_parameters(job, app, rule)
         if ns not in sites:
             own = {o.name: o for o in written if isinstance(o, Site) and o.metadata.namespace == ns}
             stored = [s for s in registry.list(Site, ns)[0] if s.name not in own]

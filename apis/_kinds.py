@@ -10,10 +10,10 @@ from __future__ import annotations
 import enum
 import math
 import posixpath
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self, cast
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
@@ -642,3 +642,12 @@ def kind_for(name: str) -> type[Resource]:
         if n in (k.KIND.lower(), k.PLURAL, k.SINGULAR, *k.SHORT_NAMES):
             return k
     raise BadRequest(f'the server doesn\'t have a resource type "{name}"')
+
+
+def created_jobs(creates: Sequence[Resource]) -> tuple[list[Job], Sequence[Resource]]:
+    """A write's created Jobs, and its creates that may be anything else (none when every
+    create is a Job): a bulk create is of one kind, and the admission checks that look for
+    Jobs and for the write's own Apps and Sites then skip their filtering passes over it."""
+    if set(map(type, creates)) == {Job}:
+        return cast("list[Job]", list(creates)), ()
+    return [o for o in creates if isinstance(o, Job)], creates

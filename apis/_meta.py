@@ -195,20 +195,17 @@ def set_field(m: BaseModel, name: str, value: Any) -> None:
     m.__pydantic_fields_set__.add(name)
 
 
-def identity(md: ObjectMeta, now: datetime | None = None, suffix: str | None = None,
-             uid: str | None = None) -> dict[str, Any]:
+def identity(md: ObjectMeta, now: datetime | None = None) -> dict[str, Any]:
     """What the server assigns on create, as field values for ``md``: name (from
     generateName, when there is no name), uid, creationTimestamp and generation (kept where set).
-    ``suffix``/``uid``: a generated-name suffix and a uid drawn beforehand (a batch draws its
-    own at once: ``serial_suffixes``, ``uuid4_strs``)."""
+    (A batch draws its suffixes and uids at once: ``Registry._prepare_creates``.)"""
     out: dict[str, Any] = {}
     if not md.name:
         prefix = md.generate_name
         if not prefix:
             raise ValueError("metadata.name: Required value: name or generateName is required")
-        name = prefix + (suffix or serial_suffix())
-        out["name"] = name if _generated_names_valid(prefix) else validate_name(name)
-    out["uid"] = md.uid or uid or _uuid4_str(os.urandom(16))
+        out["name"] = generated_name(prefix, serial_suffix())
+    out["uid"] = md.uid or _uuid4_str(os.urandom(16))
     out["creation_timestamp"] = md.creation_timestamp or now or utcnow()
     out["generation"] = md.generation or 1
     return out

@@ -382,16 +382,14 @@ class Registry:
                                    f'"{r.name}"{r.note}')
         return Conflict("objects", ",".join(o.name for o in objs[:3]), "concurrent write")
 
-    def _prepare_creates(self, objs: Sequence[R], now: datetime, lease: int = 0,
-                         compares: builtins.list[st.Compare] | None = None,
-                         ops: builtins.list[st.Op] | None = None,
-                         entries: builtins.list[str] | None = None) -> builtins.list[R]:
+    def _prepare_creates(self, objs: Sequence[R], now: datetime, lease: int, compares: builtins.list[st.Compare],
+                         ops: builtins.list[st.Op], entries: builtins.list[str]) -> builtins.list[R]:
         """A copy of each object, its metadata and status (the caller's are not touched), with
         the identity the server assigns (as ``identity``: name from generateName, uid,
         creationTimestamp; generation 1) and status.lastUpdate; each model copied once with its
         new fields by a copier made once per class (``apis._codec.copier``).
 
-        With ``ops``, in the same pass over the objects (each copy is encoded while it is still
+        In the same pass over the objects (each copy is encoded while it is still
         in the CPU's caches: a batch of 10k jobs is larger than them, and every further pass
         over it reads memory again), what creates them: per object an "absent" compare and a
         put of its JSON into ``compares``/``ops``, then every object's index keys (as
@@ -409,13 +407,9 @@ class Registry:
         copiers: dict[type, Callable[[Any, dict[str, Any]], Any]] = {}
         stamps: dict[type, dict[str, Any] | None] = {}  # status class -> its stamp
         Put, Compare = st.Put, st.Compare
-        build = ops is not None and compares is not None and entries is not None
-        cmps: list[st.Compare] = compares if compares is not None else []
-        puts: list[st.Op] = ops if ops is not None else []
-        keys: list[str] = entries if entries is not None else []
-        groups: dict[tuple[str, str], dict[tuple[str, str], builtins.list[str]]] = {}
+        groups: dict[tuple[type[Resource], str], dict[tuple[str, str], builtins.list[str]]] = {}
         g: dict[tuple[str, str], builtins.list[str]] = {}
-        g_of: tuple[str, str] | None = None
+        g_of: tuple[type[Resource], str] | None = None
         for o, uid in zip(objs, uids, strict=True):
             md0 = o.metadata
             d = md0.__dict__
@@ -453,12 +447,10 @@ class Registry:
                 raise Invalid(f'{n.resource_name()} "{n.name}" appears twice in one request')
             seen.add(key)
             out.append(n)
-            if not build:
-                continue
-            cmps.append(Compare(key, "create", "==", 0))  # absent
-            puts.append(Put(key, n.to_json(), lease))
-            if g_of != (plural, ns):
-                g_of = (plural, ns)
+            compares.append(Compare(key, "create", "==", 0))  # absent
+            ops.append(Put(key, n.to_json(), lease))
+            if g_of != (t, ns):
+                g_of = (t, ns)
                 g = groups.setdefault(g_of, {})
             for e in n.index_entries():
                 names = g.get(e)
@@ -466,11 +458,10 @@ class Registry:
                     g[e] = [name]
                 else:
                     names.append(name)
-        if build:
-            prefixed = sorted((f"{_index_bases(plural, ns)[i]}{q(v)}/", names)
-                              for (plural, ns), g in groups.items() for (i, v), names in g.items())
-            for prefix, names in prefixed:
-                keys.extend([prefix + n for n in names])
+        prefixed = sorted((index_prefix(kind, i, ns, v), names)
+                          for (kind, ns), g in groups.items() for (i, v), names in g.items())
+        for prefix, names in prefixed:
+            entries.extend([prefix + n for n in names])
         return out
 
     @staticmethod
@@ -642,14 +633,14 @@ class Registry:
             if stamp and _has_field(type(status), "last_update"):
                 fields = {**fields, "last_update": now}
             md = old.metadata
+            assign: dict[str, Any] = {"status": shallow_copy(status, fields)}
             if written is not None:
                 # The object handed back gets its own metadata now (its resourceVersion is
                 # set in place once the revision is known): three copies a patch, not four.
-                md = shallow_copy(md)
-                new = shallow_copy(old, {"status": shallow_copy(status, fields), "metadata": md})
+                md = assign["metadata"] = shallow_copy(md)
+            new = shallow_copy(old, assign)
+            if written is not None:
                 news.append(new)
-            else:
-                new = shallow_copy(old, {"status": shallow_copy(status, fields)})
             key = f"{REGISTRY}{cls.PLURAL}/{md.namespace}/{md.name}"  # object_key, inlined
             compares.append(Compare(key, "mod", "==", int(md.resource_version or 0)))
             ops.append(Put(key, encode_stored(new)))
@@ -673,10 +664,8 @@ class Registry:
             self._raise_conflict([(o, o) for o, _ in patches])
         if written is not None:
             rv = str(res.revision)
-            for n in news:
-                nmd = n.metadata  # its own copy (above), unseen by anyone so far
-                nmd.__dict__["resource_version"] = rv
-                nmd.__pydantic_fields_set__.add("resource_version")
+            for n in news:  # its own metadata copy (above), unseen by anyone so far
+                set_field(n.metadata, "resource_version", rv)
             written.extend(news)
         return res.revision
 

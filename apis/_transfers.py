@@ -16,10 +16,10 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal
 
 from ._errors import Invalid
-from ._kinds import App, Job, Site
+from ._kinds import App, Job, Site, created_jobs
 from ._locations import SCHEMES, check_location, provider_of
 from ._meta import Resource
 from ._registry import ADMISSION_CHECKS, Registry
@@ -145,8 +145,7 @@ def admit_jobs(registry: Registry, creates: Sequence[Resource],
     whose transfers, app or site changed, against its App and Site (read once per name; the
     same write's own Apps and Sites count). An App that does not exist is left to the
     registry's own "app exists" check."""
-    kinds = set(map(type, creates))  # a bulk create's: one kind, and the filters below skip their pass
-    jobs: list[Job] = cast("list[Job]", list(creates)) if kinds == {Job} else [o for o in creates if isinstance(o, Job)]
+    jobs, others = created_jobs(creates)
     for old, new in updates:
         if isinstance(new, Job) and isinstance(old, Job) and new.spec is not old.spec and (
             new.spec.transfers != old.spec.transfers or new.spec.app != old.spec.app
@@ -156,7 +155,7 @@ def admit_jobs(registry: Registry, creates: Sequence[Resource],
     if not jobs:
         return
     # this write's own Apps and Sites win
-    written = [*(creates if kinds != {Job} else ()), *(n for _, n in updates)]
+    written = [*others, *(n for _, n in updates)]
     batch_apps = {(o.metadata.namespace, o.name): o for o in written if isinstance(o, App)}
     batch_sites = {(o.metadata.namespace, o.name): o for o in written if isinstance(o, Site)}
     apps: dict[tuple[str, str], App | None] = {}

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 
-from apis import App, Job
-from apis._meta import serial_suffix
+from apis import App, Job, _meta
+from apis._meta import serial_suffix, uuid4_strs
 from apis._registry import Registry
 from store import open_store
 
@@ -54,8 +55,6 @@ def test_a_forked_child_draws_a_stem_of_its_own() -> None:
 
 
 def test_a_batch_of_suffixes_continues_the_sequence_across_a_new_stem() -> None:
-    from apis import _meta
-
     before = serial_suffix()
     batch = _meta.serial_suffixes(5)
     after = serial_suffix()
@@ -67,10 +66,6 @@ def test_a_batch_of_suffixes_continues_the_sequence_across_a_new_stem() -> None:
 
 
 def test_batch_uids_are_random_version_4_uuids() -> None:
-    import uuid
-
-    from apis._meta import uuid4_strs
-
     uids = uuid4_strs(500)
     assert len(set(uids)) == 500
     for u in uids:

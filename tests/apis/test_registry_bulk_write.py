@@ -11,7 +11,7 @@ import pytest
 
 import store as st
 from apis import App, Invalid, Job
-from apis._registry import Registry
+from apis._registry import Registry, index_keys
 
 
 @pytest.fixture
@@ -78,8 +78,6 @@ def test_index_keys_of_a_batch_are_those_of_each_job(reg: Registry) -> None:
     """The batch path groups index keys by value (each quoted once): the keys written are
     still exactly ``index_keys`` of each job, names given out of order and values that need
     quoting included."""
-    from apis._registry import index_keys
-
     jobs = [Job(name=f"j{n}", app_id="hello", workdir=f"w/{i % 3}", tags={"example.com/x": f"v.{i % 2}", "run": str(i)})
             for i, n in enumerate([5, 1, 9, 3, 7, 2])]
     created = Job.objects.using(reg).bulk_create(jobs)
