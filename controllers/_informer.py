@@ -211,16 +211,20 @@ class Informer(Generic[R]):
         then a no-op), so the next reconcile already sees it."""
         rv = int(obj.metadata.resource_version or 0)
         name = obj.name
+        # An object that ends here leaves the cache before the handlers run, as on the watch
+        # path (``_apply``): a handler never finds an ended job still cached and indexed.
+        leaves = self._evict is not None and self._evict(obj)
         with self._lock:
             if self._recent.get(name, 0) >= rv:
                 return
             existed = name in self._items or name in self._recent
-            res = self._store_locked(name, obj, rv)
+            res = (self._leave_locked if leaves else self._store_locked)(name, obj, rv)
             if res is not None:
                 self._account(name, res[1], obj, existed)
+                if leaves:
+                    self._evicted(name, obj)  # (after _account: it reads what left before)
         if res is not None:
             self._emit(res[0], res[1], obj)
-            self._maybe_evict(name, obj, rv)
 
     def expect(self, objs: Iterable[R]) -> None:
         """Our own successful writes whose watch events are still to come, left out of the
@@ -283,18 +287,6 @@ class Informer(Generic[R]):
     # --- eviction and accounting (the Job informer overrides _account) ---------------
 
     RECENT_CAP = 65536
-
-    def _maybe_evict(self, name: str, obj: R, rv: int) -> None:
-        if self._evict is None or not self._evict(obj):
-            return
-        with self._lock:
-            if self._items.get(name) is not obj:
-                return
-            self._unindex(name)
-            del self._items[name]
-            self._rv.pop(name, None)
-            self._remember_left(name, rv)
-            self._evicted(name, obj)
 
     def _evicted(self, name: str, obj: R) -> None:
         """Called (under the lock) when ``obj`` left the cache."""

@@ -224,6 +224,33 @@ def test_a_job_that_leaves_the_cache_is_in_no_index_while_its_handlers_run(regis
         jobs.stop()
 
 
+def test_a_written_through_end_leaves_the_cache_before_its_handlers_run(registry: Registry, app: Any) -> None:
+    """``apply_local`` (a controller's own write, written through) takes an ending job out
+    before the handlers run, as the watch path does: they see old -> new, and the cache and
+    its indexes no longer show it."""
+    registry.create(make_job("p"))
+    jobs = JobInformer(registry, indexers={"state": lambda j: (j.status.state.value,)})
+    during: list[tuple[Job | None, list[str]]] = []
+
+    def handler(typ: str, old: Job | None, new: Job | None) -> None:
+        if new is not None and new.status.state is S.JOB_FINISHED:
+            assert old is not None and old.status.state is S.CREATED
+            during.append((jobs.get("p"), [j.name for j in jobs.by_index("state", "JOB_FINISHED")]))
+
+    jobs.add_handler(handler)  # type: ignore[arg-type]
+    jobs.start()
+    try:
+        poll_until(lambda: jobs.get("p") is not None, 60, "p in the cache")
+        jobs.hold(["p"])  # the watch's event of this write waits: apply_local delivers it
+        done = force(registry, "p", S.JOB_FINISHED, return_code=0)
+        jobs.apply_local(done)
+        assert during == [(None, [])]
+        jobs.release(["p"])
+        assert jobs.state_of("p") is S.JOB_FINISHED and jobs.state_counts() == {"JOB_FINISHED": 1}
+    finally:
+        jobs.stop()
+
+
 def test_a_job_that_left_failed_and_finishes_later_is_counted_once(registry: Registry, cache: Any) -> None:
     """A job out of the cache (FAILED) that a user moves to JOB_FINISHED leaves again at once:
     the counts move from FAILED, and state_of follows."""
