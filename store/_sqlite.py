@@ -888,13 +888,14 @@ class SQLiteStore(Store):
         has_idx = self._has_idx
         gets = Get in set(map(type, ops))  # a Get may read what this txn wrote (``written``)
         extra: dict[str, int] = {}  # entries given as keys (txn_with_entries), when they are written
+        valued_keys: set[str] | None = None  # _valued_entries, read at most once per txn
         if ok and entries:
             extra = entries
             # Their own path only where every one is an index entry (a key between the index
             # prefix and its end, without the event separator) of a txn without Gets; else
             # they are Puts like any other (the same result, slower).
             if (not has_idx or gets or min(extra) < INDEX_PREFIX or max(extra) >= _INDEX_END
-                    or _REC in "".join(extra) or not self._valued_entries(conn).isdisjoint(extra)):
+                    or _REC in "".join(extra) or not (valued_keys := self._valued_entries(conn)).isdisjoint(extra)):
                 expanded = [*ops, *(Put(k, b"", lease) for k, lease in extra.items())]
                 res = self._txn_in(conn, compares, expanded, ())
                 return TxnResult(res.succeeded, res.revision, res.responses[:len(ops)])
@@ -917,7 +918,9 @@ class SQLiteStore(Store):
                 if key not in known:
                     unknown.append(key)
             if deferred:
-                valued = self._valued_entries(conn).intersection(deferred)
+                if valued_keys is None:
+                    valued_keys = self._valued_entries(conn)
+                valued = valued_keys.intersection(deferred)
                 for key in valued:
                     del deferred[key]  # in kv now: the general path
                     unknown.append(key)
