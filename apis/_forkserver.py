@@ -154,11 +154,14 @@ class ServerDied:
 
 @dataclass(frozen=True, slots=True)
 class TaskDone:
-    """worker → server: its task ended with ``code``; ``retire``: let the worker go."""
+    """worker → client: its task ended with ``code``; ``retire``: let the worker go."""
 
     code: int
     retire: bool
     outcome: dict[str, Any] | None
+
+    def __reduce__(self) -> tuple[Any, ...]:  # the message of every warm task: pickled as its fields,
+        return TaskDone, (self.code, self.retire, self.outcome)  # not through dataclasses' __getstate__
 
 
 ToServer = Spawn | DefinePool | Submit
@@ -444,12 +447,15 @@ class _Environ:
         if prev is None or data is None or data != self.data:
             _set_environ(want)
         else:
-            for k in prev.keys() - want.keys():
-                del env[k]
-            for k, v in want.items() - prev.items():
-                env[k] = v
+            get = prev.get
+            for k, v in want.items():
+                if get(k) != v:
+                    env[k] = v
+            if len(prev) + len(want) != 2 * len(want.keys() & prev.keys()):  # some of prev's are gone
+                for k in prev.keys() - want.keys():
+                    del env[k]
         self.want = want
-        self.data = dict(data) if isinstance(data, dict) else None
+        self.data = data.copy() if isinstance(data, dict) else None
 
 
 def _worker_task(spec: dict[str, Any], loaded: Any, devnull: int, pyexec: Any,

@@ -88,6 +88,8 @@ def encode_param(v: Any) -> str:
 
 
 def decode_param(s: str) -> Any:
+    if s.isdigit() and s.isascii() and len(s) < 19 and (s[0] != "0" or len(s) == 1):  # an int's JSON
+        return int(s)
     if s.startswith(PICKLE_PREFIX):
         return b64unpickle(s[len(PICKLE_PREFIX):])
     try:

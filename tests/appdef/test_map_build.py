@@ -16,7 +16,7 @@ import apis
 from apis import Job
 from apis import _config as config
 from apis._appdef import ApplicationDefinition, _keyword_rules
-from apis._pycodec import encode_param, encode_result
+from apis._pycodec import decode_param, encode_param, encode_result
 
 SERVER_FIELDS = ("name", "uid", "creationTimestamp", "resourceVersion")
 
@@ -134,3 +134,18 @@ def test_the_jobs_map_returns_can_be_changed_and_saved(reg):
     j.data = {"d": 1}
     j.save()
     assert Job.objects.get(name=j.name).data == {"d": 1}
+
+
+def _decoded_as_before(s: str) -> Any:
+    """decode_param before its int fast path: JSON text, else the string itself."""
+    try:
+        return json.loads(s)
+    except ValueError:
+        return s
+
+
+@pytest.mark.parametrize("s", ["0", "7", "42", "007", "-3", "1e3", "3.0", "٣", "²", "9" * 18, "9" * 19, "9" * 5000,
+                               "", "world", '"7"', "true", "null", "[1]"])
+def test_a_parameter_decodes_as_before_its_int_fast_path(s):
+    got = decode_param(s)
+    assert got == _decoded_as_before(s) and type(got) is type(_decoded_as_before(s))
