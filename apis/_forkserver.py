@@ -931,10 +931,14 @@ class ForkServer:
         with self._lock:
             p = self._by_fd.get(fd)
             if p is not None and p.gen == gen:
-                self._read_peer(gen, p)
+                self._read_peer(gen, p, drain=False)
 
-    def _read_peer(self, gen: int, p: _Peer) -> None:
-        """Take what worker ``p`` wrote (under the lock): its TaskDone ends its task."""
+    def _read_peer(self, gen: int, p: _Peer, drain: bool = True) -> None:
+        """Take what worker ``p`` wrote (under the lock): its TaskDone ends its task. Woken by
+        the epoll (``drain=False``), one read: a worker writes one answer and then waits for
+        its next task, and the epoll is level-triggered, so whatever is left (the rest of a
+        large answer, its end) wakes us again — no second read per task to hear that there
+        is nothing more. ``drain``: read all there is, up to its end (the worker has died)."""
         if p.gone:
             return
         eof = False
@@ -945,6 +949,8 @@ class ForkServer:
                     eof = True
                     break
                 p.buf += data
+                if not drain:
+                    break
         except (BlockingIOError, InterruptedError):
             pass
         except OSError:

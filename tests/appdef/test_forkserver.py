@@ -249,6 +249,24 @@ def test_an_exception_in_a_warm_worker_comes_back_as_the_tasks_outcome(server, t
     assert "ValueError: no good" in (tmp_path / "e1" / "job.out").read_text()
 
 
+class LongMessage(ApplicationDefinition):
+    def run(self, n):
+        raise ValueError("x" * n)
+
+
+def test_an_answer_longer_than_one_read_arrives_whole_and_the_worker_serves_on(server, tmp_path):
+    # the client reads a worker's socket once per wake-up; the rest of a long answer wakes it again
+    fs, msgs = server
+    _submit(fs, LongMessage, tmp_path, "long1", key="pool-long", n=300_000)
+    _, started = _next(msgs, Started)
+    _, ended = _next(msgs, Ended)
+    assert ended.code == 1 and ended.outcome["exception"] == "ValueError: " + "x" * 300_000
+    _submit(fs, LongMessage, tmp_path, "long2", key="pool-long", n=3)
+    _, again = _next(msgs, Started)
+    _, ended = _next(msgs, Ended)
+    assert again.pid == started.pid and ended.outcome["exception"] == "ValueError: xxx"
+
+
 def _ppid(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
