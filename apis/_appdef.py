@@ -378,7 +378,7 @@ class ApplicationDefinition:
         that differ: the workdir checked by the Job's own rule (``validate_workdir``) and the
         parameters by ``run()``'s signature and encoded to strings, which is all a validation
         of those two fields does. A command App's parameters take the Job's own coercion:
-        each of its jobs is validated whole (issue 14, fifth round)."""
+        each of its jobs is validated whole (issue 14p)."""
         if not cls.is_python_app():
             return lambda workdir, params: cls._new_job(workdir, params, shared)
         template = Job.model_validate({**shared, "workdir": ".", "parameters": {}})

@@ -434,7 +434,7 @@ class _Environ:
     encoded dictionary ``os.environ`` keeps (``_data``, CPython's); when the task left the
     latter as it was (one C comparison), the new one is set by its differences from the old
     one; when the task changed its environment, or ``os.environ`` keeps none, by
-    :func:`_set_environ` (issue 14, fifth round)."""
+    :func:`_set_environ` (issue 14p)."""
 
     def __init__(self) -> None:
         self.want: dict[str, str] | None = None

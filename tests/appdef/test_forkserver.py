@@ -212,8 +212,8 @@ class WholeEnv(ApplicationDefinition):
 
 
 def test_a_warm_worker_sets_each_tasks_whole_environment_from_the_differences_or_afresh(server, tmp_path):
-    # Tasks that leave os.environ alone get the next environment by differences (issue 14,
-    # fifth round); after one that changed it, the whole environment is compared again.
+    # Tasks that leave os.environ alone get the next environment by differences (issue
+    # 14p); after one that changed it, the whole environment is compared again.
     fs, msgs = server
     envs = [
         ({"A": "1", "B": "2", "C": "3"}, False),
