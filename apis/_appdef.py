@@ -381,17 +381,23 @@ class ApplicationDefinition:
         each of its jobs is validated whole (issue 14p)."""
         if not cls.is_python_app():
             return lambda workdir, params: cls._new_job(workdir, params, shared)
-        template = Job.model_validate({**shared, "workdir": ".", "parameters": {}})
-        spec0, check = template.spec, cls._check_parameters
-        copy_job, copy_spec = _fresh_copier(template), _fresh_copier(spec0)
+        check = cls._check_parameters
+        made: list[Any] = []  # the template and its copiers, made with the first job
 
         def build(workdir: str, params: dict[str, Any]) -> Job:
+            if not made:
+                try:
+                    template = Job.model_validate({**shared, "workdir": ".", "parameters": {}})
+                except ValueError:  # the shared keywords are refused: as they always were, per job
+                    return cls._new_job(workdir, params, shared)
+                made.extend((template, _fresh_copier(template), _fresh_copier(template.spec)))
+            template, copy_job, copy_spec = made
             try:
                 wd = validate_workdir(workdir)
             except ValueError:  # refused as a Job refuses it, with the same error
                 return cls._new_job(workdir, params, shared)
             check(params)
-            spec = copy_spec(spec0, {"workdir": wd, "parameters": encode_params(params)})
+            spec = copy_spec(template.spec, {"workdir": wd, "parameters": encode_params(params)})
             return copy_job(template, {"spec": spec})
 
         return build

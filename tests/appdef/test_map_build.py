@@ -149,3 +149,13 @@ def _decoded_as_before(s: str) -> Any:
 def test_a_parameter_decodes_as_before_its_int_fast_path(s):
     got = decode_param(s)
     assert got == _decoded_as_before(s) and type(got) is type(_decoded_as_before(s))
+
+
+def test_map_refuses_bad_shared_keywords_as_submit_does_and_an_empty_map_writes_nothing(reg):
+    with pytest.raises(ValueError) as by_submit:
+        Scaler.submit("k/0", save=False, x=1, num_nodes=0)
+    with pytest.raises(ValueError) as by_map:
+        Scaler.map("k/{i}", [{"x": 1}], num_nodes=0)
+    assert str(by_map.value) == str(by_submit.value)
+    assert Scaler.map("k/{i}", [], num_nodes=0) == []  # nothing to build, nothing refused (as before)
+    assert reg.count(Job) == 0
