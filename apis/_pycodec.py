@@ -74,13 +74,22 @@ def b64unpickle(s: str) -> Any:
 # --- parameters --------------------------------------------------------------------------
 
 
+#: ``json.dumps(v, separators=(",", ":"))`` without making an encoder per call (half its cost).
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def encode_param(v: Any) -> str:
-    if _json_exact(v):
-        return json.dumps(v, separators=(",", ":"))
+    t = type(v)
+    if t is int:  # the usual argument: its JSON text is its repr
+        return int.__repr__(v)
+    if t is str or _json_exact(v):
+        return _compact_json(v)
     return PICKLE_PREFIX + b64pickle(v)
 
 
 def decode_param(s: str) -> Any:
+    if s.isdigit() and s.isascii() and len(s) < 19 and (s[0] != "0" or len(s) == 1):  # an int's JSON
+        return int(s)
     if s.startswith(PICKLE_PREFIX):
         return b64unpickle(s[len(PICKLE_PREFIX):])
     try:
@@ -106,8 +115,11 @@ def _is_tagged(v: Any) -> bool:
 
 def encode_result(v: Any, file_path: str) -> tuple[Any, bytes | None]:
     """(what goes to ``status.result``, bytes to write to ``file_path`` or None)."""
+    t = type(v)
+    if v is None or t is bool or (t is int and v.bit_length() <= 64):  # the usual result: inline as it is
+        return v, None
     if _json_exact(v) and not _is_tagged(v):
-        text = json.dumps(v, separators=(",", ":"))
+        text = _compact_json(v)
         if len(text) <= INLINE_CAP:
             return v, None
     data = cloudpickle.dumps(v)

@@ -115,13 +115,16 @@ def run_loaded(spec: dict[str, Any], cls: Any) -> tuple[int, Exception | None, d
     fields, see the module docstring). A warm worker sends the outcome on its pipe; a fresh
     process writes it to its handoff file."""
     large = RESULT_FILE  # relative: the job's cwd
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(large)  # an earlier attempt's
+    if spec.get("attempt", 2) > 1:  # an earlier attempt's (a first one has none to remove)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(large)
     try:
         params = decode_params(spec["parameters"])
         app = cls(spec["job"])
         value = app.run(**params)  # type: ignore[attr-defined]
-        encoded, data = encode_result(value, os.path.abspath(large))
+        cwd = spec.get("cwd")
+        where = os.path.join(cwd, large) if cwd and os.path.isabs(cwd) else os.path.abspath(large)
+        encoded, data = encode_result(value, where)
         if data is not None:
             tmp = large + ".tmp"
             with open(tmp, "wb") as f:

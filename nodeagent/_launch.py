@@ -313,20 +313,21 @@ def prepare_python(
     env = job_env(job, app, base_env, site_path, gpus, pinning)
     if store_url:
         env.setdefault("BALSAM_STORE", store_url)
-    cwd = job_workdir(data_path, job)
+    cwd = os.fspath(job_workdir(data_path, job))
     ref, key = _python_code(app, gpus, pinning, site_path)
     return {
         "pool": None if app.spec.python.fresh_process else key,
         "task": "run",
-        "cwd": str(cwd),
-        "stdout": str(cwd / OUTPUT_FILE),
+        "cwd": cwd,
+        "stdout": f"{cwd}{os.sep}{OUTPUT_FILE}",
         "append": False,
         "env": env,
         "app": ref,
         "job": job.to_json(),
         "parameters": dict(job.spec.parameters),
+        "attempt": job.status.attempts + 1,
         "result_path": result_path,
-        "apps_dir": str(site_path / "apps"),
+        "apps_dir": f"{site_path}{os.sep}apps",
         "argv0": f"balsam-app {app.name} {job.name}",
     }
 

@@ -202,6 +202,40 @@ def test_warm_tasks_get_exactly_their_environment_whatever_a_job_before_did_to_i
     ]
 
 
+class WholeEnv(ApplicationDefinition):
+    def run(self, mess):
+        seen = dict(os.environ)
+        if mess:
+            os.environ["LEFT_BY_A_JOB"] = "x"
+            os.environ["A"] = "changed"
+        return [seen, os.getpid()]
+
+
+def test_a_warm_worker_sets_each_tasks_whole_environment_from_the_differences_or_afresh(server, tmp_path):
+    # Tasks that leave os.environ alone get the next environment by differences (issue
+    # 14p); after one that changed it, the whole environment is compared again.
+    fs, msgs = server
+    envs = [
+        ({"A": "1", "B": "2", "C": "3"}, False),
+        ({"A": "1", "B": "two", "D": "4"}, False),  # one changed, one gone, one new
+        ({"A": "1", "B": "two", "D": "4"}, True),   # the same again: nothing to change; the job messes
+        ({"A": "1", "E": "5"}, False),              # after the mess
+        ({"E": "5", "F": ""}, False),
+        ({}, False),
+    ]
+    seen = []
+    for i, (env, mess) in enumerate(envs):
+        spec = _spec(WholeEnv, tmp_path, f"whole{i}", mess=mess)
+        spec["env"] = env
+        fs.submit(f"whole{i}", "pool-whole", spec.pop("app"), spec)
+        _next(msgs, Started)
+        _, ended = _next(msgs, Ended)
+        assert ended.code == 0, ended
+        seen.append(ended.outcome["result"])
+    assert len({pid for _, pid in seen}) == 1  # one warm worker ran them all
+    assert [got for got, _ in seen] == [env for env, _ in envs]
+
+
 def test_an_exception_in_a_warm_worker_comes_back_as_the_tasks_outcome(server, tmp_path):
     class Boom(ApplicationDefinition):
         def run(self):
@@ -213,6 +247,24 @@ def test_an_exception_in_a_warm_worker_comes_back_as_the_tasks_outcome(server, t
     assert ended.code == 1 and ended.outcome["exception"] == "ValueError: no good"
     assert "in run" in ended.outcome["traceback"]
     assert "ValueError: no good" in (tmp_path / "e1" / "job.out").read_text()
+
+
+class LongMessage(ApplicationDefinition):
+    def run(self, n):
+        raise ValueError("x" * n)
+
+
+def test_an_answer_longer_than_one_read_arrives_whole_and_the_worker_serves_on(server, tmp_path):
+    # the client reads a worker's socket once per wake-up; the rest of a long answer wakes it again
+    fs, msgs = server
+    _submit(fs, LongMessage, tmp_path, "long1", key="pool-long", n=300_000)
+    _, started = _next(msgs, Started)
+    _, ended = _next(msgs, Ended)
+    assert ended.code == 1 and ended.outcome["exception"] == "ValueError: " + "x" * 300_000
+    _submit(fs, LongMessage, tmp_path, "long2", key="pool-long", n=3)
+    _, again = _next(msgs, Started)
+    _, ended = _next(msgs, Ended)
+    assert again.pid == started.pid and ended.outcome["exception"] == "ValueError: xxx"
 
 
 def _ppid(pid: int) -> int:
