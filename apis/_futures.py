@@ -31,7 +31,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,16 +118,18 @@ class JobWatcher:
 
     # waiters' side
 
-    def subscribe(self, names: Sequence[str], sink: _Sink) -> None:
+    def subscribe(self, names: Sequence[str], sink: _Sink, held: Mapping[str, int] | None = None) -> None:
         """Deliver ``(name, job)`` to ``sink`` when each job is terminal (``job`` None: deleted).
-        Jobs terminal already are delivered now, in the order of their last write."""
+        Jobs terminal already are delivered now, in the order of their last write. ``held``:
+        the revisions of the waiter's own copies that are not terminal — a job still stored
+        at that revision is not terminal, and is not looked at further."""
         with self._lock:
             for n in names:
                 self._sinks.setdefault(n, set()).add(sink)
             if not self._reflectors:
                 self._open()
             # Under the lock, so the watch threads cannot deliver a later completion first.
-            self._check(names, {sink})
+            self._check(names, {sink}, held=held)
 
     def unsubscribe(self, names: Sequence[str], sink: _Sink) -> None:
         with self._lock:
@@ -209,30 +211,35 @@ class JobWatcher:
                     log.warning("job futures: cannot read the waited-for jobs: %s", e)
                     r.relist()
 
-    def _check(self, names: Sequence[str], sinks: set[_Sink] | None, entries: bool = True) -> None:
+    def _check(self, names: Sequence[str], sinks: set[_Sink] | None, *, entries: bool = True,
+               held: Mapping[str, int] | None = None) -> None:
         """Deliver those of ``names`` that are terminal or deleted, in the order of their last
-        write. ``entries``: read each job's terminal index entries with it (one ``get_many``,
-        one revision) and decode only the jobs that have one — a thousand jobs just created
-        are read, not decoded. Without (a batch of entry events names jobs that just ended):
-        decode each job read; its state decides."""
+        write. Reads the jobs (``get_many``); a job stored at the revision ``held`` gives is
+        not terminal. ``entries``: decode only the jobs that have a terminal index entry (read
+        in a second ``get_many``: one of a thousand jobs just created need not be decoded).
+        Without (a batch of entry events named jobs that just ended): decode each job read;
+        its state decides."""
         found: list[tuple[int, str, Any]] = []
-        terminal = [index_prefix(Job, "state", self.namespace, s.value) for s in sorted(TERMINAL)] if entries else []
-        step = 1 + len(terminal)
+        held = held or {}
+        terminal = [index_prefix(Job, "state", self.namespace, s.value) for s in sorted(TERMINAL)]
         for i in range(0, len(names), _GET_CHUNK):
             chunk = list(names[i : i + _GET_CHUNK])
-            keys: list[str] = []
-            for n in chunk:
-                keys.append(object_key(Job, self.namespace, n))
-                keys.extend(p + n for p in terminal)
-            kvs = self._get_raw(keys)
-            for j, n in enumerate(chunk):
-                kv = kvs[j * step]
+            ask: list[tuple[str, st.KeyValue]] = []
+            for n, kv in zip(chunk, self._get_raw([object_key(Job, self.namespace, n) for n in chunk]), strict=True):
                 if kv is None:
                     found.append((0, n, _DELETED))
-                elif not entries or any(kvs[j * step + 1 : (j + 1) * step]):
-                    job = Registry.decode(Job, kv)
-                    if job.status.state in TERMINAL:
-                        found.append((kv.mod_revision, n, job))
+                elif held.get(n) != kv.mod_revision:
+                    ask.append((n, kv))
+            if entries and ask:
+                # Entries read after the jobs: one found now for a job read before it ended is
+                # on the watch too (the name was subscribed before the read), so none is lost.
+                have = self._get_raw([p + n for n, _ in ask for p in terminal])
+                k = len(terminal)
+                ask = [a for j, a in enumerate(ask) if any(have[j * k : (j + 1) * k])]
+            for n, kv in ask:
+                job = Registry.decode(Job, kv)
+                if job.status.state in TERMINAL:
+                    found.append((kv.mod_revision, n, job))
         found.sort(key=lambda t: t[0])
         for _, n, job in found:
             self._deliver(n, job, sinks)
@@ -301,9 +308,11 @@ class _Waiting:
         by_ns: dict[str, list[str]] = {}
         for ns, name in self.by_key:
             by_ns.setdefault(ns, []).append(name)
+        held = {(j.namespace, j.name): int(rv) for j in (js[0] for js in self.by_key.values())
+                if (rv := j.metadata.resource_version) and j.status.state not in TERMINAL}
         for ns, names in by_ns.items():
             sink = self.sinks[ns] = _Sink()
-            watcher_for(self.registry, ns).subscribe(names, sink)
+            watcher_for(self.registry, ns).subscribe(names, sink, {n: held[ns, n] for n in names if (ns, n) in held})
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -254,9 +254,10 @@ def test_a_thousand_futures_in_ten_waits_cost_one_set_of_watches(backend: Backen
     assert {j.state for j in jobs} == {"FAILED"}
 
 
-def test_a_waiters_first_read_decodes_only_jobs_with_a_terminal_index_entry(
+def test_a_waiters_first_read_decodes_only_the_jobs_with_a_terminal_index_entry(
         backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
-    jobs = _jobs(backend, "a", "b", "c", "ended")
+    jobs = _jobs(backend, "a", "b", "c", "moved", "ended")
+    _to(backend, "moved", S.READY)  # written since the waiter's copy: its entries are read
     _to(backend, "ended", S.FAILED)
     decoded: list[str] = []
     real = Registry.decode
