@@ -126,10 +126,14 @@ class JobWatcher:
         with self._lock:
             for n in names:
                 self._sinks.setdefault(n, set()).add(sink)
-            if not self._reflectors:
-                self._open()
-            # Under the lock, so the watch threads cannot deliver a later completion first.
-            self._check(names, {sink}, held=held)
+            try:
+                if not self._reflectors:
+                    self._open()
+                # Under the lock, so the watch threads cannot deliver a later completion first.
+                self._check(names, {sink}, held=held)
+            except BaseException:  # the store is away: no waiter is left behind to keep the watches open
+                self.unsubscribe(names, sink)
+                raise
 
     def unsubscribe(self, names: Sequence[str], sink: _Sink) -> None:
         with self._lock:
@@ -310,9 +314,16 @@ class _Waiting:
             by_ns.setdefault(ns, []).append(name)
         held = {(j.namespace, j.name): int(rv) for j in (js[0] for js in self.by_key.values())
                 if (rv := j.metadata.resource_version) and j.status.state not in TERMINAL}
-        for ns, names in by_ns.items():
-            sink = self.sinks[ns] = _Sink()
-            watcher_for(self.registry, ns).subscribe(names, sink, {n: held[ns, n] for n in names if (ns, n) in held})
+        done: list[tuple[str, list[str]]] = []
+        try:
+            for ns, names in by_ns.items():
+                sink = self.sinks[ns] = _Sink()
+                watcher_for(self.registry, ns).subscribe(names, sink, {n: held[ns, n] for n in names if (ns, n) in held})
+                done.append((ns, names))
+        except BaseException:
+            for ns, names in done:
+                watcher_for(self.registry, ns).unsubscribe(names, self.sinks[ns])
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -270,3 +270,22 @@ def test_a_waiters_first_read_decodes_only_the_jobs_with_a_terminal_index_entry(
     res = futures.wait(jobs, timeout=0.2, registry=backend.registry)
     assert [j.name for j in res.done] == ["ended"]
     assert decoded == [object_key(Job, backend.namespace, "ended")]
+
+
+def test_a_wait_on_a_store_that_is_away_raises_store_unavailable_and_leaves_no_waiter(backend: Backend) -> None:
+    jobs = _jobs(backend, "j")
+    gated = GatedStore(backend.registry.store)
+    reg = Registry(gated)  # type: ignore[arg-type]
+    watcher = futures.watcher_for(reg, backend.namespace)
+    gated.down.set()  # the watches cannot even take a revision to start from
+    with pytest.raises(apis.StoreUnavailable):
+        futures.wait(jobs, timeout=DEADLINE, registry=reg)
+    assert watcher._sinks == {} and watcher._reflectors == []
+    gated.down.clear()
+    gated.failing_reads = 1  # the watches open, the waiter's first read fails
+    with pytest.raises(apis.StoreUnavailable):
+        futures.wait(jobs, timeout=DEADLINE, registry=reg)
+    assert watcher._sinks == {}
+    _to(backend, "j", S.FAILED)
+    assert futures.wait(jobs, timeout=DEADLINE, registry=reg).not_done == []
+    assert jobs[0].state == "FAILED"
