@@ -6,11 +6,19 @@ Everything that waits, waits on ONE set of store watches per (store, namespace) 
 ends) and the App index (a job's entry vanishes when the job is deleted). A job is written
 4-6 times on its way (created, bound, running, finished, the manager's steps); its entries
 there change twice (created, finished), and carry no value: the watch reads no job's bytes
-until one it names is waited for and terminal, then reads and decodes that job once. A
-thousand outstanding futures cost one set of watches and one dictionary lookup per entry
-event. Nothing polls the store: a waiter subscribes its names (the watches are opened first
-if needed), then reads their current state once (``get_many``), then takes what the watches
-deliver. They are closed again after ``IDLE_CLOSE`` seconds without waiters.
+until one it names is waited for, then reads the jobs a batch of entry events names in one
+``get_many`` and decodes each once. A thousand outstanding futures cost one set of watches
+and one dictionary lookup per entry event. Nothing polls the store: a waiter subscribes its
+names (the watches are opened first if needed), then reads their current state once (one
+``get_many`` of the jobs and their terminal entries: only a job with such an entry is
+decoded), then takes what the watches deliver. They are closed again after ``IDLE_CLOSE``
+seconds without waiters.
+
+The watches are the store's one list-watch, :class:`store.reflector.Reflector` (issue 13),
+one per prefix, resumed at the revision taken before the waiters' first read and listing
+nothing: a compaction, a broken stream or a store that restarts makes each relist (after its
+jittered backoff), and on its SYNC every waited-for job is read again, as a waiter's first
+read does — what ended meanwhile is found by that read, what ends later by the watch.
 
 Completion order: jobs already finished when a wait starts come first, in the order of their
 last write (resourceVersion); then each job as its terminal write arrives.
@@ -19,16 +27,16 @@ last write (resourceVersion); then each job as its terminal write arrives.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import store as st
+from store.reflector import Reflector
 
 from ._context import bound_client
 from ._context import current as current_client
@@ -49,20 +57,6 @@ _DELETED: Any = None
 
 # --- the shared watch -----------------------------------------------------------------------
 
-#: How a terminal job's stored value spells its state (the codec writes compact JSON; history
-#: entries say ``"to"``, so these appear for ``status.state`` only, or inside user data).
-_TERMINAL_MARKS = tuple(f'"state":"{s.value}"'.encode() for s in TERMINAL)
-
-
-def maybe_terminal(value: bytes) -> bool:
-    """Whether a job's stored value may be terminal: False only when it certainly is not.
-    A waiter's first read of a thousand jobs just created decodes none of them. A job with no
-    state written is CREATED; one whose state is not in the codec's compact form
-    (``"state": "X"``, written by hand) is decoded to be sure."""
-    if any(m in value for m in _TERMINAL_MARKS):
-        return True
-    return b'"state"' in value and b'"state":"' not in value
-
 
 @dataclass(eq=False)
 class _Sink:
@@ -78,9 +72,37 @@ def watched_prefixes(namespace: str) -> list[tuple[str, bool]]:
             (index_prefix(Job, "app", namespace), True)]
 
 
+class _Running(threading.Event):
+    """The ``stop`` of one generation's reflectors: set once the watcher closed or reopened
+    them, or (decided here, under the watcher's lock) once it had no waiter for
+    ``IDLE_CLOSE`` seconds. The reflectors ask at every poll and every 50 ms of a backoff."""
+
+    def __init__(self, watcher: JobWatcher, gen: int) -> None:
+        super().__init__()
+        self.watcher = watcher
+        self.gen = gen
+
+    def is_set(self) -> bool:
+        w = self.watcher
+        with w._lock:
+            if self.gen != w._gen:
+                return True
+            if w._sinks:
+                w._idle_since = None
+                return False
+            now = time.monotonic()
+            w._idle_since = w._idle_since or now
+            if now - w._idle_since < IDLE_CLOSE:
+                return False
+            w._close()
+            return True
+
+
 class JobWatcher:
     """The store watches (:func:`watched_prefixes`) shared by every waiter of the process in
-    one namespace: one thread each, one generation for the set (reopened together)."""
+    one namespace: one :class:`store.reflector.Reflector` per prefix (key-only deltas, no
+    list of the prefix: a relist is a re-read of the waited-for jobs), each on a thread, one
+    generation for the set (opened, and closed when idle, together)."""
 
     def __init__(self, registry: Registry, namespace: str) -> None:
         self.registry = registry
@@ -88,23 +110,30 @@ class JobWatcher:
         self.prefixes = watched_prefixes(namespace)
         self._lock = threading.RLock()
         self._sinks: dict[str, set[_Sink]] = {}
-        self._watches: list[st.Watch] = []
-        self._gen = 0  # bumped whenever the set of watches is closed or opened
+        self._reflectors: list[Reflector[None]] = []
+        self._gen = 0  # bumped whenever the set of reflectors is closed or opened
         self._idle_since: float | None = None
         self.watches_opened = 0  # for tests: how many sets of store watches this watcher opened
+        self.resyncs = 0  # for tests: how many times a relist made it re-read every waited-for job
 
     # waiters' side
 
-    def subscribe(self, names: Sequence[str], sink: _Sink) -> None:
+    def subscribe(self, names: Sequence[str], sink: _Sink, held: Mapping[str, int] | None = None) -> None:
         """Deliver ``(name, job)`` to ``sink`` when each job is terminal (``job`` None: deleted).
-        Jobs terminal already are delivered now, in the order of their last write."""
+        Jobs terminal already are delivered now, in the order of their last write. ``held``:
+        the revisions of the waiter's own copies that are not terminal — a job still stored
+        at that revision is not terminal, and is not looked at further."""
         with self._lock:
             for n in names:
                 self._sinks.setdefault(n, set()).add(sink)
-            if not self._watches:
-                self._open()
-            # Under the lock, so the watch threads cannot deliver a later completion first.
-            self._check(names, {sink})
+            try:
+                if not self._reflectors:
+                    self._open()
+                # Under the lock, so the watch threads cannot deliver a later completion first.
+                self._check(names, {sink}, held=held)
+            except BaseException:  # the store is away: no waiter is left behind to keep the watches open
+                self.unsubscribe(names, sink)
+                raise
 
     def unsubscribe(self, names: Sequence[str], sink: _Sink) -> None:
         with self._lock:
@@ -118,52 +147,110 @@ class JobWatcher:
     # the watches
 
     def _open(self) -> None:
-        """Open every watch from one revision and start a thread on each (under the lock)."""
-        store = self.registry.store
-        rev = store.current_revision()
-        opened: list[st.Watch] = []
+        """Start one reflector per prefix, all resumed at the store's revision now (under the
+        lock): the waiters' read that follows sees everything up to there; the watches replay
+        everything after."""
         try:
-            for prefix, _ in self.prefixes:
-                opened.append(store.watch(prefix, rev + 1, prev_values=False))
-        except Exception:
-            for w in opened:
-                with contextlib.suppress(Exception):
-                    w.close()
-            raise
+            rev = self.registry.store.current_revision()
+        except st.Unavailable as e:
+            raise StoreUnavailable(str(e)) from None
         self._gen += 1
-        self._watches = opened
         self._idle_since = None
         self.watches_opened += 1
-        for w, (_, deletions) in zip(opened, self.prefixes, strict=True):
-            threading.Thread(target=self._run, args=(self._gen, w, deletions), daemon=True,
+        running = _Running(self, self._gen)
+        for prefix, deletions in self.prefixes:
+            r: Reflector[None] = Reflector(self.registry.store, prefix, keys_only=True, lists=False,
+                                           poll_interval=1.0, on_unavailable=self._unavailable)
+            self._reflectors.append(r)
+            threading.Thread(target=self._run, args=(r, running, rev, deletions), daemon=True,
                              name=f"job-futures-{self.namespace}").start()
 
     def _close(self) -> None:
-        """Close the watches (under the lock); their threads see the new generation and end."""
+        """Close the reflectors (under the lock); their threads see the new generation and end."""
         self._gen += 1
-        for w in self._watches:
-            with contextlib.suppress(Exception):
-                w.close()
-        self._watches = []
+        for r in self._reflectors:
+            r.close()
+        self._reflectors = []
 
-    def _check(self, names: Sequence[str], sinks: set[_Sink] | None) -> None:
+    def _unavailable(self, err: Exception) -> None:
+        log.info("job futures: watch failed (%s); re-reading %d waited-for job(s) once it is back",
+                 err, len(self._sinks))
+
+    def _run(self, r: Reflector[None], running: _Running, rev: int, deletions: bool) -> None:
+        """One prefix's deltas, a batch at a time: the waited-for names a batch's entries name
+        are read in one ``get_many``; after a relist (SYNC: compaction, a broken stream, a
+        store that restarted) every waited-for job is re-read. A failed read asks the
+        reflector for a relist: its SYNC brings the re-read again after the backoff."""
+        try:
+            self._follow(r, running, rev, deletions)
+        except st.StoreError as e:  # not a relist's matter (the store object was closed): end
+            log.info("job futures: the watch of %s ended: %s", r.prefix, e)
+            with self._lock:
+                if running.gen == self._gen:
+                    self._close()  # the next waiter opens them again
+
+    def _follow(self, r: Reflector[None], running: _Running, rev: int, deletions: bool) -> None:
+        cut = len(r.prefix)
+        want = "DELETED" if deletions else "ADDED"
+        for batch in r.batches(resource_version=rev, stop=running):
+            resync = False
+            names: list[str] = []
+            for d in batch:
+                if d.type == "SYNC":
+                    resync = True
+                elif d.type == want:
+                    names.append(d.key[cut:].rpartition("/")[2])
+            with self._lock:
+                if running.gen != self._gen:
+                    return
+                try:
+                    if resync:
+                        self.resyncs += 1
+                        self._check(list(self._sinks), None)
+                    elif names:
+                        wanted = [n for n in dict.fromkeys(names) if n in self._sinks]
+                        if wanted:
+                            self._check(wanted, None, entries=False)
+                except (StoreUnavailable, Forbidden) as e:
+                    log.warning("job futures: cannot read the waited-for jobs: %s", e)
+                    r.relist()
+
+    def _check(self, names: Sequence[str], sinks: set[_Sink] | None, *, entries: bool = True,
+               held: Mapping[str, int] | None = None) -> None:
+        """Deliver those of ``names`` that are terminal or deleted, in the order of their last
+        write. Reads the jobs (``get_many``); a job stored at the revision ``held`` gives is
+        not terminal. ``entries``: decode only the jobs that have a terminal index entry (read
+        in a second ``get_many``: one of a thousand jobs just created need not be decoded).
+        Without (a batch of entry events named jobs that just ended): decode each job read;
+        its state decides."""
         found: list[tuple[int, str, Any]] = []
+        held = held or {}
+        terminal = [index_prefix(Job, "state", self.namespace, s.value) for s in sorted(TERMINAL)]
         for i in range(0, len(names), _GET_CHUNK):
             chunk = list(names[i : i + _GET_CHUNK])
-            for n, kv in zip(chunk, self._get_raw(chunk), strict=True):
+            ask: list[tuple[str, st.KeyValue]] = []
+            for n, kv in zip(chunk, self._get_raw([object_key(Job, self.namespace, n) for n in chunk]), strict=True):
                 if kv is None:
                     found.append((0, n, _DELETED))
-                elif maybe_terminal(kv.value):  # a thousand jobs just created are not decoded
-                    job = Registry.decode(Job, kv)
-                    if job.status.state in TERMINAL:
-                        found.append((kv.mod_revision, n, job))
+                elif held.get(n) != kv.mod_revision:
+                    ask.append((n, kv))
+            if entries and ask:
+                # Entries read after the jobs: one found now for a job read before it ended is
+                # on the watch too (the name was subscribed before the read), so none is lost.
+                have = self._get_raw([p + n for n, _ in ask for p in terminal])
+                k = len(terminal)
+                ask = [a for j, a in enumerate(ask) if any(have[j * k : (j + 1) * k])]
+            for n, kv in ask:
+                job = Registry.decode(Job, kv)
+                if job.status.state in TERMINAL:
+                    found.append((kv.mod_revision, n, job))
         found.sort(key=lambda t: t[0])
         for _, n, job in found:
             self._deliver(n, job, sinks)
 
-    def _get_raw(self, names: list[str]) -> list[st.KeyValue | None]:
+    def _get_raw(self, keys: list[str]) -> list[st.KeyValue | None]:
         try:
-            return self.registry.store.get_many([object_key(Job, self.namespace, n) for n in names])
+            return self.registry.store.get_many(keys)
         except st.Unavailable as e:
             raise StoreUnavailable(str(e)) from None
         except st.Forbidden as e:
@@ -173,64 +260,6 @@ class JobWatcher:
         for s in list(self._sinks.get(name, ())):
             if only is None or s in only:
                 s.q.put((name, job))
-
-    def _run(self, gen: int, w: st.Watch, deletions: bool) -> None:
-        while True:
-            try:
-                events = w.poll(1.0)
-                if events:
-                    self._handle(gen, events, deletions)
-            except Exception as e:  # noqa: BLE001 - Compacted, a closed or failed watch: reopen
-                self._reopen(gen, e)
-                return
-            with self._lock:
-                if gen != self._gen:  # closed or reopened meanwhile
-                    with contextlib.suppress(Exception):
-                        w.close()
-                    return
-                if self._sinks:
-                    self._idle_since = None
-                    continue
-                now = time.monotonic()
-                self._idle_since = self._idle_since or now
-                if now - self._idle_since >= IDLE_CLOSE:
-                    self._close()
-                    return
-
-    def _handle(self, gen: int, events: list[st.Event], deletions: bool) -> None:
-        """A waited-for job entered a terminal state (or lost its App entry): read it and
-        deliver it if it is terminal (or gone). Its entry's event says which job, not that
-        it still is so: the read decides."""
-        want = "DELETE" if deletions else "PUT"
-        with self._lock:
-            if gen != self._gen:
-                return
-            names = [n for n in dict.fromkeys(e.kv.key.rpartition("/")[2] for e in events if e.type == want)
-                     if n in self._sinks]
-            if names:
-                self._check(names, None)
-
-    def _reopen(self, gen: int, err: Exception) -> None:
-        """One of the watches failed: close them all, open them again and re-read every
-        waited-for job (what ended meanwhile is found by the read)."""
-        while True:
-            with self._lock:
-                if gen != self._gen:  # closed, or another thread reopened them
-                    return
-                self._close()
-                gen = self._gen
-                if not self._sinks:
-                    return
-                log.info("job futures: watch failed (%s); reopening and re-reading %d job(s)", err, len(self._sinks))
-                try:
-                    self._open()
-                    self._check(list(self._sinks), None)
-                    return
-                except Exception as e2:  # noqa: BLE001 - the store is down: try again shortly
-                    log.warning("job futures: cannot watch: %s", e2)
-                    err = e2
-                    gen = self._gen
-            time.sleep(0.5)
 
 
 _watchers: dict[tuple[int, str], JobWatcher] = {}
@@ -283,9 +312,18 @@ class _Waiting:
         by_ns: dict[str, list[str]] = {}
         for ns, name in self.by_key:
             by_ns.setdefault(ns, []).append(name)
-        for ns, names in by_ns.items():
-            sink = self.sinks[ns] = _Sink()
-            watcher_for(self.registry, ns).subscribe(names, sink)
+        held = {(j.namespace, j.name): int(rv) for j in (js[0] for js in self.by_key.values())
+                if (rv := j.metadata.resource_version) and j.status.state not in TERMINAL}
+        done: list[tuple[str, list[str]]] = []
+        try:
+            for ns, names in by_ns.items():
+                sink = self.sinks[ns] = _Sink()
+                watcher_for(self.registry, ns).subscribe(names, sink, {n: held[ns, n] for n in names if (ns, n) in held})
+                done.append((ns, names))
+        except BaseException:
+            for ns, names in done:
+                watcher_for(self.registry, ns).unsubscribe(names, self.sinks[ns])
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

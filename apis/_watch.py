@@ -17,9 +17,9 @@ even though it never showed it: the store's previous value of the deleted key (e
 compaction the previous values are gone: the relist reports only what still exists.)
 
 Only events of the names a query can match are decoded (a name filter is checked on the key).
-The following is the shared list-watch of ``store.reflector`` (issue 13's Reflector); the
-futures' shared watcher (``apis._futures.JobWatcher``) follows its waited-for names with a
-:class:`KindWatch` and re-reads them after a broken stream.
+The following is the shared list-watch of ``store.reflector`` (issue 13's Reflector), as is the
+futures' shared watcher (``apis._futures.JobWatcher``: key-only, listing nothing, re-reading its
+waited-for jobs on each relist).
 """
 
 from __future__ import annotations

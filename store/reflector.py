@@ -16,6 +16,13 @@ dropped, so the stream converges on the store's state without gaps or repeats.
 After each (re)list completes a ``SYNC`` delta (``key=""``, ``obj=None``) carries the
 revision the list started at: the consumer's state now holds every key the store held.
 
+A consumer that follows a few keys under a huge prefix (the futures: the waited-for jobs'
+entries among 10^6 terminal ones) asks for ``keys_only`` deltas (no value decoded or read)
+and ``lists=False``: the reflector then reads none of the prefix's keys; a (re)list only
+takes the store's revision and hands out SYNC, on which the consumer re-reads what it
+follows itself. :meth:`Reflector.batches` hands the deltas out as the store delivered them
+(one list page, one watch poll), so such a consumer reads what a batch names in one go.
+
 This module imports nothing of ours beyond the store's contract.
 """
 
@@ -29,7 +36,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
-from ._api import Compacted, KeyValue, Store, StoreError, Unavailable, Watch, WatchClosed
+from ._api import Compacted, Event, KeyValue, Store, StoreError, Unavailable, Watch, WatchClosed
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +64,14 @@ class Delta(Generic[T]):
     obj: T | None
     revision: int
     kv: KeyValue | None = None
+
+
+#: Marks the end of one batch in the stream ``batches`` groups (never handed out).
+_MARK: Delta[None] = Delta("SYNC", "", None, -1)
+
+
+def _no_value(kv: KeyValue) -> None:
+    """``keys_only``: the key is the news; nothing is decoded."""
 
 
 class Backoff:
@@ -91,6 +106,13 @@ class Reflector(Generic[T]):
     again after such a failure. ``relists`` counts relists after the first list.
     ``deleted_values=False``: the consumer needs only the keys of DELETED deltas (their
     ``obj`` and ``kv`` are None), so no previous value is read for them.
+    ``keys_only``: no value is decoded (``obj`` is always None, no ``decode`` needed), a list
+    reads keys without values and no DELETE's previous value is read.
+    ``lists=False``: the prefix's keys are never read (see the module docstring): a (re)list
+    takes the store's current revision and hands out SYNC at it, the watch resumes right
+    after; no ``known`` state is kept, so every write seen is ADDED and every delete seen is
+    DELETED. The consumer re-reads, on SYNC, what it follows: what changed while the stream
+    was broken is in that read, what changes after it is on the watch.
     """
 
     def __init__(
@@ -108,8 +130,12 @@ class Reflector(Generic[T]):
         key_filter: Callable[[str], bool] | None = None,
         unseen_deletes: bool = False,
         deleted_values: bool = True,
+        keys_only: bool = False,
+        lists: bool = True,
     ) -> None:
-        if decode is None and decode_kv is None:
+        if keys_only:
+            decode_kv, deleted_values = _no_value, False  # type: ignore[assignment]
+        elif decode is None and decode_kv is None:
             raise TypeError("Reflector needs decode or decode_kv")
         self.store = store
         self.prefix = prefix
@@ -120,6 +146,8 @@ class Reflector(Generic[T]):
         # False: a DELETED delta needs no last value (obj and kv None): the watch is opened
         # with prev_values=False, so the etcd backend reads nothing per batch of deletes.
         self.deleted_values = deleted_values
+        self.keys_only = keys_only
+        self.lists = lists
         self._decode_kv: Callable[[KeyValue], T]
         if decode_kv is not None:
             self._decode_kv = decode_kv
@@ -139,6 +167,7 @@ class Reflector(Generic[T]):
         self.relists = 0
         self._watch: Watch | None = None
         self._closed = threading.Event()
+        self._relist_asked = False
 
     # --- life cycle -------------------------------------------------------------------
 
@@ -151,6 +180,12 @@ class Reflector(Generic[T]):
                 w.close()
             except StoreError:
                 pass
+
+    def relist(self) -> None:
+        """Ask for a relist (from the consumer's thread, between deltas): the watch is
+        dropped and, after the backoff, the stream relists and hands out SYNC again. For a
+        consumer that could not act on a batch (its own read failed): it catches up on SYNC."""
+        self._relist_asked = True
 
     def _stopped(self, stop: threading.Event | None) -> bool:
         return self._closed.is_set() or (stop is not None and stop.is_set())
@@ -170,6 +205,37 @@ class Reflector(Generic[T]):
         watch. With it: watch from ``resource_version + 1`` without listing (a consumer
         resuming from a state it already holds; ``known`` is that state's keys and
         revisions, so that a relist forced by compaction can report the deletes)."""
+        return self._stream(resource_version, stop, known, False)
+
+    def batches(
+        self,
+        *,
+        resource_version: int | None = None,
+        stop: threading.Event | None = None,
+        known: Mapping[str, int] | None = None,
+    ) -> Generator[list[Delta[T]], None, None]:
+        """The deltas of :meth:`events`, in lists as the store delivered them: one per list
+        page (the SYNC closes the last), one per watch poll that brought any. A consumer
+        that reads what the deltas name reads once per batch."""
+        batch: list[Delta[T]] = []
+        for d in self._stream(resource_version, stop, known, True):
+            if d is _MARK:
+                if batch:
+                    yield batch
+                    batch = []
+            else:
+                batch.append(d)
+        if batch:
+            yield batch
+
+    def _stream(
+        self,
+        resource_version: int | None,
+        stop: threading.Event | None,
+        known: Mapping[str, int] | None,
+        marks: bool,
+    ) -> Generator[Delta[T], None, None]:
+        """``events()``; with ``marks``, ``_MARK`` after each page and each watch poll."""
         if known is not None:
             self.known = dict(known)
         need_list = resource_version is None
@@ -183,7 +249,7 @@ class Reflector(Generic[T]):
                     if need_list:
                         if not first:
                             self.relists += 1
-                        yield from self._list(stop)
+                        yield from (self._list(stop, marks) if self.lists else self._resync(marks))
                         need_list = False
                     first = False
                     self._watch = (self.store.watch(self.prefix, self.revision + 1) if self.deleted_values
@@ -193,7 +259,7 @@ class Reflector(Generic[T]):
                         self.backoff.reset()
                         if self.on_available is not None:
                             self.on_available()
-                    yield from self._follow(stop)
+                    yield from (self._follow(stop, marks) if self.lists else self._follow_all(stop, marks))
                     return  # stopped
                 except Compacted as e:
                     log.info("watch of %s compacted at %s; relisting", self.prefix, e.compact_revision)
@@ -239,7 +305,14 @@ class Reflector(Generic[T]):
             log.exception("cannot decode %s (revision %d); skipped", kv.key, kv.mod_revision)
             return False, None
 
-    def _list(self, stop: threading.Event | None) -> Iterator[Delta[T]]:
+    def _resync(self, marks: bool) -> Iterator[Delta[T]]:
+        """``lists=False``: no key is read; the SYNC carries the store's revision now."""
+        self.revision = self.store.current_revision()
+        yield Delta("SYNC", "", None, self.revision)
+        if marks:
+            yield _MARK  # type: ignore[misc]
+
+    def _list(self, stop: threading.Event | None, marks: bool = False) -> Iterator[Delta[T]]:
         """Read every key in pages; hand out what differs from ``known``; then SYNC."""
         seen: set[str] = set()
         after: str | None = None
@@ -247,7 +320,7 @@ class Reflector(Generic[T]):
         known = self.known
         keep = self.key_filter
         while True:
-            res = self.store.range(self.prefix, limit=self.page, start_after=after)
+            res = self.store.range(self.prefix, limit=self.page, start_after=after, keys_only=self.keys_only)
             if not start_revision:
                 start_revision = res.revision
             out: list[Delta[T]] = []
@@ -266,6 +339,8 @@ class Reflector(Generic[T]):
                 known[key] = rev
                 out.append(Delta("ADDED" if old is None else "MODIFIED", key, obj, rev, kv))
             yield from out
+            if marks and res.more:
+                yield _MARK  # type: ignore[misc]
             if not res.more or self._stopped(stop):
                 break
             after = res.continue_key
@@ -274,15 +349,52 @@ class Reflector(Generic[T]):
             yield Delta("DELETED", key, None, start_revision)
         self.revision = start_revision
         yield Delta("SYNC", "", None, start_revision)
+        if marks:
+            yield _MARK  # type: ignore[misc]
 
-    def _follow(self, stop: threading.Event | None) -> Iterator[Delta[T]]:
+    def _poll(self, stop: threading.Event | None) -> list[Event] | None:
+        """The next poll's events; None once stopped (or the watch dropped)."""
+        if self._stopped(stop):
+            return None
+        if self._relist_asked:
+            self._relist_asked = False
+            raise WatchClosed(f"the consumer of {self.prefix} asked for a relist")
+        w = self._watch
+        if w is None:
+            return None
+        return w.poll(self.poll_interval)
+
+    def _follow_all(self, stop: threading.Event | None, marks: bool) -> Iterator[Delta[T]]:
+        """``lists=False``: every write is ADDED, every delete DELETED; nothing is kept."""
+        keep = self.key_filter
+        keys_only = self.keys_only
+        while (events := self._poll(stop)) is not None:
+            out = False
+            for ev in events:
+                kv = ev.kv
+                key = kv.key
+                rev = kv.mod_revision
+                if rev > self.revision:
+                    self.revision = rev
+                if keep is not None and not keep(key):
+                    continue
+                out = True
+                if ev.type == "DELETE":
+                    prev = ev.prev if self.deleted_values else None
+                    yield Delta("DELETED", key, None if prev is None else self._decode(prev)[1], rev, prev)
+                elif keys_only:
+                    yield Delta("ADDED", key, None, rev, kv)
+                else:
+                    ok, obj = self._decode(kv)
+                    if ok:
+                        yield Delta("ADDED", key, obj, rev, kv)
+            if marks and out:
+                yield _MARK  # type: ignore[misc]
+
+    def _follow(self, stop: threading.Event | None, marks: bool = False) -> Iterator[Delta[T]]:
         known = self.known
         keep = self.key_filter
-        while not self._stopped(stop):
-            w = self._watch
-            if w is None:
-                return
-            events = w.poll(self.poll_interval)
+        while (events := self._poll(stop)) is not None:
             for ev in events:
                 kv = ev.kv
                 key = kv.key
@@ -310,3 +422,5 @@ class Reflector(Generic[T]):
                     continue
                 known[key] = rev
                 yield Delta("ADDED" if old is None else "MODIFIED", key, obj, rev, kv)
+            if marks and events:
+                yield _MARK  # type: ignore[misc]

@@ -303,16 +303,3 @@ def test_job_state_helpers_without_waiting(site):
     job = Adder.submit("test/states", x=0, y=0)
     job.result(timeout=DEADLINE)
     assert JobState(job.state) is JobState.JOB_FINISHED
-
-
-def test_only_a_waited_jobs_writes_that_may_be_terminal_are_decoded():
-    job = Job.model_validate({"app_id": "a", "workdir": "w", "name": "x"})
-    assert not futures.maybe_terminal(job.to_json())  # CREATED: no state written
-    for state, terminal in ((JobState.READY, False), (JobState.RUNNING, False), (JobState.JOB_FINISHED, True),
-                            (JobState.FAILED, True)):
-        j = job.model_copy(deep=True)
-        j.status.state = state
-        assert futures.maybe_terminal(j.to_json()) is terminal, state
-    # A value not in the codec's compact form is decoded to be sure.
-    assert futures.maybe_terminal(b'{"kind": "Job", "status": {"state": "FAILED"}}')
-    assert futures.maybe_terminal(b'{"kind": "Job", "status": {"state": "RUNNING"}}')

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from store import Store, Unavailable, Watch, open_store
+from store import Put, Store, Unavailable, Watch, open_store
 from store.reflector import Backoff, Delta, Reflector
 from store.testing import EtcdCluster, etcd_available
 from tests._deadline import DEADLINE
@@ -377,3 +377,105 @@ def test_sqlite_file_reopened_by_a_new_store_object_relists_into_the_same_state(
     finally:
         s2.close()
 
+
+
+# --- batches, key-only deltas, a reflector that lists nothing (the futures' watch) --------
+
+
+class CountingStore:
+    """The real store, recording every range (prefix, keys_only) and watch the reflector asks
+    for (and the ``prev_values`` it asks with)."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.ranges: list[tuple[str, bool]] = []
+        self.watch_prev_values: list[bool] = []
+
+    def range(self, prefix: str, limit: int = 0, start_after: str | None = None, keys_only: bool = False):  # type: ignore[no-untyped-def]
+        self.ranges.append((prefix, keys_only))
+        return self.inner.range(prefix, limit, start_after, keys_only)
+
+    def watch(self, prefix: str, start_revision: int | None = None, *, prev_values: bool = True) -> Watch:
+        self.watch_prev_values.append(prev_values)
+        return self.inner.watch(prefix, start_revision, prev_values=prev_values)
+
+    def current_revision(self) -> int:
+        return self.inner.current_revision()
+
+
+def test_batches_hand_out_a_list_page_or_a_watch_poll_at_a_time(store: Store, ns: str) -> None:
+    for i in range(25):
+        store.put(f"{ns}k{i:02d}", b"v")
+    r = Reflector(store, ns, decode, page=10)
+    stream = r.batches()
+    try:
+        pages = [next(stream) for _ in range(3)]
+        assert [len(b) for b in pages] == [10, 10, 6]  # the SYNC closes the last page
+        assert [d.type for d in pages[2]][-1] == "SYNC"
+        store.txn([], [Put(f"{ns}t{i}", b"x") for i in range(3)])  # one revision: one watch poll
+        batch = next(stream)
+        assert [(d.type, d.key) for d in batch] == [("ADDED", f"{ns}t{i}") for i in range(3)]
+        assert sum(len(b) for b in pages) == 26
+    finally:
+        stream.close()
+
+
+def test_keys_only_deltas_read_and_decode_no_value(store: Store, ns: str) -> None:
+    store.put(ns + "a", b"1")
+    counting = CountingStore(store)
+    r: Reflector[None] = Reflector(counting, ns, keys_only=True)  # type: ignore[arg-type]
+    stream = r.events()
+    try:
+        first = [next(stream) for _ in range(2)]
+        assert [(d.type, d.key, d.obj) for d in first] == [("ADDED", ns + "a", None), ("SYNC", "", None)]
+        assert counting.ranges == [(ns, True)]
+        store.put(ns + "b", b"2")
+        store.delete(ns + "a")
+        got = [next(stream) for _ in range(2)]
+        assert [(d.type, d.key, d.obj) for d in got] == [("ADDED", ns + "b", None), ("DELETED", ns + "a", None)]
+        assert counting.watch_prev_values == [False]
+    finally:
+        stream.close()
+
+
+def test_without_lists_a_relist_reads_no_key_and_syncs_at_the_store_revision(store: Store, ns: str) -> None:
+    store.put(ns + "old", b"1")
+    start = store.current_revision()
+    store.put(ns + "a", b"1")
+    store.delete(ns + "old")  # never seen by this stream: handed out all the same
+    store.put(ns + "b", b"1")
+    store.compact(store.current_revision())  # the history after ``start`` is gone
+    counting = CountingStore(store)
+    r: Reflector[None] = Reflector(counting, ns, keys_only=True, lists=False)  # type: ignore[arg-type]
+    stream = r.batches(resource_version=start)
+    try:
+        sync = next(stream)
+        assert [(d.type, d.revision) for d in sync] == [("SYNC", store.current_revision())]
+        assert counting.ranges == [] and r.relists == 1 and r.known == {}
+        store.put(ns + "c", b"1")
+        store.delete(ns + "a")  # listed by nobody: still a DELETED
+        got = []
+        while len(got) < 2:
+            got += next(stream)
+        assert [(d.type, d.key) for d in got] == [("ADDED", ns + "c"), ("DELETED", ns + "a")]
+        assert counting.ranges == [] and r.known == {}
+    finally:
+        stream.close()
+
+
+def test_a_relist_asked_by_the_consumer_syncs_again_after_the_backoff(store: Store, ns: str) -> None:
+    errors: list[Exception] = []
+    r: Reflector[None] = Reflector(store, ns, keys_only=True, lists=False, poll_interval=0.05,
+                                   backoff=Backoff(initial=0.01, cap=0.05), on_unavailable=errors.append)
+    stream = r.batches(resource_version=store.current_revision())
+    try:
+        store.put(ns + "a", b"1")
+        assert [d.key for d in next(stream)] == [ns + "a"]
+        r.relist()  # say: the read this batch needed failed
+        rb = store.put(ns + "b", b"1")
+        batch = next(stream)
+        assert [d.type for d in batch] == ["SYNC"] and r.relists == 1 and len(errors) == 1
+        if batch[0].revision < rb:  # not in what a read at the SYNC's revision sees: the watch brings it
+            assert [d.key for d in next(stream)] == [ns + "b"]
+    finally:
+        stream.close()
