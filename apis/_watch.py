@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import store as st
 from store.reflector import Reflector
 
 from ._meta import ObjectMeta
@@ -40,52 +39,6 @@ if TYPE_CHECKING:
 R = TypeVar("R", bound="Resource")
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
-
-
-class KindWatch(Generic[R]):
-    """One store watch on a kind's objects in a namespace, decoded into :class:`WatchEvent`
-    (``ADDED`` for a first write, ``MODIFIED``, ``DELETED``), for the names ``wants`` accepts
-    (and, for writes, the stored values ``wants_value`` accepts: a cheap look at the bytes
-    before the decode).
-    Raises ``store.Compacted`` when the history it needs is gone (callers relist)."""
-
-    def __init__(self, registry: Registry, kind: type[R], namespace: str, start_revision: int | None,
-                 wants: Callable[[str], bool] | None = None,
-                 wants_value: Callable[[bytes], bool] | None = None) -> None:
-        self.registry = registry
-        self.kind = kind
-        self.prefix = kind_prefix(kind, namespace)
-        self.wants = wants
-        self.wants_value = wants_value  # a PUT whose stored bytes it refuses is not decoded (not shown)
-        self.raw = registry.store.watch(self.prefix, start_revision)
-
-    def poll(self, timeout: float | None) -> list[WatchEvent[R]]:
-        out: list[WatchEvent[R]] = []
-        plen = len(self.prefix)
-        wants, wants_value = self.wants, self.wants_value
-        for e in self.raw.poll(timeout):
-            if wants is not None and not wants(e.kv.key[plen:]):
-                continue
-            if wants_value is not None and e.type == "PUT" and not wants_value(e.kv.value):
-                continue
-            out.append(self.decode(e))
-        return out
-
-    def decode(self, e: st.Event) -> WatchEvent[R]:
-        if e.type == "DELETE":
-            prev = e.prev
-            if prev is not None and prev.value:
-                obj = Registry.decode(self.kind, prev)
-            else:
-                obj = self.kind.model_construct(metadata=ObjectMeta(
-                    name=e.kv.key[len(self.prefix):], namespace=self.prefix.rstrip("/").rsplit("/", 1)[1]))
-            obj.metadata.resource_version = str(e.revision)
-            return WatchEvent("DELETED", obj, e.revision)
-        obj = Registry.decode(self.kind, e.kv)
-        return WatchEvent("ADDED" if e.kv.version == 1 else "MODIFIED", obj, e.revision)
-
-    def close(self) -> None:
-        self.raw.close()
 
 
 class _EitherStop(threading.Event):

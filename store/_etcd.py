@@ -1038,6 +1038,11 @@ class _EtcdWatch(Watch):
                     call, requests = self._open()
                 except Unavailable as e:  # every member failed a moment ago
                     error: StoreError | grpc.RpcError | None = e
+                except ValueError:  # grpc's "Channel closed": the store closed under this open
+                    if not self._store._closed:
+                        raise
+                    self._finish(Unavailable(f"store {self._store.url} is closed"))
+                    return
                 else:
                     self._call, self._requests = call, requests
                     error = None
