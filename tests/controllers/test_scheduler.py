@@ -17,8 +17,8 @@ from controllers._manager import job_indexers
 from controllers.dependency import DependencyReconciler
 from controllers.hooks import NoHooks
 from controllers.placement.packing import JobShape, NodeOccupancy, Packer, PlacementRequest
-from controllers.placement.reconciler import FIRST_CHUNK, KEY, PlacementScheduler, patched
-from controllers.placement.scheduler import AssumeCache, SchedulingQueue, bind
+from controllers.placement.reconciler import KEY, PlacementScheduler, patched
+from controllers.placement.scheduler import FIRST_CHUNK, AssumeCache, SchedulingQueue, bind
 from tests._deadline import DEADLINE
 from tests._support import poll_until, running_manager
 
