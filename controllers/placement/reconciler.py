@@ -101,11 +101,9 @@ def holds_resources(job: Job) -> bool:
 _NOT_KEPT_WHEN_BOUND = ("Unschedulable", "Waiting")
 #: ... and when it is released by placement (the dependency reconciler's conditions too).
 _NOT_KEPT_WHEN_RELEASED = ("Unschedulable", *PARENT_CONDITIONS)
-#: (nodes, cpus, gpus, occupancy, batch job) -> its Placement, shared by every binding that gets
-#: the same room (a slot freed and taken again gets the same ids): nothing edits a placement in
-#: place (a status edit assigns a new one), so one object serves all. Bounded: cleared when full.
-_PLACEMENTS: dict[tuple[Any, ...], Placement] = {}
-_PLACEMENTS_MAX = 1 << 17
+#: The GPU ids of a placement without GPUs: one empty list, shared (nothing edits a placement's
+#: lists in place: a status edit assigns a new one).
+_NO_IDS: list[int] = []
 
 
 #: The conditions of a job bound that had none but the ones a binding drops: one empty list,
@@ -113,23 +111,6 @@ _PLACEMENTS_MAX = 1 << 17
 _NO_CONDITIONS: list[Condition] = []
 _PLACEMENT_FIELDS_SET = set(Placement.model_fields)  # every field set: shared (adding one changes nothing)
 _new_object, _set_attr = object.__new__, object.__setattr__
-
-
-def _placement(room: tuple[Any, ...]) -> Placement:
-    """The ``Placement`` of a decision's ``room`` (nodes, cpus, gpus, occupancy, batch job), made
-    without validation (the engine's own values, of the right types) and kept in
-    ``_PLACEMENTS``: pydantic's ``model_construct`` costs 4x, a copy of an empty one 2x."""
-    if len(_PLACEMENTS) >= _PLACEMENTS_MAX:
-        _PLACEMENTS.clear()
-    nodes, cpus, gpus, occupancy, batch_job = room
-    p = _new_object(Placement)
-    _set_attr(p, "__dict__", {"batch_job": batch_job, "nodes": list(nodes), "cpus": list(cpus), "gpus": list(gpus),
-                              "occupancy": float(occupancy)})
-    _set_attr(p, "__pydantic_extra__", None)
-    _set_attr(p, "__pydantic_fields_set__", _PLACEMENT_FIELDS_SET)
-    _set_attr(p, "__pydantic_private__", None)
-    _PLACEMENTS[room] = p
-    return p
 
 
 def _says(fields: dict[str, Any], words: tuple[str, str]) -> bool:
@@ -541,7 +522,7 @@ class PlacementReconciler:
         self._wait_names = wait_names = []
         get, entries, unschedulable = jobs.get, queue.entries, self._unschedulable
         waiting_sent, assumed = self._waiting_sent, self.assume.assumed
-        placements, words_of, waits = _PLACEMENTS, self._words, self._waits
+        words_of, waits = self._words, self._waits
         shared: dict[tuple[str, str], dict[str, Any]] = {}  # words -> the patch of a job with no condition
         names: list[str] = []
         BOUND, WAITING = Outcome.BOUND, Outcome.WAITING
@@ -562,10 +543,15 @@ class PlacementReconciler:
                     conds = _NO_CONDITIONS  # the usual: none, or the Waiting one it had
                 else:
                     conds = [c for c in conds if c.type not in _NOT_KEPT_WHEN_BOUND]
-                room = d[2:7]
-                placement = placements.get(room)
-                if placement is None:
-                    placement = _placement(room)
+                # its Placement, made without validation (the engine's own values, of the right
+                # types): pydantic's ``model_construct`` costs 4x
+                placement = _new_object(Placement)
+                gpus = d[4]
+                _set_attr(placement, "__dict__", {"batch_job": d[6], "nodes": list(d[2]), "cpus": list(d[3]),
+                                                  "gpus": list(gpus) if gpus else _NO_IDS, "occupancy": d[5]})
+                _set_attr(placement, "__pydantic_extra__", None)
+                _set_attr(placement, "__pydantic_fields_set__", _PLACEMENT_FIELDS_SET)
+                _set_attr(placement, "__pydantic_private__", None)
                 fields = {"placement": placement, "observed_generation": placed.metadata.generation,
                           "conditions": conds}
                 if st.state in PRE_READY:  # released in its binding: one write
