@@ -248,6 +248,7 @@ class SchedulingQueue:
             prio = -items[i][0][0]
             held = first_wait is not None and prio < first_wait
             chunk: list[tuple[str, PlacementRequest]] = []
+            offered = i  # past the last item offered to the engine: no job behind it was bound
             while i < n:
                 it = items[i]
                 i += 1
@@ -265,6 +266,7 @@ class SchedulingQueue:
                         first_wait = prio
                     continue
                 chunk.append((it[1], req))
+                offered = i
                 if len(chunk) < size:
                     continue
                 if self._flush(chunk, place_pairs, decisions, exhausted) and first_wait is None:
@@ -275,7 +277,7 @@ class SchedulingQueue:
                         stop = True
                         break
                     size = next(sizes)
-            lane.walked = i
+            lane.walked = offered  # what ``compact`` looks at again
             if chunk and self._flush(chunk, place_pairs, decisions, exhausted) and first_wait is None:
                 first_wait = prio
             if stop or (not full and not packer.has_room()):
