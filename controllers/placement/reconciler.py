@@ -421,14 +421,18 @@ class PlacementReconciler:
         if events:
             assumed = self.assume.assumed
             binding_of, release = self.packer.binding, self.packer.release
-            unschedulable, put, entries = self._unschedulable, queue.put, queue.entries
+            unschedulable, entries = self._unschedulable, queue.entries
+            entered: list[tuple[Any, ...]] = []  # the queue entries of ``arrived``, in step
             waiting_sent = self._waiting_sent
             for name, what in events.items():
                 if what is GONE:  # ended or deleted: its room back, out of every book
                     if assumed:
                         assumed.pop(name, None)
                     if release(name):
+                        # it held room: it left the queue and the condition books when it was
+                        # bound (or synced as bound: ``_track`` dropped it), nothing to look up
                         released = True
+                        continue
                     if name in entries:
                         del entries[name]
                     if unschedulable:
@@ -440,12 +444,14 @@ class PlacementReconciler:
                 elif stale or name in assumed or binding_of(name) is not None:
                     dirty.add(name)  # a binding to undo or to confirm first: the cache decides
                 else:
-                    put(name, what[0], what[1])
+                    arrived.append(name)
+                    entered.append(what)
                     if what[2] is not None:
                         unschedulable[name] = what[2]
                     elif unschedulable:
                         unschedulable.pop(name, None)
-                    arrived.append(name)
+            if arrived:
+                queue.put_all(arrived, entered)
         if full:
             for name in list(self.packer.bound_jobs()):
                 if name not in self.assume:
@@ -512,8 +518,8 @@ class PlacementReconciler:
             # Only jobs that left the queue changed (our own bindings written through, or
             # finished jobs that held nothing): no room was freed and nothing new waits.
             return None
-        walk = self._place_while_room(dirty.union(arrived) if arrived else dirty,
-                                      bool(full or stale or self._nodes_changed))
+        every = bool(full or stale or self._nodes_changed)  # a full walk decides every queued job
+        walk = self._place_while_room(dirty.union(arrived) if arrived and not every else dirty, every)
         decisions = walk.decisions
         # the highest priority seen waiting so far in this pass (the walk's are in priority order)
         top_waiting: int | None = walk.top_waiting
