@@ -34,8 +34,6 @@ SortKey = tuple[Any, ...]
 _WAITING = Outcome.WAITING
 PLACE_CHUNK = 256
 FIRST_CHUNK = 16
-#: A full walk's chunk (every queued job is offered: no room check between chunks).
-FULL_CHUNK = 1024
 
 
 def chunk_sizes() -> Iterator[int]:
@@ -260,8 +258,8 @@ class SchedulingQueue:
         waits = walk.waits
         exhausted: dict[int, str] = {}  # id(request template) -> the engine's reason it waits
         first_wait: int | None = None
-        sizes = chunk_sizes()
-        size = FULL_CHUNK if full else next(sizes)
+        sizes = chunk_sizes()  # small first: a group found without room is not offered again
+        size = next(sizes)
         stop = False
         for lane in self._ordered():
             items = lane.items
@@ -293,11 +291,10 @@ class SchedulingQueue:
                 if self._flush(chunk, place_pairs, decisions, exhausted) and first_wait is None:
                     first_wait = prio
                 chunk = []
-                if not full:
-                    if not packer.has_room():
-                        stop = True
-                        break
-                    size = next(sizes)
+                if not full and not packer.has_room():
+                    stop = True
+                    break
+                size = next(sizes)
             lane.walked = offered  # what ``compact`` looks at again
             if chunk and self._flush(chunk, place_pairs, decisions, exhausted) and first_wait is None:
                 first_wait = prio
