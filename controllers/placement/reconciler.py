@@ -181,13 +181,11 @@ class PlacementReconciler:
         # Jobs this pass recorded a (non-binding) step for -> the revision it was decided on:
         # all of them are looked at again next pass (whether the step landed or not).
         self._stepped: dict[str, str | None] = {}
-        # Waiting conditions this scheduler wrote itself (not written through): job -> (the
-        # cached version it was written over, reason, message), so a pass before its watch
-        # event arrives does not write it again.
-        # (two dicts, no tuple per job: a first pass over 10^5 waiting jobs made 10^5 of them
-        # for the collector to walk)
-        # (one dict of the patches themselves, in ``_waits`` too: no tuple or entry of its own
-        # per job; its words are its last condition's)
+        # Waiting conditions this scheduler wrote itself (not written through): job -> its patch
+        # (the cached version it was written over, the fields; its words are the last
+        # condition's), so a pass before its watch event arrives does not write it again. The
+        # pair is the one in ``_waits``: no tuple or second dict entry of its own per job (a
+        # first pass gives 10^5 waiting jobs their words).
         self._waiting_sent: dict[str, StatusPatch] = {}
         self._waits: list[StatusPatch] = []
         self._wait_names: list[str] = []  # the names of ``_waits``' jobs, in step (no second read of each job)
