@@ -44,7 +44,8 @@ from controllers._controller import Request
 from controllers._informer import Informer
 from controllers._manager import job_indexers
 from controllers.placement.packing import Decision, JobShape, NodeOccupancy, Packer, PlacementRequest
-from controllers.placement.reconciler import KEY, PlacementReconciler, chunk_sizes, patched
+from controllers.placement.reconciler import KEY, PlacementReconciler, patched
+from controllers.placement.scheduler import chunk_sizes
 from store.process import freeze_long_lived
 
 from ._harness import Context, Result, scenario

@@ -700,7 +700,7 @@ class Packer:
                     append(Decision(job, WAITING, reason=g.waiting_reason))
                     continue
                 cpu_ids, gpu_ids = found._take(job, c, gp, share)
-                d = Decision(job, BOUND, (found.name,), cpu_ids, gpu_ids, share, found.batch_job)
+                d = new_tuple(Decision, (job, BOUND, (found.name,), cpu_ids, gpu_ids, share, found.batch_job, ""))
                 bindings[job] = d
                 append(d)
                 continue
@@ -757,7 +757,7 @@ class Packer:
                 node._take(job, c, gp, 1.0)
                 names.append(node.name)
                 bj = node.batch_job
-            d = Decision(job, BOUND, tuple(names), cpu_ids, gpu_ids, 1.0, bj)
+            d = new_tuple(Decision, (job, BOUND, tuple(names), cpu_ids, gpu_ids, 1.0, bj, ""))
             bindings[job] = d
             append(d)
 

@@ -41,9 +41,8 @@ alone; every other job still comes here as PREPROCESSED (issue 19).
 
 from __future__ import annotations
 
-import itertools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from apis import (
@@ -71,7 +70,6 @@ from .._jobcache import crossed_an_end, jobs_of_app
 from .._steps import PARENT_CONDITIONS, cached_release_steps, collapsed_fields, take_release_steps
 from ..hooks import HookRunner
 from .packing import (
-    Decision,
     JobShape,
     NodeOccupancy,
     Outcome,
@@ -80,22 +78,17 @@ from .packing import (
     PlacementRequest,
     UnknownNode,
 )
-from .scheduler import CONFIRMED, GONE, AssumeCache, SchedulingQueue, StatusPatch, bind
+from .scheduler import (
+    CONFIRMED,
+    GONE,
+    AssumeCache,
+    QueueWalk,
+    SchedulingQueue,
+    StatusPatch,
+    bind,
+)
 
 KEY = "placement"
-PLACE_CHUNK = 256
-FIRST_CHUNK = 16
-
-
-def chunk_sizes() -> Iterator[int]:
-    """How many queued jobs a pass offers the engine at a time while some node has room:
-    16, doubling to PLACE_CHUNK. A trickle pass (one slot freed, thousands waiting) then
-    decides ~16 jobs, not 256; a pass that fills 1,000 nodes reaches full chunks at once."""
-    size = FIRST_CHUNK
-    while True:
-        yield size
-        if size < PLACE_CHUNK:
-            size = min(2 * size, PLACE_CHUNK)
 RUNNABLE = (JobState.PREPROCESSED, JobState.RESTART_READY)
 HOLDING = (JobState.PREPROCESSED, JobState.RESTART_READY, JobState.RUNNING)
 
@@ -108,11 +101,9 @@ def holds_resources(job: Job) -> bool:
 _NOT_KEPT_WHEN_BOUND = ("Unschedulable", "Waiting")
 #: ... and when it is released by placement (the dependency reconciler's conditions too).
 _NOT_KEPT_WHEN_RELEASED = ("Unschedulable", *PARENT_CONDITIONS)
-#: (nodes, cpus, gpus, occupancy, batch job) -> its Placement, shared by every binding that gets
-#: the same room (a slot freed and taken again gets the same ids): nothing edits a placement in
-#: place (a status edit assigns a new one), so one object serves all. Bounded: cleared when full.
-_PLACEMENTS: dict[tuple[Any, ...], Placement] = {}
-_PLACEMENTS_MAX = 1 << 17
+#: The GPU ids of a placement without GPUs: one empty list, shared (nothing edits a placement's
+#: lists in place: a status edit assigns a new one).
+_NO_IDS: list[int] = []
 
 
 #: The conditions of a job bound that had none but the ones a binding drops: one empty list,
@@ -122,21 +113,10 @@ _PLACEMENT_FIELDS_SET = set(Placement.model_fields)  # every field set: shared (
 _new_object, _set_attr = object.__new__, object.__setattr__
 
 
-def _placement(room: tuple[Any, ...]) -> Placement:
-    """The ``Placement`` of a decision's ``room`` (nodes, cpus, gpus, occupancy, batch job), made
-    without validation (the engine's own values, of the right types) and kept in
-    ``_PLACEMENTS``: pydantic's ``model_construct`` costs 4x, a copy of an empty one 2x."""
-    if len(_PLACEMENTS) >= _PLACEMENTS_MAX:
-        _PLACEMENTS.clear()
-    nodes, cpus, gpus, occupancy, batch_job = room
-    p = _new_object(Placement)
-    _set_attr(p, "__dict__", {"batch_job": batch_job, "nodes": list(nodes), "cpus": list(cpus), "gpus": list(gpus),
-                              "occupancy": float(occupancy)})
-    _set_attr(p, "__pydantic_extra__", None)
-    _set_attr(p, "__pydantic_fields_set__", _PLACEMENT_FIELDS_SET)
-    _set_attr(p, "__pydantic_private__", None)
-    _PLACEMENTS[room] = p
-    return p
+def _says(fields: dict[str, Any], words: tuple[str, str]) -> bool:
+    """Whether a Waiting patch's ``fields`` say ``words`` (its Waiting condition is its last)."""
+    c = fields["conditions"][-1]
+    return c.reason == words[0] and c.message == words[1]
 
 
 def released_fields(job: Job, fields: dict[str, Any], steps: list[tuple[JobState, str]], now: Any) -> dict[str, Any]:
@@ -201,14 +181,14 @@ class PlacementReconciler:
         # Jobs this pass recorded a (non-binding) step for -> the revision it was decided on:
         # all of them are looked at again next pass (whether the step landed or not).
         self._stepped: dict[str, str | None] = {}
-        # Waiting conditions this scheduler wrote itself (not written through): job -> (the
-        # cached version it was written over, reason, message), so a pass before its watch
-        # event arrives does not write it again.
-        # (two dicts, no tuple per job: a first pass over 10^5 waiting jobs made 10^5 of them
-        # for the collector to walk)
-        self._waiting_sent: dict[str, Job] = {}
-        self._waiting_words_sent: dict[str, tuple[str, str]] = {}
+        # Waiting conditions this scheduler wrote itself (not written through): job -> its patch
+        # (the cached version it was written over, the fields; its words are the last
+        # condition's), so a pass before its watch event arrives does not write it again. The
+        # pair is the one in ``_waits``: no tuple or second dict entry of its own per job (a
+        # first pass gives 10^5 waiting jobs their words).
+        self._waiting_sent: dict[str, StatusPatch] = {}
         self._waits: list[StatusPatch] = []
+        self._wait_names: list[str] = []  # the names of ``_waits``' jobs, in step (no second read of each job)
         self._words: dict[tuple[str, bool], tuple[str, str]] = {}  # (engine's why, held) -> (reason, message)
 
     def register(self, informers: dict[str, Informer[Any]], enqueue: Callable[[Request], None]) -> None:
@@ -376,30 +356,27 @@ class PlacementReconciler:
         self._nodes_changed = bool(gone or added)
         return gone
 
-    def _place_while_room(self, dirty: set[str]) -> list[Decision]:
-        """The queue in priority order, in chunks (``chunk_sizes``), while some node has room;
-        then the changed jobs not reached (their Unschedulable bookkeeping). A job not reached
-        stays WAITING, which needs no write: with no room anywhere nothing behind it could be
-        bound. So a pass over a 10k backlog on a full allocation costs what it binds, not 10k
-        decisions (a full pass still runs when nodes or selectors change)."""
+    def _place_while_room(self, dirty: set[str], full: bool) -> QueueWalk:
+        """The queue in priority order (``SchedulingQueue.place``): all of it when ``full``, else
+        in chunks (``chunk_sizes``) while some node has room; then the changed jobs not reached
+        (their Unschedulable bookkeeping). A job not reached stays WAITING, which needs no
+        write: with no room anywhere nothing behind it could be bound. So a pass over a 10k
+        backlog on a full allocation costs what it binds, not 10k decisions (a full pass still
+        runs when nodes or selectors change)."""
         queue = self.queue
-        packer = self.packer
-        out: list[Decision] = []
-        pairs = queue.pairs_in_order()
-        sizes = chunk_sizes()
-        while packer.has_room():
-            chunk = list(itertools.islice(pairs, next(sizes)))
-            if not chunk:
-                break
-            out.extend(packer.place_pairs(chunk))
+        walk = queue.place(self.packer, full)
+        if full or not dirty:
+            return walk
         entries = queue.entries
         queued = [n for n in dirty if n in entries]  # usually none: the dirty jobs mostly ended
         if queued:
-            seen = {d.job for d in out}
+            seen = {d.job for d in walk.decisions}
+            for names in walk.waits.values():
+                seen.update(names)
             rest = sorted((entries[n][0], n) for n in queued if n not in seen)
             if rest:
-                out.extend(packer.place_pairs(queue.requests([n for _, n in rest])))
-        return out
+                walk.decisions.extend(self.packer.place_pairs(queue.requests([n for _, n in rest])))
+        return walk
 
     def _sync_job(self, job: Job | None, name: str) -> None:
         if job is None or not holds_resources(job):
@@ -442,32 +419,37 @@ class PlacementReconciler:
         if events:
             assumed = self.assume.assumed
             binding_of, release = self.packer.binding, self.packer.release
-            unschedulable, put, entries = self._unschedulable, queue.put, queue.entries
-            waiting_sent, words_sent = self._waiting_sent, self._waiting_words_sent
+            unschedulable, entries = self._unschedulable, queue.entries
+            entered: list[tuple[Any, ...]] = []  # the queue entries of ``arrived``, in step
+            waiting_sent = self._waiting_sent
             for name, what in events.items():
                 if what is GONE:  # ended or deleted: its room back, out of every book
                     if assumed:
                         assumed.pop(name, None)
                     if release(name):
+                        # it held room: it left the queue and the condition books when it was
+                        # bound (or synced as bound: ``_track`` dropped it), nothing to look up
                         released = True
+                        continue
                     if name in entries:
                         del entries[name]
                     if unschedulable:
                         unschedulable.pop(name, None)
                     if waiting_sent:
                         waiting_sent.pop(name, None)
-                        words_sent.pop(name, None)
                 elif what is CONFIRMED:  # our binding, seen as written: the engine holds it already
                     assumed.pop(name, None)
                 elif stale or name in assumed or binding_of(name) is not None:
                     dirty.add(name)  # a binding to undo or to confirm first: the cache decides
                 else:
-                    put(name, what[0], what[1])
+                    arrived.append(name)
+                    entered.append(what)
                     if what[2] is not None:
                         unschedulable[name] = what[2]
                     elif unschedulable:
                         unschedulable.pop(name, None)
-                    arrived.append(name)
+            if arrived:
+                queue.put_all(arrived, entered)
         if full:
             for name in list(self.packer.bound_jobs()):
                 if name not in self.assume:
@@ -534,16 +516,17 @@ class PlacementReconciler:
             # Only jobs that left the queue changed (our own bindings written through, or
             # finished jobs that held nothing): no room was freed and nothing new waits.
             return None
-        if full or stale or self._nodes_changed:
-            decisions = self.packer.place_pairs(queue.pairs_in_order())
-        else:
-            decisions = self._place_while_room(dirty.union(arrived) if arrived else dirty)
-        top_waiting: int | None = None  # the highest priority seen waiting so far in this pass
+        every = bool(full or stale or self._nodes_changed)  # a full walk decides every queued job
+        walk = self._place_while_room(dirty.union(arrived) if arrived and not every else dirty, every)
+        decisions = walk.decisions
+        # the highest priority seen waiting so far in this pass (the walk's are in priority order)
+        top_waiting: int | None = walk.top_waiting
         binds: list[StatusPatch] = []
         self._waits = []
+        self._wait_names = wait_names = []
         get, entries, unschedulable = jobs.get, queue.entries, self._unschedulable
-        waiting_sent, words_sent, assumed = self._waiting_sent, self._waiting_words_sent, self.assume.assumed
-        placements, words_of, waits = _PLACEMENTS, self._words, self._waits
+        waiting_sent, assumed = self._waiting_sent, self.assume.assumed
+        words_of, waits = self._words, self._waits
         shared: dict[tuple[str, str], dict[str, Any]] = {}  # words -> the patch of a job with no condition
         names: list[str] = []
         BOUND, WAITING = Outcome.BOUND, Outcome.WAITING
@@ -564,10 +547,20 @@ class PlacementReconciler:
                     conds = _NO_CONDITIONS  # the usual: none, or the Waiting one it had
                 else:
                     conds = [c for c in conds if c.type not in _NOT_KEPT_WHEN_BOUND]
-                room = d[2:7]
-                placement = placements.get(room)
-                if placement is None:
-                    placement = _placement(room)
+                # its Placement, made without validation (the engine's own values, of the right
+                # types): pydantic's ``model_construct`` costs 4x
+                # (its own fields dict filled in place: 15 % less than assigning a new one)
+                placement = _new_object(Placement)
+                gpus = d[4]
+                pd = placement.__dict__
+                pd["batch_job"] = d[6]
+                pd["nodes"] = list(d[2])
+                pd["cpus"] = list(d[3])
+                pd["gpus"] = list(gpus) if gpus else _NO_IDS
+                pd["occupancy"] = d[5]
+                _set_attr(placement, "__pydantic_extra__", None)
+                _set_attr(placement, "__pydantic_fields_set__", _PLACEMENT_FIELDS_SET)
+                _set_attr(placement, "__pydantic_private__", None)
                 fields = {"placement": placement, "observed_generation": placed.metadata.generation,
                           "conditions": conds}
                 if st.state in PRE_READY:  # released in its binding: one write
@@ -585,7 +578,6 @@ class PlacementReconciler:
                     unschedulable.pop(name, None)
                 if waiting_sent:
                     waiting_sent.pop(name, None)
-                    words_sent.pop(name, None)
             elif outcome is WAITING:
                 entry = entries.get(name)
                 prio = -entry[0][0] if entry is not None else 0
@@ -599,13 +591,14 @@ class PlacementReconciler:
                     if words is not None and st.state not in PRE_READY:
                         conds = st.conditions
                         if not conds:  # the usual first word: one patch shared by all such jobs
-                            if waiting_sent.get(name) is not waiter or words_sent.get(name) != words:
+                            sent = waiting_sent.get(name)
+                            if sent is None or sent[0] is not waiter or not _says(sent[1], words):
                                 patch = shared.get(words)
                                 if patch is None:
                                     patch = shared[words] = self._waiting_patch(words, now)[1]
-                                waiting_sent[name] = waiter
-                                words_sent[name] = words
-                                waits.append((waiter, patch))
+                                waiting_sent[name] = sent = (waiter, patch)
+                                waits.append(sent)
+                                wait_names.append(name)
                             if unschedulable:
                                 unschedulable.pop(name, None)
                             continue
@@ -622,6 +615,8 @@ class PlacementReconciler:
                 never = get(name)
                 if unschedulable.get(name) != d[7] or (never is not None and never.status.state in PRE_READY):
                     self._set_unschedulable(ctx, never, d[7], now)
+        if walk.waits:
+            self._group_waits(ctx, walk, shared, now)
         queue.compact()
         landed = 0
         if binds:
@@ -637,6 +632,7 @@ class PlacementReconciler:
                 for job, _ in self._waits:
                     self._forget_waiting(job.name)  # not written either: written again next pass
                 self._waits = []
+                self._wait_names = []
                 raise
             finally:
                 jobs.expect(written)
@@ -648,12 +644,58 @@ class PlacementReconciler:
             return Result(requeue_after=0.05)  # the forgotten ones wait in the queue again
         return None
 
+    def _group_waits(self, ctx: Context, walk: QueueWalk, shared: dict[tuple[str, str], dict[str, Any]],
+                     now: Any) -> None:
+        """The Waiting conditions of the jobs the walk did not offer (their group had no room):
+        one words, one condition and one shared patch per (reason, held), and per job only the
+        look at what it says now (the decision loop's WAITING branch, without a decision)."""
+        get = ctx.caches["Job"].get
+        unschedulable, waits, wait_names = self._unschedulable, self._waits, self._wait_names
+        waiting_sent = self._waiting_sent
+        top = walk.top_waiting if walk.top_waiting is not None else 0
+        for (why, held), names in walk.waits.items():
+            words = self._words.get((why, held))
+            if words is None:
+                if len(self._words) > 256:
+                    self._words.clear()
+                words = self._words[(why, held)] = self._waiting_words(why, held)
+            patch = shared.get(words)
+            if patch is None:
+                patch = shared[words] = self._waiting_patch(words, now)[1]
+            cond = patch["conditions"][0]
+            reason, message = words
+            for name in names:
+                waiter = get(name)
+                if waiter is not None:
+                    st = waiter.status
+                    conds = st.conditions
+                    if st.state not in PRE_READY:
+                        if not conds:  # the usual first word: the group's patch, shared
+                            sent = waiting_sent.get(name)
+                            if sent is None or sent[0] is not waiter or (sent[1] is not patch and
+                                                                         not _says(sent[1], words)):
+                                waiting_sent[name] = sent = (waiter, patch)
+                                waits.append(sent)
+                                wait_names.append(name)
+                            if unschedulable:
+                                unschedulable.pop(name, None)
+                            continue
+                        if len(conds) == 1:
+                            c = conds[0]
+                            if c is cond or (c.type == "Waiting" and c.reason == reason and c.message == message):
+                                if unschedulable:
+                                    unschedulable.pop(name, None)
+                                continue  # says so already
+                self._set_waiting(ctx, waiter, why, held, top, now)
+                if unschedulable:
+                    unschedulable.pop(name, None)
+
     def _write_waiting(self, ctx: Context) -> None:
         """The Waiting conditions of this pass as status patches in one transaction."""
         waits, self._waits = self._waits, []
+        names, self._wait_names = self._wait_names, []
         written: list[Job] = []
         jobs = ctx.caches["Job"]
-        names = [job.metadata.name or "" for job, _ in waits]
         jobs.hold(names)  # their events wait for expect(): these objects, no decode (issue 19)
         try:
             self._write_waits(ctx.registry, waits, written)
@@ -769,7 +811,8 @@ class PlacementReconciler:
             words = self._words[(why, held)] = self._waiting_words(why, held)
         reason, message = words
         name = job.metadata.name or ""
-        if self._waiting_sent.get(name) is job and self._waiting_words_sent.get(name) == words:
+        sent = self._waiting_sent.get(name)
+        if sent is not None and sent[0] is job and _says(sent[1], words):
             return  # written over this very version already; its event has not come back yet
         steps: list[tuple[JobState, str]] | None = None
         if job.status.state in PRE_READY:  # released in the write of its condition
@@ -786,18 +829,20 @@ class PlacementReconciler:
         entry = self._waiting_patch(words, now)
         # A patch of the conditions alone, written by the scheduler with its bindings' kind
         # of write (no Job copied here; nothing edits a shared list or condition in place).
-        self._waiting_sent[name] = job
-        self._waiting_words_sent[name] = words
+        patch: StatusPatch
         if steps is not None:
             kept = [c for c in conds if c.type not in _NOT_KEPT_WHEN_RELEASED]
             kept.append(entry[0])
-            self._waits.append((job, {"conditions": kept, **collapsed_fields(job, steps, now, KEY)}))
+            patch = (job, {"conditions": kept, **collapsed_fields(job, steps, now, KEY)})
         elif conds:
             kept = [c for c in conds if c.type not in _NOT_KEPT_WHEN_BOUND]
             kept.append(entry[0])
-            self._waits.append((job, {"conditions": kept}))
+            patch = (job, {"conditions": kept})
         else:
-            self._waits.append((job, entry[1]))
+            patch = (job, entry[1])
+        self._waiting_sent[name] = patch
+        self._waits.append(patch)
+        self._wait_names.append(name)
 
     def _waiting_patch(self, words: tuple[str, str], now: Any) -> tuple[Condition, dict[str, Any]]:
         """The Waiting condition saying ``words`` at ``now``, and the patch of a job that has no
@@ -823,7 +868,6 @@ class PlacementReconciler:
 
     def _forget_waiting(self, name: str) -> None:
         self._waiting_sent.pop(name, None)
-        self._waiting_words_sent.pop(name, None)
 
     @staticmethod
     def _waiting_words(why: str, held: bool) -> tuple[str, str]:

@@ -28,9 +28,37 @@ from typing import Any
 from apis import Conflict, Job, NotFound, Registry
 from apis._errors import ApiError, StoreUnavailable
 
-from .packing import Packer, PlacementRequest
+from .packing import Decision, Outcome, Packer, PlacementRequest
 
 SortKey = tuple[Any, ...]
+_WAITING = Outcome.WAITING
+PLACE_CHUNK = 256
+FIRST_CHUNK = 16
+
+
+def chunk_sizes() -> Iterator[int]:
+    """How many queued jobs a pass offers the engine at a time while some node has room:
+    16, doubling to PLACE_CHUNK. A trickle pass (one slot freed, thousands waiting) then
+    decides ~16 jobs, not 256; a pass that fills 1,000 nodes reaches full chunks at once."""
+    size = FIRST_CHUNK
+    while True:
+        yield size
+        if size < PLACE_CHUNK:
+            size = min(2 * size, PLACE_CHUNK)
+
+
+class QueueWalk:
+    """What :meth:`SchedulingQueue.place` decided: the engine's ``decisions`` in priority
+    order, and the jobs it did not offer because their packing group had found no room:
+    ``waits[(the engine's reason, held)]`` -> their names (``held``: a job of higher priority
+    waits too). ``top_waiting``: the highest priority of a waiting job (None: none waits)."""
+
+    __slots__ = ("decisions", "waits", "top_waiting")
+
+    def __init__(self) -> None:
+        self.decisions: list[Decision] = []
+        self.waits: dict[tuple[str, bool], list[str]] = {}
+        self.top_waiting: int | None = None
 
 
 class _Lane:
@@ -129,6 +157,27 @@ class SchedulingQueue:
         else:
             lane.added.append((key, name, ticket))
 
+    def put_all(self, names: list[str], entries: list[tuple[Any, ...]]) -> None:
+        """:meth:`put` of each ``names[i]`` with ``entries[i]``'s (sort key, request, ...): the
+        events' arrivals of a pass (10^5 of them after a list), one call."""
+        current = self.entries
+        lanes = self._lanes
+        tickets = self._tickets
+        put = self.put
+        for name, what in zip(names, entries, strict=True):
+            key = what[0]
+            lane = lanes.get(key[0])
+            if lane is None or lane.added or name in current:
+                put(name, key, what[1])
+                continue
+            items = lane.items
+            if len(items) != lane.head and not items[-1][0] < key:
+                put(name, key, what[1])
+                continue
+            ticket = next(tickets)
+            current[name] = (key, what[1], ticket)
+            items.append((key, name, ticket))
+
     def remove(self, name: str) -> None:
         self.entries.pop(name, None)
 
@@ -193,6 +242,79 @@ class SchedulingQueue:
                     lane.walked = i
                     yield it[1], e[1]
             lane.walked = n
+
+    def place(self, packer: Packer, full: bool) -> QueueWalk:
+        """Offer the queue to ``packer`` in priority order (see :class:`QueueWalk`): all of it
+        when ``full`` (every waiting job gets its words), else in ``chunk_sizes`` while some
+        node has room. A job whose packing group found no room earlier in this walk is not
+        offered: the engine would answer WAITING with the group's reason (nothing is released
+        during a walk), so the walk files it under its group and goes on."""
+        walk = QueueWalk()
+        if not full and not packer.has_room():
+            return walk
+        get = self.entries.get
+        place_pairs = packer.place_pairs
+        decisions = walk.decisions
+        waits = walk.waits
+        exhausted: dict[int, str] = {}  # id(request template) -> the engine's reason it waits
+        first_wait: int | None = None
+        sizes = chunk_sizes()  # small first: a group found without room is not offered again
+        size = next(sizes)
+        stop = False
+        for lane in self._ordered():
+            items = lane.items
+            i, n = lane.head, len(items)
+            prio = -items[i][0][0]
+            held = first_wait is not None and prio < first_wait
+            chunk: list[tuple[str, PlacementRequest]] = []
+            offered = i  # past the last item offered to the engine: no job behind it was bound
+            while i < n:
+                it = items[i]
+                i += 1
+                e = get(it[1])
+                if e is None or e[2] != it[2]:
+                    continue
+                req = e[1]
+                why = exhausted.get(id(req))
+                if why is not None:
+                    names = waits.get((why, held))
+                    if names is None:
+                        names = waits[(why, held)] = []
+                    names.append(it[1])
+                    if first_wait is None:
+                        first_wait = prio
+                    continue
+                chunk.append((it[1], req))
+                offered = i
+                if len(chunk) < size:
+                    continue
+                if self._flush(chunk, place_pairs, decisions, exhausted) and first_wait is None:
+                    first_wait = prio
+                chunk = []
+                if not full and not packer.has_room():
+                    stop = True
+                    break
+                size = next(sizes)
+            lane.walked = offered  # what ``compact`` looks at again
+            if chunk and self._flush(chunk, place_pairs, decisions, exhausted) and first_wait is None:
+                first_wait = prio
+            if stop or (not full and not packer.has_room()):
+                break
+        walk.top_waiting = first_wait
+        return walk
+
+    @staticmethod
+    def _flush(chunk: list[tuple[str, PlacementRequest]], place_pairs: Any, decisions: list[Decision],
+               exhausted: dict[int, str]) -> bool:
+        """Decide ``chunk``; note the groups the engine found no room for. True when one waits."""
+        out = place_pairs(chunk)
+        decisions.extend(out)
+        waited = False
+        for k, d in enumerate(out):
+            if d[1] is _WAITING:
+                exhausted[id(chunk[k][1])] = d[7]
+                waited = True
+        return waited
 
     def requests(self, names: Iterator[str] | list[str]) -> Iterator[tuple[str, PlacementRequest]]:
         """``(name, request)`` of queued ``names``, for ``Packer.place_pairs``."""

@@ -17,8 +17,8 @@ from controllers._manager import job_indexers
 from controllers.dependency import DependencyReconciler
 from controllers.hooks import NoHooks
 from controllers.placement.packing import JobShape, NodeOccupancy, Packer, PlacementRequest
-from controllers.placement.reconciler import FIRST_CHUNK, KEY, PlacementScheduler, patched
-from controllers.placement.scheduler import AssumeCache, SchedulingQueue, bind
+from controllers.placement.reconciler import KEY, PlacementScheduler, patched
+from controllers.placement.scheduler import FIRST_CHUNK, AssumeCache, SchedulingQueue, bind
 from tests._deadline import DEADLINE
 from tests._support import poll_until, running_manager
 
@@ -317,8 +317,9 @@ def test_a_batch_shares_one_revision_cell_and_after_a_conflict_each_landed_bindi
 
 
 def test_a_trickle_pass_decides_a_first_chunk_not_the_whole_backlog() -> None:
-    """One slot, 300 jobs waiting: once the full first pass has told each why it waits, a pass
-    after the bound job ends offers the engine FIRST_CHUNK jobs, not the backlog."""
+    """One slot, 300 jobs waiting: the full first pass tells each why it waits without offering
+    the engine the jobs of a group it found no room for; a pass after the bound job ends offers
+    the engine FIRST_CHUNK jobs, not the backlog."""
     reg = _Recorder()
     sched, informers = _scheduler_with_one_slot(reg)
     for i in range(300):
@@ -333,14 +334,19 @@ def test_a_trickle_pass_decides_a_first_chunk_not_the_whole_backlog() -> None:
 
     sched.packer.place_pairs = place_pairs  # type: ignore[method-assign]
 
+    waited: list[str] = []
+
     def run_pass() -> list[Job]:
         reg.patches = []
         offered.clear()
         sched.reconcile(Request(KEY, "default"), Context(reg, informers))  # type: ignore[arg-type]
+        waited[:] = [job.name for batch, _ in reg.patches for job, fields in batch if "placement" not in fields]
         return _deliver(reg, informers)
 
     bound = run_pass()
-    assert [j.name for j in bound] == ["j000"] and sum(offered) == 300  # the first pass: everyone
+    assert [j.name for j in bound] == ["j000"]
+    assert sorted(waited) == [f"j{i:03d}" for i in range(1, 300)]  # the first pass: everyone says why
+    assert sum(offered) <= FIRST_CHUNK  # the first chunk found the one slot; the rest were not offered
     for k in range(1, 4):
         done = bound[0].status_copy()
         done.status.state = JobState.JOB_FINISHED
@@ -351,6 +357,44 @@ def test_a_trickle_pass_decides_a_first_chunk_not_the_whole_backlog() -> None:
         bound = run_pass()
         assert [j.name for j in bound] == [f"j{k:03d}"]
         assert sum(offered) <= FIRST_CHUNK
+
+
+def test_jobs_of_a_group_without_room_are_not_offered_again_and_still_say_why_in_priority_words() -> None:
+    """One slot, 3 jobs of priority 1 then 200 of priority 0 of the same shape: the engine is
+    asked about the first few only; every waiting job gets its own Waiting condition, the
+    priority-0 ones HeldByPriority (a job of higher priority waits for the same room), and a
+    full pass that binds one more writes only that binding (the others' words stand)."""
+    reg = _Recorder()
+    sched, informers = _scheduler_with_one_slot(reg)
+    for i in range(3):
+        informers["Job"].apply_local(_with_priority(_cached(f"p{i}", 10 + i, None), 1, 10 + i))
+    for i in range(200):
+        informers["Job"].apply_local(_cached(f"q{i:03d}", 20 + i, None))
+    offered: list[str] = []
+    real = sched.packer.place_pairs
+
+    def place_pairs(pairs: Any) -> Any:
+        pairs = list(pairs)
+        offered.extend(name for name, _ in pairs)
+        return real(pairs)
+
+    sched.packer.place_pairs = place_pairs  # type: ignore[method-assign]
+    sched.reconcile(Request(KEY, "default"), Context(reg, informers))  # type: ignore[arg-type]
+    said = {job.name: get_condition(fields["conditions"], "Waiting")
+            for batch, _ in reg.patches for job, fields in batch if "placement" not in fields}
+    assert [j.name for j in _deliver(reg, informers)] == ["p0"]
+    assert len(offered) < 3 + FIRST_CHUNK + 1  # not the 203 queued
+    assert set(said) == {"p1", "p2", *(f"q{i:03d}" for i in range(200))}
+    assert {said[n].reason for n in ("p1", "p2")} == {"WaitingForCapacity"}  # type: ignore[union-attr]
+    assert {c.reason for n, c in said.items() if n.startswith("q")} == {"HeldByPriority"}  # type: ignore[union-attr]
+    assert all(c is not None and c.status == "True" for c in said.values())
+    offered.clear()
+    informers["Node"].apply_local(Node(metadata=ObjectMeta(name="n1", namespace="default", resource_version="2"),
+                                       spec=NodeSpec(hostname="n1", cpus=1, gpus=0)))  # a full pass
+    sched.reconcile(Request(KEY, "default"), Context(reg, informers))  # type: ignore[arg-type]
+    written = [(job.name, "placement" in fields) for batch, _ in reg.patches for job, fields in batch]
+    assert written == [("p1", True)]
+    assert len(offered) < 3 + FIRST_CHUNK + 1
 
 
 def _deliver(reg: _Recorder, informers: dict[str, Any]) -> list[Job]:
