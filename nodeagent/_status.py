@@ -99,6 +99,7 @@ class StatusWriter:
         self.source: JobSource  # set by the agent once all parts exist
         self.supervisor: Supervisor
         self.dirty: dict[str, Run] = {}
+        self.last_revision = 0  # of our last job write (a claim window's ack names it: _claims.py)
         self._fresh: dict[str, float] = {}  # dirty runs whose only steps are → RUNNING: since when
         self.start_delay = START_DELAY
         self._urgent_since: float | None = None
@@ -172,7 +173,7 @@ class StatusWriter:
             patches = [(r.snapshot, status_patch(r, r.snapshot)) for r in runs]
             written: list[Job] = []
             try:
-                self.registry.write_status_patches(patches, written=written)
+                rev = self.registry.write_status_patches(patches, written=written)
             except (Conflict, NotFound):
                 self.stats["conflicts"] += 1
                 try:
@@ -187,6 +188,7 @@ class StatusWriter:
                 return False
             self.stats["job_txns"] += 1
             self.stats["job_writes"] += len(runs)
+            self.last_revision = max(self.last_revision, rev)
             for r, new in zip(runs, written, strict=True):
                 r.snapshot = new
                 if any(s.to is S.RUNNING for s in r.steps):
