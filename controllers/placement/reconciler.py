@@ -700,7 +700,7 @@ class PlacementReconciler:
         leaves the engine, one acknowledged comes back with its jobs as the cache shows them."""
         windows = self.windows
         if windows is None:
-            windows = self.windows = ClaimWindows(ctx.registry.store, jobs.namespace)
+            windows = self.windows = ClaimWindows(ctx.registry, jobs.namespace)
         node_list = nodes.items()
         want = ClaimWindows.want_open(node_list, batchjobs, self._engine_pending())
         before = self._held

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import store as st
-from apis import BatchJob, Job, Node
+from apis import BatchJob, Job, Node, Registry
 from apis._windows import Window, window_key, window_prefix
 
 from .._informer import Informer
@@ -39,8 +39,8 @@ from .packing import NodeOccupancy, Outcome, Packer, PlacementRequest
 class ClaimWindows:
     """The windows of one namespace as placement last wrote them, and what they hold back."""
 
-    def __init__(self, store: st.Store, namespace: str, *, enabled: bool = True) -> None:
-        self.store = store
+    def __init__(self, registry: Registry, namespace: str, *, enabled: bool = True) -> None:
+        self.registry = registry
         self.namespace = namespace
         self.enabled = enabled
         self.windows: dict[str, Window] = {}
@@ -53,7 +53,7 @@ class ClaimWindows:
     def _load(self) -> None:
         """The windows as stored (a new term of placement starts from what the last wrote)."""
         prefix = window_prefix(self.namespace)
-        res = self.store.range(prefix)
+        res = self.registry.store.range(prefix)
         self.windows = {kv.key[len(prefix):]: Window.decode(kv.value) for kv in res.kvs}
         self._loaded = True
 
@@ -68,8 +68,9 @@ class ClaimWindows:
         engine may not place on. Raises the store's errors (the controller backs off)."""
         if not self.enabled:
             want_open = False
-            if not self.windows and self._loaded:
-                return frozenset()
+        if not self.windows and not want_open and not any(n.spec.acquires for n in nodes):
+            self.open, self.held = False, frozenset()
+            return self.held  # no agent here claims (a window left open by an earlier term is harmless)
         if not self._loaded:
             self._load()
         held: set[str] = set()
@@ -91,7 +92,7 @@ class ClaimWindows:
         if puts or gone:
             ops: list[st.Op] = [st.Put(window_key(self.namespace, n), w.encode()) for n, w in puts.items()]
             ops.extend(st.Delete(window_key(self.namespace, n)) for n in gone)
-            self.store.txn([], ops)
+            self.registry.store.txn([], ops)
             self.writes += 1
             self.windows.update(puts)
             for n in gone:
