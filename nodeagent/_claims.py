@@ -208,6 +208,7 @@ class Claimer:
         free_c = [i for i in range(self.cpus) if i not in busy_c]
         free_g = [i for i in range(self.gpus) if i not in busy_g]
         if not free_c or occ >= 1.0 - 1e-9:
+            self.wake = False
             return 0  # full: an exit wakes us
         self.stats["claim_rounds"] += 1
         sup, src = self.supervisor, self.source
