@@ -4,8 +4,10 @@ real node agents running real processes."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,12 +18,12 @@ import store as st
 from apis import App, Conflict, Job, JobState, Node, Registry
 from apis._config import SiteConfig
 from apis._windows import Window, window_key
-from controllers._manager import default_reconcilers
+from controllers._manager import ControllerManager, default_reconcilers
 from controllers.hooks import NoHooks
 from kubectl_like.reasons import Surroundings, current_conditions
 from nodeagent import NodeAgent
 from tests._deadline import DEADLINE
-from tests._support import make_site_config, poll_until, registry_on, running_manager, skip_or_fail
+from tests._support import make_site_config, poll_until, registry_on, skip_or_fail
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
@@ -45,6 +47,21 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> SiteConfig:
 def reg(site: SiteConfig) -> Iterator[Registry]:
     with registry_on(site.store_url) as r:
         yield r
+
+
+@contextmanager
+def _manager(reg: Registry, ns: str) -> Iterator[ControllerManager]:
+    """The controller manager of namespace ``ns`` with every default reconciler, leading."""
+    mgr = ControllerManager(reg, namespace=ns, lease_ttl=2, reconcilers=default_reconcilers(NoHooks()))
+    stop = threading.Event()
+    t = threading.Thread(target=mgr.run, args=(stop,), daemon=True)
+    t.start()
+    try:
+        assert mgr.leading.wait(DEADLINE)
+        yield mgr
+    finally:
+        stop.set()
+        t.join(DEADLINE)
 
 
 class Agents:
@@ -104,7 +121,7 @@ def test_two_agents_racing_for_the_same_jobs_never_run_one_twice(reg: Registry, 
                                                                  agents: Agents) -> None:
     ns = site.namespace
     _app(reg, ns, "t", "/bin/true")
-    with running_manager(reg, default_reconcilers(NoHooks())):
+    with _manager(reg, ns):
         a, b = agents.start("n1", cpus=3), agents.start("n2", cpus=3)
         poll_until(lambda: _window(reg, ns, "n1").open and _window(reg, ns, "n2").open, what="windows open")
         names = [f"j{i}" for i in range(60)]
@@ -122,7 +139,7 @@ def test_a_claimed_jobs_history_shows_the_collapsed_steps_by_its_node(reg: Regis
                                                                     agents: Agents) -> None:
     ns = site.namespace
     _app(reg, ns, "t", "/bin/true")
-    with running_manager(reg, default_reconcilers(NoHooks())):
+    with _manager(reg, ns):
         agents.start("n1")
         poll_until(lambda: _window(reg, ns, "n1").open, what="window open")
         _jobs(reg, ns, "t", ["one"])
@@ -138,7 +155,7 @@ def test_a_window_closed_for_a_two_node_job_places_it_after_the_ack_with_no_slot
         reg: Registry, site: SiteConfig, agents: Agents) -> None:
     ns = site.namespace
     _app(reg, ns, "nap", "sleep 0.3")
-    with running_manager(reg, default_reconcilers(NoHooks())):
+    with _manager(reg, ns):
         a, b = agents.start("n1", launcher="none"), agents.start("n2", launcher="none")
         poll_until(lambda: _window(reg, ns, "n1").open and _window(reg, ns, "n2").open, what="windows open")
         before = [f"s{i}" for i in range(8)]
@@ -168,7 +185,7 @@ def test_an_agent_that_dies_after_claiming_loses_its_jobs_through_the_lost_node_
         reg: Registry, site: SiteConfig, agents: Agents) -> None:
     ns = site.namespace
     _app(reg, ns, "t", "/bin/true")
-    with running_manager(reg, default_reconcilers(NoHooks())):
+    with _manager(reg, ns):
         dying = agents.start("n1", cpus=2)
         dying._launch_some = lambda: None  # type: ignore[method-assign]  # claims, never launches
         poll_until(lambda: _window(reg, ns, "n1").open, what="window open")
@@ -191,7 +208,7 @@ def test_describe_of_a_job_waiting_in_a_window_says_why_without_a_write(reg: Reg
                                                                       agents: Agents) -> None:
     ns = site.namespace
     _app(reg, ns, "nap", "sleep 30")
-    with running_manager(reg, default_reconcilers(NoHooks())):
+    with _manager(reg, ns):
         a = agents.start("n1", cpus=1)
         poll_until(lambda: _window(reg, ns, "n1").open, what="window open")
         _jobs(reg, ns, "nap", ["first", "second", "third"])
@@ -222,7 +239,7 @@ def test_agents_that_do_not_acquire_get_no_window_and_placement_binds_as_before(
                                                                               agents: Agents) -> None:
     ns = site.namespace
     _app(reg, ns, "t", "/bin/true")
-    with running_manager(reg, default_reconcilers(NoHooks())):
+    with _manager(reg, ns):
         a = agents.start("n1", acquire=False)
         _jobs(reg, ns, "t", ["p0", "p1"])
         jobs = poll_until(lambda: _all_finished(reg, ns, ["p0", "p1"]), what="both finished")
