@@ -731,15 +731,19 @@ class PlacementReconciler:
         a window: ``describe`` says why it waits at read time (kubectl_like/reasons.py)."""
         entries = self.queue.entries
         node_list: list[Node] | None = None
+        never: dict[PlacementRequest, str | None] = {}  # per packing group (its shared template)
         self._waits = []
         for name in names:
             e = entries.get(name)
             job = jobs.get(name)
             if e is None or job is None:
                 continue
-            if node_list is None:
-                node_list = nodes.items()
-            reason = never_fits_reason(node_list, name, e[1])
+            if e[1] in never:
+                reason = never[e[1]]
+            else:
+                if node_list is None:
+                    node_list = nodes.items()
+                reason = never[e[1]] = never_fits_reason(node_list, name, e[1])
             state = job.status.state
             if reason is not None:
                 if self._unschedulable.get(name) != reason or state in PRE_READY:
