@@ -374,8 +374,10 @@ class NodeAgent:
         if launching and now >= self._retry_at:
             return 0.0
         t = max(0.0, self.reporter.due() - now)
-        if self.source.recheck or self._deferred or launching or self._claim_due():
+        if self.source.recheck or self._deferred or launching:
             t = min(t, max(0.0, self._retry_at - now))
+        if self._claim_due():
+            t = min(t, max(0.0, self._retry_at - now, self.claims.next_round() - now))
         due = self.writer.due(stopping=self._stopping, retry_at=self._retry_at, others_running=self._others())
         if due is not None:
             t = min(t, max(0.0, due - now))
@@ -479,6 +481,8 @@ class NodeAgent:
         except (StoreUnavailable, st.Unavailable) as e:
             self.log.warning("claiming failed: %s; will retry", e)
             self._backoff()
+        if self.writer.rider is not None:
+            self._flush()  # the claims, and every step ready to ride with them
 
     def _launch_some(self) -> None:
         while self.source.launch_queue and time.monotonic() >= self._retry_at:

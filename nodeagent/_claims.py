@@ -30,6 +30,7 @@ transaction per round.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -38,11 +39,9 @@ from typing import TYPE_CHECKING, Any
 
 import store as st
 from apis import (
-    Conflict,
     Job,
     JobState,
     Node,
-    NotFound,
     Placement,
     Registry,
     StoreUnavailable,
@@ -55,6 +54,7 @@ from apis._states import PRE_READY
 from apis._windows import CLAIMABLE_STATES, Window, window_key
 
 from ._messages import JobsClaimable, Post
+from ._status import Rider
 
 if TYPE_CHECKING:
     from ._lease import LeaseKeeper
@@ -63,8 +63,12 @@ if TYPE_CHECKING:
     from ._status import StatusWriter
     from ._supervisor import Supervisor
 
-#: Keys read from the head of the ``claimable`` index per round.
+#: Most keys read from the head of the ``claimable`` index per round.
 RANGE = 256
+#: While jobs run here, claim rounds are at most this far apart (seconds): exits that come
+#: close together are filled by one round (one range read, one ``get_many``, one transaction)
+#: instead of one each. A node with nothing running claims at once (a DAG's next job).
+ROUND_EVERY = 0.004
 #: Conditions a claimed job no longer has: placement's words for a waiting job and the
 #: parents' conditions of a released one.
 _DROPPED = frozenset({"Unschedulable", "Waiting", "ParentFailed", "ParentMissing"})
@@ -104,6 +108,8 @@ class Claimer:
         #: node): skipped until they change.
         self.unclaimable: dict[str, str | None] = {}
         self.last_revision = 0  # of our last claim
+        self.last_round = 0.0  # time.monotonic() of the last claim round
+        self._rng = random.Random()
         self._posted = threading.Event()  # a wake-up is on the loop's queue
         self.stats = {"claims": 0, "claim_txns": 0, "claim_conflicts": 0, "claim_rounds": 0, "claim_reads": 0}
         self.source: JobSource
@@ -157,8 +163,14 @@ class Claimer:
                                        and n not in src.secondary)
             self.synced = True
             return  # claims once what is bound here is read (the loop's recheck)
-        if self.wake and not self.source.recheck and time.monotonic() < self.leases.deadline - self.leases.fence_margin:
+        now = time.monotonic()
+        if self.wake and not self.source.recheck and now < self.leases.deadline - self.leases.fence_margin \
+                and now >= self.next_round():
             self.claim_round()
+
+    def next_round(self) -> float:
+        """When the next claim round may run (time.monotonic()): at once on an idle node."""
+        return self.last_round + ROUND_EVERY if self.supervisor.runs else 0.0
 
     def _maybe_ack(self) -> None:
         if self.writer.dirty or self.unsure and not self._resolve_unsure():
@@ -211,22 +223,29 @@ class Claimer:
             self.wake = False
             return 0  # full: an exit wakes us
         self.stats["claim_rounds"] += 1
+        self.last_round = time.monotonic()
         sup, src = self.supervisor, self.source
+        # Every job needs a CPU at least: no more than the free CPUs can be claimed. Twice as
+        # many keys are looked at, and each agent takes its own random half of them, so agents
+        # racing for the head of one index collide on few jobs, not all.
+        want = len(free_c)
+        unclaimable = self.unclaimable
         try:
-            res = self.store.range(self.prefix, limit=RANGE, keys_only=True)
+            res = self.store.range(self.prefix, limit=min(RANGE, 2 * want + len(unclaimable) + 8), keys_only=True)
         except (StoreUnavailable, st.Unavailable) as e:
             self.log.warning("reading the claimable jobs failed: %s", e)
             return 0
-        unclaimable = self.unclaimable
         names: list[str] = []
-        want = max(8, 2 * len(free_c))
         for kv in res.kvs:
             name = kv.key.rsplit("/", 1)[1]
             if name in unclaimable or name in sup.runs or name in src.queued:
                 continue
             names.append(name)
-            if len(names) >= want:
+            if len(names) >= 2 * want:
                 break
+        if len(names) > want:
+            keep = set(self._rng.sample(range(len(names)), want))
+            names = [n for i, n in enumerate(names) if i in keep]  # still oldest first
         if not names:
             self.wake = False
             return 0
@@ -255,9 +274,34 @@ class Claimer:
         if not patches:
             self.wake = False  # nothing here fits now: the next key or exit wakes us
             return 0
-        landed = self._write(patches)
-        self.wake = landed > 0 or len(patches) > 1  # more may be there (and room: held() says)
-        return landed
+        fence = [st.Compare(self.window_key, "mod", "==", self.window_rev), st.Compare(self.node_key, "version", ">", 0)]
+        names = [j.name for j, _ in patches]
+        # Written by the status writer, in the transaction of whatever steps are ready (the
+        # ends of the jobs whose slots these take), at once.
+        self.writer.rider = Rider(patches, fence, self._landed, self._refused, lambda: self._unknown(names))
+        return len(patches)
+
+    def _landed(self, written: list[Job], rev: int) -> None:
+        self.stats["claim_txns"] += 1
+        self.stats["claims"] += len(written)
+        self.last_revision = max(self.last_revision, rev)
+        for job in written:
+            self.source.claimed.add(job.name)
+            self.source.enqueue(job)
+        if written:
+            self.wake = True  # more may be there (and room: held() says)
+
+    def _refused(self) -> None:
+        """A job moved under a claim (another agent took it), or the window: look again."""
+        self.stats["claim_conflicts"] += 1
+        fence = [st.Compare(self.window_key, "mod", "==", self.window_rev)]
+        if self._window_still(fence):
+            self.wake = True  # a fresh round next turn: the index no longer lists what others took
+
+    def _unknown(self, names: list[str]) -> None:
+        self.log.warning("claiming %d job(s): the store did not answer; reading them again", len(names))
+        self.unsure.update(names)
+        self.source.recheck.update(names)
 
     def _claim_fields(self, job: Job, free_c: list[int], free_g: list[int], share_left: float,
                       now: datetime) -> dict[str, Any] | None:
@@ -294,33 +338,6 @@ class Claimer:
         if steps:
             fields.update(collapsed_fields(job, steps, now, self.node))
         return fields
-
-    def _write(self, patches: list[tuple[Job, dict[str, Any]]]) -> int:
-        """One transaction for the round; on a conflict, see whether the window moved, then
-        job by job (the ones another writer took are skipped)."""
-        fence = [st.Compare(self.window_key, "mod", "==", self.window_rev), st.Compare(self.node_key, "version", ">", 0)]
-        written: list[Job] = []
-        try:
-            rev = self.registry.write_status_patches(patches, written=written, compares=fence)
-        except (Conflict, NotFound):
-            self.stats["claim_conflicts"] += 1
-            if not self._window_still(fence):
-                return 0
-            if len(patches) == 1:
-                return 0
-            return sum(self._write([p]) for p in patches)
-        except StoreUnavailable as e:
-            self.log.warning("claiming %d job(s) failed: %s; reading them again", len(patches), e)
-            self.unsure.update(j.name for j, _ in patches)
-            self.source.recheck.update(j.name for j, _ in patches)
-            return 0
-        self.stats["claim_txns"] += 1
-        self.stats["claims"] += len(written)
-        self.last_revision = max(self.last_revision, rev)
-        for job in written:
-            self.source.claimed.add(job.name)
-            self.source.enqueue(job)
-        return len(written)
 
     def _window_still(self, fence: list[st.Compare]) -> bool:
         """After a failed claim: is the window still open at the revision we claim under, and
