@@ -82,6 +82,11 @@ def _has_preprocess(app: Any) -> bool:
     return declares_hook(app, "preprocess")
 
 
+def share_left_now(occupancy: float) -> float:
+    """The occupancy a node with ``occupancy`` taken may still give (at least 0)."""
+    return max(0.0, 1.0 - occupancy)
+
+
 class Claimer:
     def __init__(self, registry: Registry, namespace: str, node: str, cpus: int, gpus: int, post: Post,
                  log: logging.Logger, *, enabled: bool, batch_job: str | None = None) -> None:
@@ -109,6 +114,9 @@ class Claimer:
         self.unclaimable: dict[str, str | None] = {}
         self.last_revision = 0  # of our last claim
         self.last_round = 0.0  # time.monotonic() of the last claim round
+        #: The smallest occupancy share among the jobs the last round read: how many jobs the
+        #: free occupancy may hold (a node of jobs with nodePackingCount 1 reads one per round).
+        self.min_share = 1.0 / max(1, cpus)
         self._rng = random.Random()
         self._posted = threading.Event()  # a wake-up is on the loop's queue
         self.stats = {"claims": 0, "claim_txns": 0, "claim_conflicts": 0, "claim_rounds": 0, "claim_reads": 0}
@@ -228,7 +236,7 @@ class Claimer:
         # Every job needs a CPU at least: no more than the free CPUs can be claimed. Twice as
         # many keys are looked at, and each agent takes its own random half of them, so agents
         # racing for the head of one index collide on few jobs, not all.
-        want = len(free_c)
+        want = min(len(free_c), max(1, int(share_left_now(occ) / self.min_share + 1e-9)))
         unclaimable = self.unclaimable
         try:
             res = self.store.range(self.prefix, limit=min(RANGE, 2 * want + len(unclaimable) + 8), keys_only=True)
@@ -258,6 +266,9 @@ class Claimer:
         now = utcnow()
         patches: list[tuple[Job, dict[str, Any]]] = []
         share_left = 1.0 - occ
+        shares = [1.0 / j.spec.resources.node_packing_count for j in jobs if j is not None]
+        if shares:
+            self.min_share = min(shares)
         for job in jobs:
             if job is None:
                 continue
