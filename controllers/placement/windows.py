@@ -26,6 +26,7 @@ after a close.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 import store as st
@@ -34,6 +35,8 @@ from apis._windows import Window, window_key, window_prefix
 
 from .._informer import Informer
 from .packing import NodeOccupancy, Outcome, Packer, PlacementRequest
+
+log = logging.getLogger(__name__)
 
 
 class ClaimWindows:
@@ -71,6 +74,17 @@ class ClaimWindows:
         if not self.windows and not want_open and not any(n.spec.acquires for n in nodes):
             self.open, self.held = False, frozenset()
             return self.held  # no agent here claims (a window left open by an earlier term is harmless)
+        try:
+            return self._sync(nodes, jobs, want_open)
+        except st.Forbidden as e:
+            # A site whose store role predates the windows (no grant on their prefix): bind
+            # every job as before, and say so once.
+            log.warning("claim windows off: the store refuses their keys (%s); placement binds every job", e)
+            self.enabled = False
+            self.open, self.held = False, frozenset()
+            return self.held
+
+    def _sync(self, nodes: list[Node], jobs: Informer[Job], want_open: bool) -> frozenset[str]:
         if not self._loaded:
             self._load()
         held: set[str] = set()
