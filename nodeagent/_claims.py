@@ -82,6 +82,13 @@ def _has_preprocess(app: Any) -> bool:
     return declares_hook(app, "preprocess")
 
 
+def claimable_now(job: Job) -> bool:
+    """Whether ``job`` as read is still one the index lists (not placed, not moved on)."""
+    st_ = job.status
+    return st_.state in CLAIMABLE_STATES and not (st_.placement is not None and st_.placement.nodes) \
+        and not job.spec.suspend
+
+
 def share_left_now(occupancy: float) -> float:
     """The occupancy a node with ``occupancy`` taken may still give (at least 0)."""
     return max(0.0, 1.0 - occupancy)
@@ -269,8 +276,10 @@ class Claimer:
         shares = [1.0 / j.spec.resources.node_packing_count for j in jobs if j is not None]
         if shares:
             self.min_share = min(shares)
+        moved = 0  # read from the index, gone from it since (another agent took them)
         for job in jobs:
-            if job is None:
+            if job is None or not claimable_now(job):
+                moved += 1
                 continue
             fields = self._claim_fields(job, free_c, free_g, share_left, now)
             if fields is None:
@@ -283,7 +292,9 @@ class Claimer:
             if not free_c:
                 break
         if not patches:
-            self.wake = False  # nothing here fits now: the next key or exit wakes us
+            # Nothing here fits now: the next key or exit wakes us — unless others took what
+            # we read, when the index may hold more behind it (no key arrives to say so).
+            self.wake = moved > 0
             return 0
         fence = [st.Compare(self.window_key, "mod", "==", self.window_rev), st.Compare(self.node_key, "version", ">", 0)]
         names = [j.name for j, _ in patches]
@@ -320,9 +331,6 @@ class Claimer:
         remembered in ``unclaimable`` when it never can as it is)."""
         st_, spec = job.status, job.spec
         name = job.metadata.name or ""
-        if st_.state not in CLAIMABLE_STATES or (st_.placement is not None and st_.placement.nodes) \
-                or spec.suspend:
-            return None  # moved on since its key was read
         r = spec.resources
         c, g, share = r.cpus_per_node, r.gpus_per_node, 1.0 / r.node_packing_count
         if r.num_nodes != 1 or c > self.cpus or g > self.gpus:
