@@ -245,3 +245,12 @@ def test_agents_that_do_not_acquire_get_no_window_and_placement_binds_as_before(
         jobs = poll_until(lambda: _all_finished(reg, ns, ["p0", "p1"]), what="both finished")
     assert a.stats["claims"] == 0 and not _window(reg, ns, "n1").open
     assert all(j.status.history[0].by == "placement" for j in jobs)
+
+
+def test_the_sites_agents_acquire_setting_turns_claims_off_for_its_agents(reg: Registry, site: SiteConfig) -> None:
+    site.extra["agents_acquire"] = False
+    a = NodeAgent(reg, name="n1", cpus=2, site_config=site, log_to_file=False)
+    assert not a.acquire and not a.reporter.spec.acquires and not a.claims.enabled
+    site.extra["agents_acquire"] = True
+    b = NodeAgent(reg, name="n2", cpus=2, site_config=site, log_to_file=False, acquire=False)
+    assert not b.acquire  # the agent's own switch wins
