@@ -254,3 +254,23 @@ def test_the_sites_agents_acquire_setting_turns_claims_off_for_its_agents(reg: R
     site.extra["agents_acquire"] = True
     b = NodeAgent(reg, name="n2", cpus=2, site_config=site, log_to_file=False, acquire=False)
     assert not b.acquire  # the agent's own switch wins
+
+
+def test_a_job_no_node_could_hold_gets_its_never_fits_words_and_the_windows_stay_open(
+        reg: Registry, site: SiteConfig, agents: Agents) -> None:
+    ns = site.namespace
+    _app(reg, ns, "t", "/bin/true")
+    with _manager(reg, ns):
+        agents.start("n1", cpus=2)
+        poll_until(lambda: _window(reg, ns, "n1").open, what="window open")
+        _jobs(reg, ns, "t", ["huge"], resources={"ranksPerNode": 100})
+
+        def never_fits() -> Any:
+            j = reg.get(Job, "huge", ns)
+            return [c for c in j.status.conditions if c.type == "Unschedulable" and c.reason == "NeverFits"]
+
+        (cond,) = poll_until(never_fits, what="the NeverFits condition")
+        assert cond.message == "needs 100 CPUs per node; largest node has 2"
+        _jobs(reg, ns, "t", ["small"])
+        (small,) = poll_until(lambda: _all_finished(reg, ns, ["small"]), what="a job that fits still runs")
+    assert small.status.history[0].by == "n1" and _window(reg, ns, "n1").open
