@@ -250,17 +250,21 @@ class Claimer:
         except (StoreUnavailable, st.Unavailable) as e:
             self.log.warning("reading the claimable jobs failed: %s", e)
             return 0
-        names: list[str] = []
+        cands: list[tuple[str, str]] = []  # (priority part of the index value, name), in index order
+        cut = len(self.prefix)
         for kv in res.kvs:
-            name = kv.key.rsplit("/", 1)[1]
+            value, _, name = kv.key[cut:].partition("/")
             if name in unclaimable or name in sup.runs or name in src.queued:
                 continue
-            names.append(name)
-            if len(names) >= 2 * want:
+            cands.append((value.partition(".")[0], name))
+            if len(cands) >= 2 * want:
                 break
-        if len(names) > want:
-            keep = set(self._rng.sample(range(len(names)), want))
-            names = [n for i, n in enumerate(names) if i in keep]  # still oldest first
+        top = [n for p, n in cands if p == cands[0][0]] if cands else []
+        if len(top) > want:  # a random half of the head's own priority: strict across priorities
+            keep = set(self._rng.sample(range(len(top)), want))
+            names = [n for i, n in enumerate(top) if i in keep]  # still oldest first
+        else:
+            names = [n for _, n in cands[:want]]
         if not names:
             self.wake = False
             return 0
