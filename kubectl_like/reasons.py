@@ -131,6 +131,10 @@ def _still_holds(job: Job, c: Condition) -> bool:
     return True
 
 
+def _jobs_ahead_text(ahead: str) -> str:
+    return f"{ahead} job{'' if ahead == '1' else 's'} ahead"
+
+
 def _in_claim_window(job: Job, env: Surroundings, detail: bool) -> Condition | None:
     """``InClaimWindow`` for a job the agents may claim while some window is open (with
     ``detail``, how many jobs are ahead: a keys-only read of the index per job)."""
@@ -140,8 +144,8 @@ def _in_claim_window(job: Job, env: Surroundings, detail: bool) -> Condition | N
     if not n:
         return None
     return Condition(type="Waiting", status="True", reason="InClaimWindow",
-                     message=f"waiting for a free slot; {n} node{'s' if n != 1 else ''} take jobs themselves"
-                             + (f"; {env.jobs_ahead(job)} jobs ahead" if detail else ""),
+                     message=f"waiting for a free slot; {n} node{'s take' if n != 1 else ' takes'} jobs themselves"
+                             + (f"; {_jobs_ahead_text(env.jobs_ahead(job))}" if detail else ""),
                      last_transition_time=job.metadata.creation_timestamp)
 
 

@@ -216,7 +216,7 @@ def test_describe_of_a_job_waiting_in_a_window_says_why_without_a_write(reg: Reg
         third = reg.get(Job, "third", ns)
         conds = poll_until(lambda: [c for c in current_conditions(reg.get(Job, "third", ns), Surroundings(reg, ns))
                                     if c.reason == "InClaimWindow"], what="the job's reason")
-        assert conds[0].message == "waiting for a free slot; 1 node take jobs themselves; 1 jobs ahead"
+        assert conds[0].message == "waiting for a free slot; 1 node takes jobs themselves; 1 job ahead"
         # nothing was written for it while it waits
         assert reg.get(Job, "third", ns).metadata.resource_version == third.metadata.resource_version
         assert third.status.conditions == []
