@@ -56,6 +56,13 @@ class SiteConfig:
         """``private`` (default) or ``group``: who may read the site (see apis._modes)."""
         return str(self.extra.get("sharing", "private"))
 
+    @property
+    def agents_acquire(self) -> bool:
+        """Whether this site's node agents take single-node jobs themselves while placement
+        lends them their node (``agents_acquire: false`` in settings.yml turns it off;
+        docs/design.md "Eighth round: agents acquire")."""
+        return bool(self.extra.get("agents_acquire", True))
+
     def save(self) -> None:
         doc = {"name": self.name, "store": self.store_url, "namespace": self.namespace, **self.extra}
         y = YAML()

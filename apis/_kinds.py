@@ -25,6 +25,7 @@ from ._lifecycle import HISTORY_CAP, HistoryEvent
 from ._locations import check_location
 from ._meta import API_VERSION, Condition, Model, Reference, Resource
 from ._states import JobState
+from ._windows import CLAIMABLE_STATES, claim_order
 
 __all__ = ["HISTORY_CAP", "HistoryEvent"]  # re-exported: defined with the lifecycle
 
@@ -209,7 +210,8 @@ class Job(BalsamJobMixin, ClientMixin, Resource):
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ("j",)
     # workdir (always one entry) and site (only when named: most jobs name none) answer
     # ``--field-selector spec.workdir=/spec.site=`` and ``filter(workdir=/site_name=)``.
-    INDEXES_SINCE: ClassVar[dict[int, tuple[str, ...]]] = {2: ("workdir", "site")}
+    # claimable (3): unplaced single-node jobs an agent with a claim window may take (apis/_windows.py)
+    INDEXES_SINCE: ClassVar[dict[int, tuple[str, ...]]] = {2: ("workdir", "site"), 3: ("claimable",)}
     INDEXED_STATUS: ClassVar[frozenset[str] | None] = frozenset({"state", "placement"})
 
     spec: JobSpec
@@ -251,13 +253,21 @@ class Job(BalsamJobMixin, ClientMixin, Resource):
     def status_index_entries(self) -> set[tuple[str, str]]:
         """The entries ``status.state`` and ``status.placement`` decide (``INDEXED_STATUS``)."""
         status = self.status
-        out = {("state", str(status.state))}
-        if status.placement is not None:
-            out |= {("node", n) for n in status.placement.nodes}
-            if status.state in _HOLDS_NODE:
+        state = status.state
+        out = {("state", str(state))}
+        placement = status.placement
+        if placement is not None and placement.nodes:
+            out |= {("node", n) for n in placement.nodes}
+            if state in _HOLDS_NODE:
                 # Its key appears when a job is bound to the node and vanishes when the job
                 # stops holding it (finished, failed, unbound, deleted).
-                out |= {("boundnode", n) for n in status.placement.nodes}
+                out |= {("boundnode", n) for n in placement.nodes}
+        elif state in CLAIMABLE_STATES:
+            spec = self.spec
+            if spec.resources.num_nodes == 1 and not spec.suspend and not (
+                    state is JobState.CREATED and spec.parents):
+                # (reads the spec too: a spec edit re-indexes the whole job)
+                out.add(("claimable", claim_order(spec.priority, self.metadata.creation_timestamp)))
         return out
 
     def references_key(self) -> Hashable:
@@ -507,6 +517,9 @@ class NodeSpec(Model):
     hostname: str
     cpus: int = Field(ge=1)
     gpus: int = Field(0, ge=0)
+    # Its agent takes single-node jobs itself while placement keeps its claim window open
+    # (apis/_windows.py).
+    acquires: bool = False
 
 
 class NodeStatus(Model):
@@ -516,6 +529,10 @@ class NodeStatus(Model):
     running_jobs: list[str] = Field(default_factory=list)
     heartbeat: datetime | None = None
     conditions: list[Condition] = Field(default_factory=list)
+    # The claim window's epoch the agent last saw closed and stopped claiming for, and the
+    # revision of its last job write before that (apis/_windows.py).
+    window_ack: int = 0
+    claims_through: int = 0
 
 
 class Node(ClientMixin, Resource):

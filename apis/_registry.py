@@ -608,7 +608,8 @@ class Registry:
 
     @_wrap_store_errors
     def write_status_patches(self, patches: Sequence[tuple[Resource, dict[str, Any]]], *,
-                             stamp: bool = True, written: builtins.list[Any] | None = None) -> int:
+                             stamp: bool = True, written: builtins.list[Any] | None = None,
+                             compares: Sequence[st.Compare] = ()) -> int:
         """Status edits of cached objects in ONE transaction, each a compare-and-swap on its
         object's resourceVersion: ``(old, {status field: value})`` stores ``old`` with those
         status fields assigned (its spec, metadata and other status fields as they are, so
@@ -619,11 +620,13 @@ class Registry:
         object costs six copies. Returns the revision written (0: nothing given); raises
         Conflict / NotFound (nothing written) when one of them moved. ``written``, when given,
         receives the objects as stored, with their new resourceVersion (an informer told to
-        expect them takes them instead of decoding their watch events: issue 19)."""
+        expect them takes them instead of decoding their watch events: issue 19). ``compares``:
+        more conditions of the transaction (a node agent's claim: its window still open); when
+        one fails, Conflict is raised as for a moved object."""
         if not patches:
             return 0
         now = utcnow()
-        compares: list[st.Compare] = []
+        conds: list[st.Compare] = [*compares]
         ops: list[st.Op] = []
         news: builtins.list[Any] = []
         Put, Delete, Compare = st.Put, st.Delete, st.Compare
@@ -642,7 +645,7 @@ class Registry:
             if written is not None:
                 news.append(new)
             key = f"{REGISTRY}{cls.PLURAL}/{md.namespace}/{md.name}"  # object_key, inlined
-            compares.append(Compare(key, "mod", "==", int(md.resource_version or 0)))
+            conds.append(Compare(key, "mod", "==", int(md.resource_version or 0)))
             ops.append(Put(key, encode_stored(new)))
             # Index keys moved by the difference of the index entries: only the entries that
             # changed are quoted and formatted (a binding: node and boundnode; the labels,
@@ -659,7 +662,7 @@ class Registry:
             if old_e != new_e:
                 ops.extend(Delete(k) for k in _keys_of(old, old_e - new_e))
                 ops.extend(Put(k, b"") for k in _keys_of(new, new_e - old_e))
-        res = self.store.txn(compares, ops)
+        res = self.store.txn(conds, ops)
         if not res.succeeded:
             self._raise_conflict([(o, o) for o, _ in patches])
         if written is not None:

@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ._kinds import ALL_KINDS
+from ._windows import window_prefix
 
 #: The secondary indexes a site writes (apis/_registry.py ``index_entries``); a role grants
 #: each one under the site's namespace.
-SITE_INDEXES = ("label", "state", "app", "parent", "node", "boundnode", "batchjob", "workdir", "site")
+SITE_INDEXES = ("label", "state", "app", "parent", "node", "boundnode", "batchjob", "workdir", "site", "claimable")
 #: Read by every client for the store's current revision (store/_etcd.py ``REVISION_KEY``).
 REVISION_KEY = "/revision"
 LEASES = "/leases/"
@@ -28,6 +29,7 @@ def site_permissions(namespace: str) -> list[Permission]:
         perms.append(("read", f"/index/{plural}/@schema\0"))  # whether the indexes are complete
         perms += [("readwrite", f"/index/{plural}/{index}/{namespace}/") for index in SITE_INDEXES]
     perms.append(("readwrite", f"{LEASES}controller-manager/{namespace}\0"))
+    perms.append(("readwrite", window_prefix(namespace)))  # placement's claim windows
     return perms
 
 
@@ -41,6 +43,7 @@ def user_permissions(namespaces: Iterable[str]) -> list[Permission]:
         perms += [("readwrite", f"/index/jobs/{index}/{ns}/") for index in SITE_INDEXES]
         perms.append(("read", f"/registry/apps/{ns}/"))
         perms.append(("read", f"/registry/events/{ns}/"))  # describe lists a job's Events
+        perms.append(("read", window_prefix(ns)))  # describe counts the nodes taking jobs themselves
     return perms
 
 

@@ -7,6 +7,9 @@ apply, and the ones only a reader can give (nothing may be alive to write them).
   this and ``NoControllerManager`` hold, and both are shown.
 * ``Suspended``: ``spec.suspend`` holds the job.
 * ``Waiting``/``WaitingForTransfer``: the job's TransferTask, its state and age.
+* ``Waiting``/``InClaimWindow``: a job the node agents take themselves (claim windows, issue 19
+  eighth round) has no Waiting condition written while it waits; its words are made here:
+  how many nodes take jobs themselves and how many claimable jobs are ahead of it.
 
 and the live detail the stored words leave out so that they need not be rewritten as the
 world changes: the parents' states (``WaitingForParents``) and the largest free slot
@@ -32,6 +35,8 @@ from apis import (
     utcnow,
 )
 from apis._reasons import NO_NODE_AGENT, PRIORITY, no_manager_text
+from apis._registry import index_prefix
+from apis._windows import Window, window_prefix
 
 from .printers import human_duration
 
@@ -39,6 +44,8 @@ WAITING_FOR_PARENTS = (JobState.CREATED, JobState.AWAITING_PARENTS)
 #: States of a job whose run is under way or just ended short: it runs again only on a node.
 AFTER_A_RUN = (JobState.RUNNING, JobState.RUN_TIMEOUT, JobState.RUN_ERROR)
 TRANSFER_STATES = {JobState.READY: "in", JobState.POSTPROCESSED: "out"}
+#: Most claimable jobs counted ahead of one (``Surroundings.jobs_ahead``).
+AHEAD_CAP = 10_000
 SUSPENDED = ("spec.suspend is true: the job is held until it is resumed "
              "(balsamctl edit job NAME, or patch spec.suspend to false)")
 
@@ -54,6 +61,7 @@ class Surroundings:
         self._manager: bool | None = None
         self._nodes: list[Node] | None = None
         self._tasks: list[TransferTask] | None = None
+        self._windows: int | None = None
 
     @property
     def manager_alive(self) -> bool:
@@ -69,6 +77,26 @@ class Surroundings:
         if self._nodes is None:
             self._nodes = self.registry.list(Node, self.namespace)[0]
         return self._nodes
+
+    @property
+    def open_windows(self) -> int:
+        """How many nodes of the namespace take jobs themselves now (open claim windows)."""
+        if self._windows is None:
+            kvs = self.registry.store.range(window_prefix(self.namespace)).kvs
+            self._windows = sum(1 for kv in kvs if Window.decode(kv.value).open)
+        return self._windows
+
+    def jobs_ahead(self, job: Job) -> str:
+        """How many claimable jobs come before ``job`` (the agents take them in that order),
+        counted from the index's keys; over :data:`AHEAD_CAP`, said so."""
+        value = next((v for i, v in job.status_index_entries() if i == "claimable"), None)
+        if value is None:
+            return "0"
+        prefix = index_prefix(Job, "claimable", self.namespace)
+        own = f"{index_prefix(Job, 'claimable', self.namespace, value)}{job.name}"
+        res = self.registry.store.range(prefix, limit=AHEAD_CAP + 1, keys_only=True)
+        ahead = sum(1 for kv in res.kvs if kv.key < own)
+        return f"more than {AHEAD_CAP:,}" if ahead > AHEAD_CAP else str(ahead)
 
     @property
     def tasks(self) -> list[TransferTask]:
@@ -101,6 +129,24 @@ def _still_holds(job: Job, c: Condition) -> bool:
             return state in WAITING_FOR_PARENTS
         return state in RUNNABLE and not _bound(job) and not job.spec.suspend
     return True
+
+
+def _jobs_ahead_text(ahead: str) -> str:
+    return f"{ahead} job{'' if ahead == '1' else 's'} ahead"
+
+
+def _in_claim_window(job: Job, env: Surroundings, detail: bool) -> Condition | None:
+    """``InClaimWindow`` for a job the agents may claim while some window is open (with
+    ``detail``, how many jobs are ahead: a keys-only read of the index per job)."""
+    if not any(i == "claimable" for i, _ in job.status_index_entries()):
+        return None
+    n = env.open_windows
+    if not n:
+        return None
+    return Condition(type="Waiting", status="True", reason="InClaimWindow",
+                     message=f"waiting for a free slot; {n} node{'s take' if n != 1 else ' takes'} jobs themselves"
+                             + (f"; {_jobs_ahead_text(env.jobs_ahead(job))}" if detail else ""),
+                     last_transition_time=job.metadata.creation_timestamp)
 
 
 def free_slot_text(nodes: Sequence[Node], gpus_needed: int) -> str:
@@ -165,6 +211,11 @@ def current_conditions(job: Job, env: Surroundings, *, detail: bool = True) -> l
             out.append(_no_node_agent())
         if job.spec.suspend:
             out.append(Condition(type="Suspended", status="True", reason="Suspended", message=SUSPENDED))
+        if env.nodes and (state in RUNNABLE or state in (JobState.CREATED, JobState.READY)):
+            window = _in_claim_window(job, env, detail)
+            if window is not None:  # the agents take it: the engine's stored words are stale
+                out = [c for c in out if c.type != "Waiting"]
+                out.append(window)
         tc = _transfer_condition(job, env)
         if tc is not None and get_condition(out, "Waiting") is None:
             out.append(tc)

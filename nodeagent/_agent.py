@@ -55,6 +55,7 @@ from apis import (
 )
 from apis._forkserver import Preforked
 
+from ._claims import Claimer
 from ._launch import GpuPinning
 from ._lease import LeaseKeeper
 from ._messages import (
@@ -62,6 +63,7 @@ from ._messages import (
     AppsChanged,
     Exited,
     JobsChanged,
+    JobsClaimable,
     LeaseLost,
     Message,
     Resync,
@@ -70,6 +72,7 @@ from ._messages import (
     SpawnFailed,
     SpawnSkipped,
     Stop,
+    WindowChanged,
 )
 from ._reporter import HEARTBEAT_INTERVAL, NodeReporter, Usage
 from ._source import ALLOCATION_OVER, CHUNK, JobSource
@@ -118,6 +121,7 @@ class NodeAgent:
         gpu_pinning: GpuPinning | None = None,
         supervisor: tuple[int, str] | None = None,
         warm_python: bool | Preforked = False,
+        acquire: bool | None = None,
     ) -> None:
         self.registry = registry
         self.store: st.Store = registry.store
@@ -140,7 +144,9 @@ class NodeAgent:
         ttl = float(lease_ttl)
         self.leases = LeaseKeeper(self.store, ttl, post, self.log, supervisor=supervisor,
                                   stopping=lambda: self._stopping)
-        spec = NodeSpec(batch_job=batch_job, hostname=self.hostname, cpus=self.cpus, gpus=gpus)
+        # Claims (``_claims.py``): on unless the agent or the Site's configuration turns them off.
+        self.acquire = self.site.agents_acquire if acquire is None else acquire
+        spec = NodeSpec(batch_job=batch_job, hostname=self.hostname, cpus=self.cpus, gpus=gpus, acquires=self.acquire)
         self.reporter = NodeReporter(registry, self.namespace, self.name, spec, self.leases, post, self.log,
                                      report_interval=report_interval,
                                      register_timeout=register_timeout if register_timeout is not None
@@ -150,6 +156,12 @@ class NodeAgent:
                                      kill_grace=kill_grace, launcher=launcher, spawn_workers=spawn_workers,
                                      gpu_pinning=self.gpu_pinning, base_env=os.environ, warm_python=warm_python)
         self.writer = StatusWriter(registry, self.log)
+        self.claims = Claimer(registry, self.namespace, self.name, self.cpus, gpus, post, self.log,
+                              enabled=self.acquire, batch_job=batch_job)
+        self.claims.source, self.claims.supervisor, self.claims.writer = self.source, self.supervisor, self.writer
+        self.claims.leases, self.claims.reporter, self.claims.usage_for_report = self.leases, self.reporter, self.usage
+        self.source.claims = self.acquire
+        self.source.claimable_arrived = self.claims.keys_arrived
         self.source.supervisor = self.writer.supervisor = self.supervisor
         self.writer.source = self.supervisor.source = self.source
         self.supervisor.writer = self.writer
@@ -204,7 +216,7 @@ class NodeAgent:
     @property
     def stats(self) -> dict[str, int]:
         """Counters, for tests and logs."""
-        return {**self.supervisor.stats, **self.writer.stats, "node_writes": self.reporter.writes,
+        return {**self.supervisor.stats, **self.writer.stats, **self.claims.stats, "node_writes": self.reporter.writes,
                 "reads": self.source.reads}
 
     def usage(self) -> Usage:
@@ -335,6 +347,8 @@ class NodeAgent:
                 deferred, self._deferred = self._deferred, []
                 for msg in deferred:
                     self._handle(msg)
+            if self.claims.enabled and time.monotonic() >= self._retry_at:
+                self._retrying_claims()
             if self.source.launch_queue and not self._stopping:
                 self._launch_some()
             self._flush()
@@ -362,6 +376,8 @@ class NodeAgent:
         t = max(0.0, self.reporter.due() - now)
         if self.source.recheck or self._deferred or launching:
             t = min(t, max(0.0, self._retry_at - now))
+        if self._claim_due():
+            t = min(t, max(0.0, self._retry_at - now, self.claims.next_round() - now))
         due = self.writer.due(stopping=self._stopping, retry_at=self._retry_at, others_running=self._others())
         if due is not None:
             t = min(t, max(0.0, due - now))
@@ -392,6 +408,7 @@ class NodeAgent:
             case JobsChanged():
                 self.source.on_events(msg)
             case Exited(pid=pid, code=code, died=died, outcome=outcome):
+                self.claims.wake = True  # its slot is free: look for a job to claim
                 run = sup.by_pid.get(pid)
                 if code in _STOP_SIGNALS and not self._stopping and run is not None and not run.signalled:
                     self._held.append((time.monotonic() + HOLD_EXTERNAL_KILL_S, msg))
@@ -424,6 +441,10 @@ class NodeAgent:
                         self._retrying(msg, self._reregister)
             case Stop(reason=reason):
                 self._begin_stop(reason)
+            case WindowChanged(window=window, revision=revision):
+                self.claims.on_window(window, revision)
+            case JobsClaimable():
+                self.claims.woken()
 
     def _retrying(self, msg: _Retryable, fn: Callable[[], None]) -> None:
         """Run ``fn``; if the store is unreachable, handle ``msg`` again after a backoff."""
@@ -444,6 +465,24 @@ class NodeAgent:
         why = self.source.allocation_over()
         if why:
             self._begin_stop(why)
+
+    def _claim_due(self) -> bool:
+        """Whether the claimer has something to do this turn (claim, list, acknowledge)."""
+        c = self.claims
+        if not c.enabled:
+            return False
+        if c.window.open:
+            return not self._stopping and (not c.synced or (c.wake and not self.source.recheck))
+        return c.window.epoch > c.acked
+
+    def _retrying_claims(self) -> None:
+        try:
+            self.claims.turn(stopping=self._stopping)
+        except (StoreUnavailable, st.Unavailable) as e:
+            self.log.warning("claiming failed: %s; will retry", e)
+            self._backoff()
+        if self.writer.rider is not None:
+            self._flush()  # the claims, and every step ready to ride with them
 
     def _launch_some(self) -> None:
         while self.source.launch_queue and time.monotonic() >= self._retry_at:

@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: ${LEASE_TTL_ENV}, else 10)")
     p.add_argument("--kill-grace", type=float, default=5.0, metavar="S",
                    help="seconds between SIGTERM and SIGKILL when a job is killed (default: 5)")
+    p.add_argument("--no-acquire", dest="acquire", action="store_false", default=None,
+                   help="never take jobs itself in a claim window: run only what placement binds here "
+                        "(default: the site's agents_acquire setting, on)")
     p.add_argument("-v", "--verbose", action="store_true", help="also log to stderr")
     return p
 
@@ -124,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             registry, name=args.name, cpus=args.cpus, gpus=args.gpus, hostname=args.hostname,
             batch_job=args.batch_job, site_config=site, lease_ttl=args.lease_ttl, kill_grace=args.kill_grace,
             gpu_pinning=GpuPinning(args.gpu_platform, args.gpu_tiles),
-            supervisor=supervisor, warm_python=python_server,
+            supervisor=supervisor, warm_python=python_server, acquire=args.acquire,
         )  # fmt: skip
     except (ApiError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

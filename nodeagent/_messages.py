@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apis import JobState
+from apis._windows import Window
 
 from ._run import Process, Run
 
@@ -89,8 +90,23 @@ class Exited:
     outcome: dict[str, Any] | None = None  # a warm worker's job: its result or exception (no handoff file)
 
 
+@dataclass(frozen=True, slots=True)
+class WindowChanged:
+    """This node's claim window key (apis/_windows.py) as placement last wrote it, with the
+    key's mod revision (0: no key: closed)."""
+
+    window: Window
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobsClaimable:
+    """Jobs entered the ``claimable`` index: look for some to claim (one message per wake-up,
+    however many keys arrived meanwhile)."""
+
+
 Message = (JobsChanged | AppsChanged | Resync | AllocationChanged | LeaseLost | Stop | Spawned
-           | SpawnFailed | SpawnSkipped | SpawnDeferred | Exited)
+           | SpawnFailed | SpawnSkipped | SpawnDeferred | Exited | WindowChanged | JobsClaimable)
 
 #: How a thread hands a message to the loop (the loop queue's ``put``).
 Post = Callable[[Message], None]

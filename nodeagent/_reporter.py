@@ -68,11 +68,16 @@ class NodeReporter:
         self.last_report = 0.0
         self.writes = 0
         self.tag = process_tag()
+        # The claim window's acknowledgement (``_claims.py``): kept in every status written.
+        self.window_ack = 0
+        self.claims_through = 0
 
     def _object(self) -> Node:
         meta = ObjectMeta(name=self.name, namespace=self.namespace,
                           annotations={AGENT_PROCESS: self.tag} if self.tag else {})
-        return Node(metadata=meta, spec=self.spec.model_copy(), status=NodeStatus(heartbeat=utcnow()))
+        return Node(metadata=meta, spec=self.spec.model_copy(),
+                    status=NodeStatus(heartbeat=utcnow(), window_ack=self.window_ack,
+                                      claims_through=self.claims_through))
 
     def _take_over_dead(self, node_key: str) -> bool:
         """Revoke the lease of the Node at ``node_key`` if the agent that registered it ran on
@@ -165,7 +170,8 @@ class NodeReporter:
             node = self.node
             new = node.model_copy()
             new.status = NodeStatus(busy_cpus=cpus, busy_gpus=gpus, occupancy=occ, running_jobs=names,
-                                    heartbeat=utcnow(), conditions=node.status.conditions)
+                                    heartbeat=utcnow(), conditions=node.status.conditions,
+                                    window_ack=self.window_ack, claims_through=self.claims_through)
             try:
                 self.node = self.registry.update_many([(node, new)], lease=self.lease.lease)[0]
                 self.writes += 1

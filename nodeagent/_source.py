@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING
 import store as st
 from apis import RUNNABLE, App, BatchJob, Job, JobState, Placement, Registry, StoreUnavailable
 from apis._registry import index_prefix, kind_prefix
+from apis._windows import Window, window_key
 from store.reflector import Reflector
 
-from ._messages import AllocationChanged, AppsChanged, JobsChanged, Post
+from ._messages import AllocationChanged, AppsChanged, JobsChanged, Post, WindowChanged
 from ._run import still_ours
 
 if TYPE_CHECKING:
@@ -66,6 +67,13 @@ class JobSource:
         self.mark_usage: Callable[[], None] = lambda: None  # the node's usage changed
         self.reads = 0
         self._reflectors: list[Reflector[None]] = []
+        #: With claims on (``_claims.py``): this node's claim window key and the ``claimable``
+        #: index are followed too; ``claimable_arrived`` is told of new keys (watch thread).
+        self.claims = False
+        self.claimable_arrived: Callable[[], None] = lambda: None
+        #: Jobs we claimed (and queued as written): the boundnode PUT of our own claim needs
+        #: no read.
+        self.claimed: set[str] = set()
 
     # --- watches (threads) ---------------------------------------------------------------
 
@@ -78,6 +86,10 @@ class JobSource:
         if self.batch_job_key:
             key = self.batch_job_key  # the prefix is the key: skip longer names under it
             watched.append((key, "batchjob", lambda k: k == key))
+        if self.claims:
+            wkey = window_key(self.namespace, self.node)
+            watched.append((wkey, "window", lambda k: k == wkey))
+            watched.append((index_prefix(Job, "claimable", self.namespace), "claimable", None))
         for prefix, what, keep in watched:
             r: Reflector[None] = Reflector(self.store, prefix, _nothing, key_filter=keep, deleted_values=False,
                                            on_unavailable=self._unavailable(prefix))
@@ -100,6 +112,15 @@ class JobSource:
                 self.post(JobsChanged((("DELETE" if d.type == "DELETED" else "PUT", name),)))
             elif what == "apps":
                 self.post(AppsChanged((name,)))
+            elif what == "claimable":
+                if d.type != "DELETED":
+                    self.claimable_arrived()
+            elif what == "window":
+                kv = d.kv
+                if d.type == "DELETED" or kv is None:
+                    self.post(WindowChanged(Window(), d.revision))
+                else:
+                    self.post(WindowChanged(Window.decode(kv.value), kv.mod_revision))
             else:
                 self.post(AllocationChanged())
 
@@ -111,7 +132,12 @@ class JobSource:
 
     def on_events(self, msg: JobsChanged) -> None:
         runs = self.supervisor.runs
+        claimed = self.claimed
         for typ, name in msg.events:
+            if claimed and name in claimed:
+                claimed.discard(name)
+                if typ == "PUT":
+                    continue  # our own claim, queued as written
             # A PUT is a (re)binding; a DELETE matters only for a job we hold.
             if typ == "PUT" or name in runs or name in self.secondary or name in self.queued:
                 self.recheck.add(name)

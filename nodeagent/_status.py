@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from apis import (
@@ -40,10 +42,27 @@ from apis._states import check_transition
 from ._run import Run
 
 if TYPE_CHECKING:
+    import store as st
+
+if TYPE_CHECKING:
     from ._source import JobSource
     from ._supervisor import Supervisor
 
 S = JobState
+
+
+@dataclass(slots=True)
+class Rider:
+    """Claims (``_claims.py``) to ride in the writer's next transaction, with their fence: a
+    job's end and the claim of the next job on its slot go out in one write. ``landed`` gets
+    the claimed jobs as stored and the revision; ``refused``: the transaction failed on a CAS
+    (the claims are not retried with it); ``unknown``: the store did not answer."""
+
+    patches: list[tuple[Job, dict[str, Any]]]
+    compares: list[st.Compare]
+    landed: Callable[[list[Job], int], None]
+    refused: Callable[[], None]
+    unknown: Callable[[], None]
 
 #: Largest number of jobs written in one transaction.
 CHUNK = 2000
@@ -99,6 +118,8 @@ class StatusWriter:
         self.source: JobSource  # set by the agent once all parts exist
         self.supervisor: Supervisor
         self.dirty: dict[str, Run] = {}
+        self.last_revision = 0  # of our last job write (a claim window's ack names it: _claims.py)
+        self.rider: Rider | None = None  # claims for the next transaction: it goes out at once
         self._fresh: dict[str, float] = {}  # dirty runs whose only steps are → RUNNING: since when
         self.start_delay = START_DELAY
         self._urgent_since: float | None = None
@@ -141,7 +162,9 @@ class StatusWriter:
     def flush(self, *, stopping: bool, retry_at: float, others_running: bool = True) -> bool:
         """Write every ready step of every job; False if the store refused (back off)."""
         due = self.due(stopping=stopping, retry_at=retry_at, others_running=others_running)
-        if due is None or due > time.monotonic():
+        if self.rider is not None:
+            due = time.monotonic()  # claims wait for nothing: the ready steps ride with them
+        elif due is None or due > time.monotonic():
             return True
         # A run whose → RUNNING is younger than START_DELAY stays for later: its result may
         # still come in time to share one write with it.
@@ -149,7 +172,7 @@ class StatusWriter:
         fresh = self._fresh
         runs = [r for r in self.dirty.values() if stopping or fresh.get(r.name, 0.0) <= ripe]
         ok = True
-        for i in range(0, len(runs), CHUNK):
+        for i in range(0, max(1, len(runs)), CHUNK):
             ok = self._write(runs[i : i + CHUNK], stopping) and ok
         self._last_write = time.monotonic()
         if not self.dirty:
@@ -167,13 +190,21 @@ class StatusWriter:
         starts = self._fresh
         for _attempt in range(5):
             runs = [r for r in runs if self.dirty.get(r.name) is r and r.steps]
-            if not runs:
+            rider, self.rider = self.rider, None
+            if not runs and rider is None:
                 return True
             patches = [(r.snapshot, status_patch(r, r.snapshot)) for r in runs]
             written: list[Job] = []
             try:
-                self.registry.write_status_patches(patches, written=written)
+                if rider is None:
+                    rev = self.registry.write_status_patches(patches, written=written)
+                else:
+                    rev = self.registry.write_status_patches([*patches, *rider.patches], written=written,
+                                                             compares=rider.compares)
             except (Conflict, NotFound):
+                if rider is not None:
+                    rider.refused()  # ours again alone: the conflict may have been a claim's
+                    continue
                 self.stats["conflicts"] += 1
                 try:
                     fresh = self.source.read([r.name for r in runs])
@@ -183,10 +214,19 @@ class StatusWriter:
                     self.source.observe(name, job, stopping=stopping)
                 continue
             except StoreUnavailable as e:
+                if rider is not None:
+                    rider.unknown()
                 self.log.warning("writing %d job(s) failed: %s; will retry", len(runs), e)
                 return False
+            if rider is not None:
+                rider.landed(written[len(runs):], rev)
+                del written[len(runs):]
+                if not runs:
+                    self.last_revision = max(self.last_revision, rev)
+                    return True
             self.stats["job_txns"] += 1
             self.stats["job_writes"] += len(runs)
+            self.last_revision = max(self.last_revision, rev)
             for r, new in zip(runs, written, strict=True):
                 r.snapshot = new
                 if any(s.to is S.RUNNING for s in r.steps):

@@ -87,6 +87,7 @@ from .scheduler import (
     StatusPatch,
     bind,
 )
+from .windows import ClaimWindows, never_fits_reason
 
 KEY = "placement"
 RUNNABLE = (JobState.PREPROCESSED, JobState.RESTART_READY)
@@ -149,10 +150,12 @@ def wants_placement(job: Job) -> bool:
 class PlacementReconciler:
     name = "placement"
 
-    def __init__(self, hooks: HookRunner | None = None) -> None:
+    def __init__(self, hooks: HookRunner | None = None, *, claim_windows: bool = True) -> None:
         #: Given, placement releases jobs whose steps up to PREPROCESSED are no-ops (the
         #: dependency reconciler must then be built with ``placement_binds_ready``).
         self.hooks = hooks
+        #: Lend nodes whose agents acquire to them (``windows.py``); False: bind every job here.
+        self.claim_windows = claim_windows
         self.bindings_written = 0
         self._new_term()
 
@@ -190,6 +193,12 @@ class PlacementReconciler:
         self._waits: list[StatusPatch] = []
         self._wait_names: list[str] = []  # the names of ``_waits``' jobs, in step (no second read of each job)
         self._words: dict[tuple[str, bool], tuple[str, str]] = {}  # (engine's why, held) -> (reason, message)
+        # Claim windows (windows.py): made at the first pass (it needs the store); the nodes
+        # lent to their agents or not acknowledged back (read by the event handler: replaced
+        # whole, never edited); queued multi-node jobs (they keep the windows closed).
+        self.windows: ClaimWindows | None = None
+        self._held: frozenset[str] = frozenset()
+        self._engine_jobs: set[str] = set()
 
     def register(self, informers: dict[str, Informer[Any]], enqueue: Callable[[Request], None]) -> None:
         self._new_term()
@@ -249,7 +258,15 @@ class PlacementReconciler:
         if releases and self._apps is not None:
             self._apps.add_handler(on_app)  # type: ignore[arg-type]
             replayed = True
-        informers["Node"].add_handler(on_other)
+        def on_node(typ: str, old: Node | None, new: Node | None) -> None:
+            if old is not None and new is not None and typ == "MODIFIED" and old.spec == new.spec and (
+                    old.status.window_ack != new.status.window_ack
+                    or old.status.claims_through != new.status.claims_through):
+                enqueue(Request(KEY, ns))  # an agent acknowledged a closed window
+            else:
+                on_other(typ, old, new)
+
+        informers["Node"].add_handler(on_node)  # type: ignore[arg-type]
         informers["BatchJob"].add_handler(on_batchjob)
         enqueue(Request(KEY, ns))
 
@@ -293,6 +310,11 @@ class PlacementReconciler:
             return True
         p = st.placement
         if p is not None and p.nodes:
+            if p.nodes[0] in self._held and name not in self.assume.assumed:
+                # Started by its node's agent in a claim window: out of every book here (the
+                # engine does not account a lent node; it syncs the node when it is back).
+                queue.note(name, GONE)
+                return name in queue.entries or name in self._unschedulable or name in self._waiting_sent
             if state in HOLDING:
                 held = self.packer.binding(name)
                 if held is not None and held[2] == tuple(p.nodes) and held[3] == tuple(p.cpus) and \
@@ -349,8 +371,9 @@ class PlacementReconciler:
         for name in gone:
             self.packer.remove_node(name)
         added = 0
+        held = self._held
         for name, node in live.items():
-            if name not in self.packer:
+            if name not in self.packer and name not in held:
                 self.packer.add_node(NodeOccupancy(name, node.spec.cpus, node.spec.gpus, node.spec.batch_job))
                 added += 1
         self._nodes_changed = bool(gone or added)
@@ -444,6 +467,8 @@ class PlacementReconciler:
                 else:
                     arrived.append(name)
                     entered.append(what)
+                    if what[1].shape.num_nodes > 1:
+                        self._engine_jobs.add(name)
                     if what[2] is not None:
                         unschedulable[name] = what[2]
                     elif unschedulable:
@@ -509,6 +534,16 @@ class PlacementReconciler:
             for state in (*RUNNABLE, *PRE_READY) if self.hooks is not None else RUNNABLE:
                 for job in jobs.by_index("state", state.value):
                     track(job, job.metadata.name or "", allowed)
+        if self.claim_windows:
+            was_open = self.windows is not None and self.windows.open
+            windows = self._sync_windows(ctx, nodes, jobs, batchjobs)
+            if windows.open:
+                looked = list(queue.entries) if (full or stale or not was_open) else \
+                    [*arrived, *(n for n in dirty if n in queue.entries)]
+                self._open_pass(ctx, jobs, nodes, looked, now)
+                return None
+            if self._held:  # closing: the engine waits for every acknowledgement (it sees no lent node)
+                return Result(requeue_after=0.02)
         if not len(queue):
             return None
         if not (full or stale or self._nodes_changed or lost_nodes or released or arrived) and \
@@ -690,6 +725,97 @@ class PlacementReconciler:
                 if unschedulable:
                     unschedulable.pop(name, None)
 
+    # --- claim windows (windows.py) -----------------------------------------------------
+
+    def _engine_pending(self) -> bool:
+        """Whether a queued job needs the engine whatever the windows (a multi-node job)."""
+        entries = self.queue.entries
+        for name in list(self._engine_jobs):
+            e = entries.get(name)
+            if e is None or e[1].shape.num_nodes == 1:
+                self._engine_jobs.discard(name)
+        return bool(self._engine_jobs)
+
+    def _sync_windows(self, ctx: Context, nodes: Informer[Node], jobs: Informer[Job],
+                      batchjobs: Informer[BatchJob]) -> ClaimWindows:
+        """Open or close the windows by their rules; a node lent (or not acknowledged back)
+        leaves the engine, one acknowledged comes back with its jobs as the cache shows them."""
+        windows = self.windows
+        if windows is None:
+            windows = self.windows = ClaimWindows(ctx.registry, jobs.namespace)
+        node_list = nodes.items()
+        want = ClaimWindows.want_open(node_list, batchjobs, self._engine_pending())
+        before = self._held
+        held = windows.sync(node_list, jobs, want)
+        if held == before:
+            return windows
+        self._held = held
+        packer = self.packer
+        for name in held - before:
+            if name in packer:
+                packer.remove_node(name)
+        for name in before - held:
+            node = nodes.get(name)
+            if node is None or name in packer:
+                continue
+            packer.add_node(NodeOccupancy(name, node.spec.cpus, node.spec.gpus, node.spec.batch_job))
+            for job in jobs.by_index("node", name):
+                if holds_resources(job):
+                    self._sync_job(job, job.metadata.name or "")
+        self._nodes_changed = True
+        return windows
+
+    def _open_pass(self, ctx: Context, jobs: Informer[Job], nodes: Informer[Node], names: Any, now: Any) -> None:
+        """A pass while the windows are open: the agents take the jobs; placement writes only
+        what no agent can: Unschedulable for a job no node could ever hold (the engine's words),
+        and the release of a job whose parents just finished (CREATED or AWAITING_PARENTS: an
+        agent claims it once it is PREPROCESSED). No Waiting condition is written for a job in
+        a window: ``describe`` says why it waits at read time (kubectl_like/reasons.py)."""
+        entries = self.queue.entries
+        node_list: list[Node] | None = None
+        never: dict[PlacementRequest, str | None] = {}  # per packing group (its shared template)
+        self._waits = []
+        self._wait_names = []
+        for name in names:
+            e = entries.get(name)
+            job = jobs.get(name)
+            if e is None or job is None:
+                continue
+            if e[1] in never:
+                reason = never[e[1]]
+            else:
+                if node_list is None:
+                    node_list = nodes.items()
+                reason = never[e[1]] = never_fits_reason(node_list, name, e[1])
+            state = job.status.state
+            if reason is not None:
+                if self._unschedulable.get(name) != reason or state in PRE_READY:
+                    self._set_unschedulable(ctx, job, reason, now)
+                continue
+            if name in self._unschedulable:
+                self._set_unschedulable(ctx, job, None, now)  # fits some node now
+                continue
+            if state is JobState.AWAITING_PARENTS or (state is JobState.CREATED and job.spec.parents):
+                self._release_only(job, now)
+        if self._waits:
+            self._write_waiting(ctx)
+
+    def _release_only(self, job: Job, now: Any) -> None:
+        """Release ``job`` (collapsed steps to PREPROCESSED) with no binding and no condition:
+        the agents claim it from there."""
+        name = job.metadata.name or ""
+        sent = self._waiting_sent.get(name)
+        if sent is not None and sent[0] is job:
+            return  # written over this very version already
+        steps = self.release_steps(job)
+        if steps is None:
+            self._drop(name)
+            return
+        conds = [c for c in job.status.conditions if c.type not in _NOT_KEPT_WHEN_RELEASED]
+        self._waiting_sent[name] = pair = (job, {"conditions": conds, **collapsed_fields(job, steps, now, KEY)})
+        self._waits.append(pair)
+        self._wait_names.append(name)
+
     def _write_waiting(self, ctx: Context) -> None:
         """The Waiting conditions of this pass as status patches in one transaction."""
         waits, self._waits = self._waits, []
@@ -771,7 +897,10 @@ class PlacementReconciler:
         md = job.metadata
         ts = md.creation_timestamp
         key = (-job.spec.priority, ts.timestamp() if ts else 0.0, name)
-        self.queue.put(name, key, self._template(job, allowed(job)))
+        template = self._template(job, allowed(job))
+        self.queue.put(name, key, template)
+        if template.shape.num_nodes > 1:
+            self._engine_jobs.add(name)
         conds = st.conditions
         cond = get_condition(conds, "Unschedulable") if conds else None
         if cond is not None:
