@@ -134,13 +134,21 @@ def bench_env() -> dict[str, str]:
     return env
 
 
+def site_settings() -> dict[str, Any]:
+    """Settings of the benches' sites beyond the defaults: ``BENCH_AGENTS_ACQUIRE=0|1`` sets
+    ``agents_acquire`` (docs/design.md, "Eighth round: agents acquire"), for A/B runs of the
+    same code with node agents claiming jobs or placement binding every one."""
+    v = os.environ.get("BENCH_AGENTS_ACQUIRE")
+    return {} if v is None else {"agents_acquire": v.strip().lower() not in ("0", "false", "no", "off")}
+
+
 def make_site(root: Path, target: StoreTarget, namespace: str = "default") -> tuple[SiteConfig, Registry]:
     """A site directory (as ``balsamctl init`` makes it) on ``target``'s store."""
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()
     for sub in ("data", "logs", "apps"):
         (root / sub).mkdir(exist_ok=True)
-    cfg = SiteConfig(path=root, name="bench", store_url=target.url, namespace=namespace)
+    cfg = SiteConfig(path=root, name="bench", store_url=target.url, namespace=namespace, extra=site_settings())
     reg = Registry(st.open_store(target.url))
     reg.create(Site(metadata=ObjectMeta(name="bench", namespace=namespace), spec=SiteSpec(path=str(root))))
     cfg.save()

@@ -42,7 +42,7 @@ from apis._config import SiteConfig
 from controllers._leader import LEASE_PREFIX
 
 from ._harness import Context, Result, StoreTarget, scenario
-from ._up import cmdline, proc_cpu, site_parent
+from ._up import cmdline, proc_cpu, site_parent, site_settings
 from .spawn import measure_spawn_rate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -134,7 +134,7 @@ class Site:
         (path / "data").mkdir(parents=True)
         (path / "logs").mkdir()
         self.namespace = namespace
-        self.cfg = SiteConfig(path=path, name="bench", store_url=url, namespace=namespace)
+        self.cfg = SiteConfig(path=path, name="bench", store_url=url, namespace=namespace, extra=site_settings())
         self.cfg.save()
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self.procs = []
