@@ -558,10 +558,10 @@ class PlacementReconciler:
         top_waiting: int | None = walk.top_waiting
         binds: list[StatusPatch] = []
         self._waits = []
-        self._wait_names = wait_names = []
+        self._wait_names = []
         get, entries, unschedulable = jobs.get, queue.entries, self._unschedulable
         waiting_sent, assumed = self._waiting_sent, self.assume.assumed
-        words_of, waits = self._words, self._waits
+        words_of = self._words
         shared: dict[tuple[str, str], dict[str, Any]] = {}  # words -> the patch of a job with no condition
         names: list[str] = []
         BOUND, WAITING = Outcome.BOUND, Outcome.WAITING
@@ -624,25 +624,11 @@ class PlacementReconciler:
                     st = waiter.status
                     words = words_of.get((d[7], held))
                     if words is not None and st.state not in PRE_READY:
-                        conds = st.conditions
-                        if not conds:  # the usual first word: one patch shared by all such jobs
-                            sent = waiting_sent.get(name)
-                            if sent is None or sent[0] is not waiter or not _says(sent[1], words):
-                                patch = shared.get(words)
-                                if patch is None:
-                                    patch = shared[words] = self._waiting_patch(words, now)[1]
-                                waiting_sent[name] = sent = (waiter, patch)
-                                waits.append(sent)
-                                wait_names.append(name)
-                            if unschedulable:
-                                unschedulable.pop(name, None)
+                        patch = shared.get(words)
+                        if patch is None:
+                            patch = shared[words] = self._waiting_patch(words, now)[1]
+                        if self._noted_waiting(name, waiter, words, patch):
                             continue
-                        if len(conds) == 1:
-                            c = conds[0]
-                            if c.type == "Waiting" and c.reason == words[0] and c.message == words[1]:
-                                if unschedulable:
-                                    unschedulable.pop(name, None)
-                                continue  # says so already
                 self._set_waiting(ctx, waiter, d[7], held, top_waiting, now)
                 if unschedulable:
                     unschedulable.pop(name, None)  # cleared by _set_waiting's write above
@@ -679,14 +665,32 @@ class PlacementReconciler:
             return Result(requeue_after=0.05)  # the forgotten ones wait in the queue again
         return None
 
+    def _noted_waiting(self, name: str, waiter: Job, words: tuple[str, str], patch: dict[str, Any]) -> bool:
+        """The usual Waiting of a job past PRE_READY, in the hot loops (the decision loop's WAITING
+        branch and :meth:`_group_waits`): a job with no condition gets ``patch`` (the words'
+        patch, shared by all such jobs of the pass) unless it is already queued with these
+        words; one that says ``words`` already needs nothing. False: anything else, for
+        :meth:`_set_waiting`."""
+        conds = waiter.status.conditions
+        if not conds:
+            sent = self._waiting_sent.get(name)
+            if sent is None or sent[0] is not waiter or (sent[1] is not patch and not _says(sent[1], words)):
+                self._waiting_sent[name] = sent = (waiter, patch)
+                self._waits.append(sent)
+                self._wait_names.append(name)
+        elif len(conds) > 1 or (c := conds[0]).type != "Waiting" or c.reason != words[0] or c.message != words[1]:
+            return False
+        if self._unschedulable:
+            self._unschedulable.pop(name, None)
+        return True
+
     def _group_waits(self, ctx: Context, walk: QueueWalk, shared: dict[tuple[str, str], dict[str, Any]],
                      now: Any) -> None:
         """The Waiting conditions of the jobs the walk did not offer (their group had no room):
         one words, one condition and one shared patch per (reason, held), and per job only the
         look at what it says now (the decision loop's WAITING branch, without a decision)."""
         get = ctx.caches["Job"].get
-        unschedulable, waits, wait_names = self._unschedulable, self._waits, self._wait_names
-        waiting_sent = self._waiting_sent
+        unschedulable = self._unschedulable
         top = walk.top_waiting if walk.top_waiting is not None else 0
         for (why, held), names in walk.waits.items():
             words = self._words.get((why, held))
@@ -697,30 +701,11 @@ class PlacementReconciler:
             patch = shared.get(words)
             if patch is None:
                 patch = shared[words] = self._waiting_patch(words, now)[1]
-            cond = patch["conditions"][0]
-            reason, message = words
+            noted = self._noted_waiting
             for name in names:
                 waiter = get(name)
-                if waiter is not None:
-                    st = waiter.status
-                    conds = st.conditions
-                    if st.state not in PRE_READY:
-                        if not conds:  # the usual first word: the group's patch, shared
-                            sent = waiting_sent.get(name)
-                            if sent is None or sent[0] is not waiter or (sent[1] is not patch and
-                                                                         not _says(sent[1], words)):
-                                waiting_sent[name] = sent = (waiter, patch)
-                                waits.append(sent)
-                                wait_names.append(name)
-                            if unschedulable:
-                                unschedulable.pop(name, None)
-                            continue
-                        if len(conds) == 1:
-                            c = conds[0]
-                            if c is cond or (c.type == "Waiting" and c.reason == reason and c.message == message):
-                                if unschedulable:
-                                    unschedulable.pop(name, None)
-                                continue  # says so already
+                if waiter is not None and waiter.status.state not in PRE_READY and noted(name, waiter, words, patch):
+                    continue
                 self._set_waiting(ctx, waiter, why, held, top, now)
                 if unschedulable:
                     unschedulable.pop(name, None)
