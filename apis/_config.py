@@ -59,9 +59,10 @@ class SiteConfig:
     @property
     def agents_acquire(self) -> bool:
         """Whether this site's node agents take single-node jobs themselves while placement
-        lends them their node (``agents_acquire: false`` in settings.yml turns it off;
-        docs/design.md "Eighth round: agents acquire")."""
-        return bool(self.extra.get("agents_acquire", True))
+        lends them their node (``agents_acquire: true`` in settings.yml; docs/design.md
+        "Eighth round: agents acquire"). Off by default: with claims on, a job whose App has a
+        preprocess hook or transfers waited unreleased, and the DAG hop is slower (session 7)."""
+        return bool(self.extra.get("agents_acquire", False))
 
     def save(self) -> None:
         doc = {"name": self.name, "store": self.store_url, "namespace": self.namespace, **self.extra}

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between SIGTERM and SIGKILL when a job is killed (default: 5)")
     p.add_argument("--no-acquire", dest="acquire", action="store_false", default=None,
                    help="never take jobs itself in a claim window: run only what placement binds here "
-                        "(default: the site's agents_acquire setting, on)")
+                        "(default: the site's agents_acquire setting, off)")
     p.add_argument("-v", "--verbose", action="store_true", help="also log to stderr")
     return p
 

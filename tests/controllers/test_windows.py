@@ -34,13 +34,16 @@ BACKENDS = [
 @pytest.fixture(params=BACKENDS)
 def site(request: pytest.FixtureRequest, tmp_path: Path) -> SiteConfig:
     if request.param == "sqlite":
-        return make_site_config(tmp_path, save=False)
-    url = str(request.getfixturevalue("etcd_url"))
-    try:
-        import store._etcd  # noqa: F401
-    except ModuleNotFoundError as e:  # pragma: no cover
-        skip_or_fail(f"the etcd backend is not importable: {e}")
-    return make_site_config(tmp_path, save=False, store_url=url, namespace=f"w{uuid.uuid4().hex[:10]}")
+        cfg = make_site_config(tmp_path, save=False)
+    else:
+        url = str(request.getfixturevalue("etcd_url"))
+        try:
+            import store._etcd  # noqa: F401
+        except ModuleNotFoundError as e:  # pragma: no cover
+            skip_or_fail(f"the etcd backend is not importable: {e}")
+        cfg = make_site_config(tmp_path, save=False, store_url=url, namespace=f"w{uuid.uuid4().hex[:10]}")
+    cfg.extra["agents_acquire"] = True  # claims are off by default: these tests are about them
+    return cfg
 
 
 @pytest.fixture
@@ -251,6 +254,8 @@ def test_the_sites_agents_acquire_setting_turns_claims_off_for_its_agents(reg: R
     site.extra["agents_acquire"] = False
     a = NodeAgent(reg, name="n1", cpus=2, site_config=site, log_to_file=False)
     assert not a.acquire and not a.reporter.spec.acquires and not a.claims.enabled
+    del site.extra["agents_acquire"]  # off by default
+    assert not NodeAgent(reg, name="n3", cpus=2, site_config=site, log_to_file=False).acquire
     site.extra["agents_acquire"] = True
     b = NodeAgent(reg, name="n2", cpus=2, site_config=site, log_to_file=False, acquire=False)
     assert not b.acquire  # the agent's own switch wins
@@ -282,8 +287,13 @@ def test_agents_take_the_highest_priority_first(reg: Registry, site: SiteConfig,
     _app(reg, ns, "nap", "sleep 0.2")
     _jobs(reg, ns, "nap", ["low0", "low1"])
     _jobs(reg, ns, "nap", ["high0", "high1"], priority=5)
+    # The agent first, its Node advertising that it acquires: a manager that saw the jobs
+    # before any node would otherwise bind the first one itself (windows open only on nodes
+    # whose agents acquire).
+    agents.start("n1", cpus=1)  # one job at a time: the order is the claims' order
+    poll_until(lambda: any(n.name == "n1" and n.spec.acquires for n in reg.list(Node, ns)[0]),
+               what="n1 registered, acquiring")
     with _manager(reg, ns):
-        agents.start("n1", cpus=1)  # one job at a time: the order is the claims' order
         done = poll_until(lambda: _all_finished(reg, ns, ["low0", "low1", "high0", "high1"]), what="all finished")
     order = [j.name for j in sorted(done, key=lambda j: _interval(j)[0])]
     # (within one priority an agent takes a random half of the 2 x free-slots oldest: racing
