@@ -267,7 +267,9 @@ class Job(BalsamJobMixin, ClientMixin, Resource):
             if spec.resources.num_nodes == 1 and not spec.suspend and not (
                     state is JobState.CREATED and spec.parents):
                 # (reads the spec too: a spec edit re-indexes the whole job)
-                out.add(("claimable", claim_order(spec.priority, self.metadata.creation_timestamp)))
+                # the state last: a job that moves on (READY -> PREPROCESSED after its stage-in)
+                # gets a new key, which wakes the agents and refreshes what they remembered of it
+                out.add(("claimable", f"{claim_order(spec.priority, self.metadata.creation_timestamp)}.{state.value}"))
         return out
 
     def references_key(self) -> Hashable:

@@ -254,7 +254,7 @@ class Claimer:
         cut = len(self.prefix)
         for kv in res.kvs:
             value, _, name = kv.key[cut:].partition("/")
-            if name in unclaimable or name in sup.runs or name in src.queued:
+            if unclaimable.get(name) == value or name in sup.runs or name in src.queued:
                 continue
             cands.append((value.partition(".")[0], name))
             if len(cands) >= 2 * want:
@@ -329,16 +329,26 @@ class Claimer:
         self.unsure.update(names)
         self.source.recheck.update(names)
 
+    def _remember_unclaimable(self, job: Job) -> None:
+        """Skip ``job`` in the rounds to come while its ``claimable`` key stays the one it has
+        now: the key holds the job's state, so a job that moves on (its stage-in done, its
+        hook run) comes back as a new key — and a wake-up."""
+        value = next((v for i, v in job.status_index_entries() if i == "claimable"), None)
+        if value is None:
+            return
+        if len(self.unclaimable) > 100_000:
+            self.unclaimable.clear()
+        self.unclaimable[job.metadata.name or ""] = value
+
     def _claim_fields(self, job: Job, free_c: list[int], free_g: list[int], share_left: float,
                       now: datetime) -> dict[str, Any] | None:
         """The status patch that claims ``job`` on the lowest free ids, or None (cannot now;
         remembered in ``unclaimable`` when it never can as it is)."""
         st_, spec = job.status, job.spec
-        name = job.metadata.name or ""
         r = spec.resources
         c, g, share = r.cpus_per_node, r.gpus_per_node, 1.0 / r.node_packing_count
         if r.num_nodes != 1 or c > self.cpus or g > self.gpus:
-            self.unclaimable[name] = job.metadata.resource_version
+            self._remember_unclaimable(job)
             return None
         if c > len(free_c) or g > len(free_g) or share > share_left + 1e-9:
             return None  # not now
@@ -346,10 +356,9 @@ class Claimer:
         if st_.state in PRE_READY:
             app = self.supervisor.app(spec.app)
             found = steps_to_preprocessed(job, app, _has_preprocess, _parent_unknown)
-            if found is None:  # a hook, a stage-in or no App: the controllers' to release
-                if len(self.unclaimable) > 100_000:
-                    self.unclaimable.clear()
-                self.unclaimable[name] = job.metadata.resource_version
+            if found is None:  # a hook, a stage-in: the controllers' to release
+                if app is not None:  # (an App not here yet: asked again next round)
+                    self._remember_unclaimable(job)
                 return None
             steps = found
         placement = Placement(batch_job=self.batch_job, nodes=[self.node], cpus=free_c[:c], gpus=free_g[:g],

@@ -112,6 +112,8 @@ class JobSource:
                 self.post(JobsChanged((("DELETE" if d.type == "DELETED" else "PUT", name),)))
             elif what == "apps":
                 self.post(AppsChanged((name,)))
+                if self.claims:
+                    self.claimable_arrived()  # a job that waited for its App here may be claimable now
             elif what == "claimable":
                 if d.type != "DELETED":
                     self.claimable_arrived()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import pytest
 from click.testing import CliRunner
 
 from apis import Job, JobState, TransferItem, TransferTask, get_condition
@@ -22,7 +23,11 @@ from tests._deadline import DEADLINE
 from .conftest import make_app, make_jobs, make_site, tasks, wait_states, wait_until
 
 
-def test_stage_out_after_a_real_run_writes_the_result_to_its_destination(registry, site, remote, manager):
+@pytest.mark.parametrize("acquire", [False, True], ids=["placement-binds", "agents-claim"])
+def test_stage_out_after_a_real_run_writes_the_result_to_its_destination(registry, site, remote, manager, acquire):
+    # agents-claim: the agent reads the jobs while they still stage in (it must leave them to
+    # the transfer reconciler) and claims them once PREPROCESSED (their claimable key changes)
+    site.extra["agents_acquire"] = acquire
     make_site(registry, site)
     make_app(registry, command="tr a-z A-Z < in.dat > result.json",
              inp={"direction": "in", "localPath": "in.dat"},
