@@ -290,3 +290,42 @@ def test_agents_take_the_highest_priority_first(reg: Registry, site: SiteConfig,
     # agents then collide on few jobs; so the order within a priority is only roughly by age)
     assert set(order[:2]) == {"high0", "high1"} and set(order[2:]) == {"low0", "low1"}
     assert all(j.status.history[0].by == "n1" for j in done)
+
+
+def test_a_dag_child_is_claimed_by_the_agent_that_writes_its_parents_end(reg: Registry, site: SiteConfig,
+                                                                         agents: Agents) -> None:
+    ns = site.namespace
+    _app(reg, ns, "t", "/bin/true")
+    with _manager(reg, ns):
+        a = agents.start("n1")
+        poll_until(lambda: _window(reg, ns, "n1").open, what="window open")
+        _jobs(reg, ns, "t", ["parent"])
+        _jobs(reg, ns, "t", ["child"], parents=["parent"])
+        parent, child = poll_until(lambda: _all_finished(reg, ns, ["parent", "child"]), what="both finished")
+    # the child's release is the agent's, taken with the parent's end (no placement write):
+    # every step up to PREPROCESSED says n1, and the child ran once, after its parent's end
+    released = [e for e in child.status.history if e.to_state in
+                (JobState.AWAITING_PARENTS, JobState.READY, JobState.STAGED_IN, JobState.PREPROCESSED)]
+    assert [e.by for e in released if e.to_state is not JobState.AWAITING_PARENTS] == ["n1"] * 3, released
+    assert a.stats["follow_claims"] == 1
+    assert _interval(child)[0] >= _interval(parent)[1]
+    assert child.status.attempts == 1
+
+
+def test_a_child_with_a_parent_still_running_is_not_claimed_with_the_other_parents_end(
+        reg: Registry, site: SiteConfig, agents: Agents) -> None:
+    ns = site.namespace
+    _app(reg, ns, "t", "/bin/true")
+    _app(reg, ns, "nap", "sleep 1")
+    with _manager(reg, ns):
+        a = agents.start("n1", cpus=4)
+        poll_until(lambda: _window(reg, ns, "n1").open, what="window open")
+        _jobs(reg, ns, "nap", ["slow"])
+        _jobs(reg, ns, "t", ["fast"])
+        _jobs(reg, ns, "t", ["sink"], parents=["fast", "slow"])
+        fast, slow, sink = poll_until(lambda: _all_finished(reg, ns, ["fast", "slow", "sink"]), what="all finished")
+    # whichever end claimed it (or placement released it), the sink started after both ends
+    start = _interval(sink)[0]
+    assert start >= _interval(fast)[1] and start >= _interval(slow)[1]
+    assert sink.status.attempts == 1
+    assert a.stats["launched"] == 3
