@@ -329,3 +329,37 @@ def test_a_child_with_a_parent_still_running_is_not_claimed_with_the_other_paren
     assert start >= _interval(fast)[1] and start >= _interval(slow)[1]
     assert sink.status.attempts == 1
     assert a.stats["launched"] == 3
+
+
+def test_a_childs_claim_refused_with_its_parents_end_leaves_the_end_written_and_the_child_run_once(
+        reg: Registry, site: SiteConfig, agents: Agents) -> None:
+    ns = site.namespace
+    _app(reg, ns, "t", "/bin/true")
+    _app(reg, ns, "nap", "sleep 1")
+    with _manager(reg, ns):
+        a = agents.start("n1", cpus=4)
+        follow = a.writer.follow
+        assert follow is not None
+        touched: list[str] = []
+
+        def follow_then_move_the_other_parent(ends: list[tuple[Job, dict[str, Any]]]) -> Any:
+            rider = follow(ends)
+            if rider is not None and not touched:
+                # the other parent changes after it was read: the claim's compare must fail
+                old = reg.get(Job, "done", ns)
+                new = old.model_copy(deep=True)
+                new.metadata.labels = {"touched": "yes"}
+                reg.update(old, new)
+                touched.append("done")
+            return rider
+
+        a.writer.follow = follow_then_move_the_other_parent
+        poll_until(lambda: _window(reg, ns, "n1").open, what="window open")
+        _jobs(reg, ns, "nap", ["last"])
+        _jobs(reg, ns, "t", ["done"])
+        _jobs(reg, ns, "t", ["sink"], parents=["done", "last"])
+        done, last, sink = poll_until(lambda: _all_finished(reg, ns, ["done", "last", "sink"]), what="all finished")
+    assert touched == ["done"]  # the claim was tried with last's end, and refused
+    assert a.stats["follow_claims"] == 0 and a.stats["claim_conflicts"] >= 1
+    assert _interval(sink)[0] >= _interval(last)[1] and sink.status.attempts == 1
+    assert last.status.attempts == 1 and done.metadata.labels == {"touched": "yes"}
