@@ -299,8 +299,10 @@ def test_a_dag_child_is_claimed_by_the_agent_that_writes_its_parents_end(reg: Re
     with _manager(reg, ns):
         a = agents.start("n1")
         poll_until(lambda: _window(reg, ns, "n1").open, what="window open")
-        _jobs(reg, ns, "t", ["parent"])
-        _jobs(reg, ns, "t", ["child"], parents=["parent"])
+        # one transaction: the child exists before the parent can end
+        reg.create_many([Job(metadata={"name": n, "namespace": ns},  # type: ignore[arg-type]
+                             spec={"app": "t", "workdir": f"w/{n}", "parents": p})  # type: ignore[arg-type]
+                         for n, p in (("parent", []), ("child", ["parent"]))])
         parent, child = poll_until(lambda: _all_finished(reg, ns, ["parent", "child"]), what="both finished")
     # the child's release is the agent's, taken with the parent's end (no placement write):
     # every step up to PREPROCESSED says n1, and the child ran once, after its parent's end
