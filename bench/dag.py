@@ -201,7 +201,7 @@ def run_dag(ctx: Context) -> Result:
                 ratio_to="stamp_launch_ms", ratio_unit="× one launch")
         res.add("chain_max_ms", c["max_ms"], "ms", "chain hop max", backend=b)
         for part, words in (("exit_to_finished", "parent exit → its JOB_FINISHED write (agent)"),
-                            ("finished_to_ready", "→ child READY (placement's releasing bind)"),
+                            ("finished_to_ready", "→ child READY (placement's releasing bind, or the claim in the parent's end write)"),
                             ("ready_to_start", "→ child start (agent watch, launch)")):
             res.add(f"chain_{part}_p50_ms", c[f"{part}_p50_ms"], "ms", f"hop p50 part: {words}", backend=b)
         res.add("chain_seconds", c["seconds"], "s", f"chain of {n}: create → last finished", backend=b)

@@ -165,6 +165,8 @@ class NodeAgent:
         self.source.supervisor = self.writer.supervisor = self.supervisor
         self.writer.source = self.supervisor.source = self.source
         self.supervisor.writer = self.writer
+        if self.claims.enabled:
+            self.writer.follow = self.claims.follow
         self.source.mark_usage = self.supervisor.mark_usage = self._mark_usage
 
         self._deferred: list[_Retryable] = []  # handled again once the store answers

@@ -48,7 +48,7 @@ from apis import (
     declares_hook,
     utcnow,
 )
-from apis._registry import index_prefix, kind_prefix
+from apis._registry import index_prefix, kind_prefix, object_key
 from apis._release import collapsed_fields, steps_to_preprocessed
 from apis._states import PRE_READY
 from apis._windows import CLAIMABLE_STATES, Window, window_key
@@ -69,6 +69,13 @@ RANGE = 256
 #: close together are filled by one round (one range read, one ``get_many``, one transaction)
 #: instead of one each. A node with nothing running claims at once (a DAG's next job).
 ROUND_EVERY = 0.004
+#: Most ends in one write whose children are looked up to ride with it (one keys-only read of
+#: the ``parent`` index each): a larger batch is a busy node's, where a DAG's hop is not the
+#: wait that counts; placement releases those children as before.
+FOLLOW_MAX = 4
+#: Most other parents read for one such write: a fan-in's child, whose parents end one by one,
+#: is not read with all of them at every end (placement releases it once the last one ends).
+FOLLOW_PARENTS = 8
 #: Conditions a claimed job no longer has: placement's words for a waiting job and the
 #: parents' conditions of a released one.
 _DROPPED = frozenset({"Unschedulable", "Waiting", "ParentFailed", "ParentMissing"})
@@ -126,7 +133,8 @@ class Claimer:
         self.min_share = 1.0 / max(1, cpus)
         self._rng = random.Random()
         self._posted = threading.Event()  # a wake-up is on the loop's queue
-        self.stats = {"claims": 0, "claim_txns": 0, "claim_conflicts": 0, "claim_rounds": 0, "claim_reads": 0}
+        self.stats = {"claims": 0, "claim_txns": 0, "claim_conflicts": 0, "claim_rounds": 0, "claim_reads": 0,
+                      "follow_reads": 0, "follow_claims": 0}
         self.source: JobSource
         self.supervisor: Supervisor
         self.writer: StatusWriter
@@ -307,6 +315,98 @@ class Claimer:
         self.writer.rider = Rider(patches, fence, self._landed, self._refused, lambda: self._unknown(names))
         return len(patches)
 
+    def follow(self, ends: list[tuple[Job, dict[str, Any]]]) -> Rider | None:
+        """Claims of the children that the ends about to be written make ready, to ride in
+        their transaction (the status writer asks before it writes): a DAG's next job starts
+        with no manager write and no wake-up between its parent's end and its claim.
+
+        A child is taken when it waits on its parents (CREATED or AWAITING_PARENTS), is a
+        single-node job that fits here now, and every other parent is JOB_FINISHED as read:
+        the transaction compares the child (its CAS), each such parent's revision (none moved
+        since it was read), the window key's revision and our Node key, as a claim round does.
+        None when there is nothing to take, or the window is not open: placement releases the
+        children as before, and an agent claims them from the index."""
+        if not self.enabled or not self.window.open or not self.synced or self.source.recheck:
+            return None
+        finished = {j.name for j, f in ends if f.get("state") is JobState.JOB_FINISHED}
+        if not finished or len(finished) > FOLLOW_MAX:
+            return None
+        if time.monotonic() >= self.leases.deadline - self.leases.fence_margin:
+            return None
+        busy_c, busy_g, occ = self.held()
+        free_c = [i for i in range(self.cpus) if i not in busy_c]
+        free_g = [i for i in range(self.gpus) if i not in busy_g]
+        if not free_c or occ >= 1.0 - 1e-9:
+            return None
+        try:
+            kids: list[str] = []
+            for parent in sorted(finished):
+                kids.extend(self.registry.index_names(Job, "parent", parent, self.namespace))
+            if not kids:
+                return None
+            self.stats["follow_reads"] += 1
+            kids = sorted(set(kids) - finished)[: 2 * len(free_c)]
+            children = [j for j in self.registry.get_many(Job, kids, self.namespace) if j is not None]
+            waiting = [j for j in children if self._waits_on_parents(j)
+                       and len(j.spec.parents) <= FOLLOW_PARENTS + len(finished)]
+            others = sorted({p for j in waiting for p in j.spec.parents} - finished)[:FOLLOW_PARENTS]
+            read = dict(zip(others, self.registry.get_many(Job, others, self.namespace), strict=True)) if others else {}
+        except (StoreUnavailable, st.Unavailable) as e:
+            self.log.warning("reading the children of ending jobs failed: %s", e)
+            return None
+
+        def state_of(name: str) -> JobState | None:
+            if name in finished:
+                return JobState.JOB_FINISHED
+            p = read.get(name)
+            return p.status.state if p is not None else None
+
+        now = utcnow()
+        share_left = 1.0 - occ
+        patches: list[tuple[Job, dict[str, Any]]] = []
+        compared: set[str] = set()
+        # Oldest first among the children of higher priority: placement's lane order.
+        waiting.sort(key=lambda j: (-j.spec.priority, j.metadata.creation_timestamp or now, j.name))
+        for job in waiting:
+            fields = self._claim_fields(job, free_c, free_g, share_left, now, state_of)
+            if fields is None:
+                continue
+            p = fields["placement"]
+            free_c = free_c[len(p.cpus):]
+            free_g = free_g[len(p.gpus):]
+            share_left -= p.occupancy
+            patches.append((job, fields))
+            compared.update(x for x in job.spec.parents if x not in finished)
+            if not free_c:
+                break
+        if not patches:
+            return None
+        fence = [st.Compare(self.window_key, "mod", "==", self.window_rev), st.Compare(self.node_key, "version", ">", 0)]
+        for name in sorted(compared):
+            parent = read[name]
+            assert parent is not None  # JOB_FINISHED as read: state_of said so
+            fence.append(st.Compare(object_key(Job, self.namespace, name), "mod", "==",
+                                    int(parent.metadata.resource_version or 0)))
+        names = [j.name for j, _ in patches]
+        return Rider(patches, fence, self._followed, self._followed_refused, lambda: self._unknown(names))
+
+    def _followed(self, written: list[Job], rev: int) -> None:
+        self.stats["follow_claims"] += len(written)
+        self._landed(written, rev)
+
+    @staticmethod
+    def _waits_on_parents(job: Job) -> bool:
+        st_ = job.status
+        return (st_.state is JobState.AWAITING_PARENTS or st_.state is JobState.CREATED and bool(job.spec.parents)) \
+            and not job.spec.suspend and job.spec.resources.num_nodes == 1 \
+            and not (st_.placement is not None and st_.placement.nodes)
+
+    def _followed_refused(self) -> None:
+        """A child's claim with its parent's end was refused (someone moved a job it compares,
+        or the window): nothing to undo; the child is released and claimed the usual way."""
+        self.stats["claim_conflicts"] += 1
+        self.wake = True
+
     def _landed(self, written: list[Job], rev: int) -> None:
         self.stats["claim_txns"] += 1
         self.stats["claims"] += len(written)
@@ -341,7 +441,8 @@ class Claimer:
         self.unclaimable[job.metadata.name or ""] = value
 
     def _claim_fields(self, job: Job, free_c: list[int], free_g: list[int], share_left: float,
-                      now: datetime) -> dict[str, Any] | None:
+                      now: datetime, state_of: Callable[[str], JobState | None] = _parent_unknown,
+                      ) -> dict[str, Any] | None:
         """The status patch that claims ``job`` on the lowest free ids, or None (cannot now;
         remembered in ``unclaimable`` when it never can as it is)."""
         st_, spec = job.status, job.spec
@@ -355,10 +456,10 @@ class Claimer:
         steps: list[tuple[JobState, str]] = []
         if st_.state in PRE_READY:
             app = self.supervisor.app(spec.app)
-            found = steps_to_preprocessed(job, app, _has_preprocess, _parent_unknown)
-            if found is None:  # a hook, a stage-in: the controllers' to release
-                if app is not None:  # (an App not here yet: asked again next round)
-                    self._remember_unclaimable(job)
+            found = steps_to_preprocessed(job, app, _has_preprocess, state_of)
+            if found is None:  # a hook, a stage-in, no App here yet, or a parent not finished
+                if app is not None and state_of is _parent_unknown:
+                    self._remember_unclaimable(job)  # (the others: asked again, not remembered)
                 return None
             steps = found
         placement = Placement(batch_job=self.batch_job, nodes=[self.node], cpus=free_c[:c], gpus=free_g[:g],

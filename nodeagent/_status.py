@@ -120,6 +120,9 @@ class StatusWriter:
         self.dirty: dict[str, Run] = {}
         self.last_revision = 0  # of our last job write (a claim window's ack names it: _claims.py)
         self.rider: Rider | None = None  # claims for the next transaction: it goes out at once
+        #: Asked, before a write, for claims of the children its ends make ready (``_claims.py``,
+        #: :meth:`Claimer.follow`): they ride in the same transaction (None: claims off).
+        self.follow: Callable[[list[tuple[Job, dict[str, Any]]]], Rider | None] | None = None
         self._fresh: dict[str, float] = {}  # dirty runs whose only steps are → RUNNING: since when
         self.start_delay = START_DELAY
         self._urgent_since: float | None = None
@@ -194,6 +197,8 @@ class StatusWriter:
             if not runs and rider is None:
                 return True
             patches = [(r.snapshot, status_patch(r, r.snapshot)) for r in runs]
+            if rider is None and _attempt == 0 and not stopping and self.follow is not None and patches:
+                rider = self.follow(patches)  # refused, the ends are written again without it
             written: list[Job] = []
             try:
                 if rider is None:

@@ -300,3 +300,78 @@ def test_agents_take_the_highest_priority_first(reg: Registry, site: SiteConfig,
     # agents then collide on few jobs; so the order within a priority is only roughly by age)
     assert set(order[:2]) == {"high0", "high1"} and set(order[2:]) == {"low0", "low1"}
     assert all(j.status.history[0].by == "n1" for j in done)
+
+
+def test_a_dag_child_is_claimed_by_the_agent_that_writes_its_parents_end(reg: Registry, site: SiteConfig,
+                                                                         agents: Agents) -> None:
+    ns = site.namespace
+    _app(reg, ns, "t", "/bin/true")
+    with _manager(reg, ns):
+        a = agents.start("n1")
+        poll_until(lambda: _window(reg, ns, "n1").open, what="window open")
+        # one transaction: the child exists before the parent can end
+        reg.create_many([Job(metadata={"name": n, "namespace": ns},  # type: ignore[arg-type]
+                             spec={"app": "t", "workdir": f"w/{n}", "parents": p})  # type: ignore[arg-type]
+                         for n, p in (("parent", []), ("child", ["parent"]))])
+        parent, child = poll_until(lambda: _all_finished(reg, ns, ["parent", "child"]), what="both finished")
+    # the child's release is the agent's, taken with the parent's end (no placement write):
+    # every step up to PREPROCESSED says n1, and the child ran once, after its parent's end
+    released = [e for e in child.status.history if e.to_state in
+                (JobState.AWAITING_PARENTS, JobState.READY, JobState.STAGED_IN, JobState.PREPROCESSED)]
+    assert [e.by for e in released if e.to_state is not JobState.AWAITING_PARENTS] == ["n1"] * 3, released
+    assert a.stats["follow_claims"] == 1
+    assert _interval(child)[0] >= _interval(parent)[1]
+    assert child.status.attempts == 1
+
+
+def test_a_child_with_a_parent_still_running_is_not_claimed_with_the_other_parents_end(
+        reg: Registry, site: SiteConfig, agents: Agents) -> None:
+    ns = site.namespace
+    _app(reg, ns, "t", "/bin/true")
+    _app(reg, ns, "nap", "sleep 1")
+    with _manager(reg, ns):
+        a = agents.start("n1", cpus=4)
+        poll_until(lambda: _window(reg, ns, "n1").open, what="window open")
+        _jobs(reg, ns, "nap", ["slow"])
+        _jobs(reg, ns, "t", ["fast"])
+        _jobs(reg, ns, "t", ["sink"], parents=["fast", "slow"])
+        fast, slow, sink = poll_until(lambda: _all_finished(reg, ns, ["fast", "slow", "sink"]), what="all finished")
+    # whichever end claimed it (or placement released it), the sink started after both ends
+    start = _interval(sink)[0]
+    assert start >= _interval(fast)[1] and start >= _interval(slow)[1]
+    assert sink.status.attempts == 1
+    assert a.stats["launched"] == 3
+
+
+def test_a_childs_claim_refused_with_its_parents_end_leaves_the_end_written_and_the_child_run_once(
+        reg: Registry, site: SiteConfig, agents: Agents) -> None:
+    ns = site.namespace
+    _app(reg, ns, "t", "/bin/true")
+    _app(reg, ns, "nap", "sleep 1")
+    with _manager(reg, ns):
+        a = agents.start("n1", cpus=4)
+        follow = a.writer.follow
+        assert follow is not None
+        touched: list[str] = []
+
+        def follow_then_move_the_other_parent(ends: list[tuple[Job, dict[str, Any]]]) -> Any:
+            rider = follow(ends)
+            if rider is not None and not touched:
+                # the other parent changes after it was read: the claim's compare must fail
+                old = reg.get(Job, "done", ns)
+                new = old.model_copy(deep=True)
+                new.metadata.labels = {"touched": "yes"}
+                reg.update(old, new)
+                touched.append("done")
+            return rider
+
+        a.writer.follow = follow_then_move_the_other_parent
+        poll_until(lambda: _window(reg, ns, "n1").open, what="window open")
+        _jobs(reg, ns, "nap", ["last"])
+        _jobs(reg, ns, "t", ["done"])
+        _jobs(reg, ns, "t", ["sink"], parents=["done", "last"])
+        done, last, sink = poll_until(lambda: _all_finished(reg, ns, ["done", "last", "sink"]), what="all finished")
+    assert touched == ["done"]  # the claim was tried with last's end, and refused
+    assert a.stats["follow_claims"] == 0 and a.stats["claim_conflicts"] >= 1
+    assert _interval(sink)[0] >= _interval(last)[1] and sink.status.attempts == 1
+    assert last.status.attempts == 1 and done.metadata.labels == {"touched": "yes"}
