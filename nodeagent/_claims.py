@@ -101,6 +101,12 @@ def share_left_now(occupancy: float) -> float:
     return max(0.0, 1.0 - occupancy)
 
 
+def _room_after(p: Placement, free_c: list[int], free_g: list[int], share_left: float,
+                ) -> tuple[list[int], list[int], float]:
+    """The free CPU and GPU ids and the occupancy left once a claim took ``p`` (the lowest ids)."""
+    return free_c[len(p.cpus):], free_g[len(p.gpus):], share_left - p.occupancy
+
+
 class Claimer:
     def __init__(self, registry: Registry, namespace: str, node: str, cpus: int, gpus: int, post: Post,
                  log: logging.Logger, *, enabled: bool, batch_job: str | None = None) -> None:
@@ -296,10 +302,7 @@ class Claimer:
             fields = self._claim_fields(job, free_c, free_g, share_left, now)
             if fields is None:
                 continue
-            p = fields["placement"]
-            free_c = free_c[len(p.cpus):]
-            free_g = free_g[len(p.gpus):]
-            share_left -= p.occupancy
+            free_c, free_g, share_left = _room_after(fields["placement"], free_c, free_g, share_left)
             patches.append((job, fields))
             if not free_c:
                 break
@@ -371,10 +374,7 @@ class Claimer:
             fields = self._claim_fields(job, free_c, free_g, share_left, now, state_of)
             if fields is None:
                 continue
-            p = fields["placement"]
-            free_c = free_c[len(p.cpus):]
-            free_g = free_g[len(p.gpus):]
-            share_left -= p.occupancy
+            free_c, free_g, share_left = _room_after(fields["placement"], free_c, free_g, share_left)
             patches.append((job, fields))
             compared.update(x for x in job.spec.parents if x not in finished)
             if not free_c:
